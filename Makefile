@@ -1,0 +1,45 @@
+# The two commands a newcomer needs: `make demo` and `make test` (README.md).
+# Both set up what they need first: Debian packages, the virtualenv, the collection path.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+COLLECTIONS := $(CURDIR)/build/collections
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup demo test lint sanity pytest ansible-lint clean
+
+setup: $(VENV)/.installed $(COLLECTIONS)/ansible_collections/trustpoint/pki
+
+$(VENV)/.installed: pyproject.toml tools/setup-system.sh
+	tools/setup-system.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# ansible-playbook and Molecule find the collection through this path; the repository root is it.
+$(COLLECTIONS)/ansible_collections/trustpoint/pki:
+	mkdir -p $(dir $@)
+	ln -sfn $(CURDIR) $@
+
+demo: setup
+	$(PY) tools/demo.py
+
+test: setup lint sanity pytest ansible-lint
+
+lint:
+	$(VENV)/bin/ruff check plugins server tests tools bench
+	$(VENV)/bin/ruff format --check plugins server tests tools bench
+
+sanity:
+	tools/sanity.sh
+
+pytest:
+	$(VENV)/bin/pytest
+
+ansible-lint:
+	$(VENV)/bin/ansible-lint --offline --profile production
+
+clean:
+	rm -rf build dist tests/output *.egg-info

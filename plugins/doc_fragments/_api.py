@@ -1,0 +1,23 @@
+# -*- coding: utf-8 -*-
+# Copyright: Trustpoint contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # The management API's credential. PRIVATE to the collection.
+    DOCUMENTATION = r"""
+options:
+  api_token:
+    description:
+      - Bearer token of the Trustpoint management API. C(trustpoint-server init) writes the first
+        one to C(<data dir>/admin-token).
+      - If not set, the environment variable E(TRUSTPOINT_API_TOKEN) is used.
+    type: str
+    required: true
+notes:
+  - These modules talk to the server's REST API; run them on the controller, for example with
+    C(delegate_to: localhost), not on the devices.
+"""

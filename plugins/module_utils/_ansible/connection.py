@@ -1,0 +1,116 @@
+# -*- coding: utf-8 -*-
+# Copyright: Trustpoint contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to the collection: how modules reach the Trustpoint server (HTTP, REST API).
+
+The only module_utils that import Ansible live in this package; the core beside it does not.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.error import HTTPError, URLError
+
+from ansible.module_utils.basic import env_fallback
+from ansible.module_utils.urls import open_url
+
+from ..errors import TransportError
+
+# Options every module that talks to the server has (doc fragment trustpoint.pki.connection).
+CONNECTION_ARGS = dict(
+    server_url=dict(type="str", required=True, fallback=(env_fallback, ["TRUSTPOINT_URL"])),
+    validate_certs=dict(type="bool", default=True, fallback=(env_fallback, ["TRUSTPOINT_VALIDATE_CERTS"])),
+    ca_path=dict(type="path", fallback=(env_fallback, ["TRUSTPOINT_CA_PATH"])),
+    timeout=dict(type="int", default=30),
+)
+# Options of modules that use the management API (doc fragment trustpoint.pki.api).
+API_ARGS = dict(
+    api_token=dict(type="str", required=True, no_log=True, fallback=(env_fallback, ["TRUSTPOINT_API_TOKEN"])),
+)
+
+
+def _open(module, url, method="GET", data=None, headers=None):
+    """(status, headers, body) of one request; HTTP errors are answers too, not exceptions."""
+    params = module.params
+    try:
+        response = open_url(
+            url,
+            data=data,
+            method=method,
+            headers=headers or {},
+            validate_certs=params["validate_certs"],
+            ca_path=params.get("ca_path"),
+            timeout=params["timeout"],
+            follow_redirects="none",
+        )
+        return response.getcode(), response.headers, response.read()
+    except HTTPError as exc:
+        return exc.code, exc.headers, exc.read() if exc.fp is not None else b""
+    except (URLError, OSError, ValueError) as exc:
+        raise TransportError(
+            "cannot reach the Trustpoint server at %s: %s" % (url, getattr(exc, "reason", exc))
+        ) from exc
+
+
+def http_transport(module):
+    """A transport for the core's protocol clients: post(url, body, content_type)."""
+
+    def post(url, body, content_type):
+        status, headers, data = _open(module, url, "POST", body, {"Content-Type": content_type})
+        return status, headers.get("Content-Type"), data
+
+    return post
+
+
+def endpoint(module, path):
+    return module.params["server_url"].rstrip("/") + path
+
+
+class ApiError(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+class TrustpointApi:
+    """The server's REST management API (/api/v1) with the module's token."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def request(self, method, path, payload=None, ok=(200, 201, 204)):
+        headers = {"Authorization": "Bearer " + self.module.params["api_token"], "Accept": "application/json"}
+        data = None
+        if payload is not None:
+            data = json.dumps(payload).encode()
+            headers["Content-Type"] = "application/json"
+        status, _, body = _open(self.module, endpoint(self.module, "/api/v1" + path), method, data, headers)
+        try:
+            decoded = json.loads(body) if body else None
+        except ValueError:
+            decoded = None
+        if status not in ok:
+            message = decoded.get("error") if isinstance(decoded, dict) else None
+            raise ApiError(
+                status,
+                "Trustpoint API %s %s answered HTTP %s: %s"
+                % (method, path, status, message or body[:200].decode("utf-8", "replace")),
+            )
+        return decoded
+
+    def get_or_none(self, path):
+        try:
+            return self.request("GET", path)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+
+def run_api(module, function):
+    """Call function(api); turn connection and API errors into fail_json."""
+    try:
+        return function(TrustpointApi(module))
+    except (ApiError, TransportError) as exc:
+        module.fail_json(msg=str(exc))

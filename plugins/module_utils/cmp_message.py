@@ -1,0 +1,556 @@
+# Copyright: Trustpoint contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""CMP messages (RFC 4210/9480/9483): decode, inspect and build PKIMessages.
+
+Only this module and cmp_protection know the ASN.1 of CMP. Callers see plain Python values:
+bytes, ints, names as cryptography x509.Name, certificates as cryptography certificates.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+from .errors import CmpFailure
+from .keys import hash_for, key_type_of, load_public_key_der, public_key_der, sign, verify_signature
+from .x509 import certificate_der
+
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from pyasn1.codec.der import decoder, encoder
+    from pyasn1.error import PyAsn1Error
+    from pyasn1.type import univ
+    from pyasn1_alt_modules import rfc4211, rfc5280, rfc9480
+except ImportError:  # reported by deps.missing()
+    pass
+
+PVNO_CMP2000 = 2
+PVNO_CMP2021 = 3
+ID_IT_IMPLICIT_CONFIRM = "1.3.6.1.5.5.7.4.13"
+# RFC 9483 section 3.1: 16 random bytes are enough for nonces and transaction IDs.
+NONCE_SIZE = 16
+
+# PKIFailureInfo bit names, by bit number (RFC 4210 section 5.2.3).
+FAIL_INFO_BITS = (
+    "badAlg",
+    "badMessageCheck",
+    "badRequest",
+    "badTime",
+    "badCertId",
+    "badDataFormat",
+    "wrongAuthority",
+    "incorrectData",
+    "missingTimeStamp",
+    "badPOP",
+    "certRevoked",
+    "certConfirmed",
+    "wrongIntegrity",
+    "badRecipientNonce",
+    "timeNotAvailable",
+    "unacceptedPolicy",
+    "unacceptedExtension",
+    "addInfoNotAvailable",
+    "badSenderNonce",
+    "badCertTemplate",
+    "signerNotTrusted",
+    "transactionIdInUse",
+    "unsupportedVersion",
+    "notAuthorized",
+    "systemUnavail",
+    "systemFailure",
+    "duplicateCertReq",
+)
+
+STATUS_ACCEPTED = 0
+STATUS_GRANTED_WITH_MODS = 1
+STATUS_REJECTION = 2
+STATUS_WAITING = 3
+
+# Signature algorithms of certificate-request POP and of certHash (RFC 9481 section 3 and 2).
+_SIGNATURE_HASHES = {
+    "1.2.840.113549.1.1.11": "SHA256",  # sha256WithRSAEncryption
+    "1.2.840.113549.1.1.12": "SHA384",
+    "1.2.840.113549.1.1.13": "SHA512",
+    "1.2.840.10045.4.3.2": "SHA256",  # ecdsa-with-SHA256
+    "1.2.840.10045.4.3.3": "SHA384",
+    "1.2.840.10045.4.3.4": "SHA512",
+}
+_SIGNATURE_OIDS = {
+    ("rsa", "SHA256"): "1.2.840.113549.1.1.11",
+    ("rsa", "SHA384"): "1.2.840.113549.1.1.12",
+    ("rsa", "SHA512"): "1.2.840.113549.1.1.13",
+    ("ecdsa", "SHA256"): "1.2.840.10045.4.3.2",
+    ("ecdsa", "SHA384"): "1.2.840.10045.4.3.3",
+    ("ecdsa", "SHA512"): "1.2.840.10045.4.3.4",
+}
+
+
+def random_nonce():
+    return os.urandom(NONCE_SIZE)
+
+
+def _der_children(der):
+    """Split the content of a DER SEQUENCE into the raw encodings of its elements."""
+
+    def read_tlv(data, pos):
+        if pos + 2 > len(data):
+            raise ValueError("truncated")
+        length = data[pos + 1]
+        head = 2
+        if length & 0x80:
+            count = length & 0x7F
+            if count == 0 or count > 4 or pos + 2 + count > len(data):
+                raise ValueError("bad length")
+            length = int.from_bytes(data[pos + 2 : pos + 2 + count], "big")
+            head += count
+        end = pos + head + length
+        if end > len(data):
+            raise ValueError("truncated")
+        return end
+
+    outer_end = read_tlv(der, 0)
+    if der[0] != 0x30 or outer_end != len(der):
+        raise ValueError("not one SEQUENCE")
+    length_byte = der[1]
+    pos = 2 + (length_byte & 0x7F if length_byte & 0x80 else 0)
+    children = []
+    while pos < len(der):
+        end = read_tlv(der, pos)
+        children.append(der[pos:end])
+        pos = end
+    return children
+
+
+def _der_sequence(*parts):
+    content = b"".join(parts)
+    length = len(content)
+    if length < 0x80:
+        head = bytes([length])
+    else:
+        raw = length.to_bytes((length.bit_length() + 7) // 8, "big")
+        head = bytes([0x80 | len(raw)]) + raw
+    return b"\x30" + head + content
+
+
+def _name_from_general_name(general_name):
+    """A GeneralName's directoryName as a cryptography Name; None for NULL-DN or other forms."""
+    if not general_name.isValue or general_name.getName() != "directoryName":
+        return None
+    name = _load_name(general_name["directoryName"])
+    return name if len(name) else None
+
+
+def _load_name(asn1_name):
+    """A pyasn1 Name as a cryptography Name (cryptography has no public parser for a bare Name)."""
+    attributes = []
+    for rdn in asn1_name["rdnSequence"]:
+        rdn_attributes = []
+        for atv in rdn:
+            oid = x509.ObjectIdentifier(str(atv["type"]))
+            value, _ = decoder.decode(bytes(atv["value"]))
+            rdn_attributes.append(x509.NameAttribute(oid, str(value)))
+        attributes.append(x509.RelativeDistinguishedName(rdn_attributes))
+    return x509.Name(attributes)
+
+
+def _general_name(name):
+    """A cryptography Name (or None for NULL-DN) as a pyasn1 GeneralName directoryName."""
+    general_name = rfc9480.PKIHeader()["sender"].clone()
+    rdns = rfc5280.RDNSequence()
+    if name is not None:
+        asn1_name, _ = decoder.decode(name.public_bytes(), asn1Spec=rfc5280.Name())
+        rdns = asn1_name["rdnSequence"]
+    general_name["directoryName"]["rdnSequence"] = rdns
+    return general_name
+
+
+def _inner_der(der):
+    """The content of an explicitly tagged DER value: the inner value's own encoding."""
+    length_byte = der[1]
+    return der[2 + (length_byte & 0x7F if length_byte & 0x80 else 0) :]
+
+
+def _fill_certificate(target, certificate):
+    """Copy a cryptography certificate into a (possibly tagged) pyasn1 Certificate component."""
+    cert, _ = decoder.decode(certificate_der(certificate), asn1Spec=rfc9480.CMPCertificate())
+    for field in ("tbsCertificate", "signatureAlgorithm", "signature"):
+        target[field] = cert[field]
+
+
+def _optional(seq, name):
+    """A component if present, else None (pyasn1 instantiates absent ones on plain access)."""
+    value = seq.getComponentByName(name, instantiate=False)
+    if value is univ.noValue or value is None or not value.isValue:
+        return None
+    return value
+
+
+class CmpMessage:
+    """A decoded PKIMessage and the header fields the protocol logic needs."""
+
+    def __init__(self, der, asn1):
+        self.der = der
+        self.asn1 = asn1
+        header = asn1["header"]
+        self.header = header
+        self.pvno = int(header["pvno"])
+        self.body_type = asn1["body"].getName()
+        self.body = asn1["body"][self.body_type]
+        self.sender = _name_from_general_name(header["sender"])
+        self.recipient = _name_from_general_name(header["recipient"])
+        self.transaction_id = self._octets("transactionID")
+        self.sender_nonce = self._octets("senderNonce")
+        self.recip_nonce = self._octets("recipNonce")
+        self.sender_kid = self._octets("senderKID")
+        self.recip_kid = self._octets("recipKID")
+        message_time = _optional(header, "messageTime")
+        self.message_time = message_time.asDateTime if message_time is not None else None
+        if self.message_time is not None and self.message_time.tzinfo is None:
+            self.message_time = self.message_time.replace(tzinfo=datetime.timezone.utc)
+        protection_alg = _optional(header, "protectionAlg")
+        self.protection_alg = str(protection_alg["algorithm"]) if protection_alg is not None else None
+        params = protection_alg.getComponentByName("parameters", instantiate=False) if protection_alg else None
+        self.protection_params = bytes(params) if params is not None and params.isValue else None
+        protection = _optional(asn1, "protection")
+        self.protection = protection.asOctets() if protection is not None else None
+        self.implicit_confirm = any(
+            str(itav["infoType"]) == ID_IT_IMPLICIT_CONFIRM for itav in (_optional(header, "generalInfo") or [])
+        )
+        extra = _optional(asn1, "extraCerts")
+        self.extra_certs = [encoder.encode(cert) for cert in extra] if extra is not None else []
+        header_der, body_der = _der_children(der)[:2]
+        # MACs and signatures cover the header and body exactly as received.
+        self.protected_part = _der_sequence(header_der, body_der)
+
+    def _octets(self, name):
+        value = _optional(self.header, name)
+        return value.asOctets() if value is not None else None
+
+    @classmethod
+    def decode(cls, der):
+        """Decode DER; anything that is not one well-formed PKIMessage is badDataFormat."""
+        if not der:
+            raise CmpFailure("the request body is empty; expected a DER PKIMessage", "badDataFormat")
+        try:
+            asn1, rest = decoder.decode(der, asn1Spec=rfc9480.PKIMessage())
+            if rest:
+                raise CmpFailure("%d bytes of trailing data after the PKIMessage" % len(rest), "badDataFormat")
+            return cls(der, asn1)
+        except CmpFailure:
+            raise
+        except (PyAsn1Error, ValueError, TypeError, KeyError, IndexError, UnicodeError) as exc:
+            raise CmpFailure("the request is not a DER PKIMessage: %s" % exc, "badDataFormat") from exc
+
+    def extra_certificates(self):
+        """extraCerts as cryptography certificates; undecodable ones are badDataFormat."""
+        try:
+            return [x509.load_der_x509_certificate(der) for der in self.extra_certs]
+        except ValueError as exc:
+            raise CmpFailure("extraCerts holds an unreadable certificate: %s" % exc, "badDataFormat") from exc
+
+
+class Header:
+    """The fields of a PKIHeader to build."""
+
+    def __init__(
+        self,
+        pvno=PVNO_CMP2000,
+        sender=None,
+        recipient=None,
+        transaction_id=None,
+        sender_nonce=None,
+        recip_nonce=None,
+        sender_kid=None,
+        implicit_confirm=False,
+        message_time=None,
+    ):
+        self.pvno = pvno
+        self.sender = sender
+        self.recipient = recipient
+        self.transaction_id = transaction_id
+        self.sender_nonce = sender_nonce if sender_nonce is not None else random_nonce()
+        self.recip_nonce = recip_nonce
+        self.sender_kid = sender_kid
+        self.implicit_confirm = implicit_confirm
+        self.message_time = message_time
+
+    @classmethod
+    def response_to(cls, request, sender=None, implicit_confirm=False):
+        """A response header: the request's pvno and transactionID, recipNonce = its senderNonce."""
+        return cls(
+            pvno=request.pvno if request.pvno in (PVNO_CMP2000, PVNO_CMP2021) else PVNO_CMP2000,
+            sender=sender,
+            recipient=request.sender,
+            transaction_id=request.transaction_id,
+            recip_nonce=request.sender_nonce,
+            implicit_confirm=implicit_confirm,
+        )
+
+
+def encode_message(header, body, protector=None, extra_certs=()):
+    """Build and encode a PKIMessage; protector (cmp_protection) sets protectionAlg and protection."""
+    message = rfc9480.PKIMessage()
+    asn1_header = message["header"]
+    asn1_header["pvno"] = header.pvno
+    asn1_header["sender"] = _general_name(header.sender)
+    asn1_header["recipient"] = _general_name(header.recipient)
+    when = header.message_time or datetime.datetime.now(datetime.timezone.utc)
+    asn1_header["messageTime"] = asn1_header["messageTime"].clone(when.strftime("%Y%m%d%H%M%SZ"))
+    if protector is not None:
+        algorithm = asn1_header["protectionAlg"]
+        oid, params_der = protector.algorithm()
+        algorithm["algorithm"] = univ.ObjectIdentifier(oid)
+        if params_der is not None:
+            algorithm["parameters"] = univ.Any(params_der)
+        if protector.kid is not None:
+            asn1_header["senderKID"] = asn1_header["senderKID"].clone(protector.kid)
+    elif header.sender_kid is not None:
+        asn1_header["senderKID"] = asn1_header["senderKID"].clone(header.sender_kid)
+    for field, value in (
+        ("transactionID", header.transaction_id),
+        ("senderNonce", header.sender_nonce),
+        ("recipNonce", header.recip_nonce),
+    ):
+        if value is not None:
+            asn1_header[field] = asn1_header[field].clone(value)
+    if header.implicit_confirm:
+        itav = rfc9480.InfoTypeAndValue()
+        itav["infoType"] = univ.ObjectIdentifier(ID_IT_IMPLICIT_CONFIRM)
+        itav["infoValue"] = univ.Any(encoder.encode(univ.Null("")))
+        asn1_header["generalInfo"].append(itav)
+    body_type, content = body
+    message["body"][body_type] = content
+    if protector is not None:
+        protected_part = _der_sequence(encoder.encode(message["header"]), encoder.encode(message["body"]))
+        message["protection"] = message["protection"].clone(hexValue=protector.protect(protected_part).hex())
+    for der in extra_certs:
+        cert, _ = decoder.decode(der, asn1Spec=rfc9480.CMPCertificate())
+        message["extraCerts"].append(cert)
+    return encoder.encode(message)
+
+
+# --- bodies ---------------------------------------------------------------------------------------
+
+
+def _status_info(status, fail_info=(), text=None):
+    info = rfc9480.PKIStatusInfo()
+    info["status"] = status
+    if text:
+        info["statusString"].append(text)
+    if fail_info:
+        bits = {FAIL_INFO_BITS.index(name) for name in fail_info}
+        # A named BIT STRING in DER has no trailing zero bits: its length is the highest set bit + 1.
+        info["failInfo"] = info["failInfo"].clone(
+            binValue="".join("1" if bit in bits else "0" for bit in range(max(bits) + 1))
+        )
+    return info
+
+
+def error_body(fail_info, text):
+    content = rfc9480.PKIBody()["error"].clone()
+    content["pKIStatusInfo"] = _status_info(STATUS_REJECTION, fail_info, text)
+    return "error", content
+
+
+def pkiconf_body():
+    return "pkiconf", rfc9480.PKIBody()["pkiconf"].clone("")
+
+
+def cert_rep_body(body_type, cert_req_id, certificate, ca_pubs=()):
+    """ip, cp or kup with one accepted response carrying certificate (cryptography certificate)."""
+    content = rfc9480.PKIBody()[body_type].clone()
+    for ca in ca_pubs:
+        content["caPubs"].append(decoder.decode(certificate_der(ca), asn1Spec=rfc9480.CMPCertificate())[0])
+    response = rfc9480.CertResponse()
+    response["certReqId"] = cert_req_id
+    response["status"] = _status_info(STATUS_ACCEPTED)
+    _fill_certificate(response["certifiedKeyPair"]["certOrEncCert"]["certificate"], certificate)
+    content["response"].append(response)
+    return body_type, content
+
+
+def cert_req_body(body_type, private_key, subject=None, cert_req_id=0):
+    """ir, cr or kur with one CertReqMsg for private_key's public key and POP by signature."""
+    request = rfc4211.CertRequest()
+    request["certReqId"] = cert_req_id
+    template = request["certTemplate"]
+    if subject is not None:
+        template["subject"] = template["subject"].clone()
+        asn1_name, _ = decoder.decode(subject.public_bytes(), asn1Spec=rfc5280.Name())
+        template["subject"]["rdnSequence"] = asn1_name["rdnSequence"]
+    spki, _ = decoder.decode(public_key_der(private_key), asn1Spec=rfc5280.SubjectPublicKeyInfo())
+    public_key = template["publicKey"]
+    public_key["algorithm"] = spki["algorithm"]
+    public_key["subjectPublicKey"] = spki["subjectPublicKey"]
+    message = rfc4211.CertReqMsg()
+    message["certReq"] = request
+    hash_algorithm = hash_for(private_key)
+    family = "rsa" if key_type_of(private_key).startswith("rsa") else "ecdsa"
+    pop = message["popo"]["signature"]
+    pop["algorithmIdentifier"]["algorithm"] = univ.ObjectIdentifier(
+        _SIGNATURE_OIDS[(family, hash_algorithm.name.upper())]
+    )
+    pop["signature"] = univ.BitString.fromOctetString(sign(private_key, encoder.encode(request), hash_algorithm))
+    content = rfc9480.PKIBody()[body_type].clone()
+    content.append(message)
+    return body_type, content
+
+
+def cert_conf_body(cert_hash, cert_req_id=0, accepted=True, text=None, fail_info=()):
+    content = rfc9480.PKIBody()["certConf"].clone()
+    status = rfc9480.CertStatus()
+    status["certHash"] = cert_hash
+    status["certReqId"] = cert_req_id
+    if not accepted:
+        status["statusInfo"] = _status_info(STATUS_REJECTION, fail_info, text)
+    content.append(status)
+    return "certConf", content
+
+
+# --- reading bodies -------------------------------------------------------------------------------
+
+
+class CertRequest:
+    """One CertReqMsg of an ir/cr/kur: the template's subject and key, and its POP."""
+
+    def __init__(self, cert_req_msg):
+        request = cert_req_msg["certReq"]
+        self.asn1 = cert_req_msg
+        self.cert_req_id = int(request["certReqId"])
+        template = request["certTemplate"]
+        subject = _optional(template, "subject")
+        self.subject = _load_name(subject) if subject is not None else None
+        public_key = _optional(template, "publicKey")
+        if public_key is None:
+            raise CmpFailure("the certificate template has no public key", "badCertTemplate")
+        # publicKey is [6] IMPLICIT SubjectPublicKeyInfo: re-tag it as a plain SEQUENCE to load it.
+        spki = rfc5280.SubjectPublicKeyInfo()
+        spki["algorithm"] = public_key["algorithm"]
+        spki["subjectPublicKey"] = public_key["subjectPublicKey"]
+        self.spki_der = encoder.encode(spki)
+        try:
+            self.public_key = load_public_key_der(self.spki_der)
+        except Exception as exc:  # InvalidInput, or a library error on a malformed key
+            raise CmpFailure("the template's public key cannot be read: %s" % exc, "badCertTemplate") from exc
+        validity = _optional(template, "validity")
+        self.not_after = None
+        if validity is not None and _optional(validity, "notAfter") is not None:
+            time = validity["notAfter"]
+            self.not_after = time[time.getName()].asDateTime
+            if self.not_after.tzinfo is None:
+                self.not_after = self.not_after.replace(tzinfo=datetime.timezone.utc)
+
+    def verify_pop(self):
+        """Check the signature POP over DER(CertRequest) with the requested key (RFC 4211 4.1)."""
+        popo = _optional(self.asn1, "popo")
+        if popo is None or popo.getName() != "signature":
+            raise CmpFailure("proof of possession by signature is required", "badPOP")
+        signature = popo["signature"]
+        if _optional(signature, "poposkInput") is not None:
+            raise CmpFailure("POP with poposkInput is not supported; sign the CertRequest", "badPOP")
+        algorithm = str(signature["algorithmIdentifier"]["algorithm"])
+        hash_name = _SIGNATURE_HASHES.get(algorithm)
+        if hash_name is None:
+            raise CmpFailure("unsupported POP signature algorithm %s" % algorithm, "badAlg", "badPOP")
+        data = encoder.encode(self.asn1["certReq"])
+        if not verify_signature(self.public_key, signature["signature"].asOctets(), data, getattr(hashes, hash_name)()):
+            raise CmpFailure("the proof-of-possession signature does not verify", "badPOP")
+
+
+def cert_requests(message):
+    """The CertReqMsgs of an ir/cr/kur as CertRequest objects."""
+    try:
+        return [CertRequest(item) for item in message.body]
+    except CmpFailure:
+        raise
+    except (PyAsn1Error, ValueError, TypeError, KeyError) as exc:
+        raise CmpFailure("the certificate request cannot be read: %s" % exc, "badDataFormat") from exc
+
+
+class CertResponse:
+    """One CertResponse of an ip/cp/kup."""
+
+    def __init__(self, response):
+        self.cert_req_id = int(response["certReqId"])
+        self.status, self.fail_info, self.text = read_status_info(response["status"])
+        self.certificate = None
+        pair = _optional(response, "certifiedKeyPair")
+        if pair is not None and pair["certOrEncCert"].getName() == "certificate":
+            self.certificate = x509.load_der_x509_certificate(
+                _inner_der(encoder.encode(pair["certOrEncCert"]["certificate"]))
+            )
+
+
+def read_status_info(info):
+    """(status, fail_info names, text) of a PKIStatusInfo."""
+    status = int(info["status"])
+    fail_info = ()
+    bits = _optional(info, "failInfo")
+    if bits is not None:
+        fail_info = tuple(FAIL_INFO_BITS[i] for i, bit in enumerate(bits) if bit and i < len(FAIL_INFO_BITS))
+    strings = _optional(info, "statusString")
+    text = "; ".join(str(s) for s in strings) if strings is not None else ""
+    return status, fail_info, text
+
+
+def cert_responses(message):
+    """(responses, caPubs) of an ip/cp/kup."""
+    responses = [CertResponse(r) for r in message.body["response"]]
+    ca_pubs = _optional(message.body, "caPubs")
+    certs = [x509.load_der_x509_certificate(encoder.encode(c)) for c in ca_pubs] if ca_pubs is not None else []
+    return responses, certs
+
+
+class CertStatus:
+    """One CertStatus of a certConf."""
+
+    def __init__(self, status):
+        self.cert_hash = status["certHash"].asOctets()
+        self.cert_req_id = int(status["certReqId"])
+        info = _optional(status, "statusInfo")
+        self.status, self.fail_info, self.text = (
+            read_status_info(info) if info is not None else (STATUS_ACCEPTED, (), "")
+        )
+        hash_alg = _optional(status, "hashAlg")
+        self.hash_alg = str(hash_alg["algorithm"]) if hash_alg is not None else None
+
+    @property
+    def accepted(self):
+        return self.status in (STATUS_ACCEPTED, STATUS_GRANTED_WITH_MODS)
+
+
+def cert_statuses(message):
+    try:
+        return [CertStatus(s) for s in message.body]
+    except (PyAsn1Error, ValueError, TypeError, KeyError) as exc:
+        raise CmpFailure("the certConf cannot be read: %s" % exc, "badDataFormat") from exc
+
+
+def error_content(message):
+    """(status, fail_info names, text) of an error body."""
+    return read_status_info(message.body["pKIStatusInfo"])
+
+
+_HASH_OIDS = {
+    "1.3.14.3.2.26": "SHA1",
+    "2.16.840.1.101.3.4.2.4": "SHA224",
+    "2.16.840.1.101.3.4.2.1": "SHA256",
+    "2.16.840.1.101.3.4.2.2": "SHA384",
+    "2.16.840.1.101.3.4.2.3": "SHA512",
+}
+
+
+def cert_hash(certificate, hash_alg_oid=None):
+    """certHash of a certConf: the hash named by hashAlg (pvno 3), else the certificate's signature hash."""
+    if hash_alg_oid is not None:
+        name = _HASH_OIDS.get(hash_alg_oid)
+        if name is None:
+            raise CmpFailure("unsupported certConf hashAlg %s" % hash_alg_oid, "badAlg")
+        algorithm = getattr(hashes, name)()
+    else:
+        algorithm = certificate.signature_hash_algorithm or hashes.SHA512()  # EdDSA (RFC 9481 2.1)
+    digest = hashes.Hash(algorithm)
+    digest.update(certificate_der(certificate))
+    return digest.finalize()

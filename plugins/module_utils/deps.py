@@ -1,0 +1,46 @@
+# Copyright: Trustpoint contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Third-party libraries of the core, imported guardedly.
+
+The core also runs on devices through Ansible, where these libraries may be missing: importing a
+core module never fails, and callers ask `missing()` what is absent before using the Python code
+paths (the Ansible modules turn that into `missing_required_lib`).
+"""
+
+from __future__ import annotations
+
+import traceback
+
+REQUIREMENTS = {
+    "cryptography": "cryptography >= 37",
+    "pyasn1": "pyasn1 >= 0.6.1",
+    "pyasn1_alt_modules": "pyasn1-alt-modules >= 0.4.10",
+}
+
+_ERRORS = {}
+
+try:
+    import cryptography  # noqa: F401
+except ImportError:
+    _ERRORS["cryptography"] = traceback.format_exc()
+
+try:
+    import pyasn1  # noqa: F401
+except ImportError:
+    _ERRORS["pyasn1"] = traceback.format_exc()
+
+try:
+    import pyasn1_alt_modules  # noqa: F401
+except ImportError:
+    _ERRORS["pyasn1_alt_modules"] = traceback.format_exc()
+
+
+def missing(*names):
+    """Return (requirement strings, traceback) of the named libraries that cannot be imported.
+
+    Without names, all the core's libraries are checked.
+    """
+    names = names or tuple(REQUIREMENTS)
+    absent = [name for name in names if name in _ERRORS]
+    return [REQUIREMENTS[name] for name in absent], "\n".join(_ERRORS[name] for name in absent)

@@ -1,0 +1,36 @@
+# Copyright: Trustpoint contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Errors of the core. Their messages are written for the person who has to act on them."""
+
+from __future__ import annotations
+
+
+class TrustpointError(Exception):
+    """Base of every error the core raises on purpose."""
+
+
+class InvalidInput(TrustpointError):
+    """Data from a user or a peer is malformed or not acceptable."""
+
+
+class CmpFailure(TrustpointError):
+    """A CMP request is rejected, or a CMP response is not acceptable.
+
+    fail_info holds PKIFailureInfo bit names (see cmp_message.FAIL_INFO_BITS); a server answers with an
+    error PKIMessage carrying them, a client reports them.
+    """
+
+    def __init__(self, text, *fail_info):
+        super().__init__(text)
+        self.text = text
+        self.fail_info = tuple(fail_info)
+
+    def __str__(self):
+        if self.fail_info:
+            return "%s (%s)" % (self.text, ", ".join(self.fail_info))
+        return self.text
+
+
+class TransportError(TrustpointError):
+    """The peer could not be reached or answered outside the protocol (HTTP error, wrong type)."""

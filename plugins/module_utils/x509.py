@@ -1,0 +1,318 @@
+# Copyright: Trustpoint contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""X.509 for the PKI: names, a domain's CA chain, issuance under a profile, PEM/DER, chain checks."""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+from .errors import InvalidInput
+from .keys import generate_private_key, hash_for, key_type_of, verify_signature
+
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+except ImportError:  # reported by deps.missing()
+    pass
+
+UTC = datetime.timezone.utc
+# Issued certificates start a little in the past: device clocks drift.
+BACKDATE = datetime.timedelta(minutes=5)
+ROOT_CA_DAYS = 7300
+ISSUING_CA_DAYS = 3650
+
+_ATTRIBUTES = {
+    "CN": "COMMON_NAME",
+    "C": "COUNTRY_NAME",
+    "L": "LOCALITY_NAME",
+    "ST": "STATE_OR_PROVINCE_NAME",
+    "O": "ORGANIZATION_NAME",
+    "OU": "ORGANIZATIONAL_UNIT_NAME",
+    "SERIALNUMBER": "SERIAL_NUMBER",
+    "EMAILADDRESS": "EMAIL_ADDRESS",
+    "DC": "DOMAIN_COMPONENT",
+    "UID": "USER_ID",
+    "PSEUDONYM": "PSEUDONYM",
+    "DNQUALIFIER": "DN_QUALIFIER",
+}
+
+
+def now_utc():
+    return datetime.datetime.now(UTC)
+
+
+def parse_name(text):
+    """Parse a distinguished name in OpenSSL form (/CN=a/O=b) or RFC 4514 form (CN=a,O=b)."""
+    text = (text or "").strip()
+    if not text.startswith("/"):
+        try:
+            return x509.Name.from_rfc4514_string(text)
+        except ValueError as exc:
+            raise InvalidInput("cannot parse subject %r: %s" % (text, exc)) from exc
+    attributes = []
+    # Split on slashes not escaped by a backslash, as `openssl -subj` does.
+    for part in re.split(r"(?<!\\)/", text[1:]):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        oid_name = _ATTRIBUTES.get(key.strip().upper())
+        if not sep or oid_name is None:
+            raise InvalidInput("cannot parse subject %r: unknown attribute in %r" % (text, part))
+        attributes.append(x509.NameAttribute(getattr(NameOID, oid_name), value.replace("\\/", "/")))
+    return x509.Name(attributes)
+
+
+def common_name(value):
+    """A Name of just a common name."""
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, value)])
+
+
+def name_to_string(name):
+    return name.rfc4514_string()
+
+
+def not_after(cert):
+    """notAfter as an aware datetime (works with cryptography before 42, as on older devices)."""
+    value = getattr(cert, "not_valid_after_utc", None)
+    return value if value is not None else cert.not_valid_after.replace(tzinfo=UTC)
+
+
+def not_before(cert):
+    value = getattr(cert, "not_valid_before_utc", None)
+    return value if value is not None else cert.not_valid_before.replace(tzinfo=UTC)
+
+
+def _ca_certificate(subject, issuer, public_key, signing_key, issuer_cert, path_length, days, now):
+    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+    if issuer_cert is None:
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    else:
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            # digitalSignature too: a CA that signs CMP responses needs it (OpenSSL checks).
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(aki, critical=False)
+    )
+    return builder.sign(signing_key, hash_for(signing_key))
+
+
+class CaChain:
+    """A domain's self-made CA chain: a self-signed root and an issuing CA below it."""
+
+    def __init__(self, root_cert, root_key, issuing_cert, issuing_key):
+        self.root_cert = root_cert
+        self.root_key = root_key
+        self.issuing_cert = issuing_cert
+        self.issuing_key = issuing_key
+
+    @classmethod
+    def create(cls, label, key_type, now=None, root_days=ROOT_CA_DAYS, issuing_days=ISSUING_CA_DAYS):
+        """Create a root and an issuing CA of key_type, named after label (the domain name)."""
+        now = now or now_utc()
+        root_key = generate_private_key(key_type)
+        issuing_key = generate_private_key(key_type)
+        root_name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, "%s Root CA" % label),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Trustpoint"),
+            ]
+        )
+        issuing_name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, "%s Issuing CA" % label),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Trustpoint"),
+            ]
+        )
+        root_cert = _ca_certificate(root_name, root_name, root_key.public_key(), root_key, None, 1, root_days, now)
+        issuing_cert = _ca_certificate(
+            issuing_name, root_name, issuing_key.public_key(), root_key, root_cert, 0, issuing_days, now
+        )
+        return cls(root_cert, root_key, issuing_cert, issuing_key)
+
+    @property
+    def chain(self):
+        """Issuing CA first, then the root: the order CMP extraCerts and chain files use."""
+        return [self.issuing_cert, self.root_cert]
+
+
+def issue_certificate(
+    issuer_cert,
+    issuer_key,
+    public_key,
+    subject,
+    profile,
+    now=None,
+    validity_days=None,
+    requested_not_after=None,
+):
+    """Issue an end-entity certificate for public_key and subject under profile.
+
+    The lifetime is validity_days (default: the profile's), shortened to requested_not_after when the
+    request asks for less, and never beyond the issuer's own notAfter.
+    """
+    key_type = key_type_of(public_key)
+    if key_type not in profile.key_types:
+        raise InvalidInput("profile %s does not certify %s keys" % (profile.name, key_type))
+    now = now or now_utc()
+    end = now + datetime.timedelta(days=validity_days or profile.validity_days)
+    if requested_not_after is not None and now < requested_not_after < end:
+        end = requested_not_after
+    end = min(end, not_after(issuer_cert))
+    flags = {
+        flag: flag in profile.key_usage
+        for flag in (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+        )
+    }
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(encipher_only=False, decipher_only=False, **flags), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key()), critical=False)
+    )
+    if profile.extended_key_usage:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(profile.extended_key_usage_oids()), critical=False)
+    return builder.sign(issuer_key, hash_for(issuer_key))
+
+
+def load_certificates(data):
+    """Load every certificate of a PEM bundle, or the one certificate of a DER blob."""
+    if isinstance(data, str):
+        data = data.encode()
+    try:
+        if b"-----BEGIN" in data:
+            blocks = re.findall(b"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data, re.S)
+            return [x509.load_pem_x509_certificate(block) for block in blocks]
+        return [x509.load_der_x509_certificate(data)] if data else []
+    except ValueError as exc:
+        raise InvalidInput("not a readable certificate: %s" % exc) from exc
+
+
+def load_certificate(data):
+    certs = load_certificates(data)
+    if len(certs) != 1:
+        raise InvalidInput("expected one certificate, found %d" % len(certs))
+    return certs[0]
+
+
+def certificate_der(cert):
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def certificates_to_pem(certs):
+    """PEM of a certificate or a list of certificates, as text."""
+    if not isinstance(certs, (list, tuple)):
+        certs = [certs]
+    return "".join(cert.public_bytes(serialization.Encoding.PEM).decode() for cert in certs)
+
+
+def fingerprint(cert):
+    """SHA-256 fingerprint, lowercase hex without separators."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def serial_hex(cert):
+    return format(cert.serial_number, "x")
+
+
+def summary(cert):
+    """What the API, the modules and the logs say about a certificate."""
+    return {
+        "serial_number": serial_hex(cert),
+        "subject": name_to_string(cert.subject),
+        "issuer": name_to_string(cert.issuer),
+        "not_before": not_before(cert).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "not_after": not_after(cert).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "fingerprint_sha256": fingerprint(cert),
+    }
+
+
+def is_issued_by(cert, issuer):
+    """True when issuer's name and key signed cert."""
+    if cert.issuer != issuer.subject:
+        return False
+    return verify_signature(
+        issuer.public_key(), cert.signature, cert.tbs_certificate_bytes, cert.signature_hash_algorithm
+    )
+
+
+def _is_ca(cert):
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def verify_chain(cert, chain, anchors=None, now=None):
+    """Verify that cert chains through chain to a trust anchor, and that all are valid at now.
+
+    anchors are the trusted roots; without them the self-signed certificate that ends the chain is the
+    anchor. Returns the path [cert, ..., anchor]; raises InvalidInput saying what is wrong.
+    """
+    now = now or now_utc()
+    candidates = list(chain) + list(anchors or [])
+    path = [cert]
+    while True:
+        current = path[-1]
+        if not not_before(current) <= now <= not_after(current):
+            raise InvalidInput(
+                "certificate %s is not valid now (valid %s to %s)"
+                % (
+                    name_to_string(current.subject),
+                    summary(current)["not_before"],
+                    summary(current)["not_after"],
+                )
+            )
+        if anchors is not None and any(certificate_der(current) == certificate_der(a) for a in anchors):
+            return path
+        if current.issuer == current.subject and is_issued_by(current, current):
+            if anchors is None:
+                return path
+            raise InvalidInput("chain ends in %s, which is not a trusted root" % name_to_string(current.subject))
+        if len(path) > 8:
+            raise InvalidInput("certificate chain is too long")
+        issuer = next((c for c in candidates if _is_ca(c) and is_issued_by(current, c)), None)
+        if issuer is None:
+            raise InvalidInput(
+                "no issuer of %s (issued by %s) in the chain"
+                % (name_to_string(current.subject), name_to_string(current.issuer))
+            )
+        path.append(issuer)

@@ -1,0 +1,217 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Trustpoint contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: device
+short_description: Register a device with the Trustpoint enrollment service
+version_added: 0.1.0
+description:
+  - Register a device in a domain of a Trustpoint server, or delete it, through the REST API.
+  - A device registered with O(onboarding_method=cmp_shared_secret) gets a one-time shared secret. The
+    module returns it only when it creates the device or issues a new secret (O(regenerate_secret)); the
+    server keeps it encrypted and discards it once the device is onboarded.
+  - The device's numeric id is the reference (CMP senderKID, C(openssl cmp -ref)) it onboards with.
+author:
+  - Trustpoint contributors
+extends_documentation_fragment:
+  - trustpoint.pki._connection
+  - trustpoint.pki._api
+  - trustpoint.pki._attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  idempotent:
+    support: partial
+    details:
+      - With O(regenerate_secret=true) the module issues a new secret on every run.
+options:
+  name:
+    description:
+      - Name of the device, unique on the server; 1 to 128 letters, digits, V(.), V(_), V(:) or V(-).
+      - The device's domain credential is issued with this name as its common name.
+    type: str
+    required: true
+  domain:
+    description:
+      - Domain the device belongs to. Required when O(state=present).
+      - A device cannot move to another domain; the module fails when it exists in a different one.
+    type: str
+  onboarding_method:
+    description:
+      - How the device obtains its domain credential.
+      - V(cmp_shared_secret) - CMP initial registration protected by a password-based MAC with a one-time
+        shared secret, see M(trustpoint.pki.enroll).
+    type: str
+    choices: [cmp_shared_secret]
+    default: cmp_shared_secret
+  state:
+    description:
+      - V(present) registers the device if it does not exist.
+      - V(absent) deletes it. The server keeps the record of its certificates and marks them revoked.
+    type: str
+    choices: [present, absent]
+    default: present
+  regenerate_secret:
+    description:
+      - Issue a new shared secret for an existing device and return it, for example when the first one
+        was lost or the device must onboard again. The previous secret stops working.
+      - A device created by this run already gets a fresh secret; no second one is issued.
+    type: bool
+    default: false
+notes:
+  - Register the result with C(no_log: true) on the task, or keep it out of logs otherwise:
+    RV(shared_secret) is a credential.
+seealso:
+  - module: trustpoint.pki.domain
+  - module: trustpoint.pki.enroll
+"""
+
+EXAMPLES = r"""
+- name: Register the host as a device of plant1
+  trustpoint.pki.device:
+    name: "{{ inventory_hostname }}"
+    domain: plant1
+  delegate_to: localhost
+  no_log: true
+  register: tp_device
+
+- name: Onboard it by hand with OpenSSL (see the quickstart)
+  ansible.builtin.debug:
+    msg: >-
+      openssl cmp -cmd ir -server http://trustpoint.example.com:8080/.well-known/cmp/initialization/plant1/
+      -ref {{ tp_device.device.id }} -secret pass:<the shared secret> -subject "/CN=Trustpoint Domain Credential"
+      -newkey key.pem -certout cert.pem -chainout chain.pem
+
+- name: Remove a decommissioned device
+  trustpoint.pki.device:
+    name: press-07
+    state: absent
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+device:
+  description: The device as the server describes it.
+  returned: when O(state=present)
+  type: dict
+  contains:
+    id:
+      description: Numeric id of the device; the CMP reference (senderKID) it onboards with.
+      type: int
+      sample: 7
+    name:
+      description: Name of the device.
+      type: str
+      sample: press-07
+    domain:
+      description: Domain of the device.
+      type: str
+      sample: plant1
+    onboarding_method:
+      description: How the device onboards.
+      type: str
+      sample: cmp_shared_secret
+    status:
+      description: V(pending) until the device holds a confirmed domain credential, then V(onboarded).
+      type: str
+      sample: pending
+    credential:
+      description: >-
+        The device's current domain credential (serial_number, subject, not_before, not_after,
+        fingerprint_sha256, status, certificate), or V(null) before onboarding.
+      type: dict
+shared_secret:
+  description: >-
+    The device's one-time shared secret. Only returned when this run created the device or issued
+    a new secret.
+  returned: when created or regenerated, outside check mode
+  type: str
+"""
+
+from urllib.parse import quote
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.trustpoint.pki.plugins.module_utils._ansible.connection import (
+    API_ARGS,
+    CONNECTION_ARGS,
+    run_api,
+)
+
+
+def _settings(device):
+    """What the diff shows of a device (never its secret)."""
+    return {k: device[k] for k in ("name", "domain", "onboarding_method", "status") if k in device}
+
+
+def _ensure(module, api):
+    params = module.params
+    matches = api.request("GET", "/devices?name=" + quote(params["name"], safe=""))
+    current = matches[0] if matches else None
+    before = _settings(current) if current else {}
+    result = {"changed": False}
+
+    if params["state"] == "absent":
+        if current is not None:
+            result["changed"] = True
+            if not module.check_mode:
+                api.request("DELETE", "/devices/%d" % current["id"])
+        result["diff"] = {"before": before, "after": {}}
+        return result
+
+    if current is None:
+        result["changed"] = True
+        request = {
+            "name": params["name"],
+            "domain": params["domain"],
+            "onboarding_method": params["onboarding_method"],
+        }
+        if module.check_mode:
+            device = dict(request, status="pending")
+        else:
+            created = api.request("POST", "/devices", request)
+            device, result["shared_secret"] = created["device"], created["shared_secret"]
+    else:
+        for field in ("domain", "onboarding_method"):
+            if current[field] != params[field]:
+                module.fail_json(
+                    msg="device %s exists with %s %s, not %s; delete it (state=absent) and register it again to "
+                    "change that" % (params["name"], field, current[field], params[field])
+                )
+        device = current
+        if params["regenerate_secret"]:
+            result["changed"] = True
+            if not module.check_mode:
+                renewed = api.request("POST", "/devices/%d/shared-secret" % current["id"])
+                device, result["shared_secret"] = renewed["device"], renewed["shared_secret"]
+    result["device"] = device
+    result["diff"] = {"before": before, "after": _settings(device)}
+    return result
+
+
+def main():
+    argument_spec = dict(
+        name=dict(type="str", required=True),
+        domain=dict(type="str"),
+        onboarding_method=dict(type="str", default="cmp_shared_secret", choices=["cmp_shared_secret"]),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        regenerate_secret=dict(type="bool", default=False, no_log=False),
+    )
+    argument_spec.update(CONNECTION_ARGS)
+    argument_spec.update(API_ARGS)
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        required_if=[("state", "present", ["domain"])],
+    )
+    module.exit_json(**run_api(module, lambda api: _ensure(module, api)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Trustpoint contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: domain
+short_description: Manage a PKI domain of the Trustpoint enrollment service
+version_added: 0.1.0
+description:
+  - Create or delete a domain on a Trustpoint server through its REST API.
+  - Creating a domain creates its CA chain, a self-signed root CA and an issuing CA below it; devices of
+    the domain receive their domain credentials from the issuing CA.
+author:
+  - Trustpoint contributors
+extends_documentation_fragment:
+  - trustpoint.pki._connection
+  - trustpoint.pki._api
+  - trustpoint.pki._attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  idempotent:
+    support: full
+options:
+  name:
+    description:
+      - Name of the domain, 1 to 64 letters, digits, V(_) or V(-). It appears in the enrollment URLs.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) creates the domain if it does not exist and sets O(validity_days).
+      - V(absent) deletes the domain with its CA chain. The server refuses while devices belong to it.
+    type: str
+    choices: [present, absent]
+    default: present
+  key_type:
+    description:
+      - Key type of the domain's root and issuing CA, used when the domain is created.
+      - When the domain exists with another key type the module fails; the CA key of an existing
+        domain cannot change.
+      - The server's default, V(ecdsa-p256), applies when not set.
+      - Devices may use any supported key type, whatever the CA's.
+    type: str
+    choices: [ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096]
+  validity_days:
+    description:
+      - Lifetime in days of the domain credentials the domain issues from now on.
+      - The server's default, V(365), applies when the domain is created without it.
+    type: int
+seealso:
+  - module: trustpoint.pki.device
+  - module: trustpoint.pki.enroll
+"""
+
+EXAMPLES = r"""
+- name: Create the domain of plant 1
+  trustpoint.pki.domain:
+    server_url: http://trustpoint.example.com:8080
+    api_token: "{{ trustpoint_api_token }}"
+    name: plant1
+    key_type: ecdsa-p384
+    validity_days: 90
+  delegate_to: localhost
+  run_once: true
+  register: plant1
+
+- name: Show the domain's CA chain
+  ansible.builtin.debug:
+    msg: "{{ plant1.domain.ca_chain }}"
+
+- name: Delete a domain that has no devices left
+  trustpoint.pki.domain:
+    name: lab
+    state: absent
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+domain:
+  description: The domain as the server describes it; absent when O(state=absent).
+  returned: when O(state=present)
+  type: dict
+  contains:
+    name:
+      description: Name of the domain.
+      type: str
+      sample: plant1
+    key_type:
+      description: Key type of the domain's CAs.
+      type: str
+      sample: ecdsa-p256
+    validity_days:
+      description: Lifetime in days of the domain credentials it issues.
+      type: int
+      sample: 365
+    device_count:
+      description: Number of devices registered in the domain.
+      type: int
+      sample: 3
+    issuing_ca:
+      description: Serial number, subject, issuer, validity and SHA-256 fingerprint of the issuing CA certificate.
+      type: dict
+    root_ca:
+      description: Serial number, subject, issuer, validity and SHA-256 fingerprint of the root CA certificate.
+      type: dict
+    ca_chain:
+      description: PEM of the issuing CA certificate followed by the root CA certificate.
+      type: str
+"""
+
+from urllib.parse import quote
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.trustpoint.pki.plugins.module_utils._ansible.connection import (
+    API_ARGS,
+    CONNECTION_ARGS,
+    run_api,
+)
+from ansible_collections.trustpoint.pki.plugins.module_utils.keys import KEY_TYPES
+
+
+def _settings(domain):
+    """What the diff shows of a domain."""
+    return {k: domain[k] for k in ("name", "key_type", "validity_days") if k in domain}
+
+
+def _ensure(module, api):
+    name = module.params["name"]
+    path = "/domains/" + quote(name, safe="")
+    current = api.get_or_none(path)
+    before = _settings(current) if current else {}
+    result = {"changed": False}
+
+    if module.params["state"] == "absent":
+        if current is not None:
+            result["changed"] = True
+            if not module.check_mode:
+                api.request("DELETE", path)
+        result["diff"] = {"before": before, "after": {}}
+        return result
+
+    wanted = {k: module.params[k] for k in ("key_type", "validity_days") if module.params[k] is not None}
+    if current is None:
+        result["changed"] = True
+        request = dict(name=name, **wanted)
+        domain = request if module.check_mode else api.request("POST", "/domains", request)
+    else:
+        if "key_type" in wanted and wanted["key_type"] != current["key_type"]:
+            module.fail_json(
+                msg="domain %s exists with CA key type %s; the key type of an existing domain cannot change "
+                "(delete and recreate the domain, or leave key_type unset)" % (name, current["key_type"])
+            )
+        domain = current
+        if "validity_days" in wanted and wanted["validity_days"] != current["validity_days"]:
+            result["changed"] = True
+            patch = {"validity_days": wanted["validity_days"]}
+            domain = dict(current, **patch) if module.check_mode else api.request("PATCH", path, patch)
+    result["domain"] = domain
+    # In check mode a new domain is only what was asked for; the server would fill in the rest.
+    result["diff"] = {"before": before, "after": _settings(domain)}
+    return result
+
+
+def main():
+    argument_spec = dict(
+        name=dict(type="str", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        key_type=dict(type="str", choices=list(KEY_TYPES)),
+        validity_days=dict(type="int"),
+    )
+    argument_spec.update(CONNECTION_ARGS)
+    argument_spec.update(API_ARGS)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module.exit_json(**run_api(module, lambda api: _ensure(module, api)))
+
+
+if __name__ == "__main__":
+    main()

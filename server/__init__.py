@@ -1,0 +1,1 @@
+"""Trustpoint enrollment service."""

@@ -1,0 +1,136 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""`trustpoint-server`: initialise a data directory, run the service."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+
+from sqlalchemy import inspect, select
+
+from .api import token_hash
+from .app import Settings, create_app
+from .db import create_schema, database_url, make_engine, session_factory
+from .models import ApiToken
+from .vault import Vault
+
+ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 (a file name)
+
+
+def _write_private(path, data):
+    """Create a file readable only by its owner; never overwrite."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(data)
+
+
+def init(args):
+    settings = Settings.from_environment(args.data_dir, database_url=args.database_url)
+    os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
+    if Vault.create_key_file(settings.data_dir):
+        print("created the vault key %s" % os.path.join(settings.data_dir, "vault.key"))
+    engine = make_engine(database_url(settings.data_dir, settings.database_url))
+    create_schema(engine)
+    token_path = os.path.join(settings.data_dir, ADMIN_TOKEN_FILE)
+    with session_factory(engine)() as db:
+        if db.scalar(select(ApiToken).where(ApiToken.name == "admin")) is None:
+            token = "tp_" + secrets.token_urlsafe(32)
+            db.add(ApiToken(name="admin", token_sha256=token_hash(token)))
+            if os.path.exists(token_path):
+                os.unlink(token_path)
+            _write_private(token_path, token + "\n")
+            db.commit()
+            print("created the admin API token in %s" % token_path)
+        elif not os.path.exists(token_path):
+            print(
+                "the database already has an admin token; its file is not in this data directory",
+                file=sys.stderr,
+            )
+    engine.dispose()
+    print("data directory %s is ready" % settings.data_dir)
+    return 0
+
+
+def _check_initialised(settings):
+    if not os.path.exists(os.path.join(settings.data_dir, "vault.key")):
+        raise SystemExit(
+            "%s is not initialised: run `trustpoint-server init --data-dir %s` first"
+            % (settings.data_dir, settings.data_dir)
+        )
+    engine = make_engine(database_url(settings.data_dir, settings.database_url))
+    try:
+        if not inspect(engine).has_table("device"):
+            raise SystemExit("the database has no schema: run `trustpoint-server init` first")
+    finally:
+        engine.dispose()
+
+
+def run(args):
+    from .wsgi import serve
+
+    settings = Settings.from_environment(
+        args.data_dir, database_url=args.database_url, cmp_max_clock_skew=args.cmp_max_clock_skew
+    )
+    _check_initialised(settings)
+    create_app(settings)  # fail here, with a message, rather than in every worker
+    serve(
+        settings,
+        args.listen or ["127.0.0.1:8080"],
+        workers=args.workers,
+        threads=args.threads,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="trustpoint-server", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", help="data directory (default: $TRUSTPOINT_DATA_DIR)")
+    common.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL (default: SQLite in the data directory; $TRUSTPOINT_DATABASE_URL)",
+    )
+
+    p_init = sub.add_parser("init", parents=[common], help="create the database, vault key and admin token")
+    p_init.set_defaults(func=init)
+
+    p_run = sub.add_parser("run", parents=[common], help="serve CMP and the REST API")
+    p_run.add_argument(
+        "--listen",
+        action="append",
+        metavar="HOST:PORT",
+        help="address to listen on; repeat for several (default 127.0.0.1:8080)",
+    )
+    p_run.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p_run.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    p_run.add_argument(
+        "--cmp-max-clock-skew",
+        type=int,
+        metavar="SECONDS",
+        help="reject CMP messages whose messageTime is further off (default 600, 0: off)",
+    )
+    p_run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p_run.set_defaults(func=run)
+
+    args = parser.parse_args(argv)
+    # The database, its journal and every file the service writes hold secrets or their hashes.
+    os.umask(0o077)
+    logging.basicConfig(
+        level=getattr(logging, getattr(args, "log_level", "info").upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

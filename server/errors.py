@@ -1,0 +1,45 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Errors the REST API answers with: JSON bodies whose message says what is wrong."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import jsonify, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status, message, headers=None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def json_error(status, message, headers=None):
+    response = jsonify({"error": message, "status": status})
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def register(app):
+    @app.errorhandler(ApiError)
+    def _api_error(exc):
+        return json_error(exc.status, exc.message, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc):
+        # Keep headers such as Allow (405); the body becomes JSON.
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        return json_error(exc.code, exc.description, headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc):
+        # Never a traceback to the client; the log has it.
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_error(500, "internal server error; the server log has the details")

@@ -1,0 +1,147 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The service's tables: domains and their CAs, devices, issued certificates, CMP transactions."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Optional
+
+from sqlalchemy import DateTime, ForeignKey, LargeBinary, String, TypeDecorator, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class UtcDateTime(TypeDecorator):
+    """Aware UTC datetimes in Python, naive UTC in the database (SQLite and PostgreSQL alike)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None:
+            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        return value.replace(tzinfo=datetime.timezone.utc) if value is not None else None
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime.datetime: UtcDateTime}  # noqa: RUF012 (SQLAlchemy reads it)
+
+
+class Domain(Base):
+    """A PKI domain: devices onboard into it and receive credentials from its issuing CA."""
+
+    __tablename__ = "domain"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    key_type: Mapped[str] = mapped_column(String(16))
+    # Lifetime of the domain credentials (LDevIDs) it issues.
+    validity_days: Mapped[int]
+    created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+
+    cas: Mapped[list[CertificateAuthority]] = relationship(
+        back_populates="domain", cascade="all, delete-orphan", order_by="CertificateAuthority.id"
+    )
+    devices: Mapped[list[Device]] = relationship(back_populates="domain")
+
+    def ca(self, role):
+        return next(ca for ca in self.cas if ca.role == role)
+
+
+class CertificateAuthority(Base):
+    """A CA certificate and its private key, encrypted at rest (see vault.py)."""
+
+    __tablename__ = "certificate_authority"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domain.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16))  # "root" or "issuing"
+    certificate_der: Mapped[bytes] = mapped_column(LargeBinary)
+    private_key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+
+    domain: Mapped[Domain] = relationship(back_populates="cas")
+
+
+class Device(Base):
+    """A device registered for onboarding. Its id is the CMP reference (senderKID)."""
+
+    __tablename__ = "device"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domain.id"))
+    onboarding_method: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | onboarded
+    # One-time secret for CMP PBM, encrypted at rest; cleared once the device is onboarded.
+    secret_encrypted: Mapped[Optional[bytes]] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    onboarded_at: Mapped[Optional[datetime.datetime]] = mapped_column(nullable=True)
+    credential_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("issued_certificate.id", use_alter=True, ondelete="SET NULL"), nullable=True
+    )
+
+    domain: Mapped[Domain] = relationship(back_populates="devices")
+    credential: Mapped[Optional[IssuedCertificate]] = relationship(foreign_keys=[credential_id])
+
+
+class IssuedCertificate(Base):
+    """Every certificate the service issued, kept after its device is deleted (serials stay unique)."""
+
+    __tablename__ = "issued_certificate"
+    __table_args__ = (UniqueConstraint("ca_id", "serial_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ca_id: Mapped[int] = mapped_column(ForeignKey("certificate_authority.id", ondelete="CASCADE"))
+    device_id: Mapped[Optional[int]] = mapped_column(ForeignKey("device.id", ondelete="SET NULL"), nullable=True)
+    device_name: Mapped[str] = mapped_column(String(128))
+    profile: Mapped[str] = mapped_column(String(64))
+    serial_number: Mapped[str] = mapped_column(String(64))  # lowercase hex
+    subject: Mapped[str] = mapped_column(String(1024))
+    not_before: Mapped[datetime.datetime]
+    not_after: Mapped[datetime.datetime]
+    fingerprint_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    certificate_der: Mapped[bytes] = mapped_column(LargeBinary)
+    # awaiting_confirmation (CMP certConf pending) | active | revoked
+    status: Mapped[str] = mapped_column(String(24))
+    revoked_at: Mapped[Optional[datetime.datetime]] = mapped_column(nullable=True)
+    revocation_reason: Mapped[Optional[str]] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+
+    ca: Mapped[CertificateAuthority] = relationship()
+
+
+class CmpTransaction(Base):
+    """A CMP transaction: its ID is never accepted twice, and certConf must match it."""
+
+    __tablename__ = "cmp_transaction"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    transaction_id: Mapped[bytes] = mapped_column(LargeBinary(64), unique=True)
+    device_id: Mapped[Optional[int]] = mapped_column(ForeignKey("device.id", ondelete="CASCADE"), nullable=True)
+    certificate_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("issued_certificate.id", ondelete="SET NULL"), nullable=True
+    )
+    # The senderNonce of our ip: a certConf must carry it as recipNonce.
+    response_nonce: Mapped[bytes] = mapped_column(LargeBinary(64))
+    state: Mapped[str] = mapped_column(String(16))  # waiting | confirmed | rejected
+    created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+
+    certificate: Mapped[Optional[IssuedCertificate]] = relationship()
+
+
+class ApiToken(Base):
+    """A bearer token of the management API, stored as its SHA-256 hash."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,146 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Domains, their CA chains and the certificates they issue."""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import ClassVar
+
+from sqlalchemy import select
+from trustpoint_core import keys, x509
+from trustpoint_core.profiles import get_profile
+
+from .errors import ApiError
+from .models import CertificateAuthority, Device, Domain, IssuedCertificate, utcnow
+from .vault import Vault
+
+DOMAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+DEFAULT_VALIDITY_DAYS = get_profile("domain_credential").validity_days
+MAX_VALIDITY_DAYS = 3650
+
+
+def check_validity_days(value):
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VALIDITY_DAYS:
+        raise ApiError(400, "validity_days must be an integer from 1 to %d" % MAX_VALIDITY_DAYS)
+    return value
+
+
+def create_domain(db, vault, name, key_type=keys.DEFAULT_KEY_TYPE, validity_days=DEFAULT_VALIDITY_DAYS):
+    """Create a domain with a new root and issuing CA. The caller commits."""
+    if not isinstance(name, str) or not DOMAIN_NAME.match(name):
+        raise ApiError(400, "domain name must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
+    if key_type not in keys.KEY_TYPES:
+        raise ApiError(400, "key_type must be one of %s" % ", ".join(keys.KEY_TYPES))
+    check_validity_days(validity_days)
+    if db.scalar(select(Domain).where(Domain.name == name)) is not None:
+        raise ApiError(409, "domain %r already exists" % name)
+    chain = x509.CaChain.create(name, key_type)
+    domain = Domain(name=name, key_type=key_type, validity_days=validity_days)
+    for role, cert, key in (
+        ("root", chain.root_cert, chain.root_key),
+        ("issuing", chain.issuing_cert, chain.issuing_key),
+    ):
+        domain.cas.append(
+            CertificateAuthority(
+                role=role,
+                certificate_der=x509.certificate_der(cert),
+                private_key_encrypted=vault.encrypt(keys.private_key_to_pem(key), "ca-key"),
+            )
+        )
+    db.add(domain)
+    return domain
+
+
+def get_domain(db, name):
+    domain = db.scalar(select(Domain).where(Domain.name == name))
+    if domain is None:
+        raise ApiError(404, "domain %r does not exist" % name)
+    return domain
+
+
+def delete_domain(db, domain):
+    """Delete a domain, its CAs and its certificate records; refused while devices belong to it."""
+    count = len(domain.devices)
+    if count:
+        raise ApiError(409, "domain %r still has %d device(s); delete them first" % (domain.name, count))
+    db.delete(domain)
+
+
+class Signer:
+    """The issuing CA's certificate and key, decrypted once per process."""
+
+    _cache: ClassVar[dict] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, ca_row, vault):
+        self.ca_row = ca_row
+        cache_key = (ca_row.id, ca_row.certificate_der)
+        with self._lock:
+            cached = self._cache.get(cache_key)
+        if cached is None:
+            cached = (
+                x509.load_certificate(ca_row.certificate_der),
+                keys.load_private_key(vault.decrypt(ca_row.private_key_encrypted, "ca-key")),
+            )
+            with self._lock:
+                self._cache[cache_key] = cached
+        self.certificate, self.private_key = cached
+
+
+def ca_chain(domain):
+    """The domain's CA certificates, issuing CA first, then the root."""
+    return [x509.load_certificate(domain.ca(role).certificate_der) for role in ("issuing", "root")]
+
+
+def issue_domain_credential(db, vault: Vault, device: Device, public_key, requested_not_after=None, status="active"):
+    """Issue the device's domain credential (LDevID) for public_key. The caller commits."""
+    domain = device.domain
+    signer = Signer(domain.ca("issuing"), vault)
+    # The server names the credential after the registered device, whatever subject was asked for.
+    cert = x509.issue_certificate(
+        signer.certificate,
+        signer.private_key,
+        public_key,
+        x509.common_name(device.name),
+        get_profile("domain_credential"),
+        validity_days=domain.validity_days,
+        requested_not_after=requested_not_after,
+    )
+    record = IssuedCertificate(
+        ca_id=signer.ca_row.id,
+        device_id=device.id,
+        device_name=device.name,
+        profile="domain_credential",
+        serial_number=x509.serial_hex(cert),
+        subject=x509.name_to_string(cert.subject),
+        not_before=x509.not_before(cert),
+        not_after=x509.not_after(cert),
+        fingerprint_sha256=x509.fingerprint(cert),
+        certificate_der=x509.certificate_der(cert),
+        status=status,
+    )
+    db.add(record)
+    return cert, record
+
+
+def revoke(record, reason):
+    if record.status != "revoked":
+        record.status = "revoked"
+        record.revoked_at = utcnow()
+        record.revocation_reason = reason
+
+
+def domain_json(domain):
+    issuing, root = ca_chain(domain)
+    return {
+        "name": domain.name,
+        "key_type": domain.key_type,
+        "validity_days": domain.validity_days,
+        "created_at": domain.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "device_count": len(domain.devices),
+        "issuing_ca": x509.summary(issuing),
+        "root_ca": x509.summary(root),
+        "ca_chain": x509.certificates_to_pem([issuing, root]),
+    }
