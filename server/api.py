@@ -26,7 +26,7 @@ def token_hash(token):
 
 @bp.before_request
 def _authenticate():
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    scheme, _sep, token = request.headers.get("Authorization", "").partition(" ")
     challenge = {"WWW-Authenticate": 'Bearer realm="trustpoint"'}
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "missing API token: send 'Authorization: Bearer <token>'", challenge)

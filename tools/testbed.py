@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Bring real SSH device hosts up and down on this machine, for Molecule and `make demo`.
@@ -780,7 +780,9 @@ def cmd_down(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="testbed.py", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="testbed.py", description=__doc__.split("\n\n", maxsplit=1)[0], allow_abbrev=False
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="create (or keep) the hosts, optionally start the server")
     up.add_argument("--dir", required=True, help="state directory (keys, configs, logs, inventory)")

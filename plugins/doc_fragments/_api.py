@@ -18,6 +18,6 @@ options:
     type: str
     required: true
 notes:
-  - These modules talk to the server's REST API; run them on the controller, for example with
-    C(delegate_to: localhost), not on the devices.
+  - These modules talk to the server's REST API. Run them on the controller (C(delegate_to) V(localhost)),
+    not on the devices.
 """

@@ -91,6 +91,14 @@ def random_nonce():
     return os.urandom(NONCE_SIZE)
 
 
+def _decode(der, spec=None):
+    """Decode one DER value; trailing bytes are an error."""
+    value, rest = decoder.decode(der, asn1Spec=spec) if spec is not None else decoder.decode(der)
+    if rest:
+        raise PyAsn1Error("%d bytes of trailing data" % len(rest))
+    return value
+
+
 def _der_children(der):
     """Split the content of a DER SEQUENCE into the raw encodings of its elements."""
 
@@ -149,7 +157,7 @@ def _load_name(asn1_name):
         rdn_attributes = []
         for atv in rdn:
             oid = x509.ObjectIdentifier(str(atv["type"]))
-            value, _ = decoder.decode(bytes(atv["value"]))
+            value = _decode(bytes(atv["value"]))
             rdn_attributes.append(x509.NameAttribute(oid, str(value)))
         attributes.append(x509.RelativeDistinguishedName(rdn_attributes))
     return x509.Name(attributes)
@@ -160,7 +168,7 @@ def _general_name(name):
     general_name = rfc9480.PKIHeader()["sender"].clone()
     rdns = rfc5280.RDNSequence()
     if name is not None:
-        asn1_name, _ = decoder.decode(name.public_bytes(), asn1Spec=rfc5280.Name())
+        asn1_name = _decode(name.public_bytes(), rfc5280.Name())
         rdns = asn1_name["rdnSequence"]
     general_name["directoryName"]["rdnSequence"] = rdns
     return general_name
@@ -174,7 +182,7 @@ def _inner_der(der):
 
 def _fill_certificate(target, certificate):
     """Copy a cryptography certificate into a (possibly tagged) pyasn1 Certificate component."""
-    cert, _ = decoder.decode(certificate_der(certificate), asn1Spec=rfc9480.CMPCertificate())
+    cert = _decode(certificate_der(certificate), rfc9480.CMPCertificate())
     for field in ("tbsCertificate", "signatureAlgorithm", "signature"):
         target[field] = cert[field]
 
@@ -326,7 +334,7 @@ def encode_message(header, body, protector=None, extra_certs=()):
         protected_part = _der_sequence(encoder.encode(message["header"]), encoder.encode(message["body"]))
         message["protection"] = message["protection"].clone(hexValue=protector.protect(protected_part).hex())
     for der in extra_certs:
-        cert, _ = decoder.decode(der, asn1Spec=rfc9480.CMPCertificate())
+        cert = _decode(der, rfc9480.CMPCertificate())
         message["extraCerts"].append(cert)
     return encoder.encode(message)
 
@@ -362,7 +370,7 @@ def cert_rep_body(body_type, cert_req_id, certificate, ca_pubs=()):
     """ip, cp or kup with one accepted response carrying certificate (cryptography certificate)."""
     content = rfc9480.PKIBody()[body_type].clone()
     for ca in ca_pubs:
-        content["caPubs"].append(decoder.decode(certificate_der(ca), asn1Spec=rfc9480.CMPCertificate())[0])
+        content["caPubs"].append(_decode(certificate_der(ca), rfc9480.CMPCertificate()))
     response = rfc9480.CertResponse()
     response["certReqId"] = cert_req_id
     response["status"] = _status_info(STATUS_ACCEPTED)
@@ -378,9 +386,9 @@ def cert_req_body(body_type, private_key, subject=None, cert_req_id=0):
     template = request["certTemplate"]
     if subject is not None:
         template["subject"] = template["subject"].clone()
-        asn1_name, _ = decoder.decode(subject.public_bytes(), asn1Spec=rfc5280.Name())
+        asn1_name = _decode(subject.public_bytes(), rfc5280.Name())
         template["subject"]["rdnSequence"] = asn1_name["rdnSequence"]
-    spki, _ = decoder.decode(public_key_der(private_key), asn1Spec=rfc5280.SubjectPublicKeyInfo())
+    spki = _decode(public_key_der(private_key), rfc5280.SubjectPublicKeyInfo())
     public_key = template["publicKey"]
     public_key["algorithm"] = spki["algorithm"]
     public_key["subjectPublicKey"] = spki["subjectPublicKey"]

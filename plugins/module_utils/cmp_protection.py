@@ -100,7 +100,7 @@ class PasswordBasedMac:
     def derive_key(self):
         key = self.secret + self.salt
         owf = OWF_HASHES[self.owf]
-        for _ in range(self.iterations):
+        for _round in range(self.iterations):
             key = hashlib.new(owf, key).digest()
         return key
 

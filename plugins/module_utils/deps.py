@@ -21,17 +21,17 @@ REQUIREMENTS = {
 _ERRORS = {}
 
 try:
-    import cryptography  # noqa: F401
+    import cryptography  # noqa: F401  pylint: disable=unused-import
 except ImportError:
     _ERRORS["cryptography"] = traceback.format_exc()
 
 try:
-    import pyasn1  # noqa: F401
+    import pyasn1  # noqa: F401  pylint: disable=unused-import
 except ImportError:
     _ERRORS["pyasn1"] = traceback.format_exc()
 
 try:
-    import pyasn1_alt_modules  # noqa: F401
+    import pyasn1_alt_modules  # noqa: F401  pylint: disable=unused-import
 except ImportError:
     _ERRORS["pyasn1_alt_modules"] = traceback.format_exc()
 

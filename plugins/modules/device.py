@@ -17,7 +17,7 @@ description:
     server keeps it encrypted and discards it once the device is onboarded.
   - The device's numeric id is the reference (CMP senderKID, C(openssl cmp -ref)) it onboards with.
 author:
-  - Trustpoint contributors
+  - Trustpoint contributors (@trustpoint-project)
 extends_documentation_fragment:
   - trustpoint.pki._connection
   - trustpoint.pki._api
@@ -66,8 +66,8 @@ options:
     type: bool
     default: false
 notes:
-  - Register the result with C(no_log: true) on the task, or keep it out of logs otherwise:
-    RV(shared_secret) is a credential.
+  - RV(shared_secret) is a credential. Set C(no_log) on the task that registers the result, or keep it out
+    of logs otherwise.
 seealso:
   - module: trustpoint.pki.domain
   - module: trustpoint.pki.enroll

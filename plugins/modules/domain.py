@@ -15,7 +15,7 @@ description:
   - Creating a domain creates its CA chain, a self-signed root CA and an issuing CA below it; devices of
     the domain receive their domain credentials from the issuing CA.
 author:
-  - Trustpoint contributors
+  - Trustpoint contributors (@trustpoint-project)
 extends_documentation_fragment:
   - trustpoint.pki._connection
   - trustpoint.pki._api

@@ -21,7 +21,7 @@ description:
     window. So that the module can tell without a secret, check mode needs neither O(device_id) nor
     O(shared_secret).
 author:
-  - Trustpoint contributors
+  - Trustpoint contributors (@trustpoint-project)
 extends_documentation_fragment:
   - trustpoint.pki._connection
   - trustpoint.pki._attributes

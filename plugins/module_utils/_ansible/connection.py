@@ -85,7 +85,7 @@ class TrustpointApi:
         if payload is not None:
             data = json.dumps(payload).encode()
             headers["Content-Type"] = "application/json"
-        status, _, body = _open(self.module, endpoint(self.module, "/api/v1" + path), method, data, headers)
+        status, _headers, body = _open(self.module, endpoint(self.module, "/api/v1" + path), method, data, headers)
         try:
             decoded = json.loads(body) if body else None
         except ValueError:

@@ -281,7 +281,7 @@ class OpensslBackend:
     def enroll(self, files):
         params = self.module.params
         key_tmp, cert_tmp = files.temporary(files.key), files.temporary(files.certificate)
-        chain_tmp, extra_tmp, ca_tmp = (files.temporary(files.chain) for _ in range(3))
+        chain_tmp, extra_tmp, ca_tmp = (files.temporary(files.chain) for _index in range(3))
         self._generate_key(key_tmp, params["key_type"])
         args = [
             "cmp",

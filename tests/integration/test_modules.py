@@ -1,0 +1,212 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The modules as Ansible runs them (ansible-playbook, local connection) against a real server.
+
+Each case follows the collection convention: check mode, real run, then both again for idempotency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, openssl
+
+PLAYBOOK = sys.executable.replace("/python", "/ansible-playbook")
+
+
+def run_tasks(workdir, tasks, check=False, diff=False, expect_failure=False):
+    """Run tasks on localhost with ansible-playbook; return each task's registered result by name.
+
+    Failures do not stop the play (ignore_errors): the caller asserts on them.
+    """
+    out = Path(workdir) / ("results-%s.json" % uuid.uuid4().hex[:8])
+    play_tasks = []
+    for index, task in enumerate(tasks):
+        play_tasks.append(dict(task, register="result_%d" % index, ignore_errors=True))
+    collected = "{" + ", ".join('"%s": result_%d' % (task["name"], i) for i, task in enumerate(tasks)) + "}"
+    play_tasks.append(
+        {
+            "name": "Save the results",
+            "ansible.builtin.copy": {"content": "{{ %s | to_json }}" % collected, "dest": str(out), "mode": "0600"},
+            "check_mode": False,
+            "diff": False,
+        }
+    )
+    path = Path(workdir) / ("play-%s.yml" % uuid.uuid4().hex[:8])
+    path.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": play_tasks}]))
+    command = [PLAYBOOK, "-i", "localhost,", "-c", "local", str(path)]
+    if check:
+        command.append("--check")
+    if diff:
+        command.append("--diff")
+    environment = dict(
+        os.environ,
+        ANSIBLE_COLLECTIONS_PATH=str(REPO / "build" / "collections"),
+        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+        ANSIBLE_LOCALHOST_WARNING="false",
+        ANSIBLE_NOCOLOR="1",
+    )
+    run = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=workdir, check=False)
+    if not out.exists():
+        raise AssertionError("ansible-playbook failed (%d):\n%s\n%s" % (run.returncode, run.stdout, run.stderr))
+    results = json.loads(out.read_text())
+    failed = {name: res.get("msg") for name, res in results.items() if res.get("failed")}
+    if expect_failure:
+        assert failed, "expected a failure, got %s" % results
+    else:
+        assert not failed, "tasks failed: %s" % failed
+    return results
+
+
+@pytest.fixture
+def connection(server):
+    return {"server_url": server.url, "api_token": server.token}
+
+
+def test_domain_module_check_create_idempotent(server, workdir, connection):
+    """The domain module predicts, creates, then changes nothing; a key type change is refused."""
+    name = "mod-" + uuid.uuid4().hex[:8]
+    task = {"name": "domain", "trustpoint.pki.domain": dict(connection, name=name, key_type="ecdsa-p384")}
+
+    predicted = run_tasks(workdir, [task], check=True, diff=True)["domain"]
+    assert predicted["changed"] and predicted["diff"]["before"] == {}
+    assert server.api("GET", "/domains/" + name)[0] == 404, "check mode must not create the domain"
+
+    created = run_tasks(workdir, [task])["domain"]
+    assert created["changed"]
+    assert created["domain"]["key_type"] == "ecdsa-p384"
+    assert "BEGIN CERTIFICATE" in created["domain"]["ca_chain"]
+
+    assert not run_tasks(workdir, [task], check=True)["domain"]["changed"]
+    assert not run_tasks(workdir, [task])["domain"]["changed"]
+
+    patch = {"name": "domain", "trustpoint.pki.domain": dict(connection, name=name, validity_days=30)}
+    assert run_tasks(workdir, [patch], diff=True)["domain"]["diff"]["after"]["validity_days"] == 30
+    assert not run_tasks(workdir, [patch])["domain"]["changed"]
+
+    other_key = {"name": "domain", "trustpoint.pki.domain": dict(connection, name=name, key_type="rsa-2048")}
+    refused = run_tasks(workdir, [other_key], expect_failure=True)["domain"]
+    assert "cannot change" in refused["msg"]
+
+    absent = {"name": "domain", "trustpoint.pki.domain": dict(connection, name=name, state="absent")}
+    assert run_tasks(workdir, [absent], check=True)["domain"]["changed"]
+    assert run_tasks(workdir, [absent])["domain"]["changed"]
+    assert not run_tasks(workdir, [absent])["domain"]["changed"]
+
+
+def test_device_module_secret_only_at_creation(server, workdir, connection):
+    """The device module returns the secret when it creates or regenerates, never otherwise."""
+    domain = server.create_domain()["name"]
+    name = "moddev-" + uuid.uuid4().hex[:8]
+    task = {"name": "device", "trustpoint.pki.device": dict(connection, name=name, domain=domain)}
+
+    predicted = run_tasks(workdir, [task], check=True)["device"]
+    assert predicted["changed"] and "shared_secret" not in predicted
+
+    created = run_tasks(workdir, [task])["device"]
+    assert created["changed"] and created["shared_secret"]
+    assert created["device"]["status"] == "pending" and created["device"]["id"] > 0
+
+    again = run_tasks(workdir, [task])["device"]
+    assert not again["changed"] and "shared_secret" not in again
+
+    renew = dict(task, **{"trustpoint.pki.device": dict(task["trustpoint.pki.device"], regenerate_secret=True)})
+    renewed = run_tasks(workdir, [renew])["device"]
+    assert renewed["changed"] and renewed["shared_secret"] not in ("", created["shared_secret"])
+
+    moved = {"name": "device", "trustpoint.pki.device": dict(connection, name=name, domain="elsewhere")}
+    assert "delete it" in run_tasks(workdir, [moved], expect_failure=True)["device"]["msg"]
+
+    absent = {"name": "device", "trustpoint.pki.device": dict(connection, name=name, state="absent")}
+    assert run_tasks(workdir, [absent])["device"]["changed"]
+    assert not run_tasks(workdir, [absent])["device"]["changed"]
+
+
+def test_api_modules_fail_clearly(server, workdir):
+    """A wrong token or an unreachable server is a failed task with an actionable message."""
+    bad_token = {
+        "name": "domain",
+        "trustpoint.pki.domain": {"server_url": server.url, "api_token": "nope", "name": "x"},
+    }
+    assert "invalid API token" in run_tasks(workdir, [bad_token], expect_failure=True)["domain"]["msg"]
+    unreachable = {
+        "name": "domain",
+        "trustpoint.pki.domain": {"server_url": "http://127.0.0.1:9", "api_token": "not-a-valid-token", "name": "x"},
+    }
+    assert "cannot reach" in run_tasks(workdir, [unreachable], expect_failure=True)["domain"]["msg"]
+
+
+def _enroll_task(server, domain, workdir, backend, **extra):
+    args = dict(
+        server_url=server.url,
+        domain=domain["name"],
+        key_path=str(workdir / "dc.key"),
+        certificate_path=str(workdir / "dc.pem"),
+        chain_path=str(workdir / "chain.pem"),
+        ca_certificates=domain["ca_chain"],
+        backend=backend,
+    )
+    args.update(extra)
+    return {"name": "enroll", "trustpoint.pki.enroll": args}
+
+
+@pytest.mark.parametrize("backend", ["python", "openssl"])
+def test_enroll_module_lifecycle(server, workdir, backend):
+    """enroll: check mode needs no secret; enrolls once; idempotent; fixes the key mode; keeps files on failure."""
+    domain = server.create_domain()
+    device, secret = server.create_device(domain["name"])
+
+    check = run_tasks(workdir, [_enroll_task(server, domain, workdir, backend)], check=True)["enroll"]
+    assert check["changed"] and check["backend"] == backend
+    assert not (workdir / "dc.key").exists()
+
+    no_secret = run_tasks(workdir, [_enroll_task(server, domain, workdir, backend)], expect_failure=True)["enroll"]
+    assert "shared_secret" in no_secret["msg"] and "regenerate_secret" in no_secret["msg"]
+
+    task = _enroll_task(
+        server, domain, workdir, backend, device_id=device["id"], shared_secret=secret, key_type="rsa-2048"
+    )
+    enrolled = run_tasks(workdir, [task], diff=True)["enroll"]
+    assert enrolled["changed"]
+    assert stat.S_IMODE((workdir / "dc.key").stat().st_mode) == 0o600
+    assert secret not in json.dumps(enrolled), "the secret must not be returned"
+    openssl("verify", "-CAfile", str(workdir / "chain.pem"), str(workdir / "dc.pem"))
+    assert server.device(device["id"])["status"] == "onboarded"
+    assert server.device(device["id"])["credential"]["serial_number"] == enrolled["certificate"]["serial_number"]
+
+    assert not run_tasks(workdir, [task], check=True)["enroll"]["changed"]
+    assert not run_tasks(workdir, [task])["enroll"]["changed"]
+
+    os.chmod(workdir / "dc.key", 0o644)
+    assert run_tasks(workdir, [task])["enroll"]["changed"], "a key readable by others is tightened"
+    assert stat.S_IMODE((workdir / "dc.key").stat().st_mode) == 0o600
+
+    # A credential from another domain's CA needs replacing; with a spent secret the run fails
+    # and leaves the existing files as they were.
+    other = server.create_domain()
+    before = {name: (workdir / name).read_bytes() for name in ("dc.key", "dc.pem", "chain.pem")}
+    moved = _enroll_task(server, other, workdir, backend, device_id=device["id"], shared_secret=secret)
+    assert run_tasks(workdir, [moved], check=True)["enroll"]["changed"]
+    failed = run_tasks(workdir, [moved], expect_failure=True)["enroll"]
+    assert "badMessageCheck" in failed["msg"]
+    assert {name: (workdir / name).read_bytes() for name in before} == before
+    assert not [p for p in workdir.iterdir() if p.name.startswith(".trustpoint-")], "temporary files remain"
+
+
+def test_enroll_renewal_window(server, workdir):
+    """A credential inside renew_before_days counts as needing enrollment."""
+    domain = server.create_domain(validity_days=10)
+    device, secret = server.create_device(domain["name"])
+    task = _enroll_task(server, domain, workdir, "python", device_id=device["id"], shared_secret=secret)
+    run_tasks(workdir, [task])
+    inside = _enroll_task(server, domain, workdir, "python", renew_before_days=20)
+    result = run_tasks(workdir, [inside], check=True)["enroll"]
+    assert result["changed"] and "renewal window" in result["reason"]
