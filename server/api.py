@@ -12,7 +12,7 @@ from sqlalchemy import select
 from trustpoint_core.keys import DEFAULT_KEY_TYPE
 
 from . import devices, pki
-from .db import session
+from .db import begin_write, session
 from .errors import ApiError
 from .models import ApiToken, Device, Domain
 
@@ -90,6 +90,7 @@ def update_domain(name):
     data = _body()
     _only(data, ("validity_days",))
     db = session()
+    begin_write(db)
     domain = pki.get_domain(db, name)
     if "validity_days" in data:
         domain.validity_days = pki.check_validity_days(data["validity_days"])
@@ -100,6 +101,7 @@ def update_domain(name):
 @bp.delete("/domains/<name>")
 def delete_domain(name):
     db = session()
+    begin_write(db)
     pki.delete_domain(db, pki.get_domain(db, name))
     db.commit()
     log.info("deleted domain %s", name)
@@ -127,6 +129,7 @@ def create_device():
     if missing:
         raise ApiError(400, "field(s) required: %s" % ", ".join(missing))
     db = session()
+    begin_write(db)
     domain = pki.get_domain(db, data["domain"]) if isinstance(data["domain"], str) else None
     if domain is None:
         raise ApiError(400, "field 'domain' must be a domain name")
@@ -144,6 +147,7 @@ def get_device(device_id):
 @bp.post("/devices/<int:device_id>/shared-secret")
 def regenerate_secret(device_id):
     db = session()
+    begin_write(db)
     device = devices.get_device(db, device_id)
     if device.onboarding_method != "cmp_shared_secret":
         raise ApiError(
@@ -159,6 +163,7 @@ def regenerate_secret(device_id):
 @bp.delete("/devices/<int:device_id>")
 def delete_device(device_id):
     db = session()
+    begin_write(db)
     device = devices.get_device(db, device_id)
     devices.delete_device(db, device)
     db.commit()

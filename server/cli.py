@@ -31,6 +31,7 @@ def _write_private(path, data):
 def init(args):
     settings = Settings.from_environment(args.data_dir, database_url=args.database_url)
     os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
+    os.chmod(settings.data_dir, 0o700)  # also when it existed: it holds the vault key
     if Vault.create_key_file(settings.data_dir):
         print("created the vault key %s" % os.path.join(settings.data_dir, "vault.key"))
     engine = make_engine(database_url(settings.data_dir, settings.database_url))

@@ -32,11 +32,10 @@ from trustpoint_core.cmp_message import (
 from trustpoint_core.cmp_protection import verify_pbm
 from trustpoint_core.errors import CmpFailure, InvalidInput
 from trustpoint_core.profiles import get_profile
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import devices, pki
-from .db import session
-from .models import CmpTransaction, Device, Domain
+from .db import begin_write, session
+from .models import CmpTransaction, Device, Domain, IssuedCertificate
 
 log = logging.getLogger(__name__)
 bp = Blueprint("cmp", __name__)
@@ -65,15 +64,33 @@ def operation(domain, operation):
 def _serve(domain_name, operation):
     services = current_app.extensions["trustpoint"]
     responder = CmpResponder(session(), services.vault, services.settings)
-    try:
-        body = request.get_data(cache=False)
-    except RequestEntityTooLarge:
+    body = _read_body(current_app.config["MAX_CONTENT_LENGTH"])
+    if body is None:
         der = responder.reject(
             CmpFailure("the request exceeds %d bytes" % current_app.config["MAX_CONTENT_LENGTH"], "badRequest")
         )
     else:
         der = responder.respond(domain_name, operation, body, request.mimetype)
     return Response(der, 200, content_type=CONTENT_TYPE)
+
+
+def _read_body(limit):
+    """The request body, or None when it is larger than limit bytes.
+
+    Read from the WSGI input itself: with a chunked body (no Content-Length) Werkzeug's limited
+    stream stops silently at the limit instead of refusing the rest.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    stream = request.environ["wsgi.input"]
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks) if size <= limit else None
 
 
 class CmpResponder:
@@ -205,16 +222,23 @@ class CmpResponder:
             raise CmpFailure("transactionID already used", "transactionIdInUse")
 
         implicit = message.implicit_confirm
-        cert, record = pki.issue_domain_credential(
-            self.db,
-            self.vault,
-            device,
-            cert_request.public_key,
-            cert_request.not_after,
-            status="active" if implicit else "awaiting_confirmation",
+        cert, signer = pki.issue_domain_credential(self.vault, device, cert_request.public_key, cert_request.not_after)
+        issuing, root = pki.ca_chain(device.domain)
+        nonce = random_nonce()
+        header = Header.response_to(message, implicit_confirm=implicit)
+        header.sender_nonce = nonce
+        response = encode_message(
+            header,
+            cert_rep_body("ip", 0, cert, ca_pubs=[root]),
+            self.protector,
+            extra_certs=[x509.certificate_der(issuing), x509.certificate_der(root)],
+        )
+
+        begin_write(self.db)
+        record = pki.record_certificate(
+            self.db, signer, device, cert, profile.name, "active" if implicit else "awaiting_confirmation"
         )
         self.db.flush()
-        nonce = random_nonce()
         self.db.add(
             CmpTransaction(
                 transaction_id=message.transaction_id,
@@ -226,15 +250,6 @@ class CmpResponder:
         )
         if implicit:
             self._onboarded(device, record)
-        issuing, root = pki.ca_chain(device.domain)
-        header = Header.response_to(message, implicit_confirm=implicit)
-        header.sender_nonce = nonce
-        response = encode_message(
-            header,
-            cert_rep_body("ip", 0, cert, ca_pubs=[root]),
-            self.protector,
-            extra_certs=[x509.certificate_der(issuing), x509.certificate_der(root)],
-        )
         self._commit()
         log.info(
             "issued domain credential %s to device %s (id %d)%s",
@@ -250,8 +265,6 @@ class CmpResponder:
         transaction = self._transaction()
         if transaction is None or transaction.device_id != device.id:
             raise CmpFailure("no certificate of this transaction awaits confirmation", "badRequest")
-        if transaction.state != "waiting":
-            raise CmpFailure("the certificate of this transaction is already %s" % transaction.state, "certConfirmed")
         if message.recip_nonce is None or not hmac.compare_digest(message.recip_nonce, transaction.response_nonce):
             raise CmpFailure("recipNonce does not match the senderNonce of our ip", "badRecipientNonce")
         statuses = cert_statuses(message)
@@ -262,6 +275,13 @@ class CmpResponder:
         expected = cert_hash(x509.load_certificate(record.certificate_der), status.hash_alg)
         if not hmac.compare_digest(expected, status.cert_hash):
             raise CmpFailure("certHash does not match the certificate issued in this transaction", "badCertId")
+        response = encode_message(Header.response_to(message), pkiconf_body(), self.protector)
+
+        begin_write(self.db)
+        # Read the state under the write lock: a concurrent certConf may have settled it.
+        self.db.refresh(transaction)
+        if transaction.state != "waiting":
+            raise CmpFailure("the certificate of this transaction is already %s" % transaction.state, "certConfirmed")
         if status.accepted:
             transaction.state = "confirmed"
             record.status = "active"
@@ -271,7 +291,6 @@ class CmpResponder:
             transaction.state = "rejected"
             pki.revoke(record, "unspecified")
             log.info("device %d rejected certificate %s: %s", device.id, record.serial_number, status.text or "-")
-        response = encode_message(Header.response_to(message), pkiconf_body(), self.protector)
         self._commit()
         return response
 
@@ -283,9 +302,17 @@ class CmpResponder:
         )
 
     def _onboarded(self, device, record):
-        previous = device.credential
-        if previous is not None and previous is not record:
-            pki.revoke(previous, "superseded")
+        """The device holds record now: its earlier credential and unconfirmed certificates are superseded."""
+        superseded = self.db.scalars(
+            select(IssuedCertificate).where(
+                IssuedCertificate.device_id == device.id,
+                IssuedCertificate.id != record.id,
+                IssuedCertificate.profile == record.profile,
+                IssuedCertificate.status.in_(("active", "awaiting_confirmation")),
+            )
+        )
+        for old in superseded:
+            pki.revoke(old, "superseded")
         devices.mark_onboarded(device, record)
 
     def _commit(self):

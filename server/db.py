@@ -36,11 +36,30 @@ def make_engine(url):
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection):
-            # Take the write lock up front: a deferred transaction that later writes fails with
-            # "database is locked" instead of waiting when another worker wrote in between.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # Write transactions take the lock up front: a deferred transaction that reads, then
+            # writes after another worker committed, fails at once ("database is locked") instead
+            # of waiting. Reads stay deferred and never block anyone.
+            write = connection.get_execution_options().get(WRITE_OPTION)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+WRITE_OPTION = "trustpoint_write"
+
+
+def begin_write(db_session):
+    """End the session's read transaction and start a write transaction.
+
+    Call it after the expensive work of a request (key generation, MAC checks, signing), right
+    before the writes, so that SQLite's write lock is held for milliseconds. There must be no
+    pending changes yet.
+    """
+    if db_session.in_transaction():
+        if db_session.new or db_session.dirty or db_session.deleted:
+            raise RuntimeError("begin_write() after changes: they would commit in the read transaction")
+        db_session.commit()
+    db_session.connection(execution_options={WRITE_OPTION: True})
 
 
 def create_schema(engine):

@@ -14,7 +14,7 @@ from .errors import ApiError
 from .models import CmpTransaction, Device, IssuedCertificate, utcnow
 from .pki import revoke
 
-DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 ONBOARDING_METHODS = ("cmp_shared_secret",)
 SECRET_PURPOSE = "device-secret"  # noqa: S105 (associated data of the encryption)
 
@@ -26,7 +26,7 @@ def new_secret():
 
 def create_device(db, vault, name, domain, onboarding_method):
     """Register a device. Returns (device, secret); the secret is shown only now. The caller commits."""
-    if not isinstance(name, str) or not DEVICE_NAME.match(name):
+    if not isinstance(name, str) or not DEVICE_NAME.fullmatch(name):
         raise ApiError(
             400,
             "device name must be 1-128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit",

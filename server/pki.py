@@ -12,11 +12,12 @@ from sqlalchemy import select
 from trustpoint_core import keys, x509
 from trustpoint_core.profiles import get_profile
 
+from .db import begin_write
 from .errors import ApiError
 from .models import CertificateAuthority, Device, Domain, IssuedCertificate, utcnow
 from .vault import Vault
 
-DOMAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 DEFAULT_VALIDITY_DAYS = get_profile("domain_credential").validity_days
 MAX_VALIDITY_DAYS = 3650
 
@@ -29,14 +30,18 @@ def check_validity_days(value):
 
 def create_domain(db, vault, name, key_type=keys.DEFAULT_KEY_TYPE, validity_days=DEFAULT_VALIDITY_DAYS):
     """Create a domain with a new root and issuing CA. The caller commits."""
-    if not isinstance(name, str) or not DOMAIN_NAME.match(name):
+    if not isinstance(name, str) or not DOMAIN_NAME.fullmatch(name):
         raise ApiError(400, "domain name must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
     if key_type not in keys.KEY_TYPES:
         raise ApiError(400, "key_type must be one of %s" % ", ".join(keys.KEY_TYPES))
     check_validity_days(validity_days)
     if db.scalar(select(Domain).where(Domain.name == name)) is not None:
         raise ApiError(409, "domain %r already exists" % name)
+    # Key generation (seconds for RSA-4096) before the write lock; the name is checked again under it.
     chain = x509.CaChain.create(name, key_type)
+    begin_write(db)
+    if db.scalar(select(Domain).where(Domain.name == name)) is not None:
+        raise ApiError(409, "domain %r already exists" % name)
     domain = Domain(name=name, key_type=key_type, validity_days=validity_days)
     for role, cert, key in (
         ("root", chain.root_cert, chain.root_key),
@@ -94,8 +99,8 @@ def ca_chain(domain):
     return [x509.load_certificate(domain.ca(role).certificate_der) for role in ("issuing", "root")]
 
 
-def issue_domain_credential(db, vault: Vault, device: Device, public_key, requested_not_after=None, status="active"):
-    """Issue the device's domain credential (LDevID) for public_key. The caller commits."""
+def issue_domain_credential(vault: Vault, device: Device, public_key, requested_not_after=None):
+    """Sign the device's domain credential (LDevID) for public_key; record it with record_certificate()."""
     domain = device.domain
     signer = Signer(domain.ca("issuing"), vault)
     # The server names the credential after the registered device, whatever subject was asked for.
@@ -108,11 +113,16 @@ def issue_domain_credential(db, vault: Vault, device: Device, public_key, reques
         validity_days=domain.validity_days,
         requested_not_after=requested_not_after,
     )
+    return cert, signer
+
+
+def record_certificate(db, signer, device, cert, profile, status):
+    """Add the record of an issued certificate. The caller commits."""
     record = IssuedCertificate(
         ca_id=signer.ca_row.id,
         device_id=device.id,
         device_name=device.name,
-        profile="domain_credential",
+        profile=profile,
         serial_number=x509.serial_hex(cert),
         subject=x509.name_to_string(cert.subject),
         not_before=x509.not_before(cert),
@@ -122,7 +132,7 @@ def issue_domain_credential(db, vault: Vault, device: Device, public_key, reques
         status=status,
     )
     db.add(record)
-    return cert, record
+    return record
 
 
 def revoke(record, reason):

@@ -43,19 +43,9 @@ if [[ ! -x $ansible_test ]]; then
 fi
 
 # --- 0. shellcheck ----------------------------------------------------------------------------------
-# The `shellcheck` sanity test only warns and passes when the program is missing; ansible-test's default
-# container has it, so install it (Debian package, root) to get the same coverage.
-if ! command -v shellcheck >/dev/null; then
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    say "installing the Debian package shellcheck (for the shellcheck sanity test)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq --no-install-recommends shellcheck >/dev/null </dev/null ||
-      { apt-get update -qq && apt-get install -y -qq --no-install-recommends shellcheck >/dev/null </dev/null; } ||
-      true
-  fi
-  command -v shellcheck >/dev/null ||
-    loud "shellcheck is not installed: the shellcheck sanity test checks nothing (apt-get install shellcheck)."
-fi
+# The `shellcheck` sanity test passes silently without the program (tools/setup-system.sh installs it).
+command -v shellcheck >/dev/null ||
+  loud "shellcheck is not installed: the shellcheck sanity test checks nothing (run tools/setup-system.sh)."
 
 # --- 1. the collection tree -------------------------------------------------------------------------
 read -r namespace name < <("$py" -c '

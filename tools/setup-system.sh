@@ -11,7 +11,9 @@ packages=(
   iproute2           # ip netns / veth / bridge
   util-linux         # unshare
   curl
+  jq                 # the README quickstart reads JSON with it
   python3-venv
+  shellcheck         # ansible-test's shellcheck sanity test checks nothing without it
 )
 
 missing=()
