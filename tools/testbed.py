@@ -295,7 +295,10 @@ def teardown_host(tools: Tools, ns: str, veth: str) -> None:
     # Delete the veth explicitly: orphaned TCP sockets can keep a deleted namespace (and so the
     # pair) alive for minutes, and the next `ip link add` would fail with "File exists".
     if link_exists(tools, veth):
-        run([tools["ip"], "link", "del", veth], what=f"deleting veth {veth}")
+        proc = run([tools["ip"], "link", "del", veth], check=False)
+        # The kernel removes the pair itself once the namespace is gone, possibly in between.
+        if proc.returncode != 0 and "Cannot find device" not in proc.stderr:
+            raise TestbedError(f"deleting veth {veth} failed: {proc.stderr.strip()}")
 
 
 def check_subnet_free(tools: Tools, bridge: str, network: ipaddress.IPv4Network) -> None:
