@@ -91,6 +91,12 @@ def random_nonce():
     return os.urandom(NONCE_SIZE)
 
 
+def _brief(exc):
+    """A short description of a library error: pyasn1's messages can embed whole schemas (megabytes)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return "%s: %s" % (type(exc).__name__, text[:160] + ("..." if len(text) > 160 else ""))
+
+
 def _decode(der, spec=None):
     """Decode one DER value; trailing bytes are an error."""
     value, rest = decoder.decode(der, asn1Spec=spec) if spec is not None else decoder.decode(der)
@@ -219,8 +225,9 @@ class CmpMessage:
             self.message_time = self.message_time.replace(tzinfo=datetime.timezone.utc)
         protection_alg = _optional(header, "protectionAlg")
         self.protection_alg = str(protection_alg["algorithm"]) if protection_alg is not None else None
-        params = protection_alg.getComponentByName("parameters", instantiate=False) if protection_alg else None
-        self.protection_params = bytes(params) if params is not None and params.isValue else None
+        params = _optional(protection_alg, "parameters") if protection_alg is not None else None
+        # Signature algorithms (ecdsa-with-SHA256, Ed25519) carry no parameters.
+        self.protection_params = bytes(params) if params is not None else None
         protection = _optional(asn1, "protection")
         self.protection = protection.asOctets() if protection is not None else None
         self.implicit_confirm = any(
@@ -248,15 +255,15 @@ class CmpMessage:
             return cls(der, asn1)
         except CmpFailure:
             raise
-        except (PyAsn1Error, ValueError, TypeError, KeyError, IndexError, UnicodeError) as exc:
-            raise CmpFailure("the request is not a DER PKIMessage: %s" % exc, "badDataFormat") from exc
+        except Exception as exc:  # any library error on untrusted bytes means: not a PKIMessage
+            raise CmpFailure("the request is not a DER PKIMessage: %s" % _brief(exc), "badDataFormat") from exc
 
     def extra_certificates(self):
         """extraCerts as cryptography certificates; undecodable ones are badDataFormat."""
         try:
             return [x509.load_der_x509_certificate(der) for der in self.extra_certs]
-        except ValueError as exc:
-            raise CmpFailure("extraCerts holds an unreadable certificate: %s" % exc, "badDataFormat") from exc
+        except Exception as exc:  # cryptography raises ValueError, InvalidVersion, ...
+            raise CmpFailure("extraCerts holds an unreadable certificate: %s" % _brief(exc), "badDataFormat") from exc
 
 
 class Header:
@@ -441,7 +448,7 @@ class CertRequest:
         try:
             self.public_key = load_public_key_der(self.spki_der)
         except Exception as exc:  # InvalidInput, or a library error on a malformed key
-            raise CmpFailure("the template's public key cannot be read: %s" % exc, "badCertTemplate") from exc
+            raise CmpFailure("the template's public key cannot be read: %s" % _brief(exc), "badCertTemplate") from exc
         validity = _optional(template, "validity")
         self.not_after = None
         if validity is not None and _optional(validity, "notAfter") is not None:
@@ -473,8 +480,8 @@ def cert_requests(message):
         return [CertRequest(item) for item in message.body]
     except CmpFailure:
         raise
-    except (PyAsn1Error, ValueError, TypeError, KeyError) as exc:
-        raise CmpFailure("the certificate request cannot be read: %s" % exc, "badDataFormat") from exc
+    except Exception as exc:  # malformed content from the wire
+        raise CmpFailure("the certificate request cannot be read: %s" % _brief(exc), "badDataFormat") from exc
 
 
 class CertResponse:
@@ -504,7 +511,14 @@ def read_status_info(info):
 
 
 def cert_responses(message):
-    """(responses, caPubs) of an ip/cp/kup."""
+    """(responses, caPubs) of an ip/cp/kup; unreadable content is badDataFormat."""
+    try:
+        return _cert_responses(message)
+    except Exception as exc:  # certificates from the wire: any library error means malformed
+        raise CmpFailure("the certificate response cannot be read: %s" % _brief(exc), "badDataFormat") from exc
+
+
+def _cert_responses(message):
     responses = [CertResponse(r) for r in message.body["response"]]
     ca_pubs = _optional(message.body, "caPubs")
     certs = [x509.load_der_x509_certificate(encoder.encode(c)) for c in ca_pubs] if ca_pubs is not None else []
@@ -532,8 +546,8 @@ class CertStatus:
 def cert_statuses(message):
     try:
         return [CertStatus(s) for s in message.body]
-    except (PyAsn1Error, ValueError, TypeError, KeyError) as exc:
-        raise CmpFailure("the certConf cannot be read: %s" % exc, "badDataFormat") from exc
+    except Exception as exc:  # malformed content from the wire
+        raise CmpFailure("the certConf cannot be read: %s" % _brief(exc), "badDataFormat") from exc
 
 
 def error_content(message):

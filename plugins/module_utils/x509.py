@@ -61,7 +61,12 @@ def parse_name(text):
         oid_name = _ATTRIBUTES.get(key.strip().upper())
         if not sep or oid_name is None:
             raise InvalidInput("cannot parse subject %r: unknown attribute in %r" % (text, part))
-        attributes.append(x509.NameAttribute(getattr(NameOID, oid_name), value.replace("\\/", "/")))
+        if not value:
+            raise InvalidInput("cannot parse subject %r: %s has no value" % (text, key))
+        try:
+            attributes.append(x509.NameAttribute(getattr(NameOID, oid_name), value.replace("\\/", "/")))
+        except ValueError as exc:  # e.g. a country that is not two letters, a common name over 64
+            raise InvalidInput("cannot parse subject %r: %s" % (text, exc)) from exc
     return x509.Name(attributes)
 
 
