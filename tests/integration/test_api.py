@@ -194,7 +194,7 @@ def test_concurrent_duplicate_domain(server):
     def create():
         answers.append(call(server, "POST", "/domains", {"name": name}))
 
-    threads = [threading.Thread(target=create) for _ in range(6)]
+    threads = [threading.Thread(target=create) for _index in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -376,9 +376,9 @@ def test_list_devices_with_filters(server):
     """?domain= and ?name= filter the list (and combine); an unknown domain filter is 404."""
     domain_a = server.create_domain()["name"]
     domain_b = server.create_domain()["name"]
-    a1, _ = server.create_device(domain_a)
-    a2, _ = server.create_device(domain_a)
-    b1, _ = server.create_device(domain_b)
+    a1, _unused = server.create_device(domain_a)
+    a2, _unused = server.create_device(domain_a)
+    b1, _unused = server.create_device(domain_b)
     everything = ok(call(server, "GET", "/devices"))
     ids = [d["id"] for d in everything]
     assert {a1["id"], a2["id"], b1["id"]} <= set(ids)

@@ -474,7 +474,7 @@ def _corrupt_pop_signature(content, _key):
 
 def _swap_template_key(content, _key):
     other = ec.generate_private_key(ec.SECP256R1())
-    spki, _ = decoder.decode(keys.public_key_der(other), asn1Spec=rfc5280.SubjectPublicKeyInfo())
+    spki, _unused = decoder.decode(keys.public_key_der(other), asn1Spec=rfc5280.SubjectPublicKeyInfo())
     content[0]["certReq"]["certTemplate"]["publicKey"]["subjectPublicKey"] = spki["subjectPublicKey"]
 
 
@@ -735,7 +735,7 @@ def _ir_of_exact_size(device_id, secret, size):
     """A valid, protected ir padded (regInfo utf8Pairs, which the server ignores) to exactly size bytes."""
     key = ec.generate_private_key(ec.SECP256R1())
     padding = 0
-    for _ in range(10):
+    for _index in range(10):
 
         def pad(content, _key, length=padding):
             if length:

@@ -36,7 +36,7 @@ BAD_EXTRA_VERSION = _IP[: _IP.rindex(_V3)] + _V5 + _IP[_IP.rindex(_V3) + len(_V3
 def mutated_vectors(draw):
     """A captured message with one to four random edits."""
     data = bytearray(VECTORS[draw(st.sampled_from(sorted(VECTORS)))])
-    for _ in range(draw(st.integers(1, 4))):
+    for _index in range(draw(st.integers(1, 4))):
         operation = draw(st.sampled_from(["flip", "truncate", "insert", "delete", "replace"]))
         position = draw(st.integers(0, max(len(data) - 1, 0)))
         if operation == "flip" and data:

@@ -97,7 +97,7 @@ def der_length(length):
 
 def body_end(der):
     """Offset just past the body of a PKIMessage DER (relies on the exact round trip tested below)."""
-    asn1, _ = decoder.decode(der, asn1Spec=rfc9480.PKIMessage())
+    asn1, _unused = decoder.decode(der, asn1Spec=rfc9480.PKIMessage())
     header_der, body_der = encoder.encode(asn1["header"]), encoder.encode(asn1["body"])
     return der.index(header_der + body_der) + len(header_der) + len(body_der)
 
@@ -200,7 +200,7 @@ def test_protected_part_is_header_and_body(name):
     """protected_part is DER SEQUENCE{header, body} with both exactly as received, nothing else."""
     der = raw(name)
     message = CmpMessage.decode(der)
-    asn1, _ = decoder.decode(der, asn1Spec=rfc9480.PKIMessage())
+    asn1, _unused = decoder.decode(der, asn1Spec=rfc9480.PKIMessage())
     content = encoder.encode(asn1["header"]) + encoder.encode(asn1["body"])
     assert message.protected_part == b"\x30" + der_length(len(content)) + content
     assert content in der
@@ -223,7 +223,7 @@ def test_cert_responses_return_the_mock_certificate(name):
 
 def test_rejected_ip_status():
     """An ip with -pkistatus 2 -failure 9 reads as rejection, badPOP, the status string, no certificate."""
-    responses, _ = cert_responses(load("ip_rejected.der"))
+    responses, _unused = cert_responses(load("ip_rejected.der"))
     assert [(r.status, r.fail_info, r.text, r.certificate) for r in responses] == [
         (cmp_message.STATUS_REJECTION, ("badPOP",), "mock rejects the certificate request", None)
     ]
@@ -239,7 +239,7 @@ def test_error_body_content():
 @pytest.mark.parametrize("transaction", [t for t in TRANSACTIONS if len(t) == 4], ids=lambda t: t[0])
 def test_cert_conf_hash_matches_issued_certificate(transaction):
     """OpenSSL's certHash equals cert_hash() of the certificate in the ip/cp, for the answered certReqId."""
-    _, response_name, conf_name, _ = transaction
+    _request_name, response_name, conf_name, _pkiconf_name = transaction
     certificate = cert_responses(load(response_name))[0][0].certificate
     statuses = cert_statuses(load(conf_name))
     assert len(statuses) == 1
@@ -507,7 +507,7 @@ def test_fail_info_bit_string_der(fail_info, bit_string, tmp_path):
 def test_fail_info_encoding_matches_openssl(name, fail_info):
     """Our failInfo encoding is byte for byte what the OpenSSL mock sends for the same bits."""
     ours = encode_message(Header(transaction_id=b"t" * 16), error_body(fail_info, "x"))
-    info, _ = decoder.decode(ours, asn1Spec=rfc9480.PKIMessage())
+    info, _unused = decoder.decode(ours, asn1Spec=rfc9480.PKIMessage())
     bits = encoder.encode(info["body"]["error"]["pKIStatusInfo"]["failInfo"])
     assert bits in raw(name)
 

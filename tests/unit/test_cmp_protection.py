@@ -51,7 +51,7 @@ def flip(der, offset):
 
 
 def body_end(der):
-    asn1, _ = decoder.decode(der, asn1Spec=rfc9480.PKIMessage())
+    asn1, _unused = decoder.decode(der, asn1Spec=rfc9480.PKIMessage())
     header_der, body_der = encoder.encode(asn1["header"]), encoder.encode(asn1["body"])
     return der.index(header_der + body_der) + len(header_der) + len(body_der)
 
@@ -59,7 +59,7 @@ def body_end(der):
 def reference_mac(secret, salt, owf, iterations, mac, data):
     """RFC 4210 5.1.3.1 written out independently: K = owf^n(secret || salt), MAC = HMAC(K, data)."""
     key = secret + salt
-    for _ in range(iterations):
+    for _index in range(iterations):
         key = hashlib.new(owf, key).digest()
     return hmac.new(key, data, mac).digest()
 
@@ -114,7 +114,7 @@ def test_verify_pbm_accepts_openssl_mac(name):
 def test_parameters_read_from_protection_alg(name):
     """PasswordBasedMac.from_parameters reads salt/owf/iterations/mac exactly as the PBMParameter holds them."""
     message = load(name)
-    params, _ = decoder.decode(message.protection_params, asn1Spec=rfc4210.PBMParameter())
+    params, _unused = decoder.decode(message.protection_params, asn1Spec=rfc4210.PBMParameter())
     pbm = PasswordBasedMac.from_parameters(message.protection_params, SECRET)
     assert pbm.salt == params["salt"].asOctets()
     assert (pbm.owf, pbm.mac, pbm.iterations) == PARAMETERS[name]
@@ -195,7 +195,7 @@ def test_flipped_protection_bit_is_bad_message_check(name, position):
 
 def test_extra_certs_are_not_protected():
     """extraCerts lie outside the protected part: dropping them leaves the MAC valid (callers must check chains)."""
-    asn1, _ = decoder.decode(raw("ip_pbm.der"), asn1Spec=rfc9480.PKIMessage())
+    asn1, _unused = decoder.decode(raw("ip_pbm.der"), asn1Spec=rfc9480.PKIMessage())
     stripped = rfc9480.PKIMessage()
     for field in ("header", "body", "protection"):
         stripped[field] = asn1[field]
@@ -304,7 +304,7 @@ def test_unreadable_parameters_are_bad_data_format(params):
 
 def test_parameters_with_trailing_data_are_bad_data_format():
     """Bytes after the PBMParameter are badDataFormat."""
-    _, params = PasswordBasedMac(SECRET).algorithm()
+    _unused, params = PasswordBasedMac(SECRET).algorithm()
     with pytest.raises(CmpFailure) as info:
         PasswordBasedMac.from_parameters(params + b"\x00", SECRET)
     assert info.value.fail_info == ("badDataFormat",)
@@ -324,7 +324,7 @@ def test_protect_and_verify_round_trip(owf, mac):
     assert message.protection_alg == PBM_OID
     used = verify_pbm(message, SECRET)
     assert (used.owf, used.mac, used.iterations, used.salt) == (owf, mac, 1000, pbm.salt)
-    params, _ = decoder.decode(message.protection_params, asn1Spec=rfc4210.PBMParameter())
+    params, _unused = decoder.decode(message.protection_params, asn1Spec=rfc4210.PBMParameter())
     assert not params["owf"]["parameters"].isValue and not params["mac"]["parameters"].isValue
 
 

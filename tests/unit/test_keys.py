@@ -57,7 +57,7 @@ def test_generate_unsupported_type(key_type):
         (lambda: ec.generate_private_key(ec.SECP521R1()), "unsupported elliptic curve secp521r1"),
         (lambda: ec.generate_private_key(ec.SECP256K1()).public_key(), "unsupported elliptic curve secp256k1"),
         (lambda: rsa.generate_private_key(65537, 1024), "unsupported RSA key size 1024"),  # noqa: S505
-        (lambda: ed25519.Ed25519PrivateKey.generate(), "unsupported key algorithm"),
+        (ed25519.Ed25519PrivateKey.generate, "unsupported key algorithm"),
     ],
     ids=["p521", "secp256k1", "rsa-1024", "ed25519"],
 )

@@ -201,7 +201,7 @@ def test_serial_numbers_are_random_and_positive(leaf, subject_keys):
 
 def test_validity_days_overrides_profile(leaf):
     """validity_days replaces the profile's lifetime."""
-    chain, key, _ = leaf
+    chain, key, _unused = leaf
     assert tp_x509.not_after(issue(chain, key, validity_days=30)) == NOW + 30 * DAY
 
 
@@ -217,7 +217,7 @@ def test_validity_days_overrides_profile(leaf):
 )
 def test_requested_not_after(requested, expected, leaf):
     """A request's notAfter can only shorten the lifetime."""
-    chain, key, _ = leaf
+    chain, key, _unused = leaf
     assert tp_x509.not_after(issue(chain, key, requested_not_after=requested)) == expected
 
 
@@ -244,7 +244,7 @@ def test_profile_key_types_restrict_subject_keys(chains, subject_keys):
 
 @pytest.mark.parametrize(
     "key",
-    [lambda: ec.generate_private_key(ec.SECP521R1()), lambda: ed25519.Ed25519PrivateKey.generate()],
+    [lambda: ec.generate_private_key(ec.SECP521R1()), ed25519.Ed25519PrivateKey.generate],
     ids=["p521", "ed25519"],
 )
 def test_unsupported_subject_key(key, chains):
@@ -259,7 +259,7 @@ def test_unsupported_subject_key(key, chains):
 
 def test_verify_chain_to_self_signed_root(leaf):
     """Without anchors, the chain's self-signed root ends the path: [leaf, issuing, root]."""
-    chain, _, cert = leaf
+    chain, _unused, cert = leaf
     assert tp_x509.verify_chain(cert, [chain.root_cert, chain.issuing_cert]) == [
         cert,
         chain.issuing_cert,
@@ -269,7 +269,7 @@ def test_verify_chain_to_self_signed_root(leaf):
 
 def test_verify_chain_with_anchors(leaf):
     """With anchors, the path ends at the first trusted certificate (root or an intermediate)."""
-    chain, _, cert = leaf
+    chain, _unused, cert = leaf
     assert tp_x509.verify_chain(cert, [chain.issuing_cert], anchors=[chain.root_cert]) == [
         cert,
         chain.issuing_cert,
@@ -285,7 +285,7 @@ def test_verify_chain_with_anchors(leaf):
 )
 def test_verify_chain_outside_validity(now, reason, leaf):
     """A certificate outside its validity at `now` is InvalidInput naming it."""
-    chain, _, cert = leaf
+    chain, _unused, cert = leaf
     with pytest.raises(InvalidInput) as info:
         tp_x509.verify_chain(cert, chain.chain, now=now)
     assert "is not valid now" in str(info.value), reason
@@ -303,7 +303,7 @@ def test_verify_chain_checks_time_of_whole_chain(subject_keys):
 
 def test_verify_chain_wrong_anchor(leaf, chains):
     """A chain ending in a root that is not among the anchors is InvalidInput."""
-    chain, _, cert = leaf
+    chain, _unused, cert = leaf
     with pytest.raises(InvalidInput) as info:
         tp_x509.verify_chain(cert, chain.chain, anchors=[chains["rsa-2048"].root_cert])
     assert "not a trusted root" in str(info.value)
@@ -311,7 +311,7 @@ def test_verify_chain_wrong_anchor(leaf, chains):
 
 def test_verify_chain_missing_issuer(leaf):
     """Without the issuing CA, the leaf has no issuer: InvalidInput naming the missing issuer."""
-    chain, _, cert = leaf
+    chain, _unused, cert = leaf
     with pytest.raises(InvalidInput) as info:
         tp_x509.verify_chain(cert, [chain.root_cert])
     assert "no issuer" in str(info.value) and "Issuing CA" in str(info.value)
@@ -331,7 +331,7 @@ def test_verify_chain_rejects_non_ca_issuer(leaf, subject_keys):
 
 def test_verify_chain_rejects_impostor_ca(leaf):
     """A CA with the same name but another key is not the issuer."""
-    chain, _, cert = leaf
+    chain, _unused, cert = leaf
     impostor = tp_x509.CaChain.create("d-ecdsa-p256", "ecdsa-p256", now=NOW)
     assert impostor.issuing_cert.subject == chain.issuing_cert.subject
     with pytest.raises(InvalidInput):
@@ -459,7 +459,7 @@ def test_load_empty_and_count(chains):
 
 def test_fingerprint_and_summary_match_openssl(leaf, tmp_path):
     """fingerprint is openssl's SHA-256 fingerprint; summary names serial, subject, issuer and dates."""
-    chain, _, cert = leaf
+    chain, _unused, cert = leaf
     output = openssl("x509", "-noout", "-fingerprint", "-sha256", "-serial", "-in", write(tmp_path / "c.pem", cert))
     lines = dict(line.split("=", 1) for line in output.stdout.splitlines())
     assert tp_x509.fingerprint(cert) == lines["sha256 Fingerprint"].replace(":", "").lower()
