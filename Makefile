@@ -28,9 +28,11 @@ demo: setup
 
 test: setup lint sanity pytest ansible-lint
 
+PYTHON_DIRS := $(wildcard plugins server tests tools bench)
+
 lint:
-	$(VENV)/bin/ruff check plugins server tests tools bench
-	$(VENV)/bin/ruff format --check plugins server tests tools bench
+	$(VENV)/bin/ruff check $(PYTHON_DIRS)
+	$(VENV)/bin/ruff format --check $(PYTHON_DIRS)
 
 sanity:
 	tools/sanity.sh
