@@ -11,10 +11,10 @@ from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select
 from trustpoint_core.keys import DEFAULT_KEY_TYPE
 
-from . import devices, pki
+from . import devices, pki, trust
 from .db import begin_write, session
 from .errors import ApiError
-from .models import ApiToken, Device, Domain
+from .models import ApiToken, Device, DevIdRegistration, Domain, Truststore
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -124,19 +124,21 @@ def list_devices():
 @bp.post("/devices")
 def create_device():
     data = _body()
-    _only(data, ("name", "domain", "onboarding_method"))
+    _only(data, ("name", "domain", "onboarding_method", "serial_number"))
     missing = [f for f in ("name", "domain", "onboarding_method") if f not in data]
     if missing:
         raise ApiError(400, "field(s) required: %s" % ", ".join(missing))
+    if not isinstance(data["domain"], str):
+        raise ApiError(400, "field 'domain' must be a domain name")
     db = session()
     begin_write(db)
-    domain = pki.get_domain(db, data["domain"]) if isinstance(data["domain"], str) else None
-    if domain is None:
-        raise ApiError(400, "field 'domain' must be a domain name")
-    device, secret = devices.create_device(db, _vault(), data["name"], domain, data["onboarding_method"])
+    domain = pki.get_domain(db, data["domain"])
+    device, secrets = devices.create_device(
+        db, _vault(), data["name"], domain, data["onboarding_method"], data.get("serial_number")
+    )
     db.commit()
     log.info("registered device %s (id %d) in domain %s", device.name, device.id, domain.name)
-    return jsonify({"device": devices.device_json(device), "shared_secret": secret}), 201
+    return jsonify(dict({"device": devices.device_json(device)}, **secrets)), 201
 
 
 @bp.get("/devices/<int:device_id>")
@@ -144,20 +146,19 @@ def get_device(device_id):
     return jsonify(devices.device_json(devices.get_device(session(), device_id)))
 
 
-@bp.post("/devices/<int:device_id>/shared-secret")
-def regenerate_secret(device_id):
+@bp.post("/devices/<int:device_id>/secret")
+def issue_secret(device_id):
     db = session()
     begin_write(db)
     device = devices.get_device(db, device_id)
-    if device.onboarding_method != "cmp_shared_secret":
+    secrets = devices.issue_secret(_vault(), device)
+    if not secrets:
         raise ApiError(
-            409,
-            "device %s onboards with %s, which uses no shared secret" % (device.name, device.onboarding_method),
+            409, "device %s onboards with %s, which uses no secret" % (device.name, device.onboarding_method)
         )
-    secret = devices.regenerate_secret(db, _vault(), device)
     db.commit()
-    log.info("issued a new shared secret for device %s (id %d)", device.name, device.id)
-    return jsonify({"device": devices.device_json(device), "shared_secret": secret})
+    log.info("issued a new one-time secret for device %s (id %d)", device.name, device.id)
+    return jsonify(dict({"device": devices.device_json(device)}, **secrets))
 
 
 @bp.delete("/devices/<int:device_id>")
@@ -168,4 +169,135 @@ def delete_device(device_id):
     devices.delete_device(db, device)
     db.commit()
     log.info("deleted device %d; its certificates are revoked", device_id)
+    return "", 204
+
+
+# --- truststores ---------------------------------------------------------------------------------
+
+
+@bp.get("/truststores")
+def list_truststores():
+    return jsonify([trust.truststore_json(t) for t in session().scalars(select(Truststore).order_by(Truststore.name))])
+
+
+@bp.post("/truststores")
+def create_truststore():
+    data = _body()
+    _only(data, ("name", "usage", "certificates"))
+    missing = [f for f in ("name", "usage", "certificates") if f not in data]
+    if missing:
+        raise ApiError(400, "field(s) required: %s" % ", ".join(missing))
+    truststore = Truststore(
+        name=trust.check_name("truststore", data["name"]),
+        usage=trust.check_usage(data["usage"]),
+        certificates_pem=trust.parse_certificates(data["certificates"]),
+    )
+    db = session()
+    begin_write(db)
+    if db.scalar(select(Truststore).where(Truststore.name == truststore.name)) is not None:
+        raise ApiError(409, "truststore %r already exists" % truststore.name)
+    db.add(truststore)
+    db.commit()
+    log.info("created truststore %s (%s)", truststore.name, truststore.usage)
+    return jsonify(trust.truststore_json(truststore)), 201
+
+
+@bp.get("/truststores/<name>")
+def get_truststore(name):
+    return jsonify(trust.truststore_json(trust.get_truststore(session(), name)))
+
+
+@bp.patch("/truststores/<name>")
+def update_truststore(name):
+    data = _body()
+    _only(data, ("usage", "certificates"))
+    db = session()
+    begin_write(db)
+    truststore = trust.get_truststore(db, name)
+    if "usage" in data:
+        truststore.usage = trust.check_usage(data["usage"])
+    if "certificates" in data:
+        truststore.certificates_pem = trust.parse_certificates(data["certificates"])
+    db.commit()
+    return jsonify(trust.truststore_json(truststore))
+
+
+@bp.delete("/truststores/<name>")
+def delete_truststore(name):
+    db = session()
+    begin_write(db)
+    trust.delete_truststore(db, trust.get_truststore(db, name))
+    db.commit()
+    return "", 204
+
+
+# --- DevID registrations -------------------------------------------------------------------------
+
+_REGISTRATION_FIELDS = ("name", "domain", "truststore", "pattern", "auto_create_devices")
+
+
+def _apply_registration(db, registration, data):
+    if "domain" in data:
+        if not isinstance(data["domain"], str):
+            raise ApiError(400, "domain must be a domain name")
+        registration.domain = pki.get_domain(db, data["domain"])
+    if "truststore" in data:
+        registration.truststore = trust.idevid_truststore(db, data["truststore"])
+    if "pattern" in data:
+        registration.pattern = trust.check_pattern(data["pattern"])
+    if "auto_create_devices" in data:
+        if not isinstance(data["auto_create_devices"], bool):
+            raise ApiError(400, "auto_create_devices must be true or false")
+        registration.auto_create_devices = data["auto_create_devices"]
+
+
+@bp.get("/devid-registrations")
+def list_registrations():
+    query = select(DevIdRegistration).order_by(DevIdRegistration.name)
+    return jsonify([trust.registration_json(r) for r in session().scalars(query)])
+
+
+@bp.post("/devid-registrations")
+def create_registration():
+    data = _body()
+    _only(data, _REGISTRATION_FIELDS)
+    missing = [f for f in ("name", "domain", "truststore", "pattern") if f not in data]
+    if missing:
+        raise ApiError(400, "field(s) required: %s" % ", ".join(missing))
+    db = session()
+    begin_write(db)
+    name = trust.check_name("DevID registration", data["name"])
+    if db.scalar(select(DevIdRegistration).where(DevIdRegistration.name == name)) is not None:
+        raise ApiError(409, "DevID registration %r already exists" % name)
+    registration = DevIdRegistration(name=name, auto_create_devices=False)
+    _apply_registration(db, registration, data)
+    db.add(registration)
+    db.commit()
+    log.info("created DevID registration %s", name)
+    return jsonify(trust.registration_json(registration)), 201
+
+
+@bp.get("/devid-registrations/<name>")
+def get_registration(name):
+    return jsonify(trust.registration_json(trust.get_registration(session(), name)))
+
+
+@bp.patch("/devid-registrations/<name>")
+def update_registration(name):
+    data = _body()
+    _only(data, _REGISTRATION_FIELDS[1:])
+    db = session()
+    begin_write(db)
+    registration = trust.get_registration(db, name)
+    _apply_registration(db, registration, data)
+    db.commit()
+    return jsonify(trust.registration_json(registration))
+
+
+@bp.delete("/devid-registrations/<name>")
+def delete_registration(name):
+    db = session()
+    begin_write(db)
+    db.delete(trust.get_registration(db, name))
+    db.commit()
     return "", 204

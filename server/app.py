@@ -11,7 +11,7 @@ from typing import Optional
 from flask import Flask, jsonify
 from sqlalchemy import text
 
-from . import api, cmp, errors
+from . import api, cmp, crl, errors
 from .db import close_session, database_url, make_engine, session, session_factory
 from .vault import Vault
 
@@ -25,6 +25,9 @@ class Settings:
     database_url: Optional[str] = None
     # Largest accepted difference between a CMP messageTime and the server's clock (0: not checked).
     cmp_max_clock_skew: int = 600
+    # Base URL of the server as devices and relying parties reach it, for the CRL distribution point
+    # of issued certificates; without it the URL of the request that caused the issuance is used.
+    public_url: Optional[str] = None
 
     @classmethod
     def from_environment(cls, data_dir=None, **overrides):
@@ -34,6 +37,7 @@ class Settings:
         values = {
             "database_url": os.environ.get("TRUSTPOINT_DATABASE_URL"),
             "cmp_max_clock_skew": int(os.environ.get("TRUSTPOINT_CMP_MAX_CLOCK_SKEW", "600")),
+            "public_url": os.environ.get("TRUSTPOINT_PUBLIC_URL"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(data_dir=data_dir, **values)
@@ -58,6 +62,7 @@ def create_app(settings):
     errors.register(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(cmp.bp)
+    app.register_blueprint(crl.bp)
 
     @app.get("/healthz")
     def healthz():

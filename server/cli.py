@@ -74,7 +74,10 @@ def run(args):
     from .wsgi import serve
 
     settings = Settings.from_environment(
-        args.data_dir, database_url=args.database_url, cmp_max_clock_skew=args.cmp_max_clock_skew
+        args.data_dir,
+        database_url=args.database_url,
+        cmp_max_clock_skew=args.cmp_max_clock_skew,
+        public_url=args.public_url,
     )
     _check_initialised(settings)
     create_app(settings)  # fail here, with a message, rather than in every worker
@@ -116,6 +119,11 @@ def main(argv=None):
         type=int,
         metavar="SECONDS",
         help="reject CMP messages whose messageTime is further off (default 600, 0: off)",
+    )
+    p_run.add_argument(
+        "--public-url",
+        help="base URL devices reach the server at, for the CRL distribution point of issued certificates "
+        "(default: the URL of each request; $TRUSTPOINT_PUBLIC_URL)",
     )
     p_run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p_run.set_defaults(func=run)

@@ -4,6 +4,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import os
 import re
 import secrets
 
@@ -15,17 +19,45 @@ from .models import CmpTransaction, Device, IssuedCertificate, utcnow
 from .pki import revoke
 
 DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-ONBOARDING_METHODS = ("cmp_shared_secret",)
+# How a device obtains its domain credential, and the one-time secret each method hands out (if any).
+SECRET_KINDS = {
+    "cmp_shared_secret": "shared_secret",  # CMP ir protected by a MAC with the secret (PBM, PBMAC1)
+    "cmp_idevid": None,  # CMP ir signed with the device's IDevID (DevID registrations)
+    "est_password": "password",  # EST simpleenroll with HTTP Basic: username = device name
+    "est_idevid": None,  # EST simpleenroll with the IDevID as TLS client certificate
+}
+ONBOARDING_METHODS = tuple(SECRET_KINDS)
 SECRET_PURPOSE = "device-secret"  # noqa: S105 (associated data of the encryption)
+SERIAL_NUMBER = re.compile(r"[ -~]{1,128}")  # printable ASCII, as X.520 serialNumber
+# scrypt (RFC 7914) for EST passwords: about 30 ms and 16 MiB per check.
+SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
 def new_secret():
-    # 192 bits, URL-safe: it survives shells, `-secret pass:` and YAML unquoted.
+    # 192 bits, URL-safe: it survives shells, `-secret pass:`, HTTP Basic and YAML unquoted.
     return secrets.token_urlsafe(24)
 
 
-def create_device(db, vault, name, domain, onboarding_method):
-    """Register a device. Returns (device, secret); the secret is shown only now. The caller commits."""
+def hash_password(password):
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **SCRYPT)
+    return "scrypt$%s$%s" % (base64.b64encode(salt).decode(), base64.b64encode(digest).decode())
+
+
+def check_password(device, password):
+    """True when password is the device's unspent EST password (constant-time comparison)."""
+    if not device.password_hash or not isinstance(password, str):
+        return False
+    _scheme, salt, digest = device.password_hash.split("$")
+    computed = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), dklen=32, **SCRYPT)
+    return hmac.compare_digest(computed, base64.b64decode(digest))
+
+
+def create_device(db, vault, name, domain, onboarding_method, serial_number=None):
+    """Register a device. Returns (device, secrets): {"shared_secret": ...} or {"password": ...} or {}.
+
+    The secret is shown only now. The caller commits.
+    """
     if not isinstance(name, str) or not DEVICE_NAME.fullmatch(name):
         raise ApiError(
             400,
@@ -33,18 +65,15 @@ def create_device(db, vault, name, domain, onboarding_method):
         )
     if onboarding_method not in ONBOARDING_METHODS:
         raise ApiError(400, "onboarding_method must be one of %s" % ", ".join(ONBOARDING_METHODS))
+    if serial_number is not None and (not isinstance(serial_number, str) or not SERIAL_NUMBER.fullmatch(serial_number)):
+        raise ApiError(400, "serial_number must be 1-128 printable ASCII characters")
     if db.scalar(select(Device).where(Device.name == name)) is not None:
         raise ApiError(409, "device %r already exists" % name)
-    secret = new_secret()
     device = Device(
-        name=name,
-        domain=domain,
-        onboarding_method=onboarding_method,
-        status="pending",
-        secret_encrypted=vault.encrypt(secret.encode(), SECRET_PURPOSE),
+        name=name, domain=domain, onboarding_method=onboarding_method, status="pending", serial_number=serial_number
     )
     db.add(device)
-    return device, secret
+    return device, issue_secret(vault, device)
 
 
 def get_device(db, device_id):
@@ -54,15 +83,24 @@ def get_device(db, device_id):
     return device
 
 
-def regenerate_secret(db, vault, device):
-    """Give the device a fresh secret (e.g. the first was lost, or the device is re-onboarded)."""
+def issue_secret(vault, device):
+    """Give the device a fresh one-time secret of its method; {} for methods without one.
+
+    Used at registration, and later when the first secret was lost or the device must onboard again.
+    """
+    kind = SECRET_KINDS[device.onboarding_method]
+    if kind is None:
+        return {}
     secret = new_secret()
-    device.secret_encrypted = vault.encrypt(secret.encode(), SECRET_PURPOSE)
-    return secret
+    if kind == "shared_secret":
+        device.secret_encrypted = vault.encrypt(secret.encode(), SECRET_PURPOSE)
+    else:
+        device.password_hash = hash_password(secret)
+    return {kind: secret}
 
 
 def device_secret(vault, device):
-    """The device's secret as bytes, or None once it has been used up."""
+    """The device's CMP shared secret as bytes, or None once it has been used up."""
     if device.secret_encrypted is None:
         return None
     return vault.decrypt(device.secret_encrypted, SECRET_PURPOSE)
@@ -74,6 +112,7 @@ def mark_onboarded(device, record):
     device.onboarded_at = utcnow()
     device.credential = record
     device.secret_encrypted = None
+    device.password_hash = None
 
 
 def delete_device(db, device):
@@ -106,6 +145,7 @@ def device_json(device):
         "name": device.name,
         "domain": device.domain.name,
         "onboarding_method": device.onboarding_method,
+        "serial_number": device.serial_number,
         "status": device.status,
         "created_at": device.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "onboarded_at": device.onboarded_at.strftime("%Y-%m-%dT%H:%M:%SZ") if device.onboarded_at else None,

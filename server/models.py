@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime
 from typing import Optional
 
-from sqlalchemy import DateTime, ForeignKey, LargeBinary, String, TypeDecorator, UniqueConstraint
+from sqlalchemy import DateTime, ForeignKey, LargeBinary, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -65,6 +65,10 @@ class CertificateAuthority(Base):
     role: Mapped[str] = mapped_column(String(16))  # "root" or "issuing"
     certificate_der: Mapped[bytes] = mapped_column(LargeBinary)
     private_key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    # The last CRL issued, its number, and when the next one is due (see crl.py).
+    crl_number: Mapped[int] = mapped_column(default=0)
+    crl_der: Mapped[Optional[bytes]] = mapped_column(LargeBinary, nullable=True)
+    crl_next_update: Mapped[Optional[datetime.datetime]] = mapped_column(nullable=True)
 
     domain: Mapped[Domain] = relationship(back_populates="cas")
 
@@ -79,8 +83,13 @@ class Device(Base):
     domain_id: Mapped[int] = mapped_column(ForeignKey("domain.id"))
     onboarding_method: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | onboarded
+    # Subject serialNumber of the device's IDevID, when it onboards with one.
+    serial_number: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
+    idevid_fingerprint: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
     # One-time secret for CMP PBM, encrypted at rest; cleared once the device is onboarded.
     secret_encrypted: Mapped[Optional[bytes]] = mapped_column(LargeBinary, nullable=True)
+    # One-time EST password, hashed (see devices.hash_password); cleared once the device is onboarded.
+    password_hash: Mapped[Optional[str]] = mapped_column(String(256), nullable=True)
     created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
     onboarded_at: Mapped[Optional[datetime.datetime]] = mapped_column(nullable=True)
     credential_id: Mapped[Optional[int]] = mapped_column(
@@ -115,6 +124,7 @@ class IssuedCertificate(Base):
     created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
 
     ca: Mapped[CertificateAuthority] = relationship()
+    device: Mapped[Optional[Device]] = relationship(foreign_keys=[device_id])
 
 
 class CmpTransaction(Base):
@@ -128,12 +138,49 @@ class CmpTransaction(Base):
     certificate_id: Mapped[Optional[int]] = mapped_column(
         ForeignKey("issued_certificate.id", ondelete="SET NULL"), nullable=True
     )
-    # The senderNonce of our ip: a certConf must carry it as recipNonce.
+    # The senderNonce of our response: a certConf must carry it as recipNonce.
     response_nonce: Mapped[bytes] = mapped_column(LargeBinary(64))
+    # Who sent the request ("secret:<device id>" or "cert:<SHA-256 of the signer>"): certConf must too.
+    requester: Mapped[str] = mapped_column(String(80))
+    cert_req_id: Mapped[int] = mapped_column(default=0)
+    # The certificate a kur updates: revoked as superseded once the new one is confirmed.
+    replaces_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("issued_certificate.id", ondelete="SET NULL"), nullable=True
+    )
     state: Mapped[str] = mapped_column(String(16))  # waiting | confirmed | rejected
     created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
 
-    certificate: Mapped[Optional[IssuedCertificate]] = relationship()
+    certificate: Mapped[Optional[IssuedCertificate]] = relationship(foreign_keys=[certificate_id])
+    replaces: Mapped[Optional[IssuedCertificate]] = relationship(foreign_keys=[replaces_id])
+
+
+class Truststore(Base):
+    """Certificates trusted for one purpose: IDevID issuers, TLS anchors, DevOwnerID issuers."""
+
+    __tablename__ = "truststore"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    usage: Mapped[str] = mapped_column(String(16))  # idevid | tls | devownerid
+    certificates_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+
+
+class DevIdRegistration(Base):
+    """Admits devices by their IDevID: issued under truststore, serialNumber or a SAN URI fully matching pattern."""
+
+    __tablename__ = "devid_registration"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domain.id"))
+    truststore_id: Mapped[int] = mapped_column(ForeignKey("truststore.id"))
+    pattern: Mapped[str] = mapped_column(String(512))
+    auto_create_devices: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+
+    domain: Mapped[Domain] = relationship()
+    truststore: Mapped[Truststore] = relationship()
 
 
 class ApiToken(Base):

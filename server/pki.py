@@ -99,19 +99,34 @@ def ca_chain(domain):
     return [x509.load_certificate(domain.ca(role).certificate_der) for role in ("issuing", "root")]
 
 
-def issue_domain_credential(vault: Vault, device: Device, public_key, requested_not_after=None):
-    """Sign the device's domain credential (LDevID) for public_key; record it with record_certificate()."""
+def issue_for_device(
+    vault: Vault,
+    device: Device,
+    profile,
+    public_key,
+    requested_subject=None,
+    requested_sans=(),
+    requested_not_after=None,
+    crl_base_url=None,
+):
+    """Sign a certificate of profile for device's public_key; record it with record_certificate().
+
+    A domain credential is named after the device and lives for the domain's validity_days; an
+    application certificate takes the requested subject and SANs the profile allows. Raises
+    InvalidInput when the request does not fit the profile.
+    """
     domain = device.domain
     signer = Signer(domain.ca("issuing"), vault)
-    # The server names the credential after the registered device, whatever subject was asked for.
     cert = x509.issue_certificate(
         signer.certificate,
         signer.private_key,
         public_key,
-        x509.common_name(device.name),
-        get_profile("domain_credential"),
-        validity_days=domain.validity_days,
+        profile.subject_for(device.name, requested_subject),
+        profile,
+        validity_days=domain.validity_days if profile.domain_credential else None,
         requested_not_after=requested_not_after,
+        subject_alt_names=profile.subject_alt_names_for(requested_sans),
+        crl_url=crl_base_url.rstrip("/") + "/crl/%d" % signer.ca_row.id if crl_base_url else None,
     )
     return cert, signer
 
@@ -136,10 +151,12 @@ def record_certificate(db, signer, device, cert, profile, status):
 
 
 def revoke(record, reason):
+    """Revoke a certificate; the CA's next CRL lists it (crl.py issues CRLs)."""
     if record.status != "revoked":
         record.status = "revoked"
         record.revoked_at = utcnow()
         record.revocation_reason = reason
+        record.ca.crl_der = None
 
 
 def domain_json(domain):

@@ -51,6 +51,8 @@ class Server:
         self.data_dir = Path(data_dir)
         self.port = port
         self.url = "http://127.0.0.1:%d" % port
+        # Where CMP clients post (the plain-HTTP CMP listener once the server speaks TLS).
+        self.cmp_url = self.url
         subprocess.run(
             [str(BIN / "trustpoint-server"), "init", "--data-dir", str(self.data_dir)], check=True, capture_output=True
         )

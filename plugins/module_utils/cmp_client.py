@@ -25,7 +25,7 @@ from .cmp_message import (
     error_content,
     random_nonce,
 )
-from .cmp_protection import PasswordBasedMac, verify_pbm
+from .cmp_protection import PasswordBasedMac, verify_mac
 from .errors import CmpFailure, InvalidInput, TransportError
 from .keys import same_public_key
 from .x509 import verify_chain
@@ -71,13 +71,13 @@ class CmpClient:
             # Report the server's reason even if the error is unprotected (e.g. after a wrong
             # secret), but say so: an unauthenticated error may come from anyone on the path.
             try:
-                verify_pbm(response, secret)
+                verify_mac(response, secret)
                 prefix = "the server rejected the request"
             except CmpFailure:
                 prefix = "the server rejected the request (unauthenticated error)"
             raise CmpFailure("%s: %s" % (prefix, text or "no reason given"), *fail_info)
         try:
-            verify_pbm(response, secret)
+            verify_mac(response, secret)
         except CmpFailure as exc:
             raise CmpFailure(
                 "the response's protection does not verify with the shared secret: %s" % exc.text,

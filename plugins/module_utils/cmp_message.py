@@ -10,19 +10,21 @@ bytes, ints, names as cryptography x509.Name, certificates as cryptography certi
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
 
-from .errors import CmpFailure
-from .keys import hash_for, key_type_of, load_public_key_der, public_key_der, sign, verify_signature
+from . import signatures
+from .errors import CmpFailure, InvalidInput
+from .keys import load_public_key_der, public_key_der
 from .x509 import certificate_der
 
 try:
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import hashes, serialization
     from pyasn1.codec.der import decoder, encoder
     from pyasn1.error import PyAsn1Error
     from pyasn1.type import univ
-    from pyasn1_alt_modules import rfc4211, rfc5280, rfc9480
+    from pyasn1_alt_modules import rfc4211, rfc5280, rfc6402, rfc9480
 except ImportError:  # reported by deps.missing()
     pass
 
@@ -68,23 +70,30 @@ STATUS_GRANTED_WITH_MODS = 1
 STATUS_REJECTION = 2
 STATUS_WAITING = 3
 
-# Signature algorithms of certificate-request POP and of certHash (RFC 9481 section 3 and 2).
-_SIGNATURE_HASHES = {
-    "1.2.840.113549.1.1.11": "SHA256",  # sha256WithRSAEncryption
-    "1.2.840.113549.1.1.12": "SHA384",
-    "1.2.840.113549.1.1.13": "SHA512",
-    "1.2.840.10045.4.3.2": "SHA256",  # ecdsa-with-SHA256
-    "1.2.840.10045.4.3.3": "SHA384",
-    "1.2.840.10045.4.3.4": "SHA512",
-}
-_SIGNATURE_OIDS = {
-    ("rsa", "SHA256"): "1.2.840.113549.1.1.11",
-    ("rsa", "SHA384"): "1.2.840.113549.1.1.12",
-    ("rsa", "SHA512"): "1.2.840.113549.1.1.13",
-    ("ecdsa", "SHA256"): "1.2.840.10045.4.3.2",
-    ("ecdsa", "SHA384"): "1.2.840.10045.4.3.3",
-    ("ecdsa", "SHA512"): "1.2.840.10045.4.3.4",
-}
+ID_REGCTRL_OLD_CERT_ID = "1.3.6.1.5.5.7.5.1.5"
+ID_CE_SUBJECT_ALT_NAME = "2.5.29.17"
+# General message info types (RFC 9480 section 4.3, RFC 9483 section 4.3).
+ID_IT_SIGN_KEY_PAIR_TYPES = "1.3.6.1.5.5.7.4.3"
+ID_IT_CA_CERTS = "1.3.6.1.5.5.7.4.17"
+ID_IT_ROOT_CA_KEY_UPDATE = "1.3.6.1.5.5.7.4.18"
+ID_IT_CERT_REQ_TEMPLATE = "1.3.6.1.5.5.7.4.19"
+ID_IT_ROOT_CA_CERT = "1.3.6.1.5.5.7.4.20"
+ID_IT_CRL_STATUS_LIST = "1.3.6.1.5.5.7.4.22"
+ID_IT_CRLS = "1.3.6.1.5.5.7.4.23"
+# CRL reason codes (RFC 5280 5.3.1) by name.
+REASON_CODES = (
+    "unspecified",
+    "keyCompromise",
+    "cACompromise",
+    "affiliationChanged",
+    "superseded",
+    "cessationOfOperation",
+    "certificateHold",
+    None,
+    "removeFromCRL",
+    "privilegeWithdrawn",
+    "aACompromise",
+)
 
 
 def random_nonce():
@@ -386,8 +395,11 @@ def cert_rep_body(body_type, cert_req_id, certificate, ca_pubs=()):
     return body_type, content
 
 
-def cert_req_body(body_type, private_key, subject=None, cert_req_id=0):
-    """ir, cr or kur with one CertReqMsg for private_key's public key and POP by signature."""
+def cert_req_body(body_type, private_key, subject=None, cert_req_id=0, old_certificate=None):
+    """ir, cr or kur with one CertReqMsg for private_key's public key and POP by signature.
+
+    old_certificate (kur): the certificate being updated, named in an oldCertID control.
+    """
     request = rfc4211.CertRequest()
     request["certReqId"] = cert_req_id
     template = request["certTemplate"]
@@ -399,15 +411,25 @@ def cert_req_body(body_type, private_key, subject=None, cert_req_id=0):
     public_key = template["publicKey"]
     public_key["algorithm"] = spki["algorithm"]
     public_key["subjectPublicKey"] = spki["subjectPublicKey"]
+    if old_certificate is not None:
+        # kur names the certificate it updates (RFC 4211 6.5, RFC 9483 4.1.3).
+        old_cert_id = rfc4211.OldCertId()
+        old_cert_id["issuer"]["directoryName"]["rdnSequence"] = _decode(
+            old_certificate.issuer.public_bytes(), rfc5280.Name()
+        )["rdnSequence"]
+        old_cert_id["serialNumber"] = old_certificate.serial_number
+        control = rfc4211.AttributeTypeAndValue()
+        control["type"] = univ.ObjectIdentifier(ID_REGCTRL_OLD_CERT_ID)
+        control["value"] = univ.Any(encoder.encode(old_cert_id))
+        request["controls"].append(control)
     message = rfc4211.CertReqMsg()
     message["certReq"] = request
-    hash_algorithm = hash_for(private_key)
-    family = "rsa" if key_type_of(private_key).startswith("rsa") else "ecdsa"
+    oid, params, signature = signatures.sign(private_key, encoder.encode(request))
     pop = message["popo"]["signature"]
-    pop["algorithmIdentifier"]["algorithm"] = univ.ObjectIdentifier(
-        _SIGNATURE_OIDS[(family, hash_algorithm.name.upper())]
-    )
-    pop["signature"] = univ.BitString.fromOctetString(sign(private_key, encoder.encode(request), hash_algorithm))
+    pop["algorithmIdentifier"]["algorithm"] = univ.ObjectIdentifier(oid)
+    if params is not None:
+        pop["algorithmIdentifier"]["parameters"] = univ.Any(params)
+    pop["signature"] = univ.BitString.fromOctetString(signature)
     content = rfc9480.PKIBody()[body_type].clone()
     content.append(message)
     return body_type, content
@@ -449,6 +471,16 @@ class CertRequest:
             self.public_key = load_public_key_der(self.spki_der)
         except Exception as exc:  # InvalidInput, or a library error on a malformed key
             raise CmpFailure("the template's public key cannot be read: %s" % _brief(exc), "badCertTemplate") from exc
+        self.subject_alt_names, self.extension_oids = _template_extensions(template)
+        self.old_cert_id = None
+        for control in _optional(request, "controls") or []:
+            if str(control["type"]) == ID_REGCTRL_OLD_CERT_ID:
+                old = _decode(bytes(control["value"]), rfc4211.OldCertId())
+                issuer = old["issuer"]
+                self.old_cert_id = (
+                    _load_name(issuer["directoryName"]) if issuer.getName() == "directoryName" else None,
+                    int(old["serialNumber"]),
+                )
         validity = _optional(template, "validity")
         self.not_after = None
         if validity is not None and _optional(validity, "notAfter") is not None:
@@ -465,13 +497,44 @@ class CertRequest:
         signature = popo["signature"]
         if _optional(signature, "poposkInput") is not None:
             raise CmpFailure("POP with poposkInput is not supported; sign the CertRequest", "badPOP")
-        algorithm = str(signature["algorithmIdentifier"]["algorithm"])
-        hash_name = _SIGNATURE_HASHES.get(algorithm)
-        if hash_name is None:
-            raise CmpFailure("unsupported POP signature algorithm %s" % algorithm, "badAlg", "badPOP")
-        data = encoder.encode(self.asn1["certReq"])
-        if not verify_signature(self.public_key, signature["signature"].asOctets(), data, getattr(hashes, hash_name)()):
+        algorithm = signature["algorithmIdentifier"]
+        params = _optional(algorithm, "parameters")
+        try:
+            valid = signatures.verify(
+                self.public_key,
+                str(algorithm["algorithm"]),
+                bytes(params) if params is not None else None,
+                signature["signature"].asOctets(),
+                encoder.encode(self.asn1["certReq"]),
+            )
+        except InvalidInput as exc:
+            raise CmpFailure("POP: %s" % exc, "badAlg", "badPOP") from exc
+        if not valid:
             raise CmpFailure("the proof-of-possession signature does not verify", "badPOP")
+
+
+def _template_extensions(template):
+    """(subject alternative names as cryptography GeneralNames, OIDs of all extensions) of a template."""
+    names, oids = [], []
+    for extension in _optional(template, "extensions") or []:
+        oid = str(extension["extnID"])
+        oids.append((oid, bool(extension["critical"])))
+        if oid == ID_CE_SUBJECT_ALT_NAME:
+            # The four name forms a certificate template carries in practice.
+            for name in _decode(extension["extnValue"].asOctets(), rfc5280.SubjectAltName()):
+                kind = name.getName()
+                value = name[kind]
+                if kind == "dNSName":
+                    names.append(x509.DNSName(str(value)))
+                elif kind == "uniformResourceIdentifier":
+                    names.append(x509.UniformResourceIdentifier(str(value)))
+                elif kind == "rfc822Name":
+                    names.append(x509.RFC822Name(str(value)))
+                elif kind == "iPAddress":
+                    names.append(x509.IPAddress(ipaddress.ip_address(value.asOctets())))
+                else:
+                    raise CmpFailure("subjectAltName of type %s is not supported" % kind, "badCertTemplate")
+    return names, oids
 
 
 def cert_requests(message):
@@ -576,3 +639,168 @@ def cert_hash(certificate, hash_alg_oid=None):
     digest = hashes.Hash(algorithm)
     digest.update(certificate_der(certificate))
     return digest.finalize()
+
+
+# --- p10cr, rr, genm ----------------------------------------------------------------------------------
+
+
+def pkcs10_request(message):
+    """The CSR of a p10cr as a cryptography CertificateSigningRequest; its signature is the POP."""
+    try:
+        csr = x509.load_der_x509_csr(_inner_der(encoder.encode(message.asn1["body"])))
+    except Exception as exc:  # malformed content from the wire
+        raise CmpFailure("the PKCS#10 request cannot be read: %s" % _brief(exc), "badDataFormat") from exc
+    if not csr.is_signature_valid:
+        raise CmpFailure("the PKCS#10 request's signature does not verify", "badPOP")
+    return csr
+
+
+def p10cr_body(csr):
+    """p10cr carrying csr (a cryptography CertificateSigningRequest)."""
+    content = rfc9480.PKIBody()["p10cr"].clone()
+    asn1_csr = _decode(csr.public_bytes(serialization.Encoding.DER), rfc6402.CertificationRequest())
+    for field in ("certificationRequestInfo", "signatureAlgorithm", "signature"):
+        content[field] = asn1_csr[field]
+    return "p10cr", content
+
+
+class RevocationRequest:
+    """One RevDetails of an rr: which certificate, and why."""
+
+    def __init__(self, details):
+        template = details["certDetails"]
+        serial = _optional(template, "serialNumber")
+        issuer = _optional(template, "issuer")
+        if serial is None or issuer is None:
+            raise CmpFailure("a revocation request names the certificate by issuer and serialNumber", "badCertTemplate")
+        self.serial_number = int(serial)
+        self.issuer = _load_name(issuer)
+        self.reason = "unspecified"
+        for extension in _optional(details, "crlEntryDetails") or []:
+            if str(extension["extnID"]) == "2.5.29.21":  # id-ce-CRLReasons
+                code = int(_decode(extension["extnValue"].asOctets(), univ.Enumerated()))
+                if not 0 <= code < len(REASON_CODES) or REASON_CODES[code] is None:
+                    raise CmpFailure("unknown CRL reason code %d" % code, "badRequest")
+                self.reason = REASON_CODES[code]
+
+
+def revocation_requests(message):
+    try:
+        return [RevocationRequest(details) for details in message.body]
+    except CmpFailure:
+        raise
+    except Exception as exc:  # malformed content from the wire
+        raise CmpFailure("the revocation request cannot be read: %s" % _brief(exc), "badDataFormat") from exc
+
+
+def rr_body(certificate, reason="unspecified"):
+    """rr for certificate (a cryptography certificate) with a CRL reason name."""
+    content = rfc9480.PKIBody()["rr"].clone()
+    details = rfc9480.RevDetails()
+    template = details["certDetails"]
+    template["serialNumber"] = certificate.serial_number
+    template["issuer"]["rdnSequence"] = _decode(certificate.issuer.public_bytes(), rfc5280.Name())["rdnSequence"]
+    extension = rfc5280.Extension()
+    extension["extnID"] = univ.ObjectIdentifier("2.5.29.21")
+    extension["extnValue"] = encoder.encode(univ.Enumerated(REASON_CODES.index(reason)))
+    details["crlEntryDetails"].append(extension)
+    content.append(details)
+    return "rr", content
+
+
+def rp_body(status, fail_info=(), text=None, certificate=None):
+    """rp with one status; for an accepted revocation, revCerts names the certificate."""
+    content = rfc9480.PKIBody()["rp"].clone()
+    content["status"].append(_status_info(status, fail_info, text))
+    if certificate is not None:
+        cert_id = rfc4211.CertId()
+        cert_id["issuer"]["directoryName"]["rdnSequence"] = _decode(certificate.issuer.public_bytes(), rfc5280.Name())[
+            "rdnSequence"
+        ]
+        cert_id["serialNumber"] = certificate.serial_number
+        content["revCerts"].append(cert_id)
+    return "rp", content
+
+
+def revocation_statuses(message):
+    """(status, fail_info, text) of each PKIStatusInfo of an rp."""
+    try:
+        return [read_status_info(info) for info in message.body["status"]]
+    except Exception as exc:  # malformed content from the wire
+        raise CmpFailure("the revocation response cannot be read: %s" % _brief(exc), "badDataFormat") from exc
+
+
+def info_types(message):
+    """The infoType OIDs a genm asks for."""
+    try:
+        return [str(itav["infoType"]) for itav in message.body]
+    except Exception as exc:  # malformed content from the wire
+        raise CmpFailure("the general message cannot be read: %s" % _brief(exc), "badDataFormat") from exc
+
+
+def genm_body(*info_type_oids):
+    content = rfc9480.PKIBody()["genm"].clone()
+    for oid in info_type_oids:
+        itav = rfc9480.InfoTypeAndValue()
+        itav["infoType"] = univ.ObjectIdentifier(oid)
+        content.append(itav)
+    return "genm", content
+
+
+def genp_body(answers):
+    """genp with one InfoTypeAndValue per (OID, value DER or None) of answers."""
+    content = rfc9480.PKIBody()["genp"].clone()
+    for oid, value in answers:
+        itav = rfc9480.InfoTypeAndValue()
+        itav["infoType"] = univ.ObjectIdentifier(oid)
+        if value is not None:
+            itav["infoValue"] = univ.Any(value)
+        content.append(itav)
+    return "genp", content
+
+
+def genp_values(message):
+    """{infoType OID: infoValue DER or None} of a genp."""
+    try:
+        values = {}
+        for itav in message.body:
+            value = _optional(itav, "infoValue")
+            values[str(itav["infoType"])] = bytes(value) if value is not None else None
+        return values
+    except Exception as exc:  # malformed content from the wire
+        raise CmpFailure("the general response cannot be read: %s" % _brief(exc), "badDataFormat") from exc
+
+
+def certificates_value(certificates):
+    """DER SEQUENCE OF CMPCertificate: the caCerts and rootCaCert-style info values."""
+    return _der_sequence(*(certificate_der(cert) for cert in certificates))
+
+
+def crls_value(crls_der):
+    """DER SEQUENCE OF CertificateList for id-it-crls."""
+    return _der_sequence(*crls_der)
+
+
+def sign_key_pair_types_value(oids):
+    """DER SEQUENCE OF AlgorithmIdentifier (parameters absent) for id-it-signKeyPairTypes."""
+    return _der_sequence(*(encoder.encode(_algorithm(oid)) for oid in oids))
+
+
+def cert_req_template_value(subject=None, key_algorithm_oid=None):
+    """DER CertReqTemplateContent: a template with the subject the server will set (RFC 9483 4.3.3)."""
+    content = rfc9480.CertReqTemplateContent()
+    template = content["certTemplate"]
+    if subject is not None:
+        template["subject"]["rdnSequence"] = _decode(subject.public_bytes(), rfc5280.Name())["rdnSequence"]
+    if key_algorithm_oid is not None:
+        spec = rfc4211.AttributeTypeAndValue()
+        spec["type"] = univ.ObjectIdentifier("1.3.6.1.5.5.7.5.1.12")  # id-regCtrl-algId
+        spec["value"] = univ.Any(encoder.encode(_algorithm(key_algorithm_oid)))
+        content["keySpec"].append(spec)
+    return encoder.encode(content)
+
+
+def _algorithm(oid):
+    algorithm = rfc5280.AlgorithmIdentifier()
+    algorithm["algorithm"] = univ.ObjectIdentifier(oid)
+    return algorithm

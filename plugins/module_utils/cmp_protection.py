@@ -1,7 +1,7 @@
 # Copyright: Trustpoint contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""CMP message protection: password-based MAC (RFC 4210 5.1.3.1, RFC 9481 6.1.1)."""
+"""CMP message protection: PBM and PBMAC1 (RFC 9481 6.1), signatures (RFC 9481 3)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,21 @@ import hashlib
 import hmac
 import os
 
-from .errors import CmpFailure
+from . import signatures
+from .errors import CmpFailure, InvalidInput
 
 try:
+    from cryptography import x509
     from pyasn1.codec.der import decoder, encoder
     from pyasn1.error import PyAsn1Error
     from pyasn1.type import univ
-    from pyasn1_alt_modules import rfc4210
+    from pyasn1_alt_modules import rfc4210, rfc8018
 except ImportError:  # reported by deps.missing()
     pass
 
 PBM_OID = "1.2.840.113533.7.66.13"
+PBMAC1_OID = "1.2.840.113549.1.5.14"
+PBKDF2_OID = "1.2.840.113549.1.5.12"
 
 # One-way functions PBM may name (RFC 9481 6.1.1 and OpenSSL's -digest choices).
 OWF_HASHES = {
@@ -108,20 +112,157 @@ class PasswordBasedMac:
         return hmac.new(self.derive_key(), protected_part, MAC_HASHES[self.mac]).digest()
 
 
-def verify_pbm(message, secret):
-    """Verify a PBM-protected CmpMessage with secret; returns the PasswordBasedMac it used.
+class Pbmac1:
+    """PBMAC1 protection (RFC 8018 7.1, RFC 9481 6.1.2): PBKDF2 key derivation, then HMAC."""
+
+    def __init__(
+        self, secret, salt=None, iterations=10000, key_length=32, prf=MAC_HMAC_SHA256, mac=MAC_HMAC_SHA256, kid=None
+    ):
+        for oid in (prf, mac):
+            if oid not in MAC_HASHES:
+                raise CmpFailure("unsupported PBMAC1 algorithm %s" % oid, "badAlg")
+        if not 1 <= iterations <= MAX_ITERATIONS:
+            raise CmpFailure("PBMAC1 iteration count %d is outside 1..%d" % (iterations, MAX_ITERATIONS), "badAlg")
+        if not 16 <= key_length <= 64:
+            raise CmpFailure("PBMAC1 key length %d is outside 16..64 bytes" % key_length, "badAlg")
+        self.secret = secret if isinstance(secret, bytes) else secret.encode()
+        self.salt = salt if salt is not None else os.urandom(SALT_SIZE)
+        self.iterations = iterations
+        self.key_length = key_length
+        self.prf = prf
+        self.mac = mac
+        self.kid = kid
+
+    @classmethod
+    def from_parameters(cls, params_der, secret, kid=None):
+        if params_der is None:
+            raise CmpFailure("PBMAC1 protection without parameters", "badDataFormat")
+        try:
+            params, rest = decoder.decode(params_der, asn1Spec=rfc8018.PBMAC1_params())
+            if rest or str(params["keyDerivationFunc"]["algorithm"]) != PBKDF2_OID:
+                raise CmpFailure("PBMAC1 must derive its key with PBKDF2", "badAlg")
+            kdf, rest = decoder.decode(
+                bytes(params["keyDerivationFunc"]["parameters"]), asn1Spec=rfc8018.PBKDF2_params()
+            )
+        except PyAsn1Error as exc:
+            raise CmpFailure("unreadable PBMAC1 parameters: %s" % str(exc)[:160], "badDataFormat") from exc
+        if rest or kdf["salt"].getName() != "specified":
+            raise CmpFailure("PBKDF2 parameters must carry the salt itself", "badDataFormat")
+        prf = kdf.getComponentByName("prf", instantiate=False)
+        key_length = kdf.getComponentByName("keyLength", instantiate=False)
+        mac = str(params["messageAuthScheme"]["algorithm"])
+        return cls(
+            secret,
+            salt=kdf["salt"]["specified"].asOctets(),
+            iterations=int(kdf["iterationCount"]),
+            # RFC 9481 requires keyLength; without it use the MAC's output size.
+            key_length=int(key_length)
+            if key_length is not None and key_length.isValue
+            else hashlib.new(MAC_HASHES.get(mac, "sha256")).digest_size,
+            prf=str(prf["algorithm"]) if prf is not None and prf.isValue else "1.2.840.113549.2.7",
+            mac=mac,
+            kid=kid,
+        )
+
+    def with_fresh_salt(self, kid=None):
+        return Pbmac1(self.secret, None, self.iterations, self.key_length, self.prf, self.mac, kid)
+
+    def algorithm(self):
+        kdf = rfc8018.PBKDF2_params()
+        kdf["salt"]["specified"] = self.salt
+        kdf["iterationCount"] = self.iterations
+        kdf["keyLength"] = self.key_length
+        kdf["prf"]["algorithm"] = univ.ObjectIdentifier(self.prf)
+        params = rfc8018.PBMAC1_params()
+        params["keyDerivationFunc"]["algorithm"] = univ.ObjectIdentifier(PBKDF2_OID)
+        params["keyDerivationFunc"]["parameters"] = univ.Any(encoder.encode(kdf))
+        params["messageAuthScheme"]["algorithm"] = univ.ObjectIdentifier(self.mac)
+        return PBMAC1_OID, encoder.encode(params)
+
+    def protect(self, protected_part):
+        key = hashlib.pbkdf2_hmac(MAC_HASHES[self.prf], self.secret, self.salt, self.iterations, self.key_length)
+        return hmac.new(key, protected_part, MAC_HASHES[self.mac]).digest()
+
+
+class SignatureProtection:
+    """Signature protection with a key and its certificate (RFC 4210 5.1.3.3, RFC 9483 3.2).
+
+    The header's sender is the certificate's subject and senderKID its SKI; extraCerts start with the
+    certificate, then its chain.
+    """
+
+    def __init__(self, private_key, certificate, chain=()):
+        self.private_key = private_key
+        self.certificate = certificate
+        self.chain = list(chain)
+        self.kid = subject_key_identifier(certificate)
+        self._algorithm = signatures.algorithm_for(private_key)
+
+    def algorithm(self):
+        oid, params, _hash = self._algorithm
+        return oid, params
+
+    def protect(self, protected_part):
+        return signatures.sign(self.private_key, protected_part)[2]
+
+    @property
+    def extra_certificates(self):
+        return [self.certificate, *self.chain]
+
+
+def subject_key_identifier(certificate):
+    """The certificate's SKI, or None."""
+    try:
+        return certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return None
+
+
+def is_mac_protected(message):
+    return message.protection_alg in (PBM_OID, PBMAC1_OID)
+
+
+def verify_mac(message, secret):
+    """Verify a PBM- or PBMAC1-protected CmpMessage with secret; returns the protector it used.
 
     Raises CmpFailure: badMessageCheck when the MAC does not verify (or the message is not
-    PBM-protected), badAlg for unsupported or excessive parameters.
+    MAC-protected), badAlg for unsupported or excessive parameters.
     """
     if message.protection is None or message.protection_alg is None:
-        raise CmpFailure("the message is not protected; PBM protection is required", "badMessageCheck")
-    if message.protection_alg != PBM_OID:
+        raise CmpFailure("the message is not protected; PBM or PBMAC1 protection is required", "badMessageCheck")
+    if message.protection_alg == PBM_OID:
+        protector = PasswordBasedMac.from_parameters(message.protection_params, secret, kid=message.sender_kid)
+    elif message.protection_alg == PBMAC1_OID:
+        protector = Pbmac1.from_parameters(message.protection_params, secret, kid=message.sender_kid)
+    else:
         raise CmpFailure(
-            "the message is protected with %s; this request needs PBM (%s)" % (message.protection_alg, PBM_OID),
+            "the message is protected with %s; this request needs a MAC (PBM or PBMAC1)" % message.protection_alg,
             "badMessageCheck",
         )
-    pbm = PasswordBasedMac.from_parameters(message.protection_params, secret, kid=message.sender_kid)
-    if not hmac.compare_digest(pbm.protect(message.protected_part), message.protection):
+    if not hmac.compare_digest(protector.protect(message.protected_part), message.protection):
         raise CmpFailure("message protection could not be verified", "badMessageCheck")
-    return pbm
+    return protector
+
+
+def verify_signature(message, certificate):
+    """Verify a signature-protected CmpMessage with certificate's public key.
+
+    Raises CmpFailure: badMessageCheck when the signature does not verify or the message is MAC-protected,
+    badAlg for an unsupported algorithm.
+    """
+    if message.protection is None or message.protection_alg is None:
+        raise CmpFailure("the message is not protected; a signature is required", "badMessageCheck")
+    if is_mac_protected(message):
+        raise CmpFailure("the message is MAC-protected; this request needs a signature", "badMessageCheck")
+    try:
+        valid = signatures.verify(
+            certificate.public_key(),
+            message.protection_alg,
+            message.protection_params,
+            message.protection,
+            message.protected_part,
+        )
+    except InvalidInput as exc:
+        raise CmpFailure("message protection: %s" % exc, "badAlg") from exc
+    if not valid:
+        raise CmpFailure("the message signature does not verify with the signer's certificate", "badMessageCheck")

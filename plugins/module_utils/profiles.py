@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .errors import InvalidInput
 from .keys import KEY_TYPES
+from .x509 import common_name
 
 try:
     from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -29,11 +30,18 @@ class Profile:
 
     key_usage: flags of KEY_USAGE_FLAGS (the extension is critical); extended_key_usage: names of
     cryptography's ExtendedKeyUsageOID attributes; validity_days: the default lifetime, which a
-    domain may override and a request may shorten; key_types: the subject key types it certifies,
-    whatever the CA's own key type is.
+    domain may override (domain credentials) and a request may shorten; key_types: the subject key
+    types it certifies, whatever the CA's own key type is.
+
+    domain_credential: True for the LDevID a device onboards with, False for application certificates.
+    Subject rules: a domain credential is named after its device (CN = device name) and carries no
+    subject alternative names; an application certificate takes the requested subject (CN = device name
+    when none is asked for) and the requested subject alternative names of san_types, of which
+    san_required demands at least one.
     """
 
-    def __init__(self, name, key_usage, extended_key_usage, validity_days, key_types=KEY_TYPES):
+    def __init__(self, name, key_usage, extended_key_usage, validity_days, key_types=KEY_TYPES,
+                 domain_credential=False, san_types=(), san_required=False):
         unknown = set(key_usage) - set(KEY_USAGE_FLAGS)
         if unknown:
             raise InvalidInput("unknown key usage %s" % ", ".join(sorted(unknown)))
@@ -42,9 +50,33 @@ class Profile:
         self.extended_key_usage = tuple(extended_key_usage)
         self.validity_days = validity_days
         self.key_types = tuple(key_types)
+        self.domain_credential = domain_credential
+        self.san_types = tuple(san_types)
+        self.san_required = san_required
 
     def extended_key_usage_oids(self):
         return [getattr(ExtendedKeyUsageOID, name) for name in self.extended_key_usage]
+
+    def subject_for(self, device_name, requested_subject):
+        """The subject this profile issues: see the class documentation."""
+        if self.domain_credential or requested_subject is None or not len(requested_subject):
+            return common_name(device_name)
+        return requested_subject
+
+    def subject_alt_names_for(self, requested):
+        """The SANs this profile issues from the requested ones (cryptography GeneralNames)."""
+        requested = list(requested or ())
+        if self.domain_credential:
+            return []
+        refused = [name for name in requested if type(name).__name__ not in self.san_types]
+        if refused:
+            raise InvalidInput("profile %s does not issue subject alternative names of type %s; it issues %s"
+                               % (self.name, ", ".join(sorted({type(n).__name__ for n in refused})),
+                                  ", ".join(self.san_types) or "none"))
+        if self.san_required and not requested:
+            raise InvalidInput("profile %s needs at least one subject alternative name (%s)"
+                               % (self.name, ", ".join(self.san_types)))
+        return requested
 
 
 # The LDevID a device obtains when it is onboarded; later requests authenticate with it.
@@ -53,13 +85,30 @@ DOMAIN_CREDENTIAL = Profile(
     key_usage=("digital_signature",),
     extended_key_usage=("CLIENT_AUTH",),
     validity_days=365,
+    domain_credential=True,
+)
+TLS_CLIENT = Profile(
+    "tls_client",
+    key_usage=("digital_signature",),
+    extended_key_usage=("CLIENT_AUTH",),
+    validity_days=90,
+    san_types=("DNSName", "IPAddress", "UniformResourceIdentifier", "RFC822Name"),
+)
+TLS_SERVER = Profile(
+    "tls_server",
+    key_usage=("digital_signature",),
+    extended_key_usage=("SERVER_AUTH",),
+    validity_days=90,
+    san_types=("DNSName", "IPAddress"),
+    san_required=True,
 )
 
-PROFILES = {profile.name: profile for profile in (DOMAIN_CREDENTIAL,)}
+PROFILES = {profile.name: profile for profile in (DOMAIN_CREDENTIAL, TLS_CLIENT, TLS_SERVER)}
+APPLICATION_PROFILES = tuple(name for name, profile in PROFILES.items() if not profile.domain_credential)
 
 
 def get_profile(name):
     try:
         return PROFILES[name]
     except KeyError:
-        raise InvalidInput("unknown certificate profile %r" % name) from None
+        raise InvalidInput("unknown certificate profile %r; known: %s" % (name, ", ".join(PROFILES))) from None

@@ -13,6 +13,7 @@ from .keys import generate_private_key, hash_for, key_type_of, verify_signature
 
 try:
     from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
 except ImportError:  # reported by deps.missing()
@@ -174,11 +175,14 @@ def issue_certificate(
     now=None,
     validity_days=None,
     requested_not_after=None,
+    subject_alt_names=(),
+    crl_url=None,
 ):
     """Issue an end-entity certificate for public_key and subject under profile.
 
     The lifetime is validity_days (default: the profile's), shortened to requested_not_after when the
-    request asks for less, and never beyond the issuer's own notAfter.
+    request asks for less, and never beyond the issuer's own notAfter. subject_alt_names are
+    cryptography GeneralNames; crl_url, when given, becomes the CRL distribution point.
     """
     key_type = key_type_of(public_key)
     if key_type not in profile.key_types:
@@ -215,7 +219,46 @@ def issue_certificate(
     )
     if profile.extended_key_usage:
         builder = builder.add_extension(x509.ExtendedKeyUsage(profile.extended_key_usage_oids()), critical=False)
+    if subject_alt_names:
+        # Critical when the subject is empty (RFC 5280 4.2.1.6).
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(subject_alt_names)), critical=not len(subject))
+    if crl_url:
+        point = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_url)], None, None, None)
+        builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
     return builder.sign(issuer_key, hash_for(issuer_key))
+
+
+def build_crl(issuer_cert, issuer_key, revoked, number, next_update_hours=24, now=None):
+    """A CRL of issuer: revoked is a list of (serial number, revocation time, reason name or None)."""
+    now = now or now_utc()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer_cert.subject)
+        .last_update(now)
+        .next_update(now + datetime.timedelta(hours=next_update_hours))
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key()), critical=False)
+    )
+    for serial, when, reason in revoked:
+        entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when)
+        if reason and reason != "unspecified":
+            entry = entry.add_extension(x509.CRLReason(getattr(x509.ReasonFlags, _REASON_FLAGS[reason])), critical=False)
+        builder = builder.add_revoked_certificate(entry.build())
+    return builder.sign(issuer_key, hash_for(issuer_key))
+
+
+# CRL reason names (RFC 5280, as CMP and the database spell them) -> cryptography's ReasonFlags.
+_REASON_FLAGS = {
+    "keyCompromise": "key_compromise",
+    "cACompromise": "ca_compromise",
+    "affiliationChanged": "affiliation_changed",
+    "superseded": "superseded",
+    "cessationOfOperation": "cessation_of_operation",
+    "certificateHold": "certificate_hold",
+    "privilegeWithdrawn": "privilege_withdrawn",
+    "aACompromise": "aa_compromise",
+    "removeFromCRL": "remove_from_crl",
+}
 
 
 def load_certificates(data):
@@ -274,6 +317,12 @@ def is_issued_by(cert, issuer):
     """True when issuer's name and key signed cert."""
     if cert.issuer != issuer.subject:
         return False
+    if hasattr(cert, "verify_directly_issued_by"):  # cryptography >= 40: every signature algorithm
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+        return True
     return verify_signature(
         issuer.public_key(), cert.signature, cert.tbs_certificate_bytes, cert.signature_hash_algorithm
     )

@@ -188,7 +188,7 @@ def _ensure(module, api):
         if params["regenerate_secret"]:
             result["changed"] = True
             if not module.check_mode:
-                renewed = api.request("POST", "/devices/%d/shared-secret" % current["id"])
+                renewed = api.request("POST", "/devices/%d/secret" % current["id"])
                 device, result["shared_secret"] = renewed["device"], renewed["shared_secret"]
     result["device"] = device
     result["diff"] = {"before": before, "after": _settings(device)}

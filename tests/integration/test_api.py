@@ -398,7 +398,7 @@ def test_unknown_device_is_404(server, path):
     """A device id that does not exist (or is not a number) is a JSON 404."""
     assert_error(call(server, "GET", path), 404)
     assert_error(call(server, "DELETE", path), 404)
-    assert_error(call(server, "POST", path + "/shared-secret"), 404)
+    assert_error(call(server, "POST", path + "/secret"), 404)
 
 
 @pytest.mark.parametrize(
@@ -446,7 +446,7 @@ def test_regenerated_secret_replaces_the_old_one(server, workdir):
     and the new one onboards the device."""
     domain = server.create_domain()["name"]
     device, old = server.create_device(domain)
-    answer = ok(call(server, "POST", "/devices/%d/shared-secret" % device["id"]))
+    answer = ok(call(server, "POST", "/devices/%d/secret" % device["id"]))
     new = answer["shared_secret"]
     assert isinstance(new, str) and len(new) >= 16 and new != old
     assert answer["device"] == server.device(device["id"])
@@ -472,7 +472,7 @@ def test_regenerated_secret_reonboards_and_supersedes(server, workdir):
     returncode, output = enroll(server, domain, device["id"], secret, workdir)
     assert returncode == 0, output
     first = server.device(device["id"])["credential"]
-    new = ok(call(server, "POST", "/devices/%d/shared-secret" % device["id"]))["shared_secret"]
+    new = ok(call(server, "POST", "/devices/%d/secret" % device["id"]))["shared_secret"]
     returncode, output = enroll(server, domain, device["id"], new, workdir)
     assert returncode == 0, output
     second = server.device(device["id"])["credential"]
@@ -553,7 +553,7 @@ def test_non_json_body_is_400(server, body, content_type, method, path):
         ("PUT", "/devices"),
         ("DELETE", "/devices"),
         ("PATCH", "/devices/1"),
-        ("GET", "/devices/1/shared-secret"),
+        ("GET", "/devices/1/secret"),
     ],
 )
 def test_method_not_allowed_is_405(server, method, path):
@@ -606,7 +606,7 @@ def test_secrets_are_not_stored_in_plaintext(server):
     appears in clear in any file of the data directory other than admin-token itself."""
     domain = server.create_domain(key_type="rsa-2048")["name"]
     device, secret = server.create_device(domain)
-    regenerated = ok(call(server, "POST", "/devices/%d/shared-secret" % device["id"]))["shared_secret"]
+    regenerated = ok(call(server, "POST", "/devices/%d/secret" % device["id"]))["shared_secret"]
     for path in data_files(server):
         data = path.read_bytes()
         for value in (secret, regenerated):
@@ -621,7 +621,7 @@ def test_secrets_never_reach_the_log(server, workdir):
     neither the secrets nor the admin token."""
     domain = server.create_domain()["name"]
     device, first = server.create_device(domain)
-    second = ok(call(server, "POST", "/devices/%d/shared-secret" % device["id"]))["shared_secret"]
+    second = ok(call(server, "POST", "/devices/%d/secret" % device["id"]))["shared_secret"]
     returncode, _output = enroll(server, domain, device["id"], first, workdir, "-unprotected_errors")
     assert returncode != 0
     returncode, output = enroll(server, domain, device["id"], second, workdir)

@@ -40,7 +40,7 @@ from trustpoint_core.cmp_message import (
     error_content,
     random_nonce,
 )
-from trustpoint_core.cmp_protection import PasswordBasedMac, verify_pbm
+from trustpoint_core.cmp_protection import PasswordBasedMac, verify_mac
 
 CMP_CONTENT_TYPE = "application/pkixcmp"
 SUBJECT = "/CN=Trustpoint Domain Credential"
@@ -204,7 +204,7 @@ def error_of(message):
 def assert_protected_with(message, secret):
     """The response carries PBM protection made with the device's secret."""
     assert message.protection is not None
-    verify_pbm(message, secret.encode())
+    verify_mac(message, secret.encode())
 
 
 def capture_ir(url, ref, secret, workdir, *extra):

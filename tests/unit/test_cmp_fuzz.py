@@ -15,7 +15,7 @@ from conftest import FIXTURES
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from trustpoint_core.cmp_message import CmpMessage, cert_requests, cert_responses, cert_statuses, error_content
-from trustpoint_core.cmp_protection import verify_pbm
+from trustpoint_core.cmp_protection import verify_mac
 from trustpoint_core.errors import CmpFailure
 
 SECRET = b"trustpoint-test-secret"
@@ -77,7 +77,7 @@ def read_request_side(message):
             only_cmp_failure(request.verify_pop)
     if message.body_type == "certConf":
         only_cmp_failure(cert_statuses, message)
-    only_cmp_failure(verify_pbm, message, SECRET)
+    only_cmp_failure(verify_mac, message, SECRET)
 
 
 @FUZZ_RANDOM
@@ -102,7 +102,7 @@ def test_decode_random_sequences(data):
 @FUZZ
 @given(mutated_vectors())
 def test_mutated_vectors_request_side(data):
-    """Mutated captured messages: decode, cert_requests, verify_pop, cert_statuses, verify_pbm raise only CmpFailure."""
+    """Mutated captured messages: decode, cert_requests, verify_pop, cert_statuses, verify_mac raise only CmpFailure."""
     message = decode_or_none(data)
     if message is not None:
         read_request_side(message)

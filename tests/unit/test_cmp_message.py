@@ -43,7 +43,7 @@ from trustpoint_core.cmp_message import (
     error_content,
     pkiconf_body,
 )
-from trustpoint_core.cmp_protection import PasswordBasedMac, verify_pbm
+from trustpoint_core.cmp_protection import PasswordBasedMac, verify_mac
 from trustpoint_core.errors import CmpFailure
 
 VECTORS = FIXTURES / "cmp"
@@ -428,7 +428,7 @@ def test_unreadable_extra_cert_is_bad_data_format():
     """
     der = _with_broken_certificate_version(raw("ip_pbm.der"), pem("issuing.pem"))
     message = CmpMessage.decode(der)
-    verify_pbm(message, SECRET)  # the response is still authentic
+    verify_mac(message, SECRET)  # the response is still authentic
     with pytest.raises(CmpFailure) as info:
         message.extra_certificates()
     assert info.value.fail_info == ("badDataFormat",)
@@ -531,7 +531,7 @@ def test_cert_req_body_builds_verifiable_ir(key_type, tmp_path):
     assert "cont [ 0 ]" in asn1parse(tmp_path, der)
     message = CmpMessage.decode(der)
     assert encoder.encode(message.asn1) == der
-    verify_pbm(message, SECRET)
+    verify_mac(message, SECRET)
     (request,) = cert_requests(message)
     assert (request.cert_req_id, request.subject) == (0, subject)
     assert keys.same_public_key(request.public_key, key)
@@ -553,7 +553,7 @@ def test_cert_rep_body_round_trip(body_type, ca, device_key, tmp_path):
     assert "ecdsa-with-SHA256" in parsed
     message = CmpMessage.decode(der)
     assert message.body_type == body_type
-    verify_pbm(message, SECRET)
+    verify_mac(message, SECRET)
     responses, read_ca_pubs = cert_responses(message)
     assert [(r.cert_req_id, r.status, r.certificate) for r in responses] == [(0, 0, certificate)]
     assert read_ca_pubs == ca_pubs
@@ -655,7 +655,7 @@ def test_openssl_client_accepts_our_ip_and_pkiconf(responder, ca, tmp_path):
 
     def answer(request):
         seen.append(request)
-        pbm = verify_pbm(request, SECRET).with_fresh_salt(kid=REF)
+        pbm = verify_mac(request, SECRET).with_fresh_salt(kid=REF)
         if request.body_type == "ir":
             (cert_request,) = cert_requests(request)
             cert_request.verify_pop()
@@ -682,7 +682,7 @@ def test_openssl_client_reads_our_error(responder, tmp_path):
     """`openssl cmp` reads status, failInfo and text of an error body built by the core."""
 
     def answer(request):
-        pbm = verify_pbm(request, SECRET).with_fresh_salt(kid=REF)
+        pbm = verify_mac(request, SECRET).with_fresh_salt(kid=REF)
         return encode_message(Header.response_to(request), error_body(("badPOP",), "no proof of possession"), pbm)
 
     responder.answer = answer
@@ -701,7 +701,7 @@ def test_openssl_client_grants_implicit_confirm(responder, ca, tmp_path):
     def answer(request):
         seen.append(request.body_type)
         assert request.implicit_confirm
-        pbm = verify_pbm(request, SECRET).with_fresh_salt(kid=REF)
+        pbm = verify_mac(request, SECRET).with_fresh_salt(kid=REF)
         (cert_request,) = cert_requests(request)
         certificate = issue(ca, cert_request.public_key)
         body = cert_rep_body("ip", 0, certificate)

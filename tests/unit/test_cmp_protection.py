@@ -18,7 +18,7 @@ from trustpoint_core.cmp_protection import (
     MAX_ITERATIONS,
     PBM_OID,
     PasswordBasedMac,
-    verify_pbm,
+    verify_mac,
 )
 from trustpoint_core.errors import CmpFailure
 
@@ -101,10 +101,10 @@ def no_key_derivation(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_verify_pbm_accepts_openssl_mac(name):
-    """verify_pbm accepts every captured message with the secret and returns the parameters it used."""
+def test_verify_mac_accepts_openssl_mac(name):
+    """verify_mac accepts every captured message with the secret and returns the parameters it used."""
     message = load(name)
-    pbm = verify_pbm(message, SECRET)
+    pbm = verify_mac(message, SECRET)
     assert (pbm.owf, pbm.mac, pbm.iterations) == PARAMETERS[name]
     assert len(pbm.salt) == 16
     assert pbm.kid == b"11"
@@ -136,7 +136,7 @@ def test_mac_matches_independent_computation(name):
 def test_request_and_response_use_different_salts():
     """The mock answers with a fresh salt, not the request's."""
     request, response = load("ir_pbm.der"), load("ip_pbm.der")
-    assert verify_pbm(request, SECRET).salt != verify_pbm(response, SECRET).salt
+    assert verify_mac(request, SECRET).salt != verify_mac(response, SECRET).salt
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -144,13 +144,13 @@ def test_request_and_response_use_different_salts():
 def test_wrong_secret_is_bad_message_check(name, secret):
     """Any other secret gives badMessageCheck."""
     with pytest.raises(CmpFailure) as info:
-        verify_pbm(load(name), secret)
+        verify_mac(load(name), secret)
     assert info.value.fail_info == ("badMessageCheck",)
 
 
 def test_secret_may_be_text():
     """A str secret is the same as its UTF-8 bytes."""
-    verify_pbm(load("ir_pbm.der"), SECRET.decode())
+    verify_mac(load("ir_pbm.der"), SECRET.decode())
 
 
 # The body of a pkiconf is NULL with no content: its last byte is a length, not a value.
@@ -164,7 +164,7 @@ def test_flipped_body_bit_is_bad_message_check(name):
     message = CmpMessage.decode(flip(der, body_end(der) - 1))
     assert message.protected_part != load(name).protected_part
     with pytest.raises(CmpFailure) as info:
-        verify_pbm(message, SECRET)
+        verify_mac(message, SECRET)
     assert info.value.fail_info == ("badMessageCheck",)
 
 
@@ -175,7 +175,7 @@ def test_flipped_header_bit_is_bad_message_check(name):
     nonce = load(name).sender_nonce
     message = CmpMessage.decode(flip(der, der.index(nonce)))
     with pytest.raises(CmpFailure) as info:
-        verify_pbm(message, SECRET)
+        verify_mac(message, SECRET)
     assert info.value.fail_info == ("badMessageCheck",)
 
 
@@ -189,7 +189,7 @@ def test_flipped_protection_bit_is_bad_message_check(name, position):
     message = CmpMessage.decode(flip(der, start + position % len(protection)))
     assert message.protection != protection
     with pytest.raises(CmpFailure) as info:
-        verify_pbm(message, SECRET)
+        verify_mac(message, SECRET)
     assert info.value.fail_info == ("badMessageCheck",)
 
 
@@ -201,7 +201,7 @@ def test_extra_certs_are_not_protected():
         stripped[field] = asn1[field]
     message = CmpMessage.decode(encoder.encode(stripped))
     assert message.extra_certs == []
-    verify_pbm(message, SECRET)
+    verify_mac(message, SECRET)
 
 
 # --- parameters the core must refuse --------------------------------------------------------------
@@ -212,7 +212,7 @@ def test_excessive_iterations_are_bad_alg(iterations, no_key_derivation):
     """An iterationCount above MAX_ITERATIONS is badAlg, refused before any key derivation."""
     message = message_with(RawPbm(iterations=iterations))
     with pytest.raises(CmpFailure) as info:
-        verify_pbm(message, SECRET)
+        verify_mac(message, SECRET)
     assert info.value.fail_info == ("badAlg",)
 
 
@@ -220,7 +220,7 @@ def test_excessive_iterations_are_bad_alg(iterations, no_key_derivation):
 def test_non_positive_iterations_are_bad_alg(iterations, no_key_derivation):
     """iterationCount 0 or negative is badAlg."""
     with pytest.raises(CmpFailure) as info:
-        verify_pbm(message_with(RawPbm(iterations=iterations)), SECRET)
+        verify_mac(message_with(RawPbm(iterations=iterations)), SECRET)
     assert info.value.fail_info == ("badAlg",)
 
 
@@ -228,7 +228,7 @@ def test_max_iterations_is_accepted():
     """Exactly MAX_ITERATIONS (OpenSSL's own bound) is still accepted."""
     pbm = PasswordBasedMac(SECRET, iterations=MAX_ITERATIONS, kid=b"11")
     message = CmpMessage.decode(encode_message(Header(transaction_id=b"t" * 16), pkiconf_body(), pbm))
-    assert verify_pbm(message, SECRET).iterations == MAX_ITERATIONS
+    assert verify_mac(message, SECRET).iterations == MAX_ITERATIONS
 
 
 @pytest.mark.parametrize(
@@ -244,7 +244,7 @@ def test_max_iterations_is_accepted():
 def test_unknown_owf_or_mac_is_bad_alg(owf, mac, no_key_derivation):
     """A one-way function or MAC outside RFC 9481's list is badAlg."""
     with pytest.raises(CmpFailure) as info:
-        verify_pbm(message_with(RawPbm(owf=owf, mac=mac)), SECRET)
+        verify_mac(message_with(RawPbm(owf=owf, mac=mac)), SECRET)
     assert info.value.fail_info == ("badAlg",)
 
 
@@ -253,7 +253,7 @@ def test_unknown_owf_or_mac_is_bad_alg(owf, mac, no_key_derivation):
     [{"owf": "1.2.3"}, {"mac": "1.2.3"}, {"iterations": 0}, {"iterations": MAX_ITERATIONS + 1}],
 )
 def test_password_based_mac_refuses_bad_parameters(kwargs):
-    """The constructor refuses what verify_pbm refuses: unknown owf/mac and out-of-range iterations are badAlg."""
+    """The constructor refuses what verify_mac refuses: unknown owf/mac and out-of-range iterations are badAlg."""
     with pytest.raises(CmpFailure) as info:
         PasswordBasedMac(SECRET, **kwargs)
     assert info.value.fail_info == ("badAlg",)
@@ -262,7 +262,7 @@ def test_password_based_mac_refuses_bad_parameters(kwargs):
 def test_unprotected_message_is_bad_message_check():
     """A message without protection is badMessageCheck."""
     with pytest.raises(CmpFailure) as info:
-        verify_pbm(message_with(None), SECRET)
+        verify_mac(message_with(None), SECRET)
     assert info.value.fail_info == ("badMessageCheck",)
 
 
@@ -273,7 +273,7 @@ def test_captured_signature_protection_is_bad_message_check(name):
     Core bug if CmpMessage.decode fails here with badDataFormat: see test_cmp_message's signed tests.
     """
     with pytest.raises(CmpFailure) as info:
-        verify_pbm(load(name), SECRET)
+        verify_mac(load(name), SECRET)
     assert info.value.fail_info == ("badMessageCheck",)
 
 
@@ -290,7 +290,7 @@ def test_signature_protected_message_is_bad_message_check():
             return b"\x30\x00"
 
     with pytest.raises(CmpFailure) as info:
-        verify_pbm(message_with(Signature()), SECRET)
+        verify_mac(message_with(Signature()), SECRET)
     assert info.value.fail_info == ("badMessageCheck",)
 
 
@@ -322,7 +322,7 @@ def test_protect_and_verify_round_trip(owf, mac):
     message = CmpMessage.decode(encode_message(Header(transaction_id=b"t" * 16), pkiconf_body(), pbm))
     assert message.sender_kid == b"dev-1"
     assert message.protection_alg == PBM_OID
-    used = verify_pbm(message, SECRET)
+    used = verify_mac(message, SECRET)
     assert (used.owf, used.mac, used.iterations, used.salt) == (owf, mac, 1000, pbm.salt)
     params, _unused = decoder.decode(message.protection_params, asn1Spec=rfc4210.PBMParameter())
     assert not params["owf"]["parameters"].isValue and not params["mac"]["parameters"].isValue
@@ -330,7 +330,7 @@ def test_protect_and_verify_round_trip(owf, mac):
 
 def test_with_fresh_salt_keeps_parameters():
     """with_fresh_salt: same secret, owf, mac and iterations, a new 16-byte salt, the given kid."""
-    request = verify_pbm(CmpMessage.decode(raw("ir_sha512.der")), SECRET)
+    request = verify_mac(CmpMessage.decode(raw("ir_sha512.der")), SECRET)
     answer = request.with_fresh_salt(kid=b"srv")
     assert (answer.secret, answer.owf, answer.mac, answer.iterations) == (
         SECRET,

@@ -1,0 +1,610 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""CMP processing (RFC 4210, RFC 9480, RFC 9483): who sent a request, whether it may, and the answer.
+
+Requesters authenticate in one of three ways:
+
+- a MAC (PBM or PBMAC1) with a device's one-time shared secret, senderKID = device id: onboarding;
+- a signature with an IDevID that a DevID registration admits: onboarding (cmp_idevid devices);
+- a signature with a certificate this server issued and that is valid: everything after onboarding
+  (cr, kur, p10cr, rr, genm).
+
+A rejection is an error PKIMessage whose failInfo says why, protected whenever the server can (a MAC
+with the secret the request proved, or the domain CA's signature), and it changes nothing: all checks
+run before the first write, and the writes of a request commit together.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hmac
+import logging
+
+from cryptography import x509 as cx509
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from trustpoint_core import keys, x509
+from trustpoint_core.cmp_message import (
+    ID_IT_CA_CERTS,
+    ID_IT_CERT_REQ_TEMPLATE,
+    ID_IT_CRL_STATUS_LIST,
+    ID_IT_CRLS,
+    ID_IT_ROOT_CA_CERT,
+    ID_IT_ROOT_CA_KEY_UPDATE,
+    ID_IT_SIGN_KEY_PAIR_TYPES,
+    STATUS_ACCEPTED,
+    CmpMessage,
+    Header,
+    cert_hash,
+    cert_rep_body,
+    cert_req_template_value,
+    cert_requests,
+    cert_statuses,
+    certificates_value,
+    crls_value,
+    encode_message,
+    error_body,
+    genp_body,
+    info_types,
+    pkcs10_request,
+    pkiconf_body,
+    random_nonce,
+    revocation_requests,
+    rp_body,
+    sign_key_pair_types_value,
+)
+from trustpoint_core.cmp_protection import (
+    SignatureProtection,
+    is_mac_protected,
+    subject_key_identifier,
+    verify_mac,
+    verify_signature,
+)
+from trustpoint_core.errors import CmpFailure, InvalidInput
+from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
+
+from . import crl, devices, identity, pki
+from .db import begin_write
+from .models import CmpTransaction, Device, Domain, IssuedCertificate
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "application/pkixcmp"
+# RFC 9483 operations and the request bodies each accepts. certConf travels to the URL of the request
+# it confirms; pollReq is not needed: this server answers at once.
+_ENROLLING = ("ir", "cr", "kur", "p10cr")
+OPERATIONS = {
+    "initialization": ("ir", "certConf"),
+    "certification": ("cr", "certConf"),
+    "keyupdate": ("kur", "certConf"),
+    "pkcs10": ("p10cr", "certConf"),
+    "revocation": ("rr",),
+    "getcacerts": ("genm",),
+    "getrootupdate": ("genm",),
+    "getcertreqtemplate": ("genm",),
+    "getcrls": ("genm",),
+}
+TRANSACTION_ID_SIZES = (16, 64)
+NONCE_MIN_SIZE = 16
+# The key types a certificate request template may name (id-regCtrl-algId in certReqTemplate).
+_KEY_ALGORITHM_OIDS = {"ecdsa": "1.2.840.10045.2.1", "rsa": "1.2.840.113549.1.1.1"}
+_MAC_FAILURE_TEXT = (
+    "message protection could not be verified: check the reference (-ref) and the shared secret; "
+    "a secret is used up once its device is onboarded"
+)
+
+
+class Requester:
+    """Who sent the request, as far as authentication tells.
+
+    kind: "secret" (MAC with a device's shared secret), "credential" (signed with a certificate this
+    server issued), "idevid" (signed with another certificate: an IDevID candidate) or "anonymous".
+    """
+
+    def __init__(self, kind, device=None, record=None, certificate=None, intermediates=()):
+        self.kind = kind
+        self.device = device
+        self.record = record
+        self.certificate = certificate
+        self.intermediates = list(intermediates)
+        self.new_device = False
+
+    @property
+    def identity(self):
+        """What a certConf of the same transaction must come from."""
+        if self.kind == "secret":
+            return "secret:%d" % self.device.id
+        if self.certificate is not None:
+            return "cert:" + x509.fingerprint(self.certificate)
+        return "anonymous"
+
+
+class CmpResponder:
+    """Answers one CMP request."""
+
+    def __init__(self, db, vault, settings, base_url):
+        self.db = db
+        self.vault = vault
+        self.settings = settings
+        self.base_url = base_url
+        self.message = None
+        self.domain = None
+        self.url_domain = None
+        self.protector = None  # set once known: errors are then protected too
+
+    # --- entry points ------------------------------------------------------------------------------
+
+    def respond(self, domain_name, profile_name, operation, der, media_type):
+        try:
+            if media_type != CONTENT_TYPE:
+                raise CmpFailure("Content-Type must be %s, not %r" % (CONTENT_TYPE, media_type), "badRequest")
+            self.message = message = CmpMessage.decode(der)
+            if domain_name is not None:
+                self.url_domain = self.db.scalar(select(Domain).where(Domain.name == domain_name))
+            requester = self._authenticate()
+            self._check_header()
+            if message.body_type not in OPERATIONS[operation]:
+                raise CmpFailure(
+                    "%s messages are not accepted at the %s operation" % (message.body_type, operation), "badRequest"
+                )
+            if domain_name is not None and self.url_domain is None:
+                raise CmpFailure("domain %r does not exist" % domain_name, "badRequest")
+            self._resolve_domain(requester)
+            handler = getattr(self, "_" + message.body_type.lower())
+            return handler(requester, profile_name)
+        except CmpFailure as failure:
+            return self.reject(failure)
+        except Exception:  # a bug or the database: answer like CMP does, keep the traceback in the log
+            log.exception("CMP request failed")
+            return self.reject(CmpFailure("internal error; the server log has the details", "systemFailure"))
+
+    def refuse(self, text):
+        """Reject a request that could not even be read (too large)."""
+        return self.reject(CmpFailure(text, "badRequest"))
+
+    def reject(self, failure):
+        self.db.rollback()
+        message = self.message
+        log.info(
+            "CMP %s rejected (tid %s, senderKID %r): %s",
+            message.body_type if message else "request",
+            message.transaction_id.hex() if message and message.transaction_id else "-",
+            message.sender_kid if message else None,
+            failure,
+        )
+        if self.protector is None and message is not None and not is_mac_protected(message):
+            # A signed or unprotected request gets a signed error when the domain is known.
+            domain = self.domain or self.url_domain
+            if domain is not None:
+                self._sign_with(domain)
+        sender = self.protector.certificate.subject if isinstance(self.protector, SignatureProtection) else None
+        header = Header.response_to(message, sender=sender) if message is not None else Header()
+        return self._encode(header, error_body(failure.fail_info or ("badRequest",), failure.text))
+
+    # --- authentication and checks -----------------------------------------------------------------
+
+    def _authenticate(self):
+        message = self.message
+        if message.protection is None:
+            if message.body_type == "genm":
+                return Requester("anonymous")  # CA certificates, templates and CRLs are public
+            raise CmpFailure("the message is not protected", "badMessageCheck")
+        if is_mac_protected(message):
+            return self._authenticate_secret()
+        return self._authenticate_signature()
+
+    def _authenticate_secret(self):
+        """The device whose shared secret MACs the request (senderKID = device id)."""
+        kid = self.message.sender_kid or b""
+        device = self.db.get(Device, int(kid)) if kid.isdigit() and len(kid) <= 18 else None
+        secret = devices.device_secret(self.vault, device) if device is not None else None
+        if secret is None:
+            # Unknown reference and spent or wrong secret look alike to the client.
+            raise CmpFailure(_MAC_FAILURE_TEXT, "badMessageCheck")
+        try:
+            mac = verify_mac(self.message, secret)
+        except CmpFailure as failure:
+            if "badMessageCheck" in failure.fail_info:
+                raise CmpFailure(_MAC_FAILURE_TEXT, "badMessageCheck") from failure
+            raise
+        self.protector = mac.with_fresh_salt(kid=kid)
+        return Requester("secret", device=device)
+
+    def _authenticate_signature(self):
+        """The signer: a certificate from extraCerts (the one whose SKI is senderKID, else the first)."""
+        message = self.message
+        certificates = message.extra_certificates()
+        if not certificates:
+            raise CmpFailure("a signed message must carry its signer's certificate in extraCerts", "signerNotTrusted")
+        signer = certificates[0]
+        if message.sender_kid is not None:
+            for candidate in certificates:
+                if subject_key_identifier(candidate) == message.sender_kid:
+                    signer = candidate
+                    break
+        verify_signature(message, signer)
+        intermediates = [c for c in certificates if c is not signer]
+        try:
+            record = identity.issued_credential(self.db, signer)
+        except identity.NotAuthenticated as exc:
+            raise CmpFailure(exc.reason, exc.code) from exc
+        if record is not None:
+            return Requester("credential", device=record.device, record=record, certificate=signer)
+        return Requester("idevid", certificate=signer, intermediates=intermediates)
+
+    def _check_header(self):
+        message = self.message
+        if message.pvno not in (2, 3):
+            raise CmpFailure("pvno %d is not supported; use 2 or 3" % message.pvno, "unsupportedVersion")
+        low, high = TRANSACTION_ID_SIZES
+        if message.transaction_id is None or not low <= len(message.transaction_id) <= high:
+            raise CmpFailure("transactionID must be %d to %d bytes" % (low, high), "badRequest")
+        if message.sender_nonce is None or len(message.sender_nonce) < NONCE_MIN_SIZE:
+            raise CmpFailure("senderNonce must be at least %d bytes" % NONCE_MIN_SIZE, "badSenderNonce")
+        skew = self.settings.cmp_max_clock_skew
+        if skew and message.message_time is not None:
+            now = datetime.datetime.now(datetime.timezone.utc)
+            if abs((now - message.message_time).total_seconds()) > skew:
+                raise CmpFailure(
+                    "messageTime %s differs from the server's time by more than %d seconds"
+                    % (message.message_time.strftime("%Y-%m-%dT%H:%M:%SZ"), skew),
+                    "badTime",
+                )
+
+    def _resolve_domain(self, requester):
+        """The domain the request is for; an IDevID is admitted here (by a DevID registration)."""
+        if requester.kind == "idevid":
+            try:
+                registration = identity.admit_idevid(
+                    self.db, requester.certificate, requester.intermediates, self.url_domain
+                )
+            except identity.NotAuthenticated as exc:
+                raise CmpFailure(exc.reason, exc.code) from exc
+            requester.registration = registration
+            domain = registration.domain
+        elif requester.kind == "anonymous":
+            domain = self.url_domain
+            if domain is None:
+                raise CmpFailure("name the domain in the URL: /.well-known/cmp/p/<domain>/<operation>", "badRequest")
+        else:
+            domain = requester.device.domain
+            if self.url_domain is not None and self.url_domain.id != domain.id:
+                raise CmpFailure(
+                    "device %d is not registered in domain %r" % (requester.device.id, self.url_domain.name),
+                    "notAuthorized",
+                )
+        self.domain = domain
+        if self.protector is None:
+            self._sign_with(domain)
+        if requester.kind == "secret" and requester.device.onboarding_method != "cmp_shared_secret":
+            raise CmpFailure(
+                "device %d onboards with %s, not a CMP shared secret"
+                % (requester.device.id, requester.device.onboarding_method),
+                "notAuthorized",
+            )
+
+    def _sign_with(self, domain):
+        signer = pki.Signer(domain.ca("issuing"), self.vault)
+        root = x509.load_certificate(domain.ca("root").certificate_der)
+        self.protector = SignatureProtection(signer.private_key, signer.certificate, [root])
+
+    # --- enrollment: ir, cr, kur, p10cr ------------------------------------------------------------
+
+    def _ir(self, requester, profile_name):
+        self._require_onboarding(requester, "ir")
+        if profile_name not in (None, "domain_credential"):
+            raise CmpFailure("ir issues the domain credential; profile %r is for cr" % profile_name, "badRequest")
+        request = self._single_request()
+        return self._enroll(requester, get_profile("domain_credential"), request, "ip", request.cert_req_id)
+
+    def _cr(self, requester, profile_name):
+        self._require_domain_credential(requester, "cr")
+        profile = self._application_profile(profile_name)
+        request = self._single_request()
+        return self._enroll(requester, profile, request, "cp", request.cert_req_id)
+
+    def _kur(self, requester, profile_name):
+        if requester.kind != "credential":
+            raise CmpFailure("kur must be signed with the certificate it updates", "notAuthorized")
+        old = requester.record
+        request = self._single_request()
+        if request.old_cert_id is not None:
+            issuer, serial = request.old_cert_id
+            if serial != requester.certificate.serial_number or (
+                issuer is not None and issuer != requester.certificate.issuer
+            ):
+                raise CmpFailure("oldCertID does not name the certificate that signed the kur", "badCertId")
+        if keys.same_public_key(request.public_key, requester.certificate.public_key()):
+            raise CmpFailure("kur needs a new key; the template repeats the current one", "badCertTemplate")
+        # The update keeps the old certificate's subject and alternative names.
+        request.subject = requester.certificate.subject
+        request.subject_alt_names = _subject_alt_names(requester.certificate)
+        return self._enroll(requester, get_profile(old.profile), request, "kup", request.cert_req_id, replaces=old)
+
+    def _p10cr(self, requester, profile_name):
+        csr = pkcs10_request(self.message)
+        request = _CsrRequest(csr)
+        # cp answers a p10cr with certReqId -1 (RFC 9483 4.1.4).
+        if requester.kind == "credential":
+            self._require_domain_credential(requester, "p10cr")
+            return self._enroll(requester, self._application_profile(profile_name), request, "cp", -1)
+        self._require_onboarding(requester, "p10cr")
+        return self._enroll(requester, get_profile("domain_credential"), request, "cp", -1)
+
+    def _require_onboarding(self, requester, body):
+        if requester.kind == "credential":
+            raise CmpFailure(
+                "%s onboards a device; a device that holds a certificate updates it with kur" % body, "notAuthorized"
+            )
+        if requester.kind == "idevid":
+            try:
+                requester.device, requester.new_device = identity.idevid_device(
+                    self.db, requester.registration, requester.certificate, "cmp_idevid"
+                )
+            except identity.NotAuthenticated as exc:
+                raise CmpFailure(exc.reason, exc.code) from exc
+
+    def _require_domain_credential(self, requester, body):
+        if requester.kind != "credential" or requester.record.profile != "domain_credential":
+            raise CmpFailure("%s must be signed with the device's domain credential" % body, "notAuthorized")
+
+    def _application_profile(self, name):
+        name = name or "tls_client"
+        if name not in APPLICATION_PROFILES:
+            raise CmpFailure(
+                "profile %r is not an application profile; use one of %s" % (name, ", ".join(APPLICATION_PROFILES)),
+                "badCertTemplate",
+            )
+        return get_profile(name)
+
+    def _single_request(self):
+        requests = cert_requests(self.message)
+        if len(requests) != 1:
+            raise CmpFailure("the request must hold exactly one CertReqMsg, not %d" % len(requests), "badRequest")
+        request = requests[0]
+        if request.cert_req_id != 0:
+            raise CmpFailure("certReqId must be 0", "badRequest")
+        request.verify_pop()
+        return request
+
+    def _enroll(self, requester, profile, request, response_type, cert_req_id, replaces=None):
+        """Issue a certificate of profile for the request's key and answer; record it all at once."""
+        message = self.message
+        device = requester.device
+        try:
+            key_type = keys.key_type_of(request.public_key)
+        except InvalidInput as exc:
+            raise CmpFailure(str(exc), "badCertTemplate") from exc
+        if key_type not in profile.key_types:
+            raise CmpFailure(
+                "%s keys are not certified; use one of %s" % (key_type, ", ".join(profile.key_types)), "badCertTemplate"
+            )
+        if self._transaction() is not None:
+            raise CmpFailure("transactionID already used", "transactionIdInUse")
+        if requester.new_device:
+            device.domain = self.domain
+        try:
+            cert, signer = pki.issue_for_device(
+                self.vault,
+                device,
+                profile,
+                request.public_key,
+                request.subject,
+                request.subject_alt_names,
+                request.not_after,
+                self.base_url,
+            )
+        except InvalidInput as exc:
+            raise CmpFailure(str(exc), "badCertTemplate") from exc
+
+        implicit = message.implicit_confirm
+        issuing, root = pki.ca_chain(self.domain)
+        nonce = random_nonce()
+        header = self._response_header(implicit)
+        header.sender_nonce = nonce
+        # caPubs hand out the trust anchor under the protection of the shared secret (RFC 9483 4.1.1).
+        ca_pubs = [root] if requester.kind == "secret" else []
+        response = self._encode(
+            header, cert_rep_body(response_type, cert_req_id, cert, ca_pubs=ca_pubs), [issuing, root]
+        )
+
+        begin_write(self.db)
+        if requester.new_device:
+            self.db.add(device)
+            self.db.flush()
+        record = pki.record_certificate(
+            self.db, signer, device, cert, profile.name, "active" if implicit else "awaiting_confirmation"
+        )
+        self.db.flush()
+        self.db.add(
+            CmpTransaction(
+                transaction_id=message.transaction_id,
+                device_id=device.id,
+                certificate_id=record.id,
+                response_nonce=nonce,
+                requester=requester.identity,
+                cert_req_id=cert_req_id,
+                replaces_id=replaces.id if replaces is not None else None,
+                state="confirmed" if implicit else "waiting",
+            )
+        )
+        if implicit:
+            self._confirmed(device, record, replaces)
+        self._commit()
+        log.info(
+            "issued %s %s to device %s (id %d)%s",
+            profile.name,
+            record.serial_number,
+            device.name,
+            device.id,
+            ", implicitly confirmed" if implicit else ", awaiting certConf",
+        )
+        return response
+
+    # --- certConf ----------------------------------------------------------------------------------
+
+    def _certconf(self, requester, profile_name):
+        message = self.message
+        transaction = self._transaction()
+        if transaction is None:
+            raise CmpFailure("no certificate of this transaction awaits confirmation", "badRequest")
+        if not hmac.compare_digest(transaction.requester, requester.identity):
+            raise CmpFailure("the certConf comes from another sender than the request it confirms", "notAuthorized")
+        if message.recip_nonce is None or not hmac.compare_digest(message.recip_nonce, transaction.response_nonce):
+            raise CmpFailure("recipNonce does not match the senderNonce of our response", "badRecipientNonce")
+        statuses = cert_statuses(message)
+        if len(statuses) != 1 or statuses[0].cert_req_id != transaction.cert_req_id:
+            raise CmpFailure("certConf must confirm exactly certReqId %d" % transaction.cert_req_id, "badRequest")
+        status = statuses[0]
+        record = transaction.certificate
+        expected = cert_hash(x509.load_certificate(record.certificate_der), status.hash_alg)
+        if not hmac.compare_digest(expected, status.cert_hash):
+            raise CmpFailure("certHash does not match the certificate issued in this transaction", "badCertId")
+        response = self._encode(self._response_header(), pkiconf_body())
+
+        begin_write(self.db)
+        # Read the state under the write lock: a concurrent certConf may have settled it.
+        self.db.refresh(transaction)
+        if transaction.state != "waiting":
+            raise CmpFailure("the certificate of this transaction is already %s" % transaction.state, "certConfirmed")
+        device = transaction.certificate.device
+        if status.accepted:
+            transaction.state = "confirmed"
+            self._confirmed(device, record, transaction.replaces)
+        else:
+            # The device refuses the certificate (RFC 9483 4.1): that one, and nothing else, is revoked.
+            transaction.state = "rejected"
+            pki.revoke(record, "unspecified")
+            log.info("device %d rejected certificate %s: %s", device.id, record.serial_number, status.text or "-")
+        self._commit()
+        return response
+
+    # --- revocation --------------------------------------------------------------------------------
+
+    def _rr(self, requester, profile_name):
+        if requester.kind != "credential":
+            raise CmpFailure("rr must be signed with a certificate of the device", "notAuthorized")
+        requests = revocation_requests(self.message)
+        if len(requests) != 1:
+            raise CmpFailure("rr must name exactly one certificate", "badRequest")
+        wanted = requests[0]
+        record = self.db.scalar(
+            select(IssuedCertificate).where(
+                IssuedCertificate.serial_number == format(wanted.serial_number, "x"),
+                IssuedCertificate.device_id == requester.device.id,
+            )
+        )
+        if record is None or x509.load_certificate(record.ca.certificate_der).subject != wanted.issuer:
+            raise CmpFailure("the device has no certificate with that issuer and serial number", "badCertId")
+        if record.status == "revoked":
+            raise CmpFailure("certificate %s is already revoked" % record.serial_number, "certRevoked")
+        certificate = x509.load_certificate(record.certificate_der)
+        response = self._encode(self._response_header(), rp_body(STATUS_ACCEPTED, certificate=certificate))
+
+        begin_write(self.db)
+        self.db.refresh(record)
+        if record.status == "revoked":
+            raise CmpFailure("certificate %s is already revoked" % record.serial_number, "certRevoked")
+        pki.revoke(record, wanted.reason)
+        device = requester.device
+        if device.credential_id == record.id:
+            # Without its domain credential the device must onboard again.
+            device.status = "pending"
+        self._commit()
+        log.info("revoked %s of device %s (id %d): %s", record.serial_number, device.name, device.id, wanted.reason)
+        return response
+
+    # --- general messages --------------------------------------------------------------------------
+
+    def _genm(self, requester, profile_name):
+        domain = self.domain
+        issuing, root = pki.ca_chain(domain)
+        answers = []
+        for oid in info_types(self.message):
+            if oid == ID_IT_CA_CERTS:
+                answers.append((oid, certificates_value([issuing, root])))
+            elif oid == ID_IT_ROOT_CA_CERT:
+                # No root CA key update is pending: rootCaKeyUpdate without a value (RFC 9483 4.3.2).
+                answers.append((ID_IT_ROOT_CA_KEY_UPDATE, None))
+            elif oid == ID_IT_CERT_REQ_TEMPLATE:
+                answers.append((oid, self._template(requester, profile_name)))
+            elif oid == ID_IT_CRL_STATUS_LIST:
+                lists = [crl.current_crl(self.db, self.vault, domain.ca(role)) for role in ("issuing", "root")]
+                answers.append((ID_IT_CRLS, crls_value(lists)))
+            elif oid == ID_IT_SIGN_KEY_PAIR_TYPES:
+                answers.append((oid, sign_key_pair_types_value(sorted(set(_KEY_ALGORITHM_OIDS.values())))))
+            else:
+                raise CmpFailure("general message info type %s is not supported" % oid, "badRequest")
+        return self._encode(self._response_header(), genp_body(answers))
+
+    def _template(self, requester, profile_name):
+        """The template of the URL's profile (default: the domain credential), with the subject the
+        server will set when it knows the device."""
+        try:
+            profile = get_profile(profile_name or "domain_credential")
+        except InvalidInput as exc:
+            raise CmpFailure(str(exc), "badRequest") from exc
+        subject = None
+        if profile.domain_credential and requester.device is not None:
+            subject = x509.common_name(requester.device.name)
+        return cert_req_template_value(subject, _KEY_ALGORITHM_OIDS["ecdsa"])
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def _response_header(self, implicit_confirm=False):
+        sender = self.protector.certificate.subject if isinstance(self.protector, SignatureProtection) else None
+        return Header.response_to(self.message, sender=sender, implicit_confirm=implicit_confirm)
+
+    def _encode(self, header, body, chain=None):
+        """Encode a response; signature protection brings its signer's chain as extraCerts."""
+        extra = self.protector.extra_certificates if isinstance(self.protector, SignatureProtection) else chain
+        return encode_message(header, body, self.protector, extra_certs=[x509.certificate_der(c) for c in extra or ()])
+
+    def _transaction(self):
+        return self.db.scalar(
+            select(CmpTransaction).where(CmpTransaction.transaction_id == self.message.transaction_id)
+        )
+
+    def _confirmed(self, device, record, replaces):
+        """record is confirmed: it is active; what it replaces (kur, or the device's earlier domain
+        credential and unconfirmed ones) is superseded."""
+        record.status = "active"
+        if replaces is not None:
+            pki.revoke(replaces, "superseded")
+        if get_profile(record.profile).domain_credential:
+            superseded = self.db.scalars(
+                select(IssuedCertificate).where(
+                    IssuedCertificate.device_id == device.id,
+                    IssuedCertificate.id != record.id,
+                    IssuedCertificate.profile == record.profile,
+                    IssuedCertificate.status.in_(("active", "awaiting_confirmation")),
+                )
+            )
+            for old in superseded:
+                pki.revoke(old, "superseded")
+            devices.mark_onboarded(device, record)
+
+    def _commit(self):
+        try:
+            self.db.commit()
+        except IntegrityError as exc:
+            # Two requests with one transactionID raced past the check above.
+            raise CmpFailure("transactionID already used", "transactionIdInUse") from exc
+
+
+class _CsrRequest:
+    """A PKCS#10 request seen like a CertReqMsg (its signature, the POP, is already verified)."""
+
+    def __init__(self, csr):
+        self.public_key = csr.public_key()
+        self.subject = csr.subject
+        self.subject_alt_names = _subject_alt_names(csr)
+        self.not_after = None
+
+
+def _subject_alt_names(item):
+    """The SANs of a certificate or CSR as a list of cryptography GeneralNames."""
+    try:
+        return list(item.extensions.get_extension_for_class(cx509.SubjectAlternativeName).value)
+    except cx509.ExtensionNotFound:
+        return []

@@ -1,0 +1,72 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Certificate revocation lists, one per CA, served in DER at the URL issued certificates name."""
+
+from __future__ import annotations
+
+import datetime
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from flask import Blueprint, Response, abort, current_app
+from sqlalchemy import select
+from trustpoint_core import x509
+
+from .db import begin_write, session
+from .models import CertificateAuthority, IssuedCertificate, utcnow
+from .pki import Signer
+
+bp = Blueprint("crl", __name__)
+# A CRL is reissued after every revocation, and at the latest when it is this old.
+NEXT_UPDATE_HOURS = 24
+
+
+def crl_path(ca_id):
+    return "/crl/%d" % ca_id
+
+
+def invalidate(ca_row):
+    """A revocation happened: the next request for the CA's CRL issues a new one."""
+    ca_row.crl_der = None
+
+
+def current_crl(db, vault, ca_row):
+    """The CA's CRL (DER), issued anew when a revocation invalidated it or it is due."""
+    now = utcnow()
+    if (
+        ca_row.crl_der is not None
+        and ca_row.crl_next_update
+        and now < ca_row.crl_next_update - datetime.timedelta(hours=1)
+    ):
+        return ca_row.crl_der
+    begin_write(db)
+    db.refresh(ca_row)
+    signer = Signer(ca_row, vault)
+    revoked = db.execute(
+        select(IssuedCertificate.serial_number, IssuedCertificate.revoked_at, IssuedCertificate.revocation_reason)
+        .where(IssuedCertificate.ca_id == ca_row.id, IssuedCertificate.status == "revoked")
+        .order_by(IssuedCertificate.id)
+    ).all()
+    ca_row.crl_number += 1
+    crl = x509.build_crl(
+        signer.certificate,
+        signer.private_key,
+        [(int(serial, 16), when, reason) for serial, when, reason in revoked],
+        ca_row.crl_number,
+        NEXT_UPDATE_HOURS,
+        now,
+    )
+    ca_row.crl_der = crl.public_bytes(Encoding.DER)
+    ca_row.crl_next_update = now + datetime.timedelta(hours=NEXT_UPDATE_HOURS)
+    db.commit()
+    return ca_row.crl_der
+
+
+@bp.get("/crl/<int:ca_id>")
+def get_crl(ca_id):
+    """No authentication: CRLs are signed, public documents (RFC 5280)."""
+    db = session()
+    ca_row = db.get(CertificateAuthority, ca_id)
+    if ca_row is None:
+        abort(404, "no CA %d" % ca_id)
+    der = current_crl(db, current_app.extensions["trustpoint"].vault, ca_row)
+    return Response(der, 200, content_type="application/pkix-crl", headers={"Cache-Control": "max-age=300"})

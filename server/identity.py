@@ -1,0 +1,154 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Who a request comes from: a device's domain credential, or an IDevID admitted by a DevID registration."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import secrets
+
+from cryptography import x509 as cx509
+from cryptography.x509 import verification
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select
+from trustpoint_core import x509
+
+from .models import Device, DevIdRegistration, IssuedCertificate
+
+# IDevIDs may chain through a manufacturer's intermediate CAs; more is a misconfiguration.
+MAX_CHAIN_DEPTH = 4
+
+
+class NotAuthenticated(Exception):
+    """The presented certificate identifies no device. reason says why; code is for the protocol."""
+
+    def __init__(self, reason, code="notAuthorized"):
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+def issued_credential(db, certificate, now=None):
+    """The record of a certificate this server issued, if it is usable for authentication now."""
+    record = db.scalar(
+        select(IssuedCertificate).where(IssuedCertificate.fingerprint_sha256 == x509.fingerprint(certificate))
+    )
+    if record is None:
+        return None
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if record.status == "revoked":
+        raise NotAuthenticated("certificate %s is revoked" % record.serial_number, "certRevoked")
+    if record.status != "active":
+        raise NotAuthenticated("certificate %s was never confirmed" % record.serial_number)
+    if not record.not_before <= now <= record.not_after:
+        raise NotAuthenticated("certificate %s is not valid now" % record.serial_number, "signerNotTrusted")
+    if record.device_id is None:
+        raise NotAuthenticated("certificate %s belongs to a deleted device" % record.serial_number)
+    return record
+
+
+def idevid_identifiers(certificate):
+    """The values a DevID registration pattern is matched against: subject serialNumber, then SAN URIs."""
+    values = [attribute.value for attribute in certificate.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)]
+    try:
+        san = certificate.extensions.get_extension_for_class(cx509.SubjectAlternativeName).value
+        values += san.get_values_for_type(cx509.UniformResourceIdentifier)
+    except cx509.ExtensionNotFound:
+        pass
+    return values
+
+
+def verify_against(certificate, intermediates, anchors, now=None):
+    """Path validation (RFC 5280, via cryptography) of a client certificate to one of anchors."""
+    builder = verification.PolicyBuilder().store(verification.Store(anchors)).max_chain_depth(MAX_CHAIN_DEPTH)
+    if now is not None:
+        builder = builder.time(now)
+    verifier = builder.build_client_verifier()
+    verifier.verify(certificate, list(intermediates))
+
+
+def admit_idevid(db, certificate, intermediates, domain=None):
+    """The DevID registration that admits certificate as an IDevID (in domain, when given).
+
+    A registration admits it when its pattern fully matches the subject serialNumber or a SAN URI and the
+    certificate chains to the registration's truststore. Raises NotAuthenticated otherwise.
+    """
+    identifiers = idevid_identifiers(certificate)
+    if not identifiers:
+        raise NotAuthenticated("the IDevID has neither a subject serialNumber nor a SAN URI")
+    query = select(DevIdRegistration).order_by(DevIdRegistration.id)
+    if domain is not None:
+        query = query.where(DevIdRegistration.domain_id == domain.id)
+    reasons = []
+    for registration in db.scalars(query):
+        pattern = re.compile(registration.pattern)
+        if not any(pattern.fullmatch(value) for value in identifiers):
+            continue
+        anchors = x509.load_certificates(registration.truststore.certificates_pem)
+        try:
+            verify_against(certificate, intermediates, anchors)
+        except verification.VerificationError as exc:
+            reasons.append("%s: %s" % (registration.name, exc))
+            continue
+        return registration
+    if reasons:
+        raise NotAuthenticated(
+            "the IDevID does not verify against the truststore of the matching DevID "
+            "registration(s): %s" % "; ".join(reasons),
+            "signerNotTrusted",
+        )
+    raise NotAuthenticated(
+        "no DevID registration%s matches the IDevID (%s)"
+        % (" of domain %s" % domain.name if domain is not None else "", ", ".join(identifiers))
+    )
+
+
+def idevid_device(db, registration, certificate, method):
+    """(device, new) for an admitted IDevID: the registered device, or a new one (not yet added).
+
+    The device is found by the IDevID's fingerprint, then by its serialNumber within the registration's
+    domain. Without one, auto_create_devices decides; a new device is returned unsaved so that a request
+    that fails later leaves nothing behind.
+    """
+    fingerprint = x509.fingerprint(certificate)
+    serials = [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)]
+    device = db.scalar(select(Device).where(Device.idevid_fingerprint == fingerprint))
+    if device is None and serials:
+        device = db.scalar(
+            select(Device).where(Device.domain_id == registration.domain_id, Device.serial_number == serials[0])
+        )
+    if device is not None:
+        if device.domain_id != registration.domain_id:
+            raise NotAuthenticated(
+                "device %s belongs to another domain than DevID registration %s" % (device.name, registration.name)
+            )
+        if device.onboarding_method != method:
+            raise NotAuthenticated(
+                "device %s onboards with %s, not %s" % (device.name, device.onboarding_method, method)
+            )
+        return device, False
+    if not registration.auto_create_devices:
+        raise NotAuthenticated(
+            "the IDevID is admitted by DevID registration %s, but no device is registered for "
+            "it and the registration does not create devices" % registration.name
+        )
+    return Device(
+        name=_device_name(db, certificate, serials),
+        domain_id=registration.domain_id,
+        onboarding_method=method,
+        status="pending",
+        serial_number=serials[0] if serials else None,
+        idevid_fingerprint=fingerprint,
+    ), True
+
+
+def _device_name(db, certificate, serials):
+    """A free device name from the IDevID: its common name or serial number, made valid and unique."""
+    common_names = [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    base = re.sub(r"[^A-Za-z0-9._:-]", "-", (common_names or serials or ["device"])[0]).strip("-.:_")[:100]
+    base = base or "device"
+    name = base
+    while db.scalar(select(Device).where(Device.name == name)) is not None:
+        name = "%s-%s" % (base, secrets.token_hex(3))
+    return name
