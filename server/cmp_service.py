@@ -381,12 +381,11 @@ class CmpResponder:
             )
         if self._transaction() is not None:
             raise CmpFailure("transactionID already used", "transactionIdInUse")
-        if requester.new_device:
-            device.domain = self.domain
         try:
             cert, signer = pki.issue_for_device(
                 self.vault,
                 device,
+                self.domain,
                 profile,
                 request.public_key,
                 request.subject,

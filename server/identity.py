@@ -60,8 +60,21 @@ def idevid_identifiers(certificate):
 
 
 def verify_against(certificate, intermediates, anchors, now=None):
-    """Path validation (RFC 5280, via cryptography) of a client certificate to one of anchors."""
-    builder = verification.PolicyBuilder().store(verification.Store(anchors)).max_chain_depth(MAX_CHAIN_DEPTH)
+    """Path validation (RFC 5280, via cryptography) of a client certificate to one of anchors.
+
+    CA certificates follow the Web PKI rules (critical BasicConstraints, keyCertSign...); the end entity
+    may carry any extensions: IEEE 802.1AR IDevIDs often have no SAN or EKU, which the Web PKI's client
+    profile would demand.
+    """
+    builder = (
+        verification.PolicyBuilder()
+        .store(verification.Store(anchors))
+        .max_chain_depth(MAX_CHAIN_DEPTH)
+        .extension_policies(
+            ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(),
+            ee_policy=verification.ExtensionPolicy.permit_all(),
+        )
+    )
     if now is not None:
         builder = builder.time(now)
     verifier = builder.build_client_verifier()

@@ -102,6 +102,7 @@ def ca_chain(domain):
 def issue_for_device(
     vault: Vault,
     device: Device,
+    domain,
     profile,
     public_key,
     requested_subject=None,
@@ -111,11 +112,11 @@ def issue_for_device(
 ):
     """Sign a certificate of profile for device's public_key; record it with record_certificate().
 
-    A domain credential is named after the device and lives for the domain's validity_days; an
-    application certificate takes the requested subject and SANs the profile allows. Raises
-    InvalidInput when the request does not fit the profile.
+    domain is the device's, given apart: a device about to be created is not in the session yet. A
+    domain credential is named after the device and lives for the domain's validity_days; an application
+    certificate takes the requested subject and SANs the profile allows. Raises InvalidInput when the
+    request does not fit the profile.
     """
-    domain = device.domain
     signer = Signer(domain.ca("issuing"), vault)
     cert = x509.issue_certificate(
         signer.certificate,

@@ -40,8 +40,17 @@ class Profile:
     san_required demands at least one.
     """
 
-    def __init__(self, name, key_usage, extended_key_usage, validity_days, key_types=KEY_TYPES,
-                 domain_credential=False, san_types=(), san_required=False):
+    def __init__(
+        self,
+        name,
+        key_usage,
+        extended_key_usage,
+        validity_days,
+        key_types=KEY_TYPES,
+        domain_credential=False,
+        san_types=(),
+        san_required=False,
+    ):
         unknown = set(key_usage) - set(KEY_USAGE_FLAGS)
         if unknown:
             raise InvalidInput("unknown key usage %s" % ", ".join(sorted(unknown)))
@@ -70,12 +79,18 @@ class Profile:
             return []
         refused = [name for name in requested if type(name).__name__ not in self.san_types]
         if refused:
-            raise InvalidInput("profile %s does not issue subject alternative names of type %s; it issues %s"
-                               % (self.name, ", ".join(sorted({type(n).__name__ for n in refused})),
-                                  ", ".join(self.san_types) or "none"))
+            raise InvalidInput(
+                "profile %s does not issue subject alternative names of type %s; it issues %s"
+                % (
+                    self.name,
+                    ", ".join(sorted({type(n).__name__ for n in refused})),
+                    ", ".join(self.san_types) or "none",
+                )
+            )
         if self.san_required and not requested:
-            raise InvalidInput("profile %s needs at least one subject alternative name (%s)"
-                               % (self.name, ", ".join(self.san_types)))
+            raise InvalidInput(
+                "profile %s needs at least one subject alternative name (%s)" % (self.name, ", ".join(self.san_types))
+            )
         return requested
 
 

@@ -242,7 +242,9 @@ def build_crl(issuer_cert, issuer_key, revoked, number, next_update_hours=24, no
     for serial, when, reason in revoked:
         entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when)
         if reason and reason != "unspecified":
-            entry = entry.add_extension(x509.CRLReason(getattr(x509.ReasonFlags, _REASON_FLAGS[reason])), critical=False)
+            entry = entry.add_extension(
+                x509.CRLReason(getattr(x509.ReasonFlags, _REASON_FLAGS[reason])), critical=False
+            )
         builder = builder.add_revoked_certificate(entry.build())
     return builder.sign(issuer_key, hash_for(issuer_key))
 

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: enroll
-short_description: Obtain a device's domain credential from Trustpoint, with the key generated on the device
+short_description: Onboard, renew or revoke a device's domain credential, with keys generated on the device
 version_added: 0.1.0
 description:
-  - Runs on the device. Generates a new private key on the device, obtains a certificate for it from the
-    domain's issuing CA over CMP, and writes the key (mode V(0600)), the certificate and the CA chain.
-    The private key never leaves the device.
-  - With O(method=cmp_shared_secret) the CMP initial registration (C(ir)) is protected by a password-based MAC
-    with the device's reference (O(device_id)) and one-time shared secret (O(shared_secret)) that
-    M(trustpoint.pki.device) returned.
-  - Does nothing while the device holds a valid credential of the domain that is not inside the renewal
-    window. So that the module can tell without a secret, check mode needs neither O(device_id) nor
-    O(shared_secret).
+  - Runs on the device and keeps its domain credential (key, certificate, CA chain) in the files given.
+  - With O(state=present) and no usable credential, it generates a new private key on the device, obtains a
+    certificate for it from the domain's issuing CA over CMP (C(ir)), and writes the key (mode V(0600)), the
+    certificate and the chain. The private key never leaves the device.
+  - O(method=cmp_shared_secret) protects the C(ir) with the device's reference (O(device_id)) and one-time
+    shared secret (O(shared_secret)) that M(trustpoint.pki.device) returned. O(method=cmp_idevid) signs it with
+    the device's IDevID (O(idevid_certificate_path), O(idevid_key_path)), which a DevID registration on the
+    server must admit.
+  - A valid credential inside the renewal window (O(renew_before_days)) is renewed with a key update request
+    (C(kur)) signed with the current credential: a new key, no secret needed.
+  - With O(state=absent) the module revokes the credential (C(rr), signed with it) and deletes the files.
+  - Does nothing while the device holds a valid credential of the domain outside the renewal window. Check mode
+    needs neither O(device_id) nor O(shared_secret), and RV(action) says what a real run would do.
 author:
   - Trustpoint contributors (@trustpoint-project)
 extends_documentation_fragment:
@@ -44,22 +48,41 @@ options:
       - Domain the device is registered in.
     type: str
     required: true
+  state:
+    description:
+      - V(present) onboards or renews as needed; V(absent) revokes the credential and deletes its files.
+    type: str
+    choices: [present, absent]
+    default: present
   method:
     description:
-      - How the device proves who it is.
+      - How the device proves who it is when it onboards.
       - V(cmp_shared_secret) - CMP C(ir) protected with O(shared_secret) (PBM, RFC 4210).
+      - V(cmp_idevid) - CMP C(ir) signed with the device's IDevID (IEEE 802.1AR).
     type: str
-    choices: [cmp_shared_secret]
+    choices: [cmp_shared_secret, cmp_idevid]
     default: cmp_shared_secret
   device_id:
     description:
       - The device's id on the server (RV(trustpoint.pki.device#module:device.id)), its CMP reference.
-      - Required when the module enrolls.
+      - Required when the module onboards with O(method=cmp_shared_secret).
     type: int
   shared_secret:
     description:
-      - The device's one-time shared secret. Required when the module enrolls.
+      - The device's one-time shared secret. Required when the module onboards with O(method=cmp_shared_secret).
     type: str
+  idevid_certificate_path:
+    description:
+      - The device's IDevID certificate (PEM), on the device. Required with O(method=cmp_idevid).
+    type: path
+  idevid_key_path:
+    description:
+      - The IDevID's private key (PEM), on the device. Required with O(method=cmp_idevid).
+    type: path
+  idevid_chain_path:
+    description:
+      - Intermediate CA certificates of the IDevID (PEM), sent along so that the server can verify it.
+    type: path
   key_path:
     description:
       - Where the private key is written, mode V(0600).
@@ -77,7 +100,7 @@ options:
     required: true
   key_type:
     description:
-      - Type of the key generated on the device. Any of these is certified whatever the CA's key type.
+      - Type of the keys generated on the device. Any of these is certified whatever the CA's key type.
     type: str
     choices: [ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096]
     default: ecdsa-p256
@@ -90,31 +113,40 @@ options:
   implicit_confirm:
     description:
       - Ask the server to skip the certificate confirmation round trip (C(certConf)). Without it the device
-        confirms the certificate after checking it, and the server counts the device as onboarded only then.
+        confirms the certificate after checking it, and the server counts it as issued only then.
     type: bool
     default: false
   ca_certificates:
     description:
       - PEM of the domain's CA certificates, for example RV(trustpoint.pki.domain#module:domain.ca_chain).
-      - When given, an existing certificate counts as valid only if it chains to one of them; a credential from
-        another CA (for example a domain that was recreated) is then replaced.
-      - Without it the chain file on the device is the reference.
+      - When given, an existing certificate counts as valid only if it chains to them (a credential from
+        another CA, for example of a recreated domain, is replaced), and the server's signed responses must
+        chain to them.
+      - Required with O(method=cmp_idevid), where the device has no other way to trust the server's answer.
+        Renewal and revocation fall back to the root at the end of O(chain_path).
     type: str
   renew_before_days:
     description:
-      - Enroll again when the certificate expires within this many days.
+      - Renew when the certificate expires within this many days.
     type: int
     default: 30
+  revocation_reason:
+    description:
+      - The CRL reason given when O(state=absent) revokes the credential.
+    type: str
+    choices: [unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation]
+    default: cessationOfOperation
   backend:
     description:
       - V(python) uses the Python libraries on the device, V(openssl) the C(openssl cmp) command line of
         OpenSSL 3, V(auto) the Python libraries when they are installed and C(openssl) otherwise.
+      - With an C(https) O(server_url), the V(openssl) backend verifies the server only against O(ca_path).
     type: str
     choices: [auto, python, openssl]
     default: auto
 notes:
-  - The key, certificate and chain are written to temporary files beside their destinations and moved into
-    place only after the certificate was issued; a failed enrollment leaves the existing files untouched.
+  - New keys, certificates and chains are written to temporary files beside their destinations and moved into
+    place only after the certificate was issued; a failed run leaves the existing files untouched.
 seealso:
   - module: trustpoint.pki.device
   - module: trustpoint.pki.domain
@@ -145,6 +177,39 @@ EXAMPLES = r"""
   check_mode: true
   register: tp_needed
 
+- name: Onboard with the device's IDevID (a DevID registration on the server admits it)
+  trustpoint.pki.enroll:
+    server_url: https://trustpoint.example.com
+    ca_path: /etc/trustpoint/tls-ca.pem
+    domain: plant1
+    method: cmp_idevid
+    idevid_certificate_path: /etc/idevid/idevid.pem
+    idevid_key_path: /etc/idevid/idevid.key
+    ca_certificates: "{{ plant1.domain.ca_chain }}"
+    key_path: /etc/trustpoint/domain_credential.key
+    certificate_path: /etc/trustpoint/domain_credential.pem
+    chain_path: /etc/trustpoint/domain_chain.pem
+
+- name: Renew every credential that expires within 60 days (kur, new key, no secret)
+  trustpoint.pki.enroll:
+    server_url: https://trustpoint.example.com
+    ca_path: /etc/trustpoint/tls-ca.pem
+    domain: plant1
+    renew_before_days: 60
+    key_path: /etc/trustpoint/domain_credential.key
+    certificate_path: /etc/trustpoint/domain_credential.pem
+    chain_path: /etc/trustpoint/domain_chain.pem
+
+- name: Decommission the device's credential (revoke it, delete the files)
+  trustpoint.pki.enroll:
+    server_url: https://trustpoint.example.com
+    ca_path: /etc/trustpoint/tls-ca.pem
+    domain: plant1
+    state: absent
+    key_path: /etc/trustpoint/domain_credential.key
+    certificate_path: /etc/trustpoint/domain_credential.pem
+    chain_path: /etc/trustpoint/domain_chain.pem
+
 - name: Enroll with the OpenSSL command line on a device without Python crypto libraries
   trustpoint.pki.enroll:
     server_url: http://trustpoint.example.com:8080
@@ -158,10 +223,17 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+action:
+  description:
+    - What the run did, or in check mode would do. V(none), V(enroll) (onboarded), V(renew) (key update),
+      V(revoke) (revoked and deleted) or V(remove) (deleted files that held no usable credential).
+  returned: always
+  type: str
+  sample: enroll
 certificate:
   description: >-
     The device's certificate after the run (serial_number, subject, issuer, not_before, not_after,
-    fingerprint_sha256); before it in check mode.
+    fingerprint_sha256); before it in check mode and when it was revoked.
   returned: when a certificate exists or was issued
   type: dict
   sample:
@@ -172,7 +244,7 @@ certificate:
     not_after: "2027-11-28T01:07:57Z"
     fingerprint_sha256: 1de2b885caa0c5225ad85cb9e1f8b1d7964d8a644ab8a94649797b56ad5b8f37
 reason:
-  description: Why the module enrolled, or why it did not need to.
+  description: What the module found on the device, which decided RV(action).
   returned: always
   type: str
   sample: no complete credential (found 0 of 3 files)
@@ -187,6 +259,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.trustpoint.pki.plugins.module_utils._ansible.connection import CONNECTION_ARGS
 from ansible_collections.trustpoint.pki.plugins.module_utils._ansible.enroll_backends import (
     KEY_MODE,
+    REVOCATION_REASONS,
     CredentialFiles,
     select_backend,
 )
@@ -198,12 +271,42 @@ def _diff_view(certificate):
     return {k: certificate[k] for k in ("serial_number", "subject", "issuer", "not_after")} if certificate else {}
 
 
+def _action(module, files, inspection):
+    """What the run must do, from the inspection of the files."""
+    if module.params["state"] == "absent":
+        if not files.present():
+            return "none"
+        return "revoke" if inspection.state in ("valid", "renew") else "remove"
+    return {"valid": "none", "renew": "renew"}.get(inspection.state, "enroll")
+
+
+def _check_inputs(module, action):
+    params = module.params
+    if action != "enroll":
+        return
+    if params["method"] == "cmp_idevid":
+        missing = [n for n in ("idevid_certificate_path", "idevid_key_path", "ca_certificates") if not params[n]]
+        hint = "the IDevID, and the domain's CA chain to trust the server's answer"
+    else:
+        missing = [n for n in ("device_id", "shared_secret") if params[n] in (None, "")]
+        hint = "register the device with trustpoint.pki.device (regenerate_secret=true issues a new secret)"
+    if missing:
+        module.fail_json(
+            msg="the device needs a domain credential, but %s not set; %s"
+            % (" and ".join(missing) + (" is" if len(missing) == 1 else " are"), hint)
+        )
+
+
 def main():
     argument_spec = dict(
         domain=dict(type="str", required=True),
-        method=dict(type="str", default="cmp_shared_secret", choices=["cmp_shared_secret"]),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        method=dict(type="str", default="cmp_shared_secret", choices=["cmp_shared_secret", "cmp_idevid"]),
         device_id=dict(type="int"),
         shared_secret=dict(type="str", no_log=True),
+        idevid_certificate_path=dict(type="path"),
+        idevid_key_path=dict(type="path", no_log=False),
+        idevid_chain_path=dict(type="path"),
         key_path=dict(type="path", required=True, no_log=False),
         certificate_path=dict(type="path", required=True),
         chain_path=dict(type="path", required=True),
@@ -212,6 +315,7 @@ def main():
         implicit_confirm=dict(type="bool", default=False),
         ca_certificates=dict(type="str"),
         renew_before_days=dict(type="int", default=30),
+        revocation_reason=dict(type="str", default="cessationOfOperation", choices=list(REVOCATION_REASONS)),
         backend=dict(type="str", default="auto", choices=["auto", "python", "openssl"]),
     )
     argument_spec.update(CONNECTION_ARGS)
@@ -221,43 +325,38 @@ def main():
     backend = select_backend(module)
     files = CredentialFiles(module)
     inspection = backend.inspect(files, params["ca_certificates"], params["renew_before_days"])
-    result = {"changed": False, "backend": backend.name, "reason": inspection.reason}
+    action = _action(module, files, inspection)
+    result = {"changed": action != "none", "action": action, "backend": backend.name, "reason": inspection.reason}
+    before = _diff_view(inspection.certificate)
     if inspection.certificate:
         result["certificate"] = inspection.certificate
 
-    if not inspection.needs_enrollment:
-        # A valid credential stays; only a key readable by others is tightened.
-        result["changed"] = module.set_mode_if_different(files.key, KEY_MODE, False)
-        result["diff"] = {
-            "before": _diff_view(inspection.certificate),
-            "after": _diff_view(inspection.certificate),
-        }
+    if action == "none":
+        if params["state"] == "present":
+            # A valid credential stays; only a key readable by others is tightened.
+            result["changed"] = module.set_mode_if_different(files.key, KEY_MODE, False)
+        result["diff"] = {"before": before, "after": before}
         module.exit_json(**result)
-
-    result["changed"] = True
     if module.check_mode:
-        result["diff"] = {"before": _diff_view(inspection.certificate), "after": {"state": "new credential"}}
+        result["diff"] = {"before": before, "after": {} if params["state"] == "absent" else {"state": action}}
         module.exit_json(**result)
 
-    missing = [name for name in ("device_id", "shared_secret") if params[name] in (None, "")]
-    if missing:
-        module.fail_json(
-            msg="the device needs a domain credential (%s), but %s is not set; register the device "
-            "with trustpoint.pki.device (regenerate_secret=true issues a new secret)"
-            % (inspection.reason, " and ".join(missing)),
-            **result,
-        )
-    files.check_directories()
+    _check_inputs(module, action)
     try:
-        result["certificate"] = backend.enroll(files)
+        if action == "revoke":
+            backend.revoke(files)
+        if action in ("revoke", "remove"):
+            files.remove()
+            after = {}
+        else:
+            files.check_directories()
+            result["certificate"] = backend.renew(files) if action == "renew" else backend.enroll(files)
+            after = _diff_view(result["certificate"])
     except TrustpointError as exc:
-        module.fail_json(msg="enrollment failed: %s" % exc, **result)
+        module.fail_json(msg="%s failed: %s" % (action, exc), **result)
     finally:
         files.cleanup()
-    result["diff"] = {
-        "before": _diff_view(inspection.certificate),
-        "after": _diff_view(result["certificate"]),
-    }
+    result["diff"] = {"before": before, "after": after}
     module.exit_json(**result)
 
 

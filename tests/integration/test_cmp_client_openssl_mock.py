@@ -15,7 +15,7 @@ import pytest
 from conftest import free_port, http, require_binary, urllib_transport
 from trustpoint_core import keys, profiles
 from trustpoint_core import x509 as tp_x509
-from trustpoint_core.cmp_client import CmpClient
+from trustpoint_core.cmp_client import CmpClient, MacCredential
 from trustpoint_core.errors import CmpFailure, TransportError
 
 SECRET = "mock-secret"
@@ -122,7 +122,7 @@ def start_mock(tmp_path, ca, device_key):
 
 def enroll(mock, key, secret=SECRET, implicit_confirm=False):
     client = CmpClient(mock.url, urllib_transport)
-    return client.enroll_with_shared_secret(REFERENCE, secret, key, SUBJECT, implicit_confirm=implicit_confirm)
+    return client.initialize(key, SUBJECT, MacCredential(REFERENCE, secret), implicit_confirm=implicit_confirm)
 
 
 def test_enroll_with_explicit_confirmation(start_mock, device_key, ca):
@@ -199,7 +199,7 @@ def test_wrong_path_is_transport_error(start_mock, device_key):
     mock = start_mock()
     client = CmpClient(mock.url.replace("/pkix/", "/other/"), urllib_transport)
     with pytest.raises(TransportError) as info:
-        client.enroll_with_shared_secret(REFERENCE, SECRET, device_key, SUBJECT)
+        client.initialize(device_key, SUBJECT, MacCredential(REFERENCE, SECRET))
     assert "404" in str(info.value)
 
 

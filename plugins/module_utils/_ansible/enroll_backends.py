@@ -4,9 +4,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """PRIVATE to the collection: the device side of trustpoint.pki.enroll.
 
-Two backends do the same job: look at the credential files on the device and, when needed, generate a
-key on the device and enroll it over CMP. `python` uses the core (cryptography, pyasn1); `openssl` uses
-the OpenSSL 3 command line, for devices without those libraries.
+Two backends do the same jobs: look at the credential files on the device; onboard (CMP ir with a
+shared secret or an IDevID), renew (kur signed with the current credential) or revoke (rr), always
+with keys generated on the device. `python` uses the core (cryptography, pyasn1); `openssl` uses the
+OpenSSL 3 command line, for devices without those libraries.
 """
 
 from __future__ import annotations
@@ -24,11 +25,19 @@ from .connection import endpoint, http_transport
 KEY_MODE = 0o600
 CERT_MODE = 0o644
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\s*", re.S)
+# RFC 5280 reason codes, by the names the module takes.
+REVOCATION_REASONS = {
+    "unspecified": 0,
+    "keyCompromise": 1,
+    "affiliationChanged": 3,
+    "superseded": 4,
+    "cessationOfOperation": 5,
+}
 
 
-def cmp_url(module):
-    """The RFC 9483 initialization URL of the module's domain."""
-    return endpoint(module, "/.well-known/cmp/p/%s/initialization" % module.params["domain"])
+def cmp_url(module, operation="{operation}"):
+    """The RFC 9483 URL of the module's domain, for one operation or with the {operation} placeholder."""
+    return endpoint(module, "/.well-known/cmp/p/%s/%s" % (module.params["domain"], operation))
 
 
 class Inspection:
@@ -38,10 +47,6 @@ class Inspection:
         self.state = state
         self.reason = reason
         self.certificate = certificate
-
-    @property
-    def needs_enrollment(self):
-        return self.state != "valid"
 
 
 class CredentialFiles:
@@ -63,10 +68,13 @@ class CredentialFiles:
             if not os.path.isdir(directory):
                 self.module.fail_json(msg="directory %s of %s does not exist; create it first" % (directory, path))
 
-    def temporary(self, beside):
-        """A new empty file (mode 0600) in the directory of beside, removed by cleanup() unless installed."""
+    def temporary(self, beside, content=None):
+        """A new file (mode 0600, empty or with content) in the directory of beside, removed by cleanup()
+        unless installed."""
         fd, path = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(beside)), prefix=".trustpoint-")
-        os.close(fd)
+        with os.fdopen(fd, "wb") as handle:
+            if content:
+                handle.write(content if isinstance(content, bytes) else content.encode())
         self._temporary.append(path)
         return path
 
@@ -83,6 +91,11 @@ class CredentialFiles:
             os.chmod(dest, mode)
             self._temporary.remove(tmp)
 
+    def remove(self):
+        """Delete the credential files (after revocation)."""
+        for path in self.present():
+            os.unlink(path)
+
     def cleanup(self):
         for path in self._temporary:
             try:
@@ -92,8 +105,35 @@ class CredentialFiles:
         self._temporary = []
 
 
+def read(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
 def _days_left(not_after):
     return (not_after - datetime.datetime.now(datetime.timezone.utc)).total_seconds() / 86400
+
+
+def _judge(days, renew_before_days, summary):
+    if days < renew_before_days:
+        return Inspection(
+            "renew",
+            "the certificate expires in %.1f days, inside the renewal window of %d days" % (days, renew_before_days),
+            summary,
+        )
+    return Inspection("valid", "valid for %.0f more days" % days, summary)
+
+
+def trust_anchor_pem(module, files):
+    """PEM of the certificates that signed responses must chain to: ca_certificates, else the root at the
+    end of the device's chain file (renewal and revocation, where the device already trusts its PKI)."""
+    if module.params["ca_certificates"]:
+        return module.params["ca_certificates"]
+    if os.path.exists(files.chain):
+        blocks = _PEM_CERT.findall(read(files.chain).decode("ascii", "replace"))
+        if blocks:
+            return blocks[-1]
+    raise TrustpointError("no trust anchor for the server's signature: set ca_certificates (the domain's CA chain)")
 
 
 class PythonBackend:
@@ -111,12 +151,9 @@ class PythonBackend:
         if len(present) < 3:
             return Inspection("absent", "no complete credential (found %d of 3 files)" % len(present))
         try:
-            with open(files.key, "rb") as handle:
-                key = keys.load_private_key(handle.read())
-            with open(files.certificate, "rb") as handle:
-                certificate = x509.load_certificate(handle.read())
-            with open(files.chain, "rb") as handle:
-                chain = x509.load_certificates(handle.read())
+            key = keys.load_private_key(read(files.key))
+            certificate = x509.load_certificate(read(files.certificate))
+            chain = x509.load_certificates(read(files.chain))
         except (TrustpointError, OSError) as exc:
             return Inspection("invalid", "the credential files cannot be read: %s" % exc)
         summary = x509.summary(certificate)
@@ -127,41 +164,61 @@ class PythonBackend:
             x509.verify_chain(certificate, chain, anchors)
         except TrustpointError as exc:
             return Inspection("invalid", "the certificate does not verify: %s" % exc, summary)
-        days = _days_left(x509.not_after(certificate))
-        if days < renew_before_days:
-            return Inspection(
-                "renew",
-                "the certificate expires in %.1f days, inside the renewal window of %d days"
-                % (days, renew_before_days),
-                summary,
-            )
-        return Inspection("valid", "valid for %.0f more days" % days, summary)
+        return _judge(_days_left(x509.not_after(certificate)), renew_before_days, summary)
+
+    def _client(self):
+        return self.cmp_client.CmpClient(cmp_url(self.module), http_transport(self.module))
+
+    def _credential(self, key_path, certificate_path, chain_path=None):
+        x509, keys = self.x509, self.keys
+        chain = x509.load_certificates(read(chain_path)) if chain_path else []
+        certificate = x509.load_certificate(read(certificate_path))
+        return self.cmp_client.SignatureCredential(keys.load_private_key(read(key_path)), certificate, chain)
+
+    def _install(self, files, key, enrollment):
+        x509 = self.x509
+        paths = [
+            files.temporary(files.key, self.keys.private_key_to_pem(key)),
+            files.temporary(files.certificate, x509.certificates_to_pem(enrollment.certificate)),
+            files.temporary(files.chain, x509.certificates_to_pem(enrollment.chain)),
+        ]
+        files.install(*paths)
+        return x509.summary(enrollment.certificate)
 
     def enroll(self, files):
+        """Onboard: a new key, and an ir authenticated by the shared secret or the IDevID."""
         params = self.module.params
-        x509, keys = self.x509, self.keys
-        key = keys.generate_private_key(params["key_type"])
-        client = self.cmp_client.CmpClient(cmp_url(self.module), http_transport(self.module))
-        result = client.enroll_with_shared_secret(
-            params["device_id"],
-            params["shared_secret"],
-            key,
-            x509.parse_name(params["subject"]),
-            implicit_confirm=params["implicit_confirm"],
+        key = self.keys.generate_private_key(params["key_type"])
+        subject = self.x509.parse_name(params["subject"])
+        if params["method"] == "cmp_idevid":
+            credential = self._credential(
+                params["idevid_key_path"], params["idevid_certificate_path"], params["idevid_chain_path"]
+            )
+            trusted = self.x509.load_certificates(trust_anchor_pem(self.module, files))
+        else:
+            credential = self.cmp_client.MacCredential(params["device_id"], params["shared_secret"])
+            trusted = self.x509.load_certificates(params["ca_certificates"]) if params["ca_certificates"] else None
+        enrollment = self._client().initialize(
+            key, subject, credential, trusted=trusted, implicit_confirm=params["implicit_confirm"]
         )
-        paths = [files.temporary(files.key), files.temporary(files.certificate), files.temporary(files.chain)]
-        for path, data in zip(
-            paths,
-            (
-                keys.private_key_to_pem(key),
-                x509.certificates_to_pem(result.certificate).encode(),
-                x509.certificates_to_pem(result.chain).encode(),
-            ),
-        ):
-            with open(path, "wb") as handle:
-                handle.write(data)
-        files.install(*paths)
-        return x509.summary(result.certificate)
+        return self._install(files, key, enrollment)
+
+    def renew(self, files):
+        """A new key, certified by a kur signed with the current credential."""
+        key = self.keys.generate_private_key(self.module.params["key_type"])
+        trusted = self.x509.load_certificates(trust_anchor_pem(self.module, files))
+        enrollment = self._client().update_key(
+            key,
+            self._credential(files.key, files.certificate, files.chain),
+            trusted,
+            implicit_confirm=self.module.params["implicit_confirm"],
+        )
+        return self._install(files, key, enrollment)
+
+    def revoke(self, files):
+        credential = self._credential(files.key, files.certificate, files.chain)
+        trusted = self.x509.load_certificates(trust_anchor_pem(self.module, files))
+        self._client().revoke(credential.certificate, credential, trusted, self.module.params["revocation_reason"])
 
 
 class OpensslBackend:
@@ -229,48 +286,21 @@ class OpensslBackend:
         key_public = self._public_key("pkey", files.key)
         if key_public is None or key_public != self._public_key("x509", files.certificate, "-noout"):
             return Inspection("invalid", "the certificate is not for the key in %s" % files.key, summary)
-        anchors = files.chain
-        trusted_file = None
         try:
-            if trusted_pem:
-                trusted_file = files.temporary(files.chain)
-                with open(trusted_file, "w") as handle:
-                    handle.write(trusted_pem)
-                anchors = trusted_file
+            anchors = files.temporary(files.chain, trusted_pem) if trusted_pem else files.chain
             rc, out, err = self._run(
-                "verify",
-                "-no-CApath",
-                "-no-CAfile",
-                "-CAfile",
-                anchors,
-                "-untrusted",
-                files.chain,
-                files.certificate,
+                "verify", "-no-CApath", "-no-CAstore", "-CAfile", anchors, "-untrusted", files.chain, files.certificate
             )
         finally:
             files.cleanup()
         if rc != 0:
             return Inspection("invalid", "the certificate does not verify: %s" % (err or out).strip(), summary)
-        days = _days_left(not_after)
-        if days < renew_before_days:
-            return Inspection(
-                "renew",
-                "the certificate expires in %.1f days, inside the renewal window of %d days"
-                % (days, renew_before_days),
-                summary,
-            )
-        return Inspection("valid", "valid for %.0f more days" % days, summary)
+        return _judge(_days_left(not_after), renew_before_days, summary)
 
     def _generate_key(self, path, key_type):
         if key_type.startswith("ecdsa-"):
-            options = [
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-" + key_type[-3:],
-                "-pkeyopt",
-                "ec_param_enc:named_curve",
-            ]
+            options = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-" + key_type[-3:],
+                       "-pkeyopt", "ec_param_enc:named_curve"]  # fmt: skip
         else:
             options = ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:" + key_type.split("-")[1]]
         # The file exists with mode 0600 already: openssl truncates it and keeps the mode.
@@ -278,61 +308,92 @@ class OpensslBackend:
         if rc != 0:
             raise TrustpointError("openssl genpkey failed: %s" % err.strip())
 
-    def enroll(self, files):
+    def _cmp(self, operation, args, environ=None):
+        """Run `openssl cmp` against the domain's URL for operation, over TLS when the URL is https."""
         params = self.module.params
-        key_tmp, cert_tmp = files.temporary(files.key), files.temporary(files.certificate)
-        chain_tmp, extra_tmp, ca_tmp = (files.temporary(files.chain) for _index in range(3))
-        self._generate_key(key_tmp, params["key_type"])
-        args = [
-            "cmp",
-            "-cmd",
-            "ir",
-            "-server",
-            cmp_url(self.module),
-            "-ref",
-            str(params["device_id"]),
-            "-secret",
-            "env:" + self.SECRET_ENV,
-            "-subject",
-            params["subject"],
-            "-newkey",
-            key_tmp,
-            "-certout",
-            cert_tmp,
-            "-chainout",
-            extra_tmp,
-            "-cacertsout",
-            ca_tmp,
-            # Show the server's reason even when its error cannot be authenticated (wrong secret).
-            "-unprotected_errors",
-            "-msg_timeout",
-            str(params["timeout"]),
-            "-total_timeout",
-            str(params["timeout"] * 2),
-        ]
-        if params["implicit_confirm"]:
-            args.append("-implicit_confirm")
-        # The secret travels in the environment, not on the command line where `ps` shows it.
-        rc, out, err = self._run(*args, environ_update={self.SECRET_ENV: params["shared_secret"]})
+        url = cmp_url(self.module, operation)
+        command = ["cmp", "-server", url, *args,
+                   # Show the server's reason even when its error cannot be authenticated (wrong secret).
+                   "-unprotected_errors",
+                   "-msg_timeout", str(params["timeout"]), "-total_timeout", str(params["timeout"] * 2)]  # fmt: skip
+        if url.startswith("https://"):
+            command.append("-tls_used")
+            if params["validate_certs"]:
+                if not params["ca_path"]:
+                    raise TrustpointError(
+                        "the openssl backend verifies the server's TLS certificate only with ca_path "
+                        "(openssl cmp does not use the system trust store); set ca_path"
+                    )
+                command += ["-tls_trusted", params["ca_path"]]
+        rc, out, err = self._run(*command, environ_update=environ or {})
         if rc != 0:
             reasons = [
                 line.split("CMP error:", 1)[1].strip() for line in (err + out).splitlines() if "CMP error:" in line
             ]
             raise TrustpointError(
-                "openssl cmp could not enroll: %s" % ("; ".join(reasons) or err.strip() or out.strip())
+                "openssl cmp %s failed: %s" % (operation, "; ".join(reasons) or err.strip() or out.strip())
             )
+
+    def _enroll(self, files, operation, authentication, environ=None, signed=True):
+        params = self.module.params
+        key_tmp, cert_tmp = files.temporary(files.key), files.temporary(files.certificate)
+        chain_tmp, extra_tmp, ca_tmp = (files.temporary(files.chain) for _index in range(3))
+        self._generate_key(key_tmp, params["key_type"])
+        args = ["-cmd", "ir" if operation == "initialization" else "kur", *authentication,
+                "-subject", params["subject"], "-newkey", key_tmp,
+                "-certout", cert_tmp, "-chainout", extra_tmp, "-cacertsout", ca_tmp]  # fmt: skip
+        if params["implicit_confirm"]:
+            args.append("-implicit_confirm")
+        self._cmp(operation, args, environ)
         blocks = []
         for path in (extra_tmp, ca_tmp):
-            with open(path) as handle:
-                for block in _PEM_CERT.findall(handle.read()):
-                    block = block.strip() + "\n"
-                    if block not in blocks:
-                        blocks.append(block)
+            for block in _PEM_CERT.findall(read(path).decode("ascii", "replace")):
+                block = block.strip() + "\n"
+                if block not in blocks:
+                    blocks.append(block)
+        if signed:
+            # Responses to signed requests carry no caPubs: the trust anchor completes the chain.
+            for block in _PEM_CERT.findall(trust_anchor_pem(self.module, files)):
+                block = block.strip() + "\n"
+                if block not in blocks:
+                    blocks.append(block)
         with open(chain_tmp, "w") as handle:
             handle.write("".join(blocks))
         summary = self._summary(cert_tmp)[0]
         files.install(key_tmp, cert_tmp, chain_tmp)
         return summary
+
+    def _signed_by(self, key_path, certificate_path, chain_path, files):
+        args = ["-cert", certificate_path, "-key", key_path,
+                "-trusted", files.temporary(files.chain, trust_anchor_pem(self.module, files))]  # fmt: skip
+        if chain_path:
+            args += ["-extracerts", chain_path]
+        return args
+
+    def enroll(self, files):
+        params = self.module.params
+        if params["method"] == "cmp_idevid":
+            authentication = self._signed_by(
+                params["idevid_key_path"], params["idevid_certificate_path"], params["idevid_chain_path"], files
+            )
+            return self._enroll(files, "initialization", authentication)
+        # The secret travels in the environment, not on the command line where `ps` shows it.
+        authentication = ["-ref", str(params["device_id"]), "-secret", "env:" + self.SECRET_ENV]
+        environ = {self.SECRET_ENV: params["shared_secret"]}
+        return self._enroll(files, "initialization", authentication, environ, signed=False)
+
+    def renew(self, files):
+        return self._enroll(files, "keyupdate", self._signed_by(files.key, files.certificate, files.chain, files))
+
+    def revoke(self, files):
+        reason = str(REVOCATION_REASONS[self.module.params["revocation_reason"]])
+        args = ["-cmd", "rr", *self._signed_by(files.key, files.certificate, files.chain, files),
+                "-oldcert", files.certificate, "-revreason", reason]  # fmt: skip
+        try:
+            self._cmp("revocation", args)
+        except TrustpointError as exc:
+            if "certRevoked" not in str(exc):  # already revoked is what we want
+                raise
 
 
 def openssl_binary(module):
