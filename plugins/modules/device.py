@@ -12,9 +12,12 @@ short_description: Register a device with the Trustpoint enrollment service
 version_added: 0.1.0
 description:
   - Register a device in a domain of a Trustpoint server, or delete it, through the REST API.
-  - A device registered with O(onboarding_method=cmp_shared_secret) gets a one-time shared secret. The
-    module returns it only when it creates the device or issues a new secret (O(regenerate_secret)); the
-    server keeps it encrypted and discards it once the device is onboarded.
+  - A device registered with O(onboarding_method=cmp_shared_secret) gets a one-time shared secret, one with
+    O(onboarding_method=est_password) a one-time password (its EST username is its name). The module
+    returns them only when it creates the device or issues a new one (O(regenerate_secret)); the server
+    keeps them encrypted or hashed and discards them once the device is onboarded.
+  - Devices that onboard with their IDevID (V(cmp_idevid), V(est_idevid)) get no secret; the server matches
+    their IDevID to them by O(serial_number) (or DevID registrations create them on first contact).
   - The device's numeric id is the reference (CMP senderKID, C(openssl cmp -ref)) it onboards with.
 author:
   - Trustpoint contributors (@trustpoint-project)
@@ -45,12 +48,20 @@ options:
     type: str
   onboarding_method:
     description:
-      - How the device obtains its domain credential.
+      - How the device obtains its domain credential, see M(trustpoint.pki.enroll).
       - V(cmp_shared_secret) - CMP initial registration protected by a password-based MAC with a one-time
-        shared secret, see M(trustpoint.pki.enroll).
+        shared secret.
+      - V(cmp_idevid) - CMP initial registration signed with the device's IDevID.
+      - V(est_password) - EST simpleenroll with HTTP Basic authentication and a one-time password.
+      - V(est_idevid) - EST simpleenroll with the IDevID as TLS client certificate.
     type: str
-    choices: [cmp_shared_secret]
+    choices: [cmp_shared_secret, cmp_idevid, est_password, est_idevid]
     default: cmp_shared_secret
+  serial_number:
+    description:
+      - Subject serialNumber of the device's IDevID; the server finds the device by it when the device
+        onboards with its IDevID. Used when the device is created.
+    type: str
   state:
     description:
       - V(present) registers the device if it does not exist.
@@ -60,14 +71,15 @@ options:
     default: present
   regenerate_secret:
     description:
-      - Issue a new shared secret for an existing device and return it, for example when the first one
-        was lost or the device must onboard again. The previous secret stops working.
-      - A device created by this run already gets a fresh secret; no second one is issued.
+      - Issue a new one-time secret (shared secret or password) for an existing device and return it, for
+        example when the first one was lost or the device must onboard again. The previous one stops working.
+      - A device created by this run already gets a fresh secret; no second one is issued. Devices that
+        onboard with their IDevID have no secret: the option changes nothing for them.
     type: bool
     default: false
 notes:
-  - RV(shared_secret) is a credential. Set C(no_log) on the task that registers the result, or keep it out
-    of logs otherwise.
+  - RV(shared_secret) and RV(password) are credentials. Set C(no_log) on the task that registers the result,
+    or keep them out of logs otherwise.
 seealso:
   - module: trustpoint.pki.domain
   - module: trustpoint.pki.enroll
@@ -129,8 +141,14 @@ device:
       type: dict
 shared_secret:
   description: >-
-    The device's one-time shared secret. Only returned when this run created the device or issued
-    a new secret.
+    The one-time shared secret of a V(cmp_shared_secret) device. Only returned when this run created the
+    device or issued a new secret.
+  returned: when created or regenerated, outside check mode
+  type: str
+password:
+  description: >-
+    The one-time EST password of an V(est_password) device (its username is the device name). Only returned
+    when this run created the device or issued a new password.
   returned: when created or regenerated, outside check mode
   type: str
 """
@@ -143,6 +161,10 @@ from ansible_collections.trustpoint.pki.plugins.module_utils._ansible.connection
     CONNECTION_ARGS,
     run_api,
 )
+
+METHODS = ("cmp_shared_secret", "cmp_idevid", "est_password", "est_idevid")
+# The methods that onboard with a one-time secret the server hands out.
+SECRET_METHODS = ("cmp_shared_secret", "est_password")
 
 
 def _settings(device):
@@ -172,11 +194,14 @@ def _ensure(module, api):
             "domain": params["domain"],
             "onboarding_method": params["onboarding_method"],
         }
+        if params["serial_number"] is not None:
+            request["serial_number"] = params["serial_number"]
         if module.check_mode:
             device = dict(request, status="pending")
         else:
             created = api.request("POST", "/devices", request)
-            device, result["shared_secret"] = created["device"], created["shared_secret"]
+            device = created.pop("device")
+            result.update(created)  # shared_secret or password, if the method has one
     else:
         for field in ("domain", "onboarding_method"):
             if current[field] != params[field]:
@@ -185,11 +210,12 @@ def _ensure(module, api):
                     "change that" % (params["name"], field, current[field], params[field])
                 )
         device = current
-        if params["regenerate_secret"]:
+        if params["regenerate_secret"] and params["onboarding_method"] in SECRET_METHODS:
             result["changed"] = True
             if not module.check_mode:
                 renewed = api.request("POST", "/devices/%d/secret" % current["id"])
-                device, result["shared_secret"] = renewed["device"], renewed["shared_secret"]
+                device = renewed.pop("device")
+                result.update(renewed)
     result["device"] = device
     result["diff"] = {"before": before, "after": _settings(device)}
     return result
@@ -199,7 +225,8 @@ def main():
     argument_spec = dict(
         name=dict(type="str", required=True),
         domain=dict(type="str"),
-        onboarding_method=dict(type="str", default="cmp_shared_secret", choices=["cmp_shared_secret"]),
+        onboarding_method=dict(type="str", default="cmp_shared_secret", choices=list(METHODS)),
+        serial_number=dict(type="str"),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         regenerate_secret=dict(type="bool", default=False, no_log=False),
     )

@@ -20,7 +20,7 @@ description:
     the device's IDevID (O(idevid_certificate_path), O(idevid_key_path)), which a DevID registration on the
     server must admit.
   - A valid credential inside the renewal window (O(renew_before_days)) is renewed with a key update request
-    (C(kur)) signed with the current credential: a new key, no secret needed.
+    (C(kur)) signed with the current credential. It gets a new key and needs no secret.
   - With O(state=absent) the module revokes the credential (C(rr), signed with it) and deletes the files.
   - Does nothing while the device holds a valid credential of the domain outside the renewal window. Check mode
     needs neither O(device_id) nor O(shared_secret), and RV(action) says what a real run would do.
