@@ -74,7 +74,7 @@ options:
       - Issue a new one-time secret (shared secret or password) for an existing device and return it, for
         example when the first one was lost or the device must onboard again. The previous one stops working.
       - A device created by this run already gets a fresh secret; no second one is issued. Devices that
-        onboard with their IDevID have no secret: the option changes nothing for them.
+        onboard with their IDevID have no secret, so the option changes nothing for them.
     type: bool
     default: false
 notes:
