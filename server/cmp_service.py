@@ -487,6 +487,11 @@ class CmpResponder:
         if len(requests) != 1:
             raise CmpFailure("rr must name exactly one certificate", "badRequest")
         wanted = requests[0]
+        if wanted.reason in ("certificateHold", "removeFromCRL"):
+            # Revocation here is permanent: no holds, and removeFromCRL belongs in delta CRLs (RFC 5280 5.3.1).
+            raise CmpFailure(
+                "revocation reason %s is not supported; revocations are permanent" % wanted.reason, "badRequest"
+            )
         record = self.db.scalar(
             select(IssuedCertificate).where(
                 IssuedCertificate.serial_number == format(wanted.serial_number, "x"),
@@ -497,6 +502,9 @@ class CmpResponder:
             raise CmpFailure("the device has no certificate with that issuer and serial number", "badCertId")
         if record.status == "revoked":
             raise CmpFailure("certificate %s is already revoked" % record.serial_number, "certRevoked")
+        if requester.record.profile != "domain_credential" and requester.record.id != record.id:
+            # An application certificate may revoke itself, nothing else; the domain credential may revoke all.
+            raise CmpFailure("an application certificate may only revoke itself", "notAuthorized")
         certificate = x509.load_certificate(record.certificate_der)
         response = self._encode(self._response_header(), rp_body(STATUS_ACCEPTED, certificate=certificate))
 

@@ -108,8 +108,7 @@ def admit_idevid(db, certificate, intermediates, domain=None):
     if reasons:
         raise NotAuthenticated(
             "the IDevID does not verify against the truststore of the matching DevID "
-            "registration(s): %s" % "; ".join(reasons),
-            "signerNotTrusted",
+            "registration(s): %s" % "; ".join(reasons)
         )
     raise NotAuthenticated(
         "no DevID registration%s matches the IDevID (%s)"

@@ -14,6 +14,7 @@ import ipaddress
 import os
 
 from . import signatures
+from .asn1 import brief, decode, der_children, der_sequence, inner_der, optional
 from .errors import CmpFailure, InvalidInput
 from .keys import load_public_key_der, public_key_der
 from .x509 import certificate_der
@@ -22,7 +23,6 @@ try:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from pyasn1.codec.der import decoder, encoder
-    from pyasn1.error import PyAsn1Error
     from pyasn1.type import univ
     from pyasn1_alt_modules import rfc4211, rfc5280, rfc6402, rfc9480
 except ImportError:  # reported by deps.missing()
@@ -73,7 +73,7 @@ STATUS_WAITING = 3
 ID_REGCTRL_OLD_CERT_ID = "1.3.6.1.5.5.7.5.1.5"
 ID_CE_SUBJECT_ALT_NAME = "2.5.29.17"
 # General message info types (RFC 9480 section 4.3, RFC 9483 section 4.3).
-ID_IT_SIGN_KEY_PAIR_TYPES = "1.3.6.1.5.5.7.4.3"
+ID_IT_SIGN_KEY_PAIR_TYPES = "1.3.6.1.5.5.7.4.2"
 ID_IT_CA_CERTS = "1.3.6.1.5.5.7.4.17"
 ID_IT_ROOT_CA_KEY_UPDATE = "1.3.6.1.5.5.7.4.18"
 ID_IT_CERT_REQ_TEMPLATE = "1.3.6.1.5.5.7.4.19"
@@ -100,63 +100,6 @@ def random_nonce():
     return os.urandom(NONCE_SIZE)
 
 
-def _brief(exc):
-    """A short description of a library error: pyasn1's messages can embed whole schemas (megabytes)."""
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return "%s: %s" % (type(exc).__name__, text[:160] + ("..." if len(text) > 160 else ""))
-
-
-def _decode(der, spec=None):
-    """Decode one DER value; trailing bytes are an error."""
-    value, rest = decoder.decode(der, asn1Spec=spec) if spec is not None else decoder.decode(der)
-    if rest:
-        raise PyAsn1Error("%d bytes of trailing data" % len(rest))
-    return value
-
-
-def _der_children(der):
-    """Split the content of a DER SEQUENCE into the raw encodings of its elements."""
-
-    def read_tlv(data, pos):
-        if pos + 2 > len(data):
-            raise ValueError("truncated")
-        length = data[pos + 1]
-        head = 2
-        if length & 0x80:
-            count = length & 0x7F
-            if count == 0 or count > 4 or pos + 2 + count > len(data):
-                raise ValueError("bad length")
-            length = int.from_bytes(data[pos + 2 : pos + 2 + count], "big")
-            head += count
-        end = pos + head + length
-        if end > len(data):
-            raise ValueError("truncated")
-        return end
-
-    outer_end = read_tlv(der, 0)
-    if der[0] != 0x30 or outer_end != len(der):
-        raise ValueError("not one SEQUENCE")
-    length_byte = der[1]
-    pos = 2 + (length_byte & 0x7F if length_byte & 0x80 else 0)
-    children = []
-    while pos < len(der):
-        end = read_tlv(der, pos)
-        children.append(der[pos:end])
-        pos = end
-    return children
-
-
-def _der_sequence(*parts):
-    content = b"".join(parts)
-    length = len(content)
-    if length < 0x80:
-        head = bytes([length])
-    else:
-        raw = length.to_bytes((length.bit_length() + 7) // 8, "big")
-        head = bytes([0x80 | len(raw)]) + raw
-    return b"\x30" + head + content
-
-
 def _name_from_general_name(general_name):
     """A GeneralName's directoryName as a cryptography Name; None for NULL-DN or other forms."""
     if not general_name.isValue or general_name.getName() != "directoryName":
@@ -172,7 +115,7 @@ def _load_name(asn1_name):
         rdn_attributes = []
         for atv in rdn:
             oid = x509.ObjectIdentifier(str(atv["type"]))
-            value = _decode(bytes(atv["value"]))
+            value = decode(bytes(atv["value"]))
             rdn_attributes.append(x509.NameAttribute(oid, str(value)))
         attributes.append(x509.RelativeDistinguishedName(rdn_attributes))
     return x509.Name(attributes)
@@ -183,31 +126,17 @@ def _general_name(name):
     general_name = rfc9480.PKIHeader()["sender"].clone()
     rdns = rfc5280.RDNSequence()
     if name is not None:
-        asn1_name = _decode(name.public_bytes(), rfc5280.Name())
+        asn1_name = decode(name.public_bytes(), rfc5280.Name())
         rdns = asn1_name["rdnSequence"]
     general_name["directoryName"]["rdnSequence"] = rdns
     return general_name
 
 
-def _inner_der(der):
-    """The content of an explicitly tagged DER value: the inner value's own encoding."""
-    length_byte = der[1]
-    return der[2 + (length_byte & 0x7F if length_byte & 0x80 else 0) :]
-
-
 def _fill_certificate(target, certificate):
     """Copy a cryptography certificate into a (possibly tagged) pyasn1 Certificate component."""
-    cert = _decode(certificate_der(certificate), rfc9480.CMPCertificate())
+    cert = decode(certificate_der(certificate), rfc9480.CMPCertificate())
     for field in ("tbsCertificate", "signatureAlgorithm", "signature"):
         target[field] = cert[field]
-
-
-def _optional(seq, name):
-    """A component if present, else None (pyasn1 instantiates absent ones on plain access)."""
-    value = seq.getComponentByName(name, instantiate=False)
-    if value is univ.noValue or value is None or not value.isValue:
-        return None
-    return value
 
 
 class CmpMessage:
@@ -228,28 +157,28 @@ class CmpMessage:
         self.recip_nonce = self._octets("recipNonce")
         self.sender_kid = self._octets("senderKID")
         self.recip_kid = self._octets("recipKID")
-        message_time = _optional(header, "messageTime")
+        message_time = optional(header, "messageTime")
         self.message_time = message_time.asDateTime if message_time is not None else None
         if self.message_time is not None and self.message_time.tzinfo is None:
             self.message_time = self.message_time.replace(tzinfo=datetime.timezone.utc)
-        protection_alg = _optional(header, "protectionAlg")
+        protection_alg = optional(header, "protectionAlg")
         self.protection_alg = str(protection_alg["algorithm"]) if protection_alg is not None else None
-        params = _optional(protection_alg, "parameters") if protection_alg is not None else None
+        params = optional(protection_alg, "parameters") if protection_alg is not None else None
         # Signature algorithms (ecdsa-with-SHA256, Ed25519) carry no parameters.
         self.protection_params = bytes(params) if params is not None else None
-        protection = _optional(asn1, "protection")
+        protection = optional(asn1, "protection")
         self.protection = protection.asOctets() if protection is not None else None
         self.implicit_confirm = any(
-            str(itav["infoType"]) == ID_IT_IMPLICIT_CONFIRM for itav in (_optional(header, "generalInfo") or [])
+            str(itav["infoType"]) == ID_IT_IMPLICIT_CONFIRM for itav in (optional(header, "generalInfo") or [])
         )
-        extra = _optional(asn1, "extraCerts")
+        extra = optional(asn1, "extraCerts")
         self.extra_certs = [encoder.encode(cert) for cert in extra] if extra is not None else []
-        header_der, body_der = _der_children(der)[:2]
+        header_der, body_der = der_children(der)[:2]
         # MACs and signatures cover the header and body exactly as received.
-        self.protected_part = _der_sequence(header_der, body_der)
+        self.protected_part = der_sequence(header_der, body_der)
 
     def _octets(self, name):
-        value = _optional(self.header, name)
+        value = optional(self.header, name)
         return value.asOctets() if value is not None else None
 
     @classmethod
@@ -265,14 +194,14 @@ class CmpMessage:
         except CmpFailure:
             raise
         except Exception as exc:  # any library error on untrusted bytes means: not a PKIMessage
-            raise CmpFailure("the request is not a DER PKIMessage: %s" % _brief(exc), "badDataFormat") from exc
+            raise CmpFailure("the request is not a DER PKIMessage: %s" % brief(exc), "badDataFormat") from exc
 
     def extra_certificates(self):
         """extraCerts as cryptography certificates; undecodable ones are badDataFormat."""
         try:
             return [x509.load_der_x509_certificate(der) for der in self.extra_certs]
         except Exception as exc:  # cryptography raises ValueError, InvalidVersion, ...
-            raise CmpFailure("extraCerts holds an unreadable certificate: %s" % _brief(exc), "badDataFormat") from exc
+            raise CmpFailure("extraCerts holds an unreadable certificate: %s" % brief(exc), "badDataFormat") from exc
 
 
 class Header:
@@ -347,10 +276,10 @@ def encode_message(header, body, protector=None, extra_certs=()):
     body_type, content = body
     message["body"][body_type] = content
     if protector is not None:
-        protected_part = _der_sequence(encoder.encode(message["header"]), encoder.encode(message["body"]))
+        protected_part = der_sequence(encoder.encode(message["header"]), encoder.encode(message["body"]))
         message["protection"] = message["protection"].clone(hexValue=protector.protect(protected_part).hex())
     for der in extra_certs:
-        cert = _decode(der, rfc9480.CMPCertificate())
+        cert = decode(der, rfc9480.CMPCertificate())
         message["extraCerts"].append(cert)
     return encoder.encode(message)
 
@@ -386,7 +315,7 @@ def cert_rep_body(body_type, cert_req_id, certificate, ca_pubs=()):
     """ip, cp or kup with one accepted response carrying certificate (cryptography certificate)."""
     content = rfc9480.PKIBody()[body_type].clone()
     for ca in ca_pubs:
-        content["caPubs"].append(_decode(certificate_der(ca), rfc9480.CMPCertificate()))
+        content["caPubs"].append(decode(certificate_der(ca), rfc9480.CMPCertificate()))
     response = rfc9480.CertResponse()
     response["certReqId"] = cert_req_id
     response["status"] = _status_info(STATUS_ACCEPTED)
@@ -405,16 +334,16 @@ def cert_req_body(body_type, private_key, subject=None, cert_req_id=0, old_certi
     template = request["certTemplate"]
     if subject is not None:
         template["subject"] = template["subject"].clone()
-        asn1_name = _decode(subject.public_bytes(), rfc5280.Name())
+        asn1_name = decode(subject.public_bytes(), rfc5280.Name())
         template["subject"]["rdnSequence"] = asn1_name["rdnSequence"]
-    spki = _decode(public_key_der(private_key), rfc5280.SubjectPublicKeyInfo())
+    spki = decode(public_key_der(private_key), rfc5280.SubjectPublicKeyInfo())
     public_key = template["publicKey"]
     public_key["algorithm"] = spki["algorithm"]
     public_key["subjectPublicKey"] = spki["subjectPublicKey"]
     if old_certificate is not None:
         # kur names the certificate it updates (RFC 4211 6.5, RFC 9483 4.1.3).
         old_cert_id = rfc4211.OldCertId()
-        old_cert_id["issuer"]["directoryName"]["rdnSequence"] = _decode(
+        old_cert_id["issuer"]["directoryName"]["rdnSequence"] = decode(
             old_certificate.issuer.public_bytes(), rfc5280.Name()
         )["rdnSequence"]
         old_cert_id["serialNumber"] = old_certificate.serial_number
@@ -457,9 +386,9 @@ class CertRequest:
         self.asn1 = cert_req_msg
         self.cert_req_id = int(request["certReqId"])
         template = request["certTemplate"]
-        subject = _optional(template, "subject")
+        subject = optional(template, "subject")
         self.subject = _load_name(subject) if subject is not None else None
-        public_key = _optional(template, "publicKey")
+        public_key = optional(template, "publicKey")
         if public_key is None:
             raise CmpFailure("the certificate template has no public key", "badCertTemplate")
         # publicKey is [6] IMPLICIT SubjectPublicKeyInfo: re-tag it as a plain SEQUENCE to load it.
@@ -470,20 +399,20 @@ class CertRequest:
         try:
             self.public_key = load_public_key_der(self.spki_der)
         except Exception as exc:  # InvalidInput, or a library error on a malformed key
-            raise CmpFailure("the template's public key cannot be read: %s" % _brief(exc), "badCertTemplate") from exc
+            raise CmpFailure("the template's public key cannot be read: %s" % brief(exc), "badCertTemplate") from exc
         self.subject_alt_names, self.extension_oids = _template_extensions(template)
         self.old_cert_id = None
-        for control in _optional(request, "controls") or []:
+        for control in optional(request, "controls") or []:
             if str(control["type"]) == ID_REGCTRL_OLD_CERT_ID:
-                old = _decode(bytes(control["value"]), rfc4211.OldCertId())
+                old = decode(bytes(control["value"]), rfc4211.OldCertId())
                 issuer = old["issuer"]
                 self.old_cert_id = (
                     _load_name(issuer["directoryName"]) if issuer.getName() == "directoryName" else None,
                     int(old["serialNumber"]),
                 )
-        validity = _optional(template, "validity")
+        validity = optional(template, "validity")
         self.not_after = None
-        if validity is not None and _optional(validity, "notAfter") is not None:
+        if validity is not None and optional(validity, "notAfter") is not None:
             time = validity["notAfter"]
             self.not_after = time[time.getName()].asDateTime
             if self.not_after.tzinfo is None:
@@ -491,14 +420,14 @@ class CertRequest:
 
     def verify_pop(self):
         """Check the signature POP over DER(CertRequest) with the requested key (RFC 4211 4.1)."""
-        popo = _optional(self.asn1, "popo")
+        popo = optional(self.asn1, "popo")
         if popo is None or popo.getName() != "signature":
             raise CmpFailure("proof of possession by signature is required", "badPOP")
         signature = popo["signature"]
-        if _optional(signature, "poposkInput") is not None:
+        if optional(signature, "poposkInput") is not None:
             raise CmpFailure("POP with poposkInput is not supported; sign the CertRequest", "badPOP")
         algorithm = signature["algorithmIdentifier"]
-        params = _optional(algorithm, "parameters")
+        params = optional(algorithm, "parameters")
         try:
             valid = signatures.verify(
                 self.public_key,
@@ -516,12 +445,12 @@ class CertRequest:
 def _template_extensions(template):
     """(subject alternative names as cryptography GeneralNames, OIDs of all extensions) of a template."""
     names, oids = [], []
-    for extension in _optional(template, "extensions") or []:
+    for extension in optional(template, "extensions") or []:
         oid = str(extension["extnID"])
         oids.append((oid, bool(extension["critical"])))
         if oid == ID_CE_SUBJECT_ALT_NAME:
             # The four name forms a certificate template carries in practice.
-            for name in _decode(extension["extnValue"].asOctets(), rfc5280.SubjectAltName()):
+            for name in decode(extension["extnValue"].asOctets(), rfc5280.SubjectAltName()):
                 kind = name.getName()
                 value = name[kind]
                 if kind == "dNSName":
@@ -544,7 +473,7 @@ def cert_requests(message):
     except CmpFailure:
         raise
     except Exception as exc:  # malformed content from the wire
-        raise CmpFailure("the certificate request cannot be read: %s" % _brief(exc), "badDataFormat") from exc
+        raise CmpFailure("the certificate request cannot be read: %s" % brief(exc), "badDataFormat") from exc
 
 
 class CertResponse:
@@ -554,10 +483,10 @@ class CertResponse:
         self.cert_req_id = int(response["certReqId"])
         self.status, self.fail_info, self.text = read_status_info(response["status"])
         self.certificate = None
-        pair = _optional(response, "certifiedKeyPair")
+        pair = optional(response, "certifiedKeyPair")
         if pair is not None and pair["certOrEncCert"].getName() == "certificate":
             self.certificate = x509.load_der_x509_certificate(
-                _inner_der(encoder.encode(pair["certOrEncCert"]["certificate"]))
+                inner_der(encoder.encode(pair["certOrEncCert"]["certificate"]))
             )
 
 
@@ -565,10 +494,10 @@ def read_status_info(info):
     """(status, fail_info names, text) of a PKIStatusInfo."""
     status = int(info["status"])
     fail_info = ()
-    bits = _optional(info, "failInfo")
+    bits = optional(info, "failInfo")
     if bits is not None:
         fail_info = tuple(FAIL_INFO_BITS[i] for i, bit in enumerate(bits) if bit and i < len(FAIL_INFO_BITS))
-    strings = _optional(info, "statusString")
+    strings = optional(info, "statusString")
     text = "; ".join(str(s) for s in strings) if strings is not None else ""
     return status, fail_info, text
 
@@ -578,12 +507,12 @@ def cert_responses(message):
     try:
         return _cert_responses(message)
     except Exception as exc:  # certificates from the wire: any library error means malformed
-        raise CmpFailure("the certificate response cannot be read: %s" % _brief(exc), "badDataFormat") from exc
+        raise CmpFailure("the certificate response cannot be read: %s" % brief(exc), "badDataFormat") from exc
 
 
 def _cert_responses(message):
     responses = [CertResponse(r) for r in message.body["response"]]
-    ca_pubs = _optional(message.body, "caPubs")
+    ca_pubs = optional(message.body, "caPubs")
     certs = [x509.load_der_x509_certificate(encoder.encode(c)) for c in ca_pubs] if ca_pubs is not None else []
     return responses, certs
 
@@ -594,11 +523,11 @@ class CertStatus:
     def __init__(self, status):
         self.cert_hash = status["certHash"].asOctets()
         self.cert_req_id = int(status["certReqId"])
-        info = _optional(status, "statusInfo")
+        info = optional(status, "statusInfo")
         self.status, self.fail_info, self.text = (
             read_status_info(info) if info is not None else (STATUS_ACCEPTED, (), "")
         )
-        hash_alg = _optional(status, "hashAlg")
+        hash_alg = optional(status, "hashAlg")
         self.hash_alg = str(hash_alg["algorithm"]) if hash_alg is not None else None
 
     @property
@@ -610,7 +539,7 @@ def cert_statuses(message):
     try:
         return [CertStatus(s) for s in message.body]
     except Exception as exc:  # malformed content from the wire
-        raise CmpFailure("the certConf cannot be read: %s" % _brief(exc), "badDataFormat") from exc
+        raise CmpFailure("the certConf cannot be read: %s" % brief(exc), "badDataFormat") from exc
 
 
 def error_content(message):
@@ -647,9 +576,9 @@ def cert_hash(certificate, hash_alg_oid=None):
 def pkcs10_request(message):
     """The CSR of a p10cr as a cryptography CertificateSigningRequest; its signature is the POP."""
     try:
-        csr = x509.load_der_x509_csr(_inner_der(encoder.encode(message.asn1["body"])))
+        csr = x509.load_der_x509_csr(inner_der(encoder.encode(message.asn1["body"])))
     except Exception as exc:  # malformed content from the wire
-        raise CmpFailure("the PKCS#10 request cannot be read: %s" % _brief(exc), "badDataFormat") from exc
+        raise CmpFailure("the PKCS#10 request cannot be read: %s" % brief(exc), "badDataFormat") from exc
     if not csr.is_signature_valid:
         raise CmpFailure("the PKCS#10 request's signature does not verify", "badPOP")
     return csr
@@ -658,7 +587,7 @@ def pkcs10_request(message):
 def p10cr_body(csr):
     """p10cr carrying csr (a cryptography CertificateSigningRequest)."""
     content = rfc9480.PKIBody()["p10cr"].clone()
-    asn1_csr = _decode(csr.public_bytes(serialization.Encoding.DER), rfc6402.CertificationRequest())
+    asn1_csr = decode(csr.public_bytes(serialization.Encoding.DER), rfc6402.CertificationRequest())
     for field in ("certificationRequestInfo", "signatureAlgorithm", "signature"):
         content[field] = asn1_csr[field]
     return "p10cr", content
@@ -669,16 +598,16 @@ class RevocationRequest:
 
     def __init__(self, details):
         template = details["certDetails"]
-        serial = _optional(template, "serialNumber")
-        issuer = _optional(template, "issuer")
+        serial = optional(template, "serialNumber")
+        issuer = optional(template, "issuer")
         if serial is None or issuer is None:
             raise CmpFailure("a revocation request names the certificate by issuer and serialNumber", "badCertTemplate")
         self.serial_number = int(serial)
         self.issuer = _load_name(issuer)
         self.reason = "unspecified"
-        for extension in _optional(details, "crlEntryDetails") or []:
+        for extension in optional(details, "crlEntryDetails") or []:
             if str(extension["extnID"]) == "2.5.29.21":  # id-ce-CRLReasons
-                code = int(_decode(extension["extnValue"].asOctets(), univ.Enumerated()))
+                code = int(decode(extension["extnValue"].asOctets(), univ.Enumerated()))
                 if not 0 <= code < len(REASON_CODES) or REASON_CODES[code] is None:
                     raise CmpFailure("unknown CRL reason code %d" % code, "badRequest")
                 self.reason = REASON_CODES[code]
@@ -690,7 +619,7 @@ def revocation_requests(message):
     except CmpFailure:
         raise
     except Exception as exc:  # malformed content from the wire
-        raise CmpFailure("the revocation request cannot be read: %s" % _brief(exc), "badDataFormat") from exc
+        raise CmpFailure("the revocation request cannot be read: %s" % brief(exc), "badDataFormat") from exc
 
 
 def rr_body(certificate, reason="unspecified"):
@@ -699,7 +628,7 @@ def rr_body(certificate, reason="unspecified"):
     details = rfc9480.RevDetails()
     template = details["certDetails"]
     template["serialNumber"] = certificate.serial_number
-    template["issuer"]["rdnSequence"] = _decode(certificate.issuer.public_bytes(), rfc5280.Name())["rdnSequence"]
+    template["issuer"]["rdnSequence"] = decode(certificate.issuer.public_bytes(), rfc5280.Name())["rdnSequence"]
     extension = rfc5280.Extension()
     extension["extnID"] = univ.ObjectIdentifier("2.5.29.21")
     extension["extnValue"] = encoder.encode(univ.Enumerated(REASON_CODES.index(reason)))
@@ -714,7 +643,7 @@ def rp_body(status, fail_info=(), text=None, certificate=None):
     content["status"].append(_status_info(status, fail_info, text))
     if certificate is not None:
         cert_id = rfc4211.CertId()
-        cert_id["issuer"]["directoryName"]["rdnSequence"] = _decode(certificate.issuer.public_bytes(), rfc5280.Name())[
+        cert_id["issuer"]["directoryName"]["rdnSequence"] = decode(certificate.issuer.public_bytes(), rfc5280.Name())[
             "rdnSequence"
         ]
         cert_id["serialNumber"] = certificate.serial_number
@@ -727,7 +656,7 @@ def revocation_statuses(message):
     try:
         return [read_status_info(info) for info in message.body["status"]]
     except Exception as exc:  # malformed content from the wire
-        raise CmpFailure("the revocation response cannot be read: %s" % _brief(exc), "badDataFormat") from exc
+        raise CmpFailure("the revocation response cannot be read: %s" % brief(exc), "badDataFormat") from exc
 
 
 def info_types(message):
@@ -735,7 +664,7 @@ def info_types(message):
     try:
         return [str(itav["infoType"]) for itav in message.body]
     except Exception as exc:  # malformed content from the wire
-        raise CmpFailure("the general message cannot be read: %s" % _brief(exc), "badDataFormat") from exc
+        raise CmpFailure("the general message cannot be read: %s" % brief(exc), "badDataFormat") from exc
 
 
 def genm_body(*info_type_oids):
@@ -764,26 +693,26 @@ def genp_values(message):
     try:
         values = {}
         for itav in message.body:
-            value = _optional(itav, "infoValue")
+            value = optional(itav, "infoValue")
             values[str(itav["infoType"])] = bytes(value) if value is not None else None
         return values
     except Exception as exc:  # malformed content from the wire
-        raise CmpFailure("the general response cannot be read: %s" % _brief(exc), "badDataFormat") from exc
+        raise CmpFailure("the general response cannot be read: %s" % brief(exc), "badDataFormat") from exc
 
 
 def certificates_value(certificates):
     """DER SEQUENCE OF CMPCertificate: the caCerts and rootCaCert-style info values."""
-    return _der_sequence(*(certificate_der(cert) for cert in certificates))
+    return der_sequence(*(certificate_der(cert) for cert in certificates))
 
 
 def crls_value(crls_der):
     """DER SEQUENCE OF CertificateList for id-it-crls."""
-    return _der_sequence(*crls_der)
+    return der_sequence(*crls_der)
 
 
 def sign_key_pair_types_value(oids):
     """DER SEQUENCE OF AlgorithmIdentifier (parameters absent) for id-it-signKeyPairTypes."""
-    return _der_sequence(*(encoder.encode(_algorithm(oid)) for oid in oids))
+    return der_sequence(*(encoder.encode(_algorithm(oid)) for oid in oids))
 
 
 def cert_req_template_value(subject=None, key_algorithm_oid=None):
@@ -791,7 +720,7 @@ def cert_req_template_value(subject=None, key_algorithm_oid=None):
     content = rfc9480.CertReqTemplateContent()
     template = content["certTemplate"]
     if subject is not None:
-        template["subject"]["rdnSequence"] = _decode(subject.public_bytes(), rfc5280.Name())["rdnSequence"]
+        template["subject"]["rdnSequence"] = decode(subject.public_bytes(), rfc5280.Name())["rdnSequence"]
     if key_algorithm_oid is not None:
         spec = rfc4211.AttributeTypeAndValue()
         spec["type"] = univ.ObjectIdentifier("1.3.6.1.5.5.7.5.1.12")  # id-regCtrl-algId

@@ -10,6 +10,7 @@ import hmac
 import os
 
 from . import signatures
+from .asn1 import optional
 from .errors import CmpFailure, InvalidInput
 
 try:
@@ -44,6 +45,7 @@ MAC_HASHES = {
 }
 OWF_SHA256 = "2.16.840.1.101.3.4.2.1"
 MAC_HMAC_SHA256 = "1.2.840.113549.2.9"
+HMAC_SHA1 = "1.2.840.113549.2.7"
 # Deriving the key costs one hash per iteration: bound it before doing the work (OpenSSL refuses
 # responses above 100000 too).
 MAX_ITERATIONS = 100000
@@ -148,8 +150,8 @@ class Pbmac1:
             raise CmpFailure("unreadable PBMAC1 parameters: %s" % str(exc)[:160], "badDataFormat") from exc
         if rest or kdf["salt"].getName() != "specified":
             raise CmpFailure("PBKDF2 parameters must carry the salt itself", "badDataFormat")
-        prf = kdf.getComponentByName("prf", instantiate=False)
-        key_length = kdf.getComponentByName("keyLength", instantiate=False)
+        prf = optional(kdf, "prf")
+        key_length = optional(kdf, "keyLength")
         mac = str(params["messageAuthScheme"]["algorithm"])
         return cls(
             secret,
@@ -157,9 +159,9 @@ class Pbmac1:
             iterations=int(kdf["iterationCount"]),
             # RFC 9481 requires keyLength; without it use the MAC's output size.
             key_length=int(key_length)
-            if key_length is not None and key_length.isValue
+            if key_length is not None
             else hashlib.new(MAC_HASHES.get(mac, "sha256")).digest_size,
-            prf=str(prf["algorithm"]) if prf is not None and prf.isValue else "1.2.840.113549.2.7",
+            prf=str(prf["algorithm"]) if prf is not None else HMAC_SHA1,  # PBKDF2's default PRF
             mac=mac,
             kid=kid,
         )

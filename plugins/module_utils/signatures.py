@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from .asn1 import brief, decode, optional
 from .errors import InvalidInput
 from .keys import hash_for
 
@@ -12,12 +13,12 @@ try:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
-    from pyasn1.codec.der import decoder
-    from pyasn1_alt_modules import rfc4055
+    from pyasn1_alt_modules import rfc4055, rfc5280
 except ImportError:  # reported by deps.missing()
     pass
 
 RSASSA_PSS = "1.2.840.113549.1.1.10"
+MGF1 = "1.2.840.113549.1.1.8"
 ED25519 = "1.3.101.112"
 ED448 = "1.3.101.113"
 
@@ -68,22 +69,34 @@ def sign(private_key, data):
 
 
 def _pss_padding(params_der):
-    """The PSS padding and hash of RSASSA-PSS-params (RFC 4055); defaults are SHA-1, as the RFC says."""
-    params = rfc4055.RSASSA_PSS_params()
-    if params_der:
-        params, rest = decoder.decode(params_der, asn1Spec=rfc4055.RSASSA_PSS_params())
-        if rest:
-            raise InvalidInput("trailing data after the RSASSA-PSS parameters")
-    hash_name = "SHA1"
-    hash_alg = params.getComponentByName("hashAlgorithm", instantiate=False)
-    if hash_alg is not None and hash_alg.isValue:
-        hash_name = HASH_OIDS.get(str(hash_alg["algorithm"]))
-        if hash_name is None:
-            raise InvalidInput("unsupported RSASSA-PSS hash %s" % hash_alg["algorithm"])
-    salt = params.getComponentByName("saltLength", instantiate=False)
-    salt_length = int(salt) if salt is not None and salt.isValue else 20
-    hash_algorithm = getattr(hashes, hash_name)()
-    return padding.PSS(mgf=padding.MGF1(hash_algorithm), salt_length=salt_length), hash_algorithm
+    """The PSS padding and hash of RSASSA-PSS-params (RFC 4055); absent fields take the RFC's defaults
+    (SHA-1, MGF1 with SHA-1, salt length 20)."""
+    try:
+        params = decode(params_der, rfc4055.RSASSA_PSS_params()) if params_der else rfc4055.RSASSA_PSS_params()
+        mask = optional(params, "maskGenAlgorithm")
+        mask_hash = None
+        if mask is not None:
+            if str(mask["algorithm"]) != MGF1:
+                raise InvalidInput("unsupported RSASSA-PSS mask generation function %s" % mask["algorithm"])
+            mask_params = optional(mask, "parameters")
+            mask_hash = decode(bytes(mask_params), rfc5280.AlgorithmIdentifier()) if mask_params else None
+    except InvalidInput:
+        raise
+    except Exception as exc:  # parameters from the wire
+        raise InvalidInput("unreadable RSASSA-PSS parameters: %s" % brief(exc)) from exc
+    salt = optional(params, "saltLength")
+    padding_ = padding.PSS(mgf=padding.MGF1(_hash(mask_hash)), salt_length=int(salt) if salt is not None else 20)
+    return padding_, _hash(optional(params, "hashAlgorithm"))
+
+
+def _hash(algorithm):
+    """The cryptography hash of an AlgorithmIdentifier (None: SHA-1, the RFC 4055 default)."""
+    if algorithm is None:
+        return hashes.SHA1()  # noqa: S303 (RFC 4055's default; the caller's algorithm identifier decides)
+    name = HASH_OIDS.get(str(algorithm["algorithm"]))
+    if name is None:
+        raise InvalidInput("unsupported hash algorithm %s" % algorithm["algorithm"])
+    return getattr(hashes, name)()
 
 
 def _eddsa_class(family):

@@ -1,0 +1,84 @@
+# Copyright: Trustpoint contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Small helpers over pyasn1 and raw DER that every ASN.1 module of the core needs."""
+
+from __future__ import annotations
+
+try:
+    from pyasn1.codec.der import decoder
+    from pyasn1.error import PyAsn1Error
+    from pyasn1.type import univ
+except ImportError:  # reported by deps.missing()
+    pass
+
+
+def optional(seq, name):
+    """A component if present, else None (pyasn1 instantiates absent ones on plain access)."""
+    value = seq.getComponentByName(name, instantiate=False)
+    if value is univ.noValue or value is None or not value.isValue:
+        return None
+    return value
+
+
+def decode(der, spec=None):
+    """Decode one DER value; trailing bytes are an error."""
+    value, rest = decoder.decode(der, asn1Spec=spec) if spec is not None else decoder.decode(der)
+    if rest:
+        raise PyAsn1Error("%d bytes of trailing data" % len(rest))
+    return value
+
+
+def brief(exc):
+    """A short description of a library error: pyasn1's messages can embed whole schemas (megabytes)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return "%s: %s" % (type(exc).__name__, text[:160] + ("..." if len(text) > 160 else ""))
+
+
+def der_children(der):
+    """Split the content of a DER SEQUENCE into the raw encodings of its elements."""
+
+    def read_tlv(data, pos):
+        if pos + 2 > len(data):
+            raise ValueError("truncated")
+        length = data[pos + 1]
+        head = 2
+        if length & 0x80:
+            count = length & 0x7F
+            if count == 0 or count > 4 or pos + 2 + count > len(data):
+                raise ValueError("bad length")
+            length = int.from_bytes(data[pos + 2 : pos + 2 + count], "big")
+            head += count
+        end = pos + head + length
+        if end > len(data):
+            raise ValueError("truncated")
+        return end
+
+    outer_end = read_tlv(der, 0)
+    if der[0] != 0x30 or outer_end != len(der):
+        raise ValueError("not one SEQUENCE")
+    length_byte = der[1]
+    pos = 2 + (length_byte & 0x7F if length_byte & 0x80 else 0)
+    children = []
+    while pos < len(der):
+        end = read_tlv(der, pos)
+        children.append(der[pos:end])
+        pos = end
+    return children
+
+
+def der_sequence(*parts):
+    content = b"".join(parts)
+    length = len(content)
+    if length < 0x80:
+        head = bytes([length])
+    else:
+        raw = length.to_bytes((length.bit_length() + 7) // 8, "big")
+        head = bytes([0x80 | len(raw)]) + raw
+    return b"\x30" + head + content
+
+
+def inner_der(der):
+    """The content of an explicitly tagged DER value: the inner value's own encoding."""
+    length_byte = der[1]
+    return der[2 + (length_byte & 0x7F if length_byte & 0x80 else 0) :]

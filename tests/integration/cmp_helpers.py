@@ -1,0 +1,544 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Helpers of the CMP server interop matrix and negative tests.
+
+Test PKIs for IDevIDs, the `openssl cmp` command lines of each operation, the REST set-up of
+truststores and DevID registrations, and read-only looks into the server's database to prove that a
+rejected request changed nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import sqlite3
+import uuid
+
+from conftest import http, openssl
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtensionOID, NameOID
+from trustpoint_core.cmp_message import STATUS_REJECTION, CmpMessage, Header, encode_message, error_content
+from trustpoint_core.cmp_protection import PasswordBasedMac, SignatureProtection
+
+CMP_CONTENT_TYPE = "application/pkixcmp"
+DOMAIN_SUBJECT = "/CN=Trustpoint Domain Credential"
+OPERATIONS = (
+    "initialization",
+    "certification",
+    "keyupdate",
+    "pkcs10",
+    "revocation",
+    "getcacerts",
+    "getrootupdate",
+    "getcertreqtemplate",
+    "getcrls",
+)
+# openssl -revreason code -> the reason name the server records and its CRL states.
+REASONS = {
+    -1: "unspecified",
+    0: "unspecified",
+    1: "keyCompromise",
+    3: "affiliationChanged",
+    4: "superseded",
+    5: "cessationOfOperation",
+}
+
+
+# --- keys and certificates -------------------------------------------------------------------------
+
+
+def new_private_key(kind="ec"):
+    if kind == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "ec384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    raise ValueError(kind)
+
+
+def _hash_for(key):
+    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+
+
+class Credential:
+    """A certificate, its private key and the certificates between it and its root (issuer first)."""
+
+    def __init__(self, certificate, key, chain=()):
+        self.certificate = certificate
+        self.key = key
+        self.chain = list(chain)
+
+    def write(self, directory, stem):
+        """(cert, key, chain) PEM files in directory; chain is empty when the issuer is the root."""
+        cert_path = write_pem(directory / ("%s.pem" % stem), [self.certificate])
+        key_path = write_key(directory / ("%s.key" % stem), self.key)
+        chain_path = write_pem(directory / ("%s-chain.pem" % stem), self.chain)
+        return cert_path, key_path, chain_path
+
+
+def _name(common_name=None, serial_number=None, organization="Test Manufacturer"):
+    attributes = []
+    if common_name:
+        attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    if serial_number:
+        attributes.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, serial_number))
+    attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attributes)
+
+
+def make_ca(common_name, issuer=None, key_kind="ec"):
+    """A CA certificate (critical BasicConstraints, SKI, AKI), self-signed or below issuer."""
+    key = new_private_key(key_kind)
+    subject = _name(common_name)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    signer_key = issuer.key if issuer is not None else key
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.certificate.subject if issuer is not None else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_key.public_key()),
+            critical=False,
+        )
+    )
+    certificate = builder.sign(signer_key, _hash_for(signer_key))
+    return Credential(certificate, key, _chain_below_root(issuer))
+
+
+def _chain_below_root(issuer):
+    """The chain of a certificate issued by issuer: issuer first, up to but without the root."""
+    if issuer is None:
+        return []
+    own = issuer.certificate
+    return ([] if own.issuer == own.subject else [own]) + issuer.chain
+
+
+def make_end_entity(
+    issuer,
+    common_name="Test Device",
+    serial_number=None,
+    san_uris=(),
+    key_kind="ec",
+    days=365,
+):
+    """An end-entity certificate (an IDevID when issuer is a manufacturer CA), valid for days (negative:
+    expired). Its chain lists the intermediates up to, not including, the root."""
+    key = new_private_key(key_kind)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    not_after = now + datetime.timedelta(days=days)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name, serial_number))
+        .issuer_name(issuer.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(min(now - datetime.timedelta(hours=1), not_after - datetime.timedelta(days=30)))
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, True, False, False, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+            critical=False,
+        )
+    )
+    if san_uris:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(u) for u in san_uris]), critical=False
+        )
+    certificate = builder.sign(issuer.key, _hash_for(issuer.key))
+    return Credential(certificate, key, _chain_below_root(issuer))
+
+
+def write_pem(path, certificates):
+    path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates))
+    return path
+
+
+def write_key(path, key):
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return path
+
+
+def load_pem(path):
+    return x509.load_pem_x509_certificates(path.read_bytes())
+
+
+def load_key(path):
+    return serialization.load_pem_private_key(path.read_bytes(), password=None)
+
+
+def serial_hex(certificate):
+    return format(certificate.serial_number, "x")
+
+
+def common_name_of(certificate):
+    return certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+
+
+def extension(certificate, oid):
+    try:
+        return certificate.extensions.get_extension_for_oid(oid)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def crl_url_of(certificate):
+    """The URL of the certificate's (single) CRL distribution point."""
+    points = extension(certificate, ExtensionOID.CRL_DISTRIBUTION_POINTS)
+    assert points is not None, "the certificate names no CRL distribution point"
+    [point] = points.value
+    [name] = point.full_name
+    return name.value
+
+
+# --- the server: URLs, API set-up, database --------------------------------------------------------
+
+
+def cmp_url(server, domain, operation, profile=None):
+    label = domain + ("~" + profile if profile else "")
+    return "%s/.well-known/cmp/p/%s/%s" % (server.cmp_url, label, operation)
+
+
+def unique(prefix):
+    return "%s-%s" % (prefix, uuid.uuid4().hex[:10])
+
+
+def domain_chain(server, domain):
+    """(issuing CA, root CA) of a domain, from the REST API."""
+    status, body = server.api("GET", "/domains/%s" % domain)
+    assert status == 200, body
+    issuing, root = x509.load_pem_x509_certificates(body["ca_chain"].encode())
+    return issuing, root
+
+
+def create_truststore(server, certificates, usage="idevid"):
+    name = unique("ts")
+    pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates).decode()
+    status, body = server.api("POST", "/truststores", {"name": name, "usage": usage, "certificates": pem})
+    assert status == 201, body
+    return name
+
+
+def create_registration(server, domain, truststore, pattern, auto_create=True):
+    name = unique("reg")
+    payload = {
+        "name": name,
+        "domain": domain,
+        "truststore": truststore,
+        "pattern": pattern,
+        "auto_create_devices": auto_create,
+    }
+    status, body = server.api("POST", "/devid-registrations", payload)
+    assert status == 201, body
+    return name
+
+
+def register_device(server, domain, method="cmp_idevid", serial_number=None):
+    payload = {"name": unique("dev"), "domain": domain, "onboarding_method": method}
+    if serial_number is not None:
+        payload["serial_number"] = serial_number
+    status, body = server.api("POST", "/devices", payload)
+    assert status == 201, body
+    return body["device"], body.get("shared_secret")
+
+
+def query(server, sql, parameters=()):
+    """Rows of a read-only query on the server's SQLite database."""
+    db = sqlite3.connect("file:%s?mode=ro" % (server.data_dir / "trustpoint.db"), uri=True)
+    try:
+        return db.execute(sql, parameters).fetchall()
+    finally:
+        db.close()
+
+
+def certificates_of(server, device_id):
+    """(serial, profile, status, revocation reason) of every certificate issued to a device."""
+    return query(
+        server,
+        "SELECT serial_number, profile, status, revocation_reason FROM issued_certificate"
+        " WHERE device_id = ? ORDER BY id",
+        (device_id,),
+    )
+
+
+def certificate_status(server, certificate):
+    """(status, revocation reason) of the record of an issued certificate."""
+    rows = query(
+        server,
+        "SELECT status, revocation_reason FROM issued_certificate WHERE fingerprint_sha256 = ?",
+        (certificate.fingerprint(hashes.SHA256()).hex(),),
+    )
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def totals(server):
+    """How many devices, certificate records and CMP transactions the server holds."""
+    return tuple(
+        query(server, "SELECT COUNT(*) FROM %s" % table)[0][0]  # noqa: S608 (fixed table names)
+        for table in ("device", "issued_certificate", "cmp_transaction")
+    )
+
+
+def snapshot(server, *device_ids):
+    """Everything a rejected request must leave unchanged: the devices as the API shows them, their
+    certificate records and the server-wide counts."""
+    return (
+        [server.device(device_id) for device_id in device_ids],
+        [certificates_of(server, device_id) for device_id in device_ids],
+        totals(server),
+    )
+
+
+# --- openssl cmp -----------------------------------------------------------------------------------
+
+
+def run_cmp(*args, cwd=None):
+    """`openssl cmp` with args; (returncode, combined output)."""
+    result = openssl("cmp", *[str(a) for a in args], check=False, cwd=str(cwd) if cwd else None)
+    return result.returncode, result.stdout + result.stderr
+
+
+def assert_cmp_ok(returncode, output):
+    assert returncode == 0, output
+
+
+def assert_rejected(returncode, output, fail_info):
+    """The client failed and printed exactly this PKIFailureInfo from the server."""
+    assert returncode != 0, output
+    found = re.findall(r"PKIFailureInfo: ([^;]*);", output)
+    assert found, output
+    assert [f.strip() for f in found[0].split(",")] == [fail_info], output
+
+
+def new_key_file(path, kind="ec"):
+    return write_key(path, new_private_key(kind))
+
+
+class PkiDomain:
+    """A fresh domain and its CA certificates, written to files for openssl."""
+
+    def __init__(self, server, workdir, **fields):
+        self.server = server
+        self.workdir = workdir
+        self.name = server.create_domain(**fields)["name"]
+        self.issuing, self.root = domain_chain(server, self.name)
+        self.root_path = write_pem(workdir / ("%s-root.pem" % self.name), [self.root])
+        self.issuing_path = write_pem(workdir / ("%s-issuing.pem" % self.name), [self.issuing])
+
+    def url(self, operation, profile=None):
+        return cmp_url(self.server, self.name, operation, profile)
+
+
+class Enrolled:
+    """A certificate the server issued to a device, with its key, as files and as objects."""
+
+    def __init__(self, device, cert_path, key_path, chain_path):
+        self.device = device
+        self.cert_path = cert_path
+        self.key_path = key_path
+        self.chain_path = chain_path
+
+    @property
+    def certificate(self):
+        return load_pem(self.cert_path)[0]
+
+    @property
+    def id(self):
+        return self.device["id"]
+
+    def credential(self):
+        return load_credential(self.cert_path, self.key_path, self.chain_path)
+
+    def signer_args(self, domain):
+        """openssl options: sign with this certificate, trust the domain root for responses."""
+        return signer_args(self.cert_path, self.key_path, domain.root_path, self.chain_path)
+
+
+def enroll_with_secret(server, domain, stem="cred", implicit=True, device=None, secret=None, key_kind="ec"):
+    """Onboard a device (a new one unless given) of a PkiDomain with `openssl cmp -cmd ir` and its
+    shared secret; returns an Enrolled."""
+    if device is None:
+        device, secret = server.create_device(domain.name)
+    workdir = domain.workdir
+    key = new_key_file(workdir / ("%s.key" % stem), key_kind)
+    cert = workdir / ("%s.pem" % stem)
+    chain = workdir / ("%s-chain.pem" % stem)
+    args = ["-cmd", "ir", "-server", domain.url("initialization"), "-ref", device["id"]]
+    args += ["-secret", "pass:" + secret, "-subject", DOMAIN_SUBJECT, "-newkey", key]
+    args += ["-certout", cert, "-chainout", chain]
+    if implicit:
+        args.append("-implicit_confirm")
+    assert_cmp_ok(*run_cmp(*args, cwd=workdir))
+    return Enrolled(device, cert, key, chain)
+
+
+def enroll_application(domain, signer, profile, stem, subject="/CN=app.example", sans=None, key_kind="ec"):
+    """An application certificate of profile for signer's device (cr, implicit confirm); an Enrolled."""
+    workdir = domain.workdir
+    key = new_key_file(workdir / ("%s.key" % stem), key_kind)
+    cert = workdir / ("%s.pem" % stem)
+    chain = workdir / ("%s-chain.pem" % stem)
+    args = ["-cmd", "cr", "-server", domain.url("certification", profile), *signer.signer_args(domain)]
+    args += ["-subject", subject, "-newkey", key, "-certout", cert, "-chainout", chain, "-implicit_confirm"]
+    if sans:
+        args += ["-sans", sans]
+    assert_cmp_ok(*run_cmp(*args, cwd=workdir))
+    return Enrolled(signer.device, cert, key, chain)
+
+
+def signer_args(cert, key, root, chain=None):
+    """Signature protection with cert/key; responses verified against the domain root."""
+    args = ["-cert", cert, "-key", key, "-trusted", root]
+    if chain is not None and chain.stat().st_size:
+        args += ["-extracerts", chain]
+    return args
+
+
+def confirm_args(mode):
+    return ["-implicit_confirm"] if mode == "implicit" else []
+
+
+def assert_confirm_exchange(output, mode, response="IP"):
+    """The transcript shows the confirmation the mode asked for."""
+    assert "received %s" % response in output, output
+    if mode == "implicit":
+        assert "CERTCONF" not in output, output
+    else:
+        assert "sending CERTCONF" in output and "received PKICONF" in output, output
+
+
+def openssl_verify(root_path, cert_path, untrusted=None, crl=None, purpose=None):
+    args = ["verify", "-no-CApath", "-no-CAstore", "-x509_strict", "-CAfile", str(root_path)]
+    if untrusted is not None:
+        args += ["-untrusted", str(untrusted)]
+    if purpose is not None:
+        args += ["-purpose", purpose]
+    if crl is not None:
+        args += ["-crl_check", "-CRLfile", str(crl)]
+    return openssl(*args, str(cert_path), check=False)
+
+
+def fetch_crl(certificate):
+    """The DER CRL at the certificate's distribution point."""
+    status, headers, body = http("GET", crl_url_of(certificate))
+    assert status == 200, (status, body[:200])
+    assert headers.get("Content-Type") == "application/pkix-crl"
+    return x509.load_der_x509_crl(body)
+
+
+# --- messages built with the core ------------------------------------------------------------------
+
+
+def post_cmp(url, der, content_type=CMP_CONTENT_TYPE):
+    """POST bytes; the answer must be a PKIMessage with HTTP 200 and the exact Content-Type."""
+    status, headers, body = http("POST", url, der, {"Content-Type": content_type})
+    assert status == 200, (status, body[:300])
+    assert headers.get("Content-Type") == CMP_CONTENT_TYPE
+    return CmpMessage.decode(body)
+
+
+def error_of(message):
+    """The failInfo names and text of an error message."""
+    assert message.body_type == "error", message.body_type
+    status, fail_info, text = error_content(message)
+    assert status == STATUS_REJECTION
+    return fail_info, text
+
+
+def subject_name(text="Trustpoint Domain Credential"):
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+
+def header_for(sender=None, **fields):
+    fields.setdefault("transaction_id", uuid.uuid4().bytes)
+    return Header(sender=sender if sender is not None else subject_name(), **fields)
+
+
+def mac_protected(body, device_id, secret, header=None, protector=None):
+    header = header or header_for()
+    protector = protector or PasswordBasedMac(secret, kid=str(device_id).encode())
+    return header, encode_message(header, body, protector)
+
+
+def signed(body, credential, header=None, protector=None):
+    """A request signed with credential (a Credential); extraCerts = its certificate and chain."""
+    protector = protector or SignatureProtection(credential.key, credential.certificate, credential.chain)
+    header = header or header_for(sender=credential.certificate.subject)
+    der = encode_message(header, body, protector, extra_certs=[_der(c) for c in protector.extra_certificates])
+    return header, der
+
+
+def unprotected(body, header=None):
+    header = header or header_for()
+    return header, encode_message(header, body)
+
+
+def _der(certificate):
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def load_credential(cert_path, key_path, chain_path=None):
+    chain = load_pem(chain_path) if chain_path is not None and chain_path.stat().st_size else []
+    return Credential(load_pem(cert_path)[0], load_key(key_path), chain)
+
+
+# --- IDevIDs -------------------------------------------------------------------------------------------
+
+
+def new_serial():
+    """A device serial number no other test uses."""
+    return "SN-" + uuid.uuid4().hex[:12].upper()
+
+
+def admit_manufacturer(server, domain, pattern, auto_create=True, manufacturer=None, trusted=None):
+    """Trust a manufacturer CA for IDevIDs and register pattern for domain (a PkiDomain).
+
+    trusted: the certificates of the truststore (default: the manufacturer CA). Returns the manufacturer.
+    """
+    manufacturer = manufacturer or make_ca(unique("Manufacturer Root"))
+    truststore = create_truststore(server, trusted or [manufacturer.certificate])
+    create_registration(server, domain.name, truststore, pattern, auto_create=auto_create)
+    return manufacturer
+
+
+def idevid_args(idevid, workdir, domain, stem="idevid"):
+    """openssl options: sign with an IDevID (and send its chain), trust the domain root."""
+    cert, key, chain = idevid.write(workdir, stem)
+    return signer_args(cert, key, domain.root_path, chain)
+
+
+def admitted_idevid(server, domain, method="cmp_idevid", key_kind="ec"):
+    """An IDevID that a registration of domain admits, and the device registered for it with method.
+
+    The IDevID carries its serial number in the subject and a SAN URI; the registration matches the
+    serial number and creates no devices. Returns (IDevID, device record).
+    """
+    serial = new_serial()
+    manufacturer = admit_manufacturer(server, domain, re.escape(serial), auto_create=False)
+    idevid = make_end_entity(
+        manufacturer, "sensor-%s" % serial.lower(), serial, ["urn:example:idevid:%s" % serial], key_kind=key_kind
+    )
+    device, _secret = register_device(server, domain.name, method, serial)
+    return idevid, device
