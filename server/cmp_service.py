@@ -94,31 +94,6 @@ _MAC_FAILURE_TEXT = (
 )
 
 
-class Requester:
-    """Who sent the request, as far as authentication tells.
-
-    kind: "secret" (MAC with a device's shared secret), "credential" (signed with a certificate this
-    server issued), "idevid" (signed with another certificate: an IDevID candidate) or "anonymous".
-    """
-
-    def __init__(self, kind, device=None, record=None, certificate=None, intermediates=()):
-        self.kind = kind
-        self.device = device
-        self.record = record
-        self.certificate = certificate
-        self.intermediates = list(intermediates)
-        self.new_device = False
-
-    @property
-    def identity(self):
-        """What a certConf of the same transaction must come from."""
-        if self.kind == "secret":
-            return "secret:%d" % self.device.id
-        if self.certificate is not None:
-            return "cert:" + x509.fingerprint(self.certificate)
-        return "anonymous"
-
-
 class CmpResponder:
     """Answers one CMP request."""
 
@@ -187,7 +162,7 @@ class CmpResponder:
         message = self.message
         if message.protection is None:
             if message.body_type == "genm":
-                return Requester("anonymous")  # CA certificates, templates and CRLs are public
+                return identity.Requester("anonymous")  # CA certificates, templates and CRLs are public
             raise CmpFailure("the message is not protected", "badMessageCheck")
         if is_mac_protected(message):
             return self._authenticate_secret()
@@ -208,7 +183,7 @@ class CmpResponder:
                 raise CmpFailure(_MAC_FAILURE_TEXT, "badMessageCheck") from failure
             raise
         self.protector = mac.with_fresh_salt(kid=kid)
-        return Requester("secret", device=device)
+        return identity.Requester("secret", device=device)
 
     def _authenticate_signature(self):
         """The signer: a certificate from extraCerts (the one whose SKI is senderKID, else the first)."""
@@ -229,8 +204,8 @@ class CmpResponder:
         except identity.NotAuthenticated as exc:
             raise CmpFailure(exc.reason, exc.code) from exc
         if record is not None:
-            return Requester("credential", device=record.device, record=record, certificate=signer)
-        return Requester("idevid", certificate=signer, intermediates=intermediates)
+            return identity.Requester("credential", device=record.device, record=record, certificate=signer)
+        return identity.Requester("idevid", certificate=signer, intermediates=intermediates)
 
     def _check_header(self):
         message = self.message
@@ -428,7 +403,7 @@ class CmpResponder:
             )
         )
         if implicit:
-            self._confirmed(device, record, replaces)
+            devices.activate(self.db, device, record, replaces)
         self._commit()
         log.info(
             "issued %s %s to device %s (id %d)%s",
@@ -469,7 +444,7 @@ class CmpResponder:
         device = transaction.certificate.device
         if status.accepted:
             transaction.state = "confirmed"
-            self._confirmed(device, record, transaction.replaces)
+            devices.activate(self.db, device, record, transaction.replaces)
         else:
             # The device refuses the certificate (RFC 9483 4.1): that one, and nothing else, is revoked.
             transaction.state = "rejected"
@@ -571,25 +546,6 @@ class CmpResponder:
         return self.db.scalar(
             select(CmpTransaction).where(CmpTransaction.transaction_id == self.message.transaction_id)
         )
-
-    def _confirmed(self, device, record, replaces):
-        """record is confirmed: it is active; what it replaces (kur, or the device's earlier domain
-        credential and unconfirmed ones) is superseded."""
-        record.status = "active"
-        if replaces is not None:
-            pki.revoke(replaces, "superseded")
-        if get_profile(record.profile).domain_credential:
-            superseded = self.db.scalars(
-                select(IssuedCertificate).where(
-                    IssuedCertificate.device_id == device.id,
-                    IssuedCertificate.id != record.id,
-                    IssuedCertificate.profile == record.profile,
-                    IssuedCertificate.status.in_(("active", "awaiting_confirmation")),
-                )
-            )
-            for old in superseded:
-                pki.revoke(old, "superseded")
-            devices.mark_onboarded(device, record)
 
     def _commit(self):
         try:

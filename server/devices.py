@@ -13,6 +13,7 @@ import secrets
 
 from sqlalchemy import delete, select, update
 from trustpoint_core import x509
+from trustpoint_core.profiles import get_profile
 
 from .errors import ApiError
 from .models import CmpTransaction, Device, IssuedCertificate, utcnow
@@ -113,6 +114,27 @@ def mark_onboarded(device, record):
     device.credential = record
     device.secret_encrypted = None
     device.password_hash = None
+
+
+def activate(db, device, record, replaces=None):
+    """record is issued and confirmed: it becomes active, and what it replaces is superseded: the
+    certificate a key update renews, and for a domain credential every earlier domain credential of the
+    device (confirmed or not). The caller commits."""
+    record.status = "active"
+    if replaces is not None:
+        revoke(replaces, "superseded")
+    if get_profile(record.profile).domain_credential:
+        superseded = db.scalars(
+            select(IssuedCertificate).where(
+                IssuedCertificate.device_id == device.id,
+                IssuedCertificate.id != record.id,
+                IssuedCertificate.profile == record.profile,
+                IssuedCertificate.status.in_(("active", "awaiting_confirmation")),
+            )
+        )
+        for old in superseded:
+            revoke(old, "superseded")
+        mark_onboarded(device, record)
 
 
 def delete_device(db, device):

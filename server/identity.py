@@ -20,6 +20,31 @@ from .models import Device, DevIdRegistration, IssuedCertificate
 MAX_CHAIN_DEPTH = 4
 
 
+class Requester:
+    """Who sent the request, as far as authentication tells.
+
+    kind: "secret" (CMP MAC with a device's shared secret), "password" (EST HTTP Basic), "credential"
+    (a certificate this server issued), "idevid" (another certificate: an IDevID candidate) or "anonymous".
+    """
+
+    def __init__(self, kind, device=None, record=None, certificate=None, intermediates=()):
+        self.kind = kind
+        self.device = device
+        self.record = record
+        self.certificate = certificate
+        self.intermediates = list(intermediates)
+        self.new_device = False
+
+    @property
+    def identity(self):
+        """What a certConf of the same transaction must come from."""
+        if self.kind == "secret":
+            return "secret:%d" % self.device.id
+        if self.certificate is not None:
+            return "cert:" + x509.fingerprint(self.certificate)
+        return "anonymous"
+
+
 class NotAuthenticated(Exception):
     """The presented certificate identifies no device. reason says why; code is for the protocol."""
 

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 try:
-    from pyasn1.codec.der import decoder
+    from pyasn1.codec.der import decoder, encoder
     from pyasn1.error import PyAsn1Error
     from pyasn1.type import univ
 except ImportError:  # reported by deps.missing()
@@ -67,15 +67,24 @@ def der_children(der):
     return children
 
 
-def der_sequence(*parts):
-    content = b"".join(parts)
+def der_tlv(tag, content):
+    """One DER value: tag byte, definite length, content."""
     length = len(content)
     if length < 0x80:
         head = bytes([length])
     else:
         raw = length.to_bytes((length.bit_length() + 7) // 8, "big")
         head = bytes([0x80 | len(raw)]) + raw
-    return b"\x30" + head + content
+    return bytes([tag]) + head + content
+
+
+def der_sequence(*parts):
+    return der_tlv(0x30, b"".join(parts))
+
+
+def der_oid(dotted):
+    """DER OBJECT IDENTIFIER of a dotted string."""
+    return encoder.encode(univ.ObjectIdentifier(dotted))
 
 
 def inner_der(der):
