@@ -8,15 +8,20 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from sqlalchemy import text
+from werkzeug.exceptions import HTTPException
 
-from . import api, cmp, crl, errors
+from . import api, cmp, crl, errors, est
 from .db import close_session, database_url, make_engine, session, session_factory
 from .vault import Vault
 
 # RFC 9483 messages are a few KiB; upstream Trustpoint caps CMP bodies at 128 KiB as well.
 MAX_REQUEST_BYTES = 128 * 1024
+# What the plain-HTTP listener serves: CMP (its messages protect themselves), CRLs (signed) and the
+# health check. Everything else is HTTPS only.
+PLAIN_HTTP_BLUEPRINTS = ("cmp", "crl")
+PLAIN_HTTP_ENDPOINTS = ("healthz",)
 
 
 @dataclass
@@ -28,6 +33,11 @@ class Settings:
     # Base URL of the server as devices and relying parties reach it, for the CRL distribution point
     # of issued certificates; without it the URL of the request that caused the issuance is used.
     public_url: Optional[str] = None
+    # The domain EST serves at the label-less /.well-known/est/<operation> (RFC 7030 3.2.2), for clients
+    # that cannot name one.
+    est_default_domain: Optional[str] = None
+    # Port of the plain-HTTP listener, if any: CRL distribution points point there.
+    plain_port: Optional[int] = None
 
     @classmethod
     def from_environment(cls, data_dir=None, **overrides):
@@ -38,6 +48,7 @@ class Settings:
             "database_url": os.environ.get("TRUSTPOINT_DATABASE_URL"),
             "cmp_max_clock_skew": int(os.environ.get("TRUSTPOINT_CMP_MAX_CLOCK_SKEW", "600")),
             "public_url": os.environ.get("TRUSTPOINT_PUBLIC_URL"),
+            "est_default_domain": os.environ.get("TRUSTPOINT_EST_DEFAULT_DOMAIN"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(data_dir=data_dir, **values)
@@ -53,7 +64,23 @@ class Services:
         self.vault = Vault.load(settings.data_dir)
 
 
-def create_app(settings):
+def _https_only():
+    """before_request of the plain-HTTP app: 403 for what is served over HTTPS only.
+
+    A request no route matches gets its usual 404/405 (it exists nowhere); a matched route that is
+    not CMP, a CRL or /healthz gets 403, before any handler or token check runs.
+    """
+    if request.blueprint in PLAIN_HTTP_BLUEPRINTS or request.endpoint in PLAIN_HTTP_ENDPOINTS:
+        return None
+    if isinstance(request.routing_exception, HTTPException):
+        return None
+    return errors.json_error(
+        403, "%s is not served over plain HTTP; use HTTPS (plain HTTP serves CMP, CRLs and /healthz)" % request.path
+    )
+
+
+def create_app(settings, plain_http=False):
+    """The app; plain_http=True for the plain-HTTP listener, where only CMP, CRLs and /healthz answer."""
     app = Flask("trustpoint_server")
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.json.sort_keys = False
@@ -63,6 +90,9 @@ def create_app(settings):
     app.register_blueprint(api.bp)
     app.register_blueprint(cmp.bp)
     app.register_blueprint(crl.bp)
+    app.register_blueprint(est.bp)
+    if plain_http:
+        app.before_request(_https_only)
 
     @app.get("/healthz")
     def healthz():

@@ -12,6 +12,7 @@ import sys
 
 from sqlalchemy import inspect, select
 
+from . import tls
 from .api import token_hash
 from .app import Settings, create_app
 from .db import create_schema, database_url, make_engine, session_factory
@@ -19,6 +20,7 @@ from .models import ApiToken
 from .vault import Vault
 
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 (a file name)
+DEFAULT_LISTEN = "127.0.0.1:8443"
 
 
 def _write_private(path, data):
@@ -52,16 +54,21 @@ def init(args):
                 file=sys.stderr,
             )
     engine.dispose()
-    print("data directory %s is ready" % settings.data_dir)
+    for line in tls.ensure_server_certificate(settings.data_dir, Vault.load(settings.data_dir), args.tls_san or ()):
+        print(line)
+    print(
+        "data directory %s is ready; clients trust its TLS certificate through %s"
+        % (settings.data_dir, os.path.join(settings.data_dir, tls.CA_FILE))
+    )
     return 0
 
 
-def _check_initialised(settings):
-    if not os.path.exists(os.path.join(settings.data_dir, "vault.key")):
-        raise SystemExit(
-            "%s is not initialised: run `trustpoint-server init --data-dir %s` first"
-            % (settings.data_dir, settings.data_dir)
-        )
+def _check_initialised(settings, tls_files=()):
+    for path in (os.path.join(settings.data_dir, "vault.key"), *tls_files):
+        if not os.path.exists(path):
+            raise SystemExit(
+                "%s is missing: run `trustpoint-server init --data-dir %s` first" % (path, settings.data_dir)
+            )
     engine = make_engine(database_url(settings.data_dir, settings.database_url))
     try:
         if not inspect(engine).has_table("device"):
@@ -78,17 +85,30 @@ def run(args):
         database_url=args.database_url,
         cmp_max_clock_skew=args.cmp_max_clock_skew,
         public_url=args.public_url,
+        est_default_domain=args.est_default_domain,
     )
-    _check_initialised(settings)
+    listen = args.listen or ([] if args.listen_plain else [DEFAULT_LISTEN])
+    listen_plain = args.listen_plain or []
+    both = sorted(set(listen) & set(listen_plain))
+    if both:
+        raise ValueError("--listen and --listen-plain name the same address: %s" % ", ".join(both))
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    tls_cert, tls_key = (args.tls_cert, args.tls_key) if args.tls_cert else tls.server_files(settings.data_dir)
+    if listen_plain:
+        settings.plain_port = int(listen_plain[0].rsplit(":", 1)[1])
+    _check_initialised(settings, (tls_cert, tls_key) if listen else ())
     create_app(settings)  # fail here, with a message, rather than in every worker
-    serve(
+    return serve(
         settings,
-        args.listen or ["127.0.0.1:8080"],
+        listen,
+        listen_plain,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         workers=args.workers,
         threads=args.threads,
         log_level=args.log_level,
     )
-    return 0
 
 
 def main(argv=None):
@@ -102,7 +122,16 @@ def main(argv=None):
         help="SQLAlchemy URL (default: SQLite in the data directory; $TRUSTPOINT_DATABASE_URL)",
     )
 
-    p_init = sub.add_parser("init", parents=[common], help="create the database, vault key and admin token")
+    p_init = sub.add_parser(
+        "init", parents=[common], help="create the database, vault key, admin token and TLS certificate"
+    )
+    p_init.add_argument(
+        "--tls-san",
+        action="append",
+        metavar="NAME_OR_IP",
+        help="a DNS name or IP address clients reach the server at, besides localhost, 127.0.0.1, ::1 and "
+        "the host name; repeat for several (a certificate lacking one is reissued)",
+    )
     p_init.set_defaults(func=init)
 
     p_run = sub.add_parser("run", parents=[common], help="serve CMP and the REST API")
@@ -110,8 +139,21 @@ def main(argv=None):
         "--listen",
         action="append",
         metavar="HOST:PORT",
-        help="address to listen on; repeat for several (default 127.0.0.1:8080)",
+        help="address to serve HTTPS on; repeat for several (default %s unless --listen-plain is given)"
+        % DEFAULT_LISTEN,
     )
+    p_run.add_argument(
+        "--listen-plain",
+        action="append",
+        metavar="HOST:PORT",
+        help="address to serve plain HTTP on, for CMP, CRLs and /healthz only; repeat for several",
+    )
+    p_run.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="PEM certificate chain to serve instead of the one `init` issued (DATA/%s)" % tls.CERT_FILE,
+    )
+    p_run.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
     p_run.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p_run.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
     p_run.add_argument(
@@ -124,6 +166,11 @@ def main(argv=None):
         "--public-url",
         help="base URL devices reach the server at, for the CRL distribution point of issued certificates "
         "(default: the URL of each request; $TRUSTPOINT_PUBLIC_URL)",
+    )
+    p_run.add_argument(
+        "--est-default-domain",
+        metavar="DOMAIN",
+        help="domain served at /.well-known/est/<operation> without a label ($TRUSTPOINT_EST_DEFAULT_DOMAIN)",
     )
     p_run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p_run.set_defaults(func=run)

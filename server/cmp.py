@@ -16,6 +16,7 @@ from flask import Blueprint, Response, abort, current_app, request
 
 from .cmp_service import OPERATIONS, CmpResponder
 from .db import session
+from .wire import public_url, read_body
 
 bp = Blueprint("cmp", __name__)
 CONTENT_TYPE = "application/pkixcmp"
@@ -49,40 +50,3 @@ def _serve(domain_name, profile_name, operation):
     else:
         der = responder.respond(domain_name, profile_name, operation, body, request.mimetype)
     return Response(der, 200, content_type=CONTENT_TYPE)
-
-
-def public_url():
-    """Base URL for the CRL distribution points of issued certificates.
-
-    --public-url when configured; else the request's scheme and Host, with the port the request came in
-    on when the Host header has none (OpenSSL's CMP client sends the bare host).
-    """
-    configured = current_app.extensions["trustpoint"].settings.public_url
-    if configured:
-        return configured
-    host = request.host
-    sock = request.environ.get("gunicorn.socket")
-    if ":" not in host.rsplit("]", 1)[-1] and sock is not None:
-        port = sock.getsockname()[1]
-        if (request.scheme, port) not in (("http", 80), ("https", 443)):
-            host = "%s:%d" % (host, port)
-    return "%s://%s" % (request.scheme, host)
-
-
-def read_body(limit):
-    """The request body, or None when it is larger than limit bytes.
-
-    Read from the WSGI input itself: with a chunked body (no Content-Length) Werkzeug's limited
-    stream stops silently at the limit instead of refusing the rest.
-    """
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    stream = request.environ["wsgi.input"]
-    chunks, size = [], 0
-    while size <= limit:
-        chunk = stream.read(limit + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks) if size <= limit else None

@@ -20,7 +20,6 @@ import datetime
 import hmac
 import logging
 
-from cryptography import x509 as cx509
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from trustpoint_core import keys, x509
@@ -293,7 +292,7 @@ class CmpResponder:
             raise CmpFailure("kur needs a new key; the template repeats the current one", "badCertTemplate")
         # The update keeps the old certificate's subject and alternative names.
         request.subject = requester.certificate.subject
-        request.subject_alt_names = _subject_alt_names(requester.certificate)
+        request.subject_alt_names = x509.subject_alt_names(requester.certificate)
         return self._enroll(requester, get_profile(old.profile), request, "kup", request.cert_req_id, replaces=old)
 
     def _p10cr(self, requester, profile_name):
@@ -561,13 +560,5 @@ class _CsrRequest:
     def __init__(self, csr):
         self.public_key = csr.public_key()
         self.subject = csr.subject
-        self.subject_alt_names = _subject_alt_names(csr)
+        self.subject_alt_names = x509.subject_alt_names(csr)
         self.not_after = None
-
-
-def _subject_alt_names(item):
-    """The SANs of a certificate or CSR as a list of cryptography GeneralNames."""
-    try:
-        return list(item.extensions.get_extension_for_class(cx509.SubjectAlternativeName).value)
-    except cx509.ExtensionNotFound:
-        return []

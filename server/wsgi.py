@@ -1,18 +1,43 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Serve the app with gunicorn, a production WSGI server."""
+"""Serve the app with gunicorn, a production WSGI server: HTTPS, and optionally plain HTTP for CMP.
+
+gunicorn applies TLS to every address one arbiter binds, so each kind of listener gets its own
+arbiter (and workers). With both, `run` forks one child per arbiter and supervises them: SIGTERM,
+SIGINT, SIGQUIT, SIGHUP and SIGUSR1 are passed on, and when one arbiter ends the other is stopped.
+A child also gets SIGTERM when `run` itself dies (PR_SET_PDEATHSIG), so no arbiter outlives it.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import ssl
+import sys
+import time
 
 from gunicorn.app.base import BaseApplication
 
 from .app import create_app
+from .tls import ServerContexts
+
+log = logging.getLogger(__name__)
+
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+GRACEFUL_TIMEOUT = 10
+_PR_SET_PDEATHSIG = 1
 
 
 class _Server(BaseApplication):
-    def __init__(self, settings, options):
+    def __init__(self, settings, options, plain_http=False, contexts=None):
         self.settings = settings
         self.options = options
+        self.plain_http = plain_http
+        self.contexts = contexts
         super().__init__()
 
     def load_config(self):
@@ -21,11 +46,18 @@ class _Server(BaseApplication):
 
     def load(self):
         # Each worker builds its own app, engine and connection pool after the fork.
-        return create_app(self.settings)
+        app = create_app(self.settings, plain_http=self.plain_http)
+        if self.contexts is not None:
+            # The client CA bundle comes from the worker's own connection pool.
+            self.contexts.use_database(app.extensions["trustpoint"].engine)
+        return app
+
+    def __str__(self):
+        return "%s on %s" % ("http" if self.plain_http else "https", ", ".join(self.options["bind"]))
 
 
-def serve(settings, listen, workers=2, threads=4, log_level="info"):
-    options = {
+def _options(listen, workers, threads, log_level, name):
+    return {
         "bind": list(listen),
         "workers": workers,
         "threads": threads,
@@ -36,8 +68,108 @@ def serve(settings, listen, workers=2, threads=4, log_level="info"):
         "loglevel": log_level,
         "accesslog": "-",
         "errorlog": "-",
-        "proc_name": "trustpoint-server",
+        "proc_name": name,
         "timeout": 60,
-        "graceful_timeout": 10,
+        "graceful_timeout": GRACEFUL_TIMEOUT,
     }
-    _Server(settings, options).run()
+
+
+def serve(settings, listen=(), listen_plain=(), tls_cert=None, tls_key=None, workers=2, threads=4, log_level="info"):
+    """Serve HTTPS on every address of listen (with tls_cert/tls_key), plain HTTP on listen_plain."""
+    servers = []
+    if listen:
+        try:
+            contexts = ServerContexts(tls_cert, tls_key)  # a bad certificate or key fails here, before any fork
+        except (OSError, ssl.SSLError) as exc:
+            raise SystemExit("cannot serve HTTPS with %s and %s: %s" % (tls_cert, tls_key, exc)) from exc
+        options = _options(listen, workers, threads, log_level, "trustpoint-server-https")
+        # gunicorn turns TLS on when certfile is set; the hook hands each connection ServerContexts' context.
+        options.update(certfile=tls_cert, keyfile=tls_key, ssl_context=contexts.gunicorn_hook())
+        servers.append(_Server(settings, options, contexts=contexts))
+    if listen_plain:
+        options = _options(listen_plain, workers, threads, log_level, "trustpoint-server-http")
+        servers.append(_Server(settings, options, plain_http=True))
+    if not servers:
+        raise ValueError("nothing to listen on")
+    if len(servers) == 1:
+        servers[0].run()
+        return 0
+    return _supervise(servers)
+
+
+def _die_with_parent(parent):
+    """Have the kernel send SIGTERM to this process when its parent dies (Linux; elsewhere a no-op)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(1)
+
+
+def _run_child(server, parent):
+    """The forked child: run one gunicorn arbiter, never return."""
+    code = 1
+    try:
+        for signum in FORWARDED_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+        _die_with_parent(parent)
+        server.run()
+        code = 0
+    except SystemExit as exc:  # gunicorn's arbiter ends with sys.exit()
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except BaseException:
+        log.exception("%s failed", server)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _exit_code(status):
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def _supervise(servers):
+    """Run each server's arbiter in a child process until a stop signal or until one of them ends."""
+    children = {}
+    stop_requested = []  # when the first stop signal came
+
+    def forward(signum, _frame):
+        if signum in STOP_SIGNALS and not stop_requested:
+            stop_requested.append(time.monotonic())
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    # Signals wait until the handlers are in place and every child is forked; the children unblock them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    parent = os.getpid()
+    for server in servers:
+        pid = os.fork()
+        if pid == 0:
+            _run_child(server, parent)
+        children[pid] = server
+        log.info("serving %s (gunicorn arbiter pid %d)", server, pid)
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+
+    exit_code, killed = 0, False
+    while children:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            # gunicorn stops its workers within its graceful timeout; an arbiter still there after it is stuck.
+            if stop_requested and not killed and time.monotonic() > stop_requested[0] + GRACEFUL_TIMEOUT + 5:
+                for child, server in children.items():
+                    log.error("%s (pid %d) did not stop; killing it", server, child)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child, signal.SIGKILL)
+                killed = True
+            time.sleep(0.1)
+            continue
+        server = children.pop(pid, None)
+        if server is not None and not stop_requested:
+            exit_code = _exit_code(status) or 1
+            log.error("%s ended (exit code %d); stopping the rest", server, _exit_code(status))
+            forward(signal.SIGTERM, None)
+    return exit_code

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -28,35 +29,58 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def http(method, url, body=None, headers=None, timeout=30):
-    """(status, headers, body bytes) of one request; HTTP errors are answers, not exceptions."""
+# The session server's TLS trust anchor (DATA/tls-ca.pem): http() verifies https URLs with it.
+_TLS_CA_FILE = []
+
+
+def tls_context(ca_file=None):
+    """A client SSLContext that trusts ca_file (default: the session server's TLS CA)."""
+    return ssl.create_default_context(cafile=ca_file or (_TLS_CA_FILE[0] if _TLS_CA_FILE else None))
+
+
+def http(method, url, body=None, headers=None, timeout=30, context=None):
+    """(status, headers, body bytes) of one request; HTTP errors are answers, not exceptions.
+
+    https URLs are verified against context (default: tls_context(), the session server's TLS CA).
+    """
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310
+    if context is None and url.startswith("https:"):
+        context = tls_context()
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (the tests own these URLs)
+        # the tests own these URLs
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310
             return response.status, response.headers, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers, exc.read()
 
 
 def urllib_transport(url, body, content_type):
-    """A transport for the core's protocol clients."""
+    """A transport for the core's protocol clients (https URLs: the session server's TLS CA)."""
     status, headers, data = http("POST", url, body, {"Content-Type": content_type})
     return status, headers.get("Content-Type"), data
 
 
 class Server:
-    """A `trustpoint-server run` process with its data directory and admin token."""
+    """A `trustpoint-server run` process with its data directory and admin token.
 
-    def __init__(self, data_dir, port, extra_args=()):
+    HTTPS on url (127.0.0.1:port), verified with ca_file (DATA/tls-ca.pem); plain HTTP for CMP, CRLs
+    and /healthz on cmp_url (127.0.0.1:plain_port).
+    """
+
+    def __init__(self, data_dir, port, extra_args=(), plain_port=None, ca_file=None):
         self.data_dir = Path(data_dir)
         self.port = port
-        self.url = "http://127.0.0.1:%d" % port
-        # Where CMP clients post (the plain-HTTP CMP listener once the server speaks TLS).
-        self.cmp_url = self.url
+        self.plain_port = plain_port or free_port()
+        self.url = "https://127.0.0.1:%d" % port
+        # Where CMP clients post: the plain-HTTP listener (CMP messages protect themselves).
+        self.cmp_url = "http://127.0.0.1:%d" % self.plain_port
+        # The trust anchor: init's TLS CA, or the operator's for a server given --tls-cert.
+        self.ca_file = Path(ca_file) if ca_file else self.data_dir / "tls-ca.pem"
         subprocess.run(
             [str(BIN / "trustpoint-server"), "init", "--data-dir", str(self.data_dir)], check=True, capture_output=True
         )
         self.token = (self.data_dir / "admin-token").read_text().strip()
+        self.tls = tls_context(str(self.ca_file))
         self.log_path = self.data_dir / "server.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (open for the process's lifetime)
         self.process = subprocess.Popen(
@@ -67,6 +91,8 @@ class Server:
                 str(self.data_dir),
                 "--listen",
                 "127.0.0.1:%d" % port,
+                "--listen-plain",
+                "127.0.0.1:%d" % self.plain_port,
                 *extra_args,
             ],
             stdout=self._log,
@@ -75,7 +101,10 @@ class Server:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if http("GET", self.url + "/healthz", timeout=2)[0] == 200:
+                if (
+                    http("GET", self.url + "/healthz", timeout=2, context=self.tls)[0] == 200
+                    and http("GET", self.cmp_url + "/healthz", timeout=2)[0] == 200
+                ):
                     break
             except OSError:
                 pass
@@ -104,7 +133,7 @@ class Server:
         if payload is not None:
             body = json.dumps(payload).encode()
             headers["Content-Type"] = "application/json"
-        status, _headers, data = http(method, self.url + "/api/v1" + path, body, headers)
+        status, _headers, data = http(method, self.url + "/api/v1" + path, body, headers, context=self.tls)
         return status, (json.loads(data) if data else None)
 
     def create_domain(self, name=None, **fields):
@@ -130,6 +159,7 @@ class Server:
 def server(tmp_path_factory):
     """One server for the session; tests isolate themselves with their own domains and devices."""
     instance = Server(tmp_path_factory.mktemp("server"), free_port())
+    _TLS_CA_FILE[:] = [str(instance.ca_file)]
     yield instance
     instance.stop()
 

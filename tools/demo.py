@@ -5,9 +5,10 @@
 
     .venv/bin/python tools/demo.py [--keep] [--dir DIR] [--port PORT]
 
-  1. tools/testbed.py starts trustpoint-server on 127.0.0.1 and three device hosts, each a network
-     namespace with its own sshd on a private bridge (prefix tpd, bridge tpbr78, 169.254.78.0/24,
-     port 8478: apart from the Molecule scenario's tpm/tpbr77/169.254.77/8470).
+  1. tools/testbed.py starts trustpoint-server (HTTPS, trusted through its TLS CA tls-ca.pem) and
+     three device hosts, each a network namespace with its own sshd on a private bridge (prefix tpd,
+     bridge tpbr78, 169.254.78.0/24, port 8478: apart from the Molecule scenario's
+     tpm/tpbr77/169.254.77/8470).
   2. ansible-playbook runs trustpoint.pki.onboard_devices: the domain `demo` is created, each host is
      registered and generates its key, and enrolls over CMP; device1 and device2 with the python
      backend (the virtualenv's Python), device3 with the openssl backend (the system Python).
@@ -29,6 +30,7 @@ import re
 import shlex
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -185,8 +187,9 @@ class Demo:
         try:
             self.server = json.loads((self.dir / "server.json").read_text())
             self.token = Path(self.server["token_file"]).read_text().strip()
+            Path(self.server["ca_file"]).read_bytes()  # the TLS trust anchor every request needs
         except (OSError, ValueError, KeyError) as exc:
-            raise DemoError(f"cannot read the server's address and token from {self.dir}: {exc}") from None
+            raise DemoError(f"cannot read the server's address, token and TLS CA from {self.dir}: {exc}") from None
 
     def prepare_dir(self) -> None:
         """Start from scratch: take down and remove what an earlier demo left in DIR (ours only)."""
@@ -236,10 +239,12 @@ class Demo:
             "-e", f"trustpoint_domain={DOMAIN}",
             "-e", f"trustpoint_server_url={self.server['api_url']}",
             "-e", f"trustpoint_enrollment_url={self.server['device_url']}",
+            "-e", f"trustpoint_ca_path={self.server['ca_file']}",
             "-e", f"@{secrets}",
             "trustpoint.pki.onboard_devices",
         ]  # fmt: skip
         say(f"server for the controller: {self.server['api_url']}, for the devices: {self.server['device_url']}")
+        say(f"TLS trust anchor: {self.server['ca_file']}")
         show_command(self.playbook_cmd)
 
         junit = self.dir / "results"
@@ -279,13 +284,17 @@ class Demo:
     def curl(self, path: str) -> str:
         """The API request as a curl command (the token read from its file, never printed)."""
         token_file = shlex.quote(self.server.get("token_file", "?"))
+        ca_file = shlex.quote(self.server.get("ca_file", "?"))
         url = shlex.quote(self.server.get("api_url", "?") + path)
-        return f'curl -s -H "Authorization: Bearer $(cat {token_file})" {url}'
+        return f'curl -s --cacert {ca_file} -H "Authorization: Bearer $(cat {token_file})" {url}'
 
     def api(self, url: str) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"}
-        request = urllib.request.Request(url, headers=headers)  # noqa: S310 (the http URL of server.json)
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # local server: no proxy
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310 (the https URL of server.json)
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}),  # local server: no proxy
+            urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=self.server["ca_file"])),
+        )
         try:
             with opener.open(request, timeout=30) as response:
                 return json.load(response)

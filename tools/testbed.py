@@ -13,8 +13,10 @@ backed by ``DIR/<host>/...``. The rest of the filesystem is the machine's.
     testbed.py down --dir DIR
 
 ``up`` writes DIR/hosts.json, DIR/known_hosts, DIR/id_ed25519, DIR/ssh_config (``ssh -F``) and
-DIR/inventory.yml (group ``devices``), and with ``--server-port`` starts ``trustpoint-server`` and
-writes DIR/server.json. ``down`` removes only what DIR/testbed-state.json records.
+DIR/inventory.yml (group ``devices``), and with ``--server-port P`` starts ``trustpoint-server``
+(HTTPS on 127.0.0.1:P and <bridge>:P, its TLS certificate naming the bridge address; plain HTTP
+for CMP on <bridge>:P+1) and writes DIR/server.json (api_url, device_url, cmp_plain_url, ca_file,
+token_file, data_dir, pid). ``down`` removes only what DIR/testbed-state.json records.
 Both are idempotent. Needs root, iproute2, util-linux, tini and openssh-server.
 """
 
@@ -30,6 +32,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -529,10 +532,16 @@ def server_executable() -> str:
     )
 
 
-def healthz(port: int, timeout: float = 2.0) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+def healthz(url: str, ca_file: Optional[Path] = None, timeout: float = 2.0) -> bool:
+    """GET url/healthz answers 200; an https URL is verified with ca_file."""
+    handlers: List[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]  # never via a proxy
+    if url.startswith("https:"):
+        if ca_file is None or not ca_file.exists():
+            return False
+        handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=str(ca_file))))
+    opener = urllib.request.build_opener(*handlers)
     try:
-        with opener.open(f"http://127.0.0.1:{port}/healthz", timeout=timeout) as resp:
+        with opener.open(f"{url}/healthz", timeout=timeout) as resp:
             return resp.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -590,27 +599,34 @@ def stop_server(directory: Path) -> None:
 
 
 def start_server(directory: Path, gateway: str, port: int) -> None:
+    """HTTPS on 127.0.0.1:port (controller) and gateway:port (devices), plain HTTP for CMP on gateway:port+1."""
     server_dir = directory / "server"
     server_dir.mkdir(mode=0o700, exist_ok=True)
     logfile = server_dir / "server.log"
+    ca_file = server_dir / "tls-ca.pem"
     info = {
-        "api_url": f"http://127.0.0.1:{port}",
-        "device_url": f"http://{gateway}:{port}",
+        "api_url": f"https://127.0.0.1:{port}",
+        "device_url": f"https://{gateway}:{port}",
+        "cmp_plain_url": f"http://{gateway}:{port + 1}",
+        "ca_file": str(ca_file),
         "token_file": str(server_dir / "admin-token"),
         "data_dir": str(server_dir),
     }
     previous = read_json(directory / "server.json") or {}
     pid = server_pid(server_dir)
-    if pid is not None and previous.get("device_url") == info["device_url"] and healthz(port):
+    same_addresses = all(previous.get(key) == info[key] for key in ("device_url", "cmp_plain_url"))
+    if pid is not None and same_addresses and healthz(info["api_url"], ca_file):
         log(f"trustpoint-server already running (pid {pid}) on port {port}")
         write_json(directory / "server.json", dict(info, pid=pid))
         return
     stop_server(directory)
     check_port_free("127.0.0.1", port)
     check_port_free(gateway, port)
+    check_port_free(gateway, port + 1)
 
     exe = server_executable()
-    init = run([exe, "init", "--data-dir", str(server_dir)], check=False)
+    # The TLS certificate names the bridge address, which devices connect to (besides loopback).
+    init = run([exe, "init", "--data-dir", str(server_dir), "--tls-san", gateway], check=False)
     if init.returncode != 0:
         raise TestbedError(
             f"trustpoint-server init failed (exit {init.returncode}):\n{(init.stdout + init.stderr).strip()}"
@@ -618,8 +634,9 @@ def start_server(directory: Path, gateway: str, port: int) -> None:
     cmd = [
         exe, "run", "--data-dir", str(server_dir),
         "--listen", f"127.0.0.1:{port}", "--listen", f"{gateway}:{port}",
+        "--listen-plain", f"{gateway}:{port + 1}",
     ]  # fmt: skip
-    log(f"starting trustpoint-server on 127.0.0.1:{port} and {gateway}:{port}")
+    log(f"starting trustpoint-server: HTTPS on 127.0.0.1:{port} and {gateway}:{port}, HTTP on {gateway}:{port + 1}")
     with open(logfile, "wb") as logf:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
@@ -627,7 +644,7 @@ def start_server(directory: Path, gateway: str, port: int) -> None:
     write_file(server_dir / "server.pid", f"{proc.pid}\n")
 
     deadline = time.monotonic() + SERVER_TIMEOUT
-    while not healthz(port):
+    while not (healthz(info["api_url"], ca_file) and healthz(info["cmp_plain_url"])):
         if proc.poll() is not None:
             (server_dir / "server.pid").unlink(missing_ok=True)
             raise TestbedError(f"trustpoint-server exited with {proc.returncode}; {logfile}:\n{tail(logfile)}")
@@ -635,7 +652,7 @@ def start_server(directory: Path, gateway: str, port: int) -> None:
             stop_server(directory)
             raise TestbedError(
                 f"trustpoint-server not healthy after {SERVER_TIMEOUT:.0f} s "
-                f"(GET http://127.0.0.1:{port}/healthz); {logfile}:\n{tail(logfile)}"
+                f"(GET {info['api_url']}/healthz, {info['cmp_plain_url']}/healthz); {logfile}:\n{tail(logfile)}"
             )
         time.sleep(0.2)
     write_json(directory / "server.json", dict(info, pid=proc.pid))
@@ -805,12 +822,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         metavar="PATH",
         help="ansible_python_interpreter in inventory.yml (default: /usr/bin/python3; '' to omit)",
     )
-    up.add_argument("--server-port", type=int, metavar="PORT", help="also start trustpoint-server")
+    up.add_argument(
+        "--server-port",
+        type=int,
+        metavar="PORT",
+        help="also start trustpoint-server: HTTPS on PORT, plain HTTP for CMP on PORT+1",
+    )
     down = sub.add_parser("down", help="stop the server and remove the hosts recorded in DIR")
     down.add_argument("--dir", required=True, help="state directory given to `up`")
     args = parser.parse_args(argv)
-    if getattr(args, "server_port", None) is not None and not 1 <= args.server_port <= 65535:
-        parser.error("--server-port must be 1..65535")
+    if getattr(args, "server_port", None) is not None and not 1 <= args.server_port <= 65534:
+        parser.error("--server-port must be 1..65534 (PORT+1 is the plain-HTTP CMP port)")
 
     try:
         if args.command == "up":

@@ -315,6 +315,14 @@ def summary(cert):
     }
 
 
+def subject_alt_names(item):
+    """The subject alternative names of a certificate or CSR, as a list of cryptography GeneralNames."""
+    try:
+        return list(item.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return []
+
+
 def is_issued_by(cert, issuer):
     """True when issuer's name and key signed cert."""
     if cert.issuer != issuer.subject:

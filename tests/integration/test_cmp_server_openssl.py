@@ -52,12 +52,12 @@ MAX_BODY = 128 * 1024
 
 def legacy_url(server, domain):
     """The path of the user docs' recipe."""
-    return "%s/.well-known/cmp/initialization/%s/" % (server.url, domain)
+    return "%s/.well-known/cmp/initialization/%s/" % (server.cmp_url, domain)
 
 
 def profile_url(server, domain):
     """The RFC 9483 path of the same operation."""
-    return "%s/.well-known/cmp/p/%s/initialization" % (server.url, domain)
+    return "%s/.well-known/cmp/p/%s/initialization" % (server.cmp_url, domain)
 
 
 def new_key(path, key_type="ecdsa-p256"):
@@ -666,7 +666,7 @@ def test_cert_conf_accepted_with_core(server, enrollment):
 def test_unknown_paths_are_404(server, enrollment, workdir, path):
     """Paths the server does not serve are HTTP 404, which the client reports as such."""
     domain, device, secret = enrollment
-    url = server.url + path.format(domain=domain)
+    url = server.cmp_url + path.format(domain=domain)
     status, _headers, _body = http("POST", url, b"\x30\x00", {"Content-Type": CMP_CONTENT_TYPE})
     assert status == 404
     returncode, output = cmp_ir(url, device["id"], secret, workdir)

@@ -68,7 +68,7 @@ def run_tasks(workdir, tasks, check=False, diff=False, expect_failure=False):
 
 @pytest.fixture
 def connection(server):
-    return {"server_url": server.url, "api_token": server.token}
+    return {"server_url": server.url, "ca_path": str(server.ca_file), "api_token": server.token}
 
 
 def test_domain_module_check_create_idempotent(server, workdir, connection):
@@ -134,7 +134,12 @@ def test_api_modules_fail_clearly(server, workdir):
     """A wrong token or an unreachable server is a failed task with an actionable message."""
     bad_token = {
         "name": "domain",
-        "trustpoint.pki.domain": {"server_url": server.url, "api_token": "nope", "name": "x"},
+        "trustpoint.pki.domain": {
+            "server_url": server.url,
+            "ca_path": str(server.ca_file),
+            "api_token": "nope",
+            "name": "x",
+        },
     }
     assert "invalid API token" in run_tasks(workdir, [bad_token], expect_failure=True)["domain"]["msg"]
     unreachable = {
@@ -147,6 +152,7 @@ def test_api_modules_fail_clearly(server, workdir):
 def _enroll_task(server, domain, workdir, backend, **extra):
     args = dict(
         server_url=server.url,
+        ca_path=str(server.ca_file),
         domain=domain["name"],
         key_path=str(workdir / "dc.key"),
         certificate_path=str(workdir / "dc.pem"),

@@ -21,7 +21,10 @@ def test_readme_quickstart_onboards_a_device(tmp_path):
     """The quickstart's commands start a server, onboard device1 with openssl cmp and verify it."""
     script = quickstart_block()
     assert "openssl cmp -cmd ir" in script and "-ref $ID -secret pass:$SECRET" in script
-    script = script.replace("127.0.0.1:8080", "127.0.0.1:%d" % free_port()).replace(".venv/bin/", str(BIN) + "/")
+    assert "https://127.0.0.1:8443" in script and "--listen-plain 127.0.0.1:8080" in script
+    for port in ("8443", "8080"):  # HTTPS, plain HTTP (CMP)
+        script = script.replace("127.0.0.1:" + port, "127.0.0.1:%d" % free_port())
+    script = script.replace(".venv/bin/", str(BIN) + "/")
     # Afterwards, ask the server what it recorded.
     script += 'curl -sf -H "Authorization: Bearer $TOKEN" $URL/api/v1/devices > devices.json\n'
     wrapped = "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + script

@@ -1,0 +1,284 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""EST (RFC 7030, RFC 8951) over HTTPS.
+
+    GET  /.well-known/est[/<label>]/cacerts | csrattrs
+    POST /.well-known/est[/<label>]/simpleenroll | simplereenroll | serverkeygen
+         label: <domain>, <domain>/<profile>, <domain>~<profile> or ~<profile>; no label: the default
+         domain (--est-default-domain), for clients that cannot name one
+    POST /<label>/.well-known/est/<operation>   the same, for clients (strongSwan 5.9) that prefix paths
+
+Who may enroll: a device with its one-time password (HTTP Basic, username = device name; est_password),
+an IDevID that a DevID registration admits (TLS client certificate; est_idevid), or the holder of a
+certificate this server issued (TLS client certificate): simplereenroll renews it, simpleenroll with an
+application profile issues an application certificate. No credentials: 401 with a Basic challenge.
+Errors are text/plain and change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, abort, current_app, request
+from sqlalchemy import select
+from trustpoint_core import est, keys, x509
+from trustpoint_core.errors import InvalidInput
+from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
+
+from . import devices, identity, pki
+from .db import begin_write, session
+from .models import Device, Domain
+from .tls import client_certificate
+from .wire import public_url, read_body
+
+log = logging.getLogger(__name__)
+bp = Blueprint("est", __name__)
+
+OPERATIONS = {
+    "cacerts": "GET",
+    "csrattrs": "GET",
+    "simpleenroll": "POST",
+    "simplereenroll": "POST",
+    "serverkeygen": "POST",
+}
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="est"'}
+
+
+class EstError(Exception):
+    """An EST request refused: HTTP status, a message that says why, extra headers."""
+
+    def __init__(self, status, message, headers=None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+@bp.errorhandler(EstError)
+def _refused(exc):
+    log.info("EST %s %s refused (%d): %s", request.method, request.path, exc.status, exc.message)
+    return Response(exc.message + "\n", exc.status, headers=exc.headers, content_type="text/plain; charset=utf-8")
+
+
+@bp.route("/.well-known/est/<operation>/", methods=["GET", "POST"], strict_slashes=False)
+def operation_without_label(operation):
+    return _serve(None, None, operation)
+
+
+@bp.route("/.well-known/est/<label>/<operation>/", methods=["GET", "POST"], strict_slashes=False)
+def operation_with_label(label, operation):
+    domain, _sep, profile = label.partition("~")
+    return _serve(domain or None, profile or None, operation)
+
+
+@bp.route("/.well-known/est/<domain>/<profile>/<operation>/", methods=["GET", "POST"], strict_slashes=False)
+def operation_with_profile(domain, profile, operation):
+    return _serve(domain, profile, operation)
+
+
+@bp.route("/<label>/.well-known/est/<operation>/", methods=["GET", "POST"], strict_slashes=False)
+def operation_with_prefix(label, operation):
+    domain, _sep, profile = label.partition("~")
+    return _serve(domain or None, profile or None, operation)
+
+
+def _serve(domain_name, profile_name, operation):
+    if operation not in OPERATIONS:
+        abort(404, "unknown EST operation %r" % operation)
+    if request.method != OPERATIONS[operation]:
+        raise EstError(405, "%s takes %s" % (operation, OPERATIONS[operation]), {"Allow": OPERATIONS[operation]})
+    domain = _domain(domain_name)
+    if profile_name is not None and profile_name not in (*APPLICATION_PROFILES, "domain_credential"):
+        raise EstError(404, "unknown certificate profile %r" % profile_name)
+    if operation == "cacerts":
+        return _pkcs7(pki.ca_chain(domain))
+    if operation == "csrattrs":
+        return _base64(est.csr_attributes(), est.CSRATTRS)
+    return EstEnrollment(domain, profile_name, operation).respond()
+
+
+def _domain(name):
+    db = session()
+    name = name or current_app.extensions["trustpoint"].settings.est_default_domain
+    if not name:
+        raise EstError(404, "name a domain (/.well-known/est/<domain>/...): the server has no default EST domain")
+    domain = db.scalar(select(Domain).where(Domain.name == name))
+    if domain is None:
+        raise EstError(404, "domain %r does not exist" % name)
+    return domain
+
+
+def _http_version():
+    return request.environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+
+
+def _base64(der, content_type):
+    """A base64 body framed for the client's HTTP version (est.encode_base64), with Content-Length."""
+    return Response(
+        est.encode_base64(der, _http_version()),
+        200,
+        content_type=content_type,
+        headers={"Content-Transfer-Encoding": "base64"},
+    )
+
+
+def _pkcs7(certificates):
+    return _base64(est.certs_only(certificates), est.PKCS7_CERTS_ONLY)
+
+
+class EstEnrollment:
+    """One simpleenroll, simplereenroll or serverkeygen request."""
+
+    def __init__(self, domain, profile_name, operation):
+        self.db = session()
+        self.vault = current_app.extensions["trustpoint"].vault
+        self.domain = domain
+        self.profile_name = profile_name
+        self.operation = operation
+
+    def respond(self):
+        if not request.is_secure:
+            raise EstError(403, "EST needs HTTPS")
+        if request.mimetype != est.PKCS10:
+            raise EstError(
+                415, "the body must be a PKCS#10 request with Content-Type %s, not %r" % (est.PKCS10, request.mimetype)
+            )
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        body = read_body(limit)
+        if body is None:
+            raise EstError(413, "the request exceeds %d bytes" % limit)
+        requester = self._authenticate()
+        try:
+            csr = est.load_csr(body)
+        except InvalidInput as exc:
+            raise EstError(400, str(exc)) from exc
+        profile, replaces = self._profile(requester, csr)
+        if self.operation == "serverkeygen":
+            return self._serverkeygen(requester, profile, csr)
+        certificate = self._issue(requester, profile, csr.public_key(), csr, replaces)
+        return _pkcs7([certificate])
+
+    # --- who ---------------------------------------------------------------------------------------
+
+    def _authenticate(self):
+        """TLS client certificate first (issued credential, then IDevID), then HTTP Basic."""
+        presented = client_certificate()
+        refusal = None
+        if presented is not None:
+            try:
+                record = identity.issued_credential(self.db, presented)
+                if record is not None:
+                    return identity.Requester("credential", device=record.device, record=record, certificate=presented)
+                requester = identity.Requester("idevid", certificate=presented)
+                requester.registration = identity.admit_idevid(self.db, presented, [], self.domain)
+                requester.device, requester.new_device = identity.idevid_device(
+                    self.db, requester.registration, presented, "est_idevid"
+                )
+                return requester
+            except identity.NotAuthenticated as exc:
+                refusal = exc.reason
+        credentials = request.authorization
+        if credentials is not None and credentials.type == "basic":
+            device = self.db.scalar(select(Device).where(Device.name == credentials.username))
+            if (
+                device is None
+                or device.onboarding_method != "est_password"
+                or not devices.check_password(device, credentials.password)
+            ):
+                # Unknown name, spent or wrong password look alike.
+                raise EstError(
+                    401, "wrong username or password (a password is used up once its device is onboarded)", CHALLENGE
+                )
+            requester = identity.Requester("password", device=device)
+            requester.password_hash = device.password_hash
+            return requester
+        if refusal is not None:
+            raise EstError(403, "the TLS client certificate is not accepted: %s" % refusal)
+        raise EstError(
+            401, "authenticate with HTTP Basic (device name and password) or a TLS client certificate", CHALLENGE
+        )
+
+    # --- what --------------------------------------------------------------------------------------
+
+    def _profile(self, requester, csr):
+        """(profile, certificate replaced) the request gets, or EstError."""
+        device = requester.device
+        if device.domain_id != self.domain.id:
+            raise EstError(403, "device %s is not registered in domain %s" % (device.name, self.domain.name))
+        if requester.kind in ("password", "idevid"):
+            # Onboarding (strongSwan sends an IDevID to simplereenroll: treat it as initial enrollment).
+            if self.profile_name not in (None, "domain_credential"):
+                raise EstError(
+                    403, "onboard with the domain credential first; %s is an application profile" % self.profile_name
+                )
+            return get_profile("domain_credential"), None
+        record = requester.record
+        if self.operation == "simplereenroll":
+            # RFC 7030 4.2.2: the CSR renews the certificate of the TLS session: same subject and SANs.
+            current = requester.certificate
+            if csr.subject != current.subject or x509.subject_alt_names(csr) != x509.subject_alt_names(current):
+                raise EstError(
+                    400,
+                    "simplereenroll must repeat the subject and subjectAltName of the certificate "
+                    "being renewed (%s)" % x509.name_to_string(current.subject),
+                )
+            return get_profile(record.profile), record
+        if record.profile != "domain_credential" or self.profile_name in (None, "domain_credential"):
+            raise EstError(
+                403,
+                "renew with simplereenroll; simpleenroll with a certificate issues an application "
+                "certificate of the profile in the URL (%s)" % ", ".join(APPLICATION_PROFILES),
+            )
+        return get_profile(self.profile_name), None
+
+    def _issue(self, requester, profile, public_key, csr, replaces):
+        device = requester.device
+        try:
+            key_type = keys.key_type_of(public_key)
+            if key_type not in profile.key_types:
+                raise InvalidInput("%s keys are not certified" % key_type)
+            certificate, signer = pki.issue_for_device(
+                self.vault,
+                device,
+                self.domain,
+                profile,
+                public_key,
+                csr.subject,
+                x509.subject_alt_names(csr),
+                None,
+                public_url(),
+            )
+        except InvalidInput as exc:
+            raise EstError(400, str(exc)) from exc
+        begin_write(self.db)
+        if requester.new_device:
+            self.db.add(device)
+            self.db.flush()
+        elif requester.kind == "password":
+            self.db.refresh(device)
+            if device.password_hash != requester.password_hash:
+                # Spent by a concurrent request since it was checked.
+                raise EstError(401, "wrong username or password", CHALLENGE)
+        record = pki.record_certificate(self.db, signer, device, certificate, profile.name, "active")
+        self.db.flush()
+        devices.activate(self.db, device, record, replaces)
+        self.db.commit()
+        log.info(
+            "EST %s issued %s %s to device %s (id %d)",
+            self.operation,
+            profile.name,
+            record.serial_number,
+            device.name,
+            device.id,
+        )
+        return certificate
+
+    def _serverkeygen(self, requester, profile, csr):
+        """RFC 7030 4.4: the server makes the key (of the CSR's key type) and returns it with the certificate."""
+        try:
+            key = keys.generate_private_key(keys.key_type_of(csr.public_key()))
+        except InvalidInput as exc:
+            raise EstError(400, str(exc)) from exc
+        certificate = self._issue(requester, profile, key.public_key(), csr, None)
+        content_type, body = est.server_keygen_response(key, certificate, _http_version())
+        return Response(body, 200, content_type=content_type)

@@ -1,0 +1,394 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""TLS: the server's own certificate, the context every connection gets, the client's certificate.
+
+`trustpoint-server init` makes a TLS CA for the data directory and a server certificate under it:
+
+    DATA/tls-ca.pem          the trust anchor clients need (self-signed CA certificate)
+    DATA/tls-ca-key.vault    the CA's private key, encrypted with the vault (see vault.py)
+    DATA/tls-cert.pem        the server certificate, then the CA certificate
+    DATA/tls-key.pem         the server's private key (0600)
+
+The CA key is only needed when `init` issues a server certificate, so it stays encrypted like the
+domain CA keys; the server key must be readable by OpenSSL at every start, so it is a 0600 file.
+
+Client authentication is optional: the server asks for a certificate and verifies one that is
+presented against every domain's root and issuing CA and every truststore of usage idevid or tls.
+ServerContexts rebuilds the context when that bundle (or the certificate file) changes, so domains
+and truststores added through the API are trusted by the next handshake. A certificate that does not
+verify (unknown issuer, expired, wrong purpose) fails the handshake: the client sees a TLS alert,
+never an HTTP answer. Revocation is not checked in the handshake; handlers check their records.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import logging
+import os
+import re
+import socket
+import ssl
+import threading
+
+from cryptography import x509 as cx509
+from cryptography.x509.oid import NameOID
+from flask import g, request
+from sqlalchemy import select
+from trustpoint_core import keys, x509
+from trustpoint_core.errors import InvalidInput
+from trustpoint_core.profiles import get_profile
+
+from .models import CertificateAuthority, Truststore
+from .vault import VaultError
+
+log = logging.getLogger(__name__)
+
+CA_FILE = "tls-ca.pem"
+CA_KEY_FILE = "tls-ca-key.vault"
+CERT_FILE = "tls-cert.pem"
+KEY_FILE = "tls-key.pem"
+_VAULT_PURPOSE = "tls-ca-key"
+
+KEY_TYPE = "ecdsa-p256"
+CA_DAYS = 3650
+SERVER_DAYS = 397
+# `init` issues a new server certificate when the current one expires within this many days.
+RENEW_DAYS = 30
+# TLS 1.2 suites: forward secrecy and AEAD only. TLS 1.3 suites are all AEAD; OpenSSL's defaults stay.
+CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
+# OpenSSL's X509_V_FLAG_PARTIAL_CHAIN (ssl.VERIFY_X509_PARTIAL_CHAIN is Python 3.10+): a truststore
+# that holds an intermediate CA without its root still anchors a client certificate.
+_PARTIAL_CHAIN = getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0x80000)
+CLIENT_CA_USAGES = ("idevid", "tls")
+
+_DNS_NAME = re.compile(
+    r"(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+# --- the server certificate (init) ---------------------------------------------------------------
+
+
+def parse_san(text):
+    """A subject alternative name from the command line: an IP address, else a DNS name."""
+    try:
+        return cx509.IPAddress(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if not isinstance(text, str) or len(text) > 253 or not _DNS_NAME.fullmatch(text):
+        raise ValueError("--tls-san %r is neither an IP address nor a DNS name" % text)
+    return cx509.DNSName(text.lower())
+
+
+def default_sans():
+    """What every server certificate names: loopback and the machine's host name."""
+    names = ["localhost", "127.0.0.1", "::1"]
+    hostname = socket.gethostname()
+    try:
+        parse_san(hostname)
+    except ValueError:
+        log.warning("the host name %r is not a DNS name; the TLS certificate does not name it", hostname)
+    else:
+        names.append(hostname)
+    return [parse_san(name) for name in names]
+
+
+def _write_atomically(path, data, mode):
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(tmp, mode)  # whatever the umask
+    os.replace(tmp, path)
+
+
+def _create_ca(vault, data_dir):
+    key = keys.generate_private_key(KEY_TYPE)
+    name = cx509.Name(
+        [
+            cx509.NameAttribute(NameOID.COMMON_NAME, ("%s TLS CA" % socket.gethostname())[:64]),
+            cx509.NameAttribute(NameOID.ORGANIZATION_NAME, "Trustpoint"),
+        ]
+    )
+    ski = cx509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    now = x509.now_utc()
+    certificate = (
+        cx509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(cx509.random_serial_number())
+        .not_valid_before(now - x509.BACKDATE)
+        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
+        .add_extension(cx509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            cx509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(cx509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        .sign(key, keys.hash_for(key))
+    )
+    _write_atomically(
+        os.path.join(data_dir, CA_KEY_FILE), vault.encrypt(keys.private_key_to_pem(key), _VAULT_PURPOSE), 0o600
+    )
+    _write_atomically(os.path.join(data_dir, CA_FILE), x509.certificates_to_pem(certificate).encode(), 0o600)
+    return certificate, key
+
+
+def _load_ca(vault, data_dir):
+    """(certificate, key or None) of the data directory's TLS CA, or None when there is none."""
+    cert_path, key_path = os.path.join(data_dir, CA_FILE), os.path.join(data_dir, CA_KEY_FILE)
+    if not os.path.exists(cert_path):
+        return None
+    try:
+        with open(cert_path, "rb") as handle:
+            certificate = x509.load_certificate(handle.read())
+    except InvalidInput as exc:
+        raise ValueError("%s: %s" % (cert_path, exc)) from exc
+    if not os.path.exists(key_path):
+        return certificate, None
+    try:
+        with open(key_path, "rb") as handle:
+            key = keys.load_private_key(vault.decrypt(handle.read(), _VAULT_PURPOSE))
+    except (InvalidInput, VaultError) as exc:
+        raise ValueError("%s: %s" % (key_path, exc)) from exc
+    return certificate, key
+
+
+def _current_server_certificate(data_dir, ca_certificate):
+    """The server certificate in the data directory when it is usable with its key under this CA."""
+    try:
+        with open(os.path.join(data_dir, CERT_FILE), "rb") as handle:
+            certificate = x509.load_certificates(handle.read())[0]
+        with open(os.path.join(data_dir, KEY_FILE), "rb") as handle:
+            key = keys.load_private_key(handle.read())
+    except (OSError, InvalidInput, IndexError) as exc:
+        log.debug("no usable server certificate: %s", exc)
+        return None
+    if not keys.same_public_key(certificate.public_key(), key.public_key()):
+        return None
+    if not x509.is_issued_by(certificate, ca_certificate):
+        return None
+    return certificate
+
+
+def _sans_of(certificate):
+    try:
+        return list(certificate.extensions.get_extension_for_class(cx509.SubjectAlternativeName).value)
+    except cx509.ExtensionNotFound:
+        return []
+
+
+def ensure_server_certificate(data_dir, vault, extra_sans=()):
+    """Create the TLS CA and server certificate, or keep them; returns what it did, as sentences.
+
+    The server certificate is kept unless it is missing, unusable, expires within RENEW_DAYS or lacks
+    one of the wanted names (default_sans() plus extra_sans); a new one keeps the names the old one
+    had and comes from the same CA.
+    """
+    done = []
+    wanted = default_sans() + [parse_san(name) for name in extra_sans]
+    ca = _load_ca(vault, data_dir)
+    if ca is None:
+        ca = _create_ca(vault, data_dir)
+        done.append("created the TLS CA %s" % os.path.join(data_dir, CA_FILE))
+    ca_certificate, ca_key = ca
+
+    current = _current_server_certificate(data_dir, ca_certificate)
+    names = _sans_of(current) if current is not None else []
+    missing = [name for name in wanted if name not in names]
+    if current is not None and not missing:
+        days_left = (x509.not_after(current) - x509.now_utc()).days
+        if days_left >= RENEW_DAYS:
+            return done
+        reason = "it expires in %d days" % days_left
+    elif current is not None:
+        reason = "it lacks %s" % ", ".join(str(name.value) for name in missing)
+    else:
+        reason = None
+    if ca_key is None:
+        raise ValueError(
+            "cannot issue a TLS server certificate: %s is missing; remove %s to create a new TLS CA "
+            "(clients must then trust the new one)"
+            % (os.path.join(data_dir, CA_KEY_FILE), os.path.join(data_dir, CA_FILE))
+        )
+    key = keys.generate_private_key(KEY_TYPE)
+    certificate = x509.issue_certificate(
+        ca_certificate,
+        ca_key,
+        key.public_key(),
+        x509.common_name(socket.gethostname()[:64] or "localhost"),
+        get_profile("tls_server"),
+        validity_days=SERVER_DAYS,
+        subject_alt_names=names + missing,
+    )
+    _write_atomically(os.path.join(data_dir, KEY_FILE), keys.private_key_to_pem(key), 0o600)
+    _write_atomically(
+        os.path.join(data_dir, CERT_FILE), x509.certificates_to_pem([certificate, ca_certificate]).encode(), 0o600
+    )
+    done.append(
+        "issued the TLS server certificate %s for %s%s"
+        % (
+            os.path.join(data_dir, CERT_FILE),
+            ", ".join(str(name.value) for name in names + missing),
+            " (%s)" % reason if reason else "",
+        )
+    )
+    return done
+
+
+def server_files(data_dir):
+    """(certificate chain file, key file) that `init` writes."""
+    return os.path.join(data_dir, CERT_FILE), os.path.join(data_dir, KEY_FILE)
+
+
+# --- the context of every connection (run) -------------------------------------------------------
+
+
+_DOMAIN_CAS = select(CertificateAuthority.__table__.c.certificate_der).order_by(CertificateAuthority.__table__.c.id)
+_TRUSTSTORES = (
+    select(Truststore.__table__.c.certificates_pem)
+    .where(Truststore.__table__.c.usage.in_(CLIENT_CA_USAGES))
+    .order_by(Truststore.__table__.c.id)
+)
+
+
+def client_ca_bundle(connection):
+    """The CA certificates a client certificate may chain to: (domain CA DERs, truststore PEMs).
+
+    SQLAlchemy Core on a connection, not the ORM: it runs for every handshake.
+    """
+    domain_cas = tuple(row[0] for row in connection.execute(_DOMAIN_CAS))
+    truststores = tuple(row[0] for row in connection.execute(_TRUSTSTORES))
+    return domain_cas, truststores
+
+
+def server_context(cert_file, key_file, bundle=((), ())):
+    """An SSLContext for the server side: TLS 1.2+, forward-secret AEAD suites, optional client certificates.
+
+    Raises OSError or ssl.SSLError when the certificate or key cannot be used.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
+    context.set_ciphers(CIPHERS)
+    context.load_cert_chain(cert_file, key_file)
+    # Ask for a client certificate, do not require one; one that is sent must verify.
+    context.verify_mode = ssl.CERT_OPTIONAL
+    context.verify_flags |= _PARTIAL_CHAIN
+    domain_cas, truststores = bundle
+    if domain_cas:
+        context.load_verify_locations(cadata=b"".join(domain_cas))
+    for pem in truststores:
+        try:
+            context.load_verify_locations(cadata=pem)
+        except (ssl.SSLError, ValueError) as exc:  # the API stores parsed PEM; never let one row break TLS
+            log.warning("a truststore's certificates cannot be loaded for TLS client authentication: %s", exc)
+    return context
+
+
+def _file_stamp(path):
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None  # loading it fails, and the last context stays
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+class ServerContexts:
+    """The SSLContext for each new connection, rebuilt when the client CA bundle or the certificate changes.
+
+    current() reads the bundle from the database (two small queries) and the certificate files' stat()
+    on every call and returns the cached context while nothing changed. Every process (gunicorn worker)
+    keeps its own; a change any of them, or another server instance, commits is seen by the next
+    handshake everywhere, without a restart. When the database cannot be read, the last context stays.
+    """
+
+    def __init__(self, cert_file, key_file):
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self._engine = None
+        self._lock = threading.Lock()
+        self._state = None
+        self._context = None
+        self.current()  # an unusable certificate or key fails here, at startup
+
+    def use_database(self, engine):
+        """Take the client CA bundle from this database (an SQLAlchemy engine) from now on."""
+        self._engine = engine
+
+    def _bundle(self):
+        if self._engine is None:
+            return ((), ())
+        try:
+            with self._engine.connect() as connection:
+                return client_ca_bundle(connection)
+        except Exception:  # any database failure: keep serving with the last bundle
+            log.exception("cannot read the client CA bundle; TLS keeps the previous one")
+            return self._state[1] if self._state else ((), ())
+
+    def current(self):
+        state = ((_file_stamp(self.cert_file), _file_stamp(self.key_file)), self._bundle())
+        if state == self._state:
+            return self._context
+        with self._lock:
+            if state != self._state:
+                try:
+                    context = server_context(self.cert_file, self.key_file, state[1])
+                except (OSError, ssl.SSLError) as exc:
+                    if self._context is None:
+                        raise
+                    # e.g. `init` replaced the key and not yet the certificate: retry on the next connection
+                    log.warning(
+                        "cannot load %s with %s (%s); TLS keeps the previous one", self.cert_file, self.key_file, exc
+                    )
+                    return self._context
+                self._context, self._state = context, state
+                log.debug("TLS context with %d domain CA(s) and %d truststore(s)", len(state[1][0]), len(state[1][1]))
+            return self._context
+
+    def gunicorn_hook(self):
+        """gunicorn's `ssl_context` setting: gunicorn asks for the context of every new connection."""
+
+        def ssl_context(_config, _default_ssl_context_factory):
+            return self.current()
+
+        return ssl_context
+
+
+# --- the client's certificate (handlers) ---------------------------------------------------------
+
+
+def peer_certificate(sock):
+    """The certificate the peer of an SSLSocket presented and the handshake verified, or None."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    try:
+        der = sock.getpeercert(binary_form=True)
+    except (ValueError, OSError):  # not connected, or no handshake
+        return None
+    return cx509.load_der_x509_certificate(der) if der else None
+
+
+def client_certificate():
+    """The current request's TLS client certificate (cryptography Certificate), or None.
+
+    Only a certificate that verified in the handshake against the domains' CAs and the idevid/tls
+    truststores reaches here: a connection with any other certificate never gets a request through.
+    None over plain HTTP and when the client sent no certificate. Its revocation is not checked.
+    """
+    if "tls_client_certificate" not in g:
+        g.tls_client_certificate = peer_certificate(request.environ.get("gunicorn.socket"))
+    return g.tls_client_certificate
