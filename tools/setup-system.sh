@@ -14,6 +14,9 @@ packages=(
   jq                 # the README quickstart reads JSON with it
   python3-venv
   shellcheck         # ansible-test's shellcheck sanity test checks nothing without it
+  strongswan-pki     # strongSwan's `pki --est/--estca`: a real EST client for the interop tests
+  libstrongswan-standard-plugins
+  libstrongswan-extra-plugins
 )
 
 missing=()

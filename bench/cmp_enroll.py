@@ -1,0 +1,1253 @@
+#!/usr/bin/env python
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""CMP enrollments per second: trustpoint-server against OpenSSL's CMP mock server, same run, same requests.
+
+    .venv/bin/python bench/cmp_enroll.py [--requests 500] [--concurrency 1,4,8]
+        [--workers 2] [--threads 4] [--client thread|process] [--connection close|keep-alive]
+        [--json FILE] [--py-spy FILE]
+
+For each concurrency level C the script pre-builds --requests `ir` messages (PBM protection, implicit
+confirmation asked for, keys generated beforehand) with the core's builders: one set for
+trustpoint-server, where every request belongs to its own device (created through the REST API; its
+one-time secret protects its ir, senderKID = device id), and the same requests (same keys, subjects,
+transactionIDs and nonces) protected with the mock's reference and secret. C client threads (or
+processes) then POST them over plain HTTP as fast as the servers answer (a closed loop: each client sends
+its next request when it has the previous answer). Reported per target: enrollments/s, latency
+p50/p90/p99/max, errors; then ours/mock and the issue's targets (at least the mock's throughput, p99 under
+20 ms) as MET / NOT MET. The exit code is 0 whatever the numbers: this is a measurement, not a test.
+
+--workers and --threads take comma-separated lists: every combination is measured, each with a fresh
+server and data directory (the mock is measured once per concurrency level). The client's own limit is
+measured first against a trivial HTTP responder, in thread and in process mode, and its CPU use is
+reported for every run: the client shares the machine's cores with the servers.
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import itertools
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import selectors
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+try:
+    from trustpoint_core import keys, profiles
+    from trustpoint_core import x509 as tp_x509
+    from trustpoint_core.cmp_message import (
+        STATUS_ACCEPTED,
+        STATUS_GRANTED_WITH_MODS,
+        CmpMessage,
+        Header,
+        cert_req_body,
+        cert_responses,
+        encode_message,
+        error_content,
+    )
+    from trustpoint_core.cmp_protection import PasswordBasedMac, verify_mac
+except ImportError as exc:  # pragma: no cover - a message instead of a traceback
+    sys.exit("cannot import trustpoint_core (%s): run with the repository's venv, e.g. .venv/bin/python" % exc)
+
+CONTENT_TYPE = b"application/pkixcmp"
+P99_TARGET_MS = 20.0
+OTHER_LOAD_WARNING = 0.2  # cores
+TIMEOUT = 60.0
+MOCK_REF = "11"
+MOCK_PATH = "/pkix/"
+# PBM parameters as OpenSSL's CMP client sends them by default (cmp-openssl.md 3).
+OWF_SHA256 = "2.16.840.1.101.3.4.2.1"
+MAC_OIDS = {"hmac-sha1": "1.3.6.1.5.5.8.1.2", "hmac-sha256": "1.2.840.113549.2.9"}
+BODY_TAGS = {1: "ip", 19: "pkiconf", 23: "error"}
+
+
+def log(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- HTTP: one pre-built request on a raw socket ---------------------------------------------------
+
+
+def http_request(method, host, port, path, body=b"", keep_alive=False):
+    """The bytes of one HTTP/1.1 request, built before the clock runs."""
+    head = [
+        "%s %s HTTP/1.1" % (method, path),
+        "Host: %s:%d" % (host, port),
+        "Connection: %s" % ("keep-alive" if keep_alive else "close"),
+    ]
+    if method == "POST":
+        head += ["Content-Type: application/pkixcmp", "Content-Length: %d" % len(body)]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
+
+
+class Connection:
+    """A client's socket to one server: new per request (close) or reused while the server allows it."""
+
+    def __init__(self, address, keep_alive):
+        self.address = address
+        self.keep_alive = keep_alive
+        self.sock = None
+        self.opened = 0
+
+    def _connect(self):
+        sock = socket.create_connection(self.address, timeout=TIMEOUT)
+        # The request goes out in one send; no Nagle delay for anything smaller.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.opened += 1
+        return sock
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def exchange(self, payload):
+        """(HTTP status, content type, body) of one request."""
+        reused = self.sock is not None
+        if not reused:
+            self.sock = self._connect()
+        try:
+            return self._exchange(payload)
+        except (ConnectionError, socket.timeout, OSError) as exc:
+            self.close()
+            if not reused or isinstance(exc, socket.timeout):
+                raise
+            # The server closed an idle kept-alive connection: once more on a new one.
+            self.sock = self._connect()
+            return self._exchange(payload)
+
+    def _exchange(self, payload):
+        sock = self.sock
+        sock.sendall(payload)
+        buf = b""
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the server closed the connection before answering")
+            buf += chunk
+        lines = buf[:end].split(b"\r\n")
+        rest = buf[end + 4 :]
+        version, status = lines[0].split(b" ", 2)[:2]
+        headers = {}
+        for line in lines[1:]:
+            name, _sep, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        length = headers.get(b"content-length")
+        if length is None:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                rest += chunk
+        else:
+            size = int(length)
+            while len(rest) < size:
+                chunk = sock.recv(max(65536, size - len(rest)))
+                if not chunk:
+                    raise ConnectionError("the server closed the connection within the body")
+                rest += chunk
+        connection = headers.get(b"connection", b"").lower()
+        # HTTP/1.0 closes unless the server says keep-alive; HTTP/1.1 keeps unless it says close.
+        reusable = connection == b"keep-alive" if version.upper() == b"HTTP/1.0" else connection != b"close"
+        if not (self.keep_alive and reusable and length is not None):
+            self.close()
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        return int(status), content_type, rest
+
+
+# --- load generation -------------------------------------------------------------------------------
+
+
+def _client_loop(address, payloads, next_index, keep_alive, results):
+    """Send payloads[next_index()] until they run out; append (index, t0, t1, status, ctype, body, error)."""
+    conn = Connection(address, keep_alive)
+    while True:
+        index = next_index()
+        if index is None:
+            break
+        t0 = time.perf_counter()
+        try:
+            status, ctype, body = conn.exchange(payloads[index])
+            error = None
+        except Exception as exc:  # every failure is a result, not a crash of the client
+            status, ctype, body, error = 0, b"", b"", "%s: %s" % (type(exc).__name__, exc)
+        results.append((index, t0, time.perf_counter(), status, ctype, body, error))
+    conn.close()
+    return conn.opened
+
+
+def _cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_client(address, payloads, counter, total, keep_alive, start, pipe):
+    def next_index():
+        with counter.get_lock():
+            index = counter.value
+            if index >= total:
+                return None
+            counter.value = index + 1
+        return index
+
+    results = []
+    start.wait()
+    cpu0 = _cpu_seconds()
+    opened = _client_loop(address, payloads, next_index, keep_alive, results)
+    pipe.send((results, opened, _cpu_seconds() - cpu0))
+    pipe.close()
+
+
+def run_load(address, payloads, concurrency, mode, keep_alive):
+    """POST every payload once with `concurrency` clients; returns a dict of raw results."""
+    total = len(payloads)
+    window0 = time.perf_counter()
+    own0 = resource.getrusage(resource.RUSAGE_SELF)
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if mode == "process":
+        ctx = multiprocessing.get_context("fork")
+        counter = ctx.Value("l", 0)
+        start = ctx.Event()
+        pipes, procs = [], []
+        for _number in range(concurrency):
+            receiver, sender = ctx.Pipe(duplex=False)
+            proc = ctx.Process(
+                target=_process_client, args=(address, payloads, counter, total, keep_alive, start, sender)
+            )
+            proc.start()
+            sender.close()
+            pipes.append(receiver)
+            procs.append(proc)
+        start.set()
+        results, opened, cpu = [], 0, 0.0
+        for receiver in pipes:
+            part, part_opened, part_cpu = receiver.recv()
+            results.extend(part)
+            opened += part_opened
+            cpu += part_cpu
+        for proc in procs:
+            proc.join()
+    else:
+        indices = iter(range(total))
+        lock = threading.Lock()
+
+        def next_index():
+            with lock:
+                return next(indices, None)
+
+        results = []
+        opened_counts = []
+        start = threading.Event()
+
+        def worker():
+            start.wait()
+            opened_counts.append(_client_loop(address, payloads, next_index, keep_alive, results))
+
+        threads = [threading.Thread(target=worker) for _number in range(concurrency)]
+        for thread in threads:
+            thread.start()
+        cpu0 = _cpu_seconds()
+        start.set()
+        for thread in threads:
+            thread.join()
+        cpu = _cpu_seconds() - cpu0
+        opened = sum(opened_counts)
+    own1 = resource.getrusage(resource.RUSAGE_SELF)
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # All the client cost of the run, forks and result transfer included (for the machine-load check).
+    overall = sum(
+        getattr(after, field) - getattr(before, field)
+        for before, after in ((own0, own1), (children0, children1))
+        for field in ("ru_utime", "ru_stime")
+    )
+    window = time.perf_counter() - window0
+    results.sort()
+    if len(results) != total:
+        raise RuntimeError("the client lost results: %d of %d" % (len(results), total))
+    wall = max(r[2] for r in results) - min(r[1] for r in results)
+    return {
+        "results": results,
+        "wall": wall,
+        "client_cpu": cpu,
+        "connections": opened,
+        "client_cpu_overall": overall,
+        "window": window,
+    }
+
+
+def percentile(sorted_values, fraction):
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, int(-(-fraction * len(sorted_values) // 1)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def body_tag(der):
+    """The PKIBody choice number of a DER PKIMessage without decoding it (None if unreadable)."""
+    try:
+        pos = 1
+        pos += 1 + (der[pos] & 0x7F if der[pos] & 0x80 else 0)  # outer SEQUENCE length
+        if der[pos] != 0x30:
+            return None
+        pos += 1
+        first = der[pos]
+        if first & 0x80:
+            width = first & 0x7F
+            length = int.from_bytes(der[pos + 1 : pos + 1 + width], "big")
+            pos += 1 + width + length
+        else:
+            pos += 1 + first
+        tag = der[pos]
+        return tag & 0x1F if tag & 0xE0 == 0xA0 and tag & 0x1F != 0x1F else None
+    except IndexError:
+        return None
+
+
+def summarize(raw, expect_body="ip"):
+    """Throughput, latency percentiles and error counts of one run (cheap checks on every answer)."""
+    results = raw["results"]
+    latencies = sorted((r[2] - r[1]) * 1000.0 for r in results)
+    errors = collections.Counter()
+    for _index, _t0, _t1, status, ctype, body, error in results:
+        if error is not None:
+            errors[error.split(":")[0]] += 1
+        elif status != 200:
+            errors["HTTP %d" % status] += 1
+        elif expect_body is not None:
+            if ctype != CONTENT_TYPE:
+                errors["content type %s" % ctype.decode(errors="replace")] += 1
+            else:
+                tag = body_tag(body)
+                if BODY_TAGS.get(tag) != expect_body:
+                    errors["body %s" % BODY_TAGS.get(tag, tag)] += 1
+    count = len(results)
+    return {
+        "requests": count,
+        "throughput": count / raw["wall"] if raw["wall"] > 0 else float("nan"),
+        "wall_s": raw["wall"],
+        "p50_ms": percentile(latencies, 0.50),
+        "p90_ms": percentile(latencies, 0.90),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": latencies[-1] if latencies else float("nan"),
+        "errors": sum(errors.values()),
+        "error_kinds": dict(errors),
+        "connections": raw["connections"],
+        "client_cpu_us_per_req": raw["client_cpu"] / count * 1e6 if count else float("nan"),
+        "client_cpu_cores": raw["client_cpu"] / raw["wall"] if raw["wall"] > 0 else float("nan"),
+    }
+
+
+# --- the trivial responder: how fast can the client go? --------------------------------------------
+
+
+def _trivial_server(listener, body):
+    """Answer every request at once with a fixed 200 (one thread, non-blocking, keep-alive honoured)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/pkixcmp\r\nContent-Length: %d\r\n" % len(body)
+    answers = {
+        True: head + b"Connection: keep-alive\r\n\r\n" + body,
+        False: head + b"Connection: close\r\n\r\n" + body,
+    }
+    listener.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ, None)
+    buffers = {}
+    while True:
+        for key, _events in sel.select():
+            if key.data is None:
+                try:
+                    conn, _peer = listener.accept()
+                except BlockingIOError:
+                    continue
+                conn.setblocking(False)
+                buffers[conn] = b""
+                sel.register(conn, selectors.EVENT_READ, "conn")
+                continue
+            conn = key.fileobj
+            try:
+                chunk = conn.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                chunk = b""
+            if not chunk:
+                sel.unregister(conn)
+                conn.close()
+                buffers.pop(conn, None)
+                continue
+            buf = buffers[conn] + chunk
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                buffers[conn] = buf
+                continue
+            head_lower = buf[:end].lower()
+            marker = head_lower.find(b"content-length:")
+            length = int(head_lower[marker + 15 :].split(b"\r\n", 1)[0]) if marker >= 0 else 0
+            if len(buf) < end + 4 + length:
+                buffers[conn] = buf
+                continue
+            buffers[conn] = buf[end + 4 + length :]
+            keep = b"connection: keep-alive" in head_lower
+            conn.setblocking(True)
+            conn.sendall(answers[keep])
+            conn.setblocking(False)
+            if not keep:
+                sel.unregister(conn)
+                conn.close()
+                buffers.pop(conn, None)
+
+
+def calibrate(payloads, concurrency, keep_alive):
+    """Client throughput and CPU per request against the trivial responder, for both client modes."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    port = listener.getsockname()[1]
+    ctx = multiprocessing.get_context("fork")
+    server = ctx.Process(target=_trivial_server, args=(listener, b"\x30" * 2500), daemon=True)
+    server.start()
+    listener.close()
+    requests = [http_request("POST", "127.0.0.1", port, "/", p, keep_alive) for p in payloads]
+    out = {}
+    try:
+        for mode in ("thread", "process"):
+            out[mode] = summarize(run_load(("127.0.0.1", port), requests, concurrency, mode, keep_alive), None)
+    finally:
+        server.terminate()
+        server.join()
+    return out
+
+
+# --- servers ---------------------------------------------------------------------------------------
+
+
+def _wait_http(url, process, what, log_path, deadline_s=60, context=None):
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context):  # noqa: S310 (our own loopback server)
+                return
+        except urllib.error.HTTPError:
+            return  # it answers: that is all we wait for (the mock says 400 to a GET)
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process(process)
+            with open(log_path, errors="replace") as handle:
+                raise RuntimeError("%s did not start:\n%s" % (what, handle.read()[-4000:]))
+        time.sleep(0.1)
+
+
+def stop_process(process, timeout=15):
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def process_tree(pid):
+    """pid and its descendants (Linux /proc)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            for task in os.listdir("/proc/%d/task" % current):
+                with open("/proc/%d/task/%s/children" % (current, task)) as handle:
+                    todo.extend(int(child) for child in handle.read().split())
+        except OSError:
+            pass
+    return found
+
+
+def tree_cpu_seconds(pid):
+    """User + system CPU seconds of a process tree so far (0 where /proc cannot tell)."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0
+    for member in process_tree(pid):
+        try:
+            with open("/proc/%d/stat" % member) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / float(ticks)
+
+
+def machine_busy_seconds():
+    """CPU seconds the whole machine spent busy so far (all cores; /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(value) for value in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal ...: everything but idle and iowait.
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    return busy / float(os.sysconf("SC_CLK_TCK"))
+
+
+class OurServer:
+    """`trustpoint-server init` + `run` in a fresh data directory, and its REST API."""
+
+    def __init__(self, workdir, workers, threads, log_level):
+        self.data_dir = os.path.join(workdir, "data-w%dt%d" % (workers, threads))
+        # CMP (and /healthz) on plain HTTP at self.port; the REST API at self.api_url.
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.workers, self.threads = workers, threads
+        command = self._command()
+        subprocess.run([*command, "init", "--data-dir", self.data_dir], check=True, capture_output=True)
+        with open(os.path.join(self.data_dir, "admin-token")) as handle:
+            self.token = handle.read().strip()
+        run_help = subprocess.run([*command, "run", "--help"], capture_output=True, text=True, check=False).stdout
+        listen = ["--listen", "127.0.0.1:%d" % self.port]
+        self.tls = None
+        self.api_url = self.url
+        if "--listen-plain" in run_help:
+            # A server that speaks TLS: HTTPS (REST API) on --listen, plain HTTP for CMP on --listen-plain.
+            api_port = free_port()
+            listen = ["--listen", "127.0.0.1:%d" % api_port, "--listen-plain", "127.0.0.1:%d" % self.port]
+            self.api_url = "https://127.0.0.1:%d" % api_port
+            self.tls = ssl.create_default_context(cafile=os.path.join(self.data_dir, "tls-ca.pem"))
+        self.log_path = os.path.join(self.data_dir, "server.log")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (open for the process's lifetime)
+        self.process = subprocess.Popen(
+            [
+                *command,
+                "run",
+                "--data-dir",
+                self.data_dir,
+                *listen,
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--log-level",
+                log_level,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        _wait_http(self.url + "/healthz", self.process, "trustpoint-server", self.log_path)
+        if self.api_url != self.url:
+            _wait_http(self.api_url + "/healthz", self.process, "trustpoint-server", self.log_path, context=self.tls)
+
+    @staticmethod
+    def _command():
+        script = os.path.join(os.path.dirname(sys.executable), "trustpoint-server")
+        if os.path.exists(script):
+            return [script]
+        found = shutil.which("trustpoint-server")
+        return [found] if found else [sys.executable, "-m", "trustpoint_server.cli"]
+
+    def api(self, method, path, payload):
+        data = json.dumps(payload).encode()
+        request = urllib.request.Request(  # noqa: S310 (our own loopback server)
+            self.api_url + "/api/v1" + path,
+            data=data,
+            method=method,
+            headers={"Authorization": "Bearer " + self.token, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=TIMEOUT, context=self.tls) as response:  # noqa: S310
+            return json.loads(response.read())
+
+    def create_devices(self, domain, prefix, count):
+        """[(device id, shared secret)] of count new cmp_shared_secret devices (4 API calls at a time)."""
+
+        def create(number):
+            body = self.api(
+                "POST",
+                "/devices",
+                {"name": "%s-%05d" % (prefix, number), "domain": domain, "onboarding_method": "cmp_shared_secret"},
+            )
+            return body["device"]["id"], body["shared_secret"]
+
+        with ThreadPoolExecutor(4) as pool:
+            return list(pool.map(create, range(count)))
+
+    def stop(self):
+        stop_process(self.process)
+        self._log.close()
+
+
+class MockServer:
+    """`openssl cmp -port ...`: OpenSSL's CMP mock server with PBM (reference 11) at /pkix/."""
+
+    def __init__(self, workdir, secret):
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d%s" % (self.port, MOCK_PATH)
+        ca = tp_x509.CaChain.create("bench mock", "ecdsa-p256")
+        rsp_key = keys.generate_private_key("ecdsa-p256")
+        self.rsp_cert = tp_x509.issue_certificate(
+            ca.issuing_cert,
+            ca.issuing_key,
+            rsp_key.public_key(),
+            tp_x509.parse_name("/CN=bench mock device"),
+            profiles.get_profile("domain_credential"),
+        )
+        paths = {}
+        for name, certs in (("rsp_cert", [self.rsp_cert]), ("chain", ca.chain), ("root", [ca.root_cert])):
+            paths[name] = os.path.join(workdir, "mock-%s.pem" % name)
+            with open(paths[name], "w") as handle:
+                handle.write(tp_x509.certificates_to_pem(certs))
+        self.log_path = os.path.join(workdir, "mock.log")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (open for the process's lifetime)
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise RuntimeError("openssl is not installed (tools/setup-system.sh installs it)")
+        # The same answer shape as ours: extraCerts = issuing CA + root, caPubs = root.
+        self.process = subprocess.Popen(
+            [
+                openssl,
+                "cmp",
+                "-port",
+                str(self.port),
+                "-srv_ref",
+                MOCK_REF,
+                "-srv_secret",
+                "pass:" + secret,
+                "-rsp_cert",
+                paths["rsp_cert"],
+                "-rsp_extracerts",
+                paths["chain"],
+                "-rsp_capubs",
+                paths["root"],
+                "-grant_implicitconf",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        # A GET gets a quick 400; a bare TCP connect would stall the mock's next request.
+        _wait_http(self.url, self.process, "openssl cmp mock server", self.log_path)
+
+    def stop(self):
+        stop_process(self.process, 5)
+        self._log.close()
+
+
+def openssl_version():
+    try:
+        return subprocess.run(
+            [shutil.which("openssl") or "openssl", "version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        return "openssl: not found"
+
+
+# --- requests --------------------------------------------------------------------------------------
+
+
+class Template:
+    """What both targets' versions of one request share: key, subject, header fields, body (with POP)."""
+
+    def __init__(self, key, number):
+        self.key = key
+        self.subject = tp_x509.parse_name("/CN=bench-device-%05d/O=Trustpoint bench" % number)
+        self.header = Header(sender=self.subject, transaction_id=os.urandom(16), implicit_confirm=True)
+        self.body = cert_req_body("ir", key, self.subject)
+
+
+def make_templates(key_pool, count, first):
+    return [Template(key_pool[(first + i) % len(key_pool)], first + i) for i in range(count)]
+
+
+def protect(template, secret, kid, args):
+    """The DER ir of a template protected with PBM (secret, senderKID kid); messageTime = now."""
+    mac = PasswordBasedMac(
+        secret.encode(), owf=OWF_SHA256, iterations=args.pbm_iterations, mac=MAC_OIDS[args.pbm_mac], kid=kid.encode()
+    )
+    return encode_message(template.header, template.body, mac)
+
+
+def verify_sample(raw, templates, secrets, expected_cert, sample):
+    """Fully check `sample` answers spread over the run; returns a list of problems (empty: all good)."""
+    results = raw["results"]
+    if sample < 0 or sample >= len(results):
+        picked = list(range(len(results)))
+    else:
+        step = len(results) / float(sample)
+        picked = sorted({int(i * step) for i in range(sample)})
+    problems = []
+    for index in picked:
+        _i, _t0, _t1, status, _ctype, body, error = results[index]
+        template = templates[index]
+        where = "request %d" % index
+        if error is not None or status != 200:
+            problems.append("%s: %s" % (where, error or "HTTP %d" % status))
+            continue
+        try:
+            message = CmpMessage.decode(body)
+            if message.transaction_id != template.header.transaction_id:
+                raise ValueError("transactionID differs from the request's")
+            if message.recip_nonce != template.header.sender_nonce:
+                raise ValueError("recipNonce is not the request's senderNonce")
+            if message.body_type == "error":
+                raise ValueError("error: %s" % (error_content(message),))
+            if message.body_type != "ip":
+                raise ValueError("body %s instead of ip" % message.body_type)
+            verify_mac(message, secrets[index].encode())
+            responses, _ca_pubs = cert_responses(message)
+            if len(responses) != 1 or responses[0].status not in (STATUS_ACCEPTED, STATUS_GRANTED_WITH_MODS):
+                raise ValueError("status is not accepted: %s" % [(r.status, r.text) for r in responses])
+            certificate = responses[0].certificate
+            if certificate is None:
+                raise ValueError("no certificate in the ip")
+            if expected_cert is not None:
+                if certificate != expected_cert:
+                    raise ValueError("not the mock's -rsp_cert")
+            elif not keys.same_public_key(certificate.public_key(), template.key):
+                raise ValueError("the certificate is not for the request's key")
+            if not message.implicit_confirm:
+                raise ValueError("implicit confirmation was not granted")
+        except Exception as exc:  # a report, not a crash
+            problems.append("%s: %s" % (where, exc))
+    return problems, len(picked)
+
+
+def describe_error_bodies(raw, limit=3):
+    """The texts of the first few distinct error PKIMessages of a run."""
+    texts = []
+    for _i, _t0, _t1, status, _ctype, body, error in raw["results"]:
+        if error is None and status == 200 and BODY_TAGS.get(body_tag(body)) == "error":
+            try:
+                text = str(error_content(CmpMessage.decode(body)))
+            except Exception as exc:  # an unreadable error is reported as such
+                text = "unreadable error body: %s" % exc
+            if text not in texts:
+                texts.append(text)
+                if len(texts) >= limit:
+                    break
+    return texts
+
+
+# --- py-spy ----------------------------------------------------------------------------------------
+
+
+class PySpy:
+    """`py-spy record` of a process tree while it runs, as collapsed stacks."""
+
+    def __init__(self, pid, output, rate, idle=False):
+        binary = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+        if not os.path.exists(binary):
+            raise RuntimeError("py-spy is not installed (pip install py-spy)")
+        self.output = output
+        self.process = subprocess.Popen(
+            [binary, "record", "--pid", str(pid), "--subprocesses", "--format", "raw"]
+            + ["--rate", str(rate), "--output", output, "--nonblocking"]
+            # Without --idle only threads that run (hold the CPU) are sampled: a CPU profile.
+            + (["--idle"] if idle else []),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(1.0)
+
+    def stop(self):
+        # SIGINT makes py-spy write its output.
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+# Where a sample's time goes: the first bucket (in this order) any frame of its stack matches; the
+# frameworks every request passes through count only when nothing below them matched.
+WORK_BUCKETS = (
+    ("SQLite COMMIT (WAL write + fsync)", ("do_commit",)),
+    ("SQLite BEGIN IMMEDIATE (write lock, busy wait)", ("_sqlite_begin",)),
+    ("PBM key derivation (hashlib loop)", ("derive_key",)),
+    ("pyasn1 decode", ("pyasn1/codec/ber/decoder", "pyasn1/codec/der/decoder")),
+    ("pyasn1 encode", ("pyasn1/codec/ber/encoder", "pyasn1/codec/der/encoder", "pyasn1/codec/cer/encoder")),
+    ("pyasn1 objects (build/clone/verify)", ("pyasn1/type/",)),
+    ("SQLAlchemy + sqlite3 (queries, ORM, flush)", ("sqlalchemy/", "sqlite3")),
+    ("cryptography (sign, verify, load)", ("cryptography/",)),
+    ("vault (AES-GCM)", ("vault.py",)),
+    ("logging (app and access log)", ("logging/",)),
+)
+FRAME_BUCKETS = (
+    ("trustpoint code (own lines)", ("trustpoint_server/", "trustpoint_core/", "server/", "module_utils/")),
+    ("Flask / Werkzeug", ("flask/", "werkzeug/")),
+    ("gunicorn (HTTP parsing, socket I/O)", ("gunicorn/",)),
+)
+IDLE_LEAVES = ("select (selectors", "wait (threading", "accept (", "poll (", "sleep (", "_worker (concurrent")
+
+
+def profile_bucket(frames):
+    for name, marks in WORK_BUCKETS:
+        if any(mark in frame for frame in frames for mark in marks):
+            return name
+    for frame in reversed(frames):
+        for name, marks in FRAME_BUCKETS:
+            if any(mark in frame for mark in marks):
+                return name
+    return "other (interpreter, stdlib)"
+
+
+def summarize_profile(path, top=25):
+    """Buckets and hottest frames of py-spy's collapsed stacks (samples of waiting threads left out)."""
+    buckets = collections.Counter()
+    inclusive = collections.Counter()
+    own = collections.Counter()
+    total = 0
+    idle = 0
+    with open(path) as handle:
+        for line in handle:
+            stack, _sep, count_text = line.rstrip("\n").rpartition(" ")
+            try:
+                count = int(count_text)
+            except ValueError:
+                continue
+            frames = stack.split(";")
+            leaf = frames[-1]
+            if any(word in leaf for word in IDLE_LEAVES):
+                idle += count
+                continue
+            total += count
+            own[leaf] += count
+            for frame in set(frames):
+                inclusive[frame] += count
+            buckets[profile_bucket(frames)] += count
+    return {
+        "active_samples": total,
+        "idle_samples": idle,
+        "buckets": [(name, count, 100.0 * count / total if total else 0.0) for name, count in buckets.most_common()],
+        "inclusive": [(name, 100.0 * count / total if total else 0.0) for name, count in inclusive.most_common(top)],
+        "self": [(name, 100.0 * count / total if total else 0.0) for name, count in own.most_common(top)],
+    }
+
+
+# --- the benchmark ---------------------------------------------------------------------------------
+
+
+def int_list(text):
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected comma-separated integers, got %r" % text) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("expected positive integers, got %r" % text)
+    return values
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n", maxsplit=1)[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=500, help="enrollments per target and level (500)")
+    parser.add_argument("--concurrency", type=int_list, default=[1, 4, 8], help="client counts (1,4,8)")
+    parser.add_argument("--workers", type=int_list, default=[2], help="our gunicorn workers, list (2)")
+    parser.add_argument("--threads", type=int_list, default=[4], help="our threads per worker, list (4)")
+    parser.add_argument(
+        "--client", choices=("thread", "process"), default="thread", help="client threads or processes (thread)"
+    )
+    parser.add_argument(
+        "--connection",
+        choices=("close", "keep-alive"),
+        default="close",
+        help="close: a new TCP connection per request (default); keep-alive: reuse while the server allows",
+    )
+    parser.add_argument("--key-type", default="ecdsa-p256", help="request keys: a core key type or 'mixed'")
+    parser.add_argument("--key-pool", type=int, default=0, help="distinct keys (default: one per request)")
+    parser.add_argument("--pbm-iterations", type=int, default=500, help="PBM iterationCount (OpenSSL: 500)")
+    parser.add_argument("--pbm-mac", choices=sorted(MAC_OIDS), default="hmac-sha1", help="PBM MAC (OpenSSL's)")
+    parser.add_argument("--warmup", type=int, default=30, help="unmeasured requests per target and server (30)")
+    parser.add_argument("--verify-sample", type=int, default=25, help="answers fully checked per run (-1: all)")
+    parser.add_argument("--calibration-requests", type=int, default=2000, help="requests to the trivial responder")
+    parser.add_argument("--skip-mock", action="store_true", help="measure only our server")
+    parser.add_argument("--healthz", action="store_true", help="also time GET /healthz (gunicorn+Flask floor)")
+    parser.add_argument("--log-level", default="info", help="our server's --log-level (info)")
+    parser.add_argument(
+        "--json", metavar="FILE", help="write all results as JSON ('-': stdout, the report then goes to stderr)"
+    )
+    parser.add_argument("--py-spy", metavar="FILE", help="record our server with py-spy (collapsed stacks)")
+    parser.add_argument("--py-spy-rate", type=int, default=250, help="py-spy samples per second (250)")
+    parser.add_argument("--py-spy-idle", action="store_true", help="sample waiting threads too (wall clock, not CPU)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
+    args = parser.parse_args(argv)
+    if args.requests < 1:
+        parser.error("--requests must be at least 1")
+    return args
+
+
+def make_keys(args, count):
+    types = ["ecdsa-p256", "rsa-2048"] if args.key_type == "mixed" else [args.key_type]
+    return [keys.generate_private_key(types[i % len(types)]) for i in range(count)]
+
+
+def fmt_row(cols, widths):
+    return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cols, widths)))
+
+
+def _verified(row):
+    if "verified" not in row:
+        return "-"
+    if row["verify_failures"]:
+        return "BAD %d/%d" % (row["verify_failures"], row["verified"])
+    return "ok %d" % row["verified"]
+
+
+def print_table(rows):
+    header = (
+        "target", "C", "enroll/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "srv CPU ms/req",
+        "client CPU us/req", "other load", "verified",
+    )  # fmt: skip
+    widths = [22, 3, 9, 7, 7, 7, 7, 6, 14, 17, 10, 9]
+    print(fmt_row(header, widths))
+    for row in rows:
+        print(
+            fmt_row(
+                (
+                    row["target"],
+                    row["concurrency"],
+                    "%.1f" % row["throughput"],
+                    "%.1f" % row["p50_ms"],
+                    "%.1f" % row["p90_ms"],
+                    "%.1f" % row["p99_ms"],
+                    "%.1f" % row["max_ms"],
+                    row["errors"],
+                    "%.2f" % row.get("server_cpu_ms_per_req", float("nan")),
+                    "%.0f" % row["client_cpu_us_per_req"],
+                    "%.2f" % row.get("other_cpu_cores", float("nan")),
+                    _verified(row),
+                ),
+                widths,
+            )
+        )
+
+
+def measure(target, address, payloads, templates, secrets, concurrency, args, server_pid, expected_cert):
+    keep_alive = args.connection == "keep-alive"
+    cpu0 = tree_cpu_seconds(server_pid)
+    busy0 = machine_busy_seconds()
+    raw = run_load(address, payloads, concurrency, args.client, keep_alive)
+    busy1 = machine_busy_seconds()
+    server_cpu = tree_cpu_seconds(server_pid) - cpu0
+    row = summarize(raw)
+    row.update(target=target, concurrency=concurrency)
+    row["server_cpu_ms_per_req"] = server_cpu / row["requests"] * 1000.0
+    row["server_cpu_cores"] = server_cpu / raw["wall"] if raw["wall"] > 0 else float("nan")
+    # Whatever else ran on the machine meanwhile (other programs, py-spy): it skews the comparison.
+    if busy0 is not None and busy1 is not None and raw["window"] > 0:
+        other = (busy1 - busy0) - server_cpu - raw["client_cpu_overall"]
+        row["other_cpu_cores"] = max(0.0, other / raw["window"])
+    else:
+        row["other_cpu_cores"] = float("nan")
+    problems, checked = verify_sample(raw, templates, secrets, expected_cert, args.verify_sample)
+    row["verified"] = checked
+    row["verify_failures"] = len(problems)
+    row["verify_problems"] = problems[:5]
+    row["error_texts"] = describe_error_bodies(raw)
+    log(
+        "  %-22s C=%-2d %7.1f enroll/s  p50 %6.1f  p99 %6.1f ms  errors %d  (%d answers fully verified%s)"
+        % (
+            target,
+            concurrency,
+            row["throughput"],
+            row["p50_ms"],
+            row["p99_ms"],
+            row["errors"],
+            checked,
+            "; problems: %s" % "; ".join(problems[:3]) if problems else "",
+        )
+    )
+    for text in row["error_texts"]:
+        log("    error answer: %s" % text)
+    return row
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    levels = args.concurrency
+    configs = list(itertools.product(args.workers, args.threads))
+    workdir = tempfile.mkdtemp(prefix="cmp-bench-")
+    keep_alive = args.connection == "keep-alive"
+    report = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "openssl": openssl_version(),
+        },
+        "settings": {
+            "requests": args.requests,
+            "concurrency": levels,
+            "configs": ["%dx%d" % c for c in configs],
+            "client": args.client,
+            "connection": args.connection,
+            "key_type": args.key_type,
+            "pbm": {"iterations": args.pbm_iterations, "mac": args.pbm_mac, "owf": "sha256"},
+            "warmup": args.warmup,
+        },
+        "calibration": {},
+        "results": [],
+    }
+    log("work directory %s; %d CPUs; %s" % (workdir, os.cpu_count(), report["machine"]["openssl"]))
+    started = time.monotonic()
+    pool_size = args.key_pool or args.requests
+    log("generating %d %s keys (not measured) ..." % (pool_size, args.key_type))
+    key_pool = make_keys(args, pool_size)
+    mock = None
+    mock_secret = "bench-" + os.urandom(12).hex()
+    rows = []
+    try:
+        # 1. The client's ceiling.
+        log("calibrating the client against a trivial responder ...")
+        probe = make_templates(key_pool, 1, 0)[0]
+        body = protect(probe, mock_secret, MOCK_REF, args)
+        for concurrency in levels:
+            cal = calibrate([body] * args.calibration_requests, concurrency, keep_alive)
+            report["calibration"][str(concurrency)] = cal
+            log(
+                "  C=%-2d thread: %7.0f req/s, %4.0f us CPU/req  |  process: %7.0f req/s, %4.0f us CPU/req"
+                % (
+                    concurrency,
+                    cal["thread"]["throughput"],
+                    cal["thread"]["client_cpu_us_per_req"],
+                    cal["process"]["throughput"],
+                    cal["process"]["client_cpu_us_per_req"],
+                )
+            )
+
+        # 2. The mock, once per level.
+        mock_templates = {}
+        if not args.skip_mock:
+            mock = MockServer(workdir, mock_secret)
+            log("mock server: %s (pid %d)" % (mock.url, mock.process.pid))
+            address = ("127.0.0.1", mock.port)
+            if args.warmup:
+                warm = make_templates(key_pool, args.warmup, 0)
+                payloads = [
+                    http_request(
+                        "POST", "127.0.0.1", mock.port, MOCK_PATH, protect(t, mock_secret, MOCK_REF, args), keep_alive
+                    )
+                    for t in warm
+                ]
+                run_load(address, payloads, max(levels), args.client, keep_alive)
+            for concurrency in levels:
+                templates = make_templates(key_pool, args.requests, 0)
+                mock_templates[concurrency] = templates
+                payloads = [
+                    http_request(
+                        "POST", "127.0.0.1", mock.port, MOCK_PATH, protect(t, mock_secret, MOCK_REF, args), keep_alive
+                    )
+                    for t in templates
+                ]
+                row = measure(
+                    "openssl mock",
+                    address,
+                    payloads,
+                    templates,
+                    [mock_secret] * len(templates),
+                    concurrency,
+                    args,
+                    mock.process.pid,
+                    mock.rsp_cert,
+                )
+                rows.append(row)
+            mock.stop()
+            mock = None
+
+        # 3. Our server, per configuration; the same templates as the mock got (same keys, subjects,
+        #    transactionIDs, nonces), protected with each device's own secret.
+        spy_done = False
+        for workers, threads in configs:
+            name = "trustpoint %dw x %dt" % (workers, threads)
+            ours = OurServer(workdir, workers, threads, args.log_level)
+            log("%s: %s (pid %d)" % (name, ours.url, ours.process.pid))
+            try:
+                ours.api("POST", "/domains", {"name": "bench"})
+                path = "/.well-known/cmp/p/bench/initialization"
+                address = ("127.0.0.1", ours.port)
+                if args.warmup:
+                    devices = ours.create_devices("bench", "warm", args.warmup)
+                    warm = make_templates(key_pool, args.warmup, 0)
+                    payloads = [
+                        http_request(
+                            "POST", "127.0.0.1", ours.port, path, protect(t, secret, str(dev), args), keep_alive
+                        )
+                        for t, (dev, secret) in zip(warm, devices)
+                    ]
+                    run_load(address, payloads, max(levels), args.client, keep_alive)
+                if args.healthz:
+                    payloads = [
+                        http_request("GET", "127.0.0.1", ours.port, "/healthz", keep_alive=keep_alive)
+                    ] * args.requests
+                    for concurrency in levels:
+                        raw = run_load(address, payloads, concurrency, args.client, keep_alive)
+                        row = summarize(raw, None)
+                        row.update(target="%s /healthz" % name, concurrency=concurrency, config=[workers, threads])
+                        rows.append(row)
+                        log("  %-22s C=%-2d %7.1f req/s" % ("GET /healthz", concurrency, row["throughput"]))
+                log("  creating %d devices through the REST API (not measured) ..." % (args.requests * len(levels)))
+                devices_per_level = {c: ours.create_devices("bench", "c%d" % c, args.requests) for c in levels}
+                spy = None
+                if args.py_spy and not spy_done:
+                    # Only the measured runs (and the client's message building between them) are recorded.
+                    spy = PySpy(ours.process.pid, args.py_spy, args.py_spy_rate, args.py_spy_idle)
+                for concurrency in levels:
+                    devices = devices_per_level[concurrency]
+                    templates = mock_templates.get(concurrency) or make_templates(key_pool, args.requests, 0)
+                    payloads = [
+                        http_request(
+                            "POST", "127.0.0.1", ours.port, path, protect(t, secret, str(dev), args), keep_alive
+                        )
+                        for t, (dev, secret) in zip(templates, devices)
+                    ]
+                    row = measure(
+                        name,
+                        address,
+                        payloads,
+                        templates,
+                        [secret for _dev, secret in devices],
+                        concurrency,
+                        args,
+                        ours.process.pid,
+                        None,
+                    )
+                    row["config"] = [workers, threads]
+                    rows.append(row)
+                if spy is not None:
+                    spy.stop()
+                    spy_done = True
+                    report["profile"] = summarize_profile(args.py_spy)
+                    report["profile"]["config"] = name
+            finally:
+                ours.stop()
+    finally:
+        if mock is not None:
+            mock.stop()
+        if args.keep:
+            log("kept %s" % workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    report["results"] = rows
+    report["elapsed_s"] = time.monotonic() - started
+    if args.json == "-":
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is for the JSON
+            print_report(report, rows, levels, configs, args)
+    else:
+        print_report(report, rows, levels, configs, args)
+    if args.json:
+        text = json.dumps(report, indent=2, default=str)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as handle:
+                handle.write(text + "\n")
+    return 0
+
+
+def print_report(report, rows, levels, configs, args):
+    machine = report["machine"]
+    print()
+    print(
+        "CMP ir enrollments: %d requests per run, PBM %s/%d iterations, %s keys, implicit confirm, "
+        "client %s, Connection: %s" % (args.requests, args.pbm_mac, args.pbm_iterations, args.key_type,
+                                       args.client, args.connection)
+    )  # fmt: skip
+    print("machine: %d CPUs, Python %s, %s" % (machine["cpus"], machine["python"], machine["openssl"]))
+    print()
+    print("client ceiling (trivial responder, same request bytes):")
+    for concurrency, cal in sorted(report["calibration"].items(), key=lambda item: int(item[0])):
+        print(
+            "  C=%-2s thread %6.0f req/s (%3.0f us CPU/req)   process %6.0f req/s (%3.0f us CPU/req)"
+            % (
+                concurrency,
+                cal["thread"]["throughput"],
+                cal["thread"]["client_cpu_us_per_req"],
+                cal["process"]["throughput"],
+                cal["process"]["client_cpu_us_per_req"],
+            )
+        )
+    print()
+    print_table(rows)
+    print("(srv CPU: the target's processes; other load: cores busy with anything but the target and the client)")
+    noisy = [r for r in rows if r.get("other_cpu_cores", 0.0) > OTHER_LOAD_WARNING]
+    if noisy:
+        print(
+            "WARNING: other programs used more than %.1f cores during %d run(s): the numbers are skewed; "
+            "rerun on a quiet machine" % (OTHER_LOAD_WARNING, len(noisy))
+        )
+    mock_rows = {r["concurrency"]: r for r in rows if r["target"] == "openssl mock"}
+    print()
+    print("verdicts (targets: throughput >= mock's, p99 < %.0f ms):" % P99_TARGET_MS)
+    best = {}
+    for row in rows:
+        if "config" not in row or row["target"].endswith("/healthz"):
+            continue
+        concurrency = row["concurrency"]
+        mock_row = mock_rows.get(concurrency)
+        ratio = row["throughput"] / mock_row["throughput"] if mock_row else float("nan")
+        row["ratio_to_mock"] = ratio
+        clean = row["errors"] == 0 and row["verify_failures"] == 0
+        throughput_met = mock_row is not None and ratio >= 1.0 and clean
+        p99_met = row["p99_ms"] < P99_TARGET_MS and clean
+        row["throughput_target"] = "MET" if throughput_met else "NOT MET" if mock_row else "n/a (no mock run)"
+        row["p99_target"] = "MET" if p99_met else "NOT MET"
+        print(
+            "  %-22s C=%-2d ours/mock throughput %5.2f  -> %-7s   p99 %6.1f ms -> %s"
+            % (row["target"], concurrency, ratio, row["throughput_target"], row["p99_ms"], row["p99_target"])
+        )
+        if concurrency not in best or row["throughput"] > best[concurrency]["throughput"]:
+            best[concurrency] = row
+    if len(configs) > 1:
+        print()
+        print("best configuration per concurrency (by throughput):")
+        for concurrency in levels:
+            if concurrency in best:
+                row = best[concurrency]
+                print(
+                    "  C=%-2d %s: %.1f enroll/s, p99 %.1f ms"
+                    % (concurrency, row["target"], row["throughput"], row["p99_ms"])
+                )
+    if "profile" in report:
+        profile = report["profile"]
+        print()
+        print(
+            "py-spy profile of %s (%d active samples over all levels; collapsed stacks in %s):"
+            % (profile["config"], profile["active_samples"], args.py_spy)
+        )
+        for name, _count, share in profile["buckets"]:
+            print("  %5.1f%%  %s" % (share, name))
+        print("  hottest frames (inclusive):")
+        for name, share in profile["inclusive"][:15]:
+            print("  %5.1f%%  %s" % (share, name))
+    print()
+    print("(a measurement: the exit code is 0 whether or not the targets are met; %.0f s)" % report["elapsed_s"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
