@@ -28,7 +28,7 @@ from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 from . import devices, identity, pki
 from .db import begin_write, session
 from .models import Device, Domain
-from .tls import client_certificate
+from .tls import client_certificate, client_chain
 from .wire import public_url, read_body
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ class EstEnrollment:
                 if record is not None:
                     return identity.Requester("credential", device=record.device, record=record, certificate=presented)
                 requester = identity.Requester("idevid", certificate=presented)
-                requester.registration = identity.admit_idevid(self.db, presented, [], self.domain)
+                requester.registration = identity.admit_idevid(self.db, presented, client_chain(), self.domain)
                 requester.device, requester.new_device = identity.idevid_device(
                     self.db, requester.registration, presented, "est_idevid"
                 )

@@ -392,3 +392,21 @@ def client_certificate():
     if "tls_client_certificate" not in g:
         g.tls_client_certificate = peer_certificate(request.environ.get("gunicorn.socket"))
     return g.tls_client_certificate
+
+
+def client_chain():
+    """The CA certificates the handshake verified the client certificate with (leaf excluded), as
+    cryptography Certificates: the intermediates an IDevID's manufacturer chain needs, which TLS delivers
+    but getpeercert() drops. Empty when there is no client certificate."""
+    sock = request.environ.get("gunicorn.socket")
+    if not isinstance(sock, ssl.SSLSocket) or client_certificate() is None:
+        return []
+    # Public since Python 3.13; the same method of the underlying _ssl object before.
+    getter = getattr(sock, "get_verified_chain", None) or getattr(sock._sslobj, "get_verified_chain", None)
+    if getter is None:
+        return []
+    try:
+        chain = getter() or []
+    except (ValueError, OSError):
+        return []
+    return [cx509.load_der_x509_certificate(item.public_bytes(ssl._ssl.ENCODING_DER)) for item in chain[1:]]

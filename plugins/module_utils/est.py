@@ -14,7 +14,8 @@ import binascii
 import os
 
 from .asn1 import der_oid, der_sequence, der_tlv
-from .errors import InvalidInput
+from .errors import InvalidInput, TrustpointError
+from .keys import hash_for, same_public_key
 
 try:
     from cryptography import x509
@@ -130,3 +131,51 @@ def parse_server_keygen(content_type, body):
     if key is None or not certificates:
         raise InvalidInput("the serverkeygen answer lacks the key or the certificate")
     return key, certificates
+
+
+class EstClient:
+    """A device's EST client for one server and label (domain).
+
+    send(method, url, body, headers) returns (status, content type, body) and raises TransportError when
+    the server cannot be reached; TLS (server verification, a client certificate) is the sender's.
+    """
+
+    def __init__(self, base_url, send):
+        self.base_url = base_url.rstrip("/")
+        self.send = send
+
+    def _request(self, method, operation, body=None, headers=None):
+        url = "%s/%s" % (self.base_url, operation)
+        status, content_type, data = self.send(method, url, body, headers or {})
+        if status != 200:
+            detail = (data or b"").decode("utf-8", "replace").strip()[:300]
+            raise TrustpointError("EST %s refused with HTTP %s: %s" % (operation, status, detail or "no reason given"))
+        return content_type, data
+
+    def ca_certificates(self):
+        """/cacerts: the domain's CA certificates (issuing CA and root)."""
+        return load_certs_only(self._request("GET", "cacerts")[1])
+
+    def enroll(self, csr, username=None, password=None, reenroll=False):
+        """simpleenroll (or simplereenroll) of csr; returns the issued certificate.
+
+        username/password: HTTP Basic; without them the TLS client certificate of the sender authenticates.
+        """
+        headers = {"Content-Type": PKCS10}
+        if username is not None:
+            token = base64.b64encode(("%s:%s" % (username, password)).encode()).decode()
+            headers["Authorization"] = "Basic " + token
+        body = encode_base64(csr.public_bytes(serialization.Encoding.DER), "HTTP/1.0")
+        _type, data = self._request("POST", "simplereenroll" if reenroll else "simpleenroll", body, headers)
+        for certificate in load_certs_only(data):
+            if same_public_key(certificate.public_key(), csr.public_key()):
+                return certificate
+        raise TrustpointError("the EST server's answer holds no certificate for the requested key")
+
+
+def build_csr(private_key, subject, subject_alt_names=()):
+    """A CSR for private_key (signed with it: the proof of possession)."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    if subject_alt_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(subject_alt_names)), critical=False)
+    return builder.sign(private_key, hash_for(private_key))

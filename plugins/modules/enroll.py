@@ -19,8 +19,12 @@ description:
     shared secret (O(shared_secret)) that M(trustpoint.pki.device) returned. O(method=cmp_idevid) signs it with
     the device's IDevID (O(idevid_certificate_path), O(idevid_key_path)), which a DevID registration on the
     server must admit.
-  - A valid credential inside the renewal window (O(renew_before_days)) is renewed with a key update request
-    (C(kur)) signed with the current credential. It gets a new key and needs no secret.
+  - The EST methods (RFC 7030, over HTTPS) send a CSR to C(simpleenroll) instead, authenticated with the device
+    name and one-time password (O(method=est_password), O(username), O(password)) or with the IDevID as TLS
+    client certificate (O(method=est_idevid)); the chain comes from C(/cacerts).
+  - A valid credential inside the renewal window (O(renew_before_days)) is renewed with a new key and no secret,
+    by a CMP key update request (C(kur)) signed with the current credential, or for EST methods by a
+    C(simplereenroll) with the current credential as TLS client certificate.
   - With O(state=absent) the module revokes the credential (C(rr), signed with it) and deletes the files.
   - Does nothing while the device holds a valid credential of the domain outside the renewal window. Check mode
     needs neither O(device_id) nor O(shared_secret), and RV(action) says what a real run would do.
@@ -59,8 +63,10 @@ options:
       - How the device proves who it is when it onboards.
       - V(cmp_shared_secret) - CMP C(ir) protected with O(shared_secret) (PBM, RFC 4210).
       - V(cmp_idevid) - CMP C(ir) signed with the device's IDevID (IEEE 802.1AR).
+      - V(est_password) - EST C(simpleenroll) with HTTP Basic authentication.
+      - V(est_idevid) - EST C(simpleenroll) with the IDevID as TLS client certificate.
     type: str
-    choices: [cmp_shared_secret, cmp_idevid]
+    choices: [cmp_shared_secret, cmp_idevid, est_password, est_idevid]
     default: cmp_shared_secret
   device_id:
     description:
@@ -71,13 +77,25 @@ options:
     description:
       - The device's one-time shared secret. Required when the module onboards with O(method=cmp_shared_secret).
     type: str
+  username:
+    description:
+      - The device's EST username, its name on the server. Required when the module onboards with
+        O(method=est_password).
+    type: str
+  password:
+    description:
+      - The device's one-time EST password (RV(trustpoint.pki.device#module:password)). Required when the module
+        onboards with O(method=est_password).
+    type: str
   idevid_certificate_path:
     description:
-      - The device's IDevID certificate (PEM), on the device. Required with O(method=cmp_idevid).
+      - The device's IDevID certificate (PEM), on the device. Required with O(method=cmp_idevid) and
+        O(method=est_idevid).
     type: path
   idevid_key_path:
     description:
-      - The IDevID's private key (PEM), on the device. Required with O(method=cmp_idevid).
+      - The IDevID's private key (PEM), on the device. Required with O(method=cmp_idevid) and
+        O(method=est_idevid).
     type: path
   idevid_chain_path:
     description:
@@ -141,6 +159,7 @@ options:
       - V(python) uses the Python libraries on the device, V(openssl) the C(openssl cmp) command line of
         OpenSSL 3, V(auto) the Python libraries when they are installed and C(openssl) otherwise.
       - With an C(https) O(server_url), the V(openssl) backend verifies the server only against O(ca_path).
+      - For the EST methods the V(openssl) backend also needs C(curl).
     type: str
     choices: [auto, python, openssl]
     default: auto
@@ -287,6 +306,12 @@ def _check_inputs(module, action):
     if params["method"] == "cmp_idevid":
         missing = [n for n in ("idevid_certificate_path", "idevid_key_path", "ca_certificates") if not params[n]]
         hint = "the IDevID, and the domain's CA chain to trust the server's answer"
+    elif params["method"] == "est_idevid":
+        missing = [n for n in ("idevid_certificate_path", "idevid_key_path") if not params[n]]
+        hint = "the IDevID is the TLS client certificate"
+    elif params["method"] == "est_password":
+        missing = [n for n in ("username", "password") if params[n] in (None, "")]
+        hint = "register the device with trustpoint.pki.device (regenerate_secret=true issues a new password)"
     else:
         missing = [n for n in ("device_id", "shared_secret") if params[n] in (None, "")]
         hint = "register the device with trustpoint.pki.device (regenerate_secret=true issues a new secret)"
@@ -301,7 +326,13 @@ def main():
     argument_spec = dict(
         domain=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent"]),
-        method=dict(type="str", default="cmp_shared_secret", choices=["cmp_shared_secret", "cmp_idevid"]),
+        method=dict(
+            type="str",
+            default="cmp_shared_secret",
+            choices=["cmp_shared_secret", "cmp_idevid", "est_password", "est_idevid"],
+        ),
+        username=dict(type="str"),
+        password=dict(type="str", no_log=True),
         device_id=dict(type="int"),
         shared_secret=dict(type="str", no_log=True),
         idevid_certificate_path=dict(type="path"),

@@ -174,3 +174,115 @@ def test_state_absent_revokes_and_deletes(server, workdir, backend):
     serials = [format(entry.serial_number, "x") for entry in x509.load_der_x509_crl(der)]
     assert enrolled["certificate"]["serial_number"] in serials
     assert not run_tasks(workdir, [absent])["enroll"]["changed"]
+
+
+def _est_task(server, domain, workdir, backend, **extra):
+    """The module against the HTTPS endpoint (EST needs TLS), trusting the server's TLS CA."""
+    return _task(server, domain, workdir, backend, server_url=server.url, ca_path=str(server.ca_file), **extra)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_est_password_onboarding_renewal_and_revocation(server, workdir, backend):
+    """est_password: simpleenroll with the one-time password, renewal with simplereenroll (new key, same
+    subject, no password), revocation with rr; the spent password cannot onboard again."""
+    domain = server.create_domain(validity_days=20)
+    name = "est-" + uuid.uuid4().hex[:8]
+    status, created = server.api(
+        "POST", "/devices", {"name": name, "domain": domain["name"], "onboarding_method": "est_password"}
+    )
+    assert status == 201 and created["password"]
+    task = _est_task(
+        server,
+        domain,
+        workdir,
+        backend,
+        method="est_password",
+        username=name,
+        password=created["password"],
+        ca_certificates=domain["ca_chain"],
+    )
+    enrolled = run_tasks(workdir, [task])["enroll"]
+    assert enrolled["action"] == "enroll" and enrolled["certificate"]["subject"] == "CN=" + name
+    openssl("verify", "-CAfile", str(workdir / "chain.pem"), str(workdir / "dc.pem"))
+    assert server.device(created["device"]["id"])["status"] == "onboarded"
+
+    (workdir / "dc.key").unlink()
+    spent = run_tasks(workdir, [task], expect_failure=True)["enroll"]
+    assert "401" in spent["msg"] and "used up" in spent["msg"]
+
+    run_tasks(workdir, [task.copy()], expect_failure=True)  # still no key: nothing changed on the server
+    device_id = created["device"]["id"]
+    status, renewed_secret = server.api("POST", "/devices/%d/secret" % device_id)
+    task["trustpoint.pki.enroll"]["password"] = renewed_secret["password"]
+    first = run_tasks(workdir, [task])["enroll"]
+
+    renew = _est_task(server, domain, workdir, backend, method="est_password", renew_before_days=30)
+    renewed = run_tasks(workdir, [renew])["enroll"]
+    assert renewed["action"] == "renew"
+    assert renewed["certificate"]["serial_number"] != first["certificate"]["serial_number"]
+    assert renewed["certificate"]["subject"] == first["certificate"]["subject"]
+    assert server.device(device_id)["credential"]["serial_number"] == renewed["certificate"]["serial_number"]
+
+    absent = _est_task(server, domain, workdir, backend, method="est_password", state="absent")
+    absent["trustpoint.pki.enroll"]["server_url"] = server.cmp_url
+    assert run_tasks(workdir, [absent])["enroll"]["action"] == "revoke"
+    assert server.device(device_id)["status"] == "pending"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_est_idevid_onboarding(server, workdir, vendor, backend):
+    """est_idevid: the IDevID as TLS client certificate onboards a pre-registered device found by its serial."""
+    domain = server.create_domain()
+    serial = "EST-" + uuid.uuid4().hex[:10]
+    store = "ts-" + uuid.uuid4().hex[:8]
+    assert (
+        server.api(
+            "POST",
+            "/truststores",
+            {"name": store, "usage": "idevid", "certificates": certificates_to_pem(vendor.root_cert)},
+        )[0]
+        == 201
+    )
+    assert (
+        server.api(
+            "POST",
+            "/devid-registrations",
+            {
+                "name": "reg-" + uuid.uuid4().hex[:8],
+                "domain": domain["name"],
+                "truststore": store,
+                "pattern": "EST-[0-9a-f]+",
+            },
+        )[0]
+        == 201
+    )
+    status, created = server.api(
+        "POST",
+        "/devices",
+        {
+            "name": "sensor-" + serial.lower(),
+            "domain": domain["name"],
+            "onboarding_method": "est_idevid",
+            "serial_number": serial,
+        },
+    )
+    assert status == 201 and "password" not in created
+    idevid = make_idevid(workdir, vendor, serial)
+    # TLS sends the leaf and the intermediate: give curl/Python the certificate file with its chain.
+    full = workdir / "idevid-full.pem"
+    full.write_text(idevid["cert"].read_text() + idevid["chain"].read_text())
+    task = _est_task(
+        server,
+        domain,
+        workdir,
+        backend,
+        method="est_idevid",
+        idevid_certificate_path=str(full),
+        idevid_key_path=str(idevid["key"]),
+    )
+    result = run_tasks(workdir, [task])["enroll"]
+    assert result["action"] == "enroll"
+    device = server.device(created["device"]["id"])
+    assert device["status"] == "onboarded"
+    assert device["credential"]["serial_number"] == result["certificate"]["serial_number"]
+    assert not run_tasks(workdir, [task])["enroll"]["changed"]

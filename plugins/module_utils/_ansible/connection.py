@@ -30,8 +30,11 @@ API_ARGS = dict(
 )
 
 
-def _open(module, url, method="GET", data=None, headers=None):
-    """(status, headers, body) of one request; HTTP errors are answers too, not exceptions."""
+def _open(module, url, method="GET", data=None, headers=None, client_cert=None, client_key=None):
+    """(status, headers, body) of one request; HTTP errors are answers too, not exceptions.
+
+    client_cert/client_key: a TLS client certificate and its key (PEM files), e.g. an IDevID for EST.
+    """
     params = module.params
     try:
         response = open_url(
@@ -43,6 +46,8 @@ def _open(module, url, method="GET", data=None, headers=None):
             ca_path=params.get("ca_path"),
             timeout=params["timeout"],
             follow_redirects="none",
+            client_cert=client_cert,
+            client_key=client_key,
         )
         return response.getcode(), response.headers, response.read()
     except HTTPError as exc:
@@ -53,12 +58,22 @@ def _open(module, url, method="GET", data=None, headers=None):
         ) from exc
 
 
+def http_sender(module, client_cert=None, client_key=None):
+    """send(method, url, body, headers) -> (status, content type, body), for the core's EST client."""
+
+    def send(method, url, body, headers):
+        status, answer_headers, data = _open(module, url, method, body, headers, client_cert, client_key)
+        return status, answer_headers.get("Content-Type"), data
+
+    return send
+
+
 def http_transport(module):
-    """A transport for the core's protocol clients: post(url, body, content_type)."""
+    """A transport for the core's CMP client: post(url, body, content_type)."""
+    send = http_sender(module)
 
     def post(url, body, content_type):
-        status, headers, data = _open(module, url, "POST", body, {"Content-Type": content_type})
-        return status, headers.get("Content-Type"), data
+        return send("POST", url, body, {"Content-Type": content_type})
 
     return post
 

@@ -12,6 +12,7 @@ OpenSSL 3 command line, for devices without those libraries.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import os
 import re
@@ -19,7 +20,7 @@ import tempfile
 
 from .. import deps
 from ..errors import TrustpointError
-from .connection import endpoint, http_transport
+from .connection import endpoint, http_sender, http_transport
 
 # The key file is private to its owner; certificates are public.
 KEY_MODE = 0o600
@@ -38,6 +39,11 @@ REVOCATION_REASONS = {
 def cmp_url(module, operation="{operation}"):
     """The RFC 9483 URL of the module's domain, for one operation or with the {operation} placeholder."""
     return endpoint(module, "/.well-known/cmp/p/%s/%s" % (module.params["domain"], operation))
+
+
+def est_url(module):
+    """The EST base URL of the module's domain (RFC 7030 label = domain)."""
+    return endpoint(module, "/.well-known/est/%s" % module.params["domain"])
 
 
 class Inspection:
@@ -141,9 +147,9 @@ class PythonBackend:
 
     def __init__(self, module):
         self.module = module
-        from .. import cmp_client, keys, x509
+        from .. import cmp_client, est, keys, x509
 
-        self.cmp_client, self.keys, self.x509 = cmp_client, keys, x509
+        self.cmp_client, self.est, self.keys, self.x509 = cmp_client, est, keys, x509
 
     def inspect(self, files, trusted_pem, renew_before_days):
         x509, keys = self.x509, self.keys
@@ -185,10 +191,40 @@ class PythonBackend:
         files.install(*paths)
         return x509.summary(enrollment.certificate)
 
+    def _est(
+        self,
+        files,
+        key,
+        client_cert=None,
+        client_key=None,
+        username=None,
+        password=None,
+        reenroll=False,
+        subject=None,
+        subject_alt_names=(),
+    ):
+        """EST: a CSR for key, simpleenroll (or simplereenroll), and the chain from /cacerts."""
+        x509 = self.x509
+        client = self.est.EstClient(est_url(self.module), http_sender(self.module, client_cert, client_key))
+        csr = self.est.build_csr(key, subject or x509.parse_name(self.module.params["subject"]), subject_alt_names)
+        certificate = client.enroll(csr, username, password, reenroll=reenroll)
+        ca_certificates = client.ca_certificates()
+        anchors = self.cmp_client.trust_anchors(
+            x509.load_certificates(self.module.params["ca_certificates"])
+            if self.module.params["ca_certificates"]
+            else ca_certificates
+        )
+        path = x509.verify_chain(certificate, ca_certificates, anchors)
+        return self._install(files, key, self.cmp_client.Enrollment(certificate, path[1:], ca_certificates, True))
+
     def enroll(self, files):
-        """Onboard: a new key, and an ir authenticated by the shared secret or the IDevID."""
+        """Onboard: a new key, and an ir (or EST simpleenroll) authenticated by the secret or the IDevID."""
         params = self.module.params
         key = self.keys.generate_private_key(params["key_type"])
+        if params["method"] == "est_password":
+            return self._est(files, key, username=params["username"], password=params["password"])
+        if params["method"] == "est_idevid":
+            return self._est(files, key, params["idevid_certificate_path"], params["idevid_key_path"])
         subject = self.x509.parse_name(params["subject"])
         if params["method"] == "cmp_idevid":
             credential = self._credential(
@@ -204,8 +240,20 @@ class PythonBackend:
         return self._install(files, key, enrollment)
 
     def renew(self, files):
-        """A new key, certified by a kur signed with the current credential."""
+        """A new key, certified by a kur signed with the current credential (EST devices: simplereenroll
+        with it as TLS client certificate, repeating its subject and SANs)."""
         key = self.keys.generate_private_key(self.module.params["key_type"])
+        if self.module.params["method"].startswith("est_"):
+            current = self.x509.load_certificate(read(files.certificate))
+            return self._est(
+                files,
+                key,
+                files.certificate,
+                files.key,
+                reenroll=True,
+                subject=current.subject,
+                subject_alt_names=self.x509.subject_alt_names(current),
+            )
         trusted = self.x509.load_certificates(trust_anchor_pem(self.module, files))
         enrollment = self._client().update_key(
             key,
@@ -370,8 +418,94 @@ class OpensslBackend:
             args += ["-extracerts", chain_path]
         return args
 
+    def _curl(self, operation, files, output, body=None, client_cert=None, client_key=None, credentials=None):
+        """One EST request with curl; the answer's body goes to output. Credentials travel in a 0600 config
+        file, not on the command line."""
+        params = self.module.params
+        curl = self.module.get_bin_path("curl")
+        if curl is None:
+            raise TrustpointError("the openssl backend needs curl for EST; install it")
+        url = "%s/%s" % (est_url(self.module), operation)
+        config = ['url = "%s"' % url, 'output = "%s"' % output, "silent", "show-error", "fail-with-body",
+                  "max-time = %d" % params["timeout"]]  # fmt: skip
+        if not params["validate_certs"]:
+            config.append("insecure")
+        elif params["ca_path"]:
+            config.append('cacert = "%s"' % params["ca_path"])
+        if client_cert:
+            config += ['cert = "%s"' % client_cert, 'key = "%s"' % client_key]
+        if credentials:
+            config.append('user = "%s:%s"' % credentials)
+        if body is not None:
+            config += ['header = "Content-Type: application/pkcs10"', 'data-binary = "@%s"' % body]
+        rc, _out, err = self.module.run_command(
+            [curl, "--config", files.temporary(files.chain, "\n".join(config) + "\n")]
+        )
+        if rc != 0:
+            detail = read(output).decode("utf-8", "replace").strip() if os.path.exists(output) else ""
+            raise TrustpointError("EST %s failed: %s %s" % (operation, err.strip(), detail[:300]))
+
+    def _certificates(self, files, base64_path):
+        """PEM blocks of a base64 certs-only EST answer, via openssl pkcs7."""
+        der = files.temporary(files.chain, base64.b64decode(read(base64_path), validate=False))
+        rc, out, err = self._run("pkcs7", "-inform", "DER", "-in", der, "-print_certs")
+        if rc != 0:
+            raise TrustpointError("the EST answer is not a certs-only PKCS#7: %s" % err.strip())
+        return [block.strip() + "\n" for block in _PEM_CERT.findall(out)]
+
+    def _est(self, files, operation, client_cert=None, client_key=None, credentials=None, template=None):
+        params = self.module.params
+        key_tmp, cert_tmp, chain_tmp = (
+            files.temporary(files.key),
+            files.temporary(files.certificate),
+            files.temporary(files.chain),
+        )
+        self._generate_key(key_tmp, params["key_type"])
+        csr = files.temporary(files.chain)
+        if template:
+            # Re-enrollment repeats the current certificate's subject and SANs (RFC 7030 4.2.2). x509 -x509toreq
+            # writes text before the PEM: `openssl req` turns that into DER.
+            pem = files.temporary(files.chain)
+            steps = [["x509", "-x509toreq", "-in", template, "-signkey", key_tmp, "-copy_extensions", "copy",
+                      "-out", pem], ["req", "-in", pem, "-outform", "DER", "-out", csr]]  # fmt: skip
+        else:
+            steps = [["req", "-new", "-key", key_tmp, "-subj", params["subject"], "-outform", "DER", "-out", csr]]
+        for step in steps:
+            rc, _out, err = self._run(*step)
+            if rc != 0:
+                raise TrustpointError("openssl could not make the certificate request: %s" % err.strip())
+        body = files.temporary(files.chain, base64.b64encode(read(csr)))
+        answer, cacerts = files.temporary(files.chain), files.temporary(files.chain)
+        self._curl(operation, files, answer, body, client_cert, client_key, credentials)
+        self._curl("cacerts", files, cacerts)
+        with open(cert_tmp, "w") as handle:
+            handle.write(self._certificates(files, answer)[0])
+        chain = self._certificates(files, cacerts)
+        # The chain file lists the issuing CA first and the self-signed root last.
+        chain.sort(key=lambda block: self._self_signed(files, block))
+        with open(chain_tmp, "w") as handle:
+            handle.write("".join(chain))
+        anchors = files.temporary(files.chain, params["ca_certificates"]) if params["ca_certificates"] else chain_tmp
+        rc, out, err = self._run(
+            "verify", "-no-CApath", "-no-CAstore", "-CAfile", anchors, "-untrusted", chain_tmp, cert_tmp
+        )
+        if rc != 0:
+            raise TrustpointError("the EST certificate does not verify: %s" % (err or out).strip())
+        summary = self._summary(cert_tmp)[0]
+        files.install(key_tmp, cert_tmp, chain_tmp)
+        return summary
+
+    def _self_signed(self, files, block):
+        rc, out, _err = self._run("x509", "-in", files.temporary(files.chain, block), "-noout", "-subject", "-issuer")
+        lines = [line.split("=", 1)[1].strip() for line in out.splitlines() if "=" in line]
+        return rc == 0 and len(lines) == 2 and lines[0] == lines[1]
+
     def enroll(self, files):
         params = self.module.params
+        if params["method"] == "est_password":
+            return self._est(files, "simpleenroll", credentials=(params["username"], params["password"]))
+        if params["method"] == "est_idevid":
+            return self._est(files, "simpleenroll", params["idevid_certificate_path"], params["idevid_key_path"])
         if params["method"] == "cmp_idevid":
             authentication = self._signed_by(
                 params["idevid_key_path"], params["idevid_certificate_path"], params["idevid_chain_path"], files
@@ -383,6 +517,8 @@ class OpensslBackend:
         return self._enroll(files, "initialization", authentication, environ, signed=False)
 
     def renew(self, files):
+        if self.module.params["method"].startswith("est_"):
+            return self._est(files, "simplereenroll", files.certificate, files.key, template=files.certificate)
         return self._enroll(files, "keyupdate", self._signed_by(files.key, files.certificate, files.chain, files))
 
     def revoke(self, files):
