@@ -9,10 +9,13 @@ controller's openssl.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -102,9 +105,7 @@ def test_credential_lives_in_the_hosts_private_directory(host):
     if not ephemeral:
         pytest.skip("MOLECULE_EPHEMERAL_DIRECTORY not set (not run by Molecule)")
     backing = Path(ephemeral, host.backend.host + CONF_DIR, "domain_credential.pem")
-    assert backing.is_file(), (
-        f"{CERT} of {host.backend.host} is not in its private directory {backing.parent}"
-    )
+    assert backing.is_file(), f"{CERT} of {host.backend.host} is not in its private directory {backing.parent}"
     assert backing.read_text() == host.file(CERT).content_string
 
 
@@ -120,3 +121,18 @@ def test_each_device_has_its_own_certificate(host):
     for other in others:
         assert serial(other) != own_serial, f"{other.backend.host} has the same serial {own_serial}"
         assert other.file(CERT).content_string != own_cert
+
+
+def test_server_records_the_onboarding(host):
+    """The server lists the host as onboarded, with the method of its inventory and the certificate it holds."""
+    server = json.loads((Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "server.json").read_text())
+    token = Path(server["token_file"]).read_text().strip()
+    url = server["api_url"] + "/api/v1/devices?name=" + host.backend.host
+    request = urllib.request.Request(url, headers={"Authorization": "Bearer " + token})  # noqa: S310 (test URL)
+    context = ssl.create_default_context(cafile=server["ca_file"])
+    with urllib.request.urlopen(request, context=context, timeout=30) as response:  # noqa: S310 (test URL)
+        (device,) = json.load(response)
+    expected = host.ansible.get_variables().get("trustpoint_onboarding_method", "cmp_shared_secret")
+    assert device["onboarding_method"] == expected
+    assert device["status"] == "onboarded"
+    assert device["credential"]["serial_number"] == serial(host).split("=", 1)[1].lower().lstrip("0")
