@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
@@ -74,9 +74,10 @@ def _https_only():
         return None
     if isinstance(request.routing_exception, HTTPException):
         return None
-    return errors.json_error(
-        403, "%s is not served over plain HTTP; use HTTPS (plain HTTP serves CMP, CRLs and /healthz)" % request.path
-    )
+    message = "%s is not served over plain HTTP; use HTTPS (plain HTTP serves CMP, CRLs and /healthz)" % request.path
+    if request.blueprint == "est":  # EST errors are text/plain (RFC 7030), the API's JSON
+        return Response(message + "\n", 403, content_type="text/plain; charset=utf-8")
+    return errors.json_error(403, message)
 
 
 def create_app(settings, plain_http=False):

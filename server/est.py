@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, abort, current_app, request
+from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
 from trustpoint_core import est, keys, x509
 from trustpoint_core.errors import InvalidInput
@@ -84,7 +84,7 @@ def operation_with_prefix(label, operation):
 
 def _serve(domain_name, profile_name, operation):
     if operation not in OPERATIONS:
-        abort(404, "unknown EST operation %r" % operation)
+        raise EstError(404, "unknown EST operation %r; known: %s" % (operation, ", ".join(OPERATIONS)))
     if request.method != OPERATIONS[operation]:
         raise EstError(405, "%s takes %s" % (operation, OPERATIONS[operation]), {"Allow": OPERATIONS[operation]})
     domain = _domain(domain_name)
