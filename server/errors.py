@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from flask import jsonify, request
+from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,12 @@ def register(app):
         # Keep headers such as Allow (405); the body becomes JSON.
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
         return json_error(exc.code, exc.description, headers)
+
+    @app.errorhandler(IntegrityError)
+    def _conflict(exc):
+        # A concurrent request created the same name between our check and our commit.
+        log.info("conflicting write on %s %s: %s", request.method, request.path, str(exc).splitlines()[0])
+        return json_error(409, "the request conflicts with data written at the same time; read it again and retry")
 
     @app.errorhandler(Exception)
     def _unexpected(exc):
