@@ -22,7 +22,6 @@ never an HTTP answer. Revocation is not checked in the handshake; handlers check
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import logging
 import os
@@ -111,35 +110,7 @@ def _create_ca(vault, data_dir):
             cx509.NameAttribute(NameOID.ORGANIZATION_NAME, "Trustpoint"),
         ]
     )
-    ski = cx509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    now = x509.now_utc()
-    certificate = (
-        cx509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(cx509.random_serial_number())
-        .not_valid_before(now - x509.BACKDATE)
-        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
-        .add_extension(cx509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            cx509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ski, critical=False)
-        .add_extension(cx509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-        .sign(key, keys.hash_for(key))
-    )
+    certificate = x509.self_signed_ca(name, key, CA_DAYS, path_length=0)
     _write_atomically(
         os.path.join(data_dir, CA_KEY_FILE), vault.encrypt(keys.private_key_to_pem(key), _VAULT_PURPOSE), 0o600
     )

@@ -127,6 +127,13 @@ def _ca_certificate(subject, issuer, public_key, signing_key, issuer_cert, path_
     return builder.sign(signing_key, hash_for(signing_key))
 
 
+def self_signed_ca(subject, private_key, days, path_length=None, now=None):
+    """A self-signed CA certificate (BasicConstraints, KeyUsage keyCertSign/cRLSign, SKI, AKI)."""
+    return _ca_certificate(
+        subject, subject, private_key.public_key(), private_key, None, path_length, days, now or now_utc()
+    )
+
+
 class CaChain:
     """A domain's self-made CA chain: a self-signed root and an issuing CA below it."""
 
@@ -154,7 +161,7 @@ class CaChain:
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Trustpoint"),
             ]
         )
-        root_cert = _ca_certificate(root_name, root_name, root_key.public_key(), root_key, None, 1, root_days, now)
+        root_cert = self_signed_ca(root_name, root_key, root_days, path_length=1, now=now)
         issuing_cert = _ca_certificate(
             issuing_name, root_name, issuing_key.public_key(), root_key, root_cert, 0, issuing_days, now
         )
