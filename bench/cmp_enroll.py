@@ -787,6 +787,7 @@ class PySpy:
 WORK_BUCKETS = (
     ("SQLite COMMIT (WAL write + fsync)", ("do_commit",)),
     ("SQLite BEGIN IMMEDIATE (write lock, busy wait)", ("_sqlite_begin",)),
+    ("write lock wait (server/db.py SqliteWriteLock)", ("SqliteWriteLock.acquire",)),
     ("PBM key derivation (hashlib loop)", ("derive_key",)),
     ("pyasn1 decode", ("pyasn1/codec/ber/decoder", "pyasn1/codec/der/decoder")),
     ("pyasn1 encode", ("pyasn1/codec/ber/encoder", "pyasn1/codec/der/encoder", "pyasn1/codec/cer/encoder")),
@@ -801,7 +802,18 @@ FRAME_BUCKETS = (
     ("Flask / Werkzeug", ("flask/", "werkzeug/")),
     ("gunicorn (HTTP parsing, socket I/O)", ("gunicorn/",)),
 )
-IDLE_LEAVES = ("select (selectors", "wait (threading", "accept (", "poll (", "sleep (", "_worker (concurrent")
+# Leaves of waiting threads. `run`'s supervisor (_supervise) and gunicorn's arbiters (wait_for_signals)
+# wait in C calls (time.sleep, select) that py-spy does not show as frames.
+IDLE_LEAVES = (
+    "select (selectors",
+    "wait (threading",
+    "accept (",
+    "poll (",
+    "sleep (",
+    "_worker (concurrent",
+    "_supervise (",
+    "wait_for_signals (",
+)
 
 
 def profile_bucket(frames):
@@ -861,14 +873,34 @@ def int_list(text):
     return values
 
 
+def server_defaults():
+    """(workers, threads) `trustpoint-server run` uses without --workers/--threads."""
+    try:
+        from trustpoint_server import wsgi
+    except ImportError:  # a server without its defaults in wsgi.py
+        return 2, 4
+    return wsgi.default_workers(), wsgi.DEFAULT_THREADS
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n", maxsplit=1)[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--requests", type=int, default=500, help="enrollments per target and level (500)")
     parser.add_argument("--concurrency", type=int_list, default=[1, 4, 8], help="client counts (1,4,8)")
-    parser.add_argument("--workers", type=int_list, default=[2], help="our gunicorn workers, list (2)")
-    parser.add_argument("--threads", type=int_list, default=[4], help="our threads per worker, list (4)")
+    workers, threads = server_defaults()
+    parser.add_argument(
+        "--workers",
+        type=int_list,
+        default=[workers],
+        help="our gunicorn workers, list (the server's default: %d)" % workers,
+    )
+    parser.add_argument(
+        "--threads",
+        type=int_list,
+        default=[threads],
+        help="our threads per worker, list (the server's default: %d)" % threads,
+    )
     parser.add_argument(
         "--client", choices=("thread", "process"), default="thread", help="client threads or processes (thread)"
     )

@@ -154,8 +154,13 @@ def main(argv=None):
         help="PEM certificate chain to serve instead of the one `init` issued (DATA/%s)" % tls.CERT_FILE,
     )
     p_run.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
-    p_run.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    p_run.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    # None: wsgi.serve() picks the defaults (without importing gunicorn for the other commands).
+    p_run.add_argument(
+        "--workers", type=int, help="worker processes per listener kind (default: one per CPU, at most 8)"
+    )
+    p_run.add_argument(
+        "--threads", type=int, help="threads per worker, the requests one worker serves at once (default 2)"
+    )
     p_run.add_argument(
         "--cmp-max-clock-skew",
         type=int,

@@ -382,28 +382,32 @@ class CmpResponder:
         )
 
         begin_write(self.db)
-        if requester.new_device:
-            self.db.add(device)
-            self.db.flush()
-        record = pki.record_certificate(
-            self.db, signer, device, cert, profile.name, "active" if implicit else "awaiting_confirmation"
-        )
-        self.db.flush()
-        self.db.add(
-            CmpTransaction(
-                transaction_id=message.transaction_id,
-                device_id=device.id,
-                certificate_id=record.id,
-                response_nonce=nonce,
-                requester=requester.identity,
-                cert_req_id=cert_req_id,
-                replaces_id=replaces.id if replaces is not None else None,
-                state="confirmed" if implicit else "waiting",
+        try:
+            if requester.new_device:
+                self.db.add(device)
+                self.db.flush()
+            record = pki.record_certificate(
+                self.db, signer, device, cert, profile.name, "active" if implicit else "awaiting_confirmation"
             )
-        )
-        if implicit:
-            devices.activate(self.db, device, record, replaces)
-        self._commit()
+            # Through the relationship one flush inserts the record, then the transaction with its id.
+            self.db.add(
+                CmpTransaction(
+                    transaction_id=message.transaction_id,
+                    device_id=device.id,
+                    certificate=record,
+                    response_nonce=nonce,
+                    requester=requester.identity,
+                    cert_req_id=cert_req_id,
+                    replaces_id=replaces.id if replaces is not None else None,
+                    state="confirmed" if implicit else "waiting",
+                )
+            )
+            self.db.flush()  # activate() needs record.id
+            if implicit:
+                devices.activate(self.db, device, record, replaces)
+            self.db.commit()
+        except IntegrityError as exc:
+            self._raise_integrity(exc)
         log.info(
             "issued %s %s to device %s (id %d)%s",
             profile.name,
@@ -550,8 +554,15 @@ class CmpResponder:
         try:
             self.db.commit()
         except IntegrityError as exc:
-            # Two requests with one transactionID raced past the check above.
+            self._raise_integrity(exc)
+
+    def _raise_integrity(self, exc):
+        """A write broke a UNIQUE constraint: transactionIdInUse when another request with this
+        transactionID raced past the check before the write lock; anything else stays an error."""
+        self.db.rollback()
+        if self._transaction() is not None:
             raise CmpFailure("transactionID already used", "transactionIdInUse") from exc
+        raise exc
 
 
 class _CsrRequest:

@@ -4,7 +4,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import sqlite3
+import threading
 
 from flask import current_app, g
 from sqlalchemy import create_engine, event
@@ -13,6 +16,11 @@ from sqlalchemy.orm import sessionmaker
 from .models import Base
 
 DEFAULT_DATABASE = "trustpoint.db"
+# How long a SQLite writer waits for the write lock before it fails ("database is locked").
+BUSY_TIMEOUT_SECONDS = 15
+WRITE_LOCK_SUFFIX = ".writelock"
+# The PostgreSQL advisory lock (any bigint; this one is "TP" and a version) all write transactions take.
+POSTGRESQL_WRITE_LOCK_KEY = 0x5450_0001
 
 
 def database_url(data_dir, url=None):
@@ -31,7 +39,9 @@ def make_engine(url):
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=15000")
+            cursor.execute("PRAGMA busy_timeout=%d" % (BUSY_TIMEOUT_SECONDS * 1000))
+            # synchronous stays FULL, SQLite's default: in WAL mode NORMAL would skip the fsync at each
+            # commit, and a power loss could then lose the last records of issued certificates.
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -46,6 +56,54 @@ def make_engine(url):
 
 
 WRITE_OPTION = "trustpoint_write"
+_WRITE_LOCK = "trustpoint_write_lock"  # Session.info key of the sessionmaker's SqliteWriteLock
+_WRITE_LOCK_HELD = "trustpoint_write_lock_held"  # Session.info key: the lock file descriptor while held
+
+
+class SqliteWriteLock:
+    """Lets one write transaction at a time at a SQLite database: a thread lock, then an flock.
+
+    Without it, concurrent writers queue in SQLite's busy handler, which polls the lock with sleeps of
+    up to 100 ms: that made the latency tail under load. Here a waiting writer sleeps in the kernel
+    and wakes as soon as the lock is free. The thread lock orders the threads of this process; the
+    flock on a lock file next to the database orders the processes (gunicorn workers, the CLI). Each
+    acquisition opens the lock file anew, so a forked worker never shares a lock with its parent,
+    and a process that dies releases its flock with its descriptors.
+
+    The holder is a write transaction of a few milliseconds whose own SQLite wait ends after
+    BUSY_TIMEOUT_SECONDS, so the flock wait is bounded by that; the thread lock gives up after the
+    same time with SQLite's "database is locked".
+    """
+
+    def __init__(self, database):
+        in_memory = not database or database == ":memory:" or database.startswith("file:")
+        self.path = None if in_memory else os.path.abspath(database) + WRITE_LOCK_SUFFIX
+        self.thread_lock = threading.Lock()
+
+    def acquire(self):
+        """Wait for the lock; returns the lock file descriptor (None without a file) for release()."""
+        if not self.thread_lock.acquire(timeout=BUSY_TIMEOUT_SECONDS):
+            raise sqlite3.OperationalError("database is locked (no write lock after %d s)" % BUSY_TIMEOUT_SECONDS)
+        try:
+            if self.path is None:
+                return None
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+        except BaseException:
+            self.thread_lock.release()
+            raise
+
+    def release(self, fd):
+        try:
+            if fd is not None:
+                os.close(fd)  # closing the only descriptor of this open file releases the flock
+        finally:
+            self.thread_lock.release()
 
 
 def begin_write(db_session):
@@ -53,13 +111,39 @@ def begin_write(db_session):
 
     Call it after the expensive work of a request (key generation, MAC checks, signing), right
     before the writes, so that SQLite's write lock is held for milliseconds. There must be no
-    pending changes yet.
+    pending changes yet. The session holds the database's write lock until the write transaction
+    ends (commit, rollback or close): SqliteWriteLock and BEGIN IMMEDIATE with SQLite, a transaction
+    advisory lock with PostgreSQL. Either way writers take turns, across threads, workers and server
+    instances, so a check made after begin_write (a one-time secret unused, the next CRL number) still
+    holds at the commit.
     """
     if db_session.in_transaction():
         if db_session.new or db_session.dirty or db_session.deleted:
             raise RuntimeError("begin_write() after changes: they would commit in the read transaction")
         db_session.commit()
-    db_session.connection(execution_options={WRITE_OPTION: True})
+    lock = db_session.info.get(_WRITE_LOCK)
+    if lock is not None:
+        db_session.info[_WRITE_LOCK_HELD] = lock.acquire()
+    try:
+        connection = db_session.connection(execution_options={WRITE_OPTION: True})
+        if connection.dialect.name == "postgresql":
+            # Row locks alone would let two instances both see a one-time secret unused.
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%d)" % POSTGRESQL_WRITE_LOCK_KEY)
+    except BaseException:
+        db_session.rollback()
+        _release_write_lock(db_session)
+        raise
+
+
+def _release_write_lock(db_session):
+    if _WRITE_LOCK_HELD in db_session.info:
+        db_session.info[_WRITE_LOCK].release(db_session.info.pop(_WRITE_LOCK_HELD))
+
+
+def _write_transaction_end(db_session, transaction):
+    # Commit, rollback and close all end here; savepoints (nested transactions) do not hold the lock.
+    if transaction.parent is None:
+        _release_write_lock(db_session)
 
 
 def create_schema(engine):
@@ -81,4 +165,9 @@ def close_session(_exc=None):
 
 
 def session_factory(engine):
-    return sessionmaker(engine, expire_on_commit=False)
+    if engine.dialect.name != "sqlite":
+        # PostgreSQL: begin_write's advisory lock ends with the transaction, nothing to release here.
+        return sessionmaker(engine, expire_on_commit=False)
+    factory = sessionmaker(engine, expire_on_commit=False, info={_WRITE_LOCK: SqliteWriteLock(engine.url.database)})
+    event.listen(factory, "after_transaction_end", _write_transaction_end)
+    return factory

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -30,6 +31,18 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHU
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 GRACEFUL_TIMEOUT = 10
 _PR_SET_PDEATHSIG = 1
+# Default worker processes: one per CPU this process may run on, at most MAX_DEFAULT_WORKERS (SQLite
+# takes one write at a time, and each worker holds its own copy of the app). See bench/README.md.
+MAX_DEFAULT_WORKERS = 8
+DEFAULT_THREADS = 2
+
+
+def default_workers():
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_DEFAULT_WORKERS))
 
 
 class _Server(BaseApplication):
@@ -50,6 +63,11 @@ class _Server(BaseApplication):
         if self.contexts is not None:
             # The client CA bundle comes from the worker's own connection pool.
             self.contexts.use_database(app.extensions["trustpoint"].engine)
+        # What exists now lives as long as the worker: over 100,000 objects, most of them the ASN.1
+        # schemas of pyasn1-alt-modules. Every full (generation 2) collection walked them all, a pause
+        # of 40-100 ms in the middle of some request. Frozen, the collector no longer looks at them.
+        gc.collect()
+        gc.freeze()
         return app
 
     def __str__(self):
@@ -62,6 +80,10 @@ def _options(listen, workers, threads, log_level, name):
         "workers": workers,
         "threads": threads,
         "worker_class": "gthread",
+        # A worker accepts a connection only when one of its threads is free: the others stay in the
+        # listen queue for whichever worker is free first. With gunicorn's default (1000) a busy worker
+        # kept accepting and queued requests behind its running one while another worker idled.
+        "worker_connections": threads,
         # Answer and close: keep-alive would let a CMP client's delayed ACK stall certConf by
         # ~40 ms per message (see the reference notes), and idle devices would hold threads.
         "keepalive": 0,
@@ -74,8 +96,15 @@ def _options(listen, workers, threads, log_level, name):
     }
 
 
-def serve(settings, listen=(), listen_plain=(), tls_cert=None, tls_key=None, workers=2, threads=4, log_level="info"):
-    """Serve HTTPS on every address of listen (with tls_cert/tls_key), plain HTTP on listen_plain."""
+def serve(
+    settings, listen=(), listen_plain=(), tls_cert=None, tls_key=None, workers=None, threads=None, log_level="info"
+):
+    """Serve HTTPS on every address of listen (with tls_cert/tls_key), plain HTTP on listen_plain.
+
+    workers and threads apply to each of the two; None: default_workers() and DEFAULT_THREADS.
+    """
+    workers = default_workers() if workers is None else workers
+    threads = DEFAULT_THREADS if threads is None else threads
     servers = []
     if listen:
         try:

@@ -17,6 +17,7 @@ packages=(
   strongswan-pki     # strongSwan's `pki --est/--estca`: a real EST client for the interop tests
   libstrongswan-standard-plugins
   libstrongswan-extra-plugins
+  postgresql         # PostgreSQL 15 server binaries: the multi-instance tests run a throwaway cluster
 )
 
 missing=()
@@ -31,6 +32,23 @@ if ((${#missing[@]})); then
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
+  # PostgreSQL clusters that exist before the install are the operator's: left alone below.
+  clusters_before=" $(pg_lsclusters --no-header 2>/dev/null | awk '{printf "%s/%s ", $1, $2}' || true) "
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if command -v pg_lsclusters >/dev/null; then
+    # Debian's postgresql package creates a "main" cluster on port 5432 and, with a service manager,
+    # starts it. The tests need none (they run their own throwaway clusters): stop the one the install
+    # created and let it start only by hand (`pg_ctlcluster VERSION main start`).
+    pg_lsclusters --no-header | while read -r version cluster port status _rest; do
+      [[ "$clusters_before" == *" $version/$cluster "* ]] && continue
+      if [ "$status" = online ]; then
+        echo "stopping the PostgreSQL cluster $version/$cluster the install started (port $port)"
+        pg_ctlcluster "$version" "$cluster" stop || true
+      fi
+      if [ -f "/etc/postgresql/$version/$cluster/start.conf" ]; then
+        echo manual >"/etc/postgresql/$version/$cluster/start.conf"
+      fi
+    done
+  fi
 fi

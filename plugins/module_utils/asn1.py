@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import functools
+
 try:
     from pyasn1.codec.der import decoder, encoder
     from pyasn1.error import PyAsn1Error
@@ -82,9 +84,16 @@ def der_sequence(*parts):
     return der_tlv(0x30, b"".join(parts))
 
 
+@functools.lru_cache(maxsize=256)
 def der_oid(dotted):
-    """DER OBJECT IDENTIFIER of a dotted string."""
+    """DER OBJECT IDENTIFIER of a dotted string (the few OIDs in use are encoded once)."""
     return encoder.encode(univ.ObjectIdentifier(dotted))
+
+
+def der_integer(value):
+    """DER INTEGER: the shortest two's complement (X.690 8.3.2)."""
+    size = (value + (value < 0)).bit_length() // 8 + 1
+    return der_tlv(0x02, value.to_bytes(size, "big", signed=True))
 
 
 def inner_der(der):

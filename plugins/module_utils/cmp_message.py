@@ -14,7 +14,7 @@ import ipaddress
 import os
 
 from . import signatures
-from .asn1 import brief, decode, der_children, der_sequence, inner_der, optional
+from .asn1 import brief, decode, der_children, der_integer, der_oid, der_sequence, der_tlv, inner_der, optional
 from .errors import CmpFailure, InvalidInput
 from .keys import load_public_key_der, public_key_der
 from .x509 import certificate_der
@@ -121,24 +121,6 @@ def _load_name(asn1_name):
     return x509.Name(attributes)
 
 
-def _general_name(name):
-    """A cryptography Name (or None for NULL-DN) as a pyasn1 GeneralName directoryName."""
-    general_name = rfc9480.PKIHeader()["sender"].clone()
-    rdns = rfc5280.RDNSequence()
-    if name is not None:
-        asn1_name = decode(name.public_bytes(), rfc5280.Name())
-        rdns = asn1_name["rdnSequence"]
-    general_name["directoryName"]["rdnSequence"] = rdns
-    return general_name
-
-
-def _fill_certificate(target, certificate):
-    """Copy a cryptography certificate into a (possibly tagged) pyasn1 Certificate component."""
-    cert = decode(certificate_der(certificate), rfc9480.CMPCertificate())
-    for field in ("tbsCertificate", "signatureAlgorithm", "signature"):
-        target[field] = cert[field]
-
-
 class CmpMessage:
     """A decoded PKIMessage and the header fields the protocol logic needs."""
 
@@ -242,46 +224,81 @@ class Header:
         )
 
 
-def encode_message(header, body, protector=None, extra_certs=()):
-    """Build and encode a PKIMessage; protector (cmp_protection) sets protectionAlg and protection."""
-    message = rfc9480.PKIMessage()
-    asn1_header = message["header"]
-    asn1_header["pvno"] = header.pvno
-    asn1_header["sender"] = _general_name(header.sender)
-    asn1_header["recipient"] = _general_name(header.recipient)
+# PKIBody CHOICE tags (RFC 4210 5.1.2, RFC 9480): the bodies whose DER the core writes directly.
+_BODY_TAGS = {"ip": 1, "cp": 3, "kup": 8}
+# PKIStatusInfo { status accepted }.
+_STATUS_ACCEPTED_DER = b"\x30\x03\x02\x01\x00"
+_IMPLICIT_CONFIRM_DER = []  # generalInfo with implicitConfirm, built on first use
+
+
+def _general_name_der(name):
+    """GeneralName directoryName ([4], explicit because Name is a CHOICE) of a Name or None (NULL-DN).
+
+    cryptography writes a Name in DER, SET OF sorted: the bytes pyasn1 would write for it.
+    """
+    return der_tlv(0xA4, name.public_bytes() if name is not None else b"\x30\x00")
+
+
+def _implicit_confirm_der():
+    if not _IMPLICIT_CONFIRM_DER:
+        # generalInfo [8] SEQUENCE OF InfoTypeAndValue { id-it-implicitConfirm, NULL }
+        _IMPLICIT_CONFIRM_DER.append(
+            der_tlv(0xA8, der_sequence(der_sequence(der_oid(ID_IT_IMPLICIT_CONFIRM), b"\x05\x00")))
+        )
+    return _IMPLICIT_CONFIRM_DER[0]
+
+
+def _header_der(header, protector):
+    """DER PKIHeader (RFC 4210 5.1.1; the module's tags are EXPLICIT)."""
     when = header.message_time or datetime.datetime.now(datetime.timezone.utc)
-    asn1_header["messageTime"] = asn1_header["messageTime"].clone(when.strftime("%Y%m%d%H%M%SZ"))
+    parts = [
+        der_integer(header.pvno),
+        _general_name_der(header.sender),
+        _general_name_der(header.recipient),
+        der_tlv(0xA0, der_tlv(0x18, when.strftime("%Y%m%d%H%M%SZ").encode("ascii"))),
+    ]
+    sender_kid = header.sender_kid
     if protector is not None:
-        algorithm = asn1_header["protectionAlg"]
         oid, params_der = protector.algorithm()
-        algorithm["algorithm"] = univ.ObjectIdentifier(oid)
-        if params_der is not None:
-            algorithm["parameters"] = univ.Any(params_der)
-        if protector.kid is not None:
-            asn1_header["senderKID"] = asn1_header["senderKID"].clone(protector.kid)
-    elif header.sender_kid is not None:
-        asn1_header["senderKID"] = asn1_header["senderKID"].clone(header.sender_kid)
-    for field, value in (
-        ("transactionID", header.transaction_id),
-        ("senderNonce", header.sender_nonce),
-        ("recipNonce", header.recip_nonce),
+        # AlgorithmIdentifier; its parameters (if any) are DER already
+        parts.append(der_tlv(0xA1, der_sequence(der_oid(oid), params_der or b"")))
+        sender_kid = protector.kid
+    for tag, value in (
+        (0xA2, sender_kid),
+        (0xA4, header.transaction_id),
+        (0xA5, header.sender_nonce),
+        (0xA6, header.recip_nonce),
     ):
         if value is not None:
-            asn1_header[field] = asn1_header[field].clone(value)
+            parts.append(der_tlv(tag, der_tlv(0x04, value)))
     if header.implicit_confirm:
-        itav = rfc9480.InfoTypeAndValue()
-        itav["infoType"] = univ.ObjectIdentifier(ID_IT_IMPLICIT_CONFIRM)
-        itav["infoValue"] = univ.Any(encoder.encode(univ.Null("")))
-        asn1_header["generalInfo"].append(itav)
+        parts.append(_implicit_confirm_der())
+    return der_sequence(*parts)
+
+
+def encode_message(header, body, protector=None, extra_certs=()):
+    """Build and encode a PKIMessage; protector (cmp_protection) sets protectionAlg and protection.
+
+    body is (body type, content): content is a pyasn1 value of that PKIBody alternative, or bytes, the
+    DER of the whole PKIBody (as cert_rep_body builds it). extra_certs are certificate DERs, copied as
+    they are. Header and body are encoded once: the protection covers exactly the bytes sent.
+    """
+    header_der = _header_der(header, protector)
     body_type, content = body
-    message["body"][body_type] = content
+    if isinstance(content, bytes):
+        body_der = content
+    else:
+        asn1_body = rfc9480.PKIBody()
+        asn1_body[body_type] = content
+        body_der = encoder.encode(asn1_body)
+    parts = [header_der, body_der]
     if protector is not None:
-        protected_part = der_sequence(encoder.encode(message["header"]), encoder.encode(message["body"]))
-        message["protection"] = message["protection"].clone(hexValue=protector.protect(protected_part).hex())
-    for der in extra_certs:
-        cert = decode(der, rfc9480.CMPCertificate())
-        message["extraCerts"].append(cert)
-    return encoder.encode(message)
+        protection = protector.protect(der_sequence(header_der, body_der))
+        # [0] PKIProtection, a BIT STRING without unused bits
+        parts.append(der_tlv(0xA0, der_tlv(0x03, b"\x00" + protection)))
+    if extra_certs:
+        parts.append(der_tlv(0xA1, der_sequence(*extra_certs)))
+    return der_sequence(*parts)
 
 
 # --- bodies ---------------------------------------------------------------------------------------
@@ -312,16 +329,20 @@ def pkiconf_body():
 
 
 def cert_rep_body(body_type, cert_req_id, certificate, ca_pubs=()):
-    """ip, cp or kup with one accepted response carrying certificate (cryptography certificate)."""
-    content = rfc9480.PKIBody()[body_type].clone()
-    for ca in ca_pubs:
-        content["caPubs"].append(decode(certificate_der(ca), rfc9480.CMPCertificate()))
-    response = rfc9480.CertResponse()
-    response["certReqId"] = cert_req_id
-    response["status"] = _status_info(STATUS_ACCEPTED)
-    _fill_certificate(response["certifiedKeyPair"]["certOrEncCert"]["certificate"], certificate)
-    content["response"].append(response)
-    return body_type, content
+    """ip, cp or kup with one accepted response carrying certificate (cryptography certificate).
+
+    Written as DER directly: the certificates are copied as they are, not decoded and encoded again.
+    """
+    # CertResponse { certReqId, status, certifiedKeyPair { certOrEncCert: certificate [0] } }
+    response = der_sequence(
+        der_integer(cert_req_id),
+        _STATUS_ACCEPTED_DER,
+        der_sequence(der_tlv(0xA0, certificate_der(certificate))),
+    )
+    # CertRepMessage { caPubs [1] OPTIONAL, response SEQUENCE OF CertResponse }
+    ca_pubs_der = der_tlv(0xA1, der_sequence(*(certificate_der(ca) for ca in ca_pubs))) if ca_pubs else b""
+    content = der_sequence(ca_pubs_der, der_sequence(response))
+    return body_type, der_tlv(0xA0 | _BODY_TAGS[body_type], content)
 
 
 def cert_req_body(body_type, private_key, subject=None, cert_req_id=0, old_certificate=None):
@@ -381,9 +402,11 @@ def cert_conf_body(cert_hash, cert_req_id=0, accepted=True, text=None, fail_info
 class CertRequest:
     """One CertReqMsg of an ir/cr/kur: the template's subject and key, and its POP."""
 
-    def __init__(self, cert_req_msg):
+    def __init__(self, cert_req_msg, cert_req_der=None):
+        """cert_req_der: the certReq's DER as received, if the caller has it (the POP signs it)."""
         request = cert_req_msg["certReq"]
         self.asn1 = cert_req_msg
+        self.cert_req_der = cert_req_der
         self.cert_req_id = int(request["certReqId"])
         template = request["certTemplate"]
         subject = optional(template, "subject")
@@ -428,14 +451,21 @@ class CertRequest:
             raise CmpFailure("POP with poposkInput is not supported; sign the CertRequest", "badPOP")
         algorithm = signature["algorithmIdentifier"]
         params = optional(algorithm, "parameters")
+        oid = str(algorithm["algorithm"])
+        params_der = bytes(params) if params is not None else None
+        signature_bytes = signature["signature"].asOctets()
+        received = self.cert_req_der
         try:
-            valid = signatures.verify(
-                self.public_key,
-                str(algorithm["algorithm"]),
-                bytes(params) if params is not None else None,
-                signature["signature"].asOctets(),
-                encoder.encode(self.asn1["certReq"]),
+            # The received bytes are DER(CertRequest) unless the client sent another encoding of it: then
+            # the signature is checked over the DER encoding too, which is what RFC 4211 4.1 signs.
+            valid = received is not None and signatures.verify(
+                self.public_key, oid, params_der, signature_bytes, received
             )
+            if not valid:
+                encoded = encoder.encode(self.asn1["certReq"])
+                valid = encoded != received and signatures.verify(
+                    self.public_key, oid, params_der, signature_bytes, encoded
+                )
         except InvalidInput as exc:
             raise CmpFailure("POP: %s" % exc, "badAlg", "badPOP") from exc
         if not valid:
@@ -466,10 +496,21 @@ def _template_extensions(template):
     return names, oids
 
 
+def _cert_req_ders(message, count):
+    """The received DER of the certReq of each CertReqMsg in an ir/cr/kur, or Nones."""
+    try:
+        messages = der_children(inner_der(der_children(message.der)[1]))
+        if len(messages) == count:
+            return [der_children(item)[0] for item in messages]
+    except (ValueError, IndexError):  # cannot happen for what pyasn1 decoded; then POP re-encodes
+        pass
+    return [None] * count
+
+
 def cert_requests(message):
     """The CertReqMsgs of an ir/cr/kur as CertRequest objects."""
     try:
-        return [CertRequest(item) for item in message.body]
+        return [CertRequest(item, der) for item, der in zip(message.body, _cert_req_ders(message, len(message.body)))]
     except CmpFailure:
         raise
     except Exception as exc:  # malformed content from the wire

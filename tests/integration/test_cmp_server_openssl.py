@@ -21,7 +21,7 @@ import pytest
 from conftest import http, openssl
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from pyasn1.codec.der import decoder, encoder
@@ -732,8 +732,11 @@ def test_stale_message_time(server, enrollment, workdir):
 
 
 def _ir_of_exact_size(device_id, secret, size):
-    """A valid, protected ir padded (regInfo utf8Pairs, which the server ignores) to exactly size bytes."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    """A valid, protected ir padded (regInfo utf8Pairs, which the server ignores) to exactly size bytes.
+
+    RSA: its POP signature has a fixed size (an ECDSA one varies by a byte or two from one try to the next).
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     padding = 0
     for _index in range(10):
 

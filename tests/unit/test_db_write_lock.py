@@ -1,0 +1,183 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""server/db.py: with SQLite, begin_write() holds a write lock (threads, then processes) until the
+write transaction ends, however it ends."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+from trustpoint_server import db as server_db
+from trustpoint_server.models import Domain
+
+WAIT = 0.3  # how long a blocked writer is watched to stay blocked
+
+
+@pytest.fixture
+def factory(tmp_path):
+    engine = server_db.make_engine("sqlite:///%s" % (tmp_path / "trustpoint.db"))
+    server_db.create_schema(engine)
+    yield server_db.session_factory(engine)
+    engine.dispose()
+
+
+def lock_of(factory):
+    return factory.kw["info"][server_db._WRITE_LOCK]
+
+
+def held(factory):
+    return lock_of(factory).thread_lock.locked()
+
+
+def add_domain(db_session, name):
+    db_session.add(Domain(name=name, key_type="ecdsa-p256", validity_days=1))
+
+
+def test_lock_file_is_next_to_the_database(factory, tmp_path):
+    assert lock_of(factory).path == str(tmp_path / "trustpoint.db") + server_db.WRITE_LOCK_SUFFIX
+
+
+@pytest.mark.parametrize("end", ["commit", "rollback", "close"])
+def test_held_from_begin_write_until_the_transaction_ends(factory, tmp_path, end):
+    db_session = factory()
+    db_session.scalar(select(Domain))  # a read transaction first: begin_write ends it
+    assert not held(factory)
+    server_db.begin_write(db_session)
+    assert held(factory)
+    assert (tmp_path / ("trustpoint.db" + server_db.WRITE_LOCK_SUFFIX)).exists()
+    add_domain(db_session, "d")
+    getattr(db_session, end)()
+    assert not held(factory)
+    assert server_db._WRITE_LOCK_HELD not in db_session.info
+    with factory() as check:
+        assert check.scalar(select(Domain.name)) == ("d" if end == "commit" else None)
+
+
+def test_savepoint_does_not_release(factory):
+    with factory() as db_session:
+        server_db.begin_write(db_session)
+        with db_session.begin_nested():
+            add_domain(db_session, "inner")
+        assert held(factory)
+        db_session.commit()
+        assert not held(factory)
+
+
+def test_reads_after_the_write_do_not_take_it(factory):
+    with factory() as db_session:
+        server_db.begin_write(db_session)
+        db_session.commit()
+        db_session.scalar(select(Domain))
+        assert not held(factory)
+
+
+def test_failed_begin_releases(factory, monkeypatch):
+    db_session = factory()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no connection")
+
+    monkeypatch.setattr(db_session, "connection", broken)
+    with pytest.raises(RuntimeError):
+        server_db.begin_write(db_session)
+    assert not held(factory)
+
+
+def _write_in_thread(factory, name, started, done):
+    def run():
+        with factory() as db_session:
+            started.set()
+            server_db.begin_write(db_session)
+            add_domain(db_session, name)
+            db_session.commit()
+            done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_threads_write_one_at_a_time(factory):
+    first = factory()
+    server_db.begin_write(first)
+    add_domain(first, "first")
+    started, done = threading.Event(), threading.Event()
+    thread = _write_in_thread(factory, "second", started, done)
+    started.wait(5)
+    assert not done.wait(WAIT), "the second writer did not wait for the first"
+    first.commit()
+    assert done.wait(10)
+    thread.join()
+    with factory() as check:
+        assert sorted(check.scalars(select(Domain.name))) == ["first", "second"]
+
+
+def test_processes_write_one_at_a_time(factory):
+    """Another process holding the lock file's flock (another gunicorn worker) makes begin_write wait."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import fcntl, os, sys
+                fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                print("locked", flush=True)
+                sys.stdin.readline()
+                """
+            ),
+            lock_of(factory).path,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started, done = threading.Event(), threading.Event()
+        thread = _write_in_thread(factory, "waiting", started, done)
+        started.wait(5)
+        assert not done.wait(WAIT), "begin_write did not wait for the other process"
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert done.wait(10)
+        thread.join()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_thread_lock_gives_up_like_sqlite(factory, monkeypatch):
+    monkeypatch.setattr(server_db, "BUSY_TIMEOUT_SECONDS", 0.05)
+    first = factory()
+    server_db.begin_write(first)
+    second = factory()
+    started = time.monotonic()
+    with pytest.raises(Exception, match="database is locked"):
+        server_db.begin_write(second)
+    assert time.monotonic() - started < 5
+    first.rollback()
+    assert not held(factory)
+
+
+def test_in_memory_database_has_only_the_thread_lock():
+    engine = server_db.make_engine("sqlite://")
+    factory = server_db.session_factory(engine)
+    assert lock_of(factory).path is None
+    with factory() as db_session:
+        server_db.begin_write(db_session)
+        assert held(factory)
+    assert not held(factory)
+
+
+def test_other_databases_get_no_lock():
+    pytest.importorskip("psycopg")
+    engine = server_db.make_engine("postgresql+psycopg://user@localhost/none")  # never connects
+    assert "info" not in server_db.session_factory(engine).kw
