@@ -182,7 +182,10 @@ class CmpResponder:
                 raise CmpFailure(_MAC_FAILURE_TEXT, "badMessageCheck") from failure
             raise
         self.protector = mac.with_fresh_salt(kid=kid)
-        return identity.Requester("secret", device=device)
+        requester = identity.Requester("secret", device=device)
+        # What _check_requester compares under the write lock: a new secret encrypts anew.
+        requester.secret_encrypted = device.secret_encrypted
+        return requester
 
     def _authenticate_signature(self):
         """The signer: a certificate from extraCerts (the one whose SKI is senderKID, else the first)."""
@@ -193,7 +196,11 @@ class CmpResponder:
         signer = certificates[0]
         if message.sender_kid is not None:
             for candidate in certificates:
-                if subject_key_identifier(candidate) == message.sender_kid:
+                try:
+                    ski = subject_key_identifier(candidate)
+                except InvalidInput as exc:
+                    raise CmpFailure("extraCerts: %s" % exc, "badDataFormat") from exc
+                if ski == message.sender_kid:
                     signer = candidate
                     break
         verify_signature(message, signer)
@@ -229,11 +236,13 @@ class CmpResponder:
         """The domain the request is for; an IDevID is admitted here (by a DevID registration)."""
         if requester.kind == "idevid":
             try:
-                registration = identity.admit_idevid(
+                registration, requester.matched = identity.admit_idevid(
                     self.db, requester.certificate, requester.intermediates, self.url_domain
                 )
             except identity.NotAuthenticated as exc:
                 raise CmpFailure(exc.reason, exc.code) from exc
+            except InvalidInput as exc:
+                raise CmpFailure("IDevID: %s" % exc, "badDataFormat") from exc
             requester.registration = registration
             domain = registration.domain
         elif requester.kind == "anonymous":
@@ -297,7 +306,10 @@ class CmpResponder:
 
     def _p10cr(self, requester, profile_name):
         csr = pkcs10_request(self.message)
-        request = _CsrRequest(csr)
+        try:
+            request = _CsrRequest(csr)
+        except InvalidInput as exc:
+            raise CmpFailure(str(exc), "badCertTemplate") from exc
         # cp answers a p10cr with certReqId -1 (RFC 9483 4.1.4).
         if requester.kind == "credential":
             self._require_domain_credential(requester, "p10cr")
@@ -313,7 +325,7 @@ class CmpResponder:
         if requester.kind == "idevid":
             try:
                 requester.device, requester.new_device = identity.idevid_device(
-                    self.db, requester.registration, requester.certificate, "cmp_idevid"
+                    self.db, requester.registration, requester.matched, requester.certificate, "cmp_idevid"
                 )
             except identity.NotAuthenticated as exc:
                 raise CmpFailure(exc.reason, exc.code) from exc
@@ -382,6 +394,7 @@ class CmpResponder:
         )
 
         begin_write(self.db)
+        self._check_requester(requester, replaces)
         try:
             if requester.new_device:
                 self.db.add(device)
@@ -418,6 +431,35 @@ class CmpResponder:
         )
         return response
 
+    def _check_requester(self, requester, replaces=None):
+        """Repeat the authentication checks that a concurrent request may have undone, under the write
+        lock (so they hold at the commit): a shared secret spent or replaced, a device created for the
+        same IDevID, a signer or the certificate a kur replaces revoked since the request was authenticated."""
+        if requester.kind == "secret":
+            self.db.refresh(requester.device)
+            if requester.device.secret_encrypted != requester.secret_encrypted:
+                raise CmpFailure(_MAC_FAILURE_TEXT, "badMessageCheck")
+        elif requester.new_device:
+            taken = identity.registered_meanwhile(self.db, requester.device)
+            if taken is not None:
+                # Sent again, the request finds that device (or chooses another name).
+                raise CmpFailure(
+                    "device %s was registered for this IDevID, or took its name, by a concurrent request; "
+                    "send the request again" % taken,
+                    "systemUnavail",
+                )
+        elif requester.kind == "credential":
+            for record in (requester.record, replaces):
+                if record is None:
+                    continue
+                self.db.refresh(record)
+                if record.status != "active":  # only revocation ends an active certificate
+                    raise CmpFailure(
+                        "certificate %s was revoked (%s) by a concurrent request"
+                        % (record.serial_number, record.revocation_reason),
+                        "certRevoked",
+                    )
+
     # --- certConf ----------------------------------------------------------------------------------
 
     def _certconf(self, requester, profile_name):
@@ -444,7 +486,20 @@ class CmpResponder:
         self.db.refresh(transaction)
         if transaction.state != "waiting":
             raise CmpFailure("the certificate of this transaction is already %s" % transaction.state, "certConfirmed")
-        device = transaction.certificate.device
+        # An rr, a newer domain credential or a device deletion may have revoked the certificate while it
+        # awaited confirmation: confirming it must not make it active again.
+        self.db.refresh(record)
+        if record.status == "revoked":
+            raise CmpFailure(
+                "certificate %s was revoked (%s) before this certConf arrived"
+                % (record.serial_number, record.revocation_reason),
+                "certRevoked",
+            )
+        if record.status != "awaiting_confirmation":
+            raise CmpFailure(
+                "certificate %s is %s, not awaiting confirmation" % (record.serial_number, record.status), "badRequest"
+            )
+        device = record.device
         if status.accepted:
             transaction.state = "confirmed"
             devices.activate(self.db, device, record, transaction.replaces)

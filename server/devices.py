@@ -66,6 +66,11 @@ def create_device(db, vault, name, domain, onboarding_method, serial_number=None
         )
     if onboarding_method not in ONBOARDING_METHODS:
         raise ApiError(400, "onboarding_method must be one of %s" % ", ".join(ONBOARDING_METHODS))
+    if onboarding_method == "est_password" and ":" in name:
+        # The name is the HTTP Basic user-id, which ends at the first ':' (RFC 7617 2): it could never log in.
+        raise ApiError(
+            400, "an est_password device's name is its HTTP Basic user-id, which cannot contain ':' (RFC 7617)"
+        )
     if serial_number is not None and (not isinstance(serial_number, str) or not SERIAL_NUMBER.fullmatch(serial_number)):
         raise ApiError(400, "serial_number must be 1-128 printable ASCII characters")
     if db.scalar(select(Device).where(Device.name == name)) is not None:
@@ -77,8 +82,13 @@ def create_device(db, vault, name, domain, onboarding_method, serial_number=None
     return device, issue_secret(vault, device)
 
 
+# Device ids are SQL BIGINTs at most (SQLite INTEGER); a larger number in a URL names no device
+# (the database driver would raise OverflowError instead).
+MAX_DEVICE_ID = 2**63 - 1
+
+
 def get_device(db, device_id):
-    device = db.get(Device, device_id)
+    device = db.get(Device, device_id) if -MAX_DEVICE_ID - 1 <= device_id <= MAX_DEVICE_ID else None
     if device is None:
         raise ApiError(404, "device %s does not exist" % device_id)
     return device
@@ -119,7 +129,12 @@ def mark_onboarded(device, record):
 def activate(db, device, record, replaces=None):
     """record is issued and confirmed: it becomes active, and what it replaces is superseded: the
     certificate a key update renews, and for a domain credential every earlier domain credential of the
-    device (confirmed or not). The caller commits."""
+    device (confirmed or not). The caller commits.
+
+    Only a record just issued or awaiting confirmation may become active: anything else (revoked in
+    the meantime) would be resurrected, so that is refused as a bug of the caller."""
+    if record.status not in ("awaiting_confirmation", "active") or record.revoked_at is not None:
+        raise RuntimeError("certificate %s is %s and cannot become active" % (record.serial_number, record.status))
     record.status = "active"
     if replaces is not None:
         revoke(replaces, "superseded")

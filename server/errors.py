@@ -1,12 +1,12 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Errors the REST API answers with: JSON bodies whose message says what is wrong."""
+"""Errors the REST API answers with: JSON bodies whose message says what is wrong (text/plain for EST)."""
 
 from __future__ import annotations
 
 import logging
 
-from flask import jsonify, request
+from flask import Response, jsonify, request
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
@@ -28,6 +28,15 @@ def json_error(status, message, headers=None):
     return response
 
 
+def error_response(status, message, headers=None):
+    """JSON for the API and pages; text/plain for EST, whose clients expect no JSON (RFC 7030)."""
+    if request.blueprint == "est":
+        response = Response(message + "\n", status, content_type="text/plain; charset=utf-8")
+        response.headers.update(headers or {})
+        return response
+    return json_error(status, message, headers)
+
+
 def register(app):
     @app.errorhandler(ApiError)
     def _api_error(exc):
@@ -37,16 +46,16 @@ def register(app):
     def _http_error(exc):
         # Keep headers such as Allow (405); the body becomes JSON.
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-        return json_error(exc.code, exc.description, headers)
+        return error_response(exc.code, exc.description, headers)
 
     @app.errorhandler(IntegrityError)
     def _conflict(exc):
         # A concurrent request created the same name between our check and our commit.
         log.info("conflicting write on %s %s: %s", request.method, request.path, str(exc).splitlines()[0])
-        return json_error(409, "the request conflicts with data written at the same time; read it again and retry")
+        return error_response(409, "the request conflicts with data written at the same time; read it again and retry")
 
     @app.errorhandler(Exception)
     def _unexpected(exc):
         # Never a traceback to the client; the log has it.
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_error(500, "internal server error; the server log has the details")
+        return error_response(500, "internal server error; the server log has the details")

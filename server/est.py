@@ -170,13 +170,15 @@ class EstEnrollment:
                 if record is not None:
                     return identity.Requester("credential", device=record.device, record=record, certificate=presented)
                 requester = identity.Requester("idevid", certificate=presented)
-                requester.registration = identity.admit_idevid(self.db, presented, client_chain(), self.domain)
+                requester.registration, matched = identity.admit_idevid(self.db, presented, client_chain(), self.domain)
                 requester.device, requester.new_device = identity.idevid_device(
-                    self.db, requester.registration, presented, "est_idevid"
+                    self.db, requester.registration, matched, presented, "est_idevid"
                 )
                 return requester
             except identity.NotAuthenticated as exc:
                 refusal = exc.reason
+            except InvalidInput as exc:
+                raise EstError(400, "the TLS client certificate cannot be read: %s" % exc) from exc
         credentials = request.authorization
         if credentials is not None and credentials.type == "basic":
             device = self.db.scalar(select(Device).where(Device.name == credentials.username))
@@ -216,7 +218,11 @@ class EstEnrollment:
         if self.operation == "simplereenroll":
             # RFC 7030 4.2.2: the CSR renews the certificate of the TLS session: same subject and SANs.
             current = requester.certificate
-            if csr.subject != current.subject or x509.subject_alt_names(csr) != x509.subject_alt_names(current):
+            try:
+                same_names = x509.subject_alt_names(csr) == x509.subject_alt_names(current)
+            except InvalidInput as exc:
+                raise EstError(400, str(exc)) from exc
+            if csr.subject != current.subject or not same_names:
                 raise EstError(
                     400,
                     "simplereenroll must repeat the subject and subjectAltName of the certificate "
@@ -252,6 +258,13 @@ class EstEnrollment:
             raise EstError(400, str(exc)) from exc
         begin_write(self.db)
         if requester.new_device:
+            taken = identity.registered_meanwhile(self.db, device)
+            if taken is not None:
+                raise EstError(
+                    409,
+                    "device %s was registered for this IDevID, or took its name, by a concurrent request; "
+                    "send the request again" % taken,
+                )
             self.db.add(device)
             self.db.flush()
         elif requester.kind == "password":
@@ -259,6 +272,19 @@ class EstEnrollment:
             if device.password_hash != requester.password_hash:
                 # Spent by a concurrent request since it was checked.
                 raise EstError(401, "wrong username or password", CHALLENGE)
+        elif requester.kind == "credential":
+            # A concurrent revocation or renewal since the TLS client certificate was checked: it must
+            # not still obtain (or renew into) a certificate.
+            for old in (requester.record, replaces):
+                if old is None:
+                    continue
+                self.db.refresh(old)
+                if old.status != "active":
+                    raise EstError(
+                        403,
+                        "the TLS client certificate is not accepted: certificate %s was revoked (%s) by a "
+                        "concurrent request" % (old.serial_number, old.revocation_reason),
+                    )
         record = pki.record_certificate(self.db, signer, device, certificate, profile.name, "active")
         self.db.flush()
         devices.activate(self.db, device, record, replaces)

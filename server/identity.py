@@ -11,7 +11,7 @@ import secrets
 from cryptography import x509 as cx509
 from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from trustpoint_core import x509
 
 from .models import Device, DevIdRegistration, IssuedCertificate
@@ -34,6 +34,8 @@ class Requester:
         self.certificate = certificate
         self.intermediates = list(intermediates)
         self.new_device = False
+        self.registration = None  # an admitted IDevID's DevID registration
+        self.matched = ()  # and the identifiers its pattern matched
 
     @property
     def identity(self):
@@ -74,14 +76,21 @@ def issued_credential(db, certificate, now=None):
 
 
 def idevid_identifiers(certificate):
-    """The values a DevID registration pattern is matched against: subject serialNumber, then SAN URIs."""
-    values = [attribute.value for attribute in certificate.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)]
-    try:
-        san = certificate.extensions.get_extension_for_class(cx509.SubjectAlternativeName).value
-        values += san.get_values_for_type(cx509.UniformResourceIdentifier)
-    except cx509.ExtensionNotFound:
-        pass
-    return values
+    """(subject serialNumber or None, SAN URIs): what DevID registration patterns are matched against.
+
+    A subject with several serialNumber attributes is refused (NotAuthenticated): which one names the
+    device would be ambiguous, and a pattern matching one must not admit a device named by another. A
+    malformed SAN raises InvalidInput.
+    """
+    serials = [attribute.value for attribute in certificate.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)]
+    if len(serials) > 1:
+        raise NotAuthenticated(
+            "the IDevID's subject has %d serialNumber attributes; an IDevID names its device with one" % len(serials)
+        )
+    uris = [
+        name.value for name in x509.subject_alt_names(certificate) if isinstance(name, cx509.UniformResourceIdentifier)
+    ]
+    return (serials[0] if serials else None), uris
 
 
 def verify_against(certificate, intermediates, anchors, now=None):
@@ -107,12 +116,15 @@ def verify_against(certificate, intermediates, anchors, now=None):
 
 
 def admit_idevid(db, certificate, intermediates, domain=None):
-    """The DevID registration that admits certificate as an IDevID (in domain, when given).
+    """(registration, matched): the DevID registration that admits certificate as an IDevID (in domain,
+    when given), and the identifiers its pattern fully matched.
 
     A registration admits it when its pattern fully matches the subject serialNumber or a SAN URI and the
-    certificate chains to the registration's truststore. Raises NotAuthenticated otherwise.
+    certificate chains to the registration's truststore. Raises NotAuthenticated otherwise, InvalidInput
+    for a malformed certificate.
     """
-    identifiers = idevid_identifiers(certificate)
+    serial, uris = idevid_identifiers(certificate)
+    identifiers = ([serial] if serial is not None else []) + uris
     if not identifiers:
         raise NotAuthenticated("the IDevID has neither a subject serialNumber nor a SAN URI")
     query = select(DevIdRegistration).order_by(DevIdRegistration.id)
@@ -121,7 +133,8 @@ def admit_idevid(db, certificate, intermediates, domain=None):
     reasons = []
     for registration in db.scalars(query):
         pattern = re.compile(registration.pattern)
-        if not any(pattern.fullmatch(value) for value in identifiers):
+        matched = [value for value in identifiers if pattern.fullmatch(value)]
+        if not matched:
             continue
         anchors = x509.load_certificates(registration.truststore.certificates_pem)
         try:
@@ -129,7 +142,7 @@ def admit_idevid(db, certificate, intermediates, domain=None):
         except verification.VerificationError as exc:
             reasons.append("%s: %s" % (registration.name, exc))
             continue
-        return registration
+        return registration, matched
     if reasons:
         raise NotAuthenticated(
             "the IDevID does not verify against the truststore of the matching DevID "
@@ -141,19 +154,23 @@ def admit_idevid(db, certificate, intermediates, domain=None):
     )
 
 
-def idevid_device(db, registration, certificate, method):
-    """(device, new) for an admitted IDevID: the registered device, or a new one (not yet added).
+def idevid_device(db, registration, matched, certificate, method):
+    """(device, new) for an IDevID admitted by registration (matched: the identifiers its pattern
+    matched): the registered device, or a new one (not yet added).
 
     The device is found by the IDevID's fingerprint, then by its serialNumber within the registration's
-    domain. Without one, auto_create_devices decides; a new device is returned unsaved so that a request
-    that fails later leaves nothing behind.
+    domain, and only when the pattern matched that serialNumber: a manufacturer trusted for some serial
+    numbers must not reach the device of another. Without one, auto_create_devices decides; a new device
+    is returned unsaved so that a request that fails later leaves nothing behind.
     """
     fingerprint = x509.fingerprint(certificate)
-    serials = [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)]
+    serial, _uris = idevid_identifiers(certificate)
+    if serial not in matched:
+        serial = None
     device = db.scalar(select(Device).where(Device.idevid_fingerprint == fingerprint))
-    if device is None and serials:
+    if device is None and serial is not None:
         device = db.scalar(
-            select(Device).where(Device.domain_id == registration.domain_id, Device.serial_number == serials[0])
+            select(Device).where(Device.domain_id == registration.domain_id, Device.serial_number == serial)
         )
     if device is not None:
         if device.domain_id != registration.domain_id:
@@ -171,13 +188,20 @@ def idevid_device(db, registration, certificate, method):
             "it and the registration does not create devices" % registration.name
         )
     return Device(
-        name=_device_name(db, certificate, serials),
+        name=_device_name(db, certificate, [serial] if serial is not None else []),
         domain_id=registration.domain_id,
         onboarding_method=method,
         status="pending",
-        serial_number=serials[0] if serials else None,
+        serial_number=serial,
         idevid_fingerprint=fingerprint,
     ), True
+
+
+def registered_meanwhile(db, device):
+    """The name of a device that a concurrent request registered for the IDevID of device (new, not yet
+    added) or that took its name, or None. Called under the write lock, before device is added."""
+    same = or_(Device.idevid_fingerprint == device.idevid_fingerprint, Device.name == device.name)
+    return db.scalar(select(Device.name).where(same))
 
 
 def _device_name(db, certificate, serials):

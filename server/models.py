@@ -77,6 +77,9 @@ class Device(Base):
     """A device registered for onboarding. Its id is the CMP reference (senderKID)."""
 
     __tablename__ = "device"
+    # AUTOINCREMENT: SQLite would otherwise give the id of the last deleted device to the next one, and
+    # a stale CMP reference (senderKID) or API id would name another device. PostgreSQL never reuses ids.
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (SQLAlchemy reads it)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)

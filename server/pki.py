@@ -14,7 +14,7 @@ from trustpoint_core.profiles import get_profile
 
 from .db import begin_write
 from .errors import ApiError
-from .models import CertificateAuthority, Device, Domain, IssuedCertificate, utcnow
+from .models import CertificateAuthority, Device, DevIdRegistration, Domain, IssuedCertificate, utcnow
 from .vault import Vault
 
 DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -66,10 +66,20 @@ def get_domain(db, name):
 
 
 def delete_domain(db, domain):
-    """Delete a domain, its CAs and its certificate records; refused while devices belong to it."""
+    """Delete a domain, its CAs and its certificate records; refused while devices or DevID
+    registrations belong to it (the registration's foreign key would fail at the commit)."""
     count = len(domain.devices)
     if count:
         raise ApiError(409, "domain %r still has %d device(s); delete them first" % (domain.name, count))
+    registrations = db.scalars(
+        select(DevIdRegistration.name).where(DevIdRegistration.domain_id == domain.id).order_by(DevIdRegistration.name)
+    ).all()
+    if registrations:
+        raise ApiError(
+            409,
+            "domain %r is used by DevID registration(s) %s; delete them first"
+            % (domain.name, ", ".join(registrations)),
+        )
     db.delete(domain)
 
 

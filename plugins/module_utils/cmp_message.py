@@ -477,6 +477,9 @@ def _template_extensions(template):
     names, oids = [], []
     for extension in optional(template, "extensions") or []:
         oid = str(extension["extnID"])
+        if any(oid == seen for seen, _critical in oids):
+            # RFC 5280 4.2: an extension appears at most once; which one would count?
+            raise CmpFailure("the certificate template carries extension %s twice" % oid, "badCertTemplate")
         oids.append((oid, bool(extension["critical"])))
         if oid == ID_CE_SUBJECT_ALT_NAME:
             # The four name forms a certificate template carries in practice.
@@ -490,7 +493,12 @@ def _template_extensions(template):
                 elif kind == "rfc822Name":
                     names.append(x509.RFC822Name(str(value)))
                 elif kind == "iPAddress":
-                    names.append(x509.IPAddress(ipaddress.ip_address(value.asOctets())))
+                    octets = value.asOctets()
+                    if len(octets) not in (4, 16):
+                        raise CmpFailure(
+                            "subjectAltName iPAddress must be 4 or 16 bytes, not %d" % len(octets), "badCertTemplate"
+                        )
+                    names.append(x509.IPAddress(ipaddress.ip_address(octets)))
                 else:
                     raise CmpFailure("subjectAltName of type %s is not supported" % kind, "badCertTemplate")
     return names, oids

@@ -12,6 +12,7 @@ import os
 from . import signatures
 from .asn1 import der_integer, der_oid, der_sequence, der_tlv, optional
 from .errors import CmpFailure, InvalidInput
+from .x509 import extension_value
 
 try:
     from cryptography import x509
@@ -225,11 +226,9 @@ class SignatureProtection:
 
 
 def subject_key_identifier(certificate):
-    """The certificate's SKI, or None."""
-    try:
-        return certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    except x509.ExtensionNotFound:
-        return None
+    """The certificate's SKI, or None. Raises InvalidInput when its extensions are malformed."""
+    value = extension_value(certificate, x509.SubjectKeyIdentifier)
+    return value.digest if value is not None else None
 
 
 def is_mac_protected(message):

@@ -271,14 +271,26 @@ _REASON_FLAGS = {
 
 
 def load_certificates(data):
-    """Load every certificate of a PEM bundle, or the one certificate of a DER blob."""
-    if isinstance(data, str):
+    """Load every certificate of a PEM bundle, or the one certificate of a DER blob.
+
+    Text (a str, or bytes that do not start like DER, with a SEQUENCE) must be PEM: text without a PEM
+    block is InvalidInput that says so, not an ASN.1 error about DER it never was. Empty input (or only
+    whitespace) holds no certificate.
+    """
+    text = isinstance(data, str)
+    if text:
         data = data.encode()
     try:
         if b"-----BEGIN" in data:
             blocks = re.findall(b"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data, re.S)
             return [x509.load_pem_x509_certificate(block) for block in blocks]
-        return [x509.load_der_x509_certificate(data)] if data else []
+        if not data.strip():
+            return []
+        if text or not data.startswith(b"\x30"):
+            raise InvalidInput(
+                "must hold at least one PEM certificate (-----BEGIN CERTIFICATE-----); this text holds none"
+            )
+        return [x509.load_der_x509_certificate(data)]
     except ValueError as exc:
         raise InvalidInput("not a readable certificate: %s" % exc) from exc
 
@@ -322,12 +334,27 @@ def summary(cert):
     }
 
 
-def subject_alt_names(item):
-    """The subject alternative names of a certificate or CSR, as a list of cryptography GeneralNames."""
+def extension_value(item, extension_class):
+    """The value of the extension_class extension of a certificate or CSR, or None without one.
+
+    cryptography parses the extensions on first access and raises for a peer's malformed ones (the same
+    extension twice, an iPAddress that is not 4 or 16 bytes): that is InvalidInput here, not a crash.
+    """
     try:
-        return list(item.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+        return item.extensions.get_extension_for_class(extension_class).value
     except x509.ExtensionNotFound:
-        return []
+        return None
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        what = "certificate request" if isinstance(item, x509.CertificateSigningRequest) else "certificate"
+        raise InvalidInput("the %s's extensions cannot be read: %s" % (what, exc)) from exc
+
+
+def subject_alt_names(item):
+    """The subject alternative names of a certificate or CSR, as a list of cryptography GeneralNames.
+
+    Raises InvalidInput when its extensions are malformed."""
+    value = extension_value(item, x509.SubjectAlternativeName)
+    return list(value) if value is not None else []
 
 
 def is_issued_by(cert, issuer):
@@ -346,10 +373,8 @@ def is_issued_by(cert, issuer):
 
 
 def _is_ca(cert):
-    try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        return False
+    constraints = extension_value(cert, x509.BasicConstraints)
+    return constraints is not None and constraints.ca
 
 
 def verify_chain(cert, chain, anchors=None, now=None):

@@ -10,15 +10,23 @@ rejected request changed nothing.
 from __future__ import annotations
 
 import datetime
+import fcntl
+import os
 import re
 import sqlite3
+import threading
+import time
 import uuid
+from pathlib import Path
 
 from conftest import http, openssl
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtensionOID, NameOID
+from pyasn1.codec.der import decoder, encoder
+from pyasn1.type import univ
+from pyasn1_alt_modules import rfc2986, rfc5280
 from trustpoint_core.cmp_message import STATUS_REJECTION, CmpMessage, Header, encode_message, error_content
 from trustpoint_core.cmp_protection import PasswordBasedMac, SignatureProtection
 
@@ -135,15 +143,21 @@ def make_end_entity(
     san_uris=(),
     key_kind="ec",
     days=365,
+    more_serial_numbers=(),
 ):
     """An end-entity certificate (an IDevID when issuer is a manufacturer CA), valid for days (negative:
-    expired). Its chain lists the intermediates up to, not including, the root."""
+    expired). Its chain lists the intermediates up to, not including, the root. more_serial_numbers
+    adds serialNumber attributes after the first (a malformed IDevID)."""
     key = new_private_key(key_kind)
     now = datetime.datetime.now(datetime.timezone.utc)
     not_after = now + datetime.timedelta(days=days)
+    subject = _name(common_name, serial_number)
+    if more_serial_numbers:
+        extra = [x509.NameAttribute(NameOID.SERIAL_NUMBER, value) for value in more_serial_numbers]
+        subject = x509.Name(list(subject) + extra)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(common_name, serial_number))
+        .subject_name(subject)
         .issuer_name(issuer.certificate.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -166,6 +180,50 @@ def make_end_entity(
         )
     certificate = builder.sign(issuer.key, _hash_for(issuer.key))
     return Credential(certificate, key, _chain_below_root(issuer))
+
+
+# A subjectAltName extension value whose iPAddress has 3 bytes (an address has 4 or 16).
+SAN_WITH_3_BYTE_IP = bytes.fromhex("30058703010203")
+
+
+def malformed_csr(problem, common_name="malformed.example"):
+    """A validly signed CSR (cryptography object) whose extensions are malformed: "duplicate-san" (the
+    subjectAltName extension twice) or "san-ip-3-bytes"."""
+    key = new_private_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    builder = x509.CertificateSigningRequestBuilder().subject_name(name)
+    if problem == "san-ip-3-bytes":
+        san = x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, SAN_WITH_3_BYTE_IP)
+        return builder.add_extension(san, critical=False).sign(key, hashes.SHA256())
+    assert problem == "duplicate-san", problem
+    # cryptography refuses to build a duplicate extension: add the second one to the DER and sign again.
+    csr = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName("a.example")]), critical=False)
+    csr = csr.sign(key, hashes.SHA256())
+    request = decoder.decode(csr.public_bytes(serialization.Encoding.DER), asn1Spec=rfc2986.CertificationRequest())[0]
+    info = request["certificationRequestInfo"]
+    extensions = decoder.decode(bytes(info["attributes"][0]["values"][0]), asn1Spec=rfc5280.Extensions())[0]
+    extensions.append(extensions[0])
+    info["attributes"][0]["values"][0] = univ.Any(encoder.encode(extensions))
+    request["signature"] = univ.BitString.fromOctetString(key.sign(encoder.encode(info), ec.ECDSA(hashes.SHA256())))
+    return x509.load_der_x509_csr(encoder.encode(request))
+
+
+def with_malformed_san(key, common_name="malformed"):
+    """A self-signed end-entity certificate of key whose subjectAltName has a 3-byte iPAddress."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, SAN_WITH_3_BYTE_IP), False)
+    )
+    return builder.sign(key, _hash_for(key))
 
 
 def write_pem(path, certificates):
@@ -270,6 +328,57 @@ def query(server, sql, parameters=()):
         return db.execute(sql, parameters).fetchall()
     finally:
         db.close()
+
+
+def while_writes_wait(server, send, *changes):
+    """Run send() (one request to the server) while a concurrent writer holds the database's write lock.
+
+    The test takes the flock of server/db.py's SqliteWriteLock, so the request, once past its checks,
+    waits at begin_write (seen in /proc/locks); then the changes ((sql, parameters) pairs) commit as a
+    concurrent request's writes would, and the lock is released. Returns send()'s result.
+    """
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(send())
+        except BaseException as exc:  # re-raised in the test's thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    fd = os.open(server.data_dir / "trustpoint.db.writelock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        waiter = re.compile(r"-> FLOCK\s+ADVISORY\s+WRITE\s+\d+\s+[0-9a-f]+:[0-9a-f]+:%d\s" % os.fstat(fd).st_ino)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not waiter.search(Path("/proc/locks").read_text()):
+            assert thread.is_alive(), "the request ended without waiting for the write lock: %r" % outcome
+            assert time.monotonic() < deadline, "the request did not reach the write lock"
+            time.sleep(0.02)
+        db = sqlite3.connect(str(server.data_dir / "trustpoint.db"), timeout=15)
+        try:
+            with db:
+                for sql, parameters in changes:
+                    db.execute(sql, parameters)
+        finally:
+            db.close()
+    finally:
+        os.close(fd)
+    thread.join(60)
+    assert outcome, "the request did not end"
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def revoke_directly(certificate, reason="keyCompromise"):
+    """The write of a concurrent revocation of certificate, for while_writes_wait()."""
+    return (
+        "UPDATE issued_certificate SET status = 'revoked', revocation_reason = ?, revoked_at = CURRENT_TIMESTAMP"
+        " WHERE fingerprint_sha256 = ?",
+        (reason, certificate.fingerprint(hashes.SHA256()).hex()),
+    )
 
 
 def certificates_of(server, device_id):

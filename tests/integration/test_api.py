@@ -21,6 +21,7 @@ import threading
 import uuid
 
 import pytest
+from cmp_helpers import create_registration, create_truststore, make_ca
 from conftest import BIN, http, openssl
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -327,6 +328,30 @@ def test_domain_with_devices_cannot_be_deleted(server):
     assert_error(call(server, "GET", "/domains/" + domain), 404)
 
 
+def test_domain_with_devid_registrations_cannot_be_deleted(server):
+    """Deleting a domain that DevID registrations name is 409 listing them; once they are deleted, it
+    succeeds."""
+    domain = server.create_domain()["name"]
+    truststore = create_truststore(server, [make_ca(unique("Manufacturer")).certificate])
+    registrations = sorted(create_registration(server, domain, truststore, "SN-.*") for _index in range(2))
+    message = "domain %r is used by DevID registration(s) %s; delete them first" % (domain, ", ".join(registrations))
+    assert_error(call(server, "DELETE", "/domains/" + domain), 409, message)
+    for name in registrations:
+        assert call(server, "DELETE", "/devid-registrations/" + name)[0] == 204
+    assert call(server, "DELETE", "/domains/" + domain)[0] == 204
+
+
+@pytest.mark.parametrize("certificates", ["hello", "", "MIIB"])
+def test_truststore_without_pem_certificate_is_400(server, certificates):
+    """Truststore certificates that are text without a PEM block: 400 that asks for a PEM certificate
+    (not a DER parser's complaint), and no truststore."""
+    name = unique("ts")
+    payload = {"name": name, "usage": "idevid", "certificates": certificates}
+    message = assert_error(call(server, "POST", "/truststores", payload), 400, "at least one PEM certificate")
+    assert "asn1" not in message.lower(), message
+    assert_error(call(server, "GET", "/truststores/" + name), 404)
+
+
 # --- devices -----------------------------------------------------------------------------------------
 
 
@@ -393,12 +418,24 @@ def test_list_devices_with_filters(server):
     assert_error(call(server, "GET", "/devices?domain=" + missing), 404, missing)
 
 
-@pytest.mark.parametrize("path", ["/devices/987654321", "/devices/0", "/devices/abc", "/devices/-1"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/devices/987654321",
+        "/devices/0",
+        "/devices/abc",
+        "/devices/-1",
+        "/devices/9223372036854775808",  # 2**63: beyond a database integer
+        "/devices/99999999999999999999",
+    ],
+)
 def test_unknown_device_is_404(server, path):
-    """A device id that does not exist (or is not a number) is a JSON 404."""
+    """A device id that does not exist (or is not a number, or no database integer) is a JSON 404."""
     assert_error(call(server, "GET", path), 404)
     assert_error(call(server, "DELETE", path), 404)
     assert_error(call(server, "POST", path + "/secret"), 404)
+    if path[len("/devices/") :].isdigit():
+        assert_error(call(server, "GET", path), 404, "device %s does not exist" % path[len("/devices/") :])
 
 
 @pytest.mark.parametrize(
@@ -420,6 +457,7 @@ def test_unknown_device_is_404(server, path):
         ({"name": "{name}", "domain": 5, "onboarding_method": "cmp_shared_secret"}, 400, "domain"),
         ({"name": "{name}", "domain": None, "onboarding_method": "cmp_shared_secret"}, 400, "domain"),
         ({"name": "{name}", "domain": "{domain}", "onboarding_method": "cmp_shared_secret", "x": 1}, 400, "unknown"),
+        ({"name": "{name}:1", "domain": "{domain}", "onboarding_method": "est_password"}, 400, "cannot contain ':'"),
     ],
 )
 def test_invalid_device_is_4xx(server, payload, status, fragment):
@@ -507,6 +545,17 @@ def test_delete_device_keeps_and_revokes_its_certificates(server, workdir):
     assert device_name == device["name"]
     assert (cert_status, reason) == ("revoked", "cessationOfOperation")
     assert revoked_at is not None
+
+
+def test_deleted_device_id_is_never_reused(server):
+    """The id of a deleted device (its CMP reference) is never given to a later device, even when it
+    was the highest id (SQLite reuses that one without AUTOINCREMENT)."""
+    domain = server.create_domain()["name"]
+    device, _secret = server.create_device(domain)
+    assert call(server, "DELETE", "/devices/%d" % device["id"])[0] == 204
+    later, _secret = server.create_device(domain)
+    assert later["id"] > device["id"]
+    assert_error(call(server, "GET", "/devices/%d" % device["id"]), 404)
 
 
 def test_deleted_device_cannot_enroll(server, workdir):

@@ -31,6 +31,7 @@ from cmp_helpers import (
     assert_cmp_ok,
     assert_rejected,
     certificate_status,
+    certificates_of,
     cmp_url,
     enroll_application,
     enroll_with_secret,
@@ -41,18 +42,22 @@ from cmp_helpers import (
     mac_protected,
     make_ca,
     make_end_entity,
+    malformed_csr,
     new_key_file,
     new_private_key,
     new_serial,
     post_cmp,
     query,
     register_device,
+    revoke_directly,
     run_cmp,
     signed,
     snapshot,
     subject_name,
     totals,
     unprotected,
+    while_writes_wait,
+    with_malformed_san,
     write_pem,
 )
 from conftest import openssl
@@ -535,6 +540,58 @@ def test_cert_conf_without_transaction(server, domain, onboarded):
     assert snapshot(server, onboarded.id) == before
 
 
+def test_cert_conf_after_revocation(server, domain, onboarded):
+    """A cr awaits its certConf; the domain credential revokes the new certificate (rr, keyCompromise);
+    then the certConf arrives: certRevoked, and the certificate stays revoked (not active again)."""
+    request_header, cp, certificate = explicit_cr(domain, onboarded)
+    _header, der = signed(rr_body(certificate, "keyCompromise"), onboarded.credential())
+    assert post_cmp(domain.url("revocation"), der).body_type == "rp"
+    assert certificate_status(server, certificate) == ("revoked", "keyCompromise")
+    before = snapshot(server, onboarded.id)
+    header = confirm_header(request_header, cp, onboarded.certificate.subject)
+    _header, der = signed(cert_conf_body(cert_hash(certificate)), onboarded.credential(), header)
+    assert_signed_by_domain(rejected(domain.url("certification"), der, "certRevoked"), domain)
+    assert snapshot(server, onboarded.id) == before
+    assert certificate_status(server, certificate) == ("revoked", "keyCompromise")
+
+
+# --- state changed by a concurrent request ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["cr", "kur", "p10cr"])
+def test_signer_revoked_while_the_request_waits(server, domain, onboarded, kind):
+    """A cr, kur or p10cr signed with the domain credential passes its checks; before its writes, a
+    concurrent rr revokes that credential (kur: a concurrent kur supersedes it): certRevoked, and no
+    certificate is issued."""
+    operation, body = request_of(kind, onboarded)
+    header = header_for(sender=onboarded.certificate.subject, implicit_confirm=True)
+    _header, der = signed(body, onboarded.credential(), header)
+    reason = "superseded" if kind == "kur" else "keyCompromise"
+    before = totals(server)
+    answer = while_writes_wait(
+        server, lambda: post_cmp(domain.url(operation), der), revoke_directly(onboarded.certificate, reason)
+    )
+    found, text = error_of(answer)
+    assert found == ("certRevoked",), (found, text)
+    assert "by a concurrent request" in text
+    assert totals(server) == before
+    assert [row[2:] for row in certificates_of(server, onboarded.id)] == [("revoked", reason)]
+
+
+def test_shared_secret_spent_while_the_ir_waits(server, domain):
+    """An ir with the shared secret passes its checks; before its writes, a concurrent ir with the same
+    secret onboards the device and spends the secret: badMessageCheck, and no second certificate."""
+    device, secret = server.create_device(domain.name)
+    header = header_for(implicit_confirm=True)
+    _header, der = mac_protected(cert_req_body("ir", new_private_key(), subject_name()), device["id"], secret, header)
+    before = totals(server)
+    spend = ("UPDATE device SET secret_encrypted = NULL WHERE id = ?", (device["id"],))
+    answer = while_writes_wait(server, lambda: post_cmp(domain.url("initialization"), der), spend)
+    assert error_of(answer)[0] == ("badMessageCheck",), error_of(answer)
+    assert totals(server) == before
+    assert certificates_of(server, device["id"]) == []
+
+
 # --- IDevIDs ---------------------------------------------------------------------------------------------
 
 
@@ -620,6 +677,33 @@ def test_idevid_device_registered_for_another_method(server, domain, workdir):
     assert server.device(device["id"])["status"] == "onboarded"
 
 
+def test_idevid_with_two_serial_numbers(server, domain, workdir):
+    """An IDevID of a manufacturer admitted for its own serial numbers whose subject also carries the
+    serialNumber of another registered device (first): notAuthorized, and that device stays pending."""
+    serial = new_serial()
+    manufacturer = admit_manufacturer(server, domain, re.escape(serial), auto_create=False)
+    victim, _secret = register_device(server, domain.name, "cmp_idevid", new_serial())
+    idevid = make_end_entity(manufacturer, "sensor", victim["serial_number"], more_serial_numbers=[serial])
+    before = snapshot(server, victim["id"])
+    returncode, output = idevid_ir(domain, idevid, workdir)
+    assert_rejected(returncode, output, "notAuthorized")
+    assert "the IDevID's subject has 2 serialNumber attributes" in output, output
+    assert snapshot(server, victim["id"]) == before
+
+
+def test_idevid_admitted_by_uri_does_not_reach_the_device_of_its_serial_number(server, domain, workdir):
+    """A registration admits the IDevID by its SAN URI only; its serialNumber names another registered
+    device, which the pattern does not match: that device is not the IDevID's (notAuthorized: no device,
+    no auto-creation) and stays pending."""
+    serial = new_serial()
+    manufacturer = admit_manufacturer(server, domain, re.escape("urn:example:%s" % serial), auto_create=False)
+    victim, _secret = register_device(server, domain.name, "cmp_idevid", new_serial())
+    idevid = make_end_entity(manufacturer, "sensor", victim["serial_number"], ["urn:example:%s" % serial])
+    before = snapshot(server, victim["id"])
+    assert_rejected(*idevid_ir(domain, idevid, workdir), "notAuthorized")
+    assert snapshot(server, victim["id"]) == before
+
+
 def test_idevid_without_device_and_without_auto_creation(server, domain, workdir):
     """A registration that admits the IDevID but creates no devices, and no device with its serial
     number: notAuthorized, no device."""
@@ -629,6 +713,39 @@ def test_idevid_without_device_and_without_auto_creation(server, domain, workdir
     before = totals(server)
     assert_rejected(*idevid_ir(domain, idevid, workdir), "notAuthorized")
     assert totals(server) == before
+
+
+@pytest.mark.parametrize("clash", ["same-idevid", "same-name"])
+def test_device_auto_created_while_the_ir_waits(server, domain, workdir, clash):
+    """An IDevID ir that would create its device passes its checks; before its writes, a concurrent
+    request registers a device for the same IDevID (or one with the name chosen for it): systemUnavail
+    that says to send it again, and nothing is written. Sent again, it onboards that device (or one with
+    another name)."""
+    serial = new_serial()
+    manufacturer = admit_manufacturer(server, domain, re.escape(serial), auto_create=True)
+    name = "sensor-%s" % serial.lower()
+    idevid = make_end_entity(manufacturer, name, serial, ["urn:example:%s" % serial])
+    racer = ("racer-" + serial.lower(), idevid.certificate.fingerprint(hashes.SHA256()).hex())
+    if clash == "same-name":
+        racer = (name, None)
+    register = (
+        "INSERT INTO device (name, domain_id, onboarding_method, status, idevid_fingerprint, created_at)"
+        " VALUES (?, (SELECT id FROM domain WHERE name = ?), 'cmp_idevid', 'pending', ?, CURRENT_TIMESTAMP)",
+        (racer[0], domain.name, racer[1]),
+    )
+    before = totals(server)
+    returncode, output = while_writes_wait(server, lambda: idevid_ir(domain, idevid, workdir), register)
+    assert_rejected(returncode, output, "systemUnavail")
+    assert "by a concurrent request; send the request again" in output, output
+    devices, certificates, transactions = before
+    assert totals(server) == (devices + 1, certificates, transactions)  # only the concurrent device
+    assert_cmp_ok(*idevid_ir(domain, idevid, workdir))
+    if clash == "same-idevid":
+        onboarded = query(server, "SELECT name, status FROM device WHERE idevid_fingerprint = ?", (racer[1],))
+        assert onboarded == [(racer[0], "onboarded")]
+    else:
+        [(created, status)] = query(server, "SELECT name, status FROM device WHERE serial_number = ?", (serial,))
+        assert created.startswith(name + "-") and status == "onboarded", created
 
 
 def test_idevid_ir_to_unknown_domain(server, domain, workdir):
@@ -750,6 +867,38 @@ def test_malformed_der(server, domain, onboarded, operation):
         message = rejected(domain.url(operation), body, "badDataFormat")
         assert message.protection is None
     assert snapshot(server, onboarded.id) == before
+
+
+@pytest.mark.parametrize("problem", ["duplicate-san", "san-ip-3-bytes"])
+def test_p10cr_with_malformed_extensions(server, domain, onboarded, problem):
+    """A signed p10cr whose CSR carries the subjectAltName extension twice, or a SAN iPAddress of 3
+    bytes: badCertTemplate that says so (not systemFailure); nothing changes."""
+    before = snapshot(server, onboarded.id)
+    _header, der = signed(p10cr_body(malformed_csr(problem)), onboarded.credential())
+    message = rejected(domain.url("pkcs10", "tls_client"), der, "badCertTemplate")
+    assert "the certificate request's extensions cannot be read" in error_of(message)[1]
+    assert_signed_by_domain(message, domain)
+    assert snapshot(server, onboarded.id) == before
+
+
+@pytest.mark.parametrize("kind", ["ir", "genm"])
+@pytest.mark.parametrize("sender_kid", [True, False], ids=["with-sender-kid", "without-sender-kid"])
+def test_signer_with_malformed_extensions(server, domain, kind, sender_kid):
+    """An ir or genm signed by a certificate whose subjectAltName has a 3-byte iPAddress (found by
+    senderKID or as the first of extraCerts): badDataFormat that says so; nothing changes."""
+    key = new_private_key()
+    certificate = with_malformed_san(key)
+    # SignatureProtection reads the SKI itself, which the malformed extensions refuse: start from a sound
+    # certificate of the same key, then present the malformed one.
+    protector = SignatureProtection(key, make_end_entity(make_ca("Sound Issuer")).certificate)
+    protector.certificate = certificate
+    protector.kid = x509.SubjectKeyIdentifier.from_public_key(key.public_key()).digest if sender_kid else None
+    operation, body = request_of(kind, None)
+    before = totals(server)
+    _header, der = signed(body, Credential(certificate, key), header_for(sender=certificate.subject), protector)
+    message = rejected(domain.url(operation), der, "badDataFormat")
+    assert "the certificate's extensions cannot be read" in error_of(message)[1]
+    assert totals(server) == before
 
 
 def test_bad_pop(server, domain, onboarded):

@@ -12,6 +12,7 @@ get an HTTP answer: the client sees a TLS error.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import re
 import ssl
@@ -24,12 +25,16 @@ from cmp_helpers import (
     certificate_status,
     make_ca,
     make_end_entity,
+    malformed_csr,
     new_serial,
     query,
     register_device,
+    revoke_directly,
     run_cmp,
     signer_args,
     snapshot,
+    totals,
+    while_writes_wait,
     write_pem,
 )
 from cryptography import x509
@@ -225,25 +230,33 @@ def test_expired_domain_credential_fails_the_handshake(server, domain, workdir, 
     assert certificate_status(server, current) == ("active", None)
 
 
-@pytest.mark.parametrize("problem", ["no-matching-pattern", "no-device", "cmp-device"])
+@pytest.mark.parametrize("problem", ["no-matching-pattern", "no-device", "cmp-device", "two-serial-numbers"])
 @pytest.mark.parametrize("operation", ["simpleenroll", "simplereenroll"])
 def test_idevid_not_admitted(server, domain, workdir, problem, operation):
     """An IDevID the handshake accepts (its manufacturer is in a truststore) that no DevID registration
     of the domain matches, or that a registration without auto-creation matches while no device is
-    registered, or whose registered device onboards over CMP: 403 that says so."""
+    registered, or whose registered device onboards over CMP, or whose subject carries a second
+    serialNumber (that of a registered device): 403 that says so."""
     serial = new_serial()
     manufacturer = make_ca("Manufacturer %s" % serial)
+    more_serial_numbers = ()
     if problem == "no-matching-pattern":
         admit_manufacturer(server, domain, "SN-NEVER-MATCHES", manufacturer=manufacturer)
         message = "no DevID registration of domain %s matches the IDevID (%s)" % (domain.name, serial)
     elif problem == "no-device":
         admit_manufacturer(server, domain, re.escape(serial), auto_create=False, manufacturer=manufacturer)
         message = "no device is registered for it and the registration does not create devices"
-    else:
+    elif problem == "cmp-device":
         admit_manufacturer(server, domain, re.escape(serial), manufacturer=manufacturer)
         device, _secret = register_device(server, domain.name, "cmp_idevid", serial)
         message = "device %s onboards with cmp_idevid, not est_idevid" % device["name"]
-    idevid = make_end_entity(manufacturer, "sensor", serial)
+    else:
+        # Admitted for its own serial number (second), it names another registered device first.
+        admit_manufacturer(server, domain, re.escape(serial), auto_create=False, manufacturer=manufacturer)
+        more_serial_numbers = [serial]
+        serial = register_device(server, domain.name, "est_idevid", new_serial())[0]["serial_number"]
+        message = "the IDevID's subject has 2 serialNumber attributes"
+    idevid = make_end_entity(manufacturer, "sensor", serial, more_serial_numbers=more_serial_numbers)
     cert_path, key_path, _chain = idevid.write(workdir, "idevid")
     csr = Csr(workdir, "req", "/CN=sensor")
     before = snapshot(server)
@@ -282,6 +295,57 @@ def test_revoked_credential_on_reenroll(server, domain, workdir, onboarded, how)
     serial = format(onboarded.certificate.serial_number, "x")
     assert_refused(answer, 403, "the TLS client certificate is not accepted: certificate %s is revoked" % serial)
     assert snapshot(server, *device_ids) == before
+
+
+@pytest.mark.parametrize("operation", ["simplereenroll", "simpleenroll"])
+def test_credential_revoked_while_the_request_waits(server, domain, workdir, onboarded, operation):
+    """simplereenroll (or simpleenroll of a tls_client certificate) with the domain credential passes
+    its checks; before its writes, a concurrent CMP rr revokes the credential: 403, nothing issued."""
+    csr = Csr(workdir, "renewal", "/CN=%s" % onboarded.name)
+    label = domain.name if operation == "simplereenroll" else "%s/tls_client" % domain.name
+    url = est_url(server, operation, label)
+    before = totals(server)
+    answer = while_writes_wait(
+        server,
+        lambda: curl(server, url, workdir, data=csr.b64, cert=onboarded.cert_path, key=onboarded.key_path),
+        revoke_directly(onboarded.certificate),
+    )
+    serial = format(onboarded.certificate.serial_number, "x")
+    assert_refused(answer, 403, "certificate %s was revoked (keyCompromise) by a concurrent request" % serial)
+    assert totals(server) == before
+    assert certificate_status(server, onboarded.certificate) == ("revoked", "keyCompromise")
+
+
+@pytest.mark.parametrize("clash", ["same-idevid", "same-name"])
+def test_device_auto_created_while_the_request_waits(server, domain, workdir, clash):
+    """simpleenroll with an IDevID whose device the registration would create passes its checks; before
+    its writes, a concurrent request registers a device for the same IDevID (or one with the name chosen
+    for it): 409 that says to send it again, nothing issued. Sent again, it enrolls."""
+    serial = new_serial()
+    manufacturer = make_ca("Manufacturer %s" % serial)
+    admit_manufacturer(server, domain, re.escape(serial), manufacturer=manufacturer)
+    name = "sensor-%s" % serial.lower()
+    idevid = make_end_entity(manufacturer, name, serial)
+    cert_path, key_path, _chain = idevid.write(workdir, "idevid")
+    racer = ("racer-" + serial.lower(), idevid.certificate.fingerprint(hashes.SHA256()).hex())
+    if clash == "same-name":
+        racer = (name, None)
+    register = (
+        "INSERT INTO device (name, domain_id, onboarding_method, status, idevid_fingerprint, created_at)"
+        " VALUES (?, (SELECT id FROM domain WHERE name = ?), 'est_idevid', 'pending', ?, CURRENT_TIMESTAMP)",
+        (racer[0], domain.name, racer[1]),
+    )
+    csr = Csr(workdir, "req", "/CN=sensor")
+    url = est_url(server, "simpleenroll", domain.name)
+    devices, certificates, transactions = totals(server)
+    answer = while_writes_wait(
+        server, lambda: curl(server, url, workdir, data=csr.b64, cert=cert_path, key=key_path), register
+    )
+    assert_refused(answer, 409, "by a concurrent request; send the request again")
+    assert totals(server) == (devices + 1, certificates, transactions)  # only the concurrent device
+    answer = curl(server, url, workdir, data=csr.b64, cert=cert_path, key=key_path)
+    assert answer.status == 200, answer
+    assert totals(server) == (devices + (1 if clash == "same-idevid" else 2), certificates + 1, transactions)
 
 
 def test_domain_credential_at_another_domain(server, domain, workdir, onboarded):
@@ -333,6 +397,26 @@ def test_csr_signature_does_not_verify(server, domain, workdir, enrollee):
     assert_refused(answer, 400, "the certificate request's signature does not verify")
     assert snapshot(server, device["id"]) == before
     assert_password_still_enrolls(server, domain, workdir, enrollee)
+
+
+@pytest.mark.parametrize("problem", ["duplicate-san", "san-ip-3-bytes"])
+@pytest.mark.parametrize("operation", ["simpleenroll", "serverkeygen", "simplereenroll"])
+def test_csr_with_malformed_extensions(server, domain, workdir, enrollee, onboarded, problem, operation):
+    """A CSR whose subjectAltName extension appears twice, or has an iPAddress of 3 bytes, at enrollment
+    with a password, server key generation, or renewal with the domain credential: 400 text/plain that
+    says so (not a 500)."""
+    device, password, _csr = enrollee
+    der = base64.b64encode(malformed_csr(problem, onboarded.name).public_bytes(serialization.Encoding.DER))
+    if operation == "simplereenroll":
+        credentials = {"cert": onboarded.cert_path, "key": onboarded.key_path}
+    else:
+        credentials = {"user": basic(device, password)}
+    before = snapshot(server, device["id"], onboarded.id)
+    answer = curl(server, est_url(server, operation, domain.name), workdir, data=der, **credentials)
+    assert_refused(answer, 400, "the certificate request's extensions cannot be read")
+    assert snapshot(server, device["id"], onboarded.id) == before
+    if operation != "simplereenroll":
+        assert_password_still_enrolls(server, domain, workdir, enrollee)
 
 
 @pytest.mark.parametrize(

@@ -146,6 +146,10 @@ def test_truststore_module_errors(server, workdir, connection):
     assert "at least one PEM certificate" in failed["msg"]
     assert "PRIVATE KEY" not in failed["msg"]
 
+    words = truststore_task(connection, name=name, usage="idevid", certificates="hello")
+    failed = run_tasks(workdir, [words], expect_failure=True)["truststore"]
+    assert "at least one PEM certificate" in failed["msg"] and "asn1" not in failed["msg"].lower(), failed["msg"]
+
     _issuing, root, _known = ca_certificates(server)
     bad_name = truststore_task(connection, name="-bad name", usage="idevid", certificates=root)
     failed = run_tasks(workdir, [bad_name], expect_failure=True)["truststore"]

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pyasn1.codec.der import decoder, encoder
 from pyasn1.type import univ
-from pyasn1_alt_modules import rfc9480
+from pyasn1_alt_modules import rfc5280, rfc9480
 from trustpoint_core import cmp_message, keys, profiles
 from trustpoint_core import x509 as tp_x509
 from trustpoint_core.cmp_message import (
@@ -536,6 +536,31 @@ def test_cert_req_body_builds_verifiable_ir(key_type, tmp_path):
     assert (request.cert_req_id, request.subject) == (0, subject)
     assert keys.same_public_key(request.public_key, key)
     request.verify_pop()
+
+
+@pytest.mark.parametrize(
+    ("extensions", "text"),
+    [
+        (["30058703010203"], "iPAddress must be 4 or 16 bytes, not 3"),
+        (["3006820461622e63", "3006820461622e63"], "carries extension 2.5.29.17 twice"),
+    ],
+    ids=["san-ip-3-bytes", "duplicate-san"],
+)
+def test_template_with_malformed_san_is_bad_cert_template(extensions, text):
+    """A certificate template whose subjectAltName has a 3-byte iPAddress, or that carries the
+    extension twice: badCertTemplate that says so (not a crash)."""
+    body_type, content = cert_req_body("cr", keys.generate_private_key("ecdsa-p256"), tp_x509.parse_name("/CN=a"))
+    template = content[0]["certReq"]["certTemplate"]
+    for value in extensions:
+        extension = rfc5280.Extension()
+        extension["extnID"] = univ.ObjectIdentifier("2.5.29.17")
+        extension["extnValue"] = bytes.fromhex(value)
+        template["extensions"].append(extension)
+    der = encode_message(Header(transaction_id=cmp_message.random_nonce()), (body_type, content), None)
+    with pytest.raises(CmpFailure) as caught:
+        cert_requests(CmpMessage.decode(der))
+    assert caught.value.fail_info == ("badCertTemplate",)
+    assert text in caught.value.text
 
 
 @pytest.mark.parametrize("body_type", ["ip", "cp", "kup"])

@@ -447,6 +447,14 @@ def test_load_garbage(data):
         tp_x509.load_certificates(data)
 
 
+@pytest.mark.parametrize("data", ["hello", b"hello", "  just some words\n"])
+def test_load_text_without_pem(data):
+    """Text without a PEM block (a str, or bytes that are no DER) says that a PEM certificate is
+    missing, not how DER parsing failed."""
+    with pytest.raises(InvalidInput, match=r"must hold at least one PEM certificate \(-----BEGIN CERTIFICATE-----\)"):
+        tp_x509.load_certificates(data)
+
+
 def test_load_empty_and_count(chains):
     """Empty input holds no certificate; load_certificate wants exactly one."""
     assert tp_x509.load_certificates(b"") == []
@@ -468,3 +476,31 @@ def test_fingerprint_and_summary_match_openssl(leaf, tmp_path):
     assert info["subject"] == SUBJECT.rfc4514_string()
     assert info["issuer"] == chain.issuing_cert.subject.rfc4514_string()
     assert info["not_after"] == (NOW + 365 * DAY).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize("kind", ["certificate", "csr"])
+def test_malformed_extensions_are_invalid_input(kind):
+    """A peer's certificate or CSR whose subjectAltName has a 3-byte iPAddress: subject_alt_names and
+    extension_value raise InvalidInput naming what could not be read (cryptography raises ValueError)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    san = x509.UnrecognizedExtension(x509.ObjectIdentifier("2.5.29.17"), bytes.fromhex("30058703010203"))
+    if kind == "certificate":
+        item = (
+            x509.CertificateBuilder()
+            .subject_name(SUBJECT)
+            .issuer_name(SUBJECT)
+            .public_key(key.public_key())
+            .serial_number(1)
+            .not_valid_before(NOW - DAY)
+            .not_valid_after(NOW + DAY)
+            .add_extension(san, critical=False)
+            .sign(key, hashes.SHA256())
+        )
+    else:
+        item = x509.CertificateSigningRequestBuilder().subject_name(SUBJECT).add_extension(san, False)
+        item = item.sign(key, hashes.SHA256())
+    what = "certificate request" if kind == "csr" else "certificate"
+    with pytest.raises(InvalidInput, match="the %s's extensions cannot be read" % what):
+        tp_x509.subject_alt_names(item)
+    with pytest.raises(InvalidInput):
+        tp_x509.extension_value(item, x509.BasicConstraints)
