@@ -39,6 +39,9 @@ options:
     description:
       - Name of the device, unique on the server; 1 to 128 letters, digits, V(.), V(_), V(:) or V(-).
       - The device's domain credential is issued with this name as its common name.
+      - The name of a device that onboards with O(onboarding_method=est_password) must not contain V(:),
+        because it is the HTTP Basic user-id, which ends at the first V(:). The module refuses to create such a
+        device.
     type: str
     required: true
   domain:
@@ -115,7 +118,9 @@ device:
   type: dict
   contains:
     id:
-      description: Numeric id of the device; the CMP reference (senderKID) it onboards with.
+      description:
+        - Numeric id of the device; the CMP reference (senderKID) it onboards with.
+        - Missing in check mode for a device the run would create (the server assigns it).
       type: int
       sample: 7
     name:
@@ -130,10 +135,22 @@ device:
       description: How the device onboards.
       type: str
       sample: cmp_shared_secret
+    serial_number:
+      description: Subject serialNumber of the device's IDevID, or V(null).
+      type: str
+      sample: ACME-00001234
     status:
       description: V(pending) until the device holds a confirmed domain credential, then V(onboarded).
       type: str
       sample: pending
+    created_at:
+      description: When the device was registered (UTC). Missing in check mode for a device the run would create.
+      type: str
+      sample: "2026-11-28T01:02:57Z"
+    onboarded_at:
+      description: When the device last obtained a domain credential (UTC), or V(null) before onboarding.
+      type: str
+      sample: "2026-11-28T01:07:57Z"
     credential:
       description: >-
         The device's current domain credential (serial_number, subject, not_before, not_after,
@@ -188,6 +205,11 @@ def _ensure(module, api):
         return result
 
     if current is None:
+        if params["onboarding_method"] == "est_password" and ":" in params["name"]:
+            module.fail_json(
+                msg="device name %s contains ':', which an est_password device cannot have (its name is the HTTP "
+                "Basic user-id, which ends at the first ':'); choose another name" % params["name"]
+            )
         result["changed"] = True
         request = {
             "name": params["name"],

@@ -113,6 +113,10 @@ domain:
     ca_chain:
       description: PEM of the issuing CA certificate followed by the root CA certificate.
       type: str
+    created_at:
+      description: When the domain was created (UTC). Not returned in check mode for a domain the run would create.
+      type: str
+      sample: "2026-11-28T01:02:57Z"
 """
 
 from urllib.parse import quote

@@ -26,6 +26,9 @@ description:
     by a CMP key update request (C(kur)) signed with the current credential, or for EST methods by a
     C(simplereenroll) with the current credential as TLS client certificate.
   - With O(state=absent) the module revokes the credential (C(rr), signed with it) and deletes the files.
+    Files that hold no certificate for the key, or an expired one, are deleted without revocation
+    (RV(action=remove)). A certificate for the key that does not verify against O(ca_certificates) (or the
+    chain file) may still be active on the server; the module then fails and leaves the files alone.
   - Does nothing while the device holds a valid credential of the domain outside the renewal window. Check mode
     needs neither O(device_id) nor O(shared_secret), and RV(action) says what a real run would do.
 author:
@@ -40,6 +43,10 @@ attributes:
       - Check mode inspects the credential files and contacts no server.
   diff_mode:
     support: full
+    details:
+      - The diff shows the certificate's serial_number, subject, issuer and not_after, and the key file's
+        mode (key_mode). In check mode the certificate the server would issue is not known yet; its fields
+        show as V((new certificate\)).
   idempotent:
     support: full
 requirements:
@@ -163,9 +170,24 @@ options:
     type: str
     choices: [auto, python, openssl]
     default: auto
+  force:
+    description:
+      - With O(state=present), onboard again (RV(action=enroll), with the secret or the IDevID) even when the
+        files hold a valid credential, for example when the server no longer knows it (the device was deleted
+        and registered again) or revoked it. The playbook C(trustpoint.pki.onboard_devices) sets it when the
+        server's view of the device's credential differs from the device's.
+      - Not idempotent by itself; set it only when the server's view requires it.
+    type: bool
+    default: false
 notes:
-  - New keys, certificates and chains are written to temporary files beside their destinations and moved into
-    place only after the certificate was issued; a failed run leaves the existing files untouched.
+  - The module checks that it can write the directories of the credential files, and creates the temporary
+    files beside them, before it contacts the server, so that a run that cannot write them does not spend
+    the one-time secret.
+  - New keys, certificates and chains are written to those temporary files and moved into place together
+    after the certificate was issued. If a move fails, the files moved before it are restored from backups
+    (hard links beside them), so a failed run leaves the existing credential as it was and reports no change.
+  - A failed run reports C(changed) only for what did change, for example a credential that was
+    revoked on the server but whose files could not be deleted.
 seealso:
   - module: trustpoint.pki.device
   - module: trustpoint.pki.domain
@@ -245,7 +267,8 @@ RETURN = r"""
 action:
   description:
     - What the run did, or in check mode would do. V(none), V(enroll) (onboarded), V(renew) (key update),
-      V(revoke) (revoked and deleted) or V(remove) (deleted files that held no usable credential).
+      V(revoke) (revoked and deleted) or V(remove) (deleted files that held no certificate for the key, or an
+      expired one).
   returned: always
   type: str
   sample: enroll
@@ -280,23 +303,65 @@ from ansible_collections.trustpoint.pki.plugins.module_utils._ansible.enroll_bac
     KEY_MODE,
     REVOCATION_REASONS,
     CredentialFiles,
+    FileError,
     select_backend,
 )
 from ansible_collections.trustpoint.pki.plugins.module_utils.errors import TrustpointError
 from ansible_collections.trustpoint.pki.plugins.module_utils.keys import DEFAULT_KEY_TYPE, KEY_TYPES
 
+DIFF_FIELDS = ("serial_number", "subject", "issuer", "not_after")
+# What the diff of a check run shows for a certificate the server has yet to issue.
+NEW_CERTIFICATE = "(new certificate)"
 
-def _diff_view(certificate):
-    return {k: certificate[k] for k in ("serial_number", "subject", "issuer", "not_after")} if certificate else {}
+
+def _diff_view(certificate, key_mode=None):
+    view = {k: certificate[k] for k in DIFF_FIELDS} if certificate else {}
+    if key_mode:
+        view["key_mode"] = key_mode
+    return view
 
 
 def _action(module, files, inspection):
-    """What the run must do, from the inspection of the files."""
+    """What the run must do, from the inspection of the files; fails where no action is safe."""
+    state = inspection.state
+    if state == "unreadable":
+        module.fail_json(
+            msg="%s; run the task as a user that may read them (become: true) or fix their permissions"
+            % inspection.reason
+        )
     if module.params["state"] == "absent":
         if not files.present():
             return "none"
-        return "revoke" if inspection.state in ("valid", "renew") else "remove"
-    return {"valid": "none", "renew": "renew"}.get(inspection.state, "enroll")
+        if state == "untrusted":
+            # A certificate for the key may still be active on the server: deleting it unrevoked would
+            # lose the only credential that can revoke it.
+            module.fail_json(
+                msg="%s holds a certificate for the key in %s that does not verify against %s (%s); it may "
+                "still be active on the server, so it is neither revoked nor deleted. Give the domain's CA "
+                "chain in ca_certificates to revoke it, or revoke it on the server and delete the files"
+                % (
+                    files.certificate,
+                    files.key,
+                    "ca_certificates" if module.params["ca_certificates"] else files.chain,
+                    inspection.reason,
+                ),
+                action="none",
+                reason=inspection.reason,
+                changed=False,
+            )
+        return "revoke" if state in ("valid", "renew") else "remove"
+    if module.params["force"]:
+        return "enroll"
+    return {"valid": "none", "renew": "renew"}.get(state, "enroll")
+
+
+def _check_readable(module, name):
+    path = module.params[name]
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        module.fail_json(msg="cannot read %s %s: %s" % (name, path, exc.strerror or exc))
 
 
 def _check_inputs(module, action):
@@ -319,6 +384,40 @@ def _check_inputs(module, action):
         module.fail_json(
             msg="the device needs a domain credential, but %s not set; %s"
             % (" and ".join(missing) + (" is" if len(missing) == 1 else " are"), hint)
+        )
+    if params["method"] in ("cmp_idevid", "est_idevid"):
+        for name in ("idevid_certificate_path", "idevid_key_path", "idevid_chain_path"):
+            if params[name]:
+                _check_readable(module, name)
+
+
+def _check_parameters(module, backend):
+    """Fail on ca_certificates or a subject that cannot be used, before looking at the files."""
+    params = module.params
+    if params["ca_certificates"] is not None:
+        try:
+            backend.check_anchors(params["ca_certificates"])
+        except TrustpointError as exc:
+            module.fail_json(
+                msg="ca_certificates cannot be used: %s; give the domain's CA certificates in PEM "
+                "(trustpoint.pki.domain returns them as domain.ca_chain)" % exc
+            )
+    subject = params["subject"]
+    try:
+        if "=" not in subject:
+            raise TrustpointError("it has no attribute=value")
+        backend.check_subject(subject)
+    except TrustpointError as exc:
+        detail = str(exc).split(": ", 1)[1] if str(exc).startswith("cannot parse subject") else str(exc)
+        module.fail_json(
+            msg="subject %r is not a distinguished name the %s backend can use (%s); write it as "
+            "/CN=name/O=organization%s"
+            % (
+                subject,
+                backend.name,
+                detail.strip(" :") or "not in RFC 4514 form",
+                " or CN=name,O=organization (RFC 4514)" if backend.name == "python" else "",
+            )
         )
 
 
@@ -348,43 +447,72 @@ def main():
         renew_before_days=dict(type="int", default=30),
         revocation_reason=dict(type="str", default="cessationOfOperation", choices=list(REVOCATION_REASONS)),
         backend=dict(type="str", default="auto", choices=["auto", "python", "openssl"]),
+        force=dict(type="bool", default=False),
     )
     argument_spec.update(CONNECTION_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
 
     backend = select_backend(module)
+    _check_parameters(module, backend)
     files = CredentialFiles(module)
     inspection = backend.inspect(files, params["ca_certificates"], params["renew_before_days"])
     action = _action(module, files, inspection)
     result = {"changed": action != "none", "action": action, "backend": backend.name, "reason": inspection.reason}
-    before = _diff_view(inspection.certificate)
+    if params["force"] and action == "enroll" and inspection.state in ("valid", "renew"):
+        result["reason"] = "force: %s" % inspection.reason
+    key_mode = files.key_mode()
+    before = _diff_view(inspection.certificate, key_mode)
     if inspection.certificate:
         result["certificate"] = inspection.certificate
 
     if action == "none":
+        after = before
         if params["state"] == "present":
             # A valid credential stays; only a key readable by others is tightened.
-            result["changed"] = module.set_mode_if_different(files.key, KEY_MODE, False)
-        result["diff"] = {"before": before, "after": before}
+            try:
+                result["changed"] = module.set_mode_if_different(files.key, KEY_MODE, False)
+            except OSError as exc:
+                module.fail_json(msg="cannot change the mode of %s: %s" % (files.key, exc), **result)
+            after = _diff_view(inspection.certificate, "%04o" % KEY_MODE)
+        result["diff"] = {"before": before, "after": after}
         module.exit_json(**result)
     if module.check_mode:
-        result["diff"] = {"before": before, "after": {} if params["state"] == "absent" else {"state": action}}
+        after = {} if params["state"] == "absent" else dict.fromkeys(DIFF_FIELDS, NEW_CERTIFICATE)
+        if after:
+            after["key_mode"] = "%04o" % KEY_MODE
+        result["diff"] = {"before": before, "after": after}
         module.exit_json(**result)
 
     _check_inputs(module, action)
+    # Before the server is contacted: a run that cannot write the files must not spend a secret or revoke.
+    if action in ("revoke", "remove"):
+        files.check_directories(files.present())
+    else:
+        files.stage()
+    revoked = False
     try:
         if action == "revoke":
             backend.revoke(files)
+            revoked = True
         if action in ("revoke", "remove"):
             files.remove()
             after = {}
         else:
-            files.check_directories()
             result["certificate"] = backend.renew(files) if action == "renew" else backend.enroll(files)
-            after = _diff_view(result["certificate"])
-    except TrustpointError as exc:
-        module.fail_json(msg="%s failed: %s" % (action, exc), **result)
+            after = _diff_view(result["certificate"], "%04o" % KEY_MODE)
+    except (TrustpointError, OSError) as exc:
+        # Claim a change only for what did change: a file, or the revocation on the server.
+        result["changed"] = revoked or (isinstance(exc, FileError) and exc.changed)
+        prefix = "the credential was revoked, but its files were not deleted" if revoked else "%s failed" % action
+        suffix = ""
+        if isinstance(exc, FileError) and action in ("enroll", "renew"):
+            suffix = (
+                "; the server issued the new certificate%s, but the device keeps its previous files: fix the "
+                "problem and onboard the device again (trustpoint.pki.device regenerate_secret=true)"
+                % (" and superseded the current one" if action == "renew" else "")
+            )
+        module.fail_json(msg="%s: %s%s" % (prefix, exc, suffix), **result)
     finally:
         files.cleanup()
     result["diff"] = {"before": before, "after": after}

@@ -5,11 +5,15 @@ new key (kur), revocation (rr), each with the python and the openssl backend."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
+import shutil
+import subprocess
 import uuid
 
 import pytest
-from conftest import http, openssl
+from conftest import http, openssl, require_binary
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -286,3 +290,117 @@ def test_est_idevid_onboarding(server, workdir, vendor, backend):
     assert device["status"] == "onboarded"
     assert device["credential"]["serial_number"] == result["certificate"]["serial_number"]
     assert not run_tasks(workdir, [task])["enroll"]["changed"]
+
+
+def _credential(workdir):
+    return {name: (workdir / name).read_bytes() for name in ("dc.key", "dc.pem", "chain.pem")}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_state_absent_never_deletes_an_unrevoked_credential(server, workdir, backend):
+    """state=absent with ca_certificates that cannot be parsed, or that the certificate does not chain to,
+    fails and keeps the files: the credential is still active on the server and only they can revoke it."""
+    domain = server.create_domain()
+    device, secret = server.create_device(domain["name"])
+    task = _task(server, domain, workdir, backend, device_id=device["id"], shared_secret=secret)
+    serial = run_tasks(workdir, [task])["enroll"]["certificate"]["serial_number"]
+    before = _credential(workdir)
+
+    for anchors in ("not a pem", server.create_domain()["ca_chain"]):
+        absent = _task(server, domain, workdir, backend, state="absent", ca_certificates=anchors)
+        failed = run_tasks(workdir, [absent], expect_failure=True)["enroll"]
+        assert not failed["changed"], failed
+        assert "ca_certificates" in failed["msg"], failed["msg"]
+        assert _credential(workdir) == before, "the files stay"
+        credential = server.device(device["id"])["credential"]
+        assert credential["serial_number"] == serial and credential["status"] == "active"
+
+        # state=present does not re-enroll a valid credential because of a typo in ca_certificates either.
+        if anchors == "not a pem":
+            present = _task(server, domain, workdir, backend, ca_certificates=anchors)
+            refused = run_tasks(workdir, [present], expect_failure=True)["enroll"]
+            assert "ca_certificates cannot be used" in refused["msg"] and not refused["changed"]
+
+    # With the right CA chain it is revoked, then deleted.
+    absent = _task(server, domain, workdir, backend, state="absent", ca_certificates=domain["ca_chain"])
+    assert run_tasks(workdir, [absent])["enroll"]["action"] == "revoke"
+    assert server.device(device["id"])["status"] == "pending"
+
+
+def test_failed_install_restores_the_previous_files(server, workdir):
+    """When moving the chain into place fails after the key and certificate were moved, they are restored:
+    the run fails, claims no change and leaves no half-replaced credential or temporary file."""
+    domain = server.create_domain()
+    device, secret = server.create_device(domain["name"])
+    (workdir / "dc.key").write_text("OLD KEY\n")
+    (workdir / "dc.pem").write_text("OLD CERTIFICATE\n")
+    chain_dir = workdir / "chain"
+    chain_dir.mkdir()
+    # An openssl that, once `openssl cmp` got the certificate, makes the chain's directory unwritable.
+    bindir = workdir / "bin"
+    bindir.mkdir()
+    wrapper = bindir / "openssl"
+    wrapper.write_text(
+        '#!/bin/sh\n"%s" "$@"\nrc=$?\nif [ "$1" = cmp ]; then chattr +i "%s" 2>/dev/null || chmod 555 "%s"; fi\n'
+        "exit $rc\n" % (require_binary("openssl"), chain_dir, chain_dir)
+    )
+    wrapper.chmod(0o755)
+    task = _task(server, domain, workdir, "openssl", device_id=device["id"], shared_secret=secret)
+    task["trustpoint.pki.enroll"]["chain_path"] = str(chain_dir / "chain.pem")
+    task["environment"] = {"PATH": "%s:%s" % (bindir, os.environ["PATH"])}
+    try:
+        failed = run_tasks(workdir, [task], expect_failure=True)["enroll"]
+    finally:
+        subprocess.run(["chattr", "-i", str(chain_dir)], check=False, capture_output=True)
+        chain_dir.chmod(0o755)
+    assert "restored" in failed["msg"] and str(chain_dir / "chain.pem") in failed["msg"], failed["msg"]
+    assert not failed["changed"]
+    assert (workdir / "dc.key").read_text() == "OLD KEY\n"
+    assert (workdir / "dc.pem").read_text() == "OLD CERTIFICATE\n"
+    assert not (chain_dir / "chain.pem").exists()
+    assert not [p.name for p in workdir.iterdir() if p.name.startswith(".trustpoint-")], "temporary files remain"
+
+
+@contextlib.contextmanager
+def read_only(directory):
+    """directory cannot be written to, even by root (immutable) when the tests run as root."""
+    if os.geteuid() == 0:
+        chattr = shutil.which("chattr")
+        if chattr is None or subprocess.run([chattr, "+i", str(directory)], check=False).returncode != 0:
+            pytest.skip("cannot make a directory immutable here (chattr +i)")
+        try:
+            yield
+        finally:
+            subprocess.run([chattr, "-i", str(directory)], check=True)
+    else:
+        directory.chmod(0o555)
+        try:
+            yield
+        finally:
+            directory.chmod(0o755)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unwritable_directory_spends_no_secret_and_revokes_nothing(server, workdir, backend):
+    """A credential directory the module cannot write to fails the run before the server is contacted: the
+    one-time secret stays usable, and state=absent does not revoke a credential whose files it cannot delete."""
+    domain = server.create_domain()
+    device, secret = server.create_device(domain["name"])
+    files = workdir / "credentials"
+    files.mkdir()
+    task = _task(server, domain, files, backend, device_id=device["id"], shared_secret=secret)
+    with read_only(files):
+        failed = run_tasks(workdir, [task], expect_failure=True)["enroll"]
+    assert "cannot write to directory %s" % files in failed["msg"], failed["msg"]
+    assert not failed["changed"]
+    assert server.device(device["id"])["status"] == "pending"
+
+    serial = run_tasks(workdir, [task])["enroll"]["certificate"]["serial_number"]  # the secret still works
+    before = _credential(files)
+    absent = _task(server, domain, files, backend, state="absent")
+    with read_only(files):
+        failed = run_tasks(workdir, [absent], expect_failure=True)["enroll"]
+    assert "cannot write to directory" in failed["msg"] and not failed["changed"], failed["msg"]
+    assert _credential(files) == before
+    assert server.device(device["id"])["credential"]["serial_number"] == serial
+    assert server.device(device["id"])["credential"]["status"] == "active"

@@ -7,11 +7,13 @@ Each case follows the collection convention: check mode, real run, then both aga
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import stat
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -170,9 +172,13 @@ def test_enroll_module_lifecycle(server, workdir, backend):
     domain = server.create_domain()
     device, secret = server.create_device(domain["name"])
 
-    check = run_tasks(workdir, [_enroll_task(server, domain, workdir, backend)], check=True)["enroll"]
+    check = run_tasks(workdir, [_enroll_task(server, domain, workdir, backend)], check=True, diff=True)["enroll"]
     assert check["changed"] and check["backend"] == backend
     assert not (workdir / "dc.key").exists()
+    # The diff of a check run has the shape of a real run's, with what only the server knows left open.
+    assert check["diff"]["before"] == {}
+    assert check["diff"]["after"]["serial_number"] == "(new certificate)"
+    assert check["diff"]["after"]["key_mode"] == "0600"
 
     no_secret = run_tasks(workdir, [_enroll_task(server, domain, workdir, backend)], expect_failure=True)["enroll"]
     assert "shared_secret" in no_secret["msg"] and "regenerate_secret" in no_secret["msg"]
@@ -192,7 +198,13 @@ def test_enroll_module_lifecycle(server, workdir, backend):
     assert not run_tasks(workdir, [task])["enroll"]["changed"]
 
     os.chmod(workdir / "dc.key", 0o644)
-    assert run_tasks(workdir, [task])["enroll"]["changed"], "a key readable by others is tightened"
+    predicted = run_tasks(workdir, [task], check=True, diff=True)["enroll"]
+    assert predicted["changed"]
+    assert predicted["diff"]["before"]["key_mode"] == "0644" and predicted["diff"]["after"]["key_mode"] == "0600"
+    assert stat.S_IMODE((workdir / "dc.key").stat().st_mode) == 0o644, "check mode changes nothing"
+    tightened = run_tasks(workdir, [task], diff=True)["enroll"]
+    assert tightened["changed"], "a key readable by others is tightened"
+    assert tightened["diff"]["before"] != tightened["diff"]["after"]
     assert stat.S_IMODE((workdir / "dc.key").stat().st_mode) == 0o600
 
     # A credential from another domain's CA needs replacing; with a spent secret the run fails
@@ -203,6 +215,7 @@ def test_enroll_module_lifecycle(server, workdir, backend):
     assert run_tasks(workdir, [moved], check=True)["enroll"]["changed"]
     failed = run_tasks(workdir, [moved], expect_failure=True)["enroll"]
     assert "badMessageCheck" in failed["msg"]
+    assert not failed["changed"], "a failed run that changed no file claims no change"
     assert {name: (workdir / name).read_bytes() for name in before} == before
     assert not [p for p in workdir.iterdir() if p.name.startswith(".trustpoint-")], "temporary files remain"
 
@@ -216,3 +229,109 @@ def test_enroll_renewal_window(server, workdir):
     inside = _enroll_task(server, domain, workdir, "python", renew_before_days=20)
     result = run_tasks(workdir, [inside], check=True)["enroll"]
     assert result["changed"] and "renewal window" in result["reason"]
+
+
+class _NotTrustpoint(http.server.BaseHTTPRequestHandler):
+    """Answers every request with an HTML page and the server's status, as a proxy or login portal does."""
+
+    status = 200
+
+    def _answer(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b"<html>login portal</html>"
+        self.send_response(self.server.status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def not_trustpoint():
+    """An HTTP server that is not Trustpoint; set .status to choose its answer's status."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotTrustpoint)
+    httpd.status = 200
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_api_modules_refuse_an_answer_that_is_not_the_servers(workdir, not_trustpoint):
+    """A 2xx without JSON is not the server's answer (the modules used to crash on it), and a 404 page
+    that is not the server's JSON error does not mean that a resource is absent."""
+    connection = {"server_url": "http://127.0.0.1:%d" % not_trustpoint.server_port, "api_token": "not-a-valid-token"}
+    tasks = [
+        {"name": "domain", "trustpoint.pki.domain": dict(connection, name="x")},
+        {"name": "device", "trustpoint.pki.device": dict(connection, name="x", domain="d")},
+        {"name": "info", "trustpoint.pki.device_info": dict(connection)},
+    ]
+    results = run_tasks(workdir, tasks, expect_failure=True)
+    for name, result in results.items():
+        assert result.get("failed"), name
+        assert "probably is not a Trustpoint server" in result["msg"], (name, result["msg"])
+        assert "Traceback" not in result.get("module_stderr", "")
+
+    not_trustpoint.status = 404
+    absent = {"name": "domain", "trustpoint.pki.domain": dict(connection, name="x", state="absent")}
+    failed = run_tasks(workdir, [absent], expect_failure=True)["domain"]
+    assert "404" in failed["msg"] and not failed["changed"]
+
+
+def test_enroll_rejects_unusable_parameters(server, workdir):
+    """ca_certificates and subject that cannot be used, and IDevID files that cannot be read, fail with a
+    message naming them, before any server is contacted and without touching a file."""
+    domain = server.create_domain()
+    device, secret = server.create_device(domain["name"])
+    for backend in ("python", "openssl"):
+        not_pem = _enroll_task(
+            server, domain, workdir, backend, ca_certificates="not a pem", device_id=device["id"], shared_secret=secret
+        )
+        failed = run_tasks(workdir, [not_pem], expect_failure=True)["enroll"]
+        assert "ca_certificates cannot be used" in failed["msg"] and not failed["changed"], failed["msg"]
+        broken = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+        not_der = _enroll_task(server, domain, workdir, backend, ca_certificates=broken)
+        assert "ca_certificates cannot be used" in run_tasks(workdir, [not_der], expect_failure=True)["enroll"]["msg"]
+
+        garbage = _enroll_task(
+            server, domain, workdir, backend, subject="garbage", device_id=device["id"], shared_secret=secret
+        )
+        message = run_tasks(workdir, [garbage], expect_failure=True)["enroll"]["msg"]
+        assert "'garbage'" in message and "/CN=name" in message and not message.rstrip().endswith(":"), message
+
+        for method in ("cmp_idevid", "est_idevid"):
+            idevid = _enroll_task(
+                server,
+                domain,
+                workdir,
+                backend,
+                method=method,
+                idevid_certificate_path=str(workdir / "missing-idevid.pem"),
+                idevid_key_path=str(workdir / "missing-idevid.key"),
+            )
+            message = run_tasks(workdir, [idevid], expect_failure=True)["enroll"]["msg"]
+            assert "cannot read idevid_certificate_path" in message and "missing-idevid.pem" in message, message
+    assert not list(workdir.glob("dc.*")) and not list(workdir.glob(".trustpoint-*"))
+    assert server.device(device["id"])["status"] == "pending"
+    # The secret is unspent: the device still onboards with it.
+    task = _enroll_task(server, domain, workdir, "python", device_id=device["id"], shared_secret=secret)
+    assert run_tasks(workdir, [task])["enroll"]["action"] == "enroll"
+
+
+def test_device_module_refuses_a_colon_in_an_est_password_name(server, workdir, connection):
+    """An est_password device's name is its HTTP Basic user-id, which cannot contain ':'."""
+    domain = server.create_domain()["name"]
+    name = "line1:press-" + uuid.uuid4().hex[:6]
+    task = {
+        "name": "device",
+        "trustpoint.pki.device": dict(connection, name=name, domain=domain, onboarding_method="est_password"),
+    }
+    failed = run_tasks(workdir, [task], expect_failure=True)["device"]
+    assert "':'" in failed["msg"] and not failed["changed"]
+    assert server.api("GET", "/devices?name=" + name)[1] == []

@@ -16,6 +16,8 @@ import uuid
 
 import yaml
 from conftest import REPO, openssl
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 PLAYBOOK = sys.executable.replace("/python", "/ansible-playbook")
 
@@ -39,12 +41,7 @@ def recap(output):
     return {key: int(value) for key, value in (item.split("=") for item in line.split(":", 1)[1].split())}
 
 
-def test_onboard_renew_revoke(server, workdir):
-    """onboard_devices enrolls and is idempotent; renew_devices renews (forced) with a new key; revoke_devices
-    revokes, deletes the files and the device."""
-    domain = "pb-" + uuid.uuid4().hex[:8]
-    device = "pbdev-" + uuid.uuid4().hex[:8]
-    credentials = workdir / "credentials"
+def write_inventory(workdir, server, domain, device, credentials):
     inventory = workdir / "inventory.yml"
     inventory.write_text(
         yaml.safe_dump(
@@ -65,6 +62,16 @@ def test_onboard_renew_revoke(server, workdir):
             }
         )
     )
+    return inventory
+
+
+def test_onboard_renew_revoke(server, workdir):
+    """onboard_devices enrolls and is idempotent; renew_devices renews (forced) with a new key; revoke_devices
+    revokes, deletes the files and the device."""
+    domain = "pb-" + uuid.uuid4().hex[:8]
+    device = "pbdev-" + uuid.uuid4().hex[:8]
+    credentials = workdir / "credentials"
+    inventory = write_inventory(workdir, server, domain, device, credentials)
 
     run_playbook(workdir, "onboard_devices", inventory)
     openssl("verify", "-CAfile", str(credentials / "domain_chain.pem"), str(credentials / "domain_credential.pem"))
@@ -75,7 +82,8 @@ def test_onboard_renew_revoke(server, workdir):
     assert recap(run_playbook(workdir, "onboard_devices", inventory))["changed"] == 0
 
     key = (credentials / "domain_credential.key").read_bytes()
-    run_playbook(workdir, "renew_devices", inventory, "-e", "trustpoint_renew_before_days=3650")
+    renewed = run_playbook(workdir, "renew_devices", inventory, "-e", "trustpoint_renew_before_days=3650")
+    assert recap(renewed)["changed"] == 1, "the check-mode probe does not count as a change"
     found = server.api("GET", "/devices?name=" + device)[1]
     assert found[0]["credential"]["serial_number"] != first
     assert (credentials / "domain_credential.key").read_bytes() != key
@@ -84,3 +92,24 @@ def test_onboard_renew_revoke(server, workdir):
     run_playbook(workdir, "revoke_devices", inventory, "-e", json.dumps({"trustpoint_delete_devices": True}))
     assert not (credentials / "domain_credential.key").exists()
     assert server.api("GET", "/devices?name=" + device)[1] == []
+
+
+def test_onboard_again_when_the_server_does_not_know_the_credential(server, workdir):
+    """A device deleted on the server (its certificates revoked) and registered again is pending while its
+    files still look valid: onboard_devices compares the server's view and onboards it again, once."""
+    domain = "pb-" + uuid.uuid4().hex[:8]
+    device = "pbdev-" + uuid.uuid4().hex[:8]
+    credentials = workdir / "credentials"
+    inventory = write_inventory(workdir, server, domain, device, credentials)
+    run_playbook(workdir, "onboard_devices", inventory)
+    (found,) = server.api("GET", "/devices?name=" + device)[1]
+    first = found["credential"]["serial_number"]
+    assert server.api("DELETE", "/devices/%d" % found["id"])[0] == 204
+
+    run_playbook(workdir, "onboard_devices", inventory)
+    (found,) = server.api("GET", "/devices?name=" + device)[1]
+    assert found["status"] == "onboarded" and found["credential"]["serial_number"] != first
+    local = x509.load_pem_x509_certificate((credentials / "domain_credential.pem").read_bytes())
+    assert found["credential"]["fingerprint_sha256"] == local.fingerprint(hashes.SHA256()).hex()
+    assert found["credential"]["status"] == "active"
+    assert recap(run_playbook(workdir, "onboard_devices", inventory))["changed"] == 0

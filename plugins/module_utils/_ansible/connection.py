@@ -83,9 +83,11 @@ def endpoint(module, path):
 
 
 class ApiError(Exception):
-    def __init__(self, status, message):
+    def __init__(self, status, message, from_server=False):
         super().__init__(message)
         self.status = status
+        # True when the answer is the server's JSON error ({"error": ...}).
+        self.from_server = from_server
 
 
 class TrustpointApi:
@@ -95,30 +97,49 @@ class TrustpointApi:
         self.module = module
 
     def request(self, method, path, payload=None, ok=(200, 201, 204)):
+        """The decoded JSON answer of one call (None for 204 No Content); raises ApiError."""
         headers = {"Authorization": "Bearer " + self.module.params["api_token"], "Accept": "application/json"}
         data = None
         if payload is not None:
             data = json.dumps(payload).encode()
             headers["Content-Type"] = "application/json"
-        status, _headers, body = _open(self.module, endpoint(self.module, "/api/v1" + path), method, data, headers)
+        url = endpoint(self.module, "/api/v1" + path)
+        status, answer_headers, body = _open(self.module, url, method, data, headers)
         try:
             decoded = json.loads(body) if body else None
         except ValueError:
             decoded = None
         if status not in ok:
             message = decoded.get("error") if isinstance(decoded, dict) else None
+            # Only the server's own JSON error says that a resource does not exist; a 404 page of
+            # something else (a proxy, a wrong server_url) says nothing about it.
             raise ApiError(
                 status,
                 "Trustpoint API %s %s answered HTTP %s: %s"
                 % (method, path, status, message or body[:200].decode("utf-8", "replace")),
+                from_server=isinstance(message, str),
+            )
+        if status != 204 and decoded is None:
+            content_type = answer_headers.get("Content-Type") if answer_headers else None
+            raise ApiError(
+                status,
+                "%s answered HTTP %s with %s instead of JSON; %s probably is not a Trustpoint server "
+                "(a proxy or login page?); check server_url"
+                % (
+                    url,
+                    status,
+                    "no body" if not body else "a body of type %s" % (content_type or "unknown"),
+                    self.module.params["server_url"],
+                ),
             )
         return decoded
 
     def get_or_none(self, path):
+        """The resource at path, or None when the server says it does not exist."""
         try:
             return self.request("GET", path)
         except ApiError as exc:
-            if exc.status == 404:
+            if exc.status == 404 and exc.from_server:
                 return None
             raise
 

@@ -16,7 +16,9 @@ import base64
 import datetime
 import os
 import re
+import shutil
 import tempfile
+import uuid
 
 from .. import deps
 from ..errors import TrustpointError
@@ -47,7 +49,10 @@ def est_url(module):
 
 
 class Inspection:
-    """What the device holds now. state: absent | invalid | renew | valid."""
+    """What the device holds now. state: absent | unreadable | invalid | untrusted | expired | renew | valid.
+
+    invalid: the files hold no certificate for the key; untrusted: a certificate for the key that does not
+    verify against the trust anchors; expired: a certificate for the key past its notAfter."""
 
     def __init__(self, state, reason, certificate=None):
         self.state = state
@@ -55,8 +60,16 @@ class Inspection:
         self.certificate = certificate
 
 
+class FileError(TrustpointError):
+    """Installing or removing the credential files failed; changed says whether a file was changed anyway."""
+
+    def __init__(self, message, changed=False):
+        super().__init__(message)
+        self.changed = changed
+
+
 class CredentialFiles:
-    """The key, certificate and chain paths, and their atomic replacement."""
+    """The key, certificate and chain paths, and their replacement as one unit."""
 
     def __init__(self, module):
         self.module = module
@@ -64,43 +77,141 @@ class CredentialFiles:
         self.certificate = module.params["certificate_path"]
         self.chain = module.params["chain_path"]
         self._temporary = []
+        # The key, certificate and chain temporaries the new credential is written to (stage()).
+        self.staged = None
+
+    def paths(self):
+        return (self.key, self.certificate, self.chain)
 
     def present(self):
-        return [p for p in (self.key, self.certificate, self.chain) if os.path.exists(p)]
+        return [p for p in self.paths() if os.path.lexists(p)]
 
-    def check_directories(self):
-        for path in (self.key, self.certificate, self.chain):
+    def key_mode(self):
+        """The key file's mode as text (0600), or None without a key file."""
+        try:
+            return "%04o" % (os.stat(self.key).st_mode & 0o7777)
+        except OSError:
+            return None
+
+    def check_directories(self, paths=None):
+        """Fail unless each path's directory exists and may be written to, and no path is a directory."""
+        for path in paths or self.paths():
             directory = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(directory):
                 self.module.fail_json(msg="directory %s of %s does not exist; create it first" % (directory, path))
+            if not os.access(directory, os.W_OK | os.X_OK):
+                self.module.fail_json(
+                    msg="cannot write to directory %s (of %s) as user id %d; run the task as a user that may "
+                    "(become: true) or change the directory's permissions" % (directory, path, os.geteuid())
+                )
+            if os.path.isdir(path):
+                self.module.fail_json(msg="%s is a directory; it must be a file or not exist" % path)
+
+    def stage(self):
+        """Create the key, certificate and chain temporaries beside their destinations, before any server is
+        contacted: a run that could not write them must not spend a one-time secret."""
+        self.check_directories()
+        try:
+            self.staged = tuple(self.temporary(path) for path in self.paths())
+        except OSError as exc:
+            self.cleanup()
+            self.module.fail_json(msg="cannot create a temporary file beside the credential files: %s" % exc)
+        return self.staged
 
     def temporary(self, beside, content=None):
         """A new file (mode 0600, empty or with content) in the directory of beside, removed by cleanup()
         unless installed."""
         fd, path = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(beside)), prefix=".trustpoint-")
+        self._temporary.append(path)
         with os.fdopen(fd, "wb") as handle:
             if content:
                 handle.write(content if isinstance(content, bytes) else content.encode())
-        self._temporary.append(path)
         return path
 
+    def _adopt(self, tmp, dest):
+        """Give tmp the owner and SELinux context of the file it replaces (as atomic_move does)."""
+        module = self.module
+        existing = os.path.exists(dest)
+        if existing:
+            status = os.stat(dest)
+            try:
+                os.chown(tmp, status.st_uid, status.st_gid)
+            except OSError:
+                pass  # not root: the new file stays ours
+        if module.selinux_enabled():
+            context = module.selinux_context(dest) if existing else module.selinux_default_context(dest)
+            module.set_context_if_different(tmp, context, False)
+
+    def _backup(self, dest):
+        """A copy of dest in its directory (a hard link where possible), or None when dest does not exist."""
+        if not os.path.lexists(dest):
+            return None
+        backup = os.path.join(os.path.dirname(os.path.abspath(dest)), ".trustpoint-backup-" + uuid.uuid4().hex)
+        try:
+            os.link(dest, backup, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(dest, backup, follow_symlinks=False)
+        self._temporary.append(backup)
+        return backup
+
     def install(self, key_tmp, certificate_tmp, chain_tmp):
-        """Move the new files into place: key first, so that a certificate never names a missing key."""
-        for tmp, dest, mode in (
-            (key_tmp, self.key, KEY_MODE),
-            (certificate_tmp, self.certificate, CERT_MODE),
-            (chain_tmp, self.chain, CERT_MODE),
-        ):
-            os.chmod(tmp, mode)
-            self.module.atomic_move(tmp, dest)
-            # atomic_move keeps an existing file's mode; the key must end up 0600 whatever was there.
-            os.chmod(dest, mode)
+        """Move the new files into place, key first so that a certificate never names a missing key. When a
+        move fails, the files moved before it are put back: the credential is replaced whole or not at all.
+        Raises FileError."""
+        moves = ((key_tmp, self.key, KEY_MODE), (certificate_tmp, self.certificate, CERT_MODE),
+                 (chain_tmp, self.chain, CERT_MODE))  # fmt: skip
+        try:
+            for tmp, dest, mode in moves:
+                os.chmod(tmp, mode)
+                self._adopt(tmp, dest)
+            backups = [self._backup(dest) for _tmp, dest, _mode in moves]
+        except OSError as exc:
+            raise FileError("cannot prepare the replacement of the credential files: %s" % exc) from exc
+        done = []
+        for (tmp, dest, _mode), backup in zip(moves, backups):
+            try:
+                os.rename(tmp, dest)
+            except OSError as exc:
+                problems = self._restore(done)
+                if problems:
+                    raise FileError(
+                        "cannot move the new file to %s (%s), and cannot restore %s; the credential files are "
+                        "inconsistent: run the task again" % (dest, exc, "; ".join(problems)),
+                        changed=True,
+                    ) from exc
+                raise FileError(
+                    "cannot move the new file to %s (%s); the previous credential files were restored" % (dest, exc)
+                ) from exc
             self._temporary.remove(tmp)
+            done.append((dest, backup))
+
+    def _restore(self, done):
+        """Undo the moves in done ((dest, backup) pairs); the problems that remain."""
+        problems = []
+        for dest, backup in reversed(done):
+            try:
+                if backup is None:
+                    os.unlink(dest)
+                else:
+                    os.rename(backup, dest)
+                    self._temporary.remove(backup)
+            except OSError as exc:
+                problems.append("%s (%s)" % (dest, exc))
+        return problems
 
     def remove(self):
-        """Delete the credential files (after revocation)."""
+        """Delete the credential files (after revocation). Raises FileError."""
+        removed = []
         for path in self.present():
-            os.unlink(path)
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                raise FileError(
+                    "cannot delete %s: %s%s"
+                    % (path, exc, "; already deleted: " + ", ".join(removed) if removed else ""),
+                    changed=bool(removed),
+                ) from exc
+            removed.append(path)
 
     def cleanup(self):
         for path in self._temporary:
@@ -160,17 +271,30 @@ class PythonBackend:
             key = keys.load_private_key(read(files.key))
             certificate = x509.load_certificate(read(files.certificate))
             chain = x509.load_certificates(read(files.chain))
-        except (TrustpointError, OSError) as exc:
+        except OSError as exc:
+            return Inspection("unreadable", "the credential files cannot be read: %s" % exc)
+        except TrustpointError as exc:
             return Inspection("invalid", "the credential files cannot be read: %s" % exc)
         summary = x509.summary(certificate)
         if not keys.same_public_key(key, certificate.public_key()):
             return Inspection("invalid", "the certificate is not for the key in %s" % files.key, summary)
+        days = _days_left(x509.not_after(certificate))
+        if days < 0:
+            return Inspection("expired", "the certificate expired on %s" % summary["not_after"], summary)
         try:
             anchors = x509.load_certificates(trusted_pem) if trusted_pem else None
             x509.verify_chain(certificate, chain, anchors)
         except TrustpointError as exc:
-            return Inspection("invalid", "the certificate does not verify: %s" % exc, summary)
-        return _judge(_days_left(x509.not_after(certificate)), renew_before_days, summary)
+            return Inspection("untrusted", "the certificate does not verify: %s" % exc, summary)
+        return _judge(days, renew_before_days, summary)
+
+    def check_anchors(self, pem):
+        """Raise TrustpointError unless pem holds at least one readable certificate."""
+        if not self.x509.load_certificates(pem):
+            raise TrustpointError("no PEM certificate in it")
+
+    def check_subject(self, subject):
+        self.x509.parse_name(subject)
 
     def _client(self):
         return self.cmp_client.CmpClient(cmp_url(self.module), http_transport(self.module))
@@ -183,12 +307,15 @@ class PythonBackend:
 
     def _install(self, files, key, enrollment):
         x509 = self.x509
-        paths = [
-            files.temporary(files.key, self.keys.private_key_to_pem(key)),
-            files.temporary(files.certificate, x509.certificates_to_pem(enrollment.certificate)),
-            files.temporary(files.chain, x509.certificates_to_pem(enrollment.chain)),
-        ]
-        files.install(*paths)
+        contents = (
+            self.keys.private_key_to_pem(key),
+            x509.certificates_to_pem(enrollment.certificate),
+            x509.certificates_to_pem(enrollment.chain),
+        )
+        for path, content in zip(files.staged, contents):
+            with open(path, "wb") as handle:
+                handle.write(content if isinstance(content, bytes) else content.encode())
+        files.install(*files.staged)
         return x509.summary(enrollment.certificate)
 
     def _est(
@@ -334,16 +461,35 @@ class OpensslBackend:
         key_public = self._public_key("pkey", files.key)
         if key_public is None or key_public != self._public_key("x509", files.certificate, "-noout"):
             return Inspection("invalid", "the certificate is not for the key in %s" % files.key, summary)
-        try:
-            anchors = files.temporary(files.chain, trusted_pem) if trusted_pem else files.chain
-            rc, out, err = self._run(
-                "verify", "-no-CApath", "-no-CAstore", "-CAfile", anchors, "-untrusted", files.chain, files.certificate
-            )
-        finally:
-            files.cleanup()
+        days = _days_left(not_after)
+        if days < 0:
+            return Inspection("expired", "the certificate expired on %s" % summary["not_after"], summary)
+        anchors = files.chain
+        if trusted_pem:
+            # In Ansible's private temporary directory: inspection writes nothing beside the credential.
+            fd, anchors = tempfile.mkstemp(dir=self.module.tmpdir, prefix="anchors-")
+            with os.fdopen(fd, "w") as handle:
+                handle.write(trusted_pem)
+        rc, out, err = self._run(
+            "verify", "-no-CApath", "-no-CAstore", "-CAfile", anchors, "-untrusted", files.chain, files.certificate
+        )
         if rc != 0:
-            return Inspection("invalid", "the certificate does not verify: %s" % (err or out).strip(), summary)
-        return _judge(_days_left(not_after), renew_before_days, summary)
+            return Inspection("untrusted", "the certificate does not verify: %s" % (err or out).strip(), summary)
+        return _judge(days, renew_before_days, summary)
+
+    def check_anchors(self, pem):
+        """Raise TrustpointError unless pem holds at least one certificate openssl can read."""
+        blocks = _PEM_CERT.findall(pem)
+        if not blocks:
+            raise TrustpointError("no PEM certificate in it")
+        for block in blocks:
+            rc, _out, err = self._run("x509", "-noout", data=block, binary_data=True)
+            if rc != 0:
+                raise TrustpointError("not a readable certificate: %s" % err.strip())
+
+    def check_subject(self, subject):
+        if not subject.strip().startswith("/"):
+            raise TrustpointError("the openssl backend takes the OpenSSL form /CN=name/O=organization")
 
     def _generate_key(self, path, key_type):
         if key_type.startswith("ecdsa-"):
@@ -384,8 +530,8 @@ class OpensslBackend:
 
     def _enroll(self, files, operation, authentication, environ=None, signed=True):
         params = self.module.params
-        key_tmp, cert_tmp = files.temporary(files.key), files.temporary(files.certificate)
-        chain_tmp, extra_tmp, ca_tmp = (files.temporary(files.chain) for _index in range(3))
+        key_tmp, cert_tmp, chain_tmp = files.staged
+        extra_tmp, ca_tmp = files.temporary(files.chain), files.temporary(files.chain)
         self._generate_key(key_tmp, params["key_type"])
         args = ["-cmd", "ir" if operation == "initialization" else "kur", *authentication,
                 "-subject", params["subject"], "-newkey", key_tmp,
@@ -455,11 +601,7 @@ class OpensslBackend:
 
     def _est(self, files, operation, client_cert=None, client_key=None, credentials=None, template=None):
         params = self.module.params
-        key_tmp, cert_tmp, chain_tmp = (
-            files.temporary(files.key),
-            files.temporary(files.certificate),
-            files.temporary(files.chain),
-        )
+        key_tmp, cert_tmp, chain_tmp = files.staged
         self._generate_key(key_tmp, params["key_type"])
         csr = files.temporary(files.chain)
         if template:
