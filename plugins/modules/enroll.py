@@ -28,7 +28,8 @@ description:
   - With O(state=absent) the module revokes the credential (C(rr), signed with it) and deletes the files.
     Files that hold no certificate for the key, or an expired one, are deleted without revocation
     (RV(action=remove)). A certificate for the key that does not verify against O(ca_certificates) (or the
-    chain file) may still be active on the server; the module then fails and leaves the files alone.
+    chain file), or a key and certificate without the chain file, may still be active on the server; the
+    module then fails and leaves the files alone.
   - Does nothing while the device holds a valid credential of the domain outside the renewal window. Check mode
     needs neither O(device_id) nor O(shared_secret), and RV(action) says what a real run would do.
 author:
@@ -332,6 +333,18 @@ def _action(module, files, inspection):
     if module.params["state"] == "absent":
         if not files.present():
             return "none"
+        if state == "absent" and {files.key, files.certificate} <= set(files.present()):
+            # Only the chain is missing: the certificate may be active on the server, and the rr that
+            # revokes it needs the chain.
+            module.fail_json(
+                msg="%s is missing, so the certificate in %s cannot be revoked; it may still be active on the "
+                "server, so it is neither revoked nor deleted. Write the domain's CA chain (trustpoint.pki.domain "
+                "returns it as domain.ca_chain) to %s and run again, or revoke the certificate on the server and "
+                "delete the files" % (files.chain, files.certificate, files.chain),
+                action="none",
+                reason=inspection.reason,
+                changed=False,
+            )
         if state == "untrusted":
             # A certificate for the key may still be active on the server: deleting it unrevoked would
             # lose the only credential that can revoke it.

@@ -321,6 +321,17 @@ def test_state_absent_never_deletes_an_unrevoked_credential(server, workdir, bac
             refused = run_tasks(workdir, [present], expect_failure=True)["enroll"]
             assert "ca_certificates cannot be used" in refused["msg"] and not refused["changed"]
 
+    # Without the chain file the rr cannot be sent: the key and certificate stay, until the chain is back.
+    chain = workdir / "chain.pem"
+    chain.unlink()
+    absent = _task(server, domain, workdir, backend, state="absent")
+    failed = run_tasks(workdir, [absent], expect_failure=True)["enroll"]
+    assert not failed["changed"] and "%s is missing" % chain in failed["msg"], failed
+    for name in ("dc.key", "dc.pem"):
+        assert (workdir / name).read_bytes() == before[name], "the key and certificate stay"
+    assert server.device(device["id"])["credential"]["status"] == "active"
+    chain.write_bytes(before["chain.pem"])
+
     # With the right CA chain it is revoked, then deleted.
     absent = _task(server, domain, workdir, backend, state="absent", ca_certificates=domain["ca_chain"])
     assert run_tasks(workdir, [absent])["enroll"]["action"] == "revoke"
