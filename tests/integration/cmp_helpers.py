@@ -381,6 +381,15 @@ def revoke_directly(certificate, reason="keyCompromise"):
     )
 
 
+def register_directly(domain_name, name, method, idevid_fingerprint=None):
+    """The write of a concurrent registration of a device, for while_writes_wait()."""
+    return (
+        "INSERT INTO device (name, domain_id, onboarding_method, status, idevid_fingerprint, created_at)"
+        " VALUES (?, (SELECT id FROM domain WHERE name = ?), ?, 'pending', ?, CURRENT_TIMESTAMP)",
+        (name, domain_name, method, idevid_fingerprint),
+    )
+
+
 def certificates_of(server, device_id):
     """(serial, profile, status, revocation reason) of every certificate issued to a device."""
     return query(

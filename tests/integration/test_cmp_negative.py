@@ -49,6 +49,7 @@ from cmp_helpers import (
     post_cmp,
     query,
     register_device,
+    register_directly,
     revoke_directly,
     run_cmp,
     signed,
@@ -728,11 +729,7 @@ def test_device_auto_created_while_the_ir_waits(server, domain, workdir, clash):
     racer = ("racer-" + serial.lower(), idevid.certificate.fingerprint(hashes.SHA256()).hex())
     if clash == "same-name":
         racer = (name, None)
-    register = (
-        "INSERT INTO device (name, domain_id, onboarding_method, status, idevid_fingerprint, created_at)"
-        " VALUES (?, (SELECT id FROM domain WHERE name = ?), 'cmp_idevid', 'pending', ?, CURRENT_TIMESTAMP)",
-        (racer[0], domain.name, racer[1]),
-    )
+    register = register_directly(domain.name, racer[0], "cmp_idevid", racer[1])
     before = totals(server)
     returncode, output = while_writes_wait(server, lambda: idevid_ir(domain, idevid, workdir), register)
     assert_rejected(returncode, output, "systemUnavail")

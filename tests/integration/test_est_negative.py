@@ -29,6 +29,7 @@ from cmp_helpers import (
     new_serial,
     query,
     register_device,
+    register_directly,
     revoke_directly,
     run_cmp,
     signer_args,
@@ -330,11 +331,7 @@ def test_device_auto_created_while_the_request_waits(server, domain, workdir, cl
     racer = ("racer-" + serial.lower(), idevid.certificate.fingerprint(hashes.SHA256()).hex())
     if clash == "same-name":
         racer = (name, None)
-    register = (
-        "INSERT INTO device (name, domain_id, onboarding_method, status, idevid_fingerprint, created_at)"
-        " VALUES (?, (SELECT id FROM domain WHERE name = ?), 'est_idevid', 'pending', ?, CURRENT_TIMESTAMP)",
-        (racer[0], domain.name, racer[1]),
-    )
+    register = register_directly(domain.name, racer[0], "est_idevid", racer[1])
     csr = Csr(workdir, "req", "/CN=sensor")
     url = est_url(server, "simpleenroll", domain.name)
     devices, certificates, transactions = totals(server)
