@@ -170,7 +170,8 @@ def main(argv=None):
     p_run.add_argument(
         "--public-url",
         help="base URL devices reach the server at, for the CRL distribution point of issued certificates "
-        "(default: the URL of each request; $TRUSTPOINT_PUBLIC_URL)",
+        "(default: the host each request named, at the plain-HTTP listener's port when there is one; "
+        "$TRUSTPOINT_PUBLIC_URL)",
     )
     p_run.add_argument(
         "--est-default-domain",

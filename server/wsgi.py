@@ -55,7 +55,8 @@ class _Server(BaseApplication):
 
     def load_config(self):
         for key, value in self.options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # settings newer than the installed gunicorn are left out
+                self.cfg.set(key, value)
 
     def load(self):
         # Each worker builds its own app, engine and connection pool after the fork.
@@ -93,6 +94,9 @@ def _options(listen, workers, threads, log_level, name):
         "proc_name": name,
         "timeout": 60,
         "graceful_timeout": GRACEFUL_TIMEOUT,
+        # gunicorn 25+ opens a control socket at one path per user (~/.gunicorn/gunicorn.ctl): every server
+        # the user runs (two with --listen-plain) would take it from the one before. Nothing here uses it.
+        "control_socket_disable": True,
     }
 
 
