@@ -99,6 +99,11 @@ def run(args):
         settings.plain_port = int(listen_plain[0].rsplit(":", 1)[1])
     _check_initialised(settings, (tls_cert, tls_key) if listen else ())
     create_app(settings)  # fail here, with a message, rather than in every worker
+    if not settings.public_url:
+        logging.getLogger(__name__).warning(
+            "no --public-url: issued certificates name their CRL distribution point after the host each "
+            "request named, which the requesting device chooses; set --public-url in production"
+        )
     return serve(
         settings,
         listen,

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, abort, current_app
 from sqlalchemy import select
 from trustpoint_core import x509
 
-from .db import begin_write, session
+from .db import begin_write, get_by_id, session
 from .models import CertificateAuthority, IssuedCertificate, utcnow
 from .pki import Signer
 
@@ -65,7 +65,7 @@ def current_crl(db, vault, ca_row):
 def get_crl(ca_id):
     """No authentication: CRLs are signed, public documents (RFC 5280)."""
     db = session()
-    ca_row = db.get(CertificateAuthority, ca_id)
+    ca_row = get_by_id(db, CertificateAuthority, ca_id)
     if ca_row is None:
         abort(404, "no CA %d" % ca_id)
     der = current_crl(db, current_app.extensions["trustpoint"].vault, ca_row)

@@ -146,6 +146,16 @@ def _write_transaction_end(db_session, transaction):
         _release_write_lock(db_session)
 
 
+# Ids are SQL BIGINTs at most (SQLite INTEGER): a larger number in a URL names no row (the database
+# driver would raise OverflowError instead).
+MAX_ID = 2**63 - 1
+
+
+def get_by_id(db_session, model, ident):
+    """The model row with id ident (an int from a URL), or None."""
+    return db_session.get(model, ident) if 0 < ident <= MAX_ID else None
+
+
 def create_schema(engine):
     Base.metadata.create_all(engine)
 

@@ -15,6 +15,7 @@ from sqlalchemy import delete, select, update
 from trustpoint_core import x509
 from trustpoint_core.profiles import get_profile
 
+from .db import get_by_id
 from .errors import ApiError
 from .models import CmpTransaction, Device, IssuedCertificate, utcnow
 from .pki import revoke
@@ -82,13 +83,8 @@ def create_device(db, vault, name, domain, onboarding_method, serial_number=None
     return device, issue_secret(vault, device)
 
 
-# Device ids are SQL BIGINTs at most (SQLite INTEGER); a larger number in a URL names no device
-# (the database driver would raise OverflowError instead).
-MAX_DEVICE_ID = 2**63 - 1
-
-
 def get_device(db, device_id):
-    device = db.get(Device, device_id) if -MAX_DEVICE_ID - 1 <= device_id <= MAX_DEVICE_ID else None
+    device = get_by_id(db, Device, device_id)
     if device is None:
         raise ApiError(404, "device %s does not exist" % device_id)
     return device

@@ -93,7 +93,8 @@ def _serve(domain_name, profile_name, operation):
     if operation == "cacerts":
         return _pkcs7(pki.ca_chain(domain))
     if operation == "csrattrs":
-        return _base64(est.csr_attributes(), est.CSRATTRS)
+        # The label's profile: what a CSR for /<domain>/<profile>/simpleenroll needs.
+        return _base64(est.csr_attributes(get_profile(profile_name or "domain_credential")), est.CSRATTRS)
     return EstEnrollment(domain, profile_name, operation).respond()
 
 

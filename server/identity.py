@@ -115,6 +115,12 @@ def verify_against(certificate, intermediates, anchors, now=None):
     verifier.verify(certificate, list(intermediates))
 
 
+# The patterns are the operator's regular expressions, matched against a certificate not verified yet:
+# a bound on the identifiers keeps a pattern that backtracks from running for long on a crafted one.
+# (X.520 caps serialNumber at 64 characters; device URIs are short.)
+MAX_IDENTIFIER = 256
+
+
 def admit_idevid(db, certificate, intermediates, domain=None):
     """(registration, matched): the DevID registration that admits certificate as an IDevID (in domain,
     when given), and the identifiers its pattern fully matched.
@@ -127,6 +133,8 @@ def admit_idevid(db, certificate, intermediates, domain=None):
     identifiers = ([serial] if serial is not None else []) + uris
     if not identifiers:
         raise NotAuthenticated("the IDevID has neither a subject serialNumber nor a SAN URI")
+    if any(len(value) > MAX_IDENTIFIER for value in identifiers):
+        raise NotAuthenticated("the IDevID's serialNumber or a SAN URI is longer than %d characters" % MAX_IDENTIFIER)
     query = select(DevIdRegistration).order_by(DevIdRegistration.id)
     if domain is not None:
         query = query.where(DevIdRegistration.domain_id == domain.id)

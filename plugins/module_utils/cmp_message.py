@@ -17,7 +17,7 @@ from . import signatures
 from .asn1 import brief, decode, der_children, der_integer, der_oid, der_sequence, der_tlv, inner_der, optional
 from .errors import CmpFailure, InvalidInput
 from .keys import load_public_key_der, public_key_der
-from .x509 import certificate_der
+from .x509 import certificate_der, csr_signature_valid
 
 try:
     from cryptography import x509
@@ -628,7 +628,11 @@ def pkcs10_request(message):
         csr = x509.load_der_x509_csr(inner_der(encoder.encode(message.asn1["body"])))
     except Exception as exc:  # malformed content from the wire
         raise CmpFailure("the PKCS#10 request cannot be read: %s" % brief(exc), "badDataFormat") from exc
-    if not csr.is_signature_valid:
+    try:
+        valid = csr_signature_valid(csr)
+    except InvalidInput as exc:
+        raise CmpFailure("the PKCS#10 request: %s" % exc, "badDataFormat") from exc
+    if not valid:
         raise CmpFailure("the PKCS#10 request's signature does not verify", "badPOP")
     return csr
 

@@ -16,6 +16,7 @@ from .x509 import extension_value
 
 try:
     from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
     from pyasn1.codec.der import decoder, encoder
     from pyasn1.error import PyAsn1Error
     from pyasn1.type import univ
@@ -268,14 +269,14 @@ def verify_signature(message, certificate):
     if is_mac_protected(message):
         raise CmpFailure("the message is MAC-protected; this request needs a signature", "badMessageCheck")
     try:
+        public_key = certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:  # the peer's certificate: an unknown algorithm or curve
+        raise CmpFailure("the signer's public key cannot be used: %s" % exc, "badAlg") from exc
+    try:
         valid = signatures.verify(
-            certificate.public_key(),
-            message.protection_alg,
-            message.protection_params,
-            message.protection,
-            message.protected_part,
+            public_key, message.protection_alg, message.protection_params, message.protection, message.protected_part
         )
-    except InvalidInput as exc:
+    except (InvalidInput, ValueError) as exc:  # ValueError: parameters cryptography refuses (a PSS salt length)
         raise CmpFailure("message protection: %s" % exc, "badAlg") from exc
     if not valid:
         raise CmpFailure("the message signature does not verify with the signer's certificate", "badMessageCheck")

@@ -16,6 +16,7 @@ import os
 from .asn1 import der_oid, der_sequence, der_tlv
 from .errors import InvalidInput, TrustpointError
 from .keys import hash_for, same_public_key
+from .x509 import csr_signature_valid
 
 try:
     from cryptography import x509
@@ -57,7 +58,7 @@ def load_csr(body):
         csr = x509.load_der_x509_csr(der)
     except ValueError as exc:
         raise InvalidInput("the request body is not a PKCS#10 certificate request: %s" % exc) from exc
-    if not csr.is_signature_valid:
+    if not csr_signature_valid(csr):
         raise InvalidInput("the certificate request's signature does not verify")
     return csr
 
@@ -88,11 +89,19 @@ def load_certs_only(body):
         raise InvalidInput("the response is not a certs-only PKCS#7: %s" % exc) from exc
 
 
-def csr_attributes():
-    """DER CsrAttrs (RFC 7030 4.5.2, a SEQUENCE OF AttrOrOID): sign with ecdsa-with-SHA256 a key of type
-    id-ecPublicKey on secp256r1, which every profile certifies."""
+# PKCS#9 extensionRequest: in CsrAttrs, the extensions the CSR should carry (RFC 7030 4.5.2).
+EXTENSION_REQUEST = "1.2.840.113549.1.9.14"
+
+
+def csr_attributes(profile):
+    """DER CsrAttrs (RFC 7030 4.5.2, a SEQUENCE OF AttrOrOID) for a certificate of profile: sign with
+    ecdsa-with-SHA256 a key of type id-ecPublicKey on secp256r1 (the profile's default key type), and where
+    the profile requires a subjectAltName (tls_server), an extensionRequest naming subjectAltName."""
     key_type = der_sequence(der_oid("1.2.840.10045.2.1"), der_tlv(0x31, der_oid("1.2.840.10045.3.1.7")))
-    return der_sequence(der_oid("1.2.840.10045.4.3.2"), key_type)
+    attributes = [der_oid("1.2.840.10045.4.3.2"), key_type]
+    if profile.san_required:
+        attributes.append(der_sequence(der_oid(EXTENSION_REQUEST), der_tlv(0x31, der_oid("2.5.29.17"))))
+    return der_sequence(*attributes)
 
 
 def server_keygen_response(private_key, certificate, http_version="HTTP/1.1"):

@@ -13,7 +13,7 @@ from .keys import generate_private_key, hash_for, key_type_of, verify_signature
 
 try:
     from cryptography import x509
-    from cryptography.exceptions import InvalidSignature
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
 except ImportError:  # reported by deps.missing()
@@ -334,6 +334,21 @@ def summary(cert):
     }
 
 
+def csr_signature_valid(csr):
+    """Whether csr's self-signature (its proof of possession) verifies.
+
+    cryptography reads a CSR's subject and key only when asked, and raises for a peer's it cannot read (an
+    unknown key algorithm or curve, a subject attribute of the wrong type): that is InvalidInput here,
+    before anything uses the CSR. Its extensions are read by extension_value().
+    """
+    try:
+        csr.subject.rfc4514_string()
+        csr.public_key()
+        return csr.is_signature_valid
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InvalidInput("the certificate request cannot be read: %s" % exc) from exc
+
+
 def extension_value(item, extension_class):
     """The value of the extension_class extension of a certificate or CSR, or None without one.
 
@@ -364,7 +379,7 @@ def is_issued_by(cert, issuer):
     if hasattr(cert, "verify_directly_issued_by"):  # cryptography >= 40: every signature algorithm
         try:
             cert.verify_directly_issued_by(issuer)
-        except (ValueError, TypeError, InvalidSignature):
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
             return False
         return True
     return verify_signature(

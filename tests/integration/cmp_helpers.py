@@ -208,6 +208,30 @@ def malformed_csr(problem, common_name="malformed.example"):
     return x509.load_der_x509_csr(encoder.encode(request))
 
 
+UNREADABLE_CSRS = ("unknown-key-algorithm", "unsupported-curve", "integer-cn")
+
+
+def unreadable_csr(problem, common_name="unreadable.example"):
+    """A signed CSR (cryptography object, parsed lazily) whose key or subject cryptography cannot read:
+    "unknown-key-algorithm" (OID 1.2.3.4), "unsupported-curve" (secp112r1) or "integer-cn" (a commonName
+    encoded as an INTEGER)."""
+    key = new_private_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+    request = decoder.decode(csr.public_bytes(serialization.Encoding.DER), asn1Spec=rfc2986.CertificationRequest())[0]
+    info = request["certificationRequestInfo"]
+    algorithm = info["subjectPKInfo"]["algorithm"]
+    if problem == "unknown-key-algorithm":
+        algorithm["algorithm"] = univ.ObjectIdentifier("1.2.3.4")
+    elif problem == "unsupported-curve":
+        algorithm["parameters"] = univ.Any(encoder.encode(univ.ObjectIdentifier("1.3.132.0.6")))
+    else:
+        assert problem == "integer-cn", problem
+        info["subject"]["rdnSequence"][0][0]["value"] = univ.Any(encoder.encode(univ.Integer(7)))
+    request["signature"] = univ.BitString.fromOctetString(key.sign(encoder.encode(info), ec.ECDSA(hashes.SHA256())))
+    return x509.load_der_x509_csr(encoder.encode(request))
+
+
 def with_malformed_san(key, common_name="malformed"):
     """A self-signed end-entity certificate of key whose subjectAltName has a 3-byte iPAddress."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])

@@ -438,6 +438,14 @@ def test_unknown_device_is_404(server, path):
         assert_error(call(server, "GET", path), 404, "device %s does not exist" % path[len("/devices/") :])
 
 
+@pytest.mark.parametrize("ca_id", ["987654321", "0", "9223372036854775808", "99999999999999999999"])
+def test_unknown_crl_is_404(server, ca_id):
+    """A CRL of a CA id that does not exist (or is no database integer) is a JSON 404, over HTTPS and on
+    the plain listener, where CRLs are served without authentication."""
+    for base in (server.url, server.cmp_url):
+        assert_error(http("GET", "%s/crl/%s" % (base, ca_id)), 404)
+
+
 @pytest.mark.parametrize(
     ("payload", "status", "fragment"),
     [

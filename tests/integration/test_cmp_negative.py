@@ -24,6 +24,7 @@ from cmp_helpers import (
     CMP_CONTENT_TYPE,
     DOMAIN_SUBJECT,
     OPERATIONS,
+    UNREADABLE_CSRS,
     Credential,
     PkiDomain,
     admit_manufacturer,
@@ -57,6 +58,7 @@ from cmp_helpers import (
     subject_name,
     totals,
     unprotected,
+    unreadable_csr,
     while_writes_wait,
     with_malformed_san,
     write_pem,
@@ -716,6 +718,18 @@ def test_idevid_without_device_and_without_auto_creation(server, domain, workdir
     assert totals(server) == before
 
 
+def test_idevid_with_an_overlong_identifier(server, domain, workdir):
+    """An IDevID whose SAN URI is longer than 256 characters, under a registration whose pattern would
+    match it: notAuthorized that says why (no pattern runs on it), no device."""
+    manufacturer = admit_manufacturer(server, domain, "urn:example:.*", auto_create=True)
+    idevid = make_end_entity(manufacturer, "sensor", None, ["urn:example:" + "a" * 250])
+    before = totals(server)
+    returncode, output = idevid_ir(domain, idevid, workdir)
+    assert_rejected(returncode, output, "notAuthorized")
+    assert "longer than 256 characters" in output, output
+    assert totals(server) == before
+
+
 @pytest.mark.parametrize("clash", ["same-idevid", "same-name"])
 def test_device_auto_created_while_the_ir_waits(server, domain, workdir, clash):
     """An IDevID ir that would create its device passes its checks; before its writes, a concurrent
@@ -874,6 +888,18 @@ def test_p10cr_with_malformed_extensions(server, domain, onboarded, problem):
     _header, der = signed(p10cr_body(malformed_csr(problem)), onboarded.credential())
     message = rejected(domain.url("pkcs10", "tls_client"), der, "badCertTemplate")
     assert "the certificate request's extensions cannot be read" in error_of(message)[1]
+    assert_signed_by_domain(message, domain)
+    assert snapshot(server, onboarded.id) == before
+
+
+@pytest.mark.parametrize("problem", UNREADABLE_CSRS)
+def test_p10cr_with_unreadable_csr(server, domain, onboarded, problem):
+    """A signed p10cr whose CSR has a key of an unknown algorithm or curve, or a commonName that is an
+    INTEGER: badDataFormat that says so (not systemFailure); nothing changes."""
+    before = snapshot(server, onboarded.id)
+    _header, der = signed(p10cr_body(unreadable_csr(problem)), onboarded.credential())
+    message = rejected(domain.url("pkcs10", "tls_client"), der, "badDataFormat")
+    assert "the certificate request cannot be read" in error_of(message)[1]
     assert_signed_by_domain(message, domain)
     assert snapshot(server, onboarded.id) == before
 

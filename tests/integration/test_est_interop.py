@@ -107,14 +107,19 @@ def test_cacerts_curl_openssl(server, domain, workdir):
     cacerts.assert_verifies(domain.issuing_path, purpose="any")
 
 
-def test_csrattrs_asn1parse(server, domain, workdir):
-    """/csrattrs: base64 DER CsrAttrs that openssl asn1parse reads: ecdsa-with-SHA256 on a P-256 key."""
-    answer = curl(server, est_url(server, "csrattrs", domain.name), workdir)
+@pytest.mark.parametrize("profile", [None, "tls_client", "tls_server"])
+def test_csrattrs_asn1parse(server, domain, workdir, profile):
+    """/csrattrs: base64 DER CsrAttrs that openssl asn1parse reads: ecdsa-with-SHA256 on a P-256 key, and
+    for tls_server (which requires a subjectAltName) an extensionRequest naming subjectAltName."""
+    label = domain.name if profile is None else "%s/%s" % (domain.name, profile)
+    answer = curl(server, est_url(server, "csrattrs", label), workdir)
     assert answer.status == 200, answer
     assert answer.content_type == "application/csrattrs"
     (workdir / "attrs.der").write_bytes(base64.b64decode(answer.body, validate=True))
     parsed = openssl("asn1parse", "-inform", "DER", "-in", str(workdir / "attrs.der")).stdout
     assert "ecdsa-with-SHA256" in parsed and "id-ecPublicKey" in parsed and "prime256v1" in parsed, parsed
+    san_requested = "Extension Request" in parsed and "X509v3 Subject Alternative Name" in parsed
+    assert san_requested == (profile == "tls_server"), parsed
 
 
 # --- simpleenroll / simplereenroll with curl ---------------------------------------------------------

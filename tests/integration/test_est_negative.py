@@ -19,6 +19,7 @@ import ssl
 
 import pytest
 from cmp_helpers import (
+    UNREADABLE_CSRS,
     PkiDomain,
     admit_manufacturer,
     assert_cmp_ok,
@@ -35,6 +36,7 @@ from cmp_helpers import (
     signer_args,
     snapshot,
     totals,
+    unreadable_csr,
     while_writes_wait,
     write_pem,
 )
@@ -414,6 +416,20 @@ def test_csr_with_malformed_extensions(server, domain, workdir, enrollee, onboar
     assert snapshot(server, device["id"], onboarded.id) == before
     if operation != "simplereenroll":
         assert_password_still_enrolls(server, domain, workdir, enrollee)
+
+
+@pytest.mark.parametrize("problem", UNREADABLE_CSRS)
+@pytest.mark.parametrize("operation", ["simpleenroll", "serverkeygen"])
+def test_csr_cryptography_cannot_read(server, domain, workdir, enrollee, problem, operation):
+    """A CSR with a key of an unknown algorithm or curve, or a commonName that is an INTEGER, with the
+    device's password: 400 text/plain that says so (not a 500); the password still enrolls."""
+    device, password, _csr = enrollee
+    der = base64.b64encode(unreadable_csr(problem).public_bytes(serialization.Encoding.DER))
+    before = snapshot(server, device["id"])
+    answer = curl(server, est_url(server, operation, domain.name), workdir, data=der, user=basic(device, password))
+    assert_refused(answer, 400, "the certificate request cannot be read")
+    assert snapshot(server, device["id"]) == before
+    assert_password_still_enrolls(server, domain, workdir, enrollee)
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,16 @@ import pytest
 from conftest import FIXTURES
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from trustpoint_core.cmp_message import CmpMessage, cert_requests, cert_responses, cert_statuses, error_content
-from trustpoint_core.cmp_protection import verify_mac
-from trustpoint_core.errors import CmpFailure
+from trustpoint_core.cmp_message import (
+    CmpMessage,
+    cert_requests,
+    cert_responses,
+    cert_statuses,
+    error_content,
+    pkcs10_request,
+)
+from trustpoint_core.cmp_protection import subject_key_identifier, verify_mac, verify_signature
+from trustpoint_core.errors import CmpFailure, InvalidInput
 
 SECRET = b"trustpoint-test-secret"
 VECTORS = {path.name: path.read_bytes() for path in sorted((FIXTURES / "cmp").glob("*.der"))}
@@ -30,6 +37,10 @@ _V3, _V5 = bytes.fromhex("a003020102"), bytes.fromhex("a003020105")
 _IP = VECTORS["ip_pbm.der"]
 BAD_ISSUED_VERSION = _IP.replace(_V3, _V5, 1)
 BAD_EXTRA_VERSION = _IP[: _IP.rindex(_V3)] + _V5 + _IP[_IP.rindex(_V3) + len(_V3) :]
+# ir_signed.der whose extraCerts' keys (and its new key) are on prime192v2, a curve cryptography cannot load.
+UNSUPPORTED_CURVE = VECTORS["ir_signed.der"].replace(
+    bytes.fromhex("06082a8648ce3d030107"), bytes.fromhex("06082a8648ce3d030102")
+)
 
 
 @st.composite
@@ -77,7 +88,16 @@ def read_request_side(message):
             only_cmp_failure(request.verify_pop)
     if message.body_type == "certConf":
         only_cmp_failure(cert_statuses, message)
+    if message.body_type == "p10cr":
+        only_cmp_failure(pkcs10_request, message)
     only_cmp_failure(verify_mac, message, SECRET)
+    # A signed request: its signer comes from extraCerts, which nothing authenticates yet.
+    for signer in only_cmp_failure(message.extra_certificates) or []:
+        try:
+            subject_key_identifier(signer)
+        except InvalidInput:
+            pass  # the server answers badDataFormat
+        only_cmp_failure(verify_signature, message, signer)
 
 
 @FUZZ_RANDOM
@@ -100,9 +120,11 @@ def test_decode_random_sequences(data):
 
 
 @FUZZ
+@example(UNSUPPORTED_CURVE)
 @given(mutated_vectors())
 def test_mutated_vectors_request_side(data):
-    """Mutated captured messages: decode, cert_requests, verify_pop, cert_statuses, verify_mac raise only CmpFailure."""
+    """Mutated captured messages: decode, cert_requests, verify_pop, cert_statuses, pkcs10_request, verify_mac and
+    the signature check against each of extraCerts raise only CmpFailure."""
     message = decode_or_none(data)
     if message is not None:
         read_request_side(message)
