@@ -123,16 +123,41 @@ def test_each_device_has_its_own_certificate(host):
         assert other.file(CERT).content_string != own_cert
 
 
-def test_server_records_the_onboarding(host):
-    """The server lists the host as onboarded, with the method of its inventory and the certificate it holds."""
+def api(path: str):
+    """GET path of the scenario's Trustpoint REST API (JSON)."""
     server = json.loads((Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "server.json").read_text())
     token = Path(server["token_file"]).read_text().strip()
-    url = server["api_url"] + "/api/v1/devices?name=" + host.backend.host
-    request = urllib.request.Request(url, headers={"Authorization": "Bearer " + token})  # noqa: S310 (test URL)
+    request = urllib.request.Request(  # noqa: S310 (test URL)
+        server["api_url"] + "/api/v1" + path, headers={"Authorization": "Bearer " + token}
+    )
     context = ssl.create_default_context(cafile=server["ca_file"])
     with urllib.request.urlopen(request, context=context, timeout=30) as response:  # noqa: S310 (test URL)
-        (device,) = json.load(response)
+        return json.load(response)
+
+
+def test_server_records_the_onboarding(host):
+    """The server lists the host as onboarded, with the method of its inventory and the certificate it holds."""
+    (device,) = api("/devices?name=" + host.backend.host)
     expected = host.ansible.get_variables().get("trustpoint_onboarding_method", "cmp_shared_secret")
     assert device["onboarding_method"] == expected
     assert device["status"] == "onboarded"
     assert device["credential"]["serial_number"] == serial(host).split("=", 1)[1].lower().lstrip("0")
+    fingerprint = on_device(host, f"openssl x509 -noout -fingerprint -sha256 -in {CERT}").split("=", 1)[1]
+    assert device["credential"]["fingerprint_sha256"] == fingerprint.strip().replace(":", "").lower()
+
+
+def test_issued_by_the_servers_domain_ca(host, tmp_path):
+    """The certificate verifies against the root of the device's domain as the server holds it (not only the
+    chain file on the device), and the chain file holds the server's CA chain of that domain."""
+    (device,) = api("/devices?name=" + host.backend.host)
+    server_chain = PEM_CERT.findall(api("/domains/" + device["domain"])["ca_chain"])
+    held = {"".join(pem.split()) for pem in PEM_CERT.findall(host.file(CHAIN).content_string)}
+    assert held == {"".join(pem.split()) for pem in server_chain}
+    root = tmp_path / "root.pem"
+    root.write_text(server_chain[-1] + "\n")
+    issuing = tmp_path / "issuing.pem"
+    issuing.write_text("\n".join(server_chain[:-1]) + "\n")
+    cert = tmp_path / "cert.pem"
+    cert.write_text(PEM_CERT.findall(host.file(CERT).content_string)[0] + "\n")
+    out = openssl("verify", "-CAfile", str(root), "-untrusted", str(issuing), str(cert))
+    assert out.strip().endswith(": OK")
