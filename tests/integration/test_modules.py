@@ -20,14 +20,16 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, openssl
+from est_helpers import Csr, curl, est_url, issued_certificate
 
 PLAYBOOK = sys.executable.replace("/python", "/ansible-playbook")
 
 
-def run_tasks(workdir, tasks, check=False, diff=False, expect_failure=False):
+def run_tasks(workdir, tasks, check=False, diff=False, expect_failure=False, env=None):
     """Run tasks on localhost with ansible-playbook; return each task's registered result by name.
 
-    Failures do not stop the play (ignore_errors): the caller asserts on them.
+    Failures do not stop the play (ignore_errors): the caller asserts on them. env: variables set for the
+    ansible-playbook process (and so its modules); a None value removes the variable.
     """
     out = Path(workdir) / ("results-%s.json" % uuid.uuid4().hex[:8])
     play_tasks = []
@@ -56,6 +58,11 @@ def run_tasks(workdir, tasks, check=False, diff=False, expect_failure=False):
         ANSIBLE_LOCALHOST_WARNING="false",
         ANSIBLE_NOCOLOR="1",
     )
+    for key, value in (env or {}).items():
+        if value is None:
+            environment.pop(key, None)
+        else:
+            environment[key] = value
     run = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=workdir, check=False)
     if not out.exists():
         raise AssertionError("ansible-playbook failed (%d):\n%s\n%s" % (run.returncode, run.stdout, run.stderr))
@@ -335,3 +342,68 @@ def test_device_module_refuses_a_colon_in_an_est_password_name(server, workdir, 
     failed = run_tasks(workdir, [task], expect_failure=True)["device"]
     assert "':'" in failed["msg"] and not failed["changed"]
     assert server.api("GET", "/devices?name=" + name)[1] == []
+
+
+def test_connection_options_from_the_environment(server, workdir):
+    """With no connection option in the task, the TRUSTPOINT_* variables reach the server; without
+    TRUSTPOINT_CA_PATH the server's certificate (from its own TLS CA) does not verify, unless
+    TRUSTPOINT_VALIDATE_CERTS=false."""
+    name = "envdom-" + uuid.uuid4().hex[:8]
+    environment = {
+        "TRUSTPOINT_URL": server.url,
+        "TRUSTPOINT_API_TOKEN": server.token,
+        "TRUSTPOINT_VALIDATE_CERTS": "true",
+        "TRUSTPOINT_CA_PATH": str(server.ca_file),
+    }
+    tasks = [
+        {"name": "create", "trustpoint.pki.domain": {"name": name}},
+        {"name": "read", "trustpoint.pki.domain": {"name": name}},
+    ]
+    results = run_tasks(workdir, tasks, env=environment)
+    assert results["create"]["changed"] and results["create"]["domain"]["name"] == name
+    assert not results["read"]["changed"] and results["read"]["domain"]["name"] == name
+    status, domain = server.api("GET", "/domains/" + name)
+    assert status == 200 and domain["name"] == name
+
+    other = "envdom-" + uuid.uuid4().hex[:8]
+    unverified = dict(environment, TRUSTPOINT_CA_PATH=None)
+    task = {"name": "create", "trustpoint.pki.domain": {"name": other}}
+    failed = run_tasks(workdir, [task], expect_failure=True, env=unverified)["create"]
+    assert "certificate verify failed" in failed["msg"].lower(), failed
+    assert not failed.get("changed")
+    assert server.api("GET", "/domains/" + other)[0] == 404
+    # TRUSTPOINT_VALIDATE_CERTS is read too: false lets the same task through without a trust anchor.
+    unchecked = dict(unverified, TRUSTPOINT_VALIDATE_CERTS="false")
+    read = {"name": "read", "trustpoint.pki.domain": {"name": name}}
+    assert not run_tasks(workdir, [read], env=unchecked)["read"]["changed"]
+
+
+def test_device_module_est_password_only_at_creation(server, workdir, connection):
+    """An est_password device's password is returned by the run that creates it (and onboards it over EST
+    simpleenroll with HTTP Basic), never by check mode or by a run that changes nothing."""
+    domain = server.create_domain()["name"]
+    name = "modest-" + uuid.uuid4().hex[:8]
+    task = {
+        "name": "device",
+        "trustpoint.pki.device": dict(connection, name=name, domain=domain, onboarding_method="est_password"),
+    }
+
+    predicted = run_tasks(workdir, [task], check=True)["device"]
+    assert predicted["changed"] and "password" not in predicted and "shared_secret" not in predicted
+    assert server.api("GET", "/devices?name=" + name)[1] == [], "check mode must not create the device"
+
+    created = run_tasks(workdir, [task])["device"]
+    assert created["changed"] and isinstance(created.get("password"), str) and created["password"]
+    assert created["device"]["onboarding_method"] == "est_password"
+
+    again = run_tasks(workdir, [task])["device"]
+    assert not again["changed"] and "password" not in again
+    assert "password" not in run_tasks(workdir, [task], check=True)["device"]
+
+    csr = Csr(workdir, "estpw", "/CN=%s" % name)
+    url = est_url(server, "simpleenroll", domain)
+    wrong = curl(server, url, workdir, data=csr.b64, user="%s:%s" % (name, created["password"] + "x"))
+    assert wrong.status == 401, wrong
+    answer = curl(server, url, workdir, data=csr.b64, user="%s:%s" % (name, created["password"]))
+    issued_certificate(answer, workdir / "estpw.pem")
+    assert server.device(created["device"]["id"])["status"] == "onboarded"
