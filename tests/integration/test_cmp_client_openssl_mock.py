@@ -17,9 +17,9 @@ import subprocess
 import time
 
 import pytest
+from cmp_helpers import write_key
 from conftest import free_port, http, openssl, require_binary, urllib_transport
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from trustpoint_core import keys, profiles, signatures
@@ -263,13 +263,6 @@ def mock_signer_certificate(ca, public_key, name="Mock CMP RA", cmc_ra=True):
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.issuing_cert.public_key()), critical=False)
     )
     return builder.sign(ca.issuing_key, keys.hash_for(ca.issuing_key))
-
-
-def write_key(path, key):
-    path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return path
 
 
 def rsa_pss_signer(directory, ca):
