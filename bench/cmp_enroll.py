@@ -569,7 +569,7 @@ class OurServer:
         if os.path.exists(script):
             return [script]
         found = shutil.which("trustpoint-server")
-        return [found] if found else [sys.executable, "-m", "trustpoint_server.cli"]
+        return [found] if found else [sys.executable, "-m", "trustpoint_server.runtime.cli"]
 
     def api(self, method, path, payload):
         data = json.dumps(payload).encode()
@@ -787,7 +787,7 @@ class PySpy:
 WORK_BUCKETS = (
     ("SQLite COMMIT (WAL write + fsync)", ("do_commit",)),
     ("SQLite BEGIN IMMEDIATE (write lock, busy wait)", ("_sqlite_begin",)),
-    ("write lock wait (server/db.py SqliteWriteLock)", ("SqliteWriteLock.acquire",)),
+    ("write lock wait (server/storage/db.py SqliteWriteLock)", ("SqliteWriteLock.acquire",)),
     ("PBM key derivation (hashlib loop)", ("derive_key",)),
     ("pyasn1 decode", ("pyasn1/codec/ber/decoder", "pyasn1/codec/der/decoder")),
     ("pyasn1 encode", ("pyasn1/codec/ber/encoder", "pyasn1/codec/der/encoder", "pyasn1/codec/cer/encoder")),
@@ -876,7 +876,7 @@ def int_list(text):
 def server_defaults():
     """(workers, threads) `trustpoint-server run` uses without --workers/--threads."""
     try:
-        from trustpoint_server import wsgi
+        from trustpoint_server.runtime import wsgi
     except ImportError:  # a server without its defaults in wsgi.py
         return 2, 4
     return wsgi.default_workers(), wsgi.DEFAULT_THREADS

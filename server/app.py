@@ -12,9 +12,11 @@ from flask import Flask, Response, jsonify, request
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
-from . import api, cmp, crl, errors, est
-from .db import close_session, database_url, make_engine, session, session_factory
-from .vault import Vault
+from . import errors
+from .protocols import cmp, crl, est
+from .runtime.vault import Vault
+from .storage.db import close_session, database_url, make_engine, session, session_factory
+from .web import api
 
 # RFC 9483 messages are a few KiB; upstream Trustpoint caps CMP bodies at 128 KiB as well.
 MAX_REQUEST_BYTES = 128 * 1024

@@ -357,7 +357,7 @@ def query(server, sql, parameters=()):
 def while_writes_wait(server, send, *changes):
     """Run send() (one request to the server) while a concurrent writer holds the database's write lock.
 
-    The test takes the flock of server/db.py's SqliteWriteLock, so the request, once past its checks,
+    The test takes the flock of server/storage/db.py's SqliteWriteLock, so the request, once past its checks,
     waits at begin_write (seen in /proc/locks); then the changes ((sql, parameters) pairs) commit as a
     concurrent request's writes would, and the lock is released. Returns send()'s result.
     """

@@ -53,7 +53,7 @@ from est_helpers import (
     onboard_with_password,
     password_device,
 )
-from trustpoint_server.vault import Vault
+from trustpoint_server.runtime.vault import Vault
 
 MAX_BODY = 128 * 1024
 

@@ -27,9 +27,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from trustpoint_server import tls
-from trustpoint_server.db import create_schema, make_engine, session_factory
-from trustpoint_server.models import Truststore
+from trustpoint_server.runtime import tls
+from trustpoint_server.storage import migrate
+from trustpoint_server.storage.db import make_engine, session_factory
+from trustpoint_server.storage.models import Truststore
 
 CMP_CONTENT_TYPE = "application/pkixcmp"
 SERVER = str(BIN / "trustpoint-server")
@@ -560,7 +561,7 @@ def test_intermediate_only_truststore_anchors_its_certificates(server, tmp_path)
 
 GUNICORN_APP = """
 from flask import Flask, jsonify
-from trustpoint_server.tls import client_certificate
+from trustpoint_server.protocols.wire import client_certificate
 
 app = Flask(__name__)
 
@@ -572,8 +573,8 @@ def client():
 """
 
 GUNICORN_CONFIG = """
-from trustpoint_server.db import database_url, make_engine
-from trustpoint_server.tls import ServerContexts
+from trustpoint_server.storage.db import database_url, make_engine
+from trustpoint_server.runtime.tls import ServerContexts
 
 bind = [{bind!r}]
 workers = 1
@@ -591,7 +592,7 @@ def post_worker_init(worker):
 
 
 def test_client_certificate_reaches_the_handler_under_gunicorn(server, domain_credential, tmp_path):
-    """Under gunicorn with ServerContexts, tls.client_certificate() returns the verified certificate
+    """Under gunicorn with ServerContexts, wire.client_certificate() returns the verified certificate
     to a handler, and None without one (a throwaway app: the product has no route that shows it)."""
     _domain, cert_path, key_path = domain_credential
     (tmp_path / "client_app.py").write_text(GUNICORN_APP)
@@ -631,12 +632,13 @@ def test_client_certificate_reaches_the_handler_under_gunicorn(server, domain_cr
 def test_client_certificate_without_tls_is_none(server):
     """Outside a TLS connection (plain HTTP, the test client) there is no client certificate."""
     from trustpoint_server.app import Settings, create_app
+    from trustpoint_server.protocols import wire
 
     app = create_app(Settings(data_dir=str(server.data_dir)))
     with app.test_request_context("/healthz"):
-        assert tls.client_certificate() is None
+        assert wire.client_certificate() is None
     with socket.socket() as sock:
-        assert tls.peer_certificate(sock) is None
+        assert wire.peer_certificate(sock) is None
 
 
 # --- ServerContexts on their own -------------------------------------------------------------------------
@@ -650,7 +652,7 @@ def test_server_contexts_follow_the_database_and_the_certificate(tmp_path):
     assert init(data_dir).returncode == 0
     cert_file, key_file = tls.server_files(str(data_dir))
     engine = make_engine("sqlite:///%s" % (tmp_path / "bundle.db"))
-    create_schema(engine)
+    migrate.upgrade(engine)
     contexts = tls.ServerContexts(cert_file, key_file)
     contexts.use_database(engine)
     first = contexts.current()

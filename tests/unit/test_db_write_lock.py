@@ -13,8 +13,9 @@ import time
 
 import pytest
 from sqlalchemy import select
-from trustpoint_server import db as server_db
-from trustpoint_server.models import Domain
+from trustpoint_server.storage import db as server_db
+from trustpoint_server.storage import migrate
+from trustpoint_server.storage.models import Domain
 
 WAIT = 0.3  # how long a blocked writer is watched to stay blocked
 
@@ -22,7 +23,7 @@ WAIT = 0.3  # how long a blocked writer is watched to stay blocked
 @pytest.fixture
 def factory(tmp_path):
     engine = server_db.make_engine("sqlite:///%s" % (tmp_path / "trustpoint.db"))
-    server_db.create_schema(engine)
+    migrate.upgrade(engine)
     yield server_db.session_factory(engine)
     engine.dispose()
 

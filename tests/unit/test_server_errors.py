@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 from conftest import BIN
-from trustpoint_server import est
 from trustpoint_server.app import Settings, create_app
+from trustpoint_server.protocols import est
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_unexpected_error_in_est_is_text_plain(client, monkeypatch):
 
 def test_unexpected_error_in_the_api_is_json(client, tmp_path, monkeypatch):
     token = (tmp_path / "admin-token").read_text().strip()
-    monkeypatch.setattr("trustpoint_server.pki.domain_json", lambda domain: 1 / 0)
+    monkeypatch.setattr("trustpoint_server.services.pki.domain_json", lambda domain: 1 / 0)
     client.post("/api/v1/domains", json={"name": "d"}, headers={"Authorization": "Bearer " + token})
     response = client.get("/api/v1/domains", headers={"Authorization": "Bearer " + token})
     assert response.status_code == 500

@@ -3,7 +3,7 @@
 """The gunicorn settings the server runs with."""
 
 from gunicorn.config import Config
-from trustpoint_server import wsgi
+from trustpoint_server.runtime import wsgi
 
 
 def test_the_installed_gunicorn_knows_every_setting():

@@ -10,13 +10,14 @@ import os
 import secrets
 import sys
 
-from sqlalchemy import inspect, select
+from sqlalchemy import select
 
+from ..app import Settings, create_app
+from ..storage import migrate
+from ..storage.db import database_url, make_engine, session_factory
+from ..storage.models import ApiToken
+from ..web.api import token_hash
 from . import tls
-from .api import token_hash
-from .app import Settings, create_app
-from .db import create_schema, database_url, make_engine, session_factory
-from .models import ApiToken
 from .vault import Vault
 
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 (a file name)
@@ -37,7 +38,7 @@ def init(args):
     if Vault.create_key_file(settings.data_dir):
         print("created the vault key %s" % os.path.join(settings.data_dir, "vault.key"))
     engine = make_engine(database_url(settings.data_dir, settings.database_url))
-    create_schema(engine)
+    _report_migration(migrate.upgrade(engine))
     token_path = os.path.join(settings.data_dir, ADMIN_TOKEN_FILE)
     with session_factory(engine)() as db:
         if db.scalar(select(ApiToken).where(ApiToken.name == "admin")) is None:
@@ -63,6 +64,27 @@ def init(args):
     return 0
 
 
+def _report_migration(revisions):
+    before, after = revisions
+    if before is None:
+        print("created the database schema (revision %s)" % after)
+    elif before != after:
+        print("migrated the database schema from revision %s to %s" % (before, after))
+
+
+def migrate_command(args):
+    settings = Settings.from_environment(args.data_dir, database_url=args.database_url)
+    engine = make_engine(database_url(settings.data_dir, settings.database_url))
+    try:
+        before, after = migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    _report_migration((before, after))
+    if before == after:
+        print("the database schema is up to date (revision %s)" % after)
+    return 0
+
+
 def _check_initialised(settings, tls_files=()):
     for path in (os.path.join(settings.data_dir, "vault.key"), *tls_files):
         if not os.path.exists(path):
@@ -71,8 +93,9 @@ def _check_initialised(settings, tls_files=()):
             )
     engine = make_engine(database_url(settings.data_dir, settings.database_url))
     try:
-        if not inspect(engine).has_table("device"):
-            raise SystemExit("the database has no schema: run `trustpoint-server init` first")
+        migrate.check(engine)
+    except migrate.SchemaError as exc:
+        raise SystemExit(str(exc)) from exc
     finally:
         engine.dispose()
 
@@ -139,6 +162,11 @@ def main(argv=None):
     )
     p_init.set_defaults(func=init)
 
+    p_migrate = sub.add_parser(
+        "migrate", parents=[common], help="bring the database schema up to date (after installing a new version)"
+    )
+    p_migrate.set_defaults(func=migrate_command)
+
     p_run = sub.add_parser("run", parents=[common], help="serve CMP and the REST API")
     p_run.add_argument(
         "--listen",
@@ -195,6 +223,8 @@ def main(argv=None):
     )
     try:
         return args.func(args)
+    except migrate.SchemaError as exc:
+        raise SystemExit("trustpoint-server: %s" % exc) from exc
     except ValueError as exc:
         parser.error(str(exc))
 

@@ -7,15 +7,15 @@
     POST /.well-known/cmp/p/<label>/<operation>             label: <domain>, <domain>~<profile> or ~<profile>
 
 Every answer is a PKIMessage with HTTP 200 and Content-Type application/pkixcmp, rejections included;
-unknown paths are 404. cmp_service.py decides what the answer says.
+unknown paths are 404. cmp_responder.py decides what the answer says.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, current_app, request
 
-from .cmp_service import OPERATIONS, CmpResponder
-from .db import session
+from ..storage.db import session
+from .cmp_responder import OPERATIONS, CmpResponder
 from .wire import public_url, read_body
 
 bp = Blueprint("cmp", __name__)

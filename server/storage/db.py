@@ -13,8 +13,6 @@ from flask import current_app, g
 from sqlalchemy import create_engine, event
 from sqlalchemy.orm import sessionmaker
 
-from .models import Base
-
 DEFAULT_DATABASE = "trustpoint.db"
 # How long a SQLite writer waits for the write lock before it fails ("database is locked").
 BUSY_TIMEOUT_SECONDS = 15
@@ -154,10 +152,6 @@ MAX_ID = 2**63 - 1
 def get_by_id(db_session, model, ident):
     """The model row with id ident (an int from a URL), or None."""
     return db_session.get(model, ident) if 0 < ident <= MAX_ID else None
-
-
-def create_schema(engine):
-    Base.metadata.create_all(engine)
 
 
 def session():

@@ -15,9 +15,9 @@ from sqlalchemy import delete, select, update
 from trustpoint_core import x509
 from trustpoint_core.profiles import get_profile
 
-from .db import get_by_id
-from .errors import ApiError
-from .models import CmpTransaction, Device, IssuedCertificate, utcnow
+from ..errors import ApiError
+from ..storage.db import get_by_id
+from ..storage.models import CmpTransaction, Device, IssuedCertificate, utcnow
 from .pki import revoke
 
 DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")

@@ -56,7 +56,7 @@ class Domain(Base):
 
 
 class CertificateAuthority(Base):
-    """A CA certificate and its private key, encrypted at rest (see vault.py)."""
+    """A CA certificate and its private key, encrypted at rest (see runtime/vault.py)."""
 
     __tablename__ = "certificate_authority"
 
@@ -65,7 +65,7 @@ class CertificateAuthority(Base):
     role: Mapped[str] = mapped_column(String(16))  # "root" or "issuing"
     certificate_der: Mapped[bytes] = mapped_column(LargeBinary)
     private_key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
-    # The last CRL issued, its number, and when the next one is due (see crl.py).
+    # The last CRL issued, its number, and when the next one is due (see services/crl.py).
     crl_number: Mapped[int] = mapped_column(default=0)
     crl_der: Mapped[Optional[bytes]] = mapped_column(LargeBinary, nullable=True)
     crl_next_update: Mapped[Optional[datetime.datetime]] = mapped_column(nullable=True)

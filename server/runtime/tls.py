@@ -5,7 +5,7 @@
 `trustpoint-server init` makes a TLS CA for the data directory and a server certificate under it:
 
     DATA/tls-ca.pem          the trust anchor clients need (self-signed CA certificate)
-    DATA/tls-ca-key.vault    the CA's private key, encrypted with the vault (see vault.py)
+    DATA/tls-ca-key.vault    the CA's private key, encrypted with the vault (see runtime/vault.py)
     DATA/tls-cert.pem        the server certificate, then the CA certificate
     DATA/tls-key.pem         the server's private key (0600)
 
@@ -32,13 +32,12 @@ import threading
 
 from cryptography import x509 as cx509
 from cryptography.x509.oid import NameOID
-from flask import g, request
 from sqlalchemy import select
 from trustpoint_core import keys, x509
 from trustpoint_core.errors import InvalidInput
 from trustpoint_core.profiles import get_profile
 
-from .models import CertificateAuthority, Truststore
+from ..storage.models import CertificateAuthority, Truststore
 from .vault import VaultError
 
 log = logging.getLogger(__name__)
@@ -337,47 +336,3 @@ class ServerContexts:
             return self.current()
 
         return ssl_context
-
-
-# --- the client's certificate (handlers) ---------------------------------------------------------
-
-
-def peer_certificate(sock):
-    """The certificate the peer of an SSLSocket presented and the handshake verified, or None."""
-    if not isinstance(sock, ssl.SSLSocket):
-        return None
-    try:
-        der = sock.getpeercert(binary_form=True)
-    except (ValueError, OSError):  # not connected, or no handshake
-        return None
-    return cx509.load_der_x509_certificate(der) if der else None
-
-
-def client_certificate():
-    """The current request's TLS client certificate (cryptography Certificate), or None.
-
-    Only a certificate that verified in the handshake against the domains' CAs and the idevid/tls
-    truststores reaches here: a connection with any other certificate never gets a request through.
-    None over plain HTTP and when the client sent no certificate. Its revocation is not checked.
-    """
-    if "tls_client_certificate" not in g:
-        g.tls_client_certificate = peer_certificate(request.environ.get("gunicorn.socket"))
-    return g.tls_client_certificate
-
-
-def client_chain():
-    """The CA certificates the handshake verified the client certificate with (leaf excluded), as
-    cryptography Certificates: the intermediates an IDevID's manufacturer chain needs, which TLS delivers
-    but getpeercert() drops. Empty when there is no client certificate."""
-    sock = request.environ.get("gunicorn.socket")
-    if not isinstance(sock, ssl.SSLSocket) or client_certificate() is None:
-        return []
-    # Public since Python 3.13; the same method of the underlying _ssl object before.
-    getter = getattr(sock, "get_verified_chain", None) or getattr(sock._sslobj, "get_verified_chain", None)
-    if getter is None:
-        return []
-    try:
-        chain = getter() or []
-    except (ValueError, OSError):
-        return []
-    return [cx509.load_der_x509_certificate(item.public_bytes(ssl._ssl.ENCODING_DER)) for item in chain[1:]]

@@ -62,9 +62,9 @@ from trustpoint_core.cmp_protection import (
 from trustpoint_core.errors import CmpFailure, InvalidInput
 from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 
-from . import crl, devices, identity, pki
-from .db import begin_write
-from .models import CmpTransaction, Device, Domain, IssuedCertificate
+from ..services import crl, devices, identity, pki
+from ..storage.db import begin_write
+from ..storage.models import CmpTransaction, Device, Domain, IssuedCertificate
 
 log = logging.getLogger(__name__)
 

@@ -1,21 +1,19 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Certificate revocation lists, one per CA, served in DER at the URL issued certificates name."""
+"""Certificate revocation lists, one per CA: issued when a revocation invalidated the last one or it is due."""
 
 from __future__ import annotations
 
 import datetime
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from flask import Blueprint, Response, abort, current_app
 from sqlalchemy import select
 from trustpoint_core import x509
 
-from .db import begin_write, get_by_id, session
-from .models import CertificateAuthority, IssuedCertificate, utcnow
+from ..storage.db import begin_write
+from ..storage.models import IssuedCertificate, utcnow
 from .pki import Signer
 
-bp = Blueprint("crl", __name__)
 # A CRL is reissued after every revocation, and at the latest when it is this old.
 NEXT_UPDATE_HOURS = 24
 
@@ -59,14 +57,3 @@ def current_crl(db, vault, ca_row):
     ca_row.crl_next_update = now + datetime.timedelta(hours=NEXT_UPDATE_HOURS)
     db.commit()
     return ca_row.crl_der
-
-
-@bp.get("/crl/<int:ca_id>")
-def get_crl(ca_id):
-    """No authentication: CRLs are signed, public documents (RFC 5280)."""
-    db = session()
-    ca_row = get_by_id(db, CertificateAuthority, ca_id)
-    if ca_row is None:
-        abort(404, "no CA %d" % ca_id)
-    der = current_crl(db, current_app.extensions["trustpoint"].vault, ca_row)
-    return Response(der, 200, content_type="application/pkix-crl", headers={"Cache-Control": "max-age=300"})

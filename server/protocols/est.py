@@ -25,11 +25,10 @@ from trustpoint_core import est, keys, x509
 from trustpoint_core.errors import InvalidInput
 from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 
-from . import devices, identity, pki
-from .db import begin_write, session
-from .models import Device, Domain
-from .tls import client_certificate, client_chain
-from .wire import public_url, read_body
+from ..services import devices, identity, pki
+from ..storage.db import begin_write, session
+from ..storage.models import Device, Domain
+from .wire import client_certificate, client_chain, public_url, read_body
 
 log = logging.getLogger(__name__)
 bp = Blueprint("est", __name__)

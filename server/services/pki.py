@@ -12,10 +12,10 @@ from sqlalchemy import select
 from trustpoint_core import keys, x509
 from trustpoint_core.profiles import get_profile
 
-from .db import begin_write
-from .errors import ApiError
-from .models import CertificateAuthority, Device, DevIdRegistration, Domain, IssuedCertificate, utcnow
-from .vault import Vault
+from ..errors import ApiError
+from ..runtime.vault import Vault
+from ..storage.db import begin_write
+from ..storage.models import CertificateAuthority, Device, DevIdRegistration, Domain, IssuedCertificate, utcnow
 
 DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 DEFAULT_VALIDITY_DAYS = get_profile("domain_credential").validity_days
@@ -162,7 +162,7 @@ def record_certificate(db, signer, device, cert, profile, status):
 
 
 def revoke(record, reason):
-    """Revoke a certificate; the CA's next CRL lists it (crl.py issues CRLs)."""
+    """Revoke a certificate; the CA's next CRL lists it (services/crl.py issues CRLs)."""
     if record.status != "revoked":
         record.status = "revoked"
         record.revoked_at = utcnow()

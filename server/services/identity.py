@@ -14,7 +14,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import or_, select
 from trustpoint_core import x509
 
-from .models import Device, DevIdRegistration, IssuedCertificate
+from ..storage.models import Device, DevIdRegistration, IssuedCertificate
 
 # IDevIDs may chain through a manufacturer's intermediate CAs; more is a misconfiguration.
 MAX_CHAIN_DEPTH = 4

@@ -11,10 +11,10 @@ from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select
 from trustpoint_core.keys import DEFAULT_KEY_TYPE
 
-from . import devices, pki, trust
-from .db import begin_write, session
-from .errors import ApiError
-from .models import ApiToken, Device, DevIdRegistration, Domain, Truststore
+from ..errors import ApiError
+from ..services import devices, pki, trust
+from ..storage.db import begin_write, session
+from ..storage.models import ApiToken, Device, DevIdRegistration, Domain, Truststore
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api/v1")

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from trustpoint_core import x509
 from trustpoint_core.errors import InvalidInput
 
-from .errors import ApiError
-from .models import DevIdRegistration, Truststore
+from ..errors import ApiError
+from ..storage.models import DevIdRegistration, Truststore
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 USAGES = ("idevid", "tls", "devownerid")

@@ -22,7 +22,7 @@ import time
 
 from gunicorn.app.base import BaseApplication
 
-from .app import create_app
+from ..app import create_app
 from .tls import ServerContexts
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,96 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What the protocol endpoints (CMP, EST) share about HTTP: reading bodies, the server's public URL, the
+TLS client certificate."""
+
+from __future__ import annotations
+
+import ssl
+
+from cryptography import x509 as cx509
+from flask import current_app, g, request
+
+
+def public_url():
+    """Base URL for the CRL distribution points of issued certificates.
+
+    --public-url when configured. Else the request's Host, with the plain-HTTP listener's port when there is
+    one (CRLs are fetched over plain HTTP: they are signed, and TLS to fetch them would need them first),
+    else with the request's own scheme and port when the Host header has none (OpenSSL's CMP client sends
+    the bare host).
+    """
+    settings = current_app.extensions["trustpoint"].settings
+    if settings.public_url:
+        return settings.public_url
+    host = request.host
+    if settings.plain_port:
+        return "http://%s:%d" % (host.rsplit(":", 1)[0] if not host.endswith("]") else host, settings.plain_port)
+    sock = request.environ.get("gunicorn.socket")
+    if ":" not in host.rsplit("]", 1)[-1] and sock is not None:
+        port = sock.getsockname()[1]
+        if (request.scheme, port) not in (("http", 80), ("https", 443)):
+            host = "%s:%d" % (host, port)
+    return "%s://%s" % (request.scheme, host)
+
+
+def read_body(limit):
+    """The request body, or None when it is larger than limit bytes.
+
+    Read from the WSGI input itself: with a chunked body (no Content-Length) Werkzeug's limited
+    stream stops silently at the limit instead of refusing the rest.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    stream = request.environ["wsgi.input"]
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks) if size <= limit else None
+
+
+# --- the client's certificate (handlers) ---------------------------------------------------------
+
+
+def peer_certificate(sock):
+    """The certificate the peer of an SSLSocket presented and the handshake verified, or None."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    try:
+        der = sock.getpeercert(binary_form=True)
+    except (ValueError, OSError):  # not connected, or no handshake
+        return None
+    return cx509.load_der_x509_certificate(der) if der else None
+
+
+def client_certificate():
+    """The current request's TLS client certificate (cryptography Certificate), or None.
+
+    Only a certificate that verified in the handshake against the domains' CAs and the idevid/tls
+    truststores reaches here: a connection with any other certificate never gets a request through.
+    None over plain HTTP and when the client sent no certificate. Its revocation is not checked.
+    """
+    if "tls_client_certificate" not in g:
+        g.tls_client_certificate = peer_certificate(request.environ.get("gunicorn.socket"))
+    return g.tls_client_certificate
+
+
+def client_chain():
+    """The CA certificates the handshake verified the client certificate with (leaf excluded), as
+    cryptography Certificates: the intermediates an IDevID's manufacturer chain needs, which TLS delivers
+    but getpeercert() drops. Empty when there is no client certificate."""
+    sock = request.environ.get("gunicorn.socket")
+    if not isinstance(sock, ssl.SSLSocket) or client_certificate() is None:
+        return []
+    # Public since Python 3.13; the same method of the underlying _ssl object before.
+    getter = getattr(sock, "get_verified_chain", None) or getattr(sock._sslobj, "get_verified_chain", None)
+    if getter is None:
+        return []
+    try:
+        chain = getter() or []
+    except (ValueError, OSError):
+        return []
+    return [cx509.load_der_x509_certificate(item.public_bytes(ssl._ssl.ENCODING_DER)) for item in chain[1:]]

@@ -1,0 +1,2 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
