@@ -22,6 +22,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from cmp_helpers import (
     DOMAIN_SUBJECT,
     PkiDomain,
@@ -43,8 +45,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from postgres_cluster import PostgresCluster
 from trustpoint_core.cmp_protection import verify_mac
+from trustpoint_server.storage import migrate
+from trustpoint_server.storage.db import make_engine
+from trustpoint_server.storage.models import Base
 
 TABLES = {
+    "alembic_version",
     "api_token",
     "certificate_authority",
     "cmp_transaction",
@@ -203,6 +209,15 @@ def test_init_creates_the_schema_in_postgresql(postgres, instances):
     back to SQLite in its data directory; both accept the one admin token."""
     rows = postgres.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
     assert {row[0] for row in rows} == TABLES
+    # The migrations built exactly the models' schema on PostgreSQL too (the baseline has a PostgreSQL-only path).
+    engine = make_engine(postgres.url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+            assert migrate.current(connection) == migrate.head()
+    finally:
+        engine.dispose()
     assert postgres.query("SELECT name FROM api_token") == [("admin",)]
     for server in instances:
         assert not (server.data_dir / "trustpoint.db").exists(), list(server.data_dir.iterdir())
