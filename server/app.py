@@ -4,10 +4,6 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from typing import Optional
-
 from flask import Flask, Response, jsonify, request
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
@@ -24,36 +20,6 @@ MAX_REQUEST_BYTES = 128 * 1024
 # health check. Everything else is HTTPS only.
 PLAIN_HTTP_BLUEPRINTS = ("cmp", "crl")
 PLAIN_HTTP_ENDPOINTS = ("healthz",)
-
-
-@dataclass
-class Settings:
-    data_dir: str
-    database_url: Optional[str] = None
-    # Largest accepted difference between a CMP messageTime and the server's clock (0: not checked).
-    cmp_max_clock_skew: int = 600
-    # Base URL of the server as devices and relying parties reach it, for the CRL distribution point
-    # of issued certificates; without it the URL of the request that caused the issuance is used.
-    public_url: Optional[str] = None
-    # The domain EST serves at the label-less /.well-known/est/<operation> (RFC 7030 3.2.2), for clients
-    # that cannot name one.
-    est_default_domain: Optional[str] = None
-    # Port of the plain-HTTP listener, if any: CRL distribution points point there.
-    plain_port: Optional[int] = None
-
-    @classmethod
-    def from_environment(cls, data_dir=None, **overrides):
-        data_dir = data_dir or os.environ.get("TRUSTPOINT_DATA_DIR")
-        if not data_dir:
-            raise ValueError("no data directory: pass --data-dir or set TRUSTPOINT_DATA_DIR")
-        values = {
-            "database_url": os.environ.get("TRUSTPOINT_DATABASE_URL"),
-            "cmp_max_clock_skew": int(os.environ.get("TRUSTPOINT_CMP_MAX_CLOCK_SKEW", "600")),
-            "public_url": os.environ.get("TRUSTPOINT_PUBLIC_URL"),
-            "est_default_domain": os.environ.get("TRUSTPOINT_EST_DEFAULT_DOMAIN"),
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(data_dir=data_dir, **values)
 
 
 class Services:

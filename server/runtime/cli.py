@@ -12,7 +12,9 @@ import sys
 
 from sqlalchemy import select
 
-from ..app import Settings, create_app
+from .. import settings as config
+from ..app import create_app
+from ..settings import Settings, SettingsError
 from ..storage import migrate
 from ..storage.db import database_url, make_engine, session_factory
 from ..storage.models import ApiToken
@@ -31,8 +33,7 @@ def _write_private(path, data):
         handle.write(data)
 
 
-def init(args):
-    settings = Settings.from_environment(args.data_dir, database_url=args.database_url)
+def init(settings):
     os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)  # also when it existed: it holds the vault key
     if Vault.create_key_file(settings.data_dir):
@@ -55,7 +56,7 @@ def init(args):
                 file=sys.stderr,
             )
     engine.dispose()
-    for line in tls.ensure_server_certificate(settings.data_dir, Vault.load(settings.data_dir), args.tls_san or ()):
+    for line in tls.ensure_server_certificate(settings.data_dir, Vault.load(settings.data_dir), settings.tls_san):
         print(line)
     print(
         "data directory %s is ready; clients trust its TLS certificate through %s"
@@ -72,8 +73,7 @@ def _report_migration(revisions):
         print("migrated the database schema from revision %s to %s" % (before, after))
 
 
-def migrate_command(args):
-    settings = Settings.from_environment(args.data_dir, database_url=args.database_url)
+def migrate_command(settings):
     engine = make_engine(database_url(settings.data_dir, settings.database_url))
     try:
         before, after = migrate.upgrade(engine)
@@ -100,32 +100,27 @@ def _check_initialised(settings, tls_files=()):
         engine.dispose()
 
 
-def run(args):
+def run(settings):
     from .wsgi import serve
 
-    settings = Settings.from_environment(
-        args.data_dir,
-        database_url=args.database_url,
-        cmp_max_clock_skew=args.cmp_max_clock_skew,
-        public_url=args.public_url,
-        est_default_domain=args.est_default_domain,
-    )
-    listen = args.listen or ([] if args.listen_plain else [DEFAULT_LISTEN])
-    listen_plain = args.listen_plain or []
+    listen = list(settings.listen) or ([] if settings.listen_plain else [DEFAULT_LISTEN])
+    listen_plain = list(settings.listen_plain)
     both = sorted(set(listen) & set(listen_plain))
     if both:
-        raise ValueError("--listen and --listen-plain name the same address: %s" % ", ".join(both))
-    if bool(args.tls_cert) != bool(args.tls_key):
-        raise ValueError("--tls-cert and --tls-key go together")
-    tls_cert, tls_key = (args.tls_cert, args.tls_key) if args.tls_cert else tls.server_files(settings.data_dir)
+        raise ValueError("listen and listen_plain name the same address: %s" % ", ".join(both))
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ValueError("tls_cert and tls_key (--tls-cert, --tls-key) go together")
+    tls_cert, tls_key = (
+        (settings.tls_cert, settings.tls_key) if settings.tls_cert else tls.server_files(settings.data_dir)
+    )
     if listen_plain:
         settings.plain_port = int(listen_plain[0].rsplit(":", 1)[1])
     _check_initialised(settings, (tls_cert, tls_key) if listen else ())
     create_app(settings)  # fail here, with a message, rather than in every worker
     if not settings.public_url:
         logging.getLogger(__name__).warning(
-            "no --public-url: issued certificates name their CRL distribution point after the host each "
-            "request named, which the requesting device chooses; set --public-url in production"
+            "no public_url (--public-url): issued certificates name their CRL distribution point after the host "
+            "each request named, which the requesting device chooses; set it in production"
         )
     return serve(
         settings,
@@ -133,100 +128,80 @@ def run(args):
         listen_plain,
         tls_cert=tls_cert,
         tls_key=tls_key,
-        workers=args.workers,
-        threads=args.threads,
-        log_level=args.log_level,
+        workers=settings.workers,
+        threads=settings.threads,
+        log_level=settings.log_level,
     )
+
+
+COMMANDS = {
+    config.INIT: (init, "create the database, vault key, admin token and TLS certificate"),
+    config.MIGRATE: (migrate_command, "bring the database schema up to date (after installing a new version)"),
+    config.RUN: (run, "serve CMP, EST and the REST API"),
+}
+
+
+def _add_setting(parser, field):
+    """--<name> for one setting; None when not given, so that the environment and the file apply."""
+    meta = field.metadata
+    text = "%s ($%s%s" % (meta["help"], config.ENV_PREFIX, field.name.upper())
+    if field.default not in (None, ()):
+        text += "; default %s" % field.default
+    text = text.replace("%", "%%") + ")"
+    if meta["kind"] is bool:
+        parser.add_argument(config.option(field), action=argparse.BooleanOptionalAction, default=None, help=text)
+        return
+    kind = {int: int, list: str, str: str}[meta["kind"]]
+    parser.add_argument(
+        config.option(field),
+        type=kind,
+        action="append" if meta["kind"] is list else "store",
+        metavar=meta["metavar"],
+        choices=meta["choices"],
+        help=text,
+    )
+
+
+def parser():
+    top = argparse.ArgumentParser(
+        prog="trustpoint-server",
+        description=__doc__,
+        epilog="Every option is also a setting of the configuration file (--config, $%s) and an environment "
+        "variable; docs/server.md lists them." % config.CONFIG_ENV,
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+    for name, (_func, text) in COMMANDS.items():
+        command = sub.add_parser(name, help=text, description=text)
+        command.add_argument(
+            "--config", metavar="FILE", help="configuration file (TOML) with settings ($%s)" % config.CONFIG_ENV
+        )
+        for field in config.fields():
+            if name in field.metadata["commands"]:
+                _add_setting(command, field)
+    return top
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="trustpoint-server", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", help="data directory (default: $TRUSTPOINT_DATA_DIR)")
-    common.add_argument(
-        "--database-url",
-        help="SQLAlchemy URL (default: SQLite in the data directory; $TRUSTPOINT_DATABASE_URL)",
-    )
-
-    p_init = sub.add_parser(
-        "init", parents=[common], help="create the database, vault key, admin token and TLS certificate"
-    )
-    p_init.add_argument(
-        "--tls-san",
-        action="append",
-        metavar="NAME_OR_IP",
-        help="a DNS name or IP address clients reach the server at, besides localhost, 127.0.0.1, ::1 and "
-        "the host name; repeat for several (a certificate lacking one is reissued)",
-    )
-    p_init.set_defaults(func=init)
-
-    p_migrate = sub.add_parser(
-        "migrate", parents=[common], help="bring the database schema up to date (after installing a new version)"
-    )
-    p_migrate.set_defaults(func=migrate_command)
-
-    p_run = sub.add_parser("run", parents=[common], help="serve CMP and the REST API")
-    p_run.add_argument(
-        "--listen",
-        action="append",
-        metavar="HOST:PORT",
-        help="address to serve HTTPS on; repeat for several (default %s unless --listen-plain is given)"
-        % DEFAULT_LISTEN,
-    )
-    p_run.add_argument(
-        "--listen-plain",
-        action="append",
-        metavar="HOST:PORT",
-        help="address to serve plain HTTP on, for CMP, CRLs and /healthz only; repeat for several",
-    )
-    p_run.add_argument(
-        "--tls-cert",
-        metavar="FILE",
-        help="PEM certificate chain to serve instead of the one `init` issued (DATA/%s)" % tls.CERT_FILE,
-    )
-    p_run.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
-    # None: wsgi.serve() picks the defaults (without importing gunicorn for the other commands).
-    p_run.add_argument(
-        "--workers", type=int, help="worker processes per listener kind (default: one per CPU, at most 8)"
-    )
-    p_run.add_argument(
-        "--threads", type=int, help="threads per worker, the requests one worker serves at once (default 2)"
-    )
-    p_run.add_argument(
-        "--cmp-max-clock-skew",
-        type=int,
-        metavar="SECONDS",
-        help="reject CMP messages whose messageTime is further off (default 600, 0: off)",
-    )
-    p_run.add_argument(
-        "--public-url",
-        help="base URL devices reach the server at, for the CRL distribution point of issued certificates "
-        "(default: the host each request named, at the plain-HTTP listener's port when there is one; "
-        "$TRUSTPOINT_PUBLIC_URL)",
-    )
-    p_run.add_argument(
-        "--est-default-domain",
-        metavar="DOMAIN",
-        help="domain served at /.well-known/est/<operation> without a label ($TRUSTPOINT_EST_DEFAULT_DOMAIN)",
-    )
-    p_run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    p_run.set_defaults(func=run)
-
-    args = parser.parse_args(argv)
+    top = parser()
+    args = top.parse_args(argv)
+    try:
+        settings = Settings.load(
+            {field.name: getattr(args, field.name, None) for field in config.fields()}, config_file=args.config
+        )
+    except SettingsError as exc:
+        top.exit(2, "trustpoint-server: %s\n" % exc)
     # The database, its journal and every file the service writes hold secrets or their hashes.
     os.umask(0o077)
     logging.basicConfig(
-        level=getattr(logging, getattr(args, "log_level", "info").upper()),
+        level=getattr(logging, settings.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return args.func(args)
+        return COMMANDS[args.command][0](settings)
     except migrate.SchemaError as exc:
         raise SystemExit("trustpoint-server: %s" % exc) from exc
     except ValueError as exc:
-        parser.error(str(exc))
+        top.error(str(exc))
 
 
 if __name__ == "__main__":

@@ -824,7 +824,8 @@ def test_expired_credential(server, domain, onboarded, tmp_path, monkeypatch):
     credential check (identity.py) a day past the credential's notAfter; the control request with the
     real clock is accepted.
     """
-    from trustpoint_server.app import Settings, create_app
+    from trustpoint_server.app import create_app
+    from trustpoint_server.settings import Settings
     from trustpoint_server.services import identity
 
     copy = tmp_path / "data"
