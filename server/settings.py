@@ -26,8 +26,8 @@ except ImportError:  # Python < 3.11
 
 log = logging.getLogger(__name__)
 
-INIT, MIGRATE, RUN = "init", "migrate", "run"
-COMMANDS = (INIT, MIGRATE, RUN)
+INIT, MIGRATE, RUN, SETTINGS = "init", "migrate", "run", "settings"
+COMMANDS = (INIT, MIGRATE, RUN, SETTINGS)
 CONFIG_ENV = "TRUSTPOINT_CONFIG"
 ENV_PREFIX = "TRUSTPOINT_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -38,7 +38,7 @@ class SettingsError(ValueError):
     """A setting that cannot be used; the message names where it came from and what is wrong."""
 
 
-def setting(default=None, *, kind=str, help, commands=(RUN,), metavar=None, choices=None):
+def setting(default=None, *, kind=str, help, commands=(RUN, SETTINGS), metavar=None, choices=None):
     """A field that is a setting. kind: str, int, bool or list (of strings, a tuple once loaded)."""
     return dataclasses.field(
         default=tuple(default or ()) if kind is list else default,
@@ -56,7 +56,7 @@ class Settings:
     )
     tls_san: Tuple[str, ...] = setting(
         kind=list,
-        commands=(INIT,),
+        commands=(INIT, SETTINGS),
         metavar="NAME_OR_IP",
         help="a DNS name or IP address clients reach the server at, besides localhost, 127.0.0.1, ::1 and the "
         "host name; repeat for several (a certificate lacking one is reissued)",
@@ -160,6 +160,15 @@ def convert(field, value, where, from_text=False):
     if choices and value not in choices:
         raise SettingsError("%s: %s must be one of %s, not %r" % (where, field.name, ", ".join(choices), value))
     return value
+
+
+def masked_url(url):
+    """url with its password, if any, replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":%s@" % parts.password, ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 def read_file(path):

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import secrets
@@ -134,10 +135,23 @@ def run(settings):
     )
 
 
+def show_settings(settings):
+    """Print the settings in effect as a configuration file; a database password is masked."""
+    for field in config.fields():
+        value = getattr(settings, field.name)
+        if value is None:
+            continue
+        if field.name == "database_url":
+            value = config.masked_url(value)
+        print("%s = %s" % (field.name, json.dumps(list(value) if isinstance(value, tuple) else value)))
+    return 0
+
+
 COMMANDS = {
     config.INIT: (init, "create the database, vault key, admin token and TLS certificate"),
     config.MIGRATE: (migrate_command, "bring the database schema up to date (after installing a new version)"),
     config.RUN: (run, "serve CMP, EST and the REST API"),
+    config.SETTINGS: (show_settings, "check the settings and print those in effect (the database password masked)"),
 }
 
 
