@@ -60,7 +60,48 @@ def urllib_transport(url, body, content_type):
     return status, headers.get("Content-Type"), data
 
 
-class Server:
+class ServerClient:
+    """What a test talks to: a server's HTTPS URL (verified with ca_file), its plain-HTTP URL for CMP, CRLs
+    and /healthz (cmp_url), and the REST API with its admin token."""
+
+    def __init__(self, url, cmp_url, ca_file, token):
+        self.url = url
+        # Where CMP clients post: the plain-HTTP listener (CMP messages protect themselves).
+        self.cmp_url = cmp_url
+        self.ca_file = Path(ca_file)
+        self.token = token
+        self.tls = tls_context(str(self.ca_file))
+
+    def api(self, method, path, payload=None, token=None):
+        """(status, decoded JSON or None) of a management API call."""
+        headers = {"Authorization": "Bearer " + (self.token if token is None else token)}
+        body = None
+        if payload is not None:
+            body = json.dumps(payload).encode()
+            headers["Content-Type"] = "application/json"
+        status, _headers, data = http(method, self.url + "/api/v1" + path, body, headers, context=self.tls)
+        return status, (json.loads(data) if data else None)
+
+    def create_domain(self, name=None, **fields):
+        name = name or "d-" + uuid.uuid4().hex[:10]
+        status, body = self.api("POST", "/domains", dict(name=name, **fields))
+        assert status == 201, body
+        return body
+
+    def create_device(self, domain, name=None, method="cmp_shared_secret"):
+        """(device, shared secret) of a new device."""
+        name = name or "dev-" + uuid.uuid4().hex[:10]
+        status, body = self.api("POST", "/devices", {"name": name, "domain": domain, "onboarding_method": method})
+        assert status == 201, body
+        return body["device"], body["shared_secret"]
+
+    def device(self, device_id):
+        status, body = self.api("GET", "/devices/%d" % device_id)
+        assert status == 200, body
+        return body
+
+
+class Server(ServerClient):
     """A `trustpoint-server run` process with its data directory and admin token.
 
     HTTPS on url (127.0.0.1:port), verified with ca_file (DATA/tls-ca.pem); plain HTTP for CMP, CRLs
@@ -71,16 +112,16 @@ class Server:
         self.data_dir = Path(data_dir)
         self.port = port
         self.plain_port = plain_port or free_port()
-        self.url = "https://127.0.0.1:%d" % port
-        # Where CMP clients post: the plain-HTTP listener (CMP messages protect themselves).
-        self.cmp_url = "http://127.0.0.1:%d" % self.plain_port
-        # The trust anchor: init's TLS CA, or the operator's for a server given --tls-cert.
-        self.ca_file = Path(ca_file) if ca_file else self.data_dir / "tls-ca.pem"
         subprocess.run(
             [str(BIN / "trustpoint-server"), "init", "--data-dir", str(self.data_dir)], check=True, capture_output=True
         )
-        self.token = (self.data_dir / "admin-token").read_text().strip()
-        self.tls = tls_context(str(self.ca_file))
+        super().__init__(
+            "https://127.0.0.1:%d" % port,
+            "http://127.0.0.1:%d" % self.plain_port,
+            # The trust anchor: init's TLS CA, or the operator's for a server given --tls-cert.
+            ca_file or self.data_dir / "tls-ca.pem",
+            (self.data_dir / "admin-token").read_text().strip(),
+        )
         self.log_path = self.data_dir / "server.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (open for the process's lifetime)
         self.process = subprocess.Popen(
@@ -113,6 +154,11 @@ class Server:
                 raise RuntimeError("server did not start:\n" + self.log())
             time.sleep(0.1)
 
+    def data_file(self, name):
+        """The content of a file in the data directory, None when there is none."""
+        path = self.data_dir / name
+        return path.read_bytes() if path.exists() else None
+
     def log(self):
         return self.log_path.read_text(errors="replace")
 
@@ -125,34 +171,6 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
-
-    def api(self, method, path, payload=None, token=None):
-        """(status, decoded JSON or None) of a management API call."""
-        headers = {"Authorization": "Bearer " + (self.token if token is None else token)}
-        body = None
-        if payload is not None:
-            body = json.dumps(payload).encode()
-            headers["Content-Type"] = "application/json"
-        status, _headers, data = http(method, self.url + "/api/v1" + path, body, headers, context=self.tls)
-        return status, (json.loads(data) if data else None)
-
-    def create_domain(self, name=None, **fields):
-        name = name or "d-" + uuid.uuid4().hex[:10]
-        status, body = self.api("POST", "/domains", dict(name=name, **fields))
-        assert status == 201, body
-        return body
-
-    def create_device(self, domain, name=None, method="cmp_shared_secret"):
-        """(device, shared secret) of a new device."""
-        name = name or "dev-" + uuid.uuid4().hex[:10]
-        status, body = self.api("POST", "/devices", {"name": name, "domain": domain, "onboarding_method": method})
-        assert status == 201, body
-        return body["device"], body["shared_secret"]
-
-    def device(self, device_id):
-        status, body = self.api("GET", "/devices/%d" % device_id)
-        assert status == 200, body
-        return body
 
 
 @pytest.fixture(scope="session")

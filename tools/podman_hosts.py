@@ -31,11 +31,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import testbed  # noqa: E402 (the namespace and bridge helpers, shared with the device testbed)
-from testbed import TestbedError, Tools, log, read_json, run, write_file, write_json  # noqa: E402
+import testbed
+from testbed import TestbedError, Tools, log, read_json, run, write_file, write_json
 
 IMAGE = "localhost/trustpoint-debian:12"
 SUITE = "bookworm"
@@ -43,12 +43,12 @@ SUITE = "bookworm"
 # what the role finds installed instead of fetching it (these hosts reach no package mirror).
 IMAGE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "tini", "python3", "python3-venv",
-    "iproute2", "procps", "ca-certificates", "curl", "openssl",
+    "iproute2", "procps", "ca-certificates", "curl", "openssl", "python3-apt",
 )  # fmt: skip
 STATE_FILE = "podman-hosts-state.json"
 KINDS = ("systemd", "plain")
 # Podman 4.3 with crun cannot set RLIMIT_NOFILE here; runc can, given explicit limits.
-PODMAN = ["podman", "--runtime", "runc"]
+PODMAN = ["podman", "--runtime", "runc"]  # resolved to absolute paths by podman()
 ULIMITS = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]
 SSHD_DROP_IN = """# tools/podman_hosts.py: the host key is this container's own (bind-mounted)
 HostKey /etc/ssh/ssh_host_ed25519_key
@@ -59,8 +59,15 @@ UseDNS no
 """
 
 
+def exe(name: str) -> str:
+    path = shutil.which(name, path=testbed.SBIN_PATH)
+    if path is None:
+        raise TestbedError(f"{name} is not installed; run tools/setup-system.sh")
+    return path
+
+
 def podman(*args: str, check: bool = True, what: str = "") -> subprocess.CompletedProcess:
-    return run([*PODMAN, *args], check=check, what=what or "podman " + args[0])
+    return run([exe("podman"), *PODMAN[1:], *args], check=check, what=what or "podman " + args[0])
 
 
 def debian_mirror() -> str:
@@ -86,15 +93,20 @@ def cmd_image(args: argparse.Namespace) -> None:
     if not args.force and podman("image", "exists", args.name, check=False).returncode == 0:
         log(f"image {args.name} exists")
         return
-    if shutil.which("debootstrap", path=testbed.SBIN_PATH) is None:
-        raise TestbedError("debootstrap is not installed; run tools/setup-system.sh")
     mirror = args.mirror or debian_mirror()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tps-rootfs-", dir="/var/tmp") as tmp:
         rootfs = Path(tmp) / "rootfs"
         log(f"debootstrap {SUITE} from {mirror} into {rootfs}")
         run(
-            ["debootstrap", "--variant=minbase", "--include=" + ",".join(IMAGE_PACKAGES), SUITE, str(rootfs), mirror],
+            [
+                exe("debootstrap"),
+                "--variant=minbase",
+                "--include=" + ",".join(IMAGE_PACKAGES),
+                SUITE,
+                str(rootfs),
+                mirror,
+            ],
             what="debootstrap",
         )
         # Every container gets its own host key (bind-mounted by `up`); none is baked into the image.
@@ -107,10 +119,9 @@ def cmd_image(args: argparse.Namespace) -> None:
         for unit in ("getty@tty1.service", "console-getty.service"):
             (rootfs / "etc/systemd/system" / unit).unlink(missing_ok=True)
             (rootfs / "etc/systemd/system" / unit).symlink_to("/dev/null")
-        # apt in the image points at the same mirror (the hosts reach it only if the machine routes them).
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        tar = subprocess.Popen([exe("tar"), "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         imported = subprocess.run(
-            [*PODMAN, "import", "--change", "CMD=/lib/systemd/systemd", "-", args.name],
+            [exe("podman"), *PODMAN[1:], "import", "--change", "CMD=/lib/systemd/systemd", "-", args.name],
             stdin=tar.stdout,
             capture_output=True,
             text=True,
@@ -170,14 +181,18 @@ def start_container(tools: Tools, host: Container, directory: Path, bridge: str,
         # Unit hardening (ProtectSystem, PrivateTmp, ...) builds mount namespaces: SYS_ADMIN.
         podman(*common, "--systemd=always", "--cap-add", "SYS_ADMIN", image, "/lib/systemd/systemd")
     else:
-        podman(*common, "--systemd=false", image, "sh", "-c", "mkdir -p /run/sshd && exec tini -s -- /usr/sbin/sshd -D -e")
+        podman(
+            *common, "--systemd=false", image, "sh", "-c", "mkdir -p /run/sshd && exec tini -s -- /usr/sbin/sshd -D -e"
+        )
 
 
 def write_known_hosts(directory: Path, hosts: Sequence[Container]) -> None:
     """Replace the lines of these hosts' addresses in DIR/known_hosts, keep the others (the testbed's)."""
     path = directory / "known_hosts"
     ours = {h.address for h in hosts}
-    lines = [line for line in (path.read_text().splitlines() if path.exists() else []) if line.split(" ")[0] not in ours]
+    lines = [
+        line for line in (path.read_text().splitlines() if path.exists() else []) if line.split(" ")[0] not in ours
+    ]
     for host in hosts:
         key = (directory / host.name / "ssh_host_ed25519_key.pub").read_text().split()
         lines.append(f"{host.address} {key[0]} {key[1]} {host.name}")

@@ -88,8 +88,12 @@ class PostgresCluster:
 
     SUPERUSER = "postgres"
 
-    def __init__(self, database="trustpoint", user="trustpoint"):
+    def __init__(self, database="trustpoint", user="trustpoint", listen=("127.0.0.1",), allow=()):
+        """listen: addresses the postmaster listens on; allow: further networks (CIDR) the login role may
+        connect from, with its password (127.0.0.1 always may)."""
         require_psycopg()
+        self.listen = tuple(listen)
+        self.allow = tuple(allow)
         self.bindir = server_bindir()
         self.database = database
         self.user = user
@@ -117,7 +121,11 @@ class PostgresCluster:
 
     @property
     def url(self):
-        return "postgresql+psycopg://%s:%s@127.0.0.1:%d/%s" % (self.user, self.password, self.port, self.database)
+        return self.url_at("127.0.0.1")
+
+    def url_at(self, address):
+        """SQLAlchemy's URL of the database at one of the addresses it listens on."""
+        return "postgresql+psycopg://%s:%s@%s:%d/%s" % (self.user, self.password, address, self.port, self.database)
 
     def _run(self, tool, *args):
         result = subprocess.run(
@@ -146,7 +154,7 @@ class PostgresCluster:
             "--auth-host", "scram-sha-256", "--encoding", "UTF8", "--no-locale", "--no-sync",
         )  # fmt: skip
         settings = {
-            "listen_addresses": "'127.0.0.1'",
+            "listen_addresses": "'%s'" % ",".join(self.listen),
             "port": str(self.port),
             "unix_socket_directories": "'%s'" % self.root,
             "max_connections": "100",
@@ -158,6 +166,10 @@ class PostgresCluster:
         with open(str(self.data / "postgresql.conf"), "a") as handle:
             handle.write("\n# the test's throwaway cluster\n")
             handle.writelines("%s = %s\n" % item for item in settings.items())
+        with open(str(self.data / "pg_hba.conf"), "a") as handle:
+            handle.writelines(
+                "host %s %s %s scram-sha-256\n" % (self.database, self.user, network) for network in self.allow
+            )
         # The postmaster runs as our child (through runuser, which waits for it), not daemonized by
         # pg_ctl: stop() reaps it, and nothing of it outlives the test session.
         self._log = open(str(self.log_path), "ab")  # noqa: SIM115 (open for the postmaster's lifetime)

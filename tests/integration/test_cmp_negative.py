@@ -825,8 +825,8 @@ def test_expired_credential(server, domain, onboarded, tmp_path, monkeypatch):
     real clock is accepted.
     """
     from trustpoint_server.app import create_app
-    from trustpoint_server.settings import Settings
     from trustpoint_server.services import identity
+    from trustpoint_server.settings import Settings
 
     copy = tmp_path / "data"
     copy.mkdir()

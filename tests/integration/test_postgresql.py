@@ -2,6 +2,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Two server instances on one PostgreSQL database, as docs/server.md describes for a load balancer.
 
+Every test runs twice: against two local processes, and against two hosts deployed by the
+trustpoint_server role (role_hosts.py: a systemd container and one without a service manager).
+
 A throwaway PostgreSQL cluster (postgres_cluster.py) holds the database; `trustpoint-server init
 --database-url postgresql+psycopg://...` creates the schema, and two `trustpoint-server run` processes
 with their own data directories (the second a copy of the first's vault.key, admin token and TLS files)
@@ -22,6 +25,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import role_hosts
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from cmp_helpers import (
@@ -65,17 +69,7 @@ TABLES = {
 SHARED_FILES = ("vault.key", "admin-token", "tls-ca.pem", "tls-ca-key.vault", "tls-cert.pem", "tls-key.pem")
 
 
-@pytest.fixture(scope="module")
-def postgres():
-    cluster = PostgresCluster()
-    yield cluster
-    cluster.stop()
-    assert cluster.processes() == [], "PostgreSQL processes outlived the test"
-    assert not cluster.root.exists()
-
-
-@pytest.fixture(scope="module")
-def instances(postgres, tmp_path_factory):
+def start_processes(postgres, tmp_path_factory):
     """(A, B): two `trustpoint-server run` processes on the one database."""
     dir_a = tmp_path_factory.mktemp("instance-a")
     result = subprocess.run(
@@ -97,10 +91,62 @@ def instances(postgres, tmp_path_factory):
             patch.setenv("TRUSTPOINT_DATABASE_URL", postgres.url)
             for data_dir in (dir_a, dir_b):
                 started.append(Server(data_dir, free_port(), extra_args=("--database-url", postgres.url)))
-        yield tuple(started)
-    finally:
+    except BaseException:
         for server in started:
             server.stop()
+        raise
+    return tuple(started)
+
+
+def stop_cluster(cluster):
+    cluster.stop()
+    assert cluster.processes() == [], "PostgreSQL processes outlived the test"
+    assert not cluster.root.exists()
+
+
+@pytest.fixture(scope="module", params=["processes", "role"])
+def deployment(request, tmp_path_factory):
+    """(cluster, (A, B)): two instances on one PostgreSQL database, either two local processes or, through
+    the trustpoint_server role, two hosts (a systemd one and one without a service manager) whose second
+    takes the first's vault key, TLS CA and admin token (trustpoint_server_primary_host)."""
+    if request.param == "processes":
+        cluster = PostgresCluster()
+        try:
+            instances = start_processes(cluster, tmp_path_factory)
+            try:
+                yield cluster, instances
+            finally:
+                for server in instances:
+                    server.stop()
+        finally:
+            stop_cluster(cluster)
+        return
+    role_hosts.require_podman()
+    hosts = role_hosts.PodmanHosts(tmp_path_factory.mktemp("role-hosts"), "pg1:41:systemd", "pg2:42:plain")
+    try:
+        # The hosts reach the database over the bridge; the tests query it over loopback.
+        cluster = PostgresCluster(listen=("127.0.0.1", role_hosts.GATEWAY), allow=(role_hosts.SUBNET + ".0/24",))
+        try:
+            deployed = hosts.deploy(
+                {"pg2": {"trustpoint_server_primary_host": "pg1"}},
+                trustpoint_server_database_url=cluster.url_at(role_hosts.GATEWAY),
+            )
+            yield cluster, (deployed["pg1"], deployed["pg2"])
+        finally:
+            stop_cluster(cluster)
+    finally:
+        hosts.down()
+
+
+@pytest.fixture(scope="module")
+def postgres(deployment):
+    return deployment[0]
+
+
+@pytest.fixture(scope="module")
+def instances(deployment):
+    """(A, B): two server instances on the one database."""
+    return deployment[1]
 
 
 @pytest.fixture
@@ -220,13 +266,12 @@ def test_init_creates_the_schema_in_postgresql(postgres, instances):
         engine.dispose()
     assert postgres.query("SELECT name FROM api_token") == [("admin",)]
     for server in instances:
-        assert not (server.data_dir / "trustpoint.db").exists(), list(server.data_dir.iterdir())
+        assert server.data_file("trustpoint.db") is None
         status, body = server.api("GET", "/domains")
         assert status == 200, body
-    # Both serve the one TLS certificate.
-    assert (instances[0].data_dir / "tls-cert.pem").read_bytes() == (
-        instances[1].data_dir / "tls-cert.pem"
-    ).read_bytes()
+    # One TLS CA, one vault key: a client that trusts one instance trusts the other.
+    for name in ("tls-ca.pem", "vault.key"):
+        assert instances[0].data_file(name) == instances[1].data_file(name) is not None, name
 
 
 def test_what_a_writes_b_serves(instances, workdir):

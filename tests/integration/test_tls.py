@@ -632,8 +632,8 @@ def test_client_certificate_reaches_the_handler_under_gunicorn(server, domain_cr
 def test_client_certificate_without_tls_is_none(server):
     """Outside a TLS connection (plain HTTP, the test client) there is no client certificate."""
     from trustpoint_server.app import create_app
-    from trustpoint_server.settings import Settings
     from trustpoint_server.protocols import wire
+    from trustpoint_server.settings import Settings
 
     app = create_app(Settings(data_dir=str(server.data_dir)))
     with app.test_request_context("/healthz"):

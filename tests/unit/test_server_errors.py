@@ -10,8 +10,8 @@ import subprocess
 import pytest
 from conftest import BIN
 from trustpoint_server.app import create_app
-from trustpoint_server.settings import Settings
 from trustpoint_server.protocols import est
+from trustpoint_server.settings import Settings
 
 
 @pytest.fixture

@@ -70,7 +70,7 @@ def test_a_bad_environment_variable_is_named(tmp_path):
 
 
 def test_a_missing_file_is_named(tmp_path):
-    with pytest.raises(SettingsError, match="cannot read the configuration file .*nothing.toml: No such file"):
+    with pytest.raises(SettingsError, match=r"cannot read the configuration file .*nothing\.toml: No such file"):
         Settings.load({}, environ={}, config_file=str(tmp_path / "nothing.toml"))
 
 
