@@ -18,6 +18,10 @@ packages=(
   libstrongswan-standard-plugins
   libstrongswan-extra-plugins
   postgresql         # PostgreSQL 15 server binaries: the multi-instance tests run a throwaway cluster
+  podman             # the server role's hosts with a filesystem of their own (tools/podman_hosts.py)
+  runc               # Podman's runtime here (crun cannot set RLIMIT_NOFILE in this sandbox)
+  debootstrap        # builds the Debian image of those hosts (localhost/trustpoint-debian:12)
+  systemd            # systemd-analyze verify: the role's unit checked without systemd as PID 1
 )
 
 missing=()
