@@ -135,8 +135,8 @@ def cmd_image(args: argparse.Namespace) -> None:
 
 class Container(testbed.Host):
     def __init__(self, spec: str, prefix: str, subnet: str) -> None:
-        name, _, rest = spec.partition(":")
-        octet, _, kind = rest.partition(":")
+        name, _sep, rest = spec.partition(":")
+        octet, _sep, kind = rest.partition(":")
         kind = kind or "systemd"
         if kind not in KINDS:
             raise TestbedError(f"--host {spec!r}: the kind must be one of {', '.join(KINDS)}")

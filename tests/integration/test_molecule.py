@@ -3,7 +3,8 @@
 """Run every Molecule scenario (molecule/<scenario>/molecule.yml) as one pytest test.
 
 CI counts pytest results, so each `molecule test -s <scenario>` is a parametrized test here. The
-scenarios build real SSH hosts from network namespaces (tools/testbed.py), which needs root.
+scenarios build real SSH hosts from network namespaces (tools/testbed.py) and Podman containers
+(tools/podman_hosts.py, the `server` scenario), which needs root.
 """
 
 from __future__ import annotations

@@ -271,7 +271,8 @@ def test_init_creates_the_schema_in_postgresql(postgres, instances):
         assert status == 200, body
     # One TLS CA, one vault key: a client that trusts one instance trusts the other.
     for name in ("tls-ca.pem", "vault.key"):
-        assert instances[0].data_file(name) == instances[1].data_file(name) is not None, name
+        first, second = (server.data_file(name) for server in instances)
+        assert first is not None and first == second, name
 
 
 def test_what_a_writes_b_serves(instances, workdir):

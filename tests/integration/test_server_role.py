@@ -78,9 +78,16 @@ def test_the_unit_verifies_and_binds_low_ports_only_when_asked(tmp_path, port, c
     unit = render(tmp_path, "trustpoint-server.service.j2", trustpoint_server_listen=["0.0.0.0:%d" % port])
     text = unit.read_text()
     assert capability in text
-    for line in ("ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes", "ReadWritePaths=/var/lib/trustpoint-server"):
+    for line in (
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "ReadWritePaths=/var/lib/trustpoint-server",
+    ):
         assert line + "\n" in text
-    assert "ExecStart=%s/opt/venv/bin/trustpoint-server run --config %s/etc/server.toml\n" % (tmp_path, tmp_path) in text
+    assert (
+        "ExecStart=%s/opt/venv/bin/trustpoint-server run --config %s/etc/server.toml\n" % (tmp_path, tmp_path) in text
+    )
     result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False)
     problems = [line for line in (result.stdout + result.stderr).splitlines() if unit.name in line]
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
@@ -101,7 +108,7 @@ def test_the_configuration_file_is_one_the_service_accepts(tmp_path):
         tmp_path,
         "server.toml.j2",
         trustpoint_server_listen_plain=["0.0.0.0:8080"],
-        trustpoint_server_database_url="postgresql+psycopg://tp:pa\"ss@db/tp",
+        trustpoint_server_database_url='postgresql+psycopg://tp:pa"ss@db/tp',
         trustpoint_server_settings={"workers": 3, "est_default_domain": "plant1"},
     )
     result = subprocess.run(
@@ -149,7 +156,7 @@ def test_an_unknown_setting_fails_before_the_file_is_replaced(tmp_path):
         ({"trustpoint_server_listen": [], "trustpoint_server_listen_plain": []}, "must hold at least one address"),
         ({"trustpoint_server_tls_cert_src": "/etc/hostname"}, "trustpoint_server_tls_cert_src and"),
         ({"trustpoint_server_database_url": "mysql://x/y"}, "trustpoint_server_database_url must be empty"),
-        ({"trustpoint_server_service_manager": "sysvinit", "ansible_facts": {"service_mgr": "x", "os_family": "RedHat"}},
+        ({"trustpoint_server_service_manager": "sysvinit", "ansible_facts": {"service_mgr": "x", "os_family": "EL"}},
          "sysvinit is supported on Debian hosts only"),
         ({"trustpoint_server_primary_host": "nowhere"}, "must be a host of the inventory"),
         ({"trustpoint_server_wheelhouse": "/nonexistent"}, "trustpoint_server_wheelhouse a directory"),
