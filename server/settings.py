@@ -40,7 +40,8 @@ class SettingsError(ValueError):
 
 def setting(default=None, *, kind=str, help, commands=(RUN, SETTINGS), metavar=None, choices=None):
     """A field that is a setting. kind: str, int, bool or list (of strings, a tuple once loaded)."""
-    # pylint: disable-next=invalid-field-call (returned into the Settings dataclass's body)
+    # Returned into the body of the Settings dataclass, where field() belongs.
+    # pylint: disable-next=invalid-field-call
     return dataclasses.field(
         default=tuple(default or ()) if kind is list else default,
         metadata={"kind": kind, "help": help, "commands": commands, "metavar": metavar, "choices": choices},
