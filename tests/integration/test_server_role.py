@@ -156,6 +156,7 @@ def test_an_unknown_setting_fails_before_the_file_is_replaced(tmp_path):
         ({"trustpoint_server_listen": [], "trustpoint_server_listen_plain": []}, "must hold at least one address"),
         ({"trustpoint_server_tls_cert_src": "/etc/hostname"}, "trustpoint_server_tls_cert_src and"),
         ({"trustpoint_server_database_url": "mysql://x/y"}, "trustpoint_server_database_url must be empty"),
+        ({"trustpoint_server_tls_san": ["tp.example.com", "plant 1"]}, "trustpoint_server_tls_san must hold DNS names"),
         ({"trustpoint_server_service_manager": "sysvinit", "ansible_facts": {"service_mgr": "x", "os_family": "EL"}},
          "sysvinit is supported on Debian hosts only"),
         ({"trustpoint_server_primary_host": "nowhere"}, "must be a host of the inventory"),
