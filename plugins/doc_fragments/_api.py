@@ -14,9 +14,9 @@ options:
     description:
       - Bearer token of the Trustpoint management API. C(trustpoint-server init) writes the first
         one to C(<data dir>/admin-token).
-      - If not set, the environment variable E(TRUSTPOINT_API_TOKEN) is used.
+      - If not set, the environment variable E(TRUSTPOINT_API_TOKEN) is used. The module fails when neither is
+        set.
     type: str
-    required: true
 notes:
   - These modules talk to the server's REST API. Run them on the controller (C(delegate_to) V(localhost)),
     not on the devices.

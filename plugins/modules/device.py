@@ -170,84 +170,35 @@ password:
   type: str
 """
 
-from urllib.parse import quote
-
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.trustpoint.pki.plugins.module_utils._ansible import devices
 from ansible_collections.trustpoint.pki.plugins.module_utils._ansible.connection import (
     API_ARGS,
     CONNECTION_ARGS,
     run_api,
 )
 
-METHODS = ("cmp_shared_secret", "cmp_idevid", "est_password", "est_idevid")
-# The methods that onboard with a one-time secret the server hands out.
-SECRET_METHODS = ("cmp_shared_secret", "est_password")
-
-
-def _settings(device):
-    """What the diff shows of a device (never its secret)."""
-    return {k: device[k] for k in ("name", "domain", "onboarding_method", "status") if k in device}
-
 
 def _ensure(module, api):
     params = module.params
-    matches = api.request("GET", "/devices?name=" + quote(params["name"], safe=""))
-    current = matches[0] if matches else None
-    before = _settings(current) if current else {}
-    result = {"changed": False}
-
+    current = devices.find_one(api, params["name"])
     if params["state"] == "absent":
-        if current is not None:
-            result["changed"] = True
-            if not module.check_mode:
-                api.request("DELETE", "/devices/%d" % current["id"])
-        result["diff"] = {"before": before, "after": {}}
+        result = {"changed": current is not None}
+        if current is not None and not module.check_mode:
+            api.request("DELETE", "/devices/%d" % current["id"])
+        result["diff"] = {"before": devices.settings(current) if current else {}, "after": {}}
         return result
-
-    if current is None:
-        if params["onboarding_method"] == "est_password" and ":" in params["name"]:
-            module.fail_json(
-                msg="device name %s contains ':', which an est_password device cannot have (its name is the HTTP "
-                "Basic user-id, which ends at the first ':'); choose another name" % params["name"]
-            )
-        result["changed"] = True
-        request = {
-            "name": params["name"],
-            "domain": params["domain"],
-            "onboarding_method": params["onboarding_method"],
-        }
-        if params["serial_number"] is not None:
-            request["serial_number"] = params["serial_number"]
-        if module.check_mode:
-            device = dict(request, status="pending")
-        else:
-            created = api.request("POST", "/devices", request)
-            device = created.pop("device")
-            result.update(created)  # shared_secret or password, if the method has one
-    else:
-        for field in ("domain", "onboarding_method"):
-            if current[field] != params[field]:
-                module.fail_json(
-                    msg="device %s exists with %s %s, not %s; delete it (state=absent) and register it again to "
-                    "change that" % (params["name"], field, current[field], params[field])
-                )
-        device = current
-        if params["regenerate_secret"] and params["onboarding_method"] in SECRET_METHODS:
-            result["changed"] = True
-            if not module.check_mode:
-                renewed = api.request("POST", "/devices/%d/secret" % current["id"])
-                device = renewed.pop("device")
-                result.update(renewed)
-    result["device"] = device
-    result["diff"] = {"before": before, "after": _settings(device)}
-    return result
+    try:
+        return devices.ensure(api, params, current, module.check_mode)
+    except devices.Conflict as exc:
+        module.fail_json(msg=str(exc))
 
 
 def main():
     argument_spec = dict(
         name=dict(type="str", required=True),
         domain=dict(type="str"),
-        onboarding_method=dict(type="str", default="cmp_shared_secret", choices=list(METHODS)),
+        onboarding_method=dict(type="str", default="cmp_shared_secret", choices=list(devices.METHODS)),
         serial_number=dict(type="str"),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         regenerate_secret=dict(type="bool", default=False, no_log=False),

@@ -171,6 +171,34 @@ options:
     type: str
     choices: [auto, python, openssl]
     default: auto
+  ca_content:
+    description:
+      - PEM of the server's TLS trust anchor (for example C(tls-ca.pem) of C(trustpoint-server init)). The module
+        writes it to O(ca_path) (mode V(0644)) when the file differs, before it contacts the server, so that a
+        playbook needs no separate copy task. Requires O(ca_path).
+    type: str
+  create_directories:
+    description:
+      - Create the missing directories of O(key_path), O(certificate_path), O(chain_path) and O(ca_path) (mode
+        V(0755)) instead of failing.
+    type: bool
+    default: false
+  expected_fingerprint:
+    description:
+      - SHA-256 fingerprint (hex) of the certificate the server holds as the device's active domain credential,
+        for example C(credential.fingerprint_sha256) of M(trustpoint.pki.device_info).
+      - When set, a credential in the files with another fingerprint counts as one the server no longer knows:
+        the device must onboard again, as with O(force).
+    type: str
+  onboard:
+    description:
+      - Whether this run may onboard. With V(false) the module keeps or renews a credential and, when the device
+        must onboard, stops before contacting the server and returns RV(needs_onboarding=true), so that a playbook
+        can register the device or issue a one-time secret first and call the module again.
+      - Inputs onboarding needs besides the secret (IDevID files, O(ca_path) for the V(openssl) backend) are
+        checked all the same.
+    type: bool
+    default: true
   force:
     description:
       - With O(state=present), onboard again (RV(action=enroll), with the secret or the IDevID) even when the
@@ -200,7 +228,10 @@ seealso:
 EXAMPLES = r"""
 - name: Enroll the domain credential (register the device first with trustpoint.pki.device)
   trustpoint.pki.enroll:
-    server_url: http://trustpoint.example.com:8080
+    server_url: https://trustpoint.example.com:8443
+    ca_path: /etc/trustpoint/tls-ca.pem
+    ca_content: "{{ lookup('ansible.builtin.file', 'tp-data/tls-ca.pem') }}"
+    create_directories: true
     domain: plant1
     device_id: "{{ tp_device.device.id }}"
     shared_secret: "{{ tp_device.shared_secret }}"
@@ -210,7 +241,8 @@ EXAMPLES = r"""
 
 - name: Ask whether a device needs a credential (no secret needed in check mode)
   trustpoint.pki.enroll:
-    server_url: http://trustpoint.example.com:8080
+    server_url: https://trustpoint.example.com:8443
+    ca_path: /etc/trustpoint/tls-ca.pem
     domain: plant1
     key_path: /etc/trustpoint/domain_credential.key
     certificate_path: /etc/trustpoint/domain_credential.pem
@@ -221,7 +253,7 @@ EXAMPLES = r"""
 
 - name: Onboard with the device's IDevID (a DevID registration on the server admits it)
   trustpoint.pki.enroll:
-    server_url: https://trustpoint.example.com
+    server_url: https://trustpoint.example.com:8443
     ca_path: /etc/trustpoint/tls-ca.pem
     domain: plant1
     method: cmp_idevid
@@ -234,7 +266,7 @@ EXAMPLES = r"""
 
 - name: Renew every credential that expires within 60 days (kur, new key, no secret)
   trustpoint.pki.enroll:
-    server_url: https://trustpoint.example.com
+    server_url: https://trustpoint.example.com:8443
     ca_path: /etc/trustpoint/tls-ca.pem
     domain: plant1
     renew_before_days: 60
@@ -244,7 +276,7 @@ EXAMPLES = r"""
 
 - name: Decommission the device's credential (revoke it, delete the files)
   trustpoint.pki.enroll:
-    server_url: https://trustpoint.example.com
+    server_url: https://trustpoint.example.com:8443
     ca_path: /etc/trustpoint/tls-ca.pem
     domain: plant1
     state: absent
@@ -252,9 +284,22 @@ EXAMPLES = r"""
     certificate_path: /etc/trustpoint/domain_credential.pem
     chain_path: /etc/trustpoint/domain_chain.pem
 
+- name: Keep or renew the credential the server counts; onboard later if needed (two-step playbooks)
+  trustpoint.pki.enroll:
+    server_url: https://trustpoint.example.com:8443
+    ca_path: /etc/trustpoint/tls-ca.pem
+    domain: plant1
+    expected_fingerprint: "{{ tp_known.devices[0].credential.fingerprint_sha256 }}"
+    onboard: false
+    key_path: /etc/trustpoint/domain_credential.key
+    certificate_path: /etc/trustpoint/domain_credential.pem
+    chain_path: /etc/trustpoint/domain_chain.pem
+  register: tp_probe
+
 - name: Enroll with the OpenSSL command line on a device without Python crypto libraries
   trustpoint.pki.enroll:
-    server_url: http://trustpoint.example.com:8080
+    server_url: https://trustpoint.example.com:8443
+    ca_path: /etc/trustpoint/tls-ca.pem
     domain: plant1
     device_id: 12
     shared_secret: "{{ vault_device_secret }}"
@@ -296,6 +341,13 @@ backend:
   returned: always
   type: str
   sample: python
+needs_onboarding:
+  description:
+    - With O(state=present), whether the device must onboard (a new credential authenticated by its secret or
+      IDevID). With O(onboard=false) the module left that to the next call; otherwise RV(action=enroll).
+  returned: always
+  type: bool
+  sample: false
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -305,6 +357,7 @@ from ansible_collections.trustpoint.pki.plugins.module_utils._ansible.enroll_bac
     REVOCATION_REASONS,
     CredentialFiles,
     FileError,
+    place_support_files,
     select_backend,
 )
 from ansible_collections.trustpoint.pki.plugins.module_utils.errors import TrustpointError
@@ -365,7 +418,19 @@ def _action(module, files, inspection):
         return "revoke" if state in ("valid", "renew") else "remove"
     if module.params["force"]:
         return "enroll"
+    if state in ("valid", "renew") and _unknown_to_server(module, inspection):
+        return "enroll"
     return {"valid": "none", "renew": "renew"}.get(state, "enroll")
+
+
+def _fingerprint(text):
+    return text.replace(":", "").strip().lower()
+
+
+def _unknown_to_server(module, inspection):
+    """True when expected_fingerprint names another certificate than the one in the files."""
+    expected = module.params["expected_fingerprint"]
+    return bool(expected) and _fingerprint(expected) != inspection.certificate["fingerprint_sha256"]
 
 
 def _check_readable(module, name):
@@ -377,16 +442,38 @@ def _check_readable(module, name):
         module.fail_json(msg="cannot read %s %s: %s" % (name, path, exc.strerror or exc))
 
 
-def _check_inputs(module, action):
+def _check_transport(module, backend, action):
+    """Fail on what the backend needs to reach the server, before anything changes on either side."""
+    params = module.params
+    if action not in ("enroll", "renew", "revoke") or backend.name != "openssl":
+        return
+    if params["server_url"].startswith("https://") and params["validate_certs"] and not params["ca_path"]:
+        module.fail_json(
+            msg="the openssl backend verifies the server's TLS certificate only with ca_path (openssl cmp and curl "
+            "do not use the system trust store here): set ca_path (the playbooks' trustpoint_ca_path) to the "
+            "server's TLS trust anchor, tls-ca.pem in its data directory"
+        )
+    if params["method"].startswith("est_") and module.get_bin_path("curl") is None:
+        module.fail_json(msg="the openssl backend needs curl for EST (method %s); install it" % params["method"])
+
+
+def _check_inputs(module, action, secrets=True):
+    """Fail unless the inputs the action needs are there. secrets=False (a run that will not onboard yet) checks
+    only what the device itself must provide: the IDevID files."""
     params = module.params
     if action != "enroll":
         return
-    if params["method"] == "cmp_idevid":
-        missing = [n for n in ("idevid_certificate_path", "idevid_key_path", "ca_certificates") if not params[n]]
-        hint = "the IDevID, and the domain's CA chain to trust the server's answer"
-    elif params["method"] == "est_idevid":
+    if params["method"] in ("cmp_idevid", "est_idevid"):
         missing = [n for n in ("idevid_certificate_path", "idevid_key_path") if not params[n]]
-        hint = "the IDevID is the TLS client certificate"
+        if params["method"] == "cmp_idevid" and secrets and not params["ca_certificates"]:
+            missing.append("ca_certificates")
+        hint = (
+            "the IDevID, and the domain's CA chain to trust the server's answer"
+            if params["method"] == "cmp_idevid"
+            else "the IDevID is the TLS client certificate"
+        )
+    elif not secrets:
+        missing = []
     elif params["method"] == "est_password":
         missing = [n for n in ("username", "password") if params[n] in (None, "")]
         hint = "register the device with trustpoint.pki.device (regenerate_secret=true issues a new password)"
@@ -405,8 +492,18 @@ def _check_inputs(module, action):
 
 
 def _check_parameters(module, backend):
-    """Fail on ca_certificates or a subject that cannot be used, before looking at the files."""
+    """Fail on ca_certificates, ca_content or a subject that cannot be used, before looking at the files."""
     params = module.params
+    if params["ca_content"] is not None:
+        if not params["ca_path"]:
+            module.fail_json(msg="ca_content needs ca_path, the file on the device to write it to")
+        try:
+            backend.check_anchors(params["ca_content"])
+        except TrustpointError as exc:
+            module.fail_json(
+                msg="ca_content cannot be used: %s; give the server's TLS trust anchor in PEM (tls-ca.pem in its "
+                "data directory; the playbooks' trustpoint_ca_path)" % exc
+            )
     if params["ca_certificates"] is not None:
         try:
             backend.check_anchors(params["ca_certificates"])
@@ -457,6 +554,10 @@ def main():
         subject=dict(type="str", default="/CN=Trustpoint Domain Credential"),
         implicit_confirm=dict(type="bool", default=False),
         ca_certificates=dict(type="str"),
+        ca_content=dict(type="str"),
+        create_directories=dict(type="bool", default=False),
+        expected_fingerprint=dict(type="str"),
+        onboard=dict(type="bool", default=True),
         renew_before_days=dict(type="int", default=30),
         revocation_reason=dict(type="str", default="cessationOfOperation", choices=list(REVOCATION_REASONS)),
         backend=dict(type="str", default="auto", choices=["auto", "python", "openssl"]),
@@ -471,33 +572,62 @@ def main():
     files = CredentialFiles(module)
     inspection = backend.inspect(files, params["ca_certificates"], params["renew_before_days"])
     action = _action(module, files, inspection)
-    result = {"changed": action != "none", "action": action, "backend": backend.name, "reason": inspection.reason}
-    if params["force"] and action == "enroll" and inspection.state in ("valid", "renew"):
-        result["reason"] = "force: %s" % inspection.reason
+    needs_onboarding = params["state"] == "present" and action == "enroll"
+    postponed = needs_onboarding and not params["onboard"]
+    if postponed:
+        action = "none"
+    result = {
+        "changed": action != "none",
+        "action": action,
+        "backend": backend.name,
+        "reason": inspection.reason,
+        "needs_onboarding": needs_onboarding,
+    }
+    if needs_onboarding and inspection.state in ("valid", "renew"):
+        result["reason"] = "%s: %s" % (
+            "force" if params["force"] else "the server holds another certificate as the device's credential",
+            inspection.reason,
+        )
     key_mode = files.key_mode()
     before = _diff_view(inspection.certificate, key_mode)
     if inspection.certificate:
         result["certificate"] = inspection.certificate
 
+    # Everything this run needs is checked before anything changes, on the device or on the server.
+    _check_transport(module, backend, "enroll" if needs_onboarding else action)
+    if not module.check_mode:
+        _check_inputs(module, "enroll" if needs_onboarding else action, secrets=not postponed)
+    # The server's trust anchor and the directories are in place before the server is contacted.
+    placed = place_support_files(module, files)
+    if placed:
+        result["changed"] = True
+        before["ca_path"], after_ca = placed
+    else:
+        after_ca = None
+
+    def finish(after):
+        if after_ca is not None:
+            after["ca_path"] = after_ca
+        result["diff"] = {"before": before, "after": after}
+        module.exit_json(**result)
+
     if action == "none":
-        after = before
-        if params["state"] == "present":
+        after = dict(before)
+        after.pop("ca_path", None)
+        if params["state"] == "present" and inspection.certificate:
             # A valid credential stays; only a key readable by others is tightened.
             try:
-                result["changed"] = module.set_mode_if_different(files.key, KEY_MODE, False)
+                result["changed"] = module.set_mode_if_different(files.key, KEY_MODE, False) or result["changed"]
             except OSError as exc:
                 module.fail_json(msg="cannot change the mode of %s: %s" % (files.key, exc), **result)
             after = _diff_view(inspection.certificate, "%04o" % KEY_MODE)
-        result["diff"] = {"before": before, "after": after}
-        module.exit_json(**result)
+        finish(after)
     if module.check_mode:
         after = {} if params["state"] == "absent" else dict.fromkeys(DIFF_FIELDS, NEW_CERTIFICATE)
         if after:
             after["key_mode"] = "%04o" % KEY_MODE
-        result["diff"] = {"before": before, "after": after}
-        module.exit_json(**result)
+        finish(after)
 
-    _check_inputs(module, action)
     # Before the server is contacted: a run that cannot write the files must not spend a secret or revoke.
     if action in ("revoke", "remove"):
         files.check_directories(files.present())
@@ -516,7 +646,7 @@ def main():
             after = _diff_view(result["certificate"], "%04o" % KEY_MODE)
     except (TrustpointError, OSError) as exc:
         # Claim a change only for what did change: a file, or the revocation on the server.
-        result["changed"] = revoked or (isinstance(exc, FileError) and exc.changed)
+        result["changed"] = revoked or (isinstance(exc, FileError) and exc.changed) or bool(placed)
         prefix = "the credential was revoked, but its files were not deleted" if revoked else "%s failed" % action
         suffix = ""
         if isinstance(exc, FileError) and action in ("enroll", "renew"):
@@ -528,8 +658,7 @@ def main():
         module.fail_json(msg="%s: %s%s" % (prefix, exc, suffix), **result)
     finally:
         files.cleanup()
-    result["diff"] = {"before": before, "after": after}
-    module.exit_json(**result)
+    finish(after)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ def write_inventory(workdir, server, domain, device, credentials):
                             "trustpoint_ca_path": str(server.ca_file),
                             "trustpoint_api_token": server.token,
                             "trustpoint_credential_dir": str(credentials),
+                            "trustpoint_create_domain": True,
                         }
                     }
                 }

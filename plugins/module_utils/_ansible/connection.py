@@ -10,6 +10,7 @@ The only module_utils that import Ansible live in this package; the core beside 
 from __future__ import annotations
 
 import json
+import ssl
 from urllib.error import HTTPError, URLError
 
 from ansible.module_utils.basic import env_fallback
@@ -26,8 +27,29 @@ CONNECTION_ARGS = dict(
 )
 # Options of modules that use the management API (doc fragment trustpoint.pki.api).
 API_ARGS = dict(
-    api_token=dict(type="str", required=True, no_log=True, fallback=(env_fallback, ["TRUSTPOINT_API_TOKEN"])),
+    # Checked in run_api(), for a message that names the environment variable and the playbook variable.
+    api_token=dict(type="str", no_log=True, fallback=(env_fallback, ["TRUSTPOINT_API_TOKEN"])),
 )
+
+
+def _check_ca_path(module):
+    """Raise TransportError unless ca_path (when set) is a file this process can read."""
+    path = module.params.get("ca_path")
+    if not path:
+        return
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise TransportError(
+            "cannot read the CA file %s given as ca_path (the playbooks' trustpoint_ca_path): %s; give the server's "
+            "TLS trust anchor, tls-ca.pem in its data directory" % (path, exc.strerror or exc)
+        ) from exc
+
+
+def _tls_verification_failed(exc):
+    reason = getattr(exc, "reason", exc)
+    return isinstance(reason, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(reason)
 
 
 def _open(module, url, method="GET", data=None, headers=None, client_cert=None, client_key=None):
@@ -36,6 +58,7 @@ def _open(module, url, method="GET", data=None, headers=None, client_cert=None, 
     client_cert/client_key: a TLS client certificate and its key (PEM files), e.g. an IDevID for EST.
     """
     params = module.params
+    _check_ca_path(module)
     try:
         response = open_url(
             url,
@@ -53,6 +76,19 @@ def _open(module, url, method="GET", data=None, headers=None, client_cert=None, 
     except HTTPError as exc:
         return exc.code, exc.headers, exc.read() if exc.fp is not None else b""
     except (URLError, OSError, ValueError) as exc:
+        if _tls_verification_failed(exc):
+            raise TransportError(
+                "the TLS certificate of the Trustpoint server at %s does not verify (%s); %s"
+                % (
+                    url,
+                    getattr(exc, "reason", exc),
+                    "is ca_path (the playbooks' trustpoint_ca_path) the server's TLS trust anchor, tls-ca.pem in its "
+                    "data directory?"
+                    if params.get("ca_path")
+                    else "set ca_path (the playbooks' trustpoint_ca_path) to the server's TLS trust anchor, tls-ca.pem in "
+                    "its data directory",
+                )
+            ) from exc
         raise TransportError(
             "cannot reach the Trustpoint server at %s: %s" % (url, getattr(exc, "reason", exc))
         ) from exc
@@ -146,6 +182,11 @@ class TrustpointApi:
 
 def run_api(module, function):
     """Call function(api); turn connection and API errors into fail_json."""
+    if not (module.params.get("api_token") or "").strip():
+        module.fail_json(
+            msg="no API token: set api_token, or the environment variable TRUSTPOINT_API_TOKEN (the playbooks' "
+            "trustpoint_api_token); trustpoint-server init writes the first token to admin-token in its data directory"
+        )
     try:
         return function(TrustpointApi(module))
     except (ApiError, TransportError) as exc:

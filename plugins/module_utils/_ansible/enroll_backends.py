@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ from .connection import endpoint, http_sender, http_transport
 # The key file is private to its owner; certificates are public.
 KEY_MODE = 0o600
 CERT_MODE = 0o644
+DIRECTORY_MODE = 0o755
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\s*", re.S)
 # RFC 5280 reason codes, by the names the module takes.
 REVOCATION_REASONS = {
@@ -225,6 +227,76 @@ class CredentialFiles:
 def read(path):
     with open(path, "rb") as handle:
         return handle.read()
+
+
+def _missing_directories(paths):
+    """The directories of paths that do not exist, parents first."""
+    missing = []
+    for path in paths:
+        directory = os.path.dirname(os.path.abspath(path))
+        chain = []
+        while directory and not os.path.isdir(directory):
+            chain.append(directory)
+            directory = os.path.dirname(directory)
+        missing.extend(d for d in reversed(chain) if d not in missing)
+    return missing
+
+
+def place_support_files(module, files):
+    """Create the credential directories (create_directories) and write the server's TLS trust anchor
+    (ca_content) to ca_path, atomically and without following a symlink at ca_path. Honours check mode.
+
+    Returns None when nothing changed, else (before, after) of the trust anchor for the diff (its SHA-256, or
+    None where there is none)."""
+    params = module.params
+    changed = False
+    ca_path, content = params["ca_path"], params["ca_content"]
+    if params["create_directories"]:
+        for directory in _missing_directories(list(files.paths()) + ([ca_path] if content is not None else [])):
+            changed = True
+            if module.check_mode:
+                continue
+            try:
+                os.mkdir(directory, DIRECTORY_MODE)
+                os.chmod(directory, DIRECTORY_MODE)
+            except OSError as exc:
+                module.fail_json(msg="cannot create directory %s: %s" % (directory, exc))
+    before = after = None
+    if content is not None:
+        data = content.strip().encode() + b"\n"
+        after = hashlib.sha256(data).hexdigest()
+        try:
+            current = read(ca_path) if os.path.lexists(ca_path) and not os.path.islink(ca_path) else None
+        except OSError as exc:
+            module.fail_json(msg="cannot read ca_path %s to compare it with ca_content: %s" % (ca_path, exc))
+        before = hashlib.sha256(current).hexdigest() if current is not None else None
+        if current != data:
+            changed = True
+            if not module.check_mode:
+                _write_public(module, ca_path, data)
+        elif module.set_mode_if_different(ca_path, CERT_MODE, False):
+            changed = True
+    return (before, after) if changed else None
+
+
+def _write_public(module, path, data):
+    """Replace path with a new file (mode 0644) holding data; rename replaces a symlink, never its target."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        module.fail_json(msg="directory %s of ca_path %s does not exist; create it first" % (directory, path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".trustpoint-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, CERT_MODE)
+        if module.selinux_enabled():
+            module.set_context_if_different(tmp, module.selinux_default_context(path), False)
+        os.rename(tmp, path)
+    except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        module.fail_json(msg="cannot write the server's TLS trust anchor to ca_path %s: %s" % (path, exc))
 
 
 def _days_left(not_after):
@@ -513,11 +585,7 @@ class OpensslBackend:
         if url.startswith("https://"):
             command.append("-tls_used")
             if params["validate_certs"]:
-                if not params["ca_path"]:
-                    raise TrustpointError(
-                        "the openssl backend verifies the server's TLS certificate only with ca_path "
-                        "(openssl cmp does not use the system trust store); set ca_path"
-                    )
+                # The module checked that ca_path is set before anything changed (openssl cmp has no system store).
                 command += ["-tls_trusted", params["ca_path"]]
         rc, out, err = self._run(*command, environ_update=environ or {})
         if rc != 0:
