@@ -330,9 +330,23 @@ class PythonBackend:
 
     def __init__(self, module):
         self.module = module
-        from .. import cmp_client, est, keys, x509
+        from .. import keys, x509
 
-        self.cmp_client, self.est, self.keys, self.x509 = cmp_client, est, keys, x509
+        self.keys, self.x509 = keys, x509
+
+    # The protocol clients are imported when the server is contacted: their ASN.1 modules take about a second
+    # of CPU to import, which a run that only inspects the files (most runs) does not need.
+    @property
+    def cmp_client(self):
+        from .. import cmp_client
+
+        return cmp_client
+
+    @property
+    def est(self):
+        from .. import est
+
+        return est
 
     def inspect(self, files, trusted_pem, renew_before_days):
         x509, keys = self.x509, self.keys
