@@ -38,8 +38,10 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   # PostgreSQL clusters that exist before the install are the operator's: left alone below.
   clusters_before=" $(pg_lsclusters --no-header 2>/dev/null | awk '{printf "%s/%s ", $1, $2}' || true) "
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Another apt (unattended-upgrades, another setup) may hold the dpkg lock: wait for it instead of failing.
+  apt_wait=(-o DPkg::Lock::Timeout=600)
+  apt-get "${apt_wait[@]}" update -qq
+  apt-get "${apt_wait[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if command -v pg_lsclusters >/dev/null; then
     # Debian's postgresql package creates a "main" cluster on port 5432 and, with a service manager,
     # starts it. The tests need none (they run their own throwaway clusters): stop the one the install

@@ -93,6 +93,16 @@ _MAC_FAILURE_TEXT = (
 )
 
 
+def kid_text(kid):
+    """senderKID for a log line: printable ASCII as text (a device id such as 12), anything else as hex (an SKI).
+    Never the raw bytes: a device chooses them."""
+    if kid is None:
+        return "-"
+    if kid and all(0x21 <= b < 0x7F for b in kid):
+        return kid.decode("ascii")
+    return "0x" + kid.hex() if kid else "(empty)"
+
+
 class CmpResponder:
     """Answers one CMP request."""
 
@@ -140,10 +150,10 @@ class CmpResponder:
         self.db.rollback()
         message = self.message
         log.info(
-            "CMP %s rejected (tid %s, senderKID %r): %s",
+            "CMP %s rejected (tid %s, senderKID %s): %s",
             message.body_type if message else "request",
             message.transaction_id.hex() if message and message.transaction_id else "-",
-            message.sender_kid if message else None,
+            kid_text(message.sender_kid if message else None),
             failure,
         )
         if self.protector is None and message is not None and not is_mac_protected(message):

@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
 import secrets
+import socket
 import sys
 
 from sqlalchemy import select
@@ -101,6 +103,30 @@ def _check_initialised(settings, tls_files=()):
         engine.dispose()
 
 
+def check_addresses_free(addresses):
+    """Raise ValueError naming an address another process listens on, before any server starts (gunicorn
+    would only retry and then say "Can't connect")."""
+    for address in addresses:
+        host, _sep, port = address.rpartition(":")
+        host = host.strip("[]")
+        try:
+            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except (OSError, ValueError) as exc:
+            raise ValueError("cannot listen on %s: %s" % (address, exc)) from exc
+        family, kind, proto, _name, sockaddr = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise ValueError(
+                        "address %s is in use: another process (another trustpoint-server?) listens there; stop it "
+                        "or choose another address (--listen, --listen-plain or listen, listen_plain in the configuration)" % address
+                    ) from exc
+                raise ValueError("cannot listen on %s: %s" % (address, exc.strerror or exc)) from exc
+
+
 def run(settings):
     from .wsgi import serve
 
@@ -117,6 +143,7 @@ def run(settings):
     if listen_plain:
         settings.plain_port = int(listen_plain[0].rsplit(":", 1)[1])
     _check_initialised(settings, (tls_cert, tls_key) if listen else ())
+    check_addresses_free(listen + listen_plain)
     create_app(settings)  # fail here, with a message, rather than in every worker
     if not settings.public_url:
         logging.getLogger(__name__).warning(
