@@ -9,7 +9,8 @@
      three device hosts, each a network namespace with its own sshd on a private bridge (prefix tpd,
      bridge tpbr78, 169.254.78.0/24, port 8478: apart from the Molecule scenario's
      tpm/tpbr77/169.254.77/8470).
-  2. ansible-playbook runs trustpoint.pki.onboard_devices: the domain `demo` is created, each host is
+  2. ansible-playbook runs trustpoint.pki.onboard_devices: the domain `demo` is created
+     (trustpoint_create_domain=true), each host is
      registered and generates its key, and enrolls: device1 over CMP with a shared secret and device2
      over EST with a password, both with the python backend (the virtualenv's Python); device3 over
      CMP with the openssl backend (the system Python).
@@ -245,7 +246,7 @@ class Demo:
         self.playbook_cmd = [
             self.ansible_playbook,
             "-i", str(self.dir / "inventory.yml"), "-i", str(overlay),
-            "-e", f"trustpoint_domain={DOMAIN}",
+            "-e", f"trustpoint_domain={DOMAIN}", "-e", "trustpoint_create_domain=true",
             "-e", f"trustpoint_server_url={self.server['api_url']}",
             "-e", f"trustpoint_enrollment_url={self.server['device_url']}",
             "-e", f"trustpoint_ca_path={self.server['ca_file']}",

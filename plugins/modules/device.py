@@ -102,7 +102,7 @@ EXAMPLES = r"""
     msg: >-
       openssl cmp -cmd ir -server http://trustpoint.example.com:8080/.well-known/cmp/initialization/plant1/
       -ref {{ tp_device.device.id }} -secret pass:<the shared secret> -subject "/CN=Trustpoint Domain Credential"
-      -newkey key.pem -certout cert.pem -chainout chain.pem
+      -newkey key.pem -certout cert.pem -chainout chain.pem -unprotected_errors
 
 - name: Remove a decommissioned device
   trustpoint.pki.device:

@@ -59,7 +59,8 @@ seealso:
 EXAMPLES = r"""
 - name: Read the onboarded devices of plant1
   trustpoint.pki.device_info:
-    server_url: http://trustpoint.example.com:8080
+    server_url: https://trustpoint.example.com:8443
+    ca_path: tp-data/tls-ca.pem
     api_token: "{{ trustpoint_api_token }}"
     domain: plant1
     status: onboarded

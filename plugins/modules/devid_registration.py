@@ -79,7 +79,8 @@ seealso:
 EXAMPLES = r"""
 - name: Onboard ACME devices that present an ACME IDevID into plant1
   trustpoint.pki.devid_registration:
-    server_url: http://trustpoint.example.com:8080
+    server_url: https://trustpoint.example.com:8443
+    ca_path: tp-data/tls-ca.pem
     api_token: "{{ trustpoint_api_token }}"
     name: acme-plant1
     domain: plant1

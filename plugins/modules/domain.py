@@ -62,7 +62,8 @@ seealso:
 EXAMPLES = r"""
 - name: Create the domain of plant 1
   trustpoint.pki.domain:
-    server_url: http://trustpoint.example.com:8080
+    server_url: https://trustpoint.example.com:8443
+    ca_path: tp-data/tls-ca.pem
     api_token: "{{ trustpoint_api_token }}"
     name: plant1
     key_type: ecdsa-p384

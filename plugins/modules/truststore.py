@@ -74,7 +74,8 @@ seealso:
 EXAMPLES = r"""
 - name: Trust the IDevID CA of the device manufacturer
   trustpoint.pki.truststore:
-    server_url: http://trustpoint.example.com:8080
+    server_url: https://trustpoint.example.com:8443
+    ca_path: tp-data/tls-ca.pem
     api_token: "{{ trustpoint_api_token }}"
     name: acme-idevid
     usage: idevid

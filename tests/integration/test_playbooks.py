@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -22,16 +23,22 @@ from cryptography.hazmat.primitives import hashes
 PLAYBOOK = sys.executable.replace("/python", "/ansible-playbook")
 
 
-def run_playbook(workdir, name, inventory, *extra):
-    command = [PLAYBOOK, "-i", str(inventory), "trustpoint.pki.%s" % name, *extra]
+def run_playbook(workdir, name, inventory, *extra, expect_failure=False, env=None):
+    playbook = name if name.endswith(".yml") else "trustpoint.pki.%s" % name
+    command = [PLAYBOOK, "-i", str(inventory), playbook, *extra]
     environment = dict(
         os.environ,
         ANSIBLE_COLLECTIONS_PATH=str(REPO / "build" / "collections"),
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_STDOUT_CALLBACK="ansible.builtin.default",
     )
+    environment.update(env or {})
     result = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=workdir, check=False)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    if expect_failure:
+        assert result.returncode != 0, result.stdout[-4000:]
+        return result.stdout + result.stderr
+    else:
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     return result.stdout
 
 
@@ -41,28 +48,25 @@ def recap(output):
     return {key: int(value) for key, value in (item.split("=") for item in line.split(":", 1)[1].split())}
 
 
-def write_inventory(workdir, server, domain, device, credentials):
+def write_inventory(workdir, server, domain, device, credentials, **overrides):
+    """An inventory of one local device; overrides set (or, with None, remove) its variables."""
     inventory = workdir / "inventory.yml"
-    inventory.write_text(
-        yaml.safe_dump(
-            {
-                "devices": {
-                    "hosts": {
-                        device: {
-                            "ansible_connection": "local",
-                            "ansible_python_interpreter": sys.executable,
-                            "trustpoint_domain": domain,
-                            "trustpoint_server_url": server.url,
-                            "trustpoint_ca_path": str(server.ca_file),
-                            "trustpoint_api_token": server.token,
-                            "trustpoint_credential_dir": str(credentials),
-                            "trustpoint_create_domain": True,
-                        }
-                    }
-                }
-            }
-        )
-    )
+    host = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "trustpoint_domain": domain,
+        "trustpoint_server_url": server.url,
+        "trustpoint_ca_path": str(server.ca_file),
+        "trustpoint_api_token": server.token,
+        "trustpoint_credential_dir": str(credentials),
+        "trustpoint_create_domain": True,
+    }
+    for key, value in overrides.items():
+        if value is None:
+            host.pop(key, None)
+        else:
+            host[key] = value
+    inventory.write_text(yaml.safe_dump({"devices": {"hosts": {device: host}}}))
     return inventory
 
 
@@ -114,3 +118,110 @@ def test_onboard_again_when_the_server_does_not_know_the_credential(server, work
     assert found["credential"]["fingerprint_sha256"] == local.fingerprint(hashes.SHA256()).hex()
     assert found["credential"]["status"] == "active"
     assert recap(run_playbook(workdir, "onboard_devices", inventory))["changed"] == 0
+
+
+def _registered(server, device):
+    return server.api("GET", "/devices?name=" + device)[1]
+
+
+def test_a_typo_in_the_domain_fails_before_any_device_is_registered(server, workdir):
+    """Without trustpoint_create_domain an unknown domain fails, naming it and the domains that exist."""
+    existing = server.create_domain()["name"]
+    device = "pbdev-" + uuid.uuid4().hex[:8]
+    inventory = write_inventory(workdir, server, existing + "x", device, workdir / "c", trustpoint_create_domain=None)
+    output = run_playbook(workdir, "onboard_devices", inventory, expect_failure=True)
+    assert "domain %sx does not exist" % existing in output, output[-3000:]
+    assert re.search(r"existing domains: [^\"]*\b%s\b" % existing, output)
+    assert "trustpoint_domain" in output and "trustpoint_create_domain" in output
+    assert _registered(server, device) == []
+    assert server.api("GET", "/domains/%sx" % existing)[0] == 404
+    assert not (workdir / "c").exists()
+
+
+def test_inputs_are_checked_before_anything_changes(server, workdir):
+    """Each mistake fails with a message naming the playbook variable; no device is registered, nothing written."""
+    domain = server.create_domain()["name"]
+    device = "pbdev-" + uuid.uuid4().hex[:8]
+    credentials = workdir / "c"
+    cases = [
+        # The openssl backend verifies the server only against trustpoint_ca_path.
+        ({"trustpoint_ca_path": None, "trustpoint_enroll_backend": "openssl"}, {}, "trustpoint_ca_path is not set"),
+        # A relative path that exists nowhere it is looked for.
+        ({"trustpoint_ca_path": "tp-data/tls-ca.pem"}, {}, "trustpoint_ca_path: cannot read a PEM certificate from"),
+        ({"trustpoint_api_token": None}, {"TRUSTPOINT_API_TOKEN": ""},
+         "trustpoint_api_token (or the environment variable TRUSTPOINT_API_TOKEN)"),
+        ({"trustpoint_onboarding_method": "cmp_idevid"}, {}, "needs trustpoint_idevid_certificate_path"),
+        ({"trustpoint_onboarding_method": "cmp_sharedsecret"}, {}, "trustpoint_onboarding_method"),
+    ]  # fmt: skip
+    for overrides, env, message in cases:
+        inventory = write_inventory(workdir, server, domain, device, credentials, **overrides)
+        output = run_playbook(workdir, "onboard_devices", inventory, expect_failure=True, env=env)
+        assert message in output, output[-3000:]
+        assert _registered(server, device) == [], overrides
+        assert not credentials.exists(), overrides
+
+
+def test_a_relative_ca_path_is_found_next_to_the_inventory(server, workdir):
+    """trustpoint_ca_path: tp-data/tls-ca.pem works from another directory: it is looked up beside the inventory."""
+    domain = server.create_domain()["name"]
+    device = "pbdev-" + uuid.uuid4().hex[:8]
+    site = workdir / "site"
+    (site / "tp-data").mkdir(parents=True)
+    (site / "tp-data" / "tls-ca.pem").write_bytes(server.ca_file.read_bytes())
+    inventory = write_inventory(site, server, domain, device, workdir / "c", trustpoint_ca_path="tp-data/tls-ca.pem")
+    elsewhere = workdir / "elsewhere"
+    elsewhere.mkdir()
+    run_playbook(elsewhere, "onboard_devices", inventory)
+    assert (workdir / "c" / "tls-ca.pem").read_bytes() == server.ca_file.read_bytes()
+    assert _registered(server, device)[0]["status"] == "onboarded"
+
+
+def test_check_mode_registers_and_writes_nothing(server, workdir):
+    """--check on a new device: it says the device would onboard; the server and the device stay untouched."""
+    domain = server.create_domain()["name"]
+    device = "pbdev-" + uuid.uuid4().hex[:8]
+    credentials = workdir / "c"
+    inventory = write_inventory(workdir, server, domain, device, credentials)
+    output = run_playbook(workdir, "onboard_devices", inventory, "--check")
+    assert recap(output)["changed"] >= 1
+    assert "%s: enroll (check mode)" % device in output, output[-2500:]
+    assert _registered(server, device) == []
+    assert not credentials.exists()
+    # After a real run, check mode predicts no change.
+    run_playbook(workdir, "onboard_devices", inventory)
+    assert recap(run_playbook(workdir, "onboard_devices", inventory, "--check"))["changed"] == 0
+
+
+def test_handlers_listen_to_credential_changes(server, workdir):
+    """A playbook's handler listening to trustpoint_credential_changed runs when the credential was issued, and
+    not on a run that changes nothing."""
+    domain = server.create_domain()["name"]
+    device = "pbdev-" + uuid.uuid4().hex[:8]
+    marker = workdir / "restarted"
+    inventory = write_inventory(workdir, server, domain, device, workdir / "c")
+    playbook = workdir / "site.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Onboard and restart what uses the credential",
+                    "hosts": "devices",
+                    "gather_facts": False,
+                    "roles": [{"role": "trustpoint.pki.device_onboarding"}],
+                    "handlers": [
+                        {
+                            "name": "Note the restart",
+                            "ansible.builtin.command": "touch %s" % marker,
+                            "listen": "trustpoint_credential_changed",
+                            "changed_when": True,
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    run_playbook(workdir, str(playbook), inventory)
+    assert marker.exists()
+    marker.unlink()
+    run_playbook(workdir, str(playbook), inventory)
+    assert not marker.exists()
