@@ -407,3 +407,98 @@ def test_device_module_est_password_only_at_creation(server, workdir, connection
     answer = curl(server, url, workdir, data=csr.b64, user="%s:%s" % (name, created["password"]))
     issued_certificate(answer, workdir / "estpw.pem")
     assert server.device(created["device"]["id"])["status"] == "onboarded"
+
+
+def test_api_modules_name_the_unreadable_ca_file_and_the_missing_token(server, workdir):
+    """An unreadable ca_path is reported as such (not as an unreachable server); a TLS failure and a missing token
+    say what to set."""
+    missing = workdir / "nowhere" / "tls-ca.pem"
+    task = {"name": "domain", "trustpoint.pki.domain": {"server_url": server.url, "ca_path": str(missing),
+                                                        "api_token": server.token, "name": "x"}}  # fmt: skip
+    message = run_tasks(workdir, [task], expect_failure=True)["domain"]["msg"]
+    assert "cannot read the CA file %s given as ca_path" % missing in message and "trustpoint_ca_path" in message
+    assert "cannot reach" not in message
+
+    untrusted = {"name": "domain", "trustpoint.pki.domain": {"server_url": server.url, "api_token": server.token,
+                                                             "name": "x"}}  # fmt: skip
+    message = run_tasks(workdir, [untrusted], expect_failure=True, env={"TRUSTPOINT_CA_PATH": None})["domain"]["msg"]
+    assert "does not verify" in message and "set ca_path" in message and "tls-ca.pem" in message
+
+    no_token = {"name": "domain", "trustpoint.pki.domain": {"server_url": server.url, "ca_path": str(server.ca_file),
+                                                            "name": "x"}}  # fmt: skip
+    message = run_tasks(workdir, [no_token], expect_failure=True, env={"TRUSTPOINT_API_TOKEN": None})["domain"]["msg"]
+    assert "TRUSTPOINT_API_TOKEN" in message and "trustpoint_api_token" in message
+
+
+def test_device_batch_reads_checks_then_registers(server, workdir, connection):
+    """device_batch: check mode reads and registers nothing; every conflict is reported before anything is
+    registered; a real run registers all and returns their secrets once; an unknown domain names the others."""
+    domain = server.create_domain()["name"]
+    names = ["batch-%s-%d" % (uuid.uuid4().hex[:6], i) for i in range(3)]
+    devices = [{"name": names[0]}, {"name": names[1], "onboarding_method": "est_password"},
+               {"name": names[2], "onboarding_method": "cmp_idevid", "serial_number": "SN-" + names[2]}]  # fmt: skip
+    task = {"name": "batch", "trustpoint.pki.device_batch": dict(connection, domain=domain, devices=devices)}
+
+    read = run_tasks(workdir, [task], check=True)["batch"]
+    assert read["changed"] and "BEGIN CERTIFICATE" in read["domain"]["ca_chain"]
+    assert all("shared_secret" not in r and "password" not in r for r in read["devices"].values())
+    assert server.api("GET", "/devices?domain=" + domain)[1] == []
+
+    existing, _secret = server.create_device(domain, name="batch-x-" + uuid.uuid4().hex[:6], method="cmp_idevid")
+    conflicting = dict(task, **{"trustpoint.pki.device_batch": dict(
+        connection, domain=domain, devices=[*devices, {"name": existing["name"]}])})  # fmt: skip
+    message = run_tasks(workdir, [conflicting], expect_failure=True)["batch"]["msg"]
+    assert "exists with onboarding_method cmp_idevid" in message
+    assert [d["name"] for d in server.api("GET", "/devices?domain=" + domain)[1]] == [existing["name"]]
+
+    registered = run_tasks(workdir, [task])["batch"]
+    assert registered["changed"]
+    assert registered["devices"][names[0]]["shared_secret"] and registered["devices"][names[1]]["password"]
+    assert "shared_secret" not in registered["devices"][names[2]]
+    again = run_tasks(workdir, [task])["batch"]
+    assert not again["changed"] and all("shared_secret" not in r for r in again["devices"].values())
+
+    regenerate = dict(task, **{"trustpoint.pki.device_batch": dict(
+        connection, domain=domain, devices=[{"name": names[0], "regenerate_secret": True}])})  # fmt: skip
+    renewed = run_tasks(workdir, [regenerate])["batch"]["devices"][names[0]]
+    assert renewed["shared_secret"] != registered["devices"][names[0]]["shared_secret"]
+
+    typo = dict(task, **{"trustpoint.pki.device_batch": dict(connection, domain=domain + "x", devices=devices)})
+    message = run_tasks(workdir, [typo], expect_failure=True)["batch"]["msg"]
+    assert "domain %sx does not exist" % domain in message and domain in message.split("existing domains:")[1]
+
+
+def test_enroll_writes_the_trust_anchor_and_keeps_what_the_server_counts(server, workdir):
+    """ca_content lands in ca_path (0644, a symlink there replaced, not followed) with create_directories;
+    onboard=false reports instead of onboarding; expected_fingerprint of another certificate onboards again."""
+    domain = server.create_domain()
+    device, secret = server.create_device(domain["name"])
+    base = workdir / "new" / "dir"
+    target = workdir / "elsewhere.pem"
+    target.write_text("do not touch\n")
+    ca_path = base / "tls-ca.pem"
+    args = dict(ca_path=str(ca_path), ca_content=server.ca_file.read_text(), create_directories=True,
+                key_path=str(base / "dc.key"), certificate_path=str(base / "dc.pem"),
+                chain_path=str(base / "chain.pem"))  # fmt: skip
+    probe = _enroll_task(server, domain, workdir, "python", onboard=False, **args)
+    predicted = run_tasks(workdir, [probe], check=True)["enroll"]
+    assert predicted["changed"] and predicted["needs_onboarding"] and not base.exists()
+
+    reported = run_tasks(workdir, [probe])["enroll"]
+    assert reported["needs_onboarding"] and reported["action"] == "none" and not (base / "dc.key").exists()
+    assert ca_path.read_bytes().strip() == server.ca_file.read_bytes().strip()
+    assert stat.S_IMODE(ca_path.stat().st_mode) == 0o644 and stat.S_IMODE(base.stat().st_mode) == 0o755
+    ca_path.unlink()
+    ca_path.symlink_to(target)
+
+    enroll = _enroll_task(server, domain, workdir, "python", device_id=device["id"], shared_secret=secret, **args)
+    first = run_tasks(workdir, [enroll])["enroll"]
+    assert first["action"] == "enroll" and not ca_path.is_symlink() and target.read_text() == "do not touch\n"
+    fingerprint = first["certificate"]["fingerprint_sha256"]
+
+    same = run_tasks(workdir, [dict(probe, **{"trustpoint.pki.enroll": dict(
+        probe["trustpoint.pki.enroll"], expected_fingerprint=fingerprint)})])["enroll"]  # fmt: skip
+    assert not same["changed"] and not same["needs_onboarding"]
+    other = run_tasks(workdir, [dict(probe, **{"trustpoint.pki.enroll": dict(
+        probe["trustpoint.pki.enroll"], expected_fingerprint="00" * 32)})])["enroll"]  # fmt: skip
+    assert other["needs_onboarding"] and "the server holds another certificate" in other["reason"]
