@@ -168,16 +168,19 @@ class Fleet:
         return json.loads(body) if body else None
 
     def prefill(self, count: int) -> None:
-        """A realistically filled database: count devices of another domain, half of them onboarded is not
-        needed for the lookups the playbook makes (by name), so they stay pending."""
+        """A filled database: count devices of another domain (pending: the playbook looks devices up by name,
+        so their state does not matter, their number does)."""
         if count <= 0:
             return
         started = time.monotonic()
         self.api("POST", "/domains", {"name": "filler"})
+
+        def register(index: int) -> None:
+            device = {"name": f"filler-{index:06d}", "domain": "filler", "onboarding_method": "cmp_shared_secret"}
+            self.api("POST", "/devices", device)
+
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda i: self.api("POST", "/devices", {"name": f"filler-{i:06d}", "domain": "filler",
-                                                                    "onboarding_method": "cmp_shared_secret"}),
-                          range(count)))  # fmt: skip
+            list(pool.map(register, range(count)))
         log(f"database filled with {count} devices of domain filler in {time.monotonic() - started:.1f} s")
 
     def playbook(self, name: str, target: str) -> Dict[str, Any]:

@@ -13,8 +13,8 @@ options:
   server_url:
     description:
       - Base URL of the Trustpoint server, for example V(https://trustpoint.example.com:8443) (C(trustpoint-server run)
-        serves HTTPS on port 8443 by default). Its plain-HTTP listener (C(--listen-plain)) serves CMP only: the REST
-        API answers 403 there.
+        serves HTTPS on port 8443 by default). Its plain-HTTP listener (C(--listen-plain)) serves CMP only, and the
+        REST API answers 403 there.
       - If not set, the environment variable E(TRUSTPOINT_URL) is used.
     type: str
     required: true
@@ -28,7 +28,7 @@ options:
   ca_path:
     description:
       - PEM file of the CA certificates to trust for the server's TLS certificate, instead of the
-        system's trust store: C(tls-ca.pem) in the server's data directory, unless it serves a certificate of
+        system's trust store, for example C(tls-ca.pem) in the server's data directory, unless it serves a certificate of
         another CA.
       - The module fails when the file cannot be read, naming it.
       - If not set, the environment variable E(TRUSTPOINT_CA_PATH) is used.

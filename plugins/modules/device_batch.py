@@ -12,8 +12,8 @@ short_description: Register a batch of devices with the Trustpoint enrollment se
 version_added: 0.2.0
 description:
   - Does for every device in O(devices) what M(trustpoint.pki.device) does for one with
-    O(trustpoint.pki.device#module:state=present), in one task on the controller: a fleet playbook registers all
-    its hosts at once instead of running a task per host.
+    O(trustpoint.pki.device#module:state=present), in one task on the controller, so that a fleet playbook registers
+    all its hosts at once instead of running a task per host.
   - Reads the domain and every listed device first and checks them all (the domain exists, no device exists in
     another domain or with another onboarding method, names the server accepts) before it registers anything.
   - In check mode it reads and checks the same and registers nothing, so it also serves to read the server's

@@ -187,8 +187,8 @@ options:
     description:
       - SHA-256 fingerprint (hex) of the certificate the server holds as the device's active domain credential,
         for example C(credential.fingerprint_sha256) of M(trustpoint.pki.device_info).
-      - When set, a credential in the files with another fingerprint counts as one the server no longer knows:
-        the device must onboard again, as with O(force).
+      - When set, a credential in the files with another fingerprint counts as one the server no longer knows,
+        and the device must onboard again, as with O(force).
     type: str
   onboard:
     description:
@@ -599,11 +599,10 @@ def main():
         _check_inputs(module, "enroll" if needs_onboarding else action, secrets=not postponed)
     # The server's trust anchor and the directories are in place before the server is contacted.
     placed = place_support_files(module, files)
-    if placed:
+    after_ca = None
+    if placed is not None:
         result["changed"] = True
-        before["ca_path"], after_ca = placed
-    else:
-        after_ca = None
+        before["ca_path"], after_ca = placed[0], placed[1]
 
     def finish(after):
         if after_ca is not None:
