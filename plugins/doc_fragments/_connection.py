@@ -28,8 +28,8 @@ options:
   ca_path:
     description:
       - PEM file of the CA certificates to trust for the server's TLS certificate, instead of the
-        system's trust store, for example C(tls-ca.pem) in the server's data directory, unless it serves a certificate of
-        another CA.
+        system's trust store, for example C(tls-ca.pem) in the server's data directory (unless it serves a
+        certificate of another CA).
       - The module fails when the file cannot be read, naming it.
       - If not set, the environment variable E(TRUSTPOINT_CA_PATH) is used.
     type: path

@@ -494,24 +494,20 @@ def _check_inputs(module, action, secrets=True):
 def _check_parameters(module, backend):
     """Fail on ca_certificates, ca_content or a subject that cannot be used, before looking at the files."""
     params = module.params
-    if params["ca_content"] is not None:
-        if not params["ca_path"]:
-            module.fail_json(msg="ca_content needs ca_path, the file on the device to write it to")
-        try:
-            backend.check_anchors(params["ca_content"])
-        except TrustpointError as exc:
-            module.fail_json(
-                msg="ca_content cannot be used: %s; give the server's TLS trust anchor in PEM (tls-ca.pem in its "
-                "data directory; the playbooks' trustpoint_ca_path)" % exc
-            )
-    if params["ca_certificates"] is not None:
-        try:
-            backend.check_anchors(params["ca_certificates"])
-        except TrustpointError as exc:
-            module.fail_json(
-                msg="ca_certificates cannot be used: %s; give the domain's CA certificates in PEM "
-                "(trustpoint.pki.domain returns them as domain.ca_chain)" % exc
-            )
+    if params["ca_content"] is not None and not params["ca_path"]:
+        module.fail_json(msg="ca_content needs ca_path, the file on the device to write it to")
+    hints = {
+        "ca_content": "the server's TLS trust anchor in PEM (tls-ca.pem in its data directory; the playbooks' "
+        "trustpoint_ca_path)",
+        "ca_certificates": "the domain's CA certificates in PEM (trustpoint.pki.domain returns them as "
+        "domain.ca_chain)",
+    }
+    for name, hint in hints.items():
+        if params[name] is not None:
+            try:
+                backend.check_anchors(params[name])
+            except TrustpointError as exc:
+                module.fail_json(msg="%s cannot be used: %s; give %s" % (name, exc, hint))
     subject = params["subject"]
     try:
         if "=" not in subject:
