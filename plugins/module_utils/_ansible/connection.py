@@ -77,12 +77,12 @@ def _open(module, url, method="GET", data=None, headers=None, client_cert=None, 
         return exc.code, exc.headers, exc.read() if exc.fp is not None else b""
     except (URLError, OSError, ValueError) as exc:
         if _tls_verification_failed(exc):
-            hint = "set ca_path (the playbooks' trustpoint_ca_path) to the server's TLS trust anchor"
+            hint = "set ca_path (the playbooks' trustpoint_ca_path) to the server's TLS trust anchor, %s"
             if params.get("ca_path"):
-                hint = "is ca_path (the playbooks' trustpoint_ca_path) the server's TLS trust anchor"
+                hint = "is ca_path (the playbooks' trustpoint_ca_path) the server's TLS trust anchor, %s?"
             raise TransportError(
-                "the TLS certificate of the Trustpoint server at %s does not verify (%s); %s, tls-ca.pem in its "
-                "data directory?" % (url, getattr(exc, "reason", exc), hint)
+                "the TLS certificate of the Trustpoint server at %s does not verify (%s); %s"
+                % (url, getattr(exc, "reason", exc), hint % "tls-ca.pem in its data directory")
             ) from exc
         raise TransportError(
             "cannot reach the Trustpoint server at %s: %s" % (url, getattr(exc, "reason", exc))
