@@ -225,3 +225,26 @@ def test_handlers_listen_to_credential_changes(server, workdir):
     marker.unlink()
     run_playbook(workdir, str(playbook), inventory)
     assert not marker.exists()
+
+
+def test_install_packages_for_the_backend(server, workdir):
+    """trustpoint_install_packages: the openssl backend needs the openssl (and for EST curl) package, which this
+    machine has, so nothing changes; for the python backend check mode shows what it would install with pip
+    (a real run would change the machine's Python, which the device hosts share)."""
+    domain = server.create_domain()["name"]
+    device = "pbdev-" + uuid.uuid4().hex[:8]
+    inventory = write_inventory(workdir, server, domain, device, workdir / "c", trustpoint_install_packages=True,
+                                trustpoint_enroll_backend="openssl", trustpoint_onboarding_method="est_password",
+                                ansible_python_interpreter="/usr/bin/python3")  # fmt: skip
+    output = run_playbook(workdir, "onboard_devices", inventory)
+    assert re.search(r"TASK \[[^]]*Install the OpenSSL 3 command line\][^\n]*\nok: ", output), output[-3000:]
+    assert _registered(server, device)[0]["status"] == "onboarded"
+
+    # The system Python has no pyasn1-alt-modules: check mode says pip would install it (and the enroll module
+    # then cannot run in check mode, as it needs the libraries pip would have installed).
+    python = write_inventory(workdir, server, domain, device + "p", workdir / "p", trustpoint_install_packages=True,
+                             trustpoint_enroll_backend="python",
+                             ansible_python_interpreter="/usr/bin/python3")  # fmt: skip
+    output = run_playbook(workdir, "onboard_devices", python, "--check", expect_failure=True)
+    assert re.search(r"TASK \[[^]]*\(pip\)\][^\n]*\nchanged: ", output), output[-3000:]
+    assert _registered(server, device + "p") == []
