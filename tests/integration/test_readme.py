@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -66,6 +67,7 @@ def fleet_hosts(tmp_path_factory):
     # sshd refuses authorized keys below a world-writable directory such as the system's temporary one.
     state = REPO / "build" / "testbed-readme"
     subprocess.run([sys.executable, str(REPO / "tools/testbed.py"), "down", "--dir", str(state)], check=False)
+    shutil.rmtree(state, ignore_errors=True)  # a fresh server: the quickstart's has only plant1
     command = [sys.executable, str(REPO / "tools/testbed.py"), "up", "--dir", str(state), "--prefix", PREFIX,
                "--bridge", BRIDGE, "--subnet", SUBNET, "--server-port", str(SERVER_PORT),
                "--python-interpreter", sys.executable]  # fmt: skip
@@ -76,6 +78,7 @@ def fleet_hosts(tmp_path_factory):
         yield state, directory
     finally:
         subprocess.run([sys.executable, str(REPO / "tools/testbed.py"), "down", "--dir", str(state)], check=False)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def fleet_inventory(state):
