@@ -122,7 +122,8 @@ def check_addresses_free(addresses):
                 if exc.errno == errno.EADDRINUSE:
                     raise ValueError(
                         "address %s is in use: another process (another trustpoint-server?) listens there; stop it "
-                        "or choose another address (--listen, --listen-plain or listen, listen_plain in the configuration)" % address
+                        "or choose another address (--listen, --listen-plain, or listen and listen_plain in the "
+                        "configuration)" % address
                     ) from exc
                 raise ValueError("cannot listen on %s: %s" % (address, exc.strerror or exc)) from exc
 
