@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, jsonify, request
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
@@ -12,7 +12,7 @@ from . import errors
 from .protocols import cmp, crl, est
 from .runtime.vault import Vault
 from .storage.db import close_session, database_url, make_engine, session, session_factory
-from .web import api
+from .web import api, pages
 
 # RFC 9483 messages are a few KiB; upstream Trustpoint caps CMP bodies at 128 KiB as well.
 MAX_REQUEST_BYTES = 128 * 1024
@@ -43,9 +43,7 @@ def _https_only():
     if isinstance(request.routing_exception, HTTPException):
         return None
     message = "%s is not served over plain HTTP; use HTTPS (plain HTTP serves CMP, CRLs and /healthz)" % request.path
-    if request.blueprint == "est":  # EST errors are text/plain (RFC 7030), the API's JSON
-        return Response(message + "\n", 403, content_type="text/plain; charset=utf-8")
-    return errors.json_error(403, message)
+    return errors.error_response(403, message)  # text/plain for EST (RFC 7030), a page for the pages, else JSON
 
 
 def create_app(settings, plain_http=False):
@@ -60,6 +58,7 @@ def create_app(settings, plain_http=False):
     app.register_blueprint(cmp.bp)
     app.register_blueprint(crl.bp)
     app.register_blueprint(est.bp)
+    pages.init_app(app, app.extensions["trustpoint"].vault)
     if plain_http:
         app.before_request(_https_only)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Response, jsonify, request
+from flask import Response, jsonify, render_template, request
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
@@ -28,8 +28,16 @@ def json_error(status, message, headers=None):
     return response
 
 
+# Blueprints whose errors are web pages (server/web/pages/).
+HTML_BLUEPRINTS = ("pages", "browser")
+
+
 def error_response(status, message, headers=None):
-    """JSON for the API and pages; text/plain for EST, whose clients expect no JSON (RFC 7030)."""
+    """JSON for the API; text/plain for EST, whose clients expect no JSON (RFC 7030); a page for the pages."""
+    if request.blueprint in HTML_BLUEPRINTS:
+        response = Response(render_template("error.html", status=status, message=message), status)
+        response.headers.update(headers or {})
+        return response
     if request.blueprint == "est":
         response = Response(message + "\n", status, content_type="text/plain; charset=utf-8")
         response.headers.update(headers or {})
@@ -40,7 +48,7 @@ def error_response(status, message, headers=None):
 def register(app):
     @app.errorhandler(ApiError)
     def _api_error(exc):
-        return json_error(exc.status, exc.message, exc.headers)
+        return error_response(exc.status, exc.message, exc.headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc):

@@ -26,8 +26,8 @@ except ImportError:  # Python < 3.11
 
 log = logging.getLogger(__name__)
 
-INIT, MIGRATE, RUN, SETTINGS = "init", "migrate", "run", "settings"
-COMMANDS = (INIT, MIGRATE, RUN, SETTINGS)
+INIT, MIGRATE, OPERATOR, RUN, SETTINGS = "init", "migrate", "operator", "run", "settings"
+COMMANDS = (INIT, MIGRATE, OPERATOR, RUN, SETTINGS)
 CONFIG_ENV = "TRUSTPOINT_CONFIG"
 ENV_PREFIX = "TRUSTPOINT_"
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -22,6 +22,9 @@ packages=(
   runc               # Podman's runtime here (crun cannot set RLIMIT_NOFILE in this sandbox)
   debootstrap        # builds the Debian image of those hosts (localhost/trustpoint-debian:12)
   systemd            # systemd-analyze verify: the role's unit checked without systemd as PID 1
+  chromium           # headless browser of the web page tests (driven by Selenium through chromium-driver)
+  chromium-driver
+  fonts-dejavu-core  # a font for the pages' screenshots
 )
 
 missing=()

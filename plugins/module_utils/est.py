@@ -96,10 +96,10 @@ EXTENSION_REQUEST = "1.2.840.113549.1.9.14"
 def csr_attributes(profile):
     """DER CsrAttrs (RFC 7030 4.5.2, a SEQUENCE OF AttrOrOID) for a certificate of profile: sign with
     ecdsa-with-SHA256 a key of type id-ecPublicKey on secp256r1 (the profile's default key type), and where
-    the profile requires a subjectAltName (tls_server), an extensionRequest naming subjectAltName."""
+    the profile requires a subjectAltName (tls_server, opc_ua), an extensionRequest naming subjectAltName."""
     key_type = der_sequence(der_oid("1.2.840.10045.2.1"), der_tlv(0x31, der_oid("1.2.840.10045.3.1.7")))
     attributes = [der_oid("1.2.840.10045.4.3.2"), key_type]
-    if profile.san_required:
+    if profile.required_san_types:
         attributes.append(der_sequence(der_oid(EXTENSION_REQUEST), der_tlv(0x31, der_oid("2.5.29.17"))))
     return der_sequence(*attributes)
 

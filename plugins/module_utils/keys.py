@@ -11,6 +11,7 @@ try:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+    from cryptography.hazmat.primitives.serialization import pkcs12
 except ImportError:  # reported by deps.missing()
     pass
 
@@ -113,3 +114,50 @@ def load_public_key_der(spki_der):
 def same_public_key(a, b):
     """True when two keys (public or private, or certificates' keys) are the same public key."""
     return public_key_der(a) == public_key_der(b)
+
+
+# PKCS#12 files the server hands out: PBES2 with AES-256-CBC and a SHA-256 MAC, which OpenSSL 1.1 and 3
+# read (the legacy RC2/3DES defaults of older tools are not offered). PBKDF2 rounds as OpenSSL 3 writes them.
+PKCS12_KDF_ROUNDS = 2048
+# A password protects the key of a download or a PKCS#12 file; shorter ones are refused.
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
+
+
+def check_password(password, what="password"):
+    """The password as bytes; InvalidInput when it is too short or too long to protect a private key."""
+    if not isinstance(password, str) or not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise InvalidInput("%s must be %d to %d characters" % (what, MIN_PASSWORD_LENGTH, MAX_PASSWORD_LENGTH))
+    return password.encode("utf-8")
+
+
+def encrypted_private_key_pem(private_key, password):
+    """PKCS#8 PEM encrypted with password (PBES2, AES-256-CBC): `openssl pkey -in key.pem` asks for it."""
+    return private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(check_password(password)),
+    )
+
+
+def pkcs12_bundle(name, private_key, certificate, chain, password):
+    """DER PKCS#12 of private_key, its certificate and the CA chain, protected by password."""
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(PKCS12_KDF_ROUNDS)
+        .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+        .hmac_hash(hashes.SHA256())
+        .build(check_password(password))
+    )
+    return pkcs12.serialize_key_and_certificates(
+        name.encode("utf-8"), private_key, certificate, list(chain) or None, encryption
+    )
+
+
+def load_pkcs12(data, password):
+    """(private key, certificate, CA certificates) of a PKCS#12; InvalidInput for a wrong password or bad data."""
+    try:
+        key, certificate, chain = pkcs12.load_key_and_certificates(data, password.encode("utf-8"))
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput("cannot open the PKCS#12 (wrong password, or not a PKCS#12): %s" % exc) from exc
+    return key, certificate, list(chain or ())

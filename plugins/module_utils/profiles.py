@@ -37,7 +37,8 @@ class Profile:
     Subject rules: a domain credential is named after its device (CN = device name) and carries no
     subject alternative names; an application certificate takes the requested subject (CN = device name
     when none is asked for) and the requested subject alternative names of san_types, of which
-    san_required demands at least one.
+    san_required demands at least one (of required_san_types, when given). san_critical marks the
+    extension critical (OPC UA's applicationUri lives there).
     """
 
     def __init__(
@@ -50,6 +51,8 @@ class Profile:
         domain_credential=False,
         san_types=(),
         san_required=False,
+        required_san_types=(),
+        san_critical=False,
     ):
         unknown = set(key_usage) - set(KEY_USAGE_FLAGS)
         if unknown:
@@ -62,6 +65,8 @@ class Profile:
         self.domain_credential = domain_credential
         self.san_types = tuple(san_types)
         self.san_required = san_required
+        self.required_san_types = tuple(required_san_types) or (self.san_types if san_required else ())
+        self.san_critical = san_critical
 
     def extended_key_usage_oids(self):
         return [getattr(ExtendedKeyUsageOID, name) for name in self.extended_key_usage]
@@ -87,9 +92,10 @@ class Profile:
                     ", ".join(self.san_types) or "none",
                 )
             )
-        if self.san_required and not requested:
+        if self.required_san_types and not any(type(n).__name__ in self.required_san_types for n in requested):
             raise InvalidInput(
-                "profile %s needs at least one subject alternative name (%s)" % (self.name, ", ".join(self.san_types))
+                "profile %s needs at least one subject alternative name of type %s"
+                % (self.name, " or ".join(self.required_san_types))
             )
         return requested
 
@@ -118,7 +124,19 @@ TLS_SERVER = Profile(
     san_required=True,
 )
 
-PROFILES = {profile.name: profile for profile in (DOMAIN_CREDENTIAL, TLS_CLIENT, TLS_SERVER)}
+# OPC UA application instance certificate (OPC 10000-6 6.2.2): signing and encryption key usages, both
+# TLS purposes, and the application's URI (applicationUri) as a URI SAN beside its host names.
+OPC_UA = Profile(
+    "opc_ua",
+    key_usage=("digital_signature", "content_commitment", "key_encipherment", "data_encipherment"),
+    extended_key_usage=("SERVER_AUTH", "CLIENT_AUTH"),
+    validity_days=90,
+    san_types=("UniformResourceIdentifier", "DNSName", "IPAddress"),
+    required_san_types=("UniformResourceIdentifier",),
+    san_critical=True,
+)
+
+PROFILES = {profile.name: profile for profile in (DOMAIN_CREDENTIAL, TLS_CLIENT, TLS_SERVER, OPC_UA)}
 APPLICATION_PROFILES = tuple(name for name, profile in PROFILES.items() if not profile.domain_credential)
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import re
 
 from .errors import InvalidInput
@@ -69,6 +70,40 @@ def parse_name(text):
         except ValueError as exc:  # e.g. a country that is not two letters, a common name over 64
             raise InvalidInput("cannot parse subject %r: %s" % (text, exc)) from exc
     return x509.Name(attributes)
+
+
+_SAN_TYPES = {"DNS": "DNSName", "IP": "IPAddress", "URI": "UniformResourceIdentifier", "EMAIL": "RFC822Name"}
+
+
+def parse_general_name(text):
+    """A subject alternative name written as OpenSSL and community.crypto do: DNS:host, IP:10.0.0.1, URI:urn:x,
+    email:a@b.example. InvalidInput for another form."""
+    kind, sep, value = (text or "").partition(":") if isinstance(text, str) else ("", "", "")
+    kind = kind.strip().upper()
+    value = value.strip()
+    if not sep or kind not in _SAN_TYPES or not value:
+        raise InvalidInput(
+            "subject alternative name %r must be DNS:<name>, IP:<address>, URI:<uri> or email:<address>" % text
+        )
+    if any(ord(char) < 0x21 or ord(char) == 0x7F for char in value):
+        raise InvalidInput("subject alternative name %r contains a space or a control character" % text)
+    if kind == "IP":
+        try:
+            return x509.IPAddress(ipaddress.ip_address(value))
+        except ValueError as exc:
+            raise InvalidInput("subject alternative name %r: %s" % (text, exc)) from exc
+    try:
+        return getattr(x509, _SAN_TYPES[kind])(value)
+    except ValueError as exc:
+        raise InvalidInput("subject alternative name %r: %s" % (text, exc)) from exc
+
+
+def general_name_to_string(name):
+    """The DNS:/IP:/URI:/email: form of a cryptography GeneralName (what parse_general_name reads)."""
+    for prefix, class_name in _SAN_TYPES.items():
+        if type(name).__name__ == class_name:
+            return "%s:%s" % ("email" if prefix == "EMAIL" else prefix, name.value)
+    return "%s:%s" % (type(name).__name__, name.value)
 
 
 def common_name(value):
@@ -227,8 +262,9 @@ def issue_certificate(
     if profile.extended_key_usage:
         builder = builder.add_extension(x509.ExtendedKeyUsage(profile.extended_key_usage_oids()), critical=False)
     if subject_alt_names:
-        # Critical when the subject is empty (RFC 5280 4.2.1.6).
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(subject_alt_names)), critical=not len(subject))
+        # Critical when the subject is empty (RFC 5280 4.2.1.6) or the profile says so.
+        critical = getattr(profile, "san_critical", False) or not len(subject)
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(subject_alt_names)), critical=critical)
     if crl_url:
         point = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_url)], None, None, None)
         builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)

@@ -62,7 +62,7 @@ from trustpoint_core.cmp_protection import (
 from trustpoint_core.errors import CmpFailure, InvalidInput
 from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 
-from ..services import crl, devices, identity, pki
+from ..services import certificates, crl, devices, identity, pki
 from ..storage.db import begin_write
 from ..storage.models import CmpTransaction, Device, Domain, IssuedCertificate
 
@@ -530,11 +530,10 @@ class CmpResponder:
         if len(requests) != 1:
             raise CmpFailure("rr must name exactly one certificate", "badRequest")
         wanted = requests[0]
-        if wanted.reason in ("certificateHold", "removeFromCRL"):
-            # Revocation here is permanent: no holds, and removeFromCRL belongs in delta CRLs (RFC 5280 5.3.1).
-            raise CmpFailure(
-                "revocation reason %s is not supported; revocations are permanent" % wanted.reason, "badRequest"
-            )
+        try:
+            certificates.check_revocation_reason(wanted.reason)
+        except InvalidInput as exc:
+            raise CmpFailure(str(exc), "badRequest") from exc
         record = self.db.scalar(
             select(IssuedCertificate).where(
                 IssuedCertificate.serial_number == format(wanted.serial_number, "x"),
@@ -555,11 +554,8 @@ class CmpResponder:
         self.db.refresh(record)
         if record.status == "revoked":
             raise CmpFailure("certificate %s is already revoked" % record.serial_number, "certRevoked")
-        pki.revoke(record, wanted.reason)
+        certificates.revoke_certificate(record, wanted.reason)
         device = requester.device
-        if device.credential_id == record.id:
-            # Without its domain credential the device must onboard again.
-            device.status = "pending"
         self._commit()
         log.info("revoked %s of device %s (id %d): %s", record.serial_number, device.name, device.id, wanted.reason)
         return response

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import getpass
 import json
 import logging
 import os
@@ -17,15 +18,19 @@ from sqlalchemy import select
 
 from .. import settings as config
 from ..app import create_app
+from ..errors import ApiError
+from ..services import operators
 from ..settings import Settings, SettingsError
 from ..storage import migrate
 from ..storage.db import database_url, make_engine, session_factory
-from ..storage.models import ApiToken
+from ..storage.models import ApiToken, Operator
 from ..web.api import token_hash
 from . import tls
 from .vault import Vault
 
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 (a file name)
+OPERATOR_PASSWORD_FILE = "operator-password"  # noqa: S105 (a file name)
+FIRST_OPERATOR = "admin"
 DEFAULT_LISTEN = "127.0.0.1:8443"
 
 
@@ -58,6 +63,18 @@ def init(settings):
                 "the database already has an admin token; its file is not in this data directory",
                 file=sys.stderr,
             )
+        if db.scalar(select(Operator.id).limit(1)) is None:
+            password = operators.new_password()
+            operators.create_operator(db, FIRST_OPERATOR, password)
+            password_path = os.path.join(settings.data_dir, OPERATOR_PASSWORD_FILE)
+            if os.path.exists(password_path):
+                os.unlink(password_path)
+            _write_private(password_path, password + "\n")
+            db.commit()
+            print(
+                "created the operator %s for the web pages; the password is in %s (change it with "
+                "`trustpoint-server operator password %s`)" % (FIRST_OPERATOR, password_path, FIRST_OPERATOR)
+            )
     engine.dispose()
     for line in tls.ensure_server_certificate(settings.data_dir, Vault.load(settings.data_dir), settings.tls_san):
         print(line)
@@ -86,6 +103,58 @@ def migrate_command(settings):
     if before == after:
         print("the database schema is up to date (revision %s)" % after)
     return 0
+
+
+def _read_password(args):
+    """The operator password of --password-file, --password-stdin, a prompt, or a generated one (None)."""
+    if args.password_file:
+        with open(args.password_file) as handle:
+            return handle.readline().rstrip("\r\n")
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if args.generate or not sys.stdin.isatty():
+        return None
+    first = getpass.getpass("password for %s: " % args.name)
+    if first != getpass.getpass("the same password again: "):
+        raise SystemExit("the two passwords differ; nothing changed")
+    return first
+
+
+def operator_command(settings, args):
+    """Operator accounts of the web pages: create, password, delete, list."""
+    if args.action != "list" and not args.name:
+        raise ValueError("operator %s needs the operator's name" % args.action)
+    _check_initialised(settings)
+    engine = make_engine(database_url(settings.data_dir, settings.database_url))
+    try:
+        with session_factory(engine)() as db:
+            if args.action == "list":
+                for operator in db.scalars(select(Operator).order_by(Operator.username)):
+                    last = (
+                        operator.last_sign_in_at.strftime("%Y-%m-%dT%H:%M:%SZ") if operator.last_sign_in_at else "never"
+                    )
+                    print("%s\tlast sign-in %s" % (operator.username, last))
+                return 0
+            if args.action == "delete":
+                operators.delete_operator(db, operators.get_operator(db, args.name))
+                db.commit()
+                print("deleted the operator %s" % args.name)
+                return 0
+            password = _read_password(args)
+            shown = password is None
+            password = password if password is not None else operators.new_password()
+            if args.action == "create":
+                operators.create_operator(db, args.name, password)
+            else:
+                operators.set_password(db, operators.get_operator(db, args.name), password)
+            db.commit()
+            verb = "created the operator" if args.action == "create" else "set a new password for"
+            print("%s %s%s" % (verb, args.name, "; password: %s" % password if shown else ""))
+            return 0
+    except ApiError as exc:
+        raise SystemExit("trustpoint-server operator %s: %s" % (args.action, exc.message)) from exc
+    finally:
+        engine.dispose()
 
 
 def _check_initialised(settings, tls_files=()):
@@ -176,9 +245,15 @@ def show_settings(settings):
 
 
 COMMANDS = {
-    config.INIT: (init, "create the database, vault key, admin token and TLS certificate"),
+    config.INIT: (init, "create the database, vault key, admin token, first operator (admin) and TLS certificate"),
     config.MIGRATE: (migrate_command, "bring the database schema up to date (after installing a new version)"),
-    config.RUN: (run, "serve CMP, EST and the REST API"),
+    config.OPERATOR: (
+        operator_command,
+        "manage the operator accounts of the web pages: create, password, delete, list. A password comes from "
+        "--password-file, --password-stdin or a prompt; with --generate (or without a terminal) a new one is "
+        "generated and printed once",
+    ),
+    config.RUN: (run, "serve CMP, EST, the REST API and the web pages"),
     config.SETTINGS: (show_settings, "check the settings and print those in effect (the database password masked)"),
 }
 
@@ -220,7 +295,18 @@ def parser():
         for field in config.fields():
             if name in field.metadata["commands"]:
                 _add_setting(command, field)
+        if name == config.OPERATOR:
+            _operator_arguments(command)
     return top
+
+
+def _operator_arguments(command):
+    command.add_argument("action", choices=("create", "password", "delete", "list"))
+    command.add_argument("name", nargs="?", help="the operator's name (not for list)")
+    source = command.add_mutually_exclusive_group()
+    source.add_argument("--password-file", metavar="FILE", help="read the password from the first line of FILE")
+    source.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    source.add_argument("--generate", action="store_true", help="generate a password and print it")
 
 
 def main(argv=None):
@@ -239,7 +325,9 @@ def main(argv=None):
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return COMMANDS[args.command][0](settings)
+        function = COMMANDS[args.command][0]
+        # operator also takes its own arguments (an action, a name, where the password comes from)
+        return function(settings, args) if args.command == config.OPERATOR else function(settings)
     except migrate.SchemaError as exc:
         raise SystemExit("trustpoint-server: %s" % exc) from exc
     except ValueError as exc:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_FILE = "vault.key"
 _VERSION = b"\x01"
@@ -26,6 +28,7 @@ class Vault:
         if len(key) != 32:
             raise VaultError("the vault key must be 32 bytes")
         self._aead = AESGCM(key)
+        self._key = key
 
     @classmethod
     def load(cls, data_dir):
@@ -60,3 +63,8 @@ class Vault:
             return self._aead.decrypt(blob[1:13], blob[13:], purpose.encode())
         except InvalidTag:
             raise VaultError("cannot decrypt %s: wrong vault key or corrupted data" % purpose) from None
+
+    def derive_key(self, purpose, length=32):
+        """A key for purpose (e.g. signing the web pages' session cookies), derived with HKDF-SHA256: every
+        server instance with this vault key derives the same one, and it changes with the vault key."""
+        return HKDF(hashes.SHA256(), length, salt=None, info=b"trustpoint:" + purpose.encode()).derive(self._key)

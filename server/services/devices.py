@@ -11,12 +11,12 @@ import os
 import re
 import secrets
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from trustpoint_core import x509
 from trustpoint_core.profiles import get_profile
 
 from ..errors import ApiError
-from ..storage.db import get_by_id
+from ..storage.db import contains, get_by_id
 from ..storage.models import CmpTransaction, Device, IssuedCertificate, utcnow
 from .pki import revoke
 
@@ -27,9 +27,12 @@ SECRET_KINDS = {
     "cmp_idevid": None,  # CMP ir signed with the device's IDevID (DevID registrations)
     "est_password": "password",  # EST simpleenroll with HTTP Basic: username = device name
     "est_idevid": None,  # EST simpleenroll with the IDevID as TLS client certificate
+    # No domain credential: the operator issues application certificates (API, pages, OTP download).
+    "none": None,
 }
 ONBOARDING_METHODS = tuple(SECRET_KINDS)
 SECRET_PURPOSE = "device-secret"  # noqa: S105 (associated data of the encryption)
+STATUSES = ("pending", "onboarded", "no_onboarding")
 SERIAL_NUMBER = re.compile(r"[ -~]{1,128}")  # printable ASCII, as X.520 serialNumber
 # scrypt (RFC 7914) for EST passwords: about 30 ms and 16 MiB per check.
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -77,10 +80,32 @@ def create_device(db, vault, name, domain, onboarding_method, serial_number=None
     if db.scalar(select(Device).where(Device.name == name)) is not None:
         raise ApiError(409, "device %r already exists" % name)
     device = Device(
-        name=name, domain=domain, onboarding_method=onboarding_method, status="pending", serial_number=serial_number
+        name=name,
+        domain=domain,
+        onboarding_method=onboarding_method,
+        status="no_onboarding" if onboarding_method == "none" else "pending",
+        serial_number=serial_number,
     )
     db.add(device)
     return device, issue_secret(vault, device)
+
+
+def devices_query(search=None, domain=None, status=None, onboarding_method=None):
+    """Devices by id; search matches the name or the IDevID serial number; domain is a Domain."""
+    query = select(Device).order_by(Device.id)
+    if search:
+        query = query.where(or_(contains(Device.name, search), contains(Device.serial_number, search)))
+    if domain is not None:
+        query = query.where(Device.domain_id == domain.id)
+    if status:
+        if status not in STATUSES:
+            raise ApiError(400, "status must be one of %s" % ", ".join(STATUSES))
+        query = query.where(Device.status == status)
+    if onboarding_method:
+        if onboarding_method not in ONBOARDING_METHODS:
+            raise ApiError(400, "onboarding_method must be one of %s" % ", ".join(ONBOARDING_METHODS))
+        query = query.where(Device.onboarding_method == onboarding_method)
+    return query
 
 
 def get_device(db, device_id):

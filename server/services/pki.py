@@ -14,7 +14,7 @@ from trustpoint_core.profiles import get_profile
 
 from ..errors import ApiError
 from ..runtime.vault import Vault
-from ..storage.db import begin_write
+from ..storage.db import begin_write, contains
 from ..storage.models import CertificateAuthority, Device, DevIdRegistration, Domain, IssuedCertificate, utcnow
 
 DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -56,6 +56,14 @@ def create_domain(db, vault, name, key_type=keys.DEFAULT_KEY_TYPE, validity_days
         )
     db.add(domain)
     return domain
+
+
+def domains_query(search=None):
+    """Domains by name, optionally those whose name contains search."""
+    query = select(Domain).order_by(Domain.name)
+    if search:
+        query = query.where(contains(Domain.name, search))
+    return query
 
 
 def get_domain(db, name):

@@ -11,7 +11,9 @@ from trustpoint_core import x509
 from trustpoint_core.errors import InvalidInput
 
 from ..errors import ApiError
+from ..storage.db import begin_write, contains
 from ..storage.models import DevIdRegistration, Truststore
+from . import pki
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 USAGES = ("idevid", "tls", "devownerid")
@@ -45,6 +47,37 @@ def check_usage(usage):
     return usage
 
 
+def truststores_query(search=None, usage=None):
+    """Truststores by name, optionally those whose name contains search, of one usage."""
+    query = select(Truststore).order_by(Truststore.name)
+    if search:
+        query = query.where(contains(Truststore.name, search))
+    if usage:
+        query = query.where(Truststore.usage == usage)
+    return query
+
+
+def create_truststore(db, name, usage, certificates):
+    """Add a truststore after checking every field; 409 when the name is taken. The caller commits."""
+    truststore = Truststore(
+        name=check_name("truststore", name), usage=check_usage(usage), certificates_pem=parse_certificates(certificates)
+    )
+    begin_write(db)
+    if db.scalar(select(Truststore).where(Truststore.name == truststore.name)) is not None:
+        raise ApiError(409, "truststore %r already exists" % truststore.name)
+    db.add(truststore)
+    return truststore
+
+
+def update_truststore(db, truststore, usage=None, certificates=None):
+    """Change a truststore's usage and/or certificates (None: keep). The caller holds the write lock and commits."""
+    if usage is not None:
+        truststore.usage = check_usage(usage)
+    if certificates is not None:
+        truststore.certificates_pem = parse_certificates(certificates)
+    return truststore
+
+
 def get_truststore(db, name):
     truststore = db.scalar(select(Truststore).where(Truststore.name == name))
     if truststore is None:
@@ -53,10 +86,16 @@ def get_truststore(db, name):
 
 
 def delete_truststore(db, truststore):
-    users = db.scalars(select(DevIdRegistration.name).where(DevIdRegistration.truststore_id == truststore.id)).all()
+    users = truststore_users(db, truststore)
     if users:
         raise ApiError(409, "truststore %r is used by DevID registration(s) %s" % (truststore.name, ", ".join(users)))
     db.delete(truststore)
+
+
+def truststore_users(db, truststore):
+    """Names of the DevID registrations that use truststore."""
+    query = select(DevIdRegistration.name).where(DevIdRegistration.truststore_id == truststore.id)
+    return db.scalars(query.order_by(DevIdRegistration.name)).all()
 
 
 def truststore_json(truststore):
@@ -92,11 +131,61 @@ def idevid_truststore(db, name):
     return truststore
 
 
+REGISTRATION_FIELDS = ("name", "domain", "truststore", "pattern", "auto_create_devices")
+
+
+def registrations_query(search=None, domain=None):
+    """DevID registrations by name; search matches the name or the pattern; domain: a Domain."""
+    query = select(DevIdRegistration).order_by(DevIdRegistration.name)
+    if search:
+        query = query.where(contains(DevIdRegistration.name, search) | contains(DevIdRegistration.pattern, search))
+    if domain is not None:
+        query = query.where(DevIdRegistration.domain_id == domain.id)
+    return query
+
+
+def apply_registration(db, registration, fields):
+    """Set the fields given (domain, truststore, pattern, auto_create_devices), each checked."""
+    if "domain" in fields:
+        if not isinstance(fields["domain"], str):
+            raise ApiError(400, "domain must be a domain name")
+        registration.domain = pki.get_domain(db, fields["domain"])
+    if "truststore" in fields:
+        registration.truststore = idevid_truststore(db, fields["truststore"])
+    if "pattern" in fields:
+        registration.pattern = check_pattern(fields["pattern"])
+    if "auto_create_devices" in fields:
+        if not isinstance(fields["auto_create_devices"], bool):
+            raise ApiError(400, "auto_create_devices must be true or false")
+        registration.auto_create_devices = fields["auto_create_devices"]
+    return registration
+
+
+def create_registration(db, fields):
+    """Add a DevID registration from fields (name, domain, truststore, pattern required). The caller commits."""
+    missing = [f for f in ("name", "domain", "truststore", "pattern") if f not in fields]
+    if missing:
+        raise ApiError(400, "field(s) required: %s" % ", ".join(missing))
+    begin_write(db)
+    name = check_name("DevID registration", fields["name"])
+    if db.scalar(select(DevIdRegistration).where(DevIdRegistration.name == name)) is not None:
+        raise ApiError(409, "DevID registration %r already exists" % name)
+    registration = DevIdRegistration(name=name, auto_create_devices=False)
+    apply_registration(db, registration, fields)
+    db.add(registration)
+    return registration
+
+
 def get_registration(db, name):
     registration = db.scalar(select(DevIdRegistration).where(DevIdRegistration.name == name))
     if registration is None:
         raise ApiError(404, "DevID registration %r does not exist" % name)
     return registration
+
+
+def delete_registration(db, registration):
+    """Devices it admitted keep their credentials; IDevIDs only it matched are refused from now on."""
+    db.delete(registration)
 
 
 def registration_json(registration):

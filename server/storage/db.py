@@ -10,7 +10,7 @@ import sqlite3
 import threading
 
 from flask import current_app, g
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.orm import sessionmaker
 
 DEFAULT_DATABASE = "trustpoint.db"
@@ -175,3 +175,35 @@ def session_factory(engine):
     factory = sessionmaker(engine, expire_on_commit=False, info={_WRITE_LOCK: SqliteWriteLock(engine.url.database)})
     event.listen(factory, "after_transaction_end", _write_transaction_end)
     return factory
+
+
+MAX_PER_PAGE = 200
+
+
+class Page:
+    """One page of a query's rows: items, the total count, this page's number (from 1) and size."""
+
+    def __init__(self, items, total, number, size):
+        self.items = items
+        self.total = total
+        self.number = number
+        self.size = size
+
+    @property
+    def pages(self):
+        return max(1, -(-self.total // self.size))
+
+
+def paginate(db_session, query, number=1, size=25):
+    """Page number (from 1) of size rows of query; a number past the end gives the last page."""
+    size = max(1, min(int(size), MAX_PER_PAGE))
+    total = db_session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    number = max(1, min(int(number), max(1, -(-total // size))))
+    items = db_session.scalars(query.limit(size).offset((number - 1) * size)).all()
+    return Page(items, total, number, size)
+
+
+def contains(column, text):
+    """A case-insensitive "column contains text" condition; LIKE's wildcards in text match themselves."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.ilike("%" + escaped + "%", escape="\\")

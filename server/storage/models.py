@@ -1,6 +1,7 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The service's tables: domains and their CAs, devices, issued certificates, CMP transactions."""
+"""The service's tables: domains and their CAs, devices, issued certificates, CMP transactions, operators and
+credential downloads."""
 
 from __future__ import annotations
 
@@ -85,7 +86,8 @@ class Device(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     domain_id: Mapped[int] = mapped_column(ForeignKey("domain.id"))
     onboarding_method: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | onboarded
+    # pending | onboarded; no_onboarding for onboarding_method "none" (application certificates only)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     # Subject serialNumber of the device's IDevID, when it onboards with one.
     serial_number: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
     idevid_fingerprint: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
@@ -195,3 +197,54 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+
+
+class Operator(Base):
+    """A person who signs in to the web pages. The password is an Argon2id hash (services/operators.py)."""
+
+    __tablename__ = "operator"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    # Part of every session cookie of the operator: a new value (sign-out, new password) ends them all.
+    session_token: Mapped[str] = mapped_column(String(64))
+    # Failed sign-ins in a row; from a threshold on, the next attempt must wait until blocked_until.
+    failed_sign_ins: Mapped[int] = mapped_column(default=0)
+    blocked_until: Mapped[Optional[datetime.datetime]] = mapped_column(nullable=True)
+    last_sign_in_at: Mapped[Optional[datetime.datetime]] = mapped_column(nullable=True)
+    created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+
+
+class CredentialDownload(Base):
+    """A credential an operator ordered for download in the device's browser (services/downloads.py).
+
+    The one-time password (OTP) unlocks it: handle finds the row, otp_sha256 checks the rest. Once unlocked,
+    a download token (its hash here) lets one download happen within minutes; the key is generated for that
+    download and never stored.
+    """
+
+    __tablename__ = "credential_download"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    handle: Mapped[str] = mapped_column(String(16), unique=True)
+    otp_sha256: Mapped[str] = mapped_column(String(64))
+    device_id: Mapped[int] = mapped_column(ForeignKey("device.id", ondelete="CASCADE"))
+    profile: Mapped[str] = mapped_column(String(64))
+    key_type: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(1024))  # RFC 4514
+    subject_alt_names: Mapped[str] = mapped_column(Text)  # JSON list of "DNS:name" strings
+    attempts_left: Mapped[int]
+    expires_at: Mapped[datetime.datetime]  # of the OTP
+    token_sha256: Mapped[Optional[str]] = mapped_column(String(64), unique=True, nullable=True)
+    token_expires_at: Mapped[Optional[datetime.datetime]] = mapped_column(nullable=True)
+    # pending (OTP not entered) | unlocked (token issued) | downloaded | void (3 wrong OTPs, or cancelled)
+    state: Mapped[str] = mapped_column(String(16))
+    certificate_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("issued_certificate.id", ondelete="SET NULL"), nullable=True
+    )
+    created_by: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+
+    device: Mapped[Device] = relationship()
+    certificate: Mapped[Optional[IssuedCertificate]] = relationship()

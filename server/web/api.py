@@ -1,20 +1,29 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""REST management API under /api/v1 (bearer token): domains and devices."""
+"""REST management API under /api/v1 (bearer token): domains, devices, their certificates and credential
+downloads, truststores and DevID registrations.
+
+Lists take ?search=... (and per resource filters) and, optionally, ?page=N&per_page=M: the answer is then that
+page, with the total count in X-Total-Count.
+"""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request, url_for
 from sqlalchemy import select
+from trustpoint_core import keys, x509
+from trustpoint_core.errors import InvalidInput
 from trustpoint_core.keys import DEFAULT_KEY_TYPE
 
 from ..errors import ApiError
-from ..services import devices, pki, trust
-from ..storage.db import begin_write, session
-from ..storage.models import ApiToken, Device, DevIdRegistration, Domain, Truststore
+from ..protocols.wire import public_url
+from ..services import certificates, devices, downloads, pki, trust
+from ..storage.db import begin_write, paginate, session
+from ..storage.models import ApiToken
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -32,8 +41,10 @@ def _authenticate():
         raise ApiError(401, "missing API token: send 'Authorization: Bearer <token>'", challenge)
     # Looked up by its hash: the table never holds a usable token, and the lookup time does
     # not depend on how much of a guessed token is right.
-    if session().scalar(select(ApiToken).where(ApiToken.token_sha256 == token_hash(token.strip()))) is None:
+    api_token = session().scalar(select(ApiToken).where(ApiToken.token_sha256 == token_hash(token.strip())))
+    if api_token is None:
         raise ApiError(401, "invalid API token", challenge)
+    g.api_token_name = api_token.name
 
 
 def _body():
@@ -53,12 +64,26 @@ def _vault():
     return current_app.extensions["trustpoint"].vault
 
 
+def _listing(query, to_json):
+    """The rows of query as JSON: all of them, or with ?page/?per_page one page and X-Total-Count."""
+    if "page" not in request.args and "per_page" not in request.args:
+        return jsonify([to_json(row) for row in session().scalars(query)])
+    try:
+        number, size = int(request.args.get("page", 1)), int(request.args.get("per_page", 25))
+    except ValueError:
+        raise ApiError(400, "page and per_page must be whole numbers") from None
+    page = paginate(session(), query, number, size)
+    response = jsonify([to_json(row) for row in page.items])
+    response.headers["X-Total-Count"] = str(page.total)
+    return response
+
+
 # --- domains -------------------------------------------------------------------------------------
 
 
 @bp.get("/domains")
 def list_domains():
-    return jsonify([pki.domain_json(d) for d in session().scalars(select(Domain).order_by(Domain.name))])
+    return _listing(pki.domains_query(request.args.get("search")), pki.domain_json)
 
 
 @bp.post("/domains")
@@ -113,14 +138,14 @@ def delete_domain(name):
 
 @bp.get("/devices")
 def list_devices():
-    query = select(Device).order_by(Device.id)
-    names = [name for name in request.args.getlist("name") if name]
+    args = request.args
+    domain = pki.get_domain(session(), args["domain"]) if args.get("domain") else None
+    query = devices.devices_query(args.get("search"), domain, args.get("status"), args.get("onboarding_method"))
+    names = [name for name in args.getlist("name") if name]
     if names:
         # Repeatable (?name=a&name=b): a playbook reads its whole batch of devices in one request.
-        query = query.where(Device.name.in_(names))
-    if request.args.get("domain"):
-        query = query.where(Device.domain_id == pki.get_domain(session(), request.args["domain"]).id)
-    return jsonify([devices.device_json(d) for d in session().scalars(query)])
+        query = query.where(devices.Device.name.in_(names))
+    return _listing(query, devices.device_json)
 
 
 @bp.post("/devices")
@@ -179,7 +204,9 @@ def delete_device(device_id):
 
 @bp.get("/truststores")
 def list_truststores():
-    return jsonify([trust.truststore_json(t) for t in session().scalars(select(Truststore).order_by(Truststore.name))])
+    return _listing(
+        trust.truststores_query(request.args.get("search"), request.args.get("usage")), trust.truststore_json
+    )
 
 
 @bp.post("/truststores")
@@ -189,16 +216,8 @@ def create_truststore():
     missing = [f for f in ("name", "usage", "certificates") if f not in data]
     if missing:
         raise ApiError(400, "field(s) required: %s" % ", ".join(missing))
-    truststore = Truststore(
-        name=trust.check_name("truststore", data["name"]),
-        usage=trust.check_usage(data["usage"]),
-        certificates_pem=trust.parse_certificates(data["certificates"]),
-    )
     db = session()
-    begin_write(db)
-    if db.scalar(select(Truststore).where(Truststore.name == truststore.name)) is not None:
-        raise ApiError(409, "truststore %r already exists" % truststore.name)
-    db.add(truststore)
+    truststore = trust.create_truststore(db, data["name"], data["usage"], data["certificates"])
     db.commit()
     log.info("created truststore %s (%s)", truststore.name, truststore.usage)
     return jsonify(trust.truststore_json(truststore)), 201
@@ -215,11 +234,9 @@ def update_truststore(name):
     _only(data, ("usage", "certificates"))
     db = session()
     begin_write(db)
-    truststore = trust.get_truststore(db, name)
-    if "usage" in data:
-        truststore.usage = trust.check_usage(data["usage"])
-    if "certificates" in data:
-        truststore.certificates_pem = trust.parse_certificates(data["certificates"])
+    truststore = trust.update_truststore(
+        db, trust.get_truststore(db, name), data.get("usage"), data.get("certificates")
+    )
     db.commit()
     return jsonify(trust.truststore_json(truststore))
 
@@ -235,47 +252,21 @@ def delete_truststore(name):
 
 # --- DevID registrations -------------------------------------------------------------------------
 
-_REGISTRATION_FIELDS = ("name", "domain", "truststore", "pattern", "auto_create_devices")
-
-
-def _apply_registration(db, registration, data):
-    if "domain" in data:
-        if not isinstance(data["domain"], str):
-            raise ApiError(400, "domain must be a domain name")
-        registration.domain = pki.get_domain(db, data["domain"])
-    if "truststore" in data:
-        registration.truststore = trust.idevid_truststore(db, data["truststore"])
-    if "pattern" in data:
-        registration.pattern = trust.check_pattern(data["pattern"])
-    if "auto_create_devices" in data:
-        if not isinstance(data["auto_create_devices"], bool):
-            raise ApiError(400, "auto_create_devices must be true or false")
-        registration.auto_create_devices = data["auto_create_devices"]
-
 
 @bp.get("/devid-registrations")
 def list_registrations():
-    query = select(DevIdRegistration).order_by(DevIdRegistration.name)
-    return jsonify([trust.registration_json(r) for r in session().scalars(query)])
+    domain = pki.get_domain(session(), request.args["domain"]) if request.args.get("domain") else None
+    return _listing(trust.registrations_query(request.args.get("search"), domain), trust.registration_json)
 
 
 @bp.post("/devid-registrations")
 def create_registration():
     data = _body()
-    _only(data, _REGISTRATION_FIELDS)
-    missing = [f for f in ("name", "domain", "truststore", "pattern") if f not in data]
-    if missing:
-        raise ApiError(400, "field(s) required: %s" % ", ".join(missing))
+    _only(data, trust.REGISTRATION_FIELDS)
     db = session()
-    begin_write(db)
-    name = trust.check_name("DevID registration", data["name"])
-    if db.scalar(select(DevIdRegistration).where(DevIdRegistration.name == name)) is not None:
-        raise ApiError(409, "DevID registration %r already exists" % name)
-    registration = DevIdRegistration(name=name, auto_create_devices=False)
-    _apply_registration(db, registration, data)
-    db.add(registration)
+    registration = trust.create_registration(db, data)
     db.commit()
-    log.info("created DevID registration %s", name)
+    log.info("created DevID registration %s", registration.name)
     return jsonify(trust.registration_json(registration)), 201
 
 
@@ -287,11 +278,10 @@ def get_registration(name):
 @bp.patch("/devid-registrations/<name>")
 def update_registration(name):
     data = _body()
-    _only(data, _REGISTRATION_FIELDS[1:])
+    _only(data, trust.REGISTRATION_FIELDS[1:])
     db = session()
     begin_write(db)
-    registration = trust.get_registration(db, name)
-    _apply_registration(db, registration, data)
+    registration = trust.apply_registration(db, trust.get_registration(db, name), data)
     db.commit()
     return jsonify(trust.registration_json(registration))
 
@@ -300,6 +290,150 @@ def update_registration(name):
 def delete_registration(name):
     db = session()
     begin_write(db)
-    db.delete(trust.get_registration(db, name))
+    trust.delete_registration(db, trust.get_registration(db, name))
     db.commit()
     return "", 204
+
+
+# --- certificates of a device --------------------------------------------------------------------
+
+_ISSUE_FIELDS = ("profile", "csr", "key_type", "pkcs12_password", "subject", "subject_alt_names", "replaces")
+
+
+@bp.get("/devices/<int:device_id>/certificates")
+def list_certificates(device_id):
+    device = devices.get_device(session(), device_id)
+    args = request.args
+    query = certificates.certificates_query(device, args.get("search"), args.get("status"), args.get("profile"))
+    return _listing(query, certificates.certificate_json)
+
+
+@bp.post("/devices/<int:device_id>/certificates")
+def issue_certificate(device_id):
+    """Issue a certificate for the key of a CSR, or for a key generated here and answered as a PKCS#12
+    protected with pkcs12_password. replaces: serial number of an active certificate this one renews."""
+    data = _body()
+    _only(data, _ISSUE_FIELDS)
+    if "profile" not in data:
+        raise ApiError(400, "field 'profile' is required")
+    if ("csr" in data) == ("key_type" in data):
+        raise ApiError(400, "give either 'csr' (the device's request) or 'key_type' (the server makes the key)")
+    if "key_type" in data:
+        try:
+            keys.check_password(data.get("pkcs12_password"), "pkcs12_password")
+        except InvalidInput as exc:
+            raise ApiError(400, "%s (it protects the PKCS#12 with the generated key)" % exc) from exc
+    elif "pkcs12_password" in data:
+        raise ApiError(400, "pkcs12_password goes with key_type: with a CSR the key stays on the device")
+    db = session()
+    device = devices.get_device(db, device_id)
+    replaces = certificates.get_certificate(db, device, data["replaces"]) if data.get("replaces") else None
+    record, certificate, private_key = certificates.issue(
+        db,
+        _vault(),
+        device,
+        data["profile"],
+        csr=data.get("csr"),
+        key_type=data.get("key_type"),
+        subject=data.get("subject"),
+        subject_alt_names=data.get("subject_alt_names"),
+        crl_base_url=public_url(),
+        replaces=replaces,
+    )
+    db.commit()
+    log.info(
+        "issued %s %s to device %s (id %d) through the API (%s)%s",
+        record.profile,
+        record.serial_number,
+        device.name,
+        device.id,
+        g.api_token_name,
+        ", renewing %s" % replaces.serial_number if replaces is not None else "",
+    )
+    answer = {
+        "certificate": certificates.certificate_json(record),
+        "chain": x509.certificates_to_pem(pki.ca_chain(device.domain)),
+    }
+    if private_key is not None:
+        bundle = keys.pkcs12_bundle(
+            "%s-%s" % (device.name, record.profile), private_key, certificate, pki.ca_chain(device.domain),
+            data["pkcs12_password"],
+        )  # fmt: skip
+        answer["pkcs12"] = base64.b64encode(bundle).decode()
+    return jsonify(answer), 201
+
+
+@bp.get("/devices/<int:device_id>/certificates/<serial>")
+def get_certificate(device_id, serial):
+    db = session()
+    return jsonify(
+        certificates.certificate_json(certificates.get_certificate(db, devices.get_device(db, device_id), serial))
+    )
+
+
+@bp.post("/devices/<int:device_id>/certificates/<serial>/revoke")
+def revoke_certificate(device_id, serial):
+    data = request.get_json(silent=True) if request.content_length else {}
+    if not isinstance(data, dict):
+        raise ApiError(400, "expected a JSON object with Content-Type: application/json")
+    _only(data, ("reason",))
+    reason = data.get("reason", "unspecified")
+    db = session()
+    begin_write(db)
+    device = devices.get_device(db, device_id)
+    record = certificates.get_certificate(db, device, serial)
+    if record.status == "revoked":
+        raise ApiError(409, "certificate %s is already revoked (%s)" % (record.serial_number, record.revocation_reason))
+    try:
+        certificates.revoke_certificate(record, reason)
+    except InvalidInput as exc:
+        raise ApiError(400, str(exc)) from exc
+    db.commit()
+    log.info(
+        "revoked %s of device %s (id %d) through the API: %s", record.serial_number, device.name, device.id, reason
+    )
+    return jsonify(certificates.certificate_json(record))
+
+
+# --- credential downloads (one-time password, in the device's browser) -----------------------------
+
+
+@bp.get("/devices/<int:device_id>/downloads")
+def list_downloads(device_id):
+    db = session()
+    return jsonify([downloads.download_json(d) for d in downloads.downloads_of(db, devices.get_device(db, device_id))])
+
+
+@bp.post("/devices/<int:device_id>/downloads")
+def create_download(device_id):
+    """Order a credential for download in the device's browser: answers the one-time password, once."""
+    data = _body()
+    _only(data, ("profile", "key_type", "subject", "subject_alt_names"))
+    if "profile" not in data:
+        raise ApiError(400, "field 'profile' is required")
+    db = session()
+    device = devices.get_device(db, device_id)
+    download, otp = downloads.create_download(
+        db,
+        device,
+        data["profile"],
+        data.get("key_type"),
+        data.get("subject"),
+        data.get("subject_alt_names"),
+        created_by="api:%s" % g.api_token_name,
+    )
+    db.commit()
+    log.info("ordered a %s download for device %s (id %d) through the API", download.profile, device.name, device.id)
+    return jsonify(
+        {"download": downloads.download_json(download), "otp": otp, "url": url_for("browser.enter_otp", _external=True)}
+    ), 201
+
+
+@bp.delete("/devices/<int:device_id>/downloads/<int:download_id>")
+def cancel_download(device_id, download_id):
+    db = session()
+    begin_write(db)
+    download = downloads.get_download(db, devices.get_device(db, device_id), download_id)
+    downloads.cancel(download)
+    db.commit()
+    return jsonify(downloads.download_json(download))

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -72,7 +73,9 @@ def test_run_refuses_a_database_behind_the_code_and_migrate_fixes_it(tmp_path):
     subprocess.run([cli, "init", "--data-dir", str(data)], check=True, capture_output=True)
     engine = make_engine("sqlite:///%s" % (data / "trustpoint.db"))
     with engine.begin() as connection:
-        connection.exec_driver_sql("DROP TABLE alembic_version")  # 0.1.0's state: stamped as the baseline
+        # 0.1.0's state: the baseline's tables without alembic_version (stamped as the baseline).
+        command.downgrade(migrate._config(connection), migrate.BASELINE)
+        connection.exec_driver_sql("DROP TABLE alembic_version")
     engine.dispose()
     if migrate.head() != migrate.BASELINE:
         result = subprocess.run(
