@@ -57,8 +57,11 @@ options:
       - V(cmp_idevid) - CMP initial registration signed with the device's IDevID.
       - V(est_password) - EST simpleenroll with HTTP Basic authentication and a one-time password.
       - V(est_idevid) - EST simpleenroll with the IDevID as TLS client certificate.
+      - V(none) - no onboarding and no domain credential; an operator issues its application certificates
+        (M(trustpoint.pki.certificate), the web pages, or a download in its browser). Its status is
+        V(no_onboarding).
     type: str
-    choices: [cmp_shared_secret, cmp_idevid, est_password, est_idevid]
+    choices: [cmp_shared_secret, cmp_idevid, est_password, est_idevid, none]
     default: cmp_shared_secret
   serial_number:
     description:
@@ -86,6 +89,7 @@ notes:
 seealso:
   - module: trustpoint.pki.domain
   - module: trustpoint.pki.enroll
+  - module: trustpoint.pki.certificate
 """
 
 EXAMPLES = r"""
@@ -140,7 +144,9 @@ device:
       type: str
       sample: ACME-00001234
     status:
-      description: V(pending) until the device holds a confirmed domain credential, then V(onboarded).
+      description: >-
+        V(pending) until the device holds a confirmed domain credential, then V(onboarded); V(no_onboarding) for
+        a device with O(onboarding_method=none).
       type: str
       sample: pending
     created_at:

@@ -57,7 +57,7 @@ options:
         description:
           - How the device obtains its domain credential, see O(trustpoint.pki.device#module:onboarding_method).
         type: str
-        choices: [cmp_shared_secret, cmp_idevid, est_password, est_idevid]
+        choices: [cmp_shared_secret, cmp_idevid, est_password, est_idevid, none]
         default: cmp_shared_secret
       serial_number:
         description:

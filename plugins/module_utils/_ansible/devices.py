@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
-METHODS = ("cmp_shared_secret", "cmp_idevid", "est_password", "est_idevid")
+METHODS = ("cmp_shared_secret", "cmp_idevid", "est_password", "est_idevid", "none")
 SECRET_METHODS = ("cmp_shared_secret", "est_password")
 # gunicorn refuses request lines over 4094 bytes: a batch is read in requests below that.
 _MAX_QUERY = 3000
