@@ -67,8 +67,9 @@ return problems;
 # Whether the page scrolls sideways: its content is wider than the viewport.
 OVERFLOW_SCRIPT = """
 const root = document.documentElement;
-const wide = [...document.querySelectorAll('body *')].filter(el => el.getBoundingClientRect().right > root.clientWidth + 1)
-  .slice(0, 5).map(el => el.tagName + (el.id ? '#' + el.id : '') + (el.className ? '.' + el.className : ''));
+const wide = [...document.querySelectorAll('body *')]
+  .filter(el => el.getBoundingClientRect().right > root.clientWidth + 1).slice(0, 5)
+  .map(el => el.tagName + (el.id ? '#' + el.id : '') + (el.className ? '.' + el.className : ''));
 return {scrollWidth: root.scrollWidth, clientWidth: root.clientWidth, wide: wide};
 """
 

@@ -87,7 +87,7 @@ def test_help_page_shows_an_openssl_command_that_onboards_the_device(server, sig
     browser.get("/ui/devices/%d" % device_id)
     assert "onboarded" in browser.find(".heading .badge").text
     # The secret is spent: the help page now offers a new one instead of showing the old.
-    browser.click_link("Help – issue new credentials")
+    browser.click_link("Help \N{EN DASH} issue new credentials")
     assert secret not in browser.text()
     assert "SHARED_SECRET" in browser.find("pre#openssl").text
 
@@ -175,17 +175,18 @@ def test_every_page_has_labelled_fields_and_no_horizontal_scrolling(server, sign
     _none, none_id = create_device(browser, domain, "none")
     problems = browser.check_page("help-new-device")
     pem = server.create_domain()["ca_chain"]
-    status, _body = server.api(
-        "POST", "/truststores", {"name": unique("ts"), "usage": "idevid", "certificates": pem}
-    )
+    status, _body = server.api("POST", "/truststores", {"name": unique("ts"), "usage": "idevid", "certificates": pem})
     assert status == 201
     truststore = server.api("GET", "/truststores")[1][-1]["name"]
     registration = unique("reg")
-    assert server.api(
-        "POST",
-        "/devid-registrations",
-        {"name": registration, "domain": domain, "truststore": truststore, "pattern": "SN-[0-9]+"},
-    )[0] == 201
+    assert (
+        server.api(
+            "POST",
+            "/devid-registrations",
+            {"name": registration, "domain": domain, "truststore": truststore, "pattern": "SN-[0-9]+"},
+        )[0]
+        == 201
+    )
     csr_key = browser.profile / "csr.key"
     openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(csr_key))
     csr = openssl("req", "-new", "-key", str(csr_key), "-subj", "/CN=plc").stdout

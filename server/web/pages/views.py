@@ -45,9 +45,8 @@ def _signed_in():
         logout_user()
         session.clear()
     if not current_user.is_authenticated:
-        return redirect(
-            url_for("pages.sign_in", next=request.full_path.rstrip("?") if request.method == "GET" else None)
-        )
+        target = request.full_path.rstrip("?") if request.method == "GET" else None
+        return redirect(url_for("pages.sign_in", next=target))
     return None
 
 
