@@ -201,7 +201,12 @@ def issue(db, vault, device, profile_name, csr=None, key_type=None, subject=None
         requested = parse_subject(subject)
         private_key = None
         if csr is not None:
-            request = est.load_csr(csr.encode() if isinstance(csr, str) else csr)
+            try:
+                request = est.load_csr(csr.encode() if isinstance(csr, str) else csr)
+            except InvalidInput as exc:
+                raise InvalidInput(
+                    "csr must be a PKCS#10 request, PEM or base64 DER, signed by its key: %s" % exc
+                ) from exc
             public_key = request.public_key()
             if requested is None:
                 requested = request.subject

@@ -94,7 +94,9 @@ def init_app(app, vault):
     login_manager.init_app(app)
     login_manager.login_view = "pages.sign_in"
     login_manager.login_message = "Sign in to see this page."
-    login_manager.session_protection = "strong"
+    # Flask-Login's IP/user-agent binding acts only on non-permanent sessions (ours are permanent once signed
+    # in): the session token, the idle and the absolute timeouts bound a session instead.
+    login_manager.session_protection = None
     csrf.init_app(app)
     limiter.init_app(app)
     app.register_blueprint(views.bp)
