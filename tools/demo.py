@@ -14,7 +14,8 @@
      registered and generates its key, and enrolls: device1 over CMP with a shared secret and device2
      over EST with a password, both with the python backend (the virtualenv's Python); device3 over
      CMP with the openssl backend (the system Python).
-  3. The server's REST API reports what it issued (device id, serial, expiry).
+  3. The server's REST API reports what it issued (device id, serial, expiry), and the operator's web pages
+     show the same devices after a sign-in (the URL and the sign-in are printed).
   4. Each device's certificate, read over SSH, is checked with `openssl verify` against the domain's
      root CA and compared with the server's record.
   5. tools/testbed.py down removes everything, also on failure or Ctrl-C (except with --keep).
@@ -26,6 +27,8 @@ sshd's StrictModes); every run starts from scratch and removes DIR after a succe
 from __future__ import annotations
 
 import argparse
+import html
+import http.cookiejar
 import json
 import os
 import re
@@ -37,6 +40,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -281,7 +285,7 @@ class Demo:
 
     # ---- 3
     def ask_server(self) -> Dict[str, Dict[str, Any]]:
-        phase(3, "Ask the server what it issued (REST API)")
+        phase(3, "Ask the server what it issued (REST API, web pages)")
         url = f"{self.server['api_url']}/api/v1/devices?domain={DOMAIN}"
         show_command(self.curl(f"/api/v1/devices?domain={DOMAIN}"))
         devices = {d["name"]: d for d in self.api(url)}
@@ -290,6 +294,44 @@ class Demo:
             + ", ".join(f"{n} ({d['status']})" for n, d in devices.items())
         )
         return devices
+
+    def check_pages(self, devices: Dict[str, Dict[str, Any]]) -> None:
+        """Sign in to the web pages as the operator `init` created and find the devices there."""
+        pages = self.server.get("pages_url") or self.server["api_url"] + "/ui/"
+        try:
+            password = Path(self.server["operator_password_file"]).read_text().strip()
+        except (OSError, KeyError) as exc:
+            raise DemoError(f"cannot read the operator's password: {exc}") from None
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}),
+            urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=self.server["ca_file"])),
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
+        )
+
+        def fetch(path: str, fields: Optional[Dict[str, str]] = None) -> str:
+            data = urllib.parse.urlencode(fields).encode() if fields is not None else None
+            # Forms check their CSRF token and that they come from the site itself (Referer), as in a browser.
+            request = urllib.request.Request(pages.rstrip("/") + path, data=data, headers={"Referer": pages})  # noqa: S310
+            try:
+                with opener.open(request, timeout=30) as response:
+                    return response.read().decode("utf-8", "replace")
+            except (urllib.error.URLError, OSError) as exc:
+                raise DemoError(f"web pages, {path}: {exc}") from None
+
+        form = fetch("/sign-in")
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', form)
+        if token is None:
+            raise DemoError("the sign-in page has no form")
+        fetch("/sign-in", {"csrf_token": token.group(1), "username": self.server["operator"], "password": password})
+        listing = fetch(f"/devices?domain={DOMAIN}")
+        if "Sign in</h1>" in listing:  # the pages sent us back to the sign-in
+            raise DemoError(f"the operator {self.server['operator']} could not sign in to {pages}")
+        text = html.unescape(re.sub(r"<[^>]+>", " ", listing))
+        missing = [name for name in devices if name not in text]
+        if missing:
+            raise DemoError(f"the web pages do not list {', '.join(missing)}")
+        say(f"web pages: {pages} (trust {self.server['ca_file']}); {len(devices)} device(s) listed after signing in")
+        say(f"sign in as {self.server['operator']}, password {password} (in {self.server['operator_password_file']})")
 
     def curl(self, path: str) -> str:
         """The API request as a curl command (the token read from its file, never printed)."""
@@ -419,6 +461,11 @@ class Demo:
             ("log in to a device", shlex.join(["ssh", "-F", str(self.dir / "ssh_config"), first])),
             ("look into its network namespace", f"ip netns exec {PREFIX}-{first} ip -brief address"),
             ("ask the server's API", self.curl("/api/v1/devices")),
+            (
+                "open the web pages (sign in as %s, password in %s)"
+                % (self.server.get("operator", "admin"), self.server.get("operator_password_file", "?")),
+                self.server.get("pages_url", "?"),
+            ),
         ]
         for what, cmd in hints:
             say(f"# {what}")
@@ -480,7 +527,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             demo.start()
             demo.onboard()
-            demo.check(demo.ask_server())
+            devices = demo.ask_server()
+            demo.check_pages(devices)
+            demo.check(devices)
         except DemoError as exc:
             failure = str(exc)
         except (KeyboardInterrupt, Interrupted) as exc:

@@ -632,6 +632,9 @@ def start_server(directory: Path, gateway: str, port: int) -> None:
         "ca_file": str(ca_file),
         "token_file": str(server_dir / "admin-token"),
         "data_dir": str(server_dir),
+        "pages_url": f"https://127.0.0.1:{port}/ui/",
+        "operator": "admin",
+        "operator_password_file": str(server_dir / "operator-password"),
     }
     previous = read_json(directory / "server.json") or {}
     pid = server_pid(server_dir)
