@@ -91,6 +91,19 @@ def revoke_certificate(record, reason):
         device.status = "pending"
 
 
+def revoke_for_operator(db, device, serial_number, reason):
+    """An operator revokes the device's certificate (API, pages): 404 unknown, 409 already revoked, 400 for a
+    reason not accepted. The caller holds the write lock and commits; returns the record."""
+    record = get_certificate(db, device, serial_number)
+    if record.status == "revoked":
+        raise ApiError(409, "certificate %s is already revoked (%s)" % (record.serial_number, record.revocation_reason))
+    try:
+        revoke_certificate(record, reason)
+    except InvalidInput as exc:
+        raise ApiError(400, str(exc)) from exc
+    return record
+
+
 def operator_profiles(device):
     """Names of the profiles an operator may issue for device: every application profile, and the domain
     credential for a device that onboards (not for onboarding_method "none")."""

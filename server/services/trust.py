@@ -69,12 +69,13 @@ def create_truststore(db, name, usage, certificates):
     return truststore
 
 
-def update_truststore(db, truststore, usage=None, certificates=None):
-    """Change a truststore's usage and/or certificates (None: keep). The caller holds the write lock and commits."""
-    if usage is not None:
-        truststore.usage = check_usage(usage)
-    if certificates is not None:
-        truststore.certificates_pem = parse_certificates(certificates)
+def update_truststore(truststore, fields):
+    """Set the usage and/or certificates that fields give, each checked. The caller holds the write lock and
+    commits."""
+    if "usage" in fields:
+        truststore.usage = check_usage(fields["usage"])
+    if "certificates" in fields:
+        truststore.certificates_pem = parse_certificates(fields["certificates"])
     return truststore
 
 

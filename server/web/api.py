@@ -234,9 +234,7 @@ def update_truststore(name):
     _only(data, ("usage", "certificates"))
     db = session()
     begin_write(db)
-    truststore = trust.update_truststore(
-        db, trust.get_truststore(db, name), data.get("usage"), data.get("certificates")
-    )
+    truststore = trust.update_truststore(trust.get_truststore(db, name), data)
     db.commit()
     return jsonify(trust.truststore_json(truststore))
 
@@ -381,13 +379,7 @@ def revoke_certificate(device_id, serial):
     db = session()
     begin_write(db)
     device = devices.get_device(db, device_id)
-    record = certificates.get_certificate(db, device, serial)
-    if record.status == "revoked":
-        raise ApiError(409, "certificate %s is already revoked (%s)" % (record.serial_number, record.revocation_reason))
-    try:
-        certificates.revoke_certificate(record, reason)
-    except InvalidInput as exc:
-        raise ApiError(400, str(exc)) from exc
+    record = certificates.revoke_for_operator(db, device, serial, reason)
     db.commit()
     log.info(
         "revoked %s of device %s (id %d) through the API: %s", record.serial_number, device.name, device.id, reason

@@ -14,7 +14,6 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import func, select
 from trustpoint_core import x509
-from trustpoint_core.errors import InvalidInput
 from trustpoint_core.profiles import APPLICATION_PROFILES
 
 from ...errors import ApiError
@@ -70,6 +69,44 @@ def _pem_response(text, filename):
         content_type="application/x-pem-file",
         headers={"Content-Disposition": 'attachment; filename="%s"' % filename},
     )
+
+
+def _form_page(form, title, submit, act, **extra):
+    """A form page: GET shows it; POST runs act(db), the service call that returns the next page, and shows
+    the form again with the service's refusal (the API's message) when it raises ApiError."""
+    error = None
+    if request.method == "POST":
+        db = db_session()
+        try:
+            return act(db)
+        except ApiError as exc:
+            db.rollback()
+            error = exc
+    action = request.full_path.rstrip("?")
+    return _render(
+        "form.html", error.status if error else 200, form=form, error=error, title=title, action=action,
+        submit=submit, **extra,
+    )  # fmt: skip
+
+
+def _confirm_page(title, text, submit, back, act):
+    """A page that confirms a deletion: POST runs act(db) under the write lock and commits."""
+    form = forms.ConfirmForm()
+    error = None
+    if request.method == "POST":
+        db = db_session()
+        begin_write(db)
+        try:
+            response = act(db)
+            db.commit()
+            return response
+        except ApiError as exc:
+            db.rollback()
+            error = exc
+    return _render(
+        "confirm.html", error.status if error else 200, form=form, error=error, title=title, text=text,
+        submit=submit, back=back,
+    )  # fmt: skip
 
 
 def _when(value):
@@ -172,28 +209,17 @@ def _ca_expiry(domain):
 @bp.route("/domains/new", methods=["GET", "POST"])
 def new_domain():
     form = forms.DomainForm()
-    error = None
-    if request.method == "POST":
-        db = db_session()
-        try:
-            days = form.validity_days.data or ""
-            domain = pki.create_domain(
-                db, _vault(), form.name.data, form.key_type.data, int(days) if days.strip().isdigit() else days
-            )
-            db.commit()
-            log.info("operator %s created domain %s", current_user.username, domain.name)
-            return redirect(url_for("pages.domain", name=domain.name))
-        except ApiError as exc:
-            error = exc
-    return _render(
-        "form.html",
-        error.status if error else 200,
-        form=form,
-        error=error,
-        title="New domain",
-        action=url_for("pages.new_domain"),
-        submit="Create the domain",
-    )
+
+    def create(db):
+        days = form.validity_days.data or ""
+        domain = pki.create_domain(
+            db, _vault(), form.name.data, form.key_type.data, int(days) if days.strip().isdigit() else days
+        )
+        db.commit()
+        log.info("operator %s created domain %s", current_user.username, domain.name)
+        return redirect(url_for("pages.domain", name=domain.name))
+
+    return _form_page(form, "New domain", "Create the domain", create)
 
 
 @bp.get("/domains/<name>")
@@ -221,30 +247,20 @@ def domain_chain(name):
 
 @bp.route("/domains/<name>/delete", methods=["GET", "POST"])
 def delete_domain(name):
-    db = db_session()
-    item = pki.get_domain(db, name)
-    form = forms.ConfirmForm()
-    error = None
-    if request.method == "POST":
-        begin_write(db)
-        try:
-            pki.delete_domain(db, pki.get_domain(db, name))
-            db.commit()
-            log.info("operator %s deleted domain %s", current_user.username, name)
-            return redirect(url_for("pages.domains"))
-        except ApiError as exc:
-            db.rollback()
-            error = exc
-    return _render(
-        "confirm.html",
-        error.status if error else 200,
-        form=form,
-        error=error,
-        title="Delete domain %s" % item.name,
-        back=url_for("pages.domain", name=item.name),
-        text="The domain, its CAs and the records of its certificates are deleted. A domain with "
-        "devices or DevID registrations cannot be deleted.",
-        submit="Delete the domain",
+    item = pki.get_domain(db_session(), name)
+
+    def delete(db):
+        pki.delete_domain(db, pki.get_domain(db, name))
+        log.info("operator %s deleted domain %s", current_user.username, name)
+        return redirect(url_for("pages.domains"))
+
+    return _confirm_page(
+        "Delete domain %s" % item.name,
+        "The domain, its CAs and the records of its certificates are deleted. A domain with devices or DevID "
+        "registrations cannot be deleted.",
+        "Delete the domain",
+        url_for("pages.domain", name=item.name),
+        delete,
     )
 
 
@@ -297,32 +313,20 @@ def devices_list():
 
 @bp.route("/devices/new", methods=["GET", "POST"])
 def new_device():
-    db = db_session()
     form = forms.DeviceForm()
-    form.domain.choices = [(d.name, d.name) for d in db.scalars(pki.domains_query())]
-    error = None
-    if request.method == "POST":
-        try:
-            begin_write(db)
-            domain = pki.get_domain(db, form.domain.data or "")
-            item, secret = devices.create_device(
-                db, _vault(), form.name.data, domain, form.onboarding_method.data, form.serial_number.data or None
-            )
-            db.commit()
-            log.info("operator %s registered device %s (id %d)", current_user.username, item.name, item.id)
-            return _help_page(item, next(iter(secret.values()), None), created=True)
-        except ApiError as exc:
-            db.rollback()
-            error = exc
-    return _render(
-        "form.html",
-        error.status if error else 200,
-        form=form,
-        error=error,
-        title="New device",
-        action=url_for("pages.new_device"),
-        submit="Register the device",
-    )
+    form.domain.choices = [(d.name, d.name) for d in db_session().scalars(pki.domains_query())]
+
+    def create(db):
+        begin_write(db)
+        domain = pki.get_domain(db, form.domain.data or "")
+        item, secret = devices.create_device(
+            db, _vault(), form.name.data, domain, form.onboarding_method.data, form.serial_number.data or None
+        )
+        db.commit()
+        log.info("operator %s registered device %s (id %d)", current_user.username, item.name, item.id)
+        return _help_page(item, next(iter(secret.values()), None), created=True)
+
+    return _form_page(form, "New device", "Register the device", create)
 
 
 @bp.get("/devices/<int:device_id>")
@@ -344,24 +348,19 @@ def device(device_id):
 
 @bp.route("/devices/<int:device_id>/delete", methods=["GET", "POST"])
 def delete_device(device_id):
-    db = db_session()
     item = _device(device_id)
-    form = forms.ConfirmForm()
-    if request.method == "POST":
-        begin_write(db)
-        name = item.name
+
+    def delete(db):
         devices.delete_device(db, devices.get_device(db, device_id))
-        db.commit()
-        log.info("operator %s deleted device %s (id %d)", current_user.username, name, device_id)
+        log.info("operator %s deleted device %s (id %d)", current_user.username, item.name, device_id)
         return redirect(url_for("pages.devices"))
-    return _render(
-        "confirm.html",
-        form=form,
-        error=None,
-        title="Delete device %s" % item.name,
-        back=url_for("pages.device", device_id=item.id),
-        submit="Delete the device",
-        text="The device is deleted; its certificates stay on record, revoked (cessationOfOperation).",
+
+    return _confirm_page(
+        "Delete device %s" % item.name,
+        "The device is deleted; its certificates stay on record, revoked (cessationOfOperation).",
+        "Delete the device",
+        url_for("pages.device", device_id=item.id),
+        delete,
     )
 
 
@@ -425,42 +424,28 @@ def new_certificate(device_id):
     form.profile.choices = [(p, p) for p in certificates.operator_profiles(item)]
     if request.method == "GET":
         form.profile.data = "tls_client"
-    error = None
-    if request.method == "POST":
+
+    def issue(db):
         csr = form.csr.data or ""
         upload = request.files.get(form.csr_file.name)
         if upload is not None and upload.filename:
             csr = upload.read(64 * 1024).decode("utf-8", "replace")
-        db = db_session()
-        try:
-            if not csr.strip():
-                raise ApiError(400, "paste the certificate request (PEM) or choose its file")
-            record, _certificate, _key = certificates.issue(
-                db, _vault(), item, form.profile.data, csr=csr, crl_base_url=public_url()
-            )
-            db.commit()
-            log.info(
-                "operator %s issued %s %s to device %s",
-                current_user.username,
-                record.profile,
-                record.serial_number,
-                item.name,
-            )
-            return redirect(url_for("pages.certificate", device_id=item.id, serial=record.serial_number, issued=1))
-        except ApiError as exc:
-            db.rollback()
-            error = exc
-    return _render(
-        "form.html",
-        error.status if error else 200,
-        form=form,
-        error=error,
-        multipart=True,
-        title="Issue a certificate for %s from a request" % item.name,
-        back=url_for("pages.device", device_id=item.id),
-        action=url_for("pages.new_certificate", device_id=item.id),
-        submit="Issue the certificate",
-    )
+        if not csr.strip():
+            raise ApiError(400, "paste the certificate request (PEM) or choose its file")
+        record, _certificate, _key = certificates.issue(
+            db, _vault(), item, form.profile.data, csr=csr, crl_base_url=public_url()
+        )
+        db.commit()
+        log.info(
+            "operator %s issued %s %s to device %s", current_user.username, record.profile, record.serial_number,
+            item.name,
+        )  # fmt: skip
+        return redirect(url_for("pages.certificate", device_id=item.id, serial=record.serial_number, issued=1))
+
+    return _form_page(
+        form, "Issue a certificate for %s from a request" % item.name, "Issue the certificate", issue,
+        multipart=True, back=url_for("pages.device", device_id=item.id),
+    )  # fmt: skip
 
 
 @bp.get("/devices/<int:device_id>/certificates/<serial>")
@@ -490,13 +475,7 @@ def revoke(device_id, serial):
     db = db_session()
     begin_write(db)
     item = devices.get_device(db, device_id)
-    record = certificates.get_certificate(db, item, serial)
-    if record.status == "revoked":
-        raise ApiError(409, "certificate %s is already revoked (%s)" % (record.serial_number, record.revocation_reason))
-    try:
-        certificates.revoke_certificate(record, form.reason.data)
-    except InvalidInput as exc:
-        raise ApiError(400, str(exc)) from exc
+    record = certificates.revoke_for_operator(db, item, serial, form.reason.data)
     db.commit()
     log.info(
         "operator %s revoked %s of device %s: %s",
@@ -517,52 +496,33 @@ def new_download(device_id):
     if request.method == "GET":
         form.key_type.data = item.domain.key_type
         form.profile.data = "domain_credential" if item.onboarding_method != "none" else "tls_client"
-    error = None
-    if request.method == "POST":
-        db = db_session()
+
+    def order(db):
         names = [line.strip() for line in (form.subject_alt_names.data or "").splitlines() if line.strip()]
         common_name = (form.common_name.data or "").strip()
         try:
-            if common_name and any(ord(c) < 0x20 for c in common_name):
-                raise ApiError(400, "the common name contains a control character")
             subject = x509.name_to_string(x509.common_name(common_name)) if common_name else None
-            order, otp = downloads.create_download(
-                db,
-                item,
-                form.profile.data,
-                form.key_type.data,
-                subject,
-                names,
-                created_by="operator:%s" % current_user.username,
-            )
-            db.commit()
-        except (ApiError, ValueError) as exc:
-            db.rollback()
-            error = exc if isinstance(exc, ApiError) else ApiError(400, "common name: %s" % exc)
-        else:
-            log.info("operator %s ordered a %s download for device %s", current_user.username, order.profile, item.name)
-            return _render(
-                "download_ordered.html",
-                device=item,
-                order=order,
-                otp=otp,
-                url=url_for("browser.enter_otp", _external=True),
-                minutes=int(downloads.TOKEN_VALIDITY.total_seconds() // 60),
-                hours=int(downloads.OTP_VALIDITY.total_seconds() // 3600),
-                attempts=downloads.MAX_ATTEMPTS,
-            )
-    return _render(
-        "form.html",
-        error.status if error else 200,
-        form=form,
-        error=error,
-        title="Download a credential on %s's browser" % item.name,
-        intro="The server generates the key when the device downloads it, protected with a password "
-        "chosen there; it keeps no copy. You get a one-time password to type on the device.",
+        except ValueError as exc:
+            raise ApiError(400, "common name: %s" % exc) from exc
+        download, otp = downloads.create_download(
+            db, item, form.profile.data, form.key_type.data, subject, names,
+            created_by="operator:%s" % current_user.username,
+        )  # fmt: skip
+        db.commit()
+        log.info("operator %s ordered a %s download for device %s", current_user.username, download.profile, item.name)
+        return _render(
+            "download_ordered.html", device=item, order=download, otp=otp,
+            url=url_for("browser.enter_otp", _external=True), attempts=downloads.MAX_ATTEMPTS,
+            minutes=int(downloads.TOKEN_VALIDITY.total_seconds() // 60),
+            hours=int(downloads.OTP_VALIDITY.total_seconds() // 3600),
+        )  # fmt: skip
+
+    return _form_page(
+        form, "Download a credential on %s's browser" % item.name, "Get a one-time password", order,
         back=url_for("pages.device", device_id=item.id),
-        action=url_for("pages.new_download", device_id=item.id),
-        submit="Get a one-time password",
-    )
+        intro="The server generates the key when the device downloads it, protected with a password chosen "
+        "there; it keeps no copy. You get a one-time password to type on the device.",
+    )  # fmt: skip
 
 
 @bp.post("/devices/<int:device_id>/downloads/<int:download_id>/cancel")
@@ -601,31 +561,18 @@ def truststores():
 @bp.route("/truststores/new", methods=["GET", "POST"])
 def new_truststore():
     form = forms.TruststoreForm()
-    error = None
-    if request.method == "POST":
+
+    def create(db):
         pem = form.certificates.data or ""
         upload = request.files.get(form.certificates_file.name)
         if upload is not None and upload.filename:
             pem = upload.read(96 * 1024).decode("utf-8", "replace")
-        db = db_session()
-        try:
-            item = trust.create_truststore(db, form.name.data, form.usage.data, pem)
-            db.commit()
-            log.info("operator %s created truststore %s", current_user.username, item.name)
-            return redirect(url_for("pages.truststore", name=item.name))
-        except ApiError as exc:
-            db.rollback()
-            error = exc
-    return _render(
-        "form.html",
-        error.status if error else 200,
-        form=form,
-        error=error,
-        multipart=True,
-        title="New truststore",
-        action=url_for("pages.new_truststore"),
-        submit="Create the truststore",
-    )
+        item = trust.create_truststore(db, form.name.data, form.usage.data, pem)
+        db.commit()
+        log.info("operator %s created truststore %s", current_user.username, item.name)
+        return redirect(url_for("pages.truststore", name=item.name))
+
+    return _form_page(form, "New truststore", "Create the truststore", create, multipart=True)
 
 
 @bp.get("/truststores/<name>")
@@ -642,28 +589,19 @@ def truststore(name):
 
 @bp.route("/truststores/<name>/delete", methods=["GET", "POST"])
 def delete_truststore(name):
-    db = db_session()
-    item = trust.get_truststore(db, name)
-    form = forms.ConfirmForm()
-    error = None
-    if request.method == "POST":
-        begin_write(db)
-        try:
-            trust.delete_truststore(db, trust.get_truststore(db, name))
-            db.commit()
-            return redirect(url_for("pages.truststores"))
-        except ApiError as exc:
-            db.rollback()
-            error = exc
-    return _render(
-        "confirm.html",
-        error.status if error else 200,
-        form=form,
-        error=error,
-        title="Delete truststore %s" % item.name,
-        back=url_for("pages.truststore", name=item.name),
-        text="A truststore that DevID registrations use cannot be deleted.",
-        submit="Delete the truststore",
+    item = trust.get_truststore(db_session(), name)
+
+    def delete(db):
+        trust.delete_truststore(db, trust.get_truststore(db, name))
+        log.info("operator %s deleted truststore %s", current_user.username, name)
+        return redirect(url_for("pages.truststores"))
+
+    return _confirm_page(
+        "Delete truststore %s" % item.name,
+        "A truststore that DevID registrations use cannot be deleted.",
+        "Delete the truststore",
+        url_for("pages.truststore", name=item.name),
+        delete,
     )
 
 
@@ -680,12 +618,11 @@ def registrations():
 
 @bp.route("/devid-registrations/new", methods=["GET", "POST"])
 def new_registration():
-    db = db_session()
     form = forms.RegistrationForm()
-    form.domain.choices = [(d.name, d.name) for d in db.scalars(pki.domains_query())]
-    form.truststore.choices = [(t.name, t.name) for t in db.scalars(trust.truststores_query(usage="idevid"))]
-    error = None
-    if request.method == "POST":
+    form.domain.choices = [(d.name, d.name) for d in db_session().scalars(pki.domains_query())]
+    form.truststore.choices = [(t.name, t.name) for t in db_session().scalars(trust.truststores_query(usage="idevid"))]
+
+    def create(db):
         fields = {
             "name": form.name.data,
             "domain": form.domain.data or "",
@@ -693,23 +630,12 @@ def new_registration():
             "pattern": form.pattern.data,
             "auto_create_devices": bool(form.auto_create_devices.data),
         }
-        try:
-            item = trust.create_registration(db, fields)
-            db.commit()
-            log.info("operator %s created DevID registration %s", current_user.username, item.name)
-            return redirect(url_for("pages.registration", name=item.name))
-        except ApiError as exc:
-            db.rollback()
-            error = exc
-    return _render(
-        "form.html",
-        error.status if error else 200,
-        form=form,
-        error=error,
-        title="New DevID registration",
-        action=url_for("pages.new_registration"),
-        submit="Create the registration",
-    )
+        item = trust.create_registration(db, fields)
+        db.commit()
+        log.info("operator %s created DevID registration %s", current_user.username, item.name)
+        return redirect(url_for("pages.registration", name=item.name))
+
+    return _form_page(form, "New DevID registration", "Create the registration", create)
 
 
 @bp.get("/devid-registrations/<name>")
@@ -719,20 +645,17 @@ def registration(name):
 
 @bp.route("/devid-registrations/<name>/delete", methods=["GET", "POST"])
 def delete_registration(name):
-    db = db_session()
-    item = trust.get_registration(db, name)
-    form = forms.ConfirmForm()
-    if request.method == "POST":
-        begin_write(db)
+    item = trust.get_registration(db_session(), name)
+
+    def delete(db):
         trust.delete_registration(db, trust.get_registration(db, name))
-        db.commit()
+        log.info("operator %s deleted DevID registration %s", current_user.username, name)
         return redirect(url_for("pages.registrations"))
-    return _render(
-        "confirm.html",
-        form=form,
-        error=None,
-        title="Delete DevID registration %s" % item.name,
-        back=url_for("pages.registration", name=item.name),
-        submit="Delete the registration",
-        text="Devices it admitted keep their credentials; new IDevIDs it matched are refused.",
+
+    return _confirm_page(
+        "Delete DevID registration %s" % item.name,
+        "Devices it admitted keep their credentials; new IDevIDs it matched are refused.",
+        "Delete the registration",
+        url_for("pages.registration", name=item.name),
+        delete,
     )
