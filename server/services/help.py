@@ -10,6 +10,7 @@ pages show them; tests/integration/test_help_commands.py runs every one of them 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
 from trustpoint_core.profiles import APPLICATION_PROFILES
@@ -40,6 +41,31 @@ class Urls:
     def cmp_tls(self):
         """openssl cmp's TLS options for the CMP URL."""
         return ["-tls_used", "-tls_trusted", TLS_CA] if self.cmp.startswith("https://") else []
+
+
+# A host the devices reach the server at, as an operator types it: a DNS name or an IP, with a port.
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?")
+
+
+def urls_for(host, fallback_host, plain_port=None):
+    """(Urls, host) for the server at host (checked; else fallback_host, the request's): HTTPS there, and CMP
+    over plain HTTP at plain_port of the same name when the server has a plain-HTTP listener."""
+    if not isinstance(host, str) or not _HOST.fullmatch(host.strip()):
+        host = fallback_host
+    host = host.strip()
+    https = "https://%s" % host
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return Urls(https, "http://%s:%d" % (name, plain_port) if plain_port else https), host
+
+
+def section_json(section):
+    return {
+        "key": section.key,
+        "title": section.title,
+        "intro": section.intro,
+        "text": section.text,
+        "language": section.language,
+    }
 
 
 def _q(value):

@@ -21,7 +21,7 @@ from trustpoint_core.keys import DEFAULT_KEY_TYPE
 
 from ..errors import ApiError
 from ..protocols.wire import public_url
-from ..services import certificates, devices, downloads, pki, trust
+from ..services import certificates, devices, downloads, help, pki, trust
 from ..storage.db import begin_write, paginate, session
 from ..storage.models import ApiToken
 
@@ -171,6 +171,19 @@ def create_device():
 @bp.get("/devices/<int:device_id>")
 def get_device(device_id):
     return jsonify(devices.device_json(devices.get_device(session(), device_id)))
+
+
+@bp.get("/devices/<int:device_id>/help")
+def device_help(device_id):
+    """The commands of the device's help page ("Help - issue new credentials"), with placeholders for its
+    one-time secret (POST /devices/<id>/secret issues one). ?server=host:port as the devices reach the server,
+    ?profile= the application certificate profile."""
+    device = devices.get_device(session(), device_id)
+    settings = current_app.extensions["trustpoint"].settings
+    urls, _host = help.urls_for(request.args.get("server", ""), request.host, settings.plain_port)
+    profile = request.args.get("profile", "tls_client")
+    sections = help.onboarding_sections(device, urls) + help.application_sections(device, urls, profile)
+    return jsonify([help.section_json(section) for section in sections])
 
 
 @bp.post("/devices/<int:device_id>/secret")

@@ -271,3 +271,18 @@ def test_sign_in_attempts_are_limited(tmp_path):
         assert password != new_password
     finally:
         own.stop()
+
+
+def test_the_help_commands_through_the_api(server, domain):
+    device, _secret = server.create_device(domain)
+    sections = ok(call(server, "GET", "/devices/%d/help?server=tp.example:8443&profile=opc_ua" % device["id"]))
+    by_key = {s["key"]: s for s in sections}
+    assert sorted(by_key) == ["ansible", "app-ansible", "app-cmp", "app-csr", "app-est", "openssl"]
+    assert "-ref %d -secret pass:SHARED_SECRET" % device["id"] in by_key["openssl"]["text"]
+    assert "https://tp.example:8443/.well-known/est/%s/opc_ua/simpleenroll" % domain in by_key["app-est"]["text"]
+    assert by_key["ansible"]["language"] == "yaml"
+    # A server address that is not one falls back to the request's host.
+    sections = ok(call(server, "GET", "/devices/%d/help?server=a%%20b;rm" % device["id"]))
+    assert server.url in {s["key"]: s for s in sections}["app-est"]["text"]
+    assert_error(call(server, "GET", "/devices/999999999/help"), 404, "does not exist")
+    assert_error(call(server, "GET", "/devices/%d/help" % device["id"], token=""), 401, "missing API token")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import re
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
@@ -28,8 +27,6 @@ from . import ABSOLUTE_TIMEOUT, SIGN_IN_LIMIT, SignedIn, forms, limiter, protect
 log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__, url_prefix="/ui", template_folder="../templates", static_folder="../static")
 PER_PAGE = 25
-# A host the devices reach the server at, as typed into the help page: a DNS name or an IP, with a port.
-_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?")
 
 
 @bp.before_request
@@ -367,13 +364,7 @@ def delete_device(device_id):
 def _urls():
     """Where the devices reach the server: ?server=host[:port] of the help page, else this page's host."""
     settings = current_app.extensions["trustpoint"].settings
-    host = request.args.get("server", "").strip()
-    if not host or not _HOST.fullmatch(host):
-        host = request.host
-    https = "https://%s" % host
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    cmp_url = "http://%s:%d" % (name, settings.plain_port) if settings.plain_port else https
-    return help.Urls(https, cmp_url), host
+    return help.urls_for(request.args.get("server", ""), request.host, settings.plain_port)
 
 
 def _help_page(item, secret=None, created=False):
