@@ -64,7 +64,7 @@ def _digest(text):
 
 
 def _random_group():
-    return "".join(secrets.choice(ALPHABET) for _ in range(GROUP))
+    return "".join(secrets.choice(ALPHABET) for _position in range(GROUP))
 
 
 def normalise_otp(text):
@@ -104,7 +104,7 @@ def create_download(db, device, profile_name, key_type=None, subject=None, subje
     handle = _random_group()
     while db.scalar(select(CredentialDownload.id).where(CredentialDownload.handle == handle)) is not None:
         handle = _random_group()
-    secret = "".join(_random_group() for _ in range(GROUPS - 1))
+    secret = "".join(_random_group() for _group in range(GROUPS - 1))
     download = CredentialDownload(
         handle=handle,
         otp_sha256=_digest(secret),

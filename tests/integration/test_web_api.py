@@ -253,7 +253,7 @@ def test_sign_in_attempts_are_limited(tmp_path):
         password = (own.data_dir / "operator-password").read_text().strip()
         client = PageClient(own)
         statuses = []
-        for _ in range(12):
+        for _attempt in range(12):
             fields = {"username": "admin", "password": "wrong password", "csrf_token": client.csrf_token("/ui/sign-in")}
             statuses.append(client.request("POST", "/ui/sign-in", fields)[0])
         assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429], statuses

@@ -192,7 +192,7 @@ def test_operator_sign_in_delays_after_failures_and_a_new_password_lifts_them(db
     db.commit()
     token = operator.session_token
     assert operators.authenticate(db, "alice", "a good long password").username == "alice"
-    for _ in range(operators.FAILURES_BEFORE_DELAY):
+    for _attempt in range(operators.FAILURES_BEFORE_DELAY):
         with pytest.raises(operators.SignInRefused, match="wrong name or password"):
             operators.authenticate(db, "alice", "not it")
     # From now on even the right password waits, and the check does not run.
@@ -200,7 +200,7 @@ def test_operator_sign_in_delays_after_failures_and_a_new_password_lifts_them(db
         operators.authenticate(db, "alice", "a good long password")
     later = utcnow() + operators.FIRST_DELAY + datetime.timedelta(seconds=1)
     assert operators.authenticate(db, "alice", "a good long password", now=later).failed_sign_ins == 0
-    for _ in range(operators.FAILURES_BEFORE_DELAY + 3):
+    for _attempt in range(operators.FAILURES_BEFORE_DELAY + 3):
         try:
             operators.authenticate(db, "alice", "not it", now=later)
         except operators.SignInRefused:
