@@ -58,10 +58,12 @@ TABLES = {
     "api_token",
     "certificate_authority",
     "cmp_transaction",
+    "credential_download",
     "devid_registration",
     "device",
     "domain",
     "issued_certificate",
+    "operator",
     "truststore",
 }
 # What the second instance takes from the first's data directory: the same vault key (it decrypts the
