@@ -269,31 +269,34 @@ def _read(path):
 
 
 def _current(module):
+    """The certificate of the file the module keeps: the PKCS#12 with key_type (or when it is the only file
+    given), else certificate_path."""
     params = module.params
-    path = params["pkcs12_path"] if params["key_type"] else params["certificate_path"]
-    if path is None:
-        path = params["certificate_path"] or params["pkcs12_path"]
+    is_pkcs12 = bool(params["key_type"] or not params["certificate_path"])
+    path = params["pkcs12_path"] if is_pkcs12 else params["certificate_path"]
     if path is None or not os.path.exists(path):
         return Current(reason="no certificate in %s" % path)
     try:
         data = _read(path)
     except OSError as exc:
         module.fail_json(msg="cannot read %s: %s" % (path, exc))
+    if is_pkcs12:
+        if not params["pkcs12_passphrase"]:
+            module.fail_json(msg="pkcs12_passphrase is needed to read %s" % path)
+        try:
+            return Current(load_pkcs12(data, params["pkcs12_passphrase"])[1])
+        except InvalidInput as exc:
+            # Replacing it would destroy a key the module cannot see: the operator decides.
+            module.fail_json(
+                msg="cannot open %s with pkcs12_passphrase: %s; fix the passphrase or remove the file" % (path, exc)
+            )
     try:
-        if path == params["pkcs12_path"]:
-            if not params["pkcs12_passphrase"]:
-                module.fail_json(msg="pkcs12_passphrase is needed to read %s" % path)
-            _key, certificate, _chain = load_pkcs12(data, params["pkcs12_passphrase"])
-        else:
-            certificates = load_certificates(data)
-            certificate = certificates[0] if certificates else None
+        certificates = load_certificates(data)
     except InvalidInput as exc:
-        if path == params["pkcs12_path"] and "password" in str(exc):
-            module.fail_json(msg="cannot open %s with pkcs12_passphrase: %s" % (path, exc))
         return Current(reason="%s holds no readable certificate (%s)" % (path, exc))
-    if certificate is None:
+    if not certificates:
         return Current(reason="%s holds no certificate" % path)
-    return Current(certificate)
+    return Current(certificates[0])
 
 
 def _request(module):

@@ -229,3 +229,19 @@ def test_unknown_operators_and_bad_inputs(db):
     assert operators.from_session_id(db, "x:y") is None and operators.from_session_id(db, None) is None
     # An argon2id hash, never the password.
     assert operators.get_operator(db, "bob").password_hash.startswith("$argon2id$")
+
+
+def test_deleting_a_device_deletes_its_downloads(db, vault, device):
+    _order, otp = downloads.create_download(db, device, "tls_client", created_by="t")
+    db.commit()
+    _order, token = downloads.unlock(db, otp)
+    downloads.download(db, vault, token, "a long password", "pkcs12")
+    downloads.create_download(db, device, "tls_client", created_by="t")
+    db.commit()
+    assert db.query(CredentialDownload).count() == 2
+    devices.delete_device(db, device)
+    db.commit()
+    assert db.query(CredentialDownload).count() == 0
+    # The certificate it downloaded stays on record, revoked with the device.
+    (record,) = db.query(IssuedCertificate).all()
+    assert record.status == "revoked" and record.device_id is None
