@@ -47,6 +47,7 @@ from conftest import BIN, Server, free_port, http, openssl, require_binary
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from page_client import PageClient
 from postgres_cluster import PostgresCluster
 from trustpoint_core.cmp_protection import verify_mac
 from trustpoint_server.storage import migrate
@@ -495,3 +496,18 @@ def test_concurrent_creation_of_one_domain_name(postgres, instances):
     statuses = sorted(status for status, _body in results)
     assert statuses == [201, 409], (results, all_waited)
     assert postgres.query("SELECT count(*) FROM domain WHERE name = %s", (name,)) == [(1,)]
+
+
+def test_an_operator_session_from_a_works_on_b_and_signing_out_on_b_ends_it_on_a(instances):
+    """The session cookie's key derives from the shared vault key, its token lives in the shared database."""
+    a, b = instances
+    on_a = PageClient(a)
+    status, _headers, _text = on_a.sign_in("admin", (a.data_dir / "operator-password").read_text().strip())
+    assert status == 302
+    on_b = PageClient(b)
+    for cookie in on_a.jar:
+        on_b.jar.set_cookie(cookie)
+    assert on_b.get("/ui/devices")[0] == 200
+    assert on_b.post_form("/ui/sign-out", {}, form_page="/ui/devices")[0] == 302
+    status, headers, _text = on_a.get("/ui/devices")
+    assert status == 302 and "/ui/sign-in" in headers["Location"]
