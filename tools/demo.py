@@ -157,9 +157,10 @@ def yaml_str(value: str) -> str:
 
 
 class Demo:
-    def __init__(self, directory: Path, port: int = PORT) -> None:
+    def __init__(self, directory: Path, port: int = PORT, keep: bool = False) -> None:
         self.dir = directory
         self.port = port
+        self.keep = keep
         self.server: Dict[str, Any] = {}
         self.token = ""
         self.backends: Dict[str, str] = {}
@@ -332,6 +333,8 @@ class Demo:
             raise DemoError(f"the web pages do not list {', '.join(missing)}")
         say(f"web pages: {pages} (trust {self.server['ca_file']}); {len(devices)} device(s) listed after signing in")
         say(f"sign in as {self.server['operator']}, password {password} (in {self.server['operator_password_file']})")
+        if not self.keep:
+            say("the server stops at the end of the demo: `.venv/bin/python tools/demo.py --keep` leaves it up")
 
     def curl(self, path: str) -> str:
         """The API request as a curl command (the token read from its file, never printed)."""
@@ -515,7 +518,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     started = time.monotonic()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
-    demo = Demo(Path(os.path.expanduser(args.dir)).absolute(), args.port)
+    demo = Demo(Path(os.path.expanduser(args.dir)).absolute(), args.port, args.keep)
     print(
         style("Trustpoint demo", "1")
         + f": three SSH device hosts get their domain credentials from the bundled server (domain {DOMAIN!r})."
