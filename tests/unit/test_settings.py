@@ -117,8 +117,10 @@ def test_the_command_reads_the_file(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "tp.example.test" in result.stdout
+    # trustpoint.db.writelock: init creates the first operator under the database's write lock.
     assert sorted(p.name for p in data.iterdir()) == [
-        "admin-token", "tls-ca-key.vault", "tls-ca.pem", "tls-cert.pem", "tls-key.pem", "trustpoint.db", "vault.key",
+        "admin-token", "operator-password", "tls-ca-key.vault", "tls-ca.pem", "tls-cert.pem", "tls-key.pem",
+        "trustpoint.db", "trustpoint.db.writelock", "vault.key",
     ]  # fmt: skip
     result = subprocess.run(
         [str(BIN / "trustpoint-server"), "migrate", "--config", path, "--workers", "2"],
