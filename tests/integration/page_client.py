@@ -49,6 +49,16 @@ class PageClient:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.headers, exc.read().decode("utf-8", "replace")
 
+    def adopt_session(self, other):
+        """Take the cookies of other (a PageClient of another server instance) as this server's own."""
+        host = urllib.parse.urlsplit(self.server.url).hostname
+        for cookie in other.jar:
+            copied = http.cookiejar.Cookie(
+                cookie.version, cookie.name, cookie.value, None, False, host, False, False, cookie.path,
+                cookie.path_specified, cookie.secure, cookie.expires, cookie.discard, None, None, {},
+            )  # fmt: skip
+            self.jar.set_cookie(copied)
+
     def get(self, path):
         return self.request("GET", path)
 

@@ -502,11 +502,10 @@ def test_an_operator_session_from_a_works_on_b_and_signing_out_on_b_ends_it_on_a
     """The session cookie's key derives from the shared vault key, its token lives in the shared database."""
     a, b = instances
     on_a = PageClient(a)
-    status, _headers, _text = on_a.sign_in("admin", (a.data_dir / "operator-password").read_text().strip())
+    status, _headers, _text = on_a.sign_in("admin", a.data_file("operator-password").decode().strip())
     assert status == 302
     on_b = PageClient(b)
-    for cookie in on_a.jar:
-        on_b.jar.set_cookie(cookie)
+    on_b.adopt_session(on_a)
     assert on_b.get("/ui/devices")[0] == 200
     assert on_b.post_form("/ui/sign-out", {}, form_page="/ui/devices")[0] == 302
     status, headers, _text = on_a.get("/ui/devices")
