@@ -11,6 +11,7 @@ import uuid
 
 from conftest import BIN
 from cryptography import x509
+from trustpoint_server.runtime import testcerts
 
 
 def unique(prefix):
@@ -18,6 +19,9 @@ def unique(prefix):
 
 
 def gen_test_certs(directory, devices=3, *options):
+    """The test set of `trustpoint-server aoki gen-test-certs` (the command itself: options given)."""
+    if not options:
+        return testcerts.generate(str(directory), devices)
     subprocess.run(
         [str(BIN / "trustpoint-server"), "aoki", "gen-test-certs", str(directory), "--devices", str(devices), *options],
         check=True,

@@ -323,7 +323,7 @@ def test_aoki_status_in_the_api(server):
 def test_gen_test_certs_writes_private_keys_0600_and_never_overwrites(workdir):
     from aoki_helpers import gen_test_certs
 
-    manifest = gen_test_certs(workdir, 2)
+    manifest = gen_test_certs(workdir, 2, "--key-type", "ecdsa-p256")
     assert [d["serial_number"] for d in manifest["devices"]] == ["AOKI-0001", "AOKI-0002"]
     for path in workdir.glob("*_pk.pem"):
         assert path.stat().st_mode & 0o777 == 0o600
