@@ -173,7 +173,7 @@ def test_guided_onboarding_with_a_one_time_token(server, workdir):
 
 def test_a_token_for_another_server_is_refused_before_anything_is_sent(server, workdir):
     domain = server.create_domain()["name"]
-    status, body = server.api("POST", "/devices", {"name": "agent-" + domain, "domain": domain,
+    _status, body = server.api("POST", "/devices", {"name": "agent-" + domain, "domain": domain,
                                                    "onboarding_method": "agent"})  # fmt: skip
     device_id, secret, _pin = body["onboarding_token"].split(".")
     forged = "%s.%s.%s" % (device_id, secret, "A" * 43)
@@ -236,7 +236,7 @@ def test_install_timer_writes_a_systemd_timer_or_a_cron_entry_once(workdir):
 
     cron = workdir / "cron.d" / "trustpoint-agent"
     agent("--state-dir", workdir / "state", "install-timer", "--mode", "cron", "--cron-file", cron)
-    line = [x for x in cron.read_text().splitlines() if not x.startswith("#")][0]
+    line = next(x for x in cron.read_text().splitlines() if not x.startswith("#"))
     minute, hour, *_rest = line.split()
     assert 0 <= int(minute) < 60 and 0 <= int(hour) < 24 and " root " in line and "renew --state-dir" in line
     assert "up to date" in agent("--state-dir", workdir / "state", "install-timer", "--mode", "cron",
