@@ -35,7 +35,7 @@ SUBNET = "169.254.83"
 SERVER_ADDRESS = SUBNET + ".200"
 DEVICE_ADDRESS = SUBNET + ".201"
 PORT = 8500
-LOCK = "/tmp/tpz-tpbr83.lock"  # noqa: S108 (a lock file every user of the bridge agrees on)
+LOCK = "/tmp/tpz-tpbr83.lock"
 
 
 def ip(*args, check=True):
@@ -222,7 +222,8 @@ def test_a_device_finds_the_server_over_mdns_onboards_and_sees_it_withdrawn(brid
 
 def test_run_refuses_mdns_on_an_address_it_does_not_serve(tmp_path):
     data_dir = tmp_path / "data"
-    subprocess.run([str(BIN / "trustpoint-server"), "init", "--data-dir", str(data_dir)], check=True, capture_output=True)
+    init = [str(BIN / "trustpoint-server"), "init", "--data-dir", str(data_dir)]
+    subprocess.run(init, check=True, capture_output=True)
     for args, message in (
         (["--listen", "127.0.0.1:8501", "--mdns-interface", "192.0.2.77"], "not an address of this host"),
         (["--listen", "127.0.0.1:8501", "--mdns-interface", "no-such-if0"], "neither an IPv4 address nor"),
