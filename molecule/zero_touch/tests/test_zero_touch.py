@@ -7,18 +7,21 @@ its credential. Runs through Molecule's testinfra verifier (real SSH, host keys 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 testinfra_hosts = ["ansible://devices"]
 
+# The namespace hosts share the machine's filesystem: they run the controller's virtualenv, as converge does.
+BIN = Path(sys.executable).parent
 AGENT = "/var/lib/trustpoint-agent"
 FACTORY = "/etc/trustpoint-agent"
 
 
 def status(host):
-    bin_dir = host.ansible.get_variables()["zt_bin"]
-    return host.run("%s/trustpoint-agent status --json" % bin_dir)
+    return host.run("%s/trustpoint-agent status --json" % BIN)
 
 
 def log(host):
