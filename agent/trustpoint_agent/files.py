@@ -86,6 +86,8 @@ class StateDir:
                 "key: make it owned by uid %d with mode 0700"
                 % (self.path, info.st_uid, info.st_mode & 0o7777, os.geteuid())
             )
+        if info.st_mode & 0o077:
+            os.chmod(self.path, 0o700)  # ours, and it holds the key: nobody else needs to list it
         self.recover()
         return self
 
