@@ -5,16 +5,18 @@ renewal, status, install-timer, and every refusal a device must make."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from aoki_helpers import Aoki
-from conftest import REPO
+from conftest import REPO, http
 from cryptography import x509
 from test_aoki import owner_signed
 from trustpoint_core import aoki as aoki_format
@@ -242,3 +244,57 @@ def test_install_timer_writes_a_systemd_timer_or_a_cron_entry_once(workdir):
     assert "up to date" in agent("--state-dir", workdir / "state", "install-timer", "--mode", "cron",
                                  "--cron-file", cron).stdout  # fmt: skip
     assert cron.stat().st_mode & 0o777 == 0o644
+
+
+PYTHON38 = shutil.which("python3.8") and os.path.expanduser("~/.pyenv/versions/3.8.18/bin/python3.8")
+
+
+def test_the_server_serves_the_agent_wheel_and_it_runs_on_python_38(server, workdir):
+    """make agent-wheel's wheel at /agent/: pip installs it (dependencies from the index) into a Python 3.8
+    virtualenv without Flask or SQLAlchemy, and that agent onboards a device with a token."""
+    wheels = server.data_dir / "agent-wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels),
+                    AGENT_PATH], check=True, capture_output=True)  # fmt: skip
+    (wheel,) = wheels.glob("trustpoint_agent-*.whl")
+    status, _headers, page = http("GET", server.url + "/agent/")
+    assert status == 200 and wheel.name in page.decode()
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    assert "%s#sha256=%s" % (wheel.name, digest) in page.decode()
+    status, _headers, body = http("GET", server.url + "/agent/" + wheel.name)
+    assert status == 200 and body == wheel.read_bytes()
+    assert http("GET", server.url + "/agent/..%2Fvault.key")[0] == 404
+    status, _headers, pem = http("GET", server.url + "/agent/tls-truststore.pem")
+    assert status == 200 and x509.load_pem_x509_certificates(pem)[0] == x509.load_pem_x509_certificate(
+        server.ca_file.read_bytes()
+    )
+
+    python = PYTHON38 if PYTHON38 and os.path.exists(PYTHON38) else None
+    if python is None:
+        pytest.fail("Python 3.8 (pyenv 3.8.18) is needed to show that the agent runs on it")
+    venv = workdir / "venv38"
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, capture_output=True)
+    # pip trusts the server's TLS CA besides the system's (for the package index); requests prefers the
+    # environment's bundle over pip's --cert, so both name the combined one.
+    bundle = workdir / "ca-bundle.pem"
+    system = os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
+    system_cas = Path(system).read_bytes() if os.path.exists(system) else b""
+    bundle.write_bytes(system_cas + server.ca_file.read_bytes())
+    env = dict(os.environ, PIP_CERT=str(bundle), REQUESTS_CA_BUNDLE=str(bundle), CURL_CA_BUNDLE=str(bundle))
+    install = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--find-links", server.url + "/agent/", "trustpoint-agent"],
+        capture_output=True, text=True, timeout=600, check=False, env=env,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stdout + install.stderr
+    installed = subprocess.run([str(venv / "bin" / "pip"), "list"], capture_output=True, text=True, check=True).stdout
+    assert "trustpoint-agent" in installed and "zeroconf" in installed
+    assert "Flask" not in installed and "SQLAlchemy" not in installed
+
+    domain = server.create_domain()["name"]
+    status, body = server.api("POST", "/devices", {"name": "py38-" + domain, "domain": domain,
+                                                   "onboarding_method": "agent"})  # fmt: skip
+    assert status == 201, body
+    argv = shlex.split(body["agent_command"])
+    run = subprocess.run([str(venv / "bin" / "trustpoint-agent"), "--state-dir", str(workdir / "state"), *argv[1:]],
+                         capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert server.device(body["device"]["id"])["status"] == "onboarded"
