@@ -298,8 +298,14 @@ class Demo:
         phase(3, "Zero-touch: " + ", ".join(ZERO_TOUCH_HOSTS) + " onboards by itself (AOKI)")
         server_bin = Path(sys.executable).parent
         pki = self.dir / "aoki-pki"
-        cmd = [str(server_bin / "trustpoint-server"), "aoki", "gen-test-certs", str(pki),
-               "--devices", str(len(ZERO_TOUCH_HOSTS))]  # fmt: skip
+        cmd = [
+            str(server_bin / "trustpoint-server"),
+            "aoki",
+            "gen-test-certs",
+            str(pki),
+            "--devices",
+            str(len(ZERO_TOUCH_HOSTS)),
+        ]
         show_command(cmd)
         capture(cmd, "trustpoint-server aoki gen-test-certs")
         manifest = json.loads((pki / "devices.json").read_text())
@@ -307,29 +313,63 @@ class Demo:
         say("DevOwnerID (naming the IDevIDs) installed - the same as trustpoint.pki.truststore, devid_registration")
         say("and devowner_id do:")
         api = self.server["api_url"] + "/api/v1"
-        self.api(api + "/truststores", {"name": "demo-manufacturer", "usage": "idevid",
-                                        "certificates": (pki / "idevid_ca.pem").read_text()})  # fmt: skip
-        self.api(api + "/devid-registrations", {"name": "demo-manufacturer", "domain": DOMAIN,
-                                                "truststore": "demo-manufacturer", "pattern": "AOKI-[0-9]{4}",
-                                                "auto_create_devices": True})  # fmt: skip
-        self.api(api + "/owner-credentials", {"name": "demo-owner", "certificate": (pki / "owner_id.pem").read_text(),
-                                              "private_key": (pki / "owner_id_pk.pem").read_text()})  # fmt: skip
+        self.api(
+            api + "/truststores",
+            {"name": "demo-manufacturer", "usage": "idevid", "certificates": (pki / "idevid_ca.pem").read_text()},
+        )
+        self.api(
+            api + "/devid-registrations",
+            {
+                "name": "demo-manufacturer",
+                "domain": DOMAIN,
+                "truststore": "demo-manufacturer",
+                "pattern": "AOKI-[0-9]{4}",
+                "auto_create_devices": True,
+            },
+        )
+        self.api(
+            api + "/owner-credentials",
+            {
+                "name": "demo-owner",
+                "certificate": (pki / "owner_id.pem").read_text(),
+                "private_key": (pki / "owner_id_pk.pem").read_text(),
+            },
+        )
         ssh = tool("ssh", "openssh-client")
         for name, record in zip(ZERO_TOUCH_HOSTS, manifest["devices"]):
             # The factory: the IDevID, its key and the owner's trust anchor; nothing about the server.
             say(f"{name}: factory provisioning ({record['serial_number']}), then power on")
-            for source, target, mode in ((record["certificate"], "idevid.pem", "644"),
-                                         (record["private_key"], "idevid.key", "600"),
-                                         ("ownerid_ca.pem", "owner-truststore.pem", "644")):  # fmt: skip
+            for source, target, mode in (
+                (record["certificate"], "idevid.pem", "644"),
+                (record["private_key"], "idevid.key", "600"),
+                ("ownerid_ca.pem", "owner-truststore.pem", "644"),
+            ):
                 path = f"{AGENT_FACTORY}/{target}"
                 script = f"mkdir -p {AGENT_FACTORY} && umask 077 && cat > {path} && chmod {mode} {path}"
-                subprocess.run([ssh, "-F", str(self.dir / "ssh_config"), name, script],
-                               input=(pki / source).read_bytes(), capture_output=True, check=True)  # fmt: skip
-            agent = [str(server_bin / "trustpoint-agent"), "--state-dir", AGENT_STATE, "aoki",
-                     "--factory-dir", AGENT_FACTORY, "--attempts", "5"]  # fmt: skip
+                subprocess.run(
+                    [ssh, "-F", str(self.dir / "ssh_config"), name, script],
+                    input=(pki / source).read_bytes(),
+                    capture_output=True,
+                    check=True,
+                )
+            agent = [
+                str(server_bin / "trustpoint-agent"),
+                "--state-dir",
+                AGENT_STATE,
+                "aoki",
+                "--factory-dir",
+                AGENT_FACTORY,
+                "--attempts",
+                "5",
+            ]
             show_command(["ssh", "-F", "ssh_config", name, *agent])
-            proc = subprocess.run([ssh, "-F", str(self.dir / "ssh_config"), name, shlex.join(agent)],
-                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)  # fmt: skip
+            proc = subprocess.run(
+                [ssh, "-F", str(self.dir / "ssh_config"), name, shlex.join(agent)],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             for line in (proc.stderr + proc.stdout).strip().splitlines():
                 say(f"  {line}")
             if proc.returncode != 0:

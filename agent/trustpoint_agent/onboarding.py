@@ -259,8 +259,13 @@ class Agent:
                     "operator for a new one (%s)" % exc.text
                 ) from exc
             raise
-        state = {"protocol": "cmp", "cmp_url": base + CMP_URL, "method": "agent", "server": base,
-                 "onboarded_at": _stamp(_now())}  # fmt: skip
+        state = {
+            "protocol": "cmp",
+            "cmp_url": base + CMP_URL,
+            "method": "agent",
+            "server": base,
+            "onboarded_at": _stamp(_now()),
+        }
         return self._install(key, certificate, chain, truststore, state)
 
     def _pinned_truststore(self, base, pin):

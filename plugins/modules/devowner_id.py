@@ -201,8 +201,12 @@ def _ensure(module, api):
     if current is None or before != after:
         result["changed"] = True
         if module.check_mode:
-            credential = {"name": params["name"], "certificate": certificate_pem, "chain": chain_pem,
-                          "references": after["references"]}  # fmt: skip
+            credential = {
+                "name": params["name"],
+                "certificate": certificate_pem,
+                "chain": chain_pem,
+                "references": after["references"],
+            }
         elif current is None:
             credential = api.request("POST", "/owner-credentials", dict(payload, name=params["name"]))
         else:

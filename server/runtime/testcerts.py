@@ -129,8 +129,17 @@ def generate(directory, devices, key_type="ecdsa-p256", owner_key_type=None, ser
     ca_end = now + datetime.timedelta(days=CA_DAYS)
     idevid_ca_key = _key(key_type)
     idevid_ca = _sign(
-        _certificate(_name("IDevID Test Root CA", organization="Trustpoint Test Manufacturer"),
-                     idevid_ca_key.public_key(), None, None, ca_end, True, now=now), idevid_ca_key)  # fmt: skip
+        _certificate(
+            _name("IDevID Test Root CA", organization="Trustpoint Test Manufacturer"),
+            idevid_ca_key.public_key(),
+            None,
+            None,
+            ca_end,
+            True,
+            now=now,
+        ),
+        idevid_ca_key,
+    )
     owner_ca_key = _key(owner_key_type or key_type)
     owner_ca = _sign(
         _certificate(_name("Owner Test Root CA"), owner_ca_key.public_key(), None, None, ca_end, True, now=now),
@@ -143,21 +152,42 @@ def generate(directory, devices, key_type="ecdsa-p256", owner_key_type=None, ser
         device_uuid = str(uuid.uuid4())
         key = _key(key_type)
         certificate = _sign(
-            _certificate(_name("AOKI device %d" % n, serial=serial), key.public_key(), idevid_ca, idevid_ca_key,
-                         NEVER, False,
-                         [cx509.UniformResourceIdentifier("urn:uuid:" + device_uuid)], now=now),
+            _certificate(
+                _name("AOKI device %d" % n, serial=serial),
+                key.public_key(),
+                idevid_ca,
+                idevid_ca_key,
+                NEVER,
+                False,
+                [cx509.UniformResourceIdentifier("urn:uuid:" + device_uuid)],
+                now=now,
+            ),
             idevid_ca_key,
-        )  # fmt: skip
+        )
         idevids.append((stem, certificate, key))
         references += [aoki.cert_reference(certificate), *aoki.uri_references(certificate)]
-        records.append({"serial_number": serial, "uuid": device_uuid, "certificate": stem + ".pem",
-                        "private_key": stem + "_pk.pem"})  # fmt: skip
+        records.append(
+            {
+                "serial_number": serial,
+                "uuid": device_uuid,
+                "certificate": stem + ".pem",
+                "private_key": stem + "_pk.pem",
+            }
+        )
     owner_key = _key(owner_key_type or key_type)
     owner_id = _sign(
-        _certificate(_name("DevOwnerID Test", pseudonym="DevOwnerID"), owner_key.public_key(), owner_ca, owner_ca_key,
-                     NEVER, True, [cx509.UniformResourceIdentifier(r) for r in references], now=now),
+        _certificate(
+            _name("DevOwnerID Test", pseudonym="DevOwnerID"),
+            owner_key.public_key(),
+            owner_ca,
+            owner_ca_key,
+            NEVER,
+            True,
+            [cx509.UniformResourceIdentifier(r) for r in references],
+            now=now,
+        ),
         owner_ca_key,
-    )  # fmt: skip
+    )
 
     _pair(directory, "idevid_ca", idevid_ca, idevid_ca_key)
     _pair(directory, "ownerid_ca", owner_ca, owner_ca_key)

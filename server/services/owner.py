@@ -89,8 +89,11 @@ def check_devownerid(certificate_pem, private_key_pem, chain_pem=None):
         raise ApiError(400, "a dev-owner: SAN URI is longer than %d characters" % MAX_REFERENCE)
     now = x509.now_utc()
     if not x509.not_before(certificate) <= now <= x509.not_after(certificate):
-        raise ApiError(400, "the DevOwnerID is not valid now (%s to %s)" % (
-            x509.summary(certificate)["not_before"], x509.summary(certificate)["not_after"]))  # fmt: skip
+        raise ApiError(
+            400,
+            "the DevOwnerID is not valid now (%s to %s)"
+            % (x509.summary(certificate)["not_before"], x509.summary(certificate)["not_after"]),
+        )
     for child, parent in zip([certificate, *chain], chain):
         if not x509.is_issued_by(child, parent):
             raise ApiError(

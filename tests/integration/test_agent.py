@@ -70,8 +70,18 @@ def test_aoki_onboards_renews_and_reports(server, workdir, protocol):
     aoki = Aoki(server, workdir / "pki", devices=1)
     state = workdir / "state"
     base = ["--state-dir", state]
-    run = agent(*base, "aoki", "--factory-dir", factory(aoki, 1, workdir / "factory"), "--url", server.url,
-                "--protocol", protocol, "--attempts", "1")  # fmt: skip
+    run = agent(
+        *base,
+        "aoki",
+        "--factory-dir",
+        factory(aoki, 1, workdir / "factory"),
+        "--url",
+        server.url,
+        "--protocol",
+        protocol,
+        "--attempts",
+        "1",
+    )
     assert "onboarded" in run.stdout
     assert (state / "key.pem").stat().st_mode & 0o777 == 0o600
     assert state.stat().st_mode & 0o777 == 0o700
@@ -106,9 +116,18 @@ def test_aoki_refuses_an_owner_the_factory_did_not_trust(server, workdir):
     aoki = Aoki(server, workdir / "pki", devices=1)
     other = Aoki(server, workdir / "other", devices=1, owner=False)
     state = workdir / "state"
-    run = agent("--state-dir", state, "aoki", "--factory-dir",
-                factory(aoki, 1, workdir / "factory", owner_ca="../other/ownerid_ca.pem"),
-                "--url", server.url, "--attempts", "1", check=False)  # fmt: skip
+    run = agent(
+        "--state-dir",
+        state,
+        "aoki",
+        "--factory-dir",
+        factory(aoki, 1, workdir / "factory", owner_ca="../other/ownerid_ca.pem"),
+        "--url",
+        server.url,
+        "--attempts",
+        "1",
+        check=False,
+    )
     assert run.returncode == 1
     assert "refused" in run.stderr and "does not chain to the device's owner trust anchor" in run.stderr, run.stderr
     assert not (state / "key.pem").exists() and not (state / "cert.pem").exists()
@@ -123,8 +142,18 @@ def test_aoki_refuses_a_devownerid_that_does_not_name_the_device(server, workdir
     aoki = Aoki(server, workdir / "pki", devices=1, owner=False)
     issuing = x509.load_pem_x509_certificates(server.api("GET", "/domains/" + aoki.domain)[1]["ca_chain"].encode())[0]
     aoki.add_owner(*owner_signed(aoki, [aoki_format.ca_reference(issuing)]))
-    run = agent("--state-dir", workdir / "state", "aoki", "--factory-dir", factory(aoki, 1, workdir / "factory"),
-                "--url", server.url, "--attempts", "1", check=False)  # fmt: skip
+    run = agent(
+        "--state-dir",
+        workdir / "state",
+        "aoki",
+        "--factory-dir",
+        factory(aoki, 1, workdir / "factory"),
+        "--url",
+        server.url,
+        "--attempts",
+        "1",
+        check=False,
+    )
     assert run.returncode == 1 and "does not name this device's IDevID" in run.stderr, run.stderr
 
 
@@ -147,8 +176,9 @@ def test_guided_onboarding_with_a_one_time_token(server, workdir):
     """Register with method agent: the API shows the token and the exact command once; the command
     onboards the device; the same token is refused the second time."""
     domain = server.create_domain()["name"]
-    status, body = server.api("POST", "/devices", {"name": "agent-" + domain, "domain": domain,
-                                                   "onboarding_method": "agent"})  # fmt: skip
+    status, body = server.api(
+        "POST", "/devices", {"name": "agent-" + domain, "domain": domain, "onboarding_method": "agent"}
+    )
     assert status == 201, body
     token, command = body["onboarding_token"], body["agent_command"]
     device_id = body["device"]["id"]
@@ -175,8 +205,9 @@ def test_guided_onboarding_with_a_one_time_token(server, workdir):
 
 def test_a_token_for_another_server_is_refused_before_anything_is_sent(server, workdir):
     domain = server.create_domain()["name"]
-    _status, body = server.api("POST", "/devices", {"name": "agent-" + domain, "domain": domain,
-                                                   "onboarding_method": "agent"})  # fmt: skip
+    _status, body = server.api(
+        "POST", "/devices", {"name": "agent-" + domain, "domain": domain, "onboarding_method": "agent"}
+    )
     device_id, secret, _pin = body["onboarding_token"].split(".")
     forged = "%s.%s.%s" % (device_id, secret, "A" * 43)
     run = agent("--state-dir", workdir / "state", "onboard", "--url", server.url, "--token", forged, check=False)
@@ -188,8 +219,9 @@ def test_a_token_for_another_server_is_refused_before_anything_is_sent(server, w
 
 def test_a_new_token_replaces_the_old_one(server, workdir):
     domain = server.create_domain()["name"]
-    status, body = server.api("POST", "/devices", {"name": "agent-" + domain, "domain": domain,
-                                                   "onboarding_method": "agent"})  # fmt: skip
+    status, body = server.api(
+        "POST", "/devices", {"name": "agent-" + domain, "domain": domain, "onboarding_method": "agent"}
+    )
     old = body["onboarding_token"]
     status, renewed = server.api("POST", "/devices/%d/secret" % body["device"]["id"])
     assert status == 200 and renewed["onboarding_token"] != old and "agent_command" in renewed
@@ -215,14 +247,34 @@ def test_status_without_a_credential_and_bad_input(workdir):
 
 def test_install_timer_writes_a_systemd_timer_or_a_cron_entry_once(workdir):
     units = workdir / "units"
-    first = agent("--state-dir", workdir / "state", "install-timer", "--mode", "systemd", "--unit-dir", units,
-                  "--no-enable", "--program", "/usr/local/bin/trustpoint-agent")  # fmt: skip
+    first = agent(
+        "--state-dir",
+        workdir / "state",
+        "install-timer",
+        "--mode",
+        "systemd",
+        "--unit-dir",
+        units,
+        "--no-enable",
+        "--program",
+        "/usr/local/bin/trustpoint-agent",
+    )
     assert "wrote" in first.stdout
     service = (units / "trustpoint-agent-renew.service").read_text()
     assert "ExecStart=/usr/local/bin/trustpoint-agent renew --state-dir %s" % (workdir / "state") in service
     assert "OnCalendar=daily" in (units / "trustpoint-agent-renew.timer").read_text()
-    second = agent("--state-dir", workdir / "state", "install-timer", "--mode", "systemd", "--unit-dir", units,
-                   "--no-enable", "--program", "/usr/local/bin/trustpoint-agent")  # fmt: skip
+    second = agent(
+        "--state-dir",
+        workdir / "state",
+        "install-timer",
+        "--mode",
+        "systemd",
+        "--unit-dir",
+        units,
+        "--no-enable",
+        "--program",
+        "/usr/local/bin/trustpoint-agent",
+    )
     assert "up to date" in second.stdout
     analyze = shutil.which("systemd-analyze")
     if analyze:
@@ -232,8 +284,12 @@ def test_install_timer_writes_a_systemd_timer_or_a_cron_entry_once(workdir):
         (units / "trustpoint-agent-renew.service").write_text(
             service.replace("/usr/local/bin/trustpoint-agent", str(fake))
         )
-        result = subprocess.run([analyze, "verify", str(units / "trustpoint-agent-renew.timer")],
-                                capture_output=True, text=True, check=False)  # fmt: skip
+        result = subprocess.run(
+            [analyze, "verify", str(units / "trustpoint-agent-renew.timer")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert result.returncode == 0, result.stderr
 
     cron = workdir / "cron.d" / "trustpoint-agent"
@@ -241,8 +297,10 @@ def test_install_timer_writes_a_systemd_timer_or_a_cron_entry_once(workdir):
     line = next(x for x in cron.read_text().splitlines() if not x.startswith("#"))
     minute, hour, *_rest = line.split()
     assert 0 <= int(minute) < 60 and 0 <= int(hour) < 24 and " root " in line and "renew --state-dir" in line
-    assert "up to date" in agent("--state-dir", workdir / "state", "install-timer", "--mode", "cron",
-                                 "--cron-file", cron).stdout  # fmt: skip
+    assert (
+        "up to date"
+        in agent("--state-dir", workdir / "state", "install-timer", "--mode", "cron", "--cron-file", cron).stdout
+    )
     assert cron.stat().st_mode & 0o777 == 0o644
 
 
@@ -253,8 +311,11 @@ def test_the_server_serves_the_agent_wheel_and_it_runs_on_python_38(server, work
     """make agent-wheel's wheel at /agent/: pip installs it (dependencies from the index) into a Python 3.8
     virtualenv without Flask or SQLAlchemy, and that agent onboards a device with a token."""
     wheels = server.data_dir / "agent-wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels),
-                    AGENT_PATH], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), AGENT_PATH],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = wheels.glob("trustpoint_agent-*.whl")
     status, _headers, page = http("GET", server.url + "/agent/")
     assert status == 200 and wheel.name in page.decode()
@@ -282,19 +343,29 @@ def test_the_server_serves_the_agent_wheel_and_it_runs_on_python_38(server, work
     env = dict(os.environ, PIP_CERT=str(bundle), REQUESTS_CA_BUNDLE=str(bundle), CURL_CA_BUNDLE=str(bundle))
     install = subprocess.run(
         [str(venv / "bin" / "pip"), "install", "--quiet", "--find-links", server.url + "/agent/", "trustpoint-agent"],
-        capture_output=True, text=True, timeout=600, check=False, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=env,
+    )
     assert install.returncode == 0, install.stdout + install.stderr
     installed = subprocess.run([str(venv / "bin" / "pip"), "list"], capture_output=True, text=True, check=True).stdout
     assert "trustpoint-agent" in installed and "zeroconf" in installed
     assert "Flask" not in installed and "SQLAlchemy" not in installed
 
     domain = server.create_domain()["name"]
-    status, body = server.api("POST", "/devices", {"name": "py38-" + domain, "domain": domain,
-                                                   "onboarding_method": "agent"})  # fmt: skip
+    status, body = server.api(
+        "POST", "/devices", {"name": "py38-" + domain, "domain": domain, "onboarding_method": "agent"}
+    )
     assert status == 201, body
     argv = shlex.split(body["agent_command"])
-    run = subprocess.run([str(venv / "bin" / "trustpoint-agent"), "--state-dir", str(workdir / "state"), *argv[1:]],
-                         capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    run = subprocess.run(
+        [str(venv / "bin" / "trustpoint-agent"), "--state-dir", str(workdir / "state"), *argv[1:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert server.device(body["device"]["id"])["status"] == "onboarded"

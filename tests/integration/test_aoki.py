@@ -296,8 +296,12 @@ def test_owner_credentials_api_checks_what_it_stores_and_never_returns_the_key(s
     assert created["references"] == ref
     assert "private_key" not in json.dumps(created) and "PRIVATE KEY" not in json.dumps(created)
     name = created["name"]
-    assert server.api("POST", "/owner-credentials", dict(name=name, certificate=aoki.read(cert),
-                                                          private_key=aoki.read(key)))[0] == 409  # fmt: skip
+    assert (
+        server.api(
+            "POST", "/owner-credentials", dict(name=name, certificate=aoki.read(cert), private_key=aoki.read(key))
+        )[0]
+        == 409
+    )
     # Encrypted at rest: the database holds no PEM key.
     database = (server.data_dir / "trustpoint.db").read_bytes()
     assert b"PRIVATE KEY" not in database

@@ -117,12 +117,27 @@ def start_server(ns, data_dir, instance, ca_dir):
     )
     log = open(data_dir / "server.log", "wb")  # noqa: SIM115 (the process's lifetime)
     process = subprocess.Popen(
-        ["ip", "netns", "exec", ns, str(BIN / "trustpoint-server"), "run", "--data-dir", str(data_dir),
-         "--listen", "%s:%d" % (SERVER_ADDRESS, PORT), "--mdns-interface", SERVER_ADDRESS,
-         "--mdns-instance", instance, "--workers", "1"],
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            str(BIN / "trustpoint-server"),
+            "run",
+            "--data-dir",
+            str(data_dir),
+            "--listen",
+            "%s:%d" % (SERVER_ADDRESS, PORT),
+            "--mdns-interface",
+            SERVER_ADDRESS,
+            "--mdns-instance",
+            instance,
+            "--workers",
+            "1",
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    )
     context = tls_context(str(data_dir / "tls-ca.pem"))
     deadline = time.monotonic() + 60
     while True:
@@ -198,10 +213,23 @@ def test_a_device_finds_the_server_over_mdns_onboards_and_sees_it_withdrawn(brid
         shutil.copy(key, factory / "idevid.key")
         shutil.copy(aoki.dir / "ownerid_ca.pem", factory / "owner-truststore.pem")
         run = in_namespace(
-            bridge["device"], sys.executable, "-m", "trustpoint_agent.cli", "--state-dir", str(tmp_path / "state"),
-            "aoki", "--factory-dir", str(factory), "--interface", DEVICE_ADDRESS, "--attempts", "1",
-            env=dict(os.environ, PYTHONPATH=str(REPO / "agent")), timeout=120, check=False,
-        )  # fmt: skip
+            bridge["device"],
+            sys.executable,
+            "-m",
+            "trustpoint_agent.cli",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "aoki",
+            "--factory-dir",
+            str(factory),
+            "--interface",
+            DEVICE_ADDRESS,
+            "--attempts",
+            "1",
+            env=dict(os.environ, PYTHONPATH=str(REPO / "agent")),
+            timeout=120,
+            check=False,
+        )
         assert run.returncode == 0, run.stdout + run.stderr
         assert "https://%s:%d" % (SERVER_ADDRESS, PORT) in run.stderr  # the discovered candidate
         (device,) = aoki.devices_on_server()

@@ -23,8 +23,9 @@ def owner_task(connection, **args):
 def test_devowner_id_module_lifecycle(server, workdir, connection):
     aoki = Aoki(server, workdir, devices=2, owner=False)
     name = unique("owner")
-    task = owner_task(connection, name=name, certificate=aoki.read("owner_id.pem"),
-                      private_key=aoki.read("owner_id_pk.pem"))  # fmt: skip
+    task = owner_task(
+        connection, name=name, certificate=aoki.read("owner_id.pem"), private_key=aoki.read("owner_id_pk.pem")
+    )
 
     predicted = run_tasks(workdir, [task], check=True, diff=True)["owner"]
     assert predicted["changed"] and predicted["diff"]["before"] == {}
@@ -58,8 +59,9 @@ def test_devowner_id_module_lifecycle(server, workdir, connection):
 
 def test_devowner_id_module_says_what_is_wrong(server, workdir, connection):
     aoki = Aoki(server, workdir, devices=1, owner=False)
-    bad_key = owner_task(connection, name=unique("o"), certificate=aoki.read("owner_id.pem"),
-                         private_key=aoki.read("idevid_0001_pk.pem"))  # fmt: skip
+    bad_key = owner_task(
+        connection, name=unique("o"), certificate=aoki.read("owner_id.pem"), private_key=aoki.read("idevid_0001_pk.pem")
+    )
     failed = run_tasks(workdir, [bad_key], expect_failure=True)["owner"]
     assert "not the key of the certificate" in failed["msg"]
     no_pem = owner_task(connection, name=unique("o"), certificate="nothing", private_key="x")
@@ -70,8 +72,10 @@ def test_devowner_id_module_says_what_is_wrong(server, workdir, connection):
 def test_device_module_registers_agent_devices_with_token_and_command(server, workdir, connection):
     domain = server.create_domain()["name"]
     name = unique("gw")
-    task = {"name": "device", "trustpoint.pki.device": dict(connection, name=name, domain=domain,
-                                                              onboarding_method="agent")}  # fmt: skip
+    task = {
+        "name": "device",
+        "trustpoint.pki.device": dict(connection, name=name, domain=domain, onboarding_method="agent"),
+    }
     created = run_tasks(workdir, [task])["device"]
     assert created["changed"]
     assert created["agent_command"].endswith("--token " + created["onboarding_token"])
