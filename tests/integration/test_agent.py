@@ -247,35 +247,14 @@ def test_status_without_a_credential_and_bad_input(workdir):
 
 def test_install_timer_writes_a_systemd_timer_or_a_cron_entry_once(workdir):
     units = workdir / "units"
-    first = agent(
-        "--state-dir",
-        workdir / "state",
-        "install-timer",
-        "--mode",
-        "systemd",
-        "--unit-dir",
-        units,
-        "--no-enable",
-        "--program",
-        "/usr/local/bin/trustpoint-agent",
-    )
+    install = ["--state-dir", workdir / "state", "install-timer", "--mode", "systemd", "--unit-dir", units]
+    install += ["--no-enable", "--program", "/usr/local/bin/trustpoint-agent"]
+    first = agent(*install)
     assert "wrote" in first.stdout
     service = (units / "trustpoint-agent-renew.service").read_text()
     assert "ExecStart=/usr/local/bin/trustpoint-agent renew --state-dir %s" % (workdir / "state") in service
     assert "OnCalendar=daily" in (units / "trustpoint-agent-renew.timer").read_text()
-    second = agent(
-        "--state-dir",
-        workdir / "state",
-        "install-timer",
-        "--mode",
-        "systemd",
-        "--unit-dir",
-        units,
-        "--no-enable",
-        "--program",
-        "/usr/local/bin/trustpoint-agent",
-    )
-    assert "up to date" in second.stdout
+    assert "up to date" in agent(*install).stdout
     analyze = shutil.which("systemd-analyze")
     if analyze:
         fake = workdir / "trustpoint-agent"

@@ -75,8 +75,11 @@ def bridge():
                 ip("link", "del", BRIDGE, check=False)
 
 
-def in_namespace(ns, *command, **options):
-    return subprocess.run(["ip", "netns", "exec", ns, *command], capture_output=True, text=True, **options)
+def in_namespace(ns, *command, env=None, timeout=120):
+    """(CompletedProcess) of command in the network namespace ns; the caller checks the return code."""
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, *command], capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
 
 
 BROWSE = textwrap.dedent(
