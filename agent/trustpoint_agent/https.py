@@ -8,15 +8,18 @@ Three kinds of trust:
 - pinned: the server's chain must lead to the pinned anchor, and the certificate it presents must be one
   that was pinned with it or name the host connected to (the anchor vouches for the server, the name for
   the connection);
-- with a client certificate (the IDevID, or the credential being renewed) on top of either.
+- with a client certificate (the IDevID with its intermediates, or the credential being renewed) on top
+  of either.
 """
 
 from __future__ import annotations
 
 import http.client
 import ipaddress
+import os
 import socket
 import ssl
+import tempfile
 import urllib.parse
 
 from cryptography import x509
@@ -28,7 +31,7 @@ MAX_ANSWER = 1 << 20
 DEFAULT_TIMEOUT = 30
 
 
-def _context(anchors, client_cert, client_key):
+def _context(anchors, client_cert, client_key, client_chain=()):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.check_hostname = False  # pinned connections check the name themselves (names_host)
@@ -37,7 +40,15 @@ def _context(anchors, client_cert, client_key):
         context.load_verify_locations(cadata=certificates_to_pem(anchors))
     else:
         context.verify_mode = ssl.CERT_NONE
-    if client_cert:
+    if client_cert and client_chain:
+        # The intermediates go with the certificate (an IDevID's manufacturer chain): OpenSSL reads them from
+        # the certificate file, after the leaf.
+        with tempfile.TemporaryDirectory() as directory:
+            combined = os.path.join(directory, "client.pem")
+            with open(client_cert, "rb") as leaf, open(combined, "wb") as handle:
+                handle.write(leaf.read() + b"\n" + certificates_to_pem(list(client_chain)).encode())
+            context.load_cert_chain(combined, client_key)
+    elif client_cert:
         context.load_cert_chain(client_cert, client_key)
     return context
 
@@ -67,10 +78,18 @@ class Https:
     present whatever its name; client_cert/client_key: PEM files of a TLS client certificate.
     """
 
-    def __init__(self, anchors=None, pinned_leaves=(), client_cert=None, client_key=None, timeout=DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        anchors=None,
+        pinned_leaves=(),
+        client_cert=None,
+        client_key=None,
+        timeout=DEFAULT_TIMEOUT,
+        client_chain=(),
+    ):
         self.anchors = list(anchors or ())
         self.pinned = {leaf.public_bytes(Encoding.DER) for leaf in pinned_leaves}
-        self.context = _context(self.anchors, client_cert, client_key)
+        self.context = _context(self.anchors, client_cert, client_key, client_chain)
         self.timeout = timeout
         self.peer = None  # the certificate the server presented last
 

@@ -195,7 +195,12 @@ class Agent:
 
     def _aoki_with(self, candidate, protocol):
         factory = self.factory
-        provisional = Https(client_cert=factory.certificate_path, client_key=factory.key_path, timeout=self.timeout)
+        provisional = Https(
+            client_cert=factory.certificate_path,
+            client_key=factory.key_path,
+            timeout=self.timeout,
+            client_chain=factory.chain,
+        )
         status, headers, body = provisional.request("GET", candidate.url + candidate.init_path)
         if status != 200:
             detail = body[:200].decode("utf-8", "replace").strip()
@@ -217,7 +222,9 @@ class Agent:
         except InvalidInput as exc:
             raise aoki.OwnerRefused("the server's TLS certificate is not one its owner vouches for: %s" % exc) from exc
         log.info("%s is this device's owner (%s, %s)", candidate.url, owner.subject.rfc4514_string(), reference)
-        pinned = Https(anchor, leaves or [seen], factory.certificate_path, factory.key_path, self.timeout)
+        pinned = Https(
+            anchor, leaves or [seen], factory.certificate_path, factory.key_path, self.timeout, factory.chain
+        )
         usable = [(n, u) for n, u in answer.protocols if n in ("EST", "CMP") and protocol in ("auto", n.lower())]
         if not usable:
             offered = ", ".join(n for n, _u in answer.protocols)

@@ -16,6 +16,7 @@ from flask import Blueprint, Response, abort, current_app, send_file
 from trustpoint_core import x509
 
 from ..services import agent, aoki
+from .wire import https_base_url
 
 bp = Blueprint("agent", __name__)
 
@@ -39,7 +40,7 @@ def index():
     page = (
         "<!DOCTYPE html>\n<html><head><title>trustpoint-agent</title></head><body>\n"
         "<h1>trustpoint-agent</h1>\n<p>pip install --find-links %s/agent/ trustpoint-agent</p>\n%s</body></html>\n"
-    ) % ("https://&lt;this server&gt;", links)
+    ) % (html.escape(https_base_url()), links)
     return Response(page, 200, content_type="text/html; charset=utf-8")
 
 

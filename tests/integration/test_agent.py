@@ -348,3 +348,34 @@ def test_the_server_serves_the_agent_wheel_and_it_runs_on_python_38(server, work
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert server.device(body["device"]["id"])["status"] == "onboarded"
+
+
+def test_aoki_with_an_idevid_below_an_intermediate_ca(server, workdir):
+    """The agent sends the IDevID's intermediates (idevid-chain.pem) in the TLS handshake: a truststore with
+    only the manufacturer's root admits it."""
+    from cmp_helpers import create_registration, create_truststore, make_ca, make_end_entity, write_key, write_pem
+
+    aoki = Aoki(server, workdir / "pki", devices=1, owner=False)
+    root = make_ca(unique_name("Vendor Root"))
+    intermediate = make_ca(unique_name("Vendor Devices"), issuer=root)
+    idevid = make_end_entity(intermediate, "chained", "CHAIN-0001", ["urn:uuid:" + unique_name("u")])
+    create_registration(server, aoki.domain, create_truststore(server, [root.certificate]), "CHAIN-[0-9]{4}")
+    aoki.add_owner(*owner_signed(aoki, [aoki_format.cert_reference(idevid.certificate)]))
+    factory_dir = workdir / "factory"
+    factory_dir.mkdir()
+    write_pem(factory_dir / "idevid.pem", [idevid.certificate])
+    write_key(factory_dir / "idevid.key", idevid.key)
+    write_pem(factory_dir / "idevid-chain.pem", idevid.chain)
+    shutil.copy(aoki.dir / "ownerid_ca.pem", factory_dir / "owner-truststore.pem")
+    assert idevid.chain == [intermediate.certificate]
+    agent(
+        "--state-dir", workdir / "state", "aoki", "--factory-dir", factory_dir, "--url", server.url, "--attempts", "1"
+    )
+    (device,) = aoki.devices_on_server()
+    assert device["serial_number"] == "CHAIN-0001" and device["status"] == "onboarded"
+
+
+def unique_name(prefix):
+    from aoki_helpers import unique
+
+    return unique(prefix)
