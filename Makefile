@@ -7,7 +7,7 @@ COLLECTIONS := $(CURDIR)/build/collections
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test lint sanity pytest ansible-lint clean
+.PHONY: setup demo test lint sanity pytest ansible-lint clean agent-wheel
 
 setup: $(VENV)/.installed $(COLLECTIONS)/ansible_collections/trustpoint/pki
 
@@ -28,7 +28,7 @@ demo: setup
 
 test: setup lint sanity pytest ansible-lint
 
-PYTHON_DIRS := $(wildcard plugins server tests tools bench)
+PYTHON_DIRS := $(wildcard plugins server agent tests tools bench)
 
 lint:
 	$(VENV)/bin/ruff check $(PYTHON_DIRS)
@@ -42,6 +42,13 @@ pytest:
 
 ansible-lint:
 	$(VENV)/bin/ansible-lint --offline --profile production
+
+# The device agent's wheel (agent/pyproject.toml), for `trustpoint-server run` to serve at /agent/: copy it
+# to DATA/agent-wheels (or --agent-wheels DIR), with its dependencies' wheels for sites without an index.
+AGENT_WHEELS ?= dist/agent
+agent-wheel: setup
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(AGENT_WHEELS) ./agent
+	@ls $(AGENT_WHEELS)/trustpoint_agent-*.whl
 
 clean:
 	rm -rf build dist tests/output *.egg-info

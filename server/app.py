@@ -9,17 +9,17 @@ from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
 from . import errors
-from .protocols import cmp, crl, est
+from .protocols import agent, aoki, cmp, crl, est
 from .runtime.vault import Vault
 from .storage.db import close_session, database_url, make_engine, session, session_factory
 from .web import api, pages
 
 # RFC 9483 messages are a few KiB; upstream Trustpoint caps CMP bodies at 128 KiB as well.
 MAX_REQUEST_BYTES = 128 * 1024
-# What the plain-HTTP listener serves: CMP (its messages protect themselves), CRLs (signed) and the
-# health check. Everything else is HTTPS only.
+# What the plain-HTTP listener serves: CMP (its messages protect themselves, AOKI over CMP included),
+# CRLs (signed) and the health check. Everything else is HTTPS only.
 PLAIN_HTTP_BLUEPRINTS = ("cmp", "crl")
-PLAIN_HTTP_ENDPOINTS = ("healthz",)
+PLAIN_HTTP_ENDPOINTS = ("healthz", "aoki.cmp_initialization")
 
 
 class Services:
@@ -59,6 +59,8 @@ def create_app(settings, plain_http=False):
     app.register_blueprint(crl.bp)
     app.register_blueprint(est.bp)
     pages.init_app(app, app.extensions["trustpoint"].vault)
+    app.register_blueprint(aoki.bp)
+    app.register_blueprint(agent.bp)
     if plain_http:
         app.before_request(_https_only)
 

@@ -99,9 +99,29 @@ class Settings:
     est_default_domain: Optional[str] = setting(
         metavar="DOMAIN", help="domain served at /.well-known/est/<operation> without a label"
     )
+    mdns_interface: Tuple[str, ...] = setting(
+        kind=list,
+        metavar="ADDRESS_OR_NAME",
+        help="advertise AOKI (_aoki._tcp) over mDNS on this interface (an IPv4 address of this host or an interface "
+        "name such as eth0) so that devices find the server by themselves; repeat for several. The HTTPS port is "
+        "that of the listen address on it",
+    )
+    mdns_instance: Optional[str] = setting(
+        metavar="NAME",
+        help="the mDNS service instance name, unique on the network (default: AOKI Owner Service <host>)",
+    )
+    agent_wheels: Optional[str] = setting(
+        metavar="DIR",
+        help="directory of the trustpoint-agent wheels (and their dependencies) served at /agent/ "
+        "(default: DATA/agent-wheels)",
+    )
     log_level: str = setting("info", choices=LOG_LEVELS, help="log level")
     # Not a setting: the port of the plain-HTTP listener, if any, where CRL distribution points point.
     plain_port: Optional[int] = None
+    # Not settings either (`run` sets them): the certificate chain the HTTPS listeners present (AOKI's
+    # tls-truststore, the agent's token pin it) and the IPv4 addresses mDNS advertises on.
+    tls_cert_file: Optional[str] = None
+    mdns_addresses: Tuple[str, ...] = ()
 
     @classmethod
     def load(cls, given=None, environ=None, config_file=None):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""`make demo`: three SSH device hosts receive their domain credentials from the bundled server.
+"""`make demo`: four SSH device hosts receive their domain credentials from the bundled server.
 
     .venv/bin/python tools/demo.py [--keep] [--dir DIR] [--port PORT]
 
@@ -14,11 +14,13 @@
      registered and generates its key, and enrolls: device1 over CMP with a shared secret and device2
      over EST with a password, both with the python backend (the virtualenv's Python); device3 over
      CMP with the openssl backend (the system Python).
-  3. The server's REST API reports what it issued (device id, serial, expiry), and the operator's web pages
+  3. Zero-touch: device4 gets only what a factory gives it (an IDevID and its owner's trust anchor) and
+     runs `trustpoint-agent aoki`: it finds the server over mDNS, checks its DevOwnerID and enrolls.
+  4. The server's REST API reports what it issued (device id, serial, expiry), and the operator's web pages
      show the same devices after a sign-in (the URL and the sign-in are printed).
-  4. Each device's certificate, read over SSH, is checked with `openssl verify` against the domain's
+  5. Each device's certificate, read over SSH, is checked with `openssl verify` against the domain's
      root CA and compared with the server's record.
-  5. tools/testbed.py down removes everything, also on failure or Ctrl-C (except with --keep).
+  6. tools/testbed.py down removes everything, also on failure or Ctrl-C (except with --keep).
 
 Runs as root (network namespaces). State lives in DIR (default ~/.cache/trustpoint-demo, not /tmp:
 sshd's StrictModes); every run starts from scratch and removes DIR after a successful run.
@@ -54,13 +56,17 @@ MARKER = ".trustpoint-demo"  # marks DIR as ours: only such a directory is ever 
 
 PREFIX, BRIDGE, SUBNET, PORT = "tpd", "tpbr78", "169.254.78", 8478  # default port; --port
 DOMAIN = "demo"
-HOSTS = {"device1": 11, "device2": 12, "device3": 13}  # name: last octet of its address
+HOSTS = {"device1": 11, "device2": 12, "device3": 13, "device4": 14}  # name: last octet of its address
+ZERO_TOUCH_HOSTS = ("device4",)  # onboard by themselves (AOKI), not through the playbook
 OPENSSL_HOSTS = ("device3",)  # system Python, `openssl cmp`; the others use the virtualenv's Python
 # How each host onboards (the others: CMP with a shared secret).
 METHODS = {"device2": "est_password"}
 SYSTEM_PYTHON = "/usr/bin/python3"
 CREDENTIAL = "/etc/trustpoint/domain_credential.pem"
-PHASES = 5
+# The agent's files on a zero-touch host (in the testbed's private directories).
+AGENT_FACTORY = "/etc/trustpoint/factory"
+AGENT_STATE = "/var/lib/trustpoint/agent"
+PHASES = 6
 
 
 class DemoError(Exception):
@@ -171,7 +177,7 @@ class Demo:
 
     # ---- 1
     def start(self) -> None:
-        phase(1, "Start the enrollment server and three SSH device hosts")
+        phase(1, "Start the enrollment server (advertising AOKI over mDNS) and four SSH device hosts")
         if os.geteuid() != 0:
             raise DemoError("run as root: the device hosts are network namespaces with their own sshd")
         for name, package in (("openssl", "openssl"), ("ssh", "openssh-client")):
@@ -185,7 +191,7 @@ class Demo:
         cmd = [
             sys.executable, str(TESTBED), "up", "--dir", str(self.dir),
             "--prefix", PREFIX, "--bridge", BRIDGE, "--subnet", SUBNET, "--server-port", str(self.port),
-            "--python-interpreter", "",  # set per host below
+            "--server-mdns", "--python-interpreter", "",  # set per host below
         ]  # fmt: skip
         for name, octet in HOSTS.items():
             cmd += ["--host", f"{name}:{octet}"]
@@ -224,6 +230,8 @@ class Demo:
         # each host runs Ansible's modules with, and so which enroll backend it uses.
         hosts = []
         for name in HOSTS:
+            if name in ZERO_TOUCH_HOSTS:
+                continue
             method = METHODS.get(name, "cmp_shared_secret")
             if name in OPENSSL_HOSTS:
                 hosts += [
@@ -256,6 +264,7 @@ class Demo:
             "-e", f"trustpoint_enrollment_url={self.server['device_url']}",
             "-e", f"trustpoint_ca_path={self.server['ca_file']}",
             "-e", f"@{secrets}",
+            "--limit", ":".join(["devices", *("!" + name for name in ZERO_TOUCH_HOSTS)]),
             "trustpoint.pki.onboard_devices",
         ]  # fmt: skip
         say(f"server for the controller: {self.server['api_url']}, for the devices: {self.server['device_url']}")
@@ -285,8 +294,91 @@ class Demo:
             raise DemoError(f"the playbook failed (ansible-playbook exit {rc}); its output is above")
 
     # ---- 3
+    def zero_touch(self) -> None:
+        phase(3, "Zero-touch: " + ", ".join(ZERO_TOUCH_HOSTS) + " onboards by itself (AOKI)")
+        server_bin = Path(sys.executable).parent
+        pki = self.dir / "aoki-pki"
+        cmd = [
+            str(server_bin / "trustpoint-server"),
+            "aoki",
+            "gen-test-certs",
+            str(pki),
+            "--devices",
+            str(len(ZERO_TOUCH_HOSTS)),
+        ]
+        show_command(cmd)
+        capture(cmd, "trustpoint-server aoki gen-test-certs")
+        manifest = json.loads((pki / "devices.json").read_text())
+        say("the manufacturer's IDevID CA is trusted, its serial numbers admitted into the domain, the owner's")
+        say("DevOwnerID (naming the IDevIDs) installed - the same as trustpoint.pki.truststore, devid_registration")
+        say("and devowner_id do:")
+        api = self.server["api_url"] + "/api/v1"
+        self.api(
+            api + "/truststores",
+            {"name": "demo-manufacturer", "usage": "idevid", "certificates": (pki / "idevid_ca.pem").read_text()},
+        )
+        self.api(
+            api + "/devid-registrations",
+            {
+                "name": "demo-manufacturer",
+                "domain": DOMAIN,
+                "truststore": "demo-manufacturer",
+                "pattern": "AOKI-[0-9]{4}",
+                "auto_create_devices": True,
+            },
+        )
+        self.api(
+            api + "/owner-credentials",
+            {
+                "name": "demo-owner",
+                "certificate": (pki / "owner_id.pem").read_text(),
+                "private_key": (pki / "owner_id_pk.pem").read_text(),
+            },
+        )
+        ssh = tool("ssh", "openssh-client")
+        for name, record in zip(ZERO_TOUCH_HOSTS, manifest["devices"]):
+            # The factory: the IDevID, its key and the owner's trust anchor; nothing about the server.
+            say(f"{name}: factory provisioning ({record['serial_number']}), then power on")
+            for source, target, mode in (
+                (record["certificate"], "idevid.pem", "644"),
+                (record["private_key"], "idevid.key", "600"),
+                ("ownerid_ca.pem", "owner-truststore.pem", "644"),
+            ):
+                path = f"{AGENT_FACTORY}/{target}"
+                script = f"mkdir -p {AGENT_FACTORY} && umask 077 && cat > {path} && chmod {mode} {path}"
+                subprocess.run(
+                    [ssh, "-F", str(self.dir / "ssh_config"), name, script],
+                    input=(pki / source).read_bytes(),
+                    capture_output=True,
+                    check=True,
+                )
+            agent = [
+                str(server_bin / "trustpoint-agent"),
+                "--state-dir",
+                AGENT_STATE,
+                "aoki",
+                "--factory-dir",
+                AGENT_FACTORY,
+                "--attempts",
+                "5",
+            ]
+            show_command(["ssh", "-F", "ssh_config", name, *agent])
+            proc = subprocess.run(
+                [ssh, "-F", str(self.dir / "ssh_config"), name, shlex.join(agent)],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            for line in (proc.stderr + proc.stdout).strip().splitlines():
+                say(f"  {line}")
+            if proc.returncode != 0:
+                raise DemoError(f"{name}: trustpoint-agent aoki failed (exit {proc.returncode}); see above")
+            self.backends[name] = "agent"
+
+    # ---- 4
     def ask_server(self) -> Dict[str, Dict[str, Any]]:
-        phase(3, "Ask the server what it issued (REST API, web pages)")
+        phase(4, "Ask the server what it issued (REST API, web pages)")
         url = f"{self.server['api_url']}/api/v1/devices?domain={DOMAIN}"
         show_command(self.curl(f"/api/v1/devices?domain={DOMAIN}"))
         devices = {d["name"]: d for d in self.api(url)}
@@ -343,9 +435,11 @@ class Demo:
         url = shlex.quote(self.server.get("api_url", "?") + path)
         return f'curl -s --cacert {ca_file} -H "Authorization: Bearer $(cat {token_file})" {url}'
 
-    def api(self, url: str) -> Any:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        request = urllib.request.Request(url, headers=headers)  # noqa: S310 (the https URL of server.json)
+    def api(self, url: str, payload: Optional[Dict[str, Any]] = None) -> Any:
+        """GET url, or POST payload to it (JSON)."""
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310 (the https URL of server.json)
         opener = urllib.request.build_opener(
             urllib.request.ProxyHandler({}),  # local server: no proxy
             urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=self.server["ca_file"])),
@@ -355,13 +449,13 @@ class Demo:
                 return json.load(response)
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace").strip()
-            raise DemoError(f"GET {url}: HTTP {exc.code}: {detail}") from None
+            raise DemoError(f"{request.get_method()} {url}: HTTP {exc.code}: {detail}") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise DemoError(f"GET {url}: {exc}") from None
+            raise DemoError(f"{request.get_method()} {url}: {exc}") from None
 
-    # ---- 4
+    # ---- 5
     def check(self, devices: Dict[str, Dict[str, Any]]) -> None:
-        phase(4, "Check each device's certificate (read over SSH, openssl verify)")
+        phase(5, "Check each device's certificate (read over SSH, openssl verify)")
         domain = self.api(f"{self.server['api_url']}/api/v1/domains/{DOMAIN}")
         pems = re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n?", domain["ca_chain"], re.S)
         if len(pems) != 2:
@@ -374,12 +468,16 @@ class Demo:
         verify = [openssl, "verify", "-CAfile", f"{DOMAIN}-root-ca.pem", "-untrusted", f"{DOMAIN}-issuing-ca.pem"]
         say(f"trust anchor: domain {DOMAIN}'s root CA from the server's API ({domain['root_ca']['subject']})")
         say(f"for each DEVICE, in {work}:")
-        show_command(f"ssh -F ../ssh_config DEVICE cat {CREDENTIAL} > DEVICE.pem")
+        show_command(f"ssh -F ../ssh_config DEVICE cat {CREDENTIAL} > DEVICE.pem  # zero-touch: {AGENT_STATE}/cert.pem")
         show_command(["openssl", *verify[1:], "DEVICE.pem"])
 
         rows, problems, fingerprints = [], [], set()
+        # AOKI names a device after its IDevID: find it by the serial number the factory gave it.
+        by_serial = {d.get("serial_number"): d for d in devices.values() if d.get("serial_number")}
         for name in HOSTS:
             device, result = devices.get(name), "-"
+            if name in ZERO_TOUCH_HOSTS:
+                device = by_serial.get("AOKI-%04d" % (ZERO_TOUCH_HOSTS.index(name) + 1))
             credential = (device or {}).get("credential") or {}
             try:
                 if not device:
@@ -387,7 +485,8 @@ class Demo:
                 if device["status"] != "onboarded" or not credential:
                     raise DemoError(f"status {device['status']}, no credential on the server")
                 cert = work / f"{name}.pem"
-                cert.write_text(capture([ssh, "-F", str(self.dir / "ssh_config"), name, "cat", CREDENTIAL], "ssh"))
+                path = f"{AGENT_STATE}/cert.pem" if name in ZERO_TOUCH_HOSTS else CREDENTIAL
+                cert.write_text(capture([ssh, "-F", str(self.dir / "ssh_config"), name, "cat", path], "ssh"))
                 out = capture([openssl, "x509", "-noout", "-fingerprint", "-sha256", "-in", cert.name], "openssl", work)
                 fingerprint = out.strip().partition("=")[2].replace(":", "").lower()
                 if fingerprint != credential["fingerprint_sha256"]:
@@ -521,7 +620,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     demo = Demo(Path(os.path.expanduser(args.dir)).absolute(), args.port, args.keep)
     print(
         style("Trustpoint demo", "1")
-        + f": three SSH device hosts get their domain credentials from the bundled server (domain {DOMAIN!r})."
+        + f": four SSH device hosts get their domain credentials from the bundled server (domain {DOMAIN!r}),"
+        + " one of them zero-touch."
     )
 
     failure: Optional[str] = None
@@ -530,6 +630,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             demo.start()
             demo.onboard()
+            demo.zero_touch()
             devices = demo.ask_server()
             demo.check_pages(devices)
             demo.check(devices)
@@ -545,16 +646,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         built = demo.touched and (demo.dir / "testbed-state.json").exists()
         cleanup_failed = False
         if args.keep and not interrupted and built:
-            phase(5, "Clean up: skipped (--keep)")
+            phase(6, "Clean up: skipped (--keep)")
             demo.keep_hints()
         elif built:
-            phase(5, "Clean up (tools/testbed.py down)")
+            phase(6, "Clean up (tools/testbed.py down)")
             demo.close_ssh_connections()
             cleanup_failed = not demo.testbed_down()
             if not cleanup_failed and failure is None:
                 shutil.rmtree(demo.dir, ignore_errors=True)
         else:
-            phase(5, "Clean up: nothing was started")
+            phase(6, "Clean up: nothing was started")
 
     elapsed = time.monotonic() - started
     print()

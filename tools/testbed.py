@@ -619,8 +619,9 @@ def stop_server(directory: Path) -> None:
     (directory / "server.json").unlink(missing_ok=True)
 
 
-def start_server(directory: Path, gateway: str, port: int) -> None:
-    """HTTPS on 127.0.0.1:port (controller) and gateway:port (devices), plain HTTP for CMP on gateway:port+1."""
+def start_server(directory: Path, gateway: str, port: int, mdns: bool = False) -> None:
+    """HTTPS on 127.0.0.1:port (controller) and gateway:port (devices), plain HTTP for CMP on gateway:port+1;
+    with mdns, AOKI advertised over mDNS on the bridge (devices find the server by themselves)."""
     server_dir = directory / "server"
     server_dir.mkdir(mode=0o700, exist_ok=True)
     logfile = server_dir / "server.log"
@@ -660,6 +661,8 @@ def start_server(directory: Path, gateway: str, port: int) -> None:
         "--listen", f"127.0.0.1:{port}", "--listen", f"{gateway}:{port}",
         "--listen-plain", f"{gateway}:{port + 1}",
     ]  # fmt: skip
+    if mdns:
+        cmd += ["--mdns-interface", gateway, "--mdns-instance", f"AOKI Owner Service {directory.name}"[:63]]
     log(f"starting trustpoint-server: HTTPS on 127.0.0.1:{port} and {gateway}:{port}, HTTP on {gateway}:{port + 1}")
     with open(logfile, "wb") as logf:
         proc = subprocess.Popen(
@@ -788,7 +791,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     log(f"{len(hosts)} host(s) answer SSH; inventory: {directory / 'inventory.yml'}")
 
     if args.server_port:
-        start_server(directory, gateway, args.server_port)
+        start_server(directory, gateway, args.server_port, args.server_mdns)
     else:
         stop_server(directory)  # a server of an earlier `up --server-port` is no longer wanted
 
@@ -852,6 +855,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         type=int,
         metavar="PORT",
         help="also start trustpoint-server: HTTPS on PORT, plain HTTP for CMP on PORT+1",
+    )
+    up.add_argument(
+        "--server-mdns",
+        action="store_true",
+        help="the server also advertises AOKI (_aoki._tcp) over mDNS on the bridge",
     )
     down = sub.add_parser("down", help="stop the server and remove the hosts recorded in DIR")
     down.add_argument("--dir", required=True, help="state directory given to `up`")

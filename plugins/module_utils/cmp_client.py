@@ -27,12 +27,14 @@ from .cmp_message import (
     cert_responses,
     encode_message,
     error_content,
+    genm_body,
+    genp_values,
     random_nonce,
     revocation_statuses,
     rr_body,
 )
 from .cmp_protection import PasswordBasedMac, SignatureProtection, subject_key_identifier, verify_mac, verify_signature
-from .errors import CmpFailure, InvalidInput, TransportError
+from .errors import CmpFailure, ConfirmationUnknown, InvalidInput, TransportError
 from .keys import same_public_key
 from .x509 import certificate_der, verify_chain
 
@@ -174,6 +176,16 @@ class CmpClient:
         if status not in (STATUS_ACCEPTED, STATUS_GRANTED_WITH_MODS) and "certRevoked" not in fail_info:
             raise CmpFailure("the server did not revoke the certificate: %s" % (text or "no reason given"), *fail_info)
 
+    def general_message(self, operation, credential, trusted, *info_types):
+        """A genm asking for info_types (OIDs), authenticated by credential: {OID: value DER or None}.
+
+        Answered only while the server accepts credential: a device that lost the answer to its certConf
+        learns this way whether its new certificate was confirmed (ConfirmationUnknown).
+        """
+        header = self._header(credential)
+        response = self._exchange(operation, header, genm_body(*info_types), credential, trusted, "genp")
+        return genp_values(response)
+
     # --- the exchange -----------------------------------------------------------------------------
 
     def _header(self, credential, **fields):
@@ -244,11 +256,15 @@ class CmpClient:
             raise CmpFailure("the issued certificate does not chain to a trusted CA: %s" % exc, "badCertId") from exc
 
         granted = implicit_confirm and response.implicit_confirm
+        enrollment = Enrollment(certificate, path[1:], ca_pubs, granted)
         if not granted:
             confirm_header = self._header(
                 credential, transaction_id=header.transaction_id, recip_nonce=response.sender_nonce
             )
-            self._exchange(
-                operation, confirm_header, cert_conf_body(cert_hash(certificate)), credential, trusted, "pkiconf"
-            )
-        return Enrollment(certificate, path[1:], ca_pubs, granted)
+            try:
+                self._exchange(
+                    operation, confirm_header, cert_conf_body(cert_hash(certificate)), credential, trusted, "pkiconf"
+                )
+            except TransportError as exc:
+                raise ConfirmationUnknown("the certConf got no answer: %s" % exc, enrollment) from exc
+        return enrollment

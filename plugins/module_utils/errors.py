@@ -34,3 +34,14 @@ class CmpFailure(TrustpointError):
 
 class TransportError(TrustpointError):
     """The peer could not be reached or answered outside the protocol (HTTP error, wrong type)."""
+
+
+class ConfirmationUnknown(TransportError):
+    """The server issued a certificate, but whether it received the certConf is unknown: its answer was lost.
+
+    enrollment holds what was issued; the caller may find out (use the certificate once) or start over.
+    """
+
+    def __init__(self, message, enrollment):
+        super().__init__(message)
+        self.enrollment = enrollment

@@ -16,8 +16,11 @@ description:
     O(onboarding_method=est_password) a one-time password (its EST username is its name). The module
     returns them only when it creates the device or issues a new one (O(regenerate_secret)); the server
     keeps them encrypted or hashed and discards them once the device is onboarded.
-  - Devices that onboard with their IDevID (V(cmp_idevid), V(est_idevid)) get no secret; the server matches
-    their IDevID to them by O(serial_number) (or DevID registrations create them on first contact).
+  - Devices that onboard with their IDevID (V(cmp_idevid), V(est_idevid), V(aoki)) get no secret; the server
+    matches their IDevID to them by O(serial_number) (or DevID registrations create them on first contact).
+  - A device registered with O(onboarding_method=agent) gets a one-time onboarding token and the exact
+    command that onboards it (RV(agent_command), C(trustpoint-agent onboard --url URL --token TOKEN)), to
+    run on the device. The token onboards once.
   - The device's numeric id is the reference (CMP senderKID, C(openssl cmp -ref)) it onboards with.
 author:
   - Trustpoint contributors (@trustpoint-project)
@@ -60,8 +63,13 @@ options:
       - V(none) - no onboarding and no domain credential; an operator issues its application certificates
         (M(trustpoint.pki.certificate), the web pages, or a download in its browser). Its status is
         V(no_onboarding).
+      - V(aoki) - zero-touch (AOKI) - the device finds the server, checks its DevOwnerID
+        (M(trustpoint.pki.devowner_id)) and enrolls with its IDevID by itself (C(trustpoint-agent aoki)).
+        DevID registrations also create such devices on first contact.
+      - V(agent) - C(trustpoint-agent onboard) with a one-time onboarding token (CMP protected by a MAC with
+        the token's secret).
     type: str
-    choices: [cmp_shared_secret, cmp_idevid, est_password, est_idevid, none]
+    choices: [cmp_shared_secret, cmp_idevid, est_password, est_idevid, none, aoki, agent]
     default: cmp_shared_secret
   serial_number:
     description:
@@ -77,15 +85,16 @@ options:
     default: present
   regenerate_secret:
     description:
-      - Issue a new one-time secret (shared secret or password) for an existing device and return it, for
+      - Issue a new one-time secret (shared secret, password or onboarding token) for an existing device and
+        return it, for
         example when the first one was lost or the device must onboard again. The previous one stops working.
       - A device created by this run already gets a fresh secret; no second one is issued. Devices that
         onboard with their IDevID have no secret, so the option changes nothing for them.
     type: bool
     default: false
 notes:
-  - RV(shared_secret) and RV(password) are credentials. Set C(no_log) on the task that registers the result,
-    or keep them out of logs otherwise.
+  - RV(shared_secret), RV(password), RV(onboarding_token) and RV(agent_command) are credentials. Set C(no_log)
+    on the task that registers the result, or keep them out of logs otherwise.
 seealso:
   - module: trustpoint.pki.domain
   - module: trustpoint.pki.enroll
@@ -107,6 +116,19 @@ EXAMPLES = r"""
       openssl cmp -cmd ir -server http://trustpoint.example.com:8080/.well-known/cmp/initialization/plant1/
       -ref {{ tp_device.device.id }} -secret pass:<the shared secret> -subject "/CN=Trustpoint Domain Credential"
       -newkey key.pem -certout cert.pem -chainout chain.pem -unprotected_errors
+
+- name: Register a device that an operator onboards by hand with trustpoint-agent
+  trustpoint.pki.device:
+    name: gateway-12
+    domain: plant1
+    onboarding_method: agent
+  delegate_to: localhost
+  no_log: true
+  register: tp_gateway
+
+- name: Show the command to paste on the device (it works once)
+  ansible.builtin.debug:
+    msg: "{{ tp_gateway.agent_command }}"
 
 - name: Remove a decommissioned device
   trustpoint.pki.device:
@@ -174,6 +196,17 @@ password:
     when this run created the device or issued a new password.
   returned: when created or regenerated, outside check mode
   type: str
+onboarding_token:
+  description: >-
+    The one-time onboarding token of an V(agent) device, C(<device id>.<secret>.<pin>) (the pin names the
+    server's TLS anchor). Only returned when this run created the device or issued a new token.
+  returned: when created or regenerated, outside check mode
+  type: str
+agent_command:
+  description: The command that onboards an V(agent) device with RV(onboarding_token), to run on the device.
+  returned: when created or regenerated, outside check mode
+  type: str
+  sample: trustpoint-agent onboard --url https://trustpoint.example.com:8443 --token 12.AbC...xyz.Q1w...e4
 """
 
 from ansible.module_utils.basic import AnsibleModule

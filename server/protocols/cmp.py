@@ -39,10 +39,15 @@ def operation_with_label(label, operation):
 
 
 def _serve(domain_name, profile_name, operation):
+    return serve(CmpResponder, domain_name, profile_name, operation)
+
+
+def serve(responder_class, domain_name, profile_name, operation):
+    """Answer a CMP request with responder_class (CmpResponder, or AOKI's over CMP)."""
     if operation not in OPERATIONS:
         abort(404, "unknown CMP operation %r; known: %s" % (operation, ", ".join(OPERATIONS)))
     services = current_app.extensions["trustpoint"]
-    responder = CmpResponder(session(), services.vault, services.settings, public_url())
+    responder = responder_class(session(), services.vault, services.settings, public_url())
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     body = read_body(limit)
     if body is None:

@@ -104,7 +104,14 @@ def kid_text(kid):
 
 
 class CmpResponder:
-    """Answers one CMP request."""
+    """Answers one CMP request.
+
+    AOKI over CMP (protocols/aoki.py) is a subclass: it overrides IDEVID_METHODS, the authentication by
+    secret, the protection of answers (_sign_with) and _ca_pubs.
+    """
+
+    # The onboarding methods of the devices an IDevID may onboard here; new devices get the first.
+    IDEVID_METHODS = ("cmp_idevid", "aoki")
 
     def __init__(self, db, vault, settings, base_url):
         self.db = db
@@ -269,7 +276,7 @@ class CmpResponder:
         self.domain = domain
         if self.protector is None:
             self._sign_with(domain)
-        if requester.kind == "secret" and requester.device.onboarding_method != "cmp_shared_secret":
+        if requester.kind == "secret" and not devices.uses_mac_secret(requester.device):
             raise CmpFailure(
                 "device %d onboards with %s, not a CMP shared secret"
                 % (requester.device.id, requester.device.onboarding_method),
@@ -335,7 +342,7 @@ class CmpResponder:
         if requester.kind == "idevid":
             try:
                 requester.device, requester.new_device = identity.idevid_device(
-                    self.db, requester.registration, requester.matched, requester.certificate, "cmp_idevid"
+                    self.db, requester.registration, requester.matched, requester.certificate, self.IDEVID_METHODS
                 )
             except identity.NotAuthenticated as exc:
                 raise CmpFailure(exc.reason, exc.code) from exc
@@ -397,8 +404,7 @@ class CmpResponder:
         nonce = random_nonce()
         header = self._response_header(implicit)
         header.sender_nonce = nonce
-        # caPubs hand out the trust anchor under the protection of the shared secret (RFC 9483 4.1.1).
-        ca_pubs = [root] if requester.kind == "secret" else []
+        ca_pubs = self._ca_pubs(requester, root)
         response = self._encode(
             header, cert_rep_body(response_type, cert_req_id, cert, ca_pubs=ca_pubs), [issuing, root]
         )
@@ -469,6 +475,10 @@ class CmpResponder:
                         % (record.serial_number, record.revocation_reason),
                         "certRevoked",
                     )
+
+    def _ca_pubs(self, requester, root):
+        """caPubs hand out the trust anchor under the protection of the shared secret (RFC 9483 4.1.1)."""
+        return [root] if requester.kind == "secret" else []
 
     # --- certConf ----------------------------------------------------------------------------------
 

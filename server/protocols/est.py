@@ -172,7 +172,7 @@ class EstEnrollment:
                 requester = identity.Requester("idevid", certificate=presented)
                 requester.registration, matched = identity.admit_idevid(self.db, presented, client_chain(), self.domain)
                 requester.device, requester.new_device = identity.idevid_device(
-                    self.db, requester.registration, matched, presented, "est_idevid"
+                    self.db, requester.registration, matched, presented, ("est_idevid", "aoki")
                 )
                 return requester
             except identity.NotAuthenticated as exc:

@@ -33,6 +33,16 @@ def public_url():
     return "%s://%s" % (request.scheme, host)
 
 
+def https_base_url():
+    """The HTTPS base URL devices reach the server at, for URLs the server hands to them (AOKI's enrollment
+    URLs, the agent's command): --public-url when it is https, else the scheme-less host the request named
+    (over HTTPS: the device's own view of the server)."""
+    settings = current_app.extensions["trustpoint"].settings
+    if settings.public_url and settings.public_url.startswith("https://"):
+        return settings.public_url.rstrip("/")
+    return "https://%s" % request.host
+
+
 def read_body(limit):
     """The request body, or None when it is larger than limit bytes.
 

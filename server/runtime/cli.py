@@ -212,6 +212,26 @@ def run(settings):
     )
     if listen_plain:
         settings.plain_port = int(listen_plain[0].rsplit(":", 1)[1])
+    if listen:
+        settings.tls_cert_file = os.path.abspath(tls_cert)
+    companions = []
+    if settings.mdns_interface:
+        from . import mdns
+
+        if not listen:
+            raise ValueError("mdns_interface (--mdns-interface) advertises the HTTPS listener: add --listen")
+        settings.mdns_addresses = tuple(mdns.resolve_interfaces(settings.mdns_interface))
+        settings.mdns_instance = settings.mdns_instance or mdns.default_instance()
+        if len(settings.mdns_instance.encode()) > mdns.MAX_INSTANCE:
+            raise ValueError("mdns_instance (--mdns-instance) must be at most %d bytes" % mdns.MAX_INSTANCE)
+        port = mdns.advertised_port(settings.mdns_addresses, listen)
+        companions.append(
+            mdns.Advertiser(
+                settings.data_dir, settings.mdns_addresses, port, settings.mdns_instance, settings.tls_cert_file
+            )
+        )
+    elif settings.mdns_instance:
+        raise ValueError("mdns_instance names the advertisement of mdns_interface; add --mdns-interface")
     _check_initialised(settings, (tls_cert, tls_key) if listen else ())
     check_addresses_free(listen + listen_plain)
     create_app(settings)  # fail here, with a message, rather than in every worker
@@ -229,6 +249,7 @@ def run(settings):
         workers=settings.workers,
         threads=settings.threads,
         log_level=settings.log_level,
+        companions=companions,
     )
 
 
@@ -279,6 +300,36 @@ def _add_setting(parser, field):
     )
 
 
+def gen_test_certs(args):
+    from . import testcerts
+
+    manifest = testcerts.generate(args.directory, args.devices, args.key_type, args.owner_key_type)
+    print(
+        "wrote an IDevID CA with %d IDevID(s) (%s ... %s), an owner CA and a DevOwnerID naming them to %s"
+        % (
+            len(manifest["devices"]),
+            manifest["devices"][0]["serial_number"],
+            manifest["devices"][-1]["serial_number"],
+            args.directory,
+        )
+    )
+    return 0
+
+
+def _add_aoki(sub):
+    """`aoki gen-test-certs`: a tool that needs no settings (no data directory)."""
+    p_aoki = sub.add_parser("aoki", help="AOKI zero-touch onboarding tools")
+    aoki_sub = p_aoki.add_subparsers(dest="aoki_command", required=True)
+    p_gen = aoki_sub.add_parser(
+        "gen-test-certs",
+        help="write a test PKI for AOKI: an IDevID CA with N IDevIDs, an owner CA and a DevOwnerID naming them",
+    )
+    p_gen.add_argument("directory", metavar="DIR", help="where to write them (created; must not hold a set already)")
+    p_gen.add_argument("--devices", type=int, default=1, metavar="N", help="how many IDevIDs (default 1)")
+    p_gen.add_argument("--key-type", default="ecdsa-p256", help="of the CAs and IDevIDs (default ecdsa-p256)")
+    p_gen.add_argument("--owner-key-type", help="of the owner CA and the DevOwnerID (default: --key-type; or ed25519)")
+
+
 def parser():
     top = argparse.ArgumentParser(
         prog="trustpoint-server",
@@ -297,6 +348,7 @@ def parser():
                 _add_setting(command, field)
         if name == config.OPERATOR:
             _operator_arguments(command)
+    _add_aoki(sub)
     return top
 
 
@@ -312,6 +364,12 @@ def _operator_arguments(command):
 def main(argv=None):
     top = parser()
     args = top.parse_args(argv)
+    if args.command == "aoki":
+        os.umask(0o077)  # the test set holds private keys
+        try:
+            return gen_test_certs(args)
+        except ValueError as exc:
+            top.error(str(exc))
     try:
         settings = Settings.load(
             {field.name: getattr(args, field.name, None) for field in config.fields()}, config_file=args.config

@@ -336,3 +336,30 @@ class ServerContexts:
             return self.current()
 
         return ssl_context
+
+
+# --- what the server presents (AOKI's tls-truststore, the agent's pin, mDNS) -----------------------
+
+_served = {}
+_served_lock = threading.Lock()
+
+
+def served_chain(cert_file):
+    """The certificates of the PEM chain the server presents (leaf first), re-read when the file changes;
+    [] when cert_file is None or unreadable."""
+    if cert_file is None:
+        return []
+    stamp = _file_stamp(cert_file)
+    with _served_lock:
+        cached = _served.get(cert_file)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        with open(cert_file, "rb") as handle:
+            chain = x509.load_certificates(handle.read())
+    except (OSError, InvalidInput) as exc:
+        log.warning("cannot read the TLS certificate chain %s: %s", cert_file, exc)
+        return []
+    with _served_lock:
+        _served[cert_file] = (stamp, chain)
+    return chain

@@ -101,11 +101,21 @@ def _options(listen, workers, threads, log_level, name):
 
 
 def serve(
-    settings, listen=(), listen_plain=(), tls_cert=None, tls_key=None, workers=None, threads=None, log_level="info"
+    settings,
+    listen=(),
+    listen_plain=(),
+    tls_cert=None,
+    tls_key=None,
+    workers=None,
+    threads=None,
+    log_level="info",
+    companions=(),
 ):
     """Serve HTTPS on every address of listen (with tls_cert/tls_key), plain HTTP on listen_plain.
 
     workers and threads apply to each of the two; None: default_workers() and DEFAULT_THREADS.
+    companions: more processes to supervise beside the arbiters (objects with run(), such as the mDNS
+    advertiser): each runs in its own child and gets the same signals.
     """
     workers = default_workers() if workers is None else workers
     threads = DEFAULT_THREADS if threads is None else threads
@@ -124,6 +134,7 @@ def serve(
         servers.append(_Server(settings, options, plain_http=True))
     if not servers:
         raise ValueError("nothing to listen on")
+    servers.extend(companions)
     if len(servers) == 1:
         servers[0].run()
         return 0

@@ -29,7 +29,11 @@ SECRET_KINDS = {
     "est_idevid": None,  # EST simpleenroll with the IDevID as TLS client certificate
     # No domain credential: the operator issues application certificates (API, pages, OTP download).
     "none": None,
+    "aoki": None,  # zero-touch: the IDevID and the DevOwnerID that owns it (AOKI), then EST or CMP
+    "agent": "onboarding_token",  # trustpoint-agent onboard: CMP ir with a MAC, the secret of a one-time token
 }
+# The kinds a CMP MAC (PBM, PBMAC1) proves: the server keeps them encrypted, not hashed.
+MAC_SECRET_KINDS = ("shared_secret", "onboarding_token")
 ONBOARDING_METHODS = tuple(SECRET_KINDS)
 SECRET_PURPOSE = "device-secret"  # noqa: S105 (associated data of the encryption)
 STATUSES = ("pending", "onboarded", "no_onboarding")
@@ -87,6 +91,7 @@ def create_device(db, vault, name, domain, onboarding_method, serial_number=None
         serial_number=serial_number,
     )
     db.add(device)
+    db.flush()  # the id: an onboarding token names it
     return device, issue_secret(vault, device)
 
 
@@ -124,11 +129,16 @@ def issue_secret(vault, device):
     if kind is None:
         return {}
     secret = new_secret()
-    if kind == "shared_secret":
+    if kind in MAC_SECRET_KINDS:
         device.secret_encrypted = vault.encrypt(secret.encode(), SECRET_PURPOSE)
     else:
         device.password_hash = hash_password(secret)
     return {kind: secret}
+
+
+def uses_mac_secret(device):
+    """Whether the device onboards with a CMP MAC over its one-time secret (shared secret, agent token)."""
+    return SECRET_KINDS.get(device.onboarding_method) in MAC_SECRET_KINDS
 
 
 def device_secret(vault, device):

@@ -15,6 +15,8 @@ import shlex
 
 from trustpoint_core.profiles import APPLICATION_PROFILES
 
+from . import agent
+
 # What the device has when it starts: the server's TLS trust anchor, and its IDevID for the IDevID methods.
 TLS_CA = "tls-ca.pem"
 IDEVID = ("idevid.pem", "idevid.key")
@@ -115,9 +117,10 @@ def _verify(anchor, chain, cert="cert.pem"):
     return "openssl verify -CAfile %s -untrusted %s %s" % (anchor, chain, cert)
 
 
-def onboarding_sections(device, urls, secret=None):
+def onboarding_sections(device, urls, secret=None, settings=None):
     """The commands that get device its domain credential with its method; secret: its fresh one-time secret
-    (shared secret or EST password), a placeholder when None."""
+    (shared secret, EST password or the secret of an agent token), a placeholder when None; settings: the
+    server's (an agent token pins its TLS anchor)."""
     domain = device.domain
     subject = "/CN=%s" % device.name
     method = device.onboarding_method
@@ -182,7 +185,30 @@ def onboarding_sections(device, urls, secret=None):
                 ),
             )
         )
-    if method != "none":
+    elif method == "agent":
+        token = agent.token(device, secret, settings) if secret and settings is not None else "TOKEN"
+        sections.append(
+            Section(
+                "agent",
+                "Onboard with trustpoint-agent",
+                "On the device, with trustpoint-agent installed (pip install --find-links %s/agent/ "
+                "trustpoint-agent): one command. The token names the device and pins the server's TLS "
+                "certificate; it works once." % urls.https,
+                agent.command(urls.https, token),
+            )
+        )
+    elif method == "aoki":
+        sections.append(
+            Section(
+                "agent",
+                "Zero-touch onboarding (AOKI)",
+                "The device onboards by itself: with its IDevID and its owner's trust anchor in /etc/trustpoint-agent "
+                "(factory provisioning) it finds this server over mDNS, checks its DevOwnerID and enrolls. To start "
+                "it by hand, or name the server:",
+                "trustpoint-agent aoki --url %s" % urls.https,
+            )
+        )
+    if method not in ("none", "agent", "aoki"):  # the enroll module's methods
         sections.append(_ansible_enroll(device, urls, secret))
     return sections
 

@@ -166,11 +166,15 @@ def idevid_device(db, registration, matched, certificate, method):
     """(device, new) for an IDevID admitted by registration (matched: the identifiers its pattern
     matched): the registered device, or a new one (not yet added).
 
+    method: the onboarding method of the path (a new device gets it), or a tuple of the methods the path
+    serves, the first for new devices (EST and CMP IDevID paths also serve AOKI's devices).
+
     The device is found by the IDevID's fingerprint, then by its serialNumber within the registration's
     domain, and only when the pattern matched that serialNumber: a manufacturer trusted for some serial
     numbers must not reach the device of another. Without one, auto_create_devices decides; a new device
     is returned unsaved so that a request that fails later leaves nothing behind.
     """
+    methods = (method,) if isinstance(method, str) else tuple(method)
     fingerprint = x509.fingerprint(certificate)
     serial, _uris = idevid_identifiers(certificate)
     if serial not in matched:
@@ -185,9 +189,9 @@ def idevid_device(db, registration, matched, certificate, method):
             raise NotAuthenticated(
                 "device %s belongs to another domain than DevID registration %s" % (device.name, registration.name)
             )
-        if device.onboarding_method != method:
+        if device.onboarding_method not in methods:
             raise NotAuthenticated(
-                "device %s onboards with %s, not %s" % (device.name, device.onboarding_method, method)
+                "device %s onboards with %s, not %s" % (device.name, device.onboarding_method, " or ".join(methods))
             )
         return device, False
     if not registration.auto_create_devices:
@@ -198,7 +202,7 @@ def idevid_device(db, registration, matched, certificate, method):
     return Device(
         name=_device_name(db, certificate, [serial] if serial is not None else []),
         domain_id=registration.domain_id,
-        onboarding_method=method,
+        onboarding_method=methods[0],
         status="pending",
         serial_number=serial,
         idevid_fingerprint=fingerprint,

@@ -92,20 +92,21 @@ def delete_domain(db, domain):
 
 
 class Signer:
-    """The issuing CA's certificate and key, decrypted once per process."""
+    """A certificate and its key encrypted at rest (an issuing CA's, a DevOwnerID's), decrypted once per
+    process. purpose is the vault's associated data of the key."""
 
     _cache: ClassVar[dict] = {}
     _lock = threading.Lock()
 
-    def __init__(self, ca_row, vault):
+    def __init__(self, ca_row, vault, purpose="ca-key"):
         self.ca_row = ca_row
-        cache_key = (ca_row.id, ca_row.certificate_der)
+        cache_key = (purpose, ca_row.id, ca_row.certificate_der)
         with self._lock:
             cached = self._cache.get(cache_key)
         if cached is None:
             cached = (
                 x509.load_certificate(ca_row.certificate_der),
-                keys.load_private_key(vault.decrypt(ca_row.private_key_encrypted, "ca-key")),
+                keys.load_private_key(vault.decrypt(ca_row.private_key_encrypted, purpose)),
             )
             with self._lock:
                 self._cache[cache_key] = cached

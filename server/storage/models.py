@@ -188,6 +188,38 @@ class DevIdRegistration(Base):
     truststore: Mapped[Truststore] = relationship()
 
 
+class OwnerCredential(Base):
+    """A DevOwnerID (AOKI): the owner certificate devices check, its issuer chain, and its private key
+    encrypted at rest like the CA keys (see runtime/vault.py)."""
+
+    __tablename__ = "owner_credential"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    certificate_der: Mapped[bytes] = mapped_column(LargeBinary)
+    # The DevOwnerID's issuer chain (PEM, may be empty): AOKI over CMP sends it after the DevOwnerID.
+    chain_pem: Mapped[str] = mapped_column(Text, default="")
+    private_key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+
+    references: Mapped[list[OwnerReference]] = relationship(
+        back_populates="credential", cascade="all, delete-orphan", order_by="OwnerReference.id"
+    )
+
+
+class OwnerReference(Base):
+    """One dev-owner: SAN URI of a DevOwnerID, indexed: how the server finds the owner of an IDevID."""
+
+    __tablename__ = "owner_reference"
+    __table_args__ = (UniqueConstraint("credential_id", "reference"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    credential_id: Mapped[int] = mapped_column(ForeignKey("owner_credential.id", ondelete="CASCADE"))
+    reference: Mapped[str] = mapped_column(String(512), index=True)
+
+    credential: Mapped[OwnerCredential] = relationship(back_populates="references")
+
+
 class ApiToken(Base):
     """A bearer token of the management API, stored as its SHA-256 hash."""
 

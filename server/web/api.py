@@ -1,7 +1,7 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
 """REST management API under /api/v1 (bearer token): domains, devices, their certificates and credential
-downloads, truststores and DevID registrations.
+downloads, truststores, DevID registrations, DevOwnerID credentials and AOKI's state.
 
 Lists take ?search=... (and per resource filters) and, optionally, ?page=N&per_page=M: the answer is then that
 page, with the total count in X-Total-Count.
@@ -20,10 +20,11 @@ from trustpoint_core.errors import InvalidInput
 from trustpoint_core.keys import DEFAULT_KEY_TYPE
 
 from ..errors import ApiError
-from ..protocols.wire import public_url
-from ..services import certificates, devices, downloads, help, pki, trust
+from ..protocols.wire import https_base_url, public_url
+from ..runtime import mdns
+from ..services import agent, aoki, certificates, devices, downloads, help, owner, pki, trust
 from ..storage.db import begin_write, paginate, session
-from ..storage.models import ApiToken
+from ..storage.models import ApiToken, OwnerCredential
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -76,6 +77,16 @@ def _listing(query, to_json):
     response = jsonify([to_json(row) for row in page.items])
     response.headers["X-Total-Count"] = str(page.total)
     return response
+
+
+def _settings():
+    return current_app.extensions["trustpoint"].settings
+
+
+def _shown_once(device, secrets):
+    """The answer that carries a fresh secret: shown this once (an agent device's as token and command)."""
+    shown = agent.shown_once(device, secrets, _settings(), https_base_url())
+    return dict({"device": devices.device_json(device)}, **shown)
 
 
 # --- domains -------------------------------------------------------------------------------------
@@ -165,7 +176,7 @@ def create_device():
     )
     db.commit()
     log.info("registered device %s (id %d) in domain %s", device.name, device.id, domain.name)
-    return jsonify(dict({"device": devices.device_json(device)}, **secrets)), 201
+    return jsonify(_shown_once(device, secrets)), 201
 
 
 @bp.get("/devices/<int:device_id>")
@@ -198,7 +209,7 @@ def issue_secret(device_id):
         )
     db.commit()
     log.info("issued a new one-time secret for device %s (id %d)", device.name, device.id)
-    return jsonify(dict({"device": devices.device_json(device)}, **secrets))
+    return jsonify(_shown_once(device, secrets))
 
 
 @bp.delete("/devices/<int:device_id>")
@@ -442,3 +453,82 @@ def cancel_download(device_id, download_id):
     downloads.cancel(download)
     db.commit()
     return jsonify(downloads.download_json(download))
+
+
+# --- DevOwnerID credentials (AOKI) ----------------------------------------------------------------
+
+_OWNER_FIELDS = ("name", "certificate", "private_key", "chain")
+
+
+@bp.get("/owner-credentials")
+def list_owner_credentials():
+    query = select(OwnerCredential).order_by(OwnerCredential.name)
+    return jsonify([owner.owner_json(c) for c in session().scalars(query)])
+
+
+@bp.post("/owner-credentials")
+def create_owner_credential():
+    data = _body()
+    _only(data, _OWNER_FIELDS)
+    missing = [f for f in ("name", "certificate", "private_key") if f not in data]
+    if missing:
+        raise ApiError(400, "field(s) required: %s" % ", ".join(missing))
+    db = session()
+    begin_write(db)
+    credential = owner.create(db, _vault(), data["name"], data["certificate"], data["private_key"], data.get("chain"))
+    db.commit()
+    log.info("created owner credential %s (%d device references)", credential.name, len(credential.references))
+    return jsonify(owner.owner_json(credential)), 201
+
+
+@bp.get("/owner-credentials/<name>")
+def get_owner_credential(name):
+    return jsonify(owner.owner_json(owner.get(session(), name)))
+
+
+@bp.put("/owner-credentials/<name>")
+def replace_owner_credential(name):
+    """Replace the DevOwnerID of a credential (a new certificate and key, e.g. for more devices)."""
+    data = _body()
+    _only(data, _OWNER_FIELDS[1:])
+    missing = [f for f in ("certificate", "private_key") if f not in data]
+    if missing:
+        raise ApiError(400, "field(s) required: %s" % ", ".join(missing))
+    checked = owner.check_devownerid(data["certificate"], data["private_key"], data.get("chain"))
+    db = session()
+    begin_write(db)
+    credential = owner.get(db, name)
+    credential.references = []
+    db.flush()  # the old references go before the new ones (unique per credential)
+    owner.apply(credential, _vault(), *checked)
+    db.commit()
+    log.info("replaced the DevOwnerID of owner credential %s", name)
+    return jsonify(owner.owner_json(credential))
+
+
+@bp.delete("/owner-credentials/<name>")
+def delete_owner_credential(name):
+    db = session()
+    begin_write(db)
+    db.delete(owner.get(db, name))
+    db.commit()
+    log.info("deleted owner credential %s", name)
+    return "", 204
+
+
+@bp.get("/aoki")
+def aoki_status():
+    """Whether the server advertises AOKI over mDNS, and what devices need to onboard with it."""
+    settings = _settings()
+    truststore = aoki.tls_truststore(settings)
+    db = session()
+    return jsonify(
+        {
+            "mdns": mdns.status(settings),
+            "owner_credentials": len(db.scalars(select(OwnerCredential.id)).all()),
+            "init_path": "/aoki/init/",
+            "cmp_path": "/.well-known/cmp/p/.aoki/initialization",
+            "tls_truststore_fingerprints_sha256": [x509.fingerprint(c) for c in truststore],
+            "agent_wheels": [name for name, _digest, _size in agent.wheels(settings)],
+        }
+    )

@@ -65,6 +65,8 @@ TABLES = {
     "domain",
     "issued_certificate",
     "operator",
+    "owner_credential",
+    "owner_reference",
     "truststore",
 }
 # What the second instance takes from the first's data directory: the same vault key (it decrypts the

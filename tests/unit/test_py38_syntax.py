@@ -1,6 +1,7 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The collection's Python (everything under plugins/) must compile on Python 3.8 and later.
+"""The collection's Python (everything under plugins/) and the device agent (agent/) must compile on
+Python 3.8 and later.
 
 ast.parse(source, feature_version=(3, 8)) rejects grammar that 3.8 lacks and that the running interpreter
 knows how to flag: match statements (3.10), parenthesized context managers (3.9), except* (3.11); syntax
@@ -19,7 +20,7 @@ import pytest
 from conftest import REPO
 
 PLUGINS = REPO / "plugins"
-SOURCES = sorted(PLUGINS.rglob("*.py"))
+SOURCES = sorted(PLUGINS.rglob("*.py")) + sorted((REPO / "agent").rglob("*.py"))
 
 
 def parse_as_38(source, filename="<snippet>"):
@@ -30,7 +31,7 @@ def test_plugins_have_python_files():
     assert len(SOURCES) > 5, SOURCES
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=[str(p.relative_to(PLUGINS)) for p in SOURCES])
+@pytest.mark.parametrize("path", SOURCES, ids=[str(p.relative_to(REPO)) for p in SOURCES])
 def test_plugin_parses_as_python_38(path):
     try:
         parse_as_38(path.read_text(encoding="utf-8"), str(path))

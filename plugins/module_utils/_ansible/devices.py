@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
-METHODS = ("cmp_shared_secret", "cmp_idevid", "est_password", "est_idevid", "none")
-SECRET_METHODS = ("cmp_shared_secret", "est_password")
+METHODS = ("cmp_shared_secret", "cmp_idevid", "est_password", "est_idevid", "none", "aoki", "agent")
+# The methods that onboard with a one-time secret the server hands out (agent: a token and its command).
+SECRET_METHODS = ("cmp_shared_secret", "est_password", "agent")
 # gunicorn refuses request lines over 4094 bytes: a batch is read in requests below that.
 _MAX_QUERY = 3000
 
@@ -69,7 +70,7 @@ def ensure(api, wanted, current, check_mode):
         else:
             created = api.request("POST", "/devices", request)
             device = created.pop("device")
-            result.update(created)  # shared_secret or password, if the method has one
+            result.update(created)  # shared_secret, password, or onboarding_token and agent_command
     else:
         for field in ("domain", "onboarding_method"):
             if current[field] != wanted[field]:

@@ -19,6 +19,8 @@ METHOD_LABELS = {
     "est_password": "EST with a one-time password",
     "est_idevid": "EST with the IDevID (TLS client certificate)",
     "none": "None: application certificates issued by an operator",
+    "aoki": "Zero-touch (AOKI): the IDevID, after checking the server's DevOwnerID",
+    "agent": "trustpoint-agent with a one-time onboarding token",
 }
 
 

@@ -380,7 +380,7 @@ def _help_page(item, secret=None, created=False):
         host=host,
         profile=profile,
         profiles=APPLICATION_PROFILES,
-        onboarding=help.onboarding_sections(item, urls, secret),
+        onboarding=help.onboarding_sections(item, urls, secret, current_app.extensions["trustpoint"].settings),
         application=help.application_sections(item, urls, profile),
         confirm=forms.ConfirmForm(),
         secret_kind=devices.SECRET_KINDS[item.onboarding_method],

@@ -1,0 +1,89 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""trustpoint-agent's state directory: a credential is replaced as a unit, also across a crash; nothing is
+written through a symbolic link; a directory that others may write to is refused."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "agent"))
+from trustpoint_agent import files
+
+
+def test_install_replaces_the_files_together_with_modes(tmp_path):
+    state = files.StateDir(tmp_path / "state").ensure()
+    state.install({files.KEY: b"key-1", files.CERT: b"cert-1", files.STATE: b"{}"})
+    state.install({files.KEY: b"key-2", files.CERT: b"cert-2"})
+    assert state.read(files.KEY) == b"key-2" and state.read(files.CERT) == b"cert-2"
+    assert (tmp_path / "state" / files.KEY).stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "state" / files.CERT).stat().st_mode & 0o777 == 0o644
+    assert sorted(os.listdir(tmp_path / "state")) == [files.CERT, files.KEY, files.STATE]
+
+
+def test_a_crash_after_the_marker_is_finished_by_the_next_run(tmp_path, monkeypatch):
+    state = files.StateDir(tmp_path / "state").ensure()
+    state.install({files.KEY: b"old-key", files.CERT: b"old-cert"})
+    real_rename = os.rename
+
+    def crash_after_the_key(src, dst, **kwargs):
+        if dst == files.CERT:  # the key is in place, the certificate not yet
+            raise KeyboardInterrupt("power cut")
+        return real_rename(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "rename", crash_after_the_key)
+    with pytest.raises(KeyboardInterrupt):
+        state.install({files.KEY: b"new-key", files.CERT: b"new-cert"})
+    monkeypatch.setattr(os, "rename", real_rename)
+    # Half-way: the new key, the old certificate, and the marker naming the staged rest.
+    assert state.read(files.KEY) == b"new-key" and state.read(files.CERT) == b"old-cert"
+    assert state.read(files.PENDING) is not None
+    files.StateDir(tmp_path / "state").ensure()  # the next command of the agent
+    assert state.read(files.KEY) == b"new-key" and state.read(files.CERT) == b"new-cert"
+    assert sorted(os.listdir(tmp_path / "state")) == [files.CERT, files.KEY]
+
+
+def test_a_crash_before_the_marker_leaves_the_old_credential(tmp_path, monkeypatch):
+    state = files.StateDir(tmp_path / "state").ensure()
+    state.install({files.KEY: b"old-key", files.CERT: b"old-cert"})
+    real_rename = os.rename
+
+    def crash_at_the_marker(src, dst, **kwargs):
+        if dst == files.PENDING:
+            raise KeyboardInterrupt("power cut")
+        return real_rename(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "rename", crash_at_the_marker)
+    with pytest.raises(KeyboardInterrupt):
+        state.install({files.KEY: b"new-key", files.CERT: b"new-cert"})
+    monkeypatch.setattr(os, "rename", real_rename)
+    files.StateDir(tmp_path / "state").ensure()
+    assert state.read(files.KEY) == b"old-key" and state.read(files.CERT) == b"old-cert"
+    assert not any(name.startswith(".staging-") for name in os.listdir(tmp_path / "state"))
+
+
+def test_links_and_open_directories_are_refused(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"secret")
+    state = files.StateDir(tmp_path / "state").ensure()
+    os.symlink(target, tmp_path / "state" / files.KEY)
+    with pytest.raises(files.FilesError):
+        state.read(files.KEY, required=True)
+    state.install({files.KEY: b"new-key"})  # replaces the link itself
+    assert target.read_bytes() == b"secret"
+    assert not (tmp_path / "state" / files.KEY).is_symlink()
+
+    os.symlink(tmp_path / "state", tmp_path / "linked")
+    with pytest.raises(files.FilesError, match="not a directory"):
+        files.StateDir(tmp_path / "linked").ensure()
+    (tmp_path / "open").mkdir()
+    os.chmod(tmp_path / "open", 0o777)  # noqa: S103 (the misconfiguration under test)
+    with pytest.raises(files.FilesError, match="writable by another user"):
+        files.StateDir(tmp_path / "open").ensure()
+    (tmp_path / "listable").mkdir(mode=0o755)
+    files.StateDir(tmp_path / "listable").ensure()
+    assert (tmp_path / "listable").stat().st_mode & 0o777 == 0o700
