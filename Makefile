@@ -26,7 +26,12 @@ $(COLLECTIONS)/ansible_collections/trustpoint/pki:
 demo: setup
 	$(PY) tools/demo.py
 
-test: setup lint sanity pytest ansible-lint
+# The four suites are independent: they run side by side (their output comes in one piece per suite, at its end),
+# and pytest runs its test files on PYTEST_WORKERS processes (most of its time is spent waiting on servers,
+# SSH hosts and containers, not on the CPU).
+PYTEST_WORKERS ?= 4
+test: setup
+	$(MAKE) --no-print-directory --jobs=4 --output-sync=target --keep-going lint sanity pytest ansible-lint
 
 PYTHON_DIRS := $(wildcard plugins server agent tests tools bench)
 
@@ -38,7 +43,7 @@ sanity:
 	tools/sanity.sh
 
 pytest:
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --numprocesses=$(PYTEST_WORKERS) --dist=loadgroup --durations=30
 
 ansible-lint:
 	$(VENV)/bin/ansible-lint --offline --profile production

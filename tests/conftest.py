@@ -20,6 +20,34 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+
+# `make test` runs pytest in parallel (pytest-xdist, --dist loadgroup). One group per test file keeps a file's
+# module- and session-scoped servers on one worker; tests that use the same test hosts (bridge, namespace and
+# container names, fixed ports) share a group, so they never run at the same time. Each Molecule scenario is
+# its own group, so scenarios run beside each other.
+TESTBED_GROUPS = {
+    "test_postgresql.py": "testbed-tps",  # role_hosts.py: Podman hosts tps-*, bridge tpbr82
+    "test_molecule.py[server]": "testbed-tps",
+    "test_mdns.py": "testbed-tpz",  # bridge tpbr83, port 8500
+    "test_molecule.py[zero_touch]": "testbed-tpz",
+}
+
+
+def xdist_group(item: pytest.Item) -> str:
+    """The group an item runs in: its testbed's, or its file's (a Molecule scenario's: its own)."""
+    name = item.path.name
+    scenario = getattr(item, "callspec", None) and item.callspec.params.get("scenario")
+    if name == "test_molecule.py" and scenario:
+        name = "%s[%s]" % (name, scenario)
+    return TESTBED_GROUPS.get(name, name)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+
+
 FIXTURES = REPO / "tests" / "fixtures"
 
 
