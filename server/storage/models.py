@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 from typing import Optional
 
-from sqlalchemy import DateTime, ForeignKey, LargeBinary, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import DateTime, ForeignKey, Index, LargeBinary, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -62,7 +62,8 @@ class CertificateAuthority(Base):
     __tablename__ = "certificate_authority"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    domain_id: Mapped[int] = mapped_column(ForeignKey("domain.id", ondelete="CASCADE"))
+    # Indexed, like every column the enrollment paths look rows up by (migration 16_hot_path_indexes).
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domain.id", ondelete="CASCADE"), index=True)
     role: Mapped[str] = mapped_column(String(16))  # "root" or "issuing"
     certificate_der: Mapped[bytes] = mapped_column(LargeBinary)
     private_key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
@@ -80,7 +81,11 @@ class Device(Base):
     __tablename__ = "device"
     # AUTOINCREMENT: SQLite would otherwise give the id of the last deleted device to the next one, and
     # a stale CMP reference (senderKID) or API id would name another device. PostgreSQL never reuses ids.
-    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (SQLAlchemy reads it)
+    __table_args__ = (
+        # An IDevID's device by its serialNumber within the registration's domain (services/identity.py).
+        Index("ix_device_domain_id_serial_number", "domain_id", "serial_number"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
@@ -90,7 +95,7 @@ class Device(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     # Subject serialNumber of the device's IDevID, when it onboards with one.
     serial_number: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
-    idevid_fingerprint: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
+    idevid_fingerprint: Mapped[Optional[str]] = mapped_column(String(64), nullable=True, index=True)
     # One-time secret for CMP PBM, encrypted at rest; cleared once the device is onboarded.
     secret_encrypted: Mapped[Optional[bytes]] = mapped_column(LargeBinary, nullable=True)
     # One-time EST password, hashed (see devices.hash_password); cleared once the device is onboarded.
@@ -109,11 +114,18 @@ class IssuedCertificate(Base):
     """Every certificate the service issued, kept after its device is deleted (serials stay unique)."""
 
     __tablename__ = "issued_certificate"
-    __table_args__ = (UniqueConstraint("ca_id", "serial_number"),)
+    __table_args__ = (
+        UniqueConstraint("ca_id", "serial_number"),
+        # A CA's revoked certificates (its CRL), without reading the CA's other certificates.
+        Index("ix_issued_certificate_ca_id_status", "ca_id", "status"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     ca_id: Mapped[int] = mapped_column(ForeignKey("certificate_authority.id", ondelete="CASCADE"))
-    device_id: Mapped[Optional[int]] = mapped_column(ForeignKey("device.id", ondelete="SET NULL"), nullable=True)
+    # A device's certificates: every enrollment supersedes the earlier ones, rr and the API look them up.
+    device_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("device.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     device_name: Mapped[str] = mapped_column(String(128))
     profile: Mapped[str] = mapped_column(String(64))
     serial_number: Mapped[str] = mapped_column(String(64))  # lowercase hex
@@ -139,7 +151,10 @@ class CmpTransaction(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     transaction_id: Mapped[bytes] = mapped_column(LargeBinary(64), unique=True)
-    device_id: Mapped[Optional[int]] = mapped_column(ForeignKey("device.id", ondelete="CASCADE"), nullable=True)
+    # Indexed for deleting a device (its transactions go with it; the foreign key check looks them up).
+    device_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("device.id", ondelete="CASCADE"), nullable=True, index=True
+    )
     certificate_id: Mapped[Optional[int]] = mapped_column(
         ForeignKey("issued_certificate.id", ondelete="SET NULL"), nullable=True
     )
