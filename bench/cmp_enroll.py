@@ -29,6 +29,8 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import datetime
+import hashlib
 import itertools
 import json
 import multiprocessing
@@ -39,6 +41,7 @@ import selectors
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -517,17 +520,189 @@ def machine_busy_seconds():
     return busy / float(os.sysconf("SC_CLK_TCK"))
 
 
+# --- a realistically filled database (--prefill) -------------------------------------------------------
+
+# The indexes migration 16 adds for the enrollment paths: --hot-path-indexes without drops them, to
+# measure what they save.
+HOT_PATH_INDEXES = (
+    "ix_issued_certificate_device_id",
+    "ix_issued_certificate_ca_id_status",
+    "ix_device_idevid_fingerprint",
+    "ix_device_domain_id_serial_number",
+    "ix_certificate_authority_domain_id",
+    "ix_cmp_transaction_device_id",
+)
+SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime in SQLite
+
+
+class Prefill:
+    """How many rows to load before measuring: issued certificates, devices, domains."""
+
+    def __init__(self, certificates, devices, domains):
+        self.certificates = certificates
+        self.devices = max(1, devices) if certificates else devices
+        self.domains = max(1, domains) if certificates or devices else 0
+
+    @property
+    def label(self):
+        if not (self.certificates or self.devices):
+            return "empty db"
+        return "%s certs" % _short(self.certificates)
+
+    def as_dict(self):
+        return {"certificates": self.certificates, "devices": self.devices, "domains": self.domains}
+
+
+def _short(number):
+    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if number >= size and number % (size // 10) == 0:
+            return ("%.1f" % (number / size)).rstrip("0").rstrip(".") + suffix
+    return str(number)
+
+
+def prefill_database(data_dir, prefill):
+    """Load prefill's rows into the SQLite database of an initialised data directory, in bulk.
+
+    The domains (with their CA keys in the vault) come from the server's own service; devices, issued
+    certificates and one CMP transaction per certificate are inserted with executemany in one
+    transaction. Each device has certificates/devices certificates: half of them domain credentials (the
+    last one active, the others revoked as superseded), half tls_client certificates (every third one
+    revoked). Every other device onboards with an IDevID (serial number and fingerprint set). Returns
+    the seconds it took.
+    """
+    from trustpoint_server.runtime.vault import Vault
+    from trustpoint_server.services import pki
+    from trustpoint_server.storage.db import make_engine, session_factory
+
+    started = time.monotonic()
+    database = os.path.join(data_dir, "trustpoint.db")
+    engine = make_engine("sqlite:///" + database)
+    vault = Vault.load(data_dir)
+    issuing = []  # (ca id, template certificate DER) per domain
+    with session_factory(engine)() as db:
+        for number in range(prefill.domains):
+            domain = pki.create_domain(db, vault, "fleet-%03d" % number)
+            db.commit()
+            signer = pki.Signer(domain.ca("issuing"), vault)
+            # A real certificate of the domain: every row of the domain carries its DER (realistic row size).
+            key = keys.generate_private_key("ecdsa-p256")
+            cert = tp_x509.issue_certificate(
+                signer.certificate,
+                signer.private_key,
+                key.public_key(),
+                tp_x509.parse_name("/CN=fleet-000000"),
+                profiles.get_profile("domain_credential"),
+            )
+            issuing.append((signer.ca_row.id, tp_x509.certificate_der(cert), domain.id))
+    engine.dispose()
+
+    connection = sqlite3.connect(database)
+    try:
+        connection.execute("PRAGMA synchronous=OFF")  # a load, not a service: nothing to lose
+        connection.execute("PRAGMA cache_size=-262144")
+        first_device = (connection.execute("SELECT coalesce(max(id), 0) FROM device").fetchone()[0] or 0) + 1
+        first_cert = (connection.execute("SELECT coalesce(max(id), 0) FROM issued_certificate").fetchone()[0] or 0) + 1
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        stamp = now.strftime(SQLITE_TIME)
+        not_before = (now - datetime.timedelta(days=30)).strftime(SQLITE_TIME)
+        not_after = (now + datetime.timedelta(days=335)).strftime(SQLITE_TIME)
+        per_device, extra = divmod(prefill.certificates, prefill.devices) if prefill.devices else (0, 0)
+        device_rows, cert_rows, transaction_rows = [], [], []
+        cert_id = first_cert
+        connection.execute("BEGIN")
+        for index in range(prefill.devices):
+            device_id = first_device + index
+            ca_id, der, domain_id = issuing[index % len(issuing)]
+            name = "fleet-%07d" % index
+            count = per_device + (1 if index < extra else 0)
+            credentials = max(1, count // 2) if count else 0
+            credential_id = None
+            for number in range(count):
+                if number < credentials:
+                    profile = "domain_credential"
+                    active = number == credentials - 1
+                    reason = None if active else "superseded"
+                    if active:
+                        credential_id = cert_id
+                else:
+                    profile = "tls_client"
+                    active = number % 3 != 0
+                    reason = None if active else "cessationOfOperation"
+                digest = hashlib.sha256(b"prefill %d" % cert_id).hexdigest()
+                cert_rows.append(
+                    (cert_id, ca_id, device_id, name, profile, "%x" % (0x1000000000 + cert_id), "CN=" + name,
+                     not_before, not_after, digest, der, "active" if active else "revoked",
+                     None if active else stamp, reason, stamp)
+                )  # fmt: skip
+                transaction_rows.append(
+                    (bytes.fromhex(digest[:32]), device_id, cert_id, bytes.fromhex(digest[32:]),
+                     "secret:%d" % device_id, 0, "confirmed", stamp)
+                )  # fmt: skip
+                cert_id += 1
+            idevid = index % 2 == 1
+            device_rows.append(
+                (device_id, name, domain_id, "est_idevid" if idevid else "cmp_shared_secret",
+                 "onboarded" if credential_id else "pending", "SN-%07d" % index if idevid else None,
+                 hashlib.sha256(b"idevid %d" % index).hexdigest() if idevid else None,
+                 stamp, stamp if credential_id else None, credential_id)
+            )  # fmt: skip
+            if len(cert_rows) >= 50_000 or index == prefill.devices - 1:
+                _insert(connection, device_rows, cert_rows, transaction_rows)
+                device_rows, cert_rows, transaction_rows = [], [], []
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+    return time.monotonic() - started
+
+
+def _insert(connection, device_rows, cert_rows, transaction_rows):
+    connection.executemany(
+        "INSERT INTO device (id, name, domain_id, onboarding_method, status, serial_number, idevid_fingerprint, "
+        "created_at, onboarded_at, credential_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        device_rows,
+    )
+    connection.executemany(
+        "INSERT INTO issued_certificate (id, ca_id, device_id, device_name, profile, serial_number, subject, "
+        "not_before, not_after, fingerprint_sha256, certificate_der, status, revoked_at, revocation_reason, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        cert_rows,
+    )
+    connection.executemany(
+        "INSERT INTO cmp_transaction (transaction_id, device_id, certificate_id, response_nonce, requester, "
+        "cert_req_id, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        transaction_rows,
+    )
+
+
+def drop_hot_path_indexes(data_dir):
+    """The database as it was before migration 16 (--hot-path-indexes without)."""
+    connection = sqlite3.connect(os.path.join(data_dir, "trustpoint.db"))
+    try:
+        for name in HOT_PATH_INDEXES:
+            connection.execute("DROP INDEX IF EXISTS %s" % name)
+        connection.commit()
+    finally:
+        connection.close()
+
+
 class OurServer:
     """`trustpoint-server init` + `run` in a fresh data directory, and its REST API."""
 
-    def __init__(self, workdir, workers, threads, log_level):
-        self.data_dir = os.path.join(workdir, "data-w%dt%d" % (workers, threads))
+    def __init__(self, workdir, workers, threads, log_level, template=None, prepare=None, name=None):
+        """template: an initialised (prefilled) data directory to copy instead of `init`; prepare(data_dir)
+        runs before the server starts."""
+        self.data_dir = os.path.join(workdir, "data-%s" % (name or "w%dt%d" % (workers, threads)))
         # CMP (and /healthz) on plain HTTP at self.port; the REST API at self.api_url.
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.workers, self.threads = workers, threads
         command = self._command()
-        subprocess.run([*command, "init", "--data-dir", self.data_dir], check=True, capture_output=True)
+        if template is not None:
+            shutil.copytree(template, self.data_dir)
+        else:
+            self.init(self.data_dir)
+        if prepare is not None:
+            prepare(self.data_dir)
         with open(os.path.join(self.data_dir, "admin-token")) as handle:
             self.token = handle.read().strip()
         run_help = subprocess.run([*command, "run", "--help"], capture_output=True, text=True, check=False).stdout
@@ -562,6 +737,10 @@ class OurServer:
         _wait_http(self.url + "/healthz", self.process, "trustpoint-server", self.log_path)
         if self.api_url != self.url:
             _wait_http(self.api_url + "/healthz", self.process, "trustpoint-server", self.log_path, context=self.tls)
+
+    @classmethod
+    def init(cls, data_dir):
+        subprocess.run([*cls._command(), "init", "--data-dir", data_dir], check=True, capture_output=True)
 
     @staticmethod
     def _command():
@@ -902,6 +1081,22 @@ def parse_args(argv):
         help="our threads per worker, list (the server's default: %d)" % threads,
     )
     parser.add_argument(
+        "--prefill",
+        type=count_list,
+        default=[0],
+        metavar="N[,N...]",
+        help="issued certificates to load into our database before measuring, list, e.g. 0,1M (0): with them "
+        "N/10 devices and 100 domains (see --prefill-devices, --prefill-domains), inserted in bulk",
+    )
+    parser.add_argument("--prefill-devices", type=count, help="devices to load (default: a tenth of --prefill)")
+    parser.add_argument("--prefill-domains", type=count, default=100, help="domains to load (100)")
+    parser.add_argument(
+        "--hot-path-indexes",
+        choices=("with", "without", "both"),
+        default="with",
+        help="without: drop the indexes of migration 16 first, to measure what they save (with)",
+    )
+    parser.add_argument(
         "--client", choices=("thread", "process"), default="thread", help="client threads or processes (thread)"
     )
     parser.add_argument(
@@ -930,7 +1125,32 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.requests < 1:
         parser.error("--requests must be at least 1")
+    args.hot_path_indexes = ["with", "without"] if args.hot_path_indexes == "both" else [args.hot_path_indexes]
     return args
+
+
+def count(text):
+    """A non-negative count; 1M and 100k are accepted."""
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:].lower(), 1)
+    try:
+        value = int(float(text[:-1] if scale > 1 else text) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a count such as 5000, 100k or 1M, got %r" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("expected a count of 0 or more, got %r" % text)
+    return value
+
+
+def count_list(text):
+    values = [count(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("expected comma-separated counts, got %r" % text)
+    return values
+
+
+def prefill_of(args, certificates):
+    devices = args.prefill_devices if args.prefill_devices is not None else certificates // 10
+    return Prefill(certificates, devices, args.prefill_domains)
 
 
 def make_keys(args, count):
@@ -953,9 +1173,9 @@ def _verified(row):
 def print_table(rows):
     header = (
         "target", "C", "enroll/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "srv CPU ms/req",
-        "client CPU us/req", "other load", "verified",
+        "x mock CPU", "client CPU us/req", "other load", "verified",
     )  # fmt: skip
-    widths = [22, 3, 9, 7, 7, 7, 7, 6, 14, 17, 10, 9]
+    widths = [max([22] + [len(row["target"]) for row in rows]), 3, 9, 7, 7, 7, 7, 6, 14, 10, 17, 10, 9]
     print(fmt_row(header, widths))
     for row in rows:
         print(
@@ -970,6 +1190,7 @@ def print_table(rows):
                     "%.1f" % row["max_ms"],
                     row["errors"],
                     "%.2f" % row.get("server_cpu_ms_per_req", float("nan")),
+                    "%.1f" % row["cpu_ratio_to_mock"] if "cpu_ratio_to_mock" in row else "",
                     "%.0f" % row["client_cpu_us_per_req"],
                     "%.2f" % row.get("other_cpu_cores", float("nan")),
                     _verified(row),
@@ -1022,7 +1243,7 @@ def measure(target, address, payloads, templates, secrets, concurrency, args, se
 def main(argv=None):
     args = parse_args(argv)
     levels = args.concurrency
-    configs = list(itertools.product(args.workers, args.threads))
+    configs = list(itertools.product(args.workers, args.threads, args.prefill, args.hot_path_indexes))
     workdir = tempfile.mkdtemp(prefix="cmp-bench-")
     keep_alive = args.connection == "keep-alive"
     report = {
@@ -1035,7 +1256,9 @@ def main(argv=None):
         "settings": {
             "requests": args.requests,
             "concurrency": levels,
-            "configs": ["%dx%d" % c for c in configs],
+            "configs": ["%dx%d" % c[:2] for c in configs],
+            "prefill": [prefill_of(args, n).as_dict() for n in args.prefill],
+            "hot_path_indexes": args.hot_path_indexes,
             "client": args.client,
             "connection": args.connection,
             "key_type": args.key_type,
@@ -1114,9 +1337,37 @@ def main(argv=None):
         # 3. Our server, per configuration; the same templates as the mock got (same keys, subjects,
         #    transactionIDs, nonces), protected with each device's own secret.
         spy_done = False
-        for workers, threads in configs:
+        prefilled = {}
+        for workers, threads, certificates, indexes in configs:
+            prefill = prefill_of(args, certificates)
             name = "trustpoint %dw x %dt" % (workers, threads)
-            ours = OurServer(workdir, workers, threads, args.log_level)
+            if len(args.prefill) > 1 or certificates:
+                name += ", %s" % prefill.label
+            if indexes == "without":
+                name += ", no idx"
+            template = None
+            if certificates or prefill.devices:
+                if certificates not in prefilled:
+                    prefilled[certificates] = os.path.join(workdir, "template-%d" % certificates)
+                    OurServer.init(prefilled[certificates])
+                    log(
+                        "prefilling %d certificates, %d devices, %d domains (not measured) ..."
+                        % (prefill.certificates, prefill.devices, prefill.domains)
+                    )
+                    seconds = prefill_database(prefilled[certificates], prefill)
+                    size = os.path.getsize(os.path.join(prefilled[certificates], "trustpoint.db"))
+                    log("  loaded in %.1f s; the database has %.0f MB" % (seconds, size / 1e6))
+                    report.setdefault("prefill_load", {})[str(certificates)] = {"seconds": seconds, "bytes": size}
+                template = prefilled[certificates]
+            ours = OurServer(
+                workdir,
+                workers,
+                threads,
+                args.log_level,
+                template=template,
+                prepare=drop_hot_path_indexes if indexes == "without" else None,
+                name="w%dt%d-%d-%s" % (workers, threads, certificates, indexes),
+            )
             log("%s: %s (pid %d)" % (name, ours.url, ours.process.pid))
             try:
                 ours.api("POST", "/domains", {"name": "bench"})
@@ -1169,6 +1420,8 @@ def main(argv=None):
                         None,
                     )
                     row["config"] = [workers, threads]
+                    row["prefill"] = prefill.as_dict()
+                    row["hot_path_indexes"] = indexes
                     rows.append(row)
                 if spy is not None:
                     spy.stop()
@@ -1225,6 +1478,11 @@ def print_report(report, rows, levels, configs, args):
             )
         )
     print()
+    mock_cpu = {r["concurrency"]: r["server_cpu_ms_per_req"] for r in rows if r["target"] == "openssl mock"}
+    for row in rows:
+        if "config" in row and row.get("server_cpu_ms_per_req") and mock_cpu.get(row["concurrency"]):
+            # The issue's CPU targets are ratios to the mock's CPU per request in the same run.
+            row["cpu_ratio_to_mock"] = row["server_cpu_ms_per_req"] / mock_cpu[row["concurrency"]]
     print_table(rows)
     print("(srv CPU: the target's processes; other load: cores busy with anything but the target and the client)")
     noisy = [r for r in rows if r.get("other_cpu_cores", 0.0) > OTHER_LOAD_WARNING]
@@ -1250,7 +1508,7 @@ def print_report(report, rows, levels, configs, args):
         row["throughput_target"] = "MET" if throughput_met else "NOT MET" if mock_row else "n/a (no mock run)"
         row["p99_target"] = "MET" if p99_met else "NOT MET"
         print(
-            "  %-22s C=%-2d ours/mock throughput %5.2f  -> %-7s   p99 %6.1f ms -> %s"
+            "  %-34s C=%-2d ours/mock throughput %5.2f  -> %-7s   p99 %6.1f ms -> %s"
             % (row["target"], concurrency, ratio, row["throughput_target"], row["p99_ms"], row["p99_target"])
         )
         if concurrency not in best or row["throughput"] > best[concurrency]["throughput"]:
