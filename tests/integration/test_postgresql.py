@@ -512,3 +512,48 @@ def test_an_operator_session_from_a_works_on_b_and_signing_out_on_b_ends_it_on_a
     assert on_b.post_form("/ui/sign-out", {}, form_page="/ui/devices")[0] == 302
     status, headers, _text = on_a.get("/ui/devices")
     assert status == 302 and "/ui/sign-in" in headers["Location"]
+
+
+# --- the enrollment paths' plans (issue 16) --------------------------------------------------------------
+
+
+def test_the_hot_paths_use_indexes_in_postgresql(tmp_path, monkeypatch):
+    """Every statement of the enrollment paths (tests/hot_paths.py, in-process) finds its rows in the
+    tables that grow with the fleet through an index in PostgreSQL too (tests/unit/test_query_plans.py: on
+    SQLite).
+
+    On small tables PostgreSQL's planner prefers a sequential scan, whatever the indexes: with
+    enable_seqscan off it takes an index whenever one serves, so a Seq Scan left in the plan means none
+    does. Runs once, on its own cluster (not the two deployments of the other tests)."""
+    import psycopg
+    from hot_paths import GROWING, make_app, run_hot_paths
+
+    cluster = PostgresCluster()
+    try:
+        app = make_app(tmp_path / "data", cluster.url)
+        engine = app.extensions["trustpoint"].engine
+        try:
+            seen = run_hot_paths(app, monkeypatch)
+            scans = []
+            raw = engine.raw_connection()
+            try:
+                # Client-side binding: EXPLAIN of the statement with its parameters in place.
+                cursor = psycopg.ClientCursor(raw.driver_connection)
+                cursor.execute("SET enable_seqscan = off")
+                for name, statement, parameters in seen:
+                    if not statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+                        continue
+                    cursor.execute("EXPLAIN " + statement, parameters)
+                    for (line,) in cursor.fetchall():
+                        if any("Seq Scan on %s " % table in line + " " for table in GROWING):
+                            scans.append("%s: %s\n    %s" % (name, line.strip(), " ".join(statement.split())))
+                raw.rollback()
+            finally:
+                raw.close()
+            assert scans == [], "sequential scans on a hot path (add an index, migration + models):\n" + "\n".join(
+                scans
+            )
+        finally:
+            engine.dispose()
+    finally:
+        stop_cluster(cluster)
