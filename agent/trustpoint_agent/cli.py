@@ -125,7 +125,9 @@ def cmd_status(args):
 def cmd_install_timer(args):
     from . import timer
 
-    command = [args.program or _program(), "renew", "--state-dir", os.path.abspath(args.state_dir)]
+    # The options of the program come before the command (argparse: `renew --state-dir` is refused).
+    program = [args.program] if args.program else _program()
+    command = program + ["--state-dir", os.path.abspath(args.state_dir), "--key-type", args.key_type, "renew"]
     if args.renew_before_days is not None:
         command += ["--renew-before-days", str(args.renew_before_days)]
     for line in timer.install(command, args.mode, args.unit_dir, args.cron_file, not args.no_enable):
@@ -134,11 +136,11 @@ def cmd_install_timer(args):
 
 
 def _program():
-    """This program's absolute path (the console script), or `python -m trustpoint_agent.cli`."""
+    """This program's argv: its absolute path (the console script), or `python -m trustpoint_agent.cli`."""
     argv0 = os.path.abspath(sys.argv[0])
     if os.path.basename(argv0) == "trustpoint-agent" and os.access(argv0, os.X_OK):
-        return argv0
-    return "%s -m trustpoint_agent.cli" % sys.executable
+        return [argv0]
+    return [sys.executable, "-m", "trustpoint_agent.cli"]
 
 
 def parser():
