@@ -96,7 +96,11 @@ def cmd_onboard(args):
     if not args.force and agent.valid_credential() is not None:
         print("already onboarded (%s); --force onboards again with the token" % agent.state.path)
         return 0
-    print(agent.onboard(args.url, args.token, args.cacert))
+    # `--token -`: from standard input, so that the token never shows in the process list.
+    token = sys.stdin.readline().strip() if args.token == "-" else args.token
+    if not token:
+        raise ValueError("--token -: standard input holds no token")
+    print(agent.onboard(args.url, token, args.cacert))
     return 0
 
 
@@ -168,7 +172,7 @@ def parser():
 
     onboard = sub.add_parser("onboard", help="guided onboarding with the one-time token the operator was shown")
     onboard.add_argument("--url", required=True, help="the Trustpoint server (https://host:port)")
-    onboard.add_argument("--token", required=True, help="the one-time onboarding token")
+    onboard.add_argument("--token", required=True, help="the one-time onboarding token ('-': read it from stdin)")
     onboard.add_argument("--cacert", help="the server's TLS CA certificate, for a token that pins none")
     onboard.add_argument("--force", action="store_true", help="onboard again although a valid credential is there")
     onboard.set_defaults(func=cmd_onboard)
