@@ -97,7 +97,7 @@ def cmd_onboard(args):
         print("already onboarded (%s); --force onboards again with the token" % agent.state.path)
         return 0
     # `--token -`: from standard input, so that the token never shows in the process list.
-    token = sys.stdin.readline().strip() if args.token == "-" else args.token
+    token = sys.stdin.readline().strip() if args.token == "-" else args.token  # noqa: S105 ("-" is not a password)
     if not token:
         raise ValueError("--token -: standard input holds no token")
     print(agent.onboard(args.url, token, args.cacert))
@@ -131,7 +131,7 @@ def cmd_install_timer(args):
 
     # The options of the program come before the command (argparse: `renew --state-dir` is refused).
     program = [args.program] if args.program else _program()
-    command = program + ["--state-dir", os.path.abspath(args.state_dir), "--key-type", args.key_type, "renew"]
+    command = [*program, "--state-dir", os.path.abspath(args.state_dir), "--key-type", args.key_type, "renew"]
     if args.renew_before_days is not None:
         command += ["--renew-before-days", str(args.renew_before_days)]
     for line in timer.install(command, args.mode, args.unit_dir, args.cron_file, not args.no_enable):

@@ -252,7 +252,9 @@ def test_install_timer_writes_a_systemd_timer_or_a_cron_entry_once(workdir):
     first = agent(*install)
     assert "wrote" in first.stdout
     service = (units / "trustpoint-agent-renew.service").read_text()
-    assert "ExecStart=/usr/local/bin/trustpoint-agent --state-dir %s --key-type ecdsa-p256 renew" % (workdir / "state") in service
+    exec_start = "ExecStart=/usr/local/bin/trustpoint-agent --state-dir %s --key-type ecdsa-p256 renew"
+    exec_start %= workdir / "state"
+    assert exec_start in service
     assert "OnCalendar=daily" in (units / "trustpoint-agent-renew.timer").read_text()
     assert "up to date" in agent(*install).stdout
     analyze = shutil.which("systemd-analyze")

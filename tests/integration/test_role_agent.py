@@ -5,10 +5,12 @@
 One server (HTTPS on 127.0.0.1:8584 for the controller and 169.254.84.1:8584 for the devices) with AOKI set up as
 the Molecule scenario zero_touch does; three device hosts on the bridge tpbr84:
   agent1  method agent: registered, onboarded with its one-time token by `trustpoint-agent onboard`
-  aoki1   method aoki: factory provisioning, the agent started by an init script (no systemd here), onboards itself
+  aoki1   method aoki: the agent installed by pip from the server's /agent/, factory provisioning, the agent
+          started by an init script (no systemd here), onboards itself
   none1   method none: registered, never onboarded
-The hosts share this machine's filesystem: they run the agent of this virtualenv (trustpoint_agent_executable), and
-what the role writes (the agent's directories, the init script and its rc links, the cron entry) is private per host.
+The hosts share this machine's filesystem: agent1 runs the agent of this virtualenv (trustpoint_agent_executable),
+and what the role writes (the agent's directories and virtualenv, the init script and its rc links, the cron
+entry) is private per host.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ from test_playbooks import run_playbook
 PREFIX, BRIDGE, SUBNET, PORT = "tpr", "tpbr84", "169.254.84", 8584
 GATEWAY = SUBNET + ".1"
 HOSTS = {"agent1": 11, "aoki1": 12, "none1": 13}
-STATE, FACTORY = "/var/lib/trustpoint-agent", "/etc/trustpoint-agent"
+STATE, FACTORY, VENV = "/var/lib/trustpoint-agent", "/etc/trustpoint-agent", "/opt/trustpoint-agent"
 PRIVATE_DIRS = [
-    "/etc/trustpoint", "/var/lib/trustpoint", FACTORY, STATE, "/etc/cron.d", "/etc/init.d",
+    "/etc/trustpoint", "/var/lib/trustpoint", FACTORY, STATE, VENV, "/etc/cron.d", "/etc/init.d",
     *("/etc/rc%s.d" % level for level in "0123456S"),
 ]  # fmt: skip
 
@@ -66,6 +68,22 @@ class Site:
             [str(BIN / "trustpoint-server"), "init", "--data-dir", str(data), "--tls-san", GATEWAY],
             check=True,
             capture_output=True,
+        )
+        # The wheels the server serves at /agent/: the agent's and its dependencies' (this machine's Python).
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--wheel-dir",
+                str(data / "agent-wheels"),
+                str(REPO / "agent"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=600,
         )
         self.log = open(data / "server.log", "wb")  # noqa: SIM115 (open for the process's lifetime)
         self.server_process = subprocess.Popen(
@@ -113,7 +131,6 @@ class Site:
             },
             "aoki1": {
                 "trustpoint_onboarding_method": "aoki",
-                "trustpoint_agent_executable": str(BIN / "trustpoint-agent"),
                 "trustpoint_idevid_certificate_src": str(certificate),
                 "trustpoint_idevid_key_src": str(key),
                 "trustpoint_owner_truststore_src": str(self.dir / "pki" / "ownerid_ca.pem"),
@@ -202,7 +219,7 @@ def test_inputs_are_checked_before_anything_changes(site, workdir):
         ("aoki1", {"trustpoint_aoki_url": "http://%s:%d" % (GATEWAY, PORT)}, "trustpoint_aoki_url must be"),
         ("agent1", {"trustpoint_enrollment_url": "http://%s:1" % GATEWAY},
          "trustpoint_onboarding_method agent onboards over HTTPS"),
-        ("aoki1", {"trustpoint_agent_executable": None, "trustpoint_enrollment_url": "", "trustpoint_server_url": ""},
+        ("aoki1", {"trustpoint_enrollment_url": "", "trustpoint_server_url": ""},
          "set trustpoint_enrollment_url (or trustpoint_server_url) to the server's https:// URL as the device reaches "
          "it, or trustpoint_agent_executable"),
         ("agent1", {"trustpoint_agent_executable": "/nonexistent/trustpoint-agent"},
@@ -242,7 +259,9 @@ def test_agent_aoki_and_none_devices(site, workdir):
     assert (factory / "idevid.pem").read_bytes() == certificate.read_bytes()
     assert stat.S_IMODE((factory / "idevid.key").stat().st_mode) == 0o600
     assert (factory / "owner-truststore.pem").exists() and not (factory / "idevid-chain.pem").exists()
-    assert "start-stop-daemon" in site.path("aoki1", "/etc/init.d/trustpoint-agent").read_text()
+    assert site.path("aoki1", VENV + "/bin/trustpoint-agent").exists(), "installed from the server's /agent/"
+    script = site.path("aoki1", "/etc/init.d/trustpoint-agent").read_text()
+    assert "start-stop-daemon" in script and "--startas %s/bin/trustpoint-agent" % VENV in script
     assert list(site.path("aoki1", "/etc/rc2.d").glob("S*trustpoint-agent")), "enabled at boot"
     code, report = agent_status(site, "aoki1")
     assert code == 0 and report["method"] == "aoki", report
@@ -297,3 +316,49 @@ def test_renew_devices_renews_with_the_agent(site, workdir):
         == agent_status(site, "agent1")[1]["certificate"]["serial_number"]
     )
     assert all(c["changed"] == 0 for c in recaps(play(site, workdir, "renew_devices", inventory)).values())
+
+
+def test_the_aoki_unit_verifies_and_the_init_script_is_valid_shell(tmp_path):
+    """What the role writes where systemd is PID 1 (this machine's tests run none): systemd-analyze verify accepts
+    the unit; the init script is valid shell. Both run the agent with the role's variables, quoted."""
+    role = REPO / "roles" / "device_onboarding"
+    tasks = [
+        {"ansible.builtin.template": {"src": str(role / "templates" / name), "dest": str(tmp_path / name[:-3])}}
+        for name in ("trustpoint-agent.service.j2", "trustpoint-agent.init.j2")
+    ]
+    play = tmp_path / "play.yml"
+    play.write_text(
+        yaml.safe_dump(
+            [{"hosts": "localhost", "connection": "local", "gather_facts": False,
+              "vars_files": [str(role / "vars" / "main.yml")], "tasks": tasks,
+              "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}}]
+        )
+    )  # fmt: skip
+    variables = {
+        "trustpoint_agent_executable": str(BIN / "trustpoint-agent"),
+        "trustpoint_aoki_url": "https://tp.example.com:8443",
+        "trustpoint_aoki_interfaces": ["10.0.0.5"],
+        "trustpoint_agent_state_dir": str(tmp_path / "state dir"),
+    }
+    result = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", "localhost,", str(play), "-e", json.dumps(variables)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / "build" / "collections")),
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    unit = (tmp_path / "trustpoint-agent.service").read_text()
+    assert "--url https://tp.example.com:8443" in unit and "--interface=10.0.0.5" in unit
+    assert 'ReadWritePaths="%s"' % (tmp_path / "state dir") in unit and "ProtectSystem=strict" in unit
+    analyze = shutil.which("systemd-analyze")
+    if analyze:
+        verify = subprocess.run([analyze, "verify", str(tmp_path / "trustpoint-agent.service")], capture_output=True,
+                                text=True, check=False)  # fmt: skip
+        assert verify.returncode == 0, verify.stderr
+    script = tmp_path / "trustpoint-agent.init"
+    assert "STATE='%s'" % (tmp_path / "state dir") in script.read_text()
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    # The script's own parsing: `status` of an agent that never ran.
+    status = subprocess.run(["sh", str(script), "status"], capture_output=True, text=True, check=False)
+    assert status.returncode == 3 and "not running" in status.stdout
