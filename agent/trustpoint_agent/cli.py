@@ -96,7 +96,11 @@ def cmd_onboard(args):
     if not args.force and agent.valid_credential() is not None:
         print("already onboarded (%s); --force onboards again with the token" % agent.state.path)
         return 0
-    print(agent.onboard(args.url, args.token, args.cacert))
+    # `--token -`: from standard input, so that the token never shows in the process list.
+    token = sys.stdin.readline().strip() if args.token == "-" else args.token  # noqa: S105 ("-" is not a password)
+    if not token:
+        raise ValueError("--token -: standard input holds no token")
+    print(agent.onboard(args.url, token, args.cacert))
     return 0
 
 
@@ -125,7 +129,9 @@ def cmd_status(args):
 def cmd_install_timer(args):
     from . import timer
 
-    command = [args.program or _program(), "renew", "--state-dir", os.path.abspath(args.state_dir)]
+    # The options of the program come before the command (argparse: `renew --state-dir` is refused).
+    program = [args.program] if args.program else _program()
+    command = [*program, "--state-dir", os.path.abspath(args.state_dir), "--key-type", args.key_type, "renew"]
     if args.renew_before_days is not None:
         command += ["--renew-before-days", str(args.renew_before_days)]
     for line in timer.install(command, args.mode, args.unit_dir, args.cron_file, not args.no_enable):
@@ -134,11 +140,11 @@ def cmd_install_timer(args):
 
 
 def _program():
-    """This program's absolute path (the console script), or `python -m trustpoint_agent.cli`."""
+    """This program's argv: its absolute path (the console script), or `python -m trustpoint_agent.cli`."""
     argv0 = os.path.abspath(sys.argv[0])
     if os.path.basename(argv0) == "trustpoint-agent" and os.access(argv0, os.X_OK):
-        return argv0
-    return "%s -m trustpoint_agent.cli" % sys.executable
+        return [argv0]
+    return [sys.executable, "-m", "trustpoint_agent.cli"]
 
 
 def parser():
@@ -166,7 +172,7 @@ def parser():
 
     onboard = sub.add_parser("onboard", help="guided onboarding with the one-time token the operator was shown")
     onboard.add_argument("--url", required=True, help="the Trustpoint server (https://host:port)")
-    onboard.add_argument("--token", required=True, help="the one-time onboarding token")
+    onboard.add_argument("--token", required=True, help="the one-time onboarding token ('-': read it from stdin)")
     onboard.add_argument("--cacert", help="the server's TLS CA certificate, for a token that pins none")
     onboard.add_argument("--force", action="store_true", help="onboard again although a valid credential is there")
     onboard.set_defaults(func=cmd_onboard)

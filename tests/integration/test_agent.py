@@ -252,7 +252,9 @@ def test_install_timer_writes_a_systemd_timer_or_a_cron_entry_once(workdir):
     first = agent(*install)
     assert "wrote" in first.stdout
     service = (units / "trustpoint-agent-renew.service").read_text()
-    assert "ExecStart=/usr/local/bin/trustpoint-agent renew --state-dir %s" % (workdir / "state") in service
+    exec_start = "ExecStart=/usr/local/bin/trustpoint-agent --state-dir %s --key-type ecdsa-p256 renew"
+    exec_start %= workdir / "state"
+    assert exec_start in service
     assert "OnCalendar=daily" in (units / "trustpoint-agent-renew.timer").read_text()
     assert "up to date" in agent(*install).stdout
     analyze = shutil.which("systemd-analyze")
@@ -275,7 +277,12 @@ def test_install_timer_writes_a_systemd_timer_or_a_cron_entry_once(workdir):
     agent("--state-dir", workdir / "state", "install-timer", "--mode", "cron", "--cron-file", cron)
     line = next(x for x in cron.read_text().splitlines() if not x.startswith("#"))
     minute, hour, *_rest = line.split()
-    assert 0 <= int(minute) < 60 and 0 <= int(hour) < 24 and " root " in line and "renew --state-dir" in line
+    assert 0 <= int(minute) < 60 and 0 <= int(hour) < 24 and " root " in line
+    # The command cron runs works: it finds the state directory and says there is nothing to renew yet (exit 1),
+    # not a usage error (exit 2).
+    command = shlex.split(line.split(" root ", 1)[1].split(">/dev/null")[0])
+    renew = subprocess.run(command, env=dict(os.environ, PYTHONPATH=AGENT_PATH), capture_output=True, text=True)
+    assert renew.returncode == 1 and "nothing to renew" in renew.stderr, renew.stderr
     assert (
         "up to date"
         in agent("--state-dir", workdir / "state", "install-timer", "--mode", "cron", "--cron-file", cron).stdout

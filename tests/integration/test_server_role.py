@@ -175,3 +175,29 @@ def test_good_variables_pass(tmp_path):
     tasks = [{"ansible.builtin.include_tasks": str(ROLE / "tasks" / "validate.yml")}]
     returncode, output = playbook(tmp_path, tasks, trustpoint_server_listen=["[::]:8443", "10.0.0.1:443"])
     assert returncode == 0, output
+
+
+def test_fetch_brings_the_operator_password_when_asked(tmp_path):
+    """trustpoint_server_fetch_dir takes the admin token and the TLS trust anchor; with
+    trustpoint_server_fetch_operator_password also the first operator's password (0600); a primary without one
+    fails naming the variable."""
+    data = tmp_path / "data"
+    subprocess.run([str(BIN / "trustpoint-server"), "init", "--data-dir", str(data)], check=True, capture_output=True)
+    fetched = tmp_path / "fetched"
+    tasks = [{"ansible.builtin.include_tasks": str(ROLE / "tasks" / "fetch.yml")}]
+    common = {"trustpoint_server_data_dir": str(data), "trustpoint_server_fetch_dir": str(fetched)}
+    returncode, output = playbook(tmp_path, tasks, **common)
+    assert returncode == 0, output
+    host = fetched / "localhost"
+    assert sorted(p.name for p in host.iterdir()) == ["admin-token", "tls-ca.pem"]
+
+    returncode, output = playbook(tmp_path, tasks, trustpoint_server_fetch_operator_password=True, **common)
+    assert returncode == 0, output
+    assert (host / "operator-password").read_bytes() == (data / "operator-password").read_bytes()
+    assert (host / "operator-password").stat().st_mode & 0o777 == 0o600
+    assert (host / "admin-token").stat().st_mode & 0o777 == 0o600
+
+    (data / "operator-password").unlink()
+    returncode, output = playbook(tmp_path, tasks, trustpoint_server_fetch_operator_password=True, **common)
+    assert returncode != 0
+    assert "trustpoint_server_fetch_operator_password: %s/operator-password does not exist" % data in output
