@@ -43,7 +43,7 @@ sanity:
 	tools/sanity.sh
 
 pytest:
-	$(VENV)/bin/pytest --numprocesses=$(PYTEST_WORKERS) --dist=loadgroup --durations=30
+	$(VENV)/bin/pytest --numprocesses=$(PYTEST_WORKERS) --durations=30
 
 ansible-lint:
 	$(VENV)/bin/ansible-lint --offline --profile production

@@ -21,31 +21,53 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
-# `make test` runs pytest in parallel (pytest-xdist, --dist loadgroup). One group per test file keeps a file's
-# module- and session-scoped servers on one worker; tests that use the same test hosts (bridge, namespace and
-# container names, fixed ports) share a group, so they never run at the same time. Each Molecule scenario is
-# its own group, so scenarios run beside each other.
+# `make test` runs pytest on several processes (pytest-xdist). Tests are handed out in groups, each group to one
+# process: a test file is a group, so its module- and session-scoped servers start once; each Molecule scenario is
+# its own group, so the scenarios run beside each other; tests that use the same test hosts (bridge, namespace
+# names, fixed ports) share a group, so they never run at the same time.
 TESTBED_GROUPS = {
-    "test_postgresql.py": "testbed-tps",  # role_hosts.py: Podman hosts tps-*, bridge tpbr82
-    "test_molecule.py[server]": "testbed-tps",
     "test_mdns.py": "testbed-tpz",  # bridge tpbr83, port 8500
     "test_molecule.py[zero_touch]": "testbed-tpz",
 }
+# The longest groups start first, so that none of them is left to run alone at the end.
+LONGEST_FIRST = [
+    "test_molecule.py[server]",
+    "test_postgresql.py",
+    "testbed-tpz",
+    "test_role_agent.py",
+    "test_molecule.py[default]",
+    "test_modules_trust.py",
+    "test_playbooks.py",
+    "test_agent.py",
+    "test_modules.py",
+    "test_certificate_module.py",
+    "test_enroll_lifecycle.py",
+    "test_readme.py",
+]
 
 
-def xdist_group(item: pytest.Item) -> str:
-    """The group an item runs in: its testbed's, or its file's (a Molecule scenario's: its own)."""
-    name = item.path.name
-    scenario = getattr(item, "callspec", None) and item.callspec.params.get("scenario")
-    if name == "test_molecule.py" and scenario:
-        name = "%s[%s]" % (name, scenario)
+def group_of(nodeid: str) -> str:
+    """The group of a test, from its node id (tests/integration/test_x.py::test_y[param])."""
+    path, _, rest = nodeid.partition("::")
+    name = path.rsplit("/", 1)[-1]
+    if name == "test_molecule.py" and rest.endswith("]"):
+        name += rest[rest.index("[") :]
     return TESTBED_GROUPS.get(name, name)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(items):
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+    rank = {group: index for index, group in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))  # stable: file order otherwise
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling  # imported here: plain pytest runs need no xdist
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return group_of(nodeid)
+
+    return GroupScheduling(config, log)
 
 
 FIXTURES = REPO / "tests" / "fixtures"

@@ -23,6 +23,7 @@ for ``image``, debootstrap (tools/setup-system.sh installs them).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import re
 import shutil
@@ -87,9 +88,15 @@ def debian_mirror() -> str:
     raise TestbedError(f"no Debian {SUITE} mirror in /etc/apt; pass --mirror URL")
 
 
+IMAGE_LOCK = "/run/trustpoint-podman-image.lock"  # root-only directory: the tool runs as root
+
+
 def cmd_image(args: argparse.Namespace) -> None:
     testbed.require_root()
     Tools(["podman", "runc", "tar"])
+    # Test suites start Molecule's `server` scenario and the role tests at once: one builds, the other waits for it.
+    lock = open(IMAGE_LOCK, "a")  # noqa: SIM115 - held until this process exits
+    fcntl.flock(lock, fcntl.LOCK_EX)
     if not args.force and podman("image", "exists", args.name, check=False).returncode == 0:
         log(f"image {args.name} exists")
         return

@@ -3,7 +3,8 @@
 """Servers deployed by the trustpoint_server role onto Podman hosts, for tests that talk to them.
 
 tools/podman_hosts.py runs the hosts (containers with a filesystem of their own, each in a network
-namespace on the bridge tpbr82, 169.254.82.0/24); playbooks/deploy_server.yml deploys onto them over SSH
+namespace on the bridge tpbr85, 169.254.85.0/24, names tpq-*: apart from Molecule's `server` scenario, so both
+run at the same time); playbooks/deploy_server.yml deploys onto them over SSH
 with host keys checked. DeployedServer speaks to a deployed instance as conftest.Server does to a local
 process: HTTPS (verified with the TLS trust anchor the role fetched), plain HTTP, the REST API.
 """
@@ -21,7 +22,7 @@ import pytest
 from conftest import BIN, REPO, ServerClient
 
 TOOLS = REPO / "tools"
-BRIDGE, SUBNET = "tpbr82", "169.254.82"
+BRIDGE, SUBNET = "tpbr85", "169.254.85"
 GATEWAY = SUBNET + ".1"
 PORT = 8494  # HTTPS; PORT + 1 plain HTTP (the Molecule scenario `server` uses 8490-8491)
 SETUP_HINT = "run `make setup` (tools/setup-system.sh installs podman, runc and debootstrap)"
@@ -54,7 +55,7 @@ class PodmanHosts:
         _tool(TOOLS / "wheelhouse.py", self.directory / "wheelhouse")
         self.up = False
         try:
-            args = ["--dir", self.directory, "--prefix", "tps", "--bridge", BRIDGE, "--subnet", SUBNET]
+            args = ["--dir", self.directory, "--prefix", "tpq", "--bridge", BRIDGE, "--subnet", SUBNET]
             self.up = True
             _tool(TOOLS / "podman_hosts.py", "up", *args, *("--host=" + spec for spec in specs))
         except BaseException:
