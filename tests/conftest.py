@@ -48,10 +48,10 @@ LONGEST_FIRST = [
 
 def group_of(nodeid: str) -> str:
     """The group of a test, from its node id (tests/integration/test_x.py::test_y[param])."""
-    path, _, rest = nodeid.partition("::")
+    path, test = nodeid.split("::", 1) if "::" in nodeid else (nodeid, "")
     name = path.rsplit("/", 1)[-1]
-    if name == "test_molecule.py" and rest.endswith("]"):
-        name += rest[rest.index("[") :]
+    if name == "test_molecule.py" and test.endswith("]"):
+        name += test[test.index("[") :]
     return TESTBED_GROUPS.get(name, name)
 
 
