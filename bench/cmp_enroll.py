@@ -688,9 +688,9 @@ def drop_hot_path_indexes(data_dir):
 class OurServer:
     """`trustpoint-server init` + `run` in a fresh data directory, and its REST API."""
 
-    def __init__(self, workdir, workers, threads, log_level, template=None, prepare=None, name=None):
+    def __init__(self, workdir, workers, threads, log_level, template=None, prepare=None, name=None, extra_args=()):
         """template: an initialised (prefilled) data directory to copy instead of `init`; prepare(data_dir)
-        runs before the server starts."""
+        runs before the server starts; extra_args: more `run` options."""
         self.data_dir = os.path.join(workdir, "data-%s" % (name or "w%dt%d" % (workers, threads)))
         # CMP (and /healthz) on plain HTTP at self.port; the REST API at self.api_url.
         self.port = free_port()
@@ -730,6 +730,7 @@ class OurServer:
                 str(threads),
                 "--log-level",
                 log_level,
+                *extra_args,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,

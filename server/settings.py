@@ -38,13 +38,21 @@ class SettingsError(ValueError):
     """A setting that cannot be used; the message names where it came from and what is wrong."""
 
 
-def setting(default=None, *, kind=str, help, commands=(RUN, SETTINGS), metavar=None, choices=None):
-    """A field that is a setting. kind: str, int, bool or list (of strings, a tuple once loaded)."""
+def setting(default=None, *, kind=str, help, commands=(RUN, SETTINGS), metavar=None, choices=None, minimum=0):
+    """A field that is a setting. kind: str, int, bool or list (of strings, a tuple once loaded); an int is
+    at least minimum."""
     # Returned into the body of the Settings dataclass, where field() belongs.
     # pylint: disable-next=invalid-field-call
     return dataclasses.field(
         default=tuple(default or ()) if kind is list else default,
-        metadata={"kind": kind, "help": help, "commands": commands, "metavar": metavar, "choices": choices},
+        metadata={
+            "kind": kind,
+            "help": help,
+            "commands": commands,
+            "metavar": metavar,
+            "choices": choices,
+            "minimum": minimum,
+        },
     )
 
 
@@ -115,6 +123,28 @@ class Settings:
         help="directory of the trustpoint-agent wheels (and their dependencies) served at /agent/ "
         "(default: DATA/agent-wheels)",
     )
+    # Deadlines of a client's connection and the connections a worker holds (runtime/worker.py).
+    handshake_timeout: int = setting(
+        10, kind=int, minimum=1, metavar="SECONDS", help="a client's TLS handshake must end within this time"
+    )
+    header_timeout: int = setting(
+        10, kind=int, minimum=1, metavar="SECONDS", help="a request's line and headers must arrive within this time"
+    )
+    body_timeout: int = setting(
+        30,
+        kind=int,
+        minimum=1,
+        metavar="SECONDS",
+        help="a request's body must arrive within this time, and the client take the answer within it again",
+    )
+    max_connections: int = setting(
+        4096,
+        kind=int,
+        minimum=1,
+        metavar="N",
+        help="connections one worker process holds at most; at the bound the one reading its request the "
+        "longest is dropped (within the file descriptor limit)",
+    )
     log_level: str = setting("info", choices=LOG_LEVELS, help="log level")
     # Not a setting: the port of the plain-HTTP listener, if any, where CRL distribution points point.
     plain_port: Optional[int] = None
@@ -134,7 +164,14 @@ class Settings:
             name = ENV_PREFIX + field.name.upper()
             if environ.get(name, "") != "":
                 values[field.name] = convert(field, environ[name], "$%s" % name, from_text=True)
-        values.update({name: value for name, value in (given or {}).items() if value is not None})
+        known = {field.name: field for field in fields()}
+        values.update(
+            {
+                name: convert(known[name], value, option(known[name])) if name in known else value
+                for name, value in (given or {}).items()
+                if value is not None
+            }
+        )
         if not values.get("data_dir"):
             raise SettingsError(
                 "no data directory: pass --data-dir, set TRUSTPOINT_DATA_DIR or data_dir in the configuration file"
@@ -167,8 +204,9 @@ def convert(field, value, where, from_text=False):
                 value = int(value)
             except ValueError:
                 raise SettingsError("%s: %s must be an integer, not %r" % (where, field.name, value)) from None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise SettingsError("%s: %s must be a whole number >= 0, not %r" % (where, field.name, value))
+        minimum = field.metadata["minimum"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise SettingsError("%s: %s must be a whole number >= %d, not %r" % (where, field.name, minimum, value))
         return value
     if kind is bool:
         if from_text and value.lower() in _TRUE + _FALSE:

@@ -5,10 +5,10 @@ TLS client certificate."""
 
 from __future__ import annotations
 
-import ssl
-
 from cryptography import x509 as cx509
 from flask import current_app, g, request
+
+from ..runtime.tls import TLS_ENVIRON_KEY
 
 
 def public_url():
@@ -25,11 +25,10 @@ def public_url():
     host = request.host
     if settings.plain_port:
         return "http://%s:%d" % (host.rsplit(":", 1)[0] if not host.endswith("]") else host, settings.plain_port)
-    sock = request.environ.get("gunicorn.socket")
-    if ":" not in host.rsplit("]", 1)[-1] and sock is not None:
-        port = sock.getsockname()[1]
-        if (request.scheme, port) not in (("http", 80), ("https", 443)):
-            host = "%s:%d" % (host, port)
+    port = request.environ.get("SERVER_PORT", "")
+    default = (request.scheme, port) in (("http", "80"), ("https", "443"))
+    if ":" not in host.rsplit("]", 1)[-1] and port.isdigit() and not default:
+        host = "%s:%s" % (host, port)
     return "%s://%s" % (request.scheme, host)
 
 
@@ -65,17 +64,6 @@ def read_body(limit):
 # --- the client's certificate (handlers) ---------------------------------------------------------
 
 
-def peer_certificate(sock):
-    """The certificate the peer of an SSLSocket presented and the handshake verified, or None."""
-    if not isinstance(sock, ssl.SSLSocket):
-        return None
-    try:
-        der = sock.getpeercert(binary_form=True)
-    except (ValueError, OSError):  # not connected, or no handshake
-        return None
-    return cx509.load_der_x509_certificate(der) if der else None
-
-
 def client_certificate():
     """The current request's TLS client certificate (cryptography Certificate), or None.
 
@@ -84,23 +72,17 @@ def client_certificate():
     None over plain HTTP and when the client sent no certificate. Its revocation is not checked.
     """
     if "tls_client_certificate" not in g:
-        g.tls_client_certificate = peer_certificate(request.environ.get("gunicorn.socket"))
+        tls = request.environ.get(TLS_ENVIRON_KEY)
+        der = tls.peer_certificate if tls is not None else None
+        g.tls_client_certificate = cx509.load_der_x509_certificate(der) if der else None
     return g.tls_client_certificate
 
 
 def client_chain():
     """The CA certificates the handshake verified the client certificate with (leaf excluded), as
     cryptography Certificates: the intermediates an IDevID's manufacturer chain needs, which TLS delivers
-    but getpeercert() drops. Empty when there is no client certificate."""
-    sock = request.environ.get("gunicorn.socket")
-    if not isinstance(sock, ssl.SSLSocket) or client_certificate() is None:
+    but the peer certificate alone lacks. Empty when there is no client certificate."""
+    tls = request.environ.get(TLS_ENVIRON_KEY)
+    if tls is None or client_certificate() is None:
         return []
-    # Public since Python 3.13; the same method of the underlying _ssl object before.
-    getter = getattr(sock, "get_verified_chain", None) or getattr(sock._sslobj, "get_verified_chain", None)
-    if getter is None:
-        return []
-    try:
-        chain = getter() or []
-    except (ValueError, OSError):
-        return []
-    return [cx509.load_der_x509_certificate(item.public_bytes(ssl._ssl.ENCODING_DER)) for item in chain[1:]]
+    return [cx509.load_der_x509_certificate(der) for der in tls.verified_chain[1:]]

@@ -22,6 +22,7 @@ never an HTTP answer. Revocation is not checked in the handshake; handlers check
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -59,6 +60,8 @@ CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
 # that holds an intermediate CA without its root still anchors a client certificate.
 _PARTIAL_CHAIN = getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0x80000)
 CLIENT_CA_USAGES = ("idevid", "tls")
+# The WSGI environ key under which the worker hands a request its connection's TlsInfo.
+TLS_ENVIRON_KEY = "trustpoint.tls"
 
 _DNS_NAME = re.compile(
     r"(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
@@ -363,3 +366,31 @@ def served_chain(cert_file):
     with _served_lock:
         _served[cert_file] = (stamp, chain)
     return chain
+
+
+# --- the client's certificate (worker, handlers) --------------------------------------------------
+
+
+class TlsInfo:
+    """What the handshake established: the client's certificate (DER or None) and the chain it was
+    verified with (DER, the leaf first; empty without a client certificate)."""
+
+    __slots__ = ("peer_certificate", "verified_chain")
+
+    def __init__(self, ssl_object):
+        self.peer_certificate = None
+        self.verified_chain = ()
+        try:
+            der = ssl_object.getpeercert(binary_form=True)
+        except (ValueError, ssl.SSLError):
+            return
+        if not der:
+            return
+        self.peer_certificate = der
+        # Public since Python 3.13; the same method of the underlying _ssl object before.
+        getter = getattr(ssl_object, "get_verified_chain", None) or getattr(
+            getattr(ssl_object, "_sslobj", None), "get_verified_chain", None
+        )
+        if getter is not None:
+            with contextlib.suppress(ValueError, ssl.SSLError):
+                self.verified_chain = tuple(item.public_bytes(ssl._ssl.ENCODING_DER) for item in getter() or ())

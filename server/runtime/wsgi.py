@@ -2,6 +2,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Serve the app with gunicorn, a production WSGI server: HTTPS, and optionally plain HTTP for CMP.
 
+Each worker process is a DeadlineWorker (worker.py): an event loop reads requests under deadlines and
+only complete requests reach the worker's threads, so stalled clients hold no thread.
+
 gunicorn applies TLS to every address one arbiter binds, so each kind of listener gets its own
 arbiter (and workers). With both, `run` forks one child per arbiter and supervises them: SIGTERM,
 SIGINT, SIGQUIT, SIGHUP and SIGUSR1 are passed on, and when one arbiter ends the other is stopped.
@@ -22,8 +25,9 @@ import time
 
 from gunicorn.app.base import BaseApplication
 
-from ..app import create_app
+from ..app import MAX_REQUEST_BYTES, create_app
 from .tls import ServerContexts
+from .worker import Deadlines, DeadlineWorker
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,15 @@ class _Server(BaseApplication):
         self.options = options
         self.plain_http = plain_http
         self.contexts = contexts
+        # What DeadlineWorker reads from its app.
+        self.deadlines = Deadlines(
+            handshake=settings.handshake_timeout,
+            head=settings.header_timeout,
+            body=settings.body_timeout,
+            send=settings.body_timeout,
+            max_connections=settings.max_connections,
+            max_body=MAX_REQUEST_BYTES,
+        )
         super().__init__()
 
     def load_config(self):
@@ -80,14 +93,9 @@ def _options(listen, workers, threads, log_level, name):
         "bind": list(listen),
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
-        # A worker accepts a connection only when one of its threads is free: the others stay in the
-        # listen queue for whichever worker is free first. With gunicorn's default (1000) a busy worker
-        # kept accepting and queued requests behind its running one while another worker idled.
-        "worker_connections": threads,
-        # Answer and close: keep-alive would let a CMP client's delayed ACK stall certConf by
-        # ~40 ms per message (see the reference notes), and idle devices would hold threads.
-        "keepalive": 0,
+        # Answers close their connection (keep-alive would let a CMP client's delayed ACK stall certConf
+        # by ~40 ms per message, see the reference notes); a worker accepts only while a thread is free.
+        "worker_class": DeadlineWorker,
         "loglevel": log_level,
         "accesslog": "-",
         "errorlog": "-",

@@ -579,7 +579,7 @@ from trustpoint_server.runtime.tls import ServerContexts
 bind = [{bind!r}]
 workers = 1
 threads = 2
-worker_class = "gthread"
+worker_class = "trustpoint_server.runtime.worker.DeadlineWorker"
 certfile = {cert!r}
 keyfile = {key!r}
 _contexts = ServerContexts(certfile, keyfile)
@@ -592,8 +592,9 @@ def post_worker_init(worker):
 
 
 def test_client_certificate_reaches_the_handler_under_gunicorn(server, domain_credential, tmp_path):
-    """Under gunicorn with ServerContexts, wire.client_certificate() returns the verified certificate
-    to a handler, and None without one (a throwaway app: the product has no route that shows it)."""
+    """Under gunicorn with the server's worker and ServerContexts, wire.client_certificate() returns the
+    verified certificate to a handler, and None without one (a throwaway app: the product has no route
+    that shows it)."""
     _domain, cert_path, key_path = domain_credential
     (tmp_path / "client_app.py").write_text(GUNICORN_APP)
     port = free_port()
@@ -638,8 +639,7 @@ def test_client_certificate_without_tls_is_none(server):
     app = create_app(Settings(data_dir=str(server.data_dir)))
     with app.test_request_context("/healthz"):
         assert wire.client_certificate() is None
-    with socket.socket() as sock:
-        assert wire.peer_certificate(sock) is None
+        assert wire.client_chain() == []
 
 
 # --- ServerContexts on their own -------------------------------------------------------------------------
