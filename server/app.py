@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from . import errors
 from .protocols import agent, aoki, cmp, crl, est
 from .runtime.vault import Vault
+from .services.auth_limits import AuthLimits
 from .storage.db import close_session, database_url, make_engine, session, session_factory
 from .web import api, pages
 
@@ -30,6 +31,7 @@ class Services:
         self.engine = make_engine(database_url(settings.data_dir, settings.database_url))
         self.sessions = session_factory(self.engine)
         self.vault = Vault.load(settings.data_dir)
+        self.auth_limits = AuthLimits(self.sessions, settings.auth_failure_budget, settings.auth_lockout)
 
 
 def _https_only():

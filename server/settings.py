@@ -145,6 +145,20 @@ class Settings:
         help="connections one worker process holds at most; at the bound the one reading its request the "
         "longest is dropped (within the file descriptor limit)",
     )
+    # Budgets of failed authentications and the lockout of a device's secret (services/auth_limits.py).
+    auth_failure_budget: int = setting(
+        10,
+        kind=int,
+        metavar="N",
+        help="failed authentications per minute allowed per source address and per device before further "
+        "attempts are refused for a while (0: no budget)",
+    )
+    auth_lockout: int = setting(
+        20,
+        kind=int,
+        metavar="N",
+        help="failed attempts in a row that lock a device's one-time secret until an operator unlocks it (0: never)",
+    )
     log_level: str = setting("info", choices=LOG_LEVELS, help="log level")
     # Not a setting: the port of the plain-HTTP listener, if any, where CRL distribution points point.
     plain_port: Optional[int] = None

@@ -184,6 +184,10 @@ class Server(ServerClient):
                 "127.0.0.1:%d" % port,
                 "--listen-plain",
                 "127.0.0.1:%d" % self.plain_port,
+                # Many tests fail authentications on purpose, all from 127.0.0.1: no per-source budget
+                # unless a test sets one (test_auth_limits.py); a later option overrides this one.
+                "--auth-failure-budget",
+                "0",
                 *extra_args,
             ],
             stdout=self._log,

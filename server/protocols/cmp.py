@@ -47,7 +47,9 @@ def serve(responder_class, domain_name, profile_name, operation):
     if operation not in OPERATIONS:
         abort(404, "unknown CMP operation %r; known: %s" % (operation, ", ".join(OPERATIONS)))
     services = current_app.extensions["trustpoint"]
-    responder = responder_class(session(), services.vault, services.settings, public_url())
+    responder = responder_class(
+        session(), services.vault, services.settings, public_url(), services.auth_limits.gate(request.remote_addr)
+    )
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     body = read_body(limit)
     if body is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import hmac
 import logging
+import math
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -113,11 +114,12 @@ class CmpResponder:
     # The onboarding methods of the devices an IDevID may onboard here; new devices get the first.
     IDEVID_METHODS = ("cmp_idevid", "aoki")
 
-    def __init__(self, db, vault, settings, base_url):
+    def __init__(self, db, vault, settings, base_url, gate=None):
         self.db = db
         self.vault = vault
         self.settings = settings
         self.base_url = base_url
+        self.gate = gate  # the request source's budgets of failed authentications (services/auth_limits.py)
         self.message = None
         self.domain = None
         self.url_domain = None
@@ -180,21 +182,36 @@ class CmpResponder:
             if message.body_type == "genm":
                 return identity.Requester("anonymous")  # CA certificates, templates and CRLs are public
             raise CmpFailure("the message is not protected", "badMessageCheck")
-        if is_mac_protected(message):
-            return self._authenticate_secret()
-        return self._authenticate_signature()
+        # A source over its budget of failed authentications gets no MAC or signature checked.
+        wait = math.ceil(self.gate.source_wait()) if self.gate is not None else 0
+        if wait:
+            raise CmpFailure("too many failed authentications from this address; retry in %d s" % wait, "systemUnavail")
+        try:
+            if is_mac_protected(message):
+                return self._authenticate_secret()
+            return self._authenticate_signature()
+        except CmpFailure:
+            self._auth_failed()
+            raise
+
+    def _auth_failed(self, device=None):
+        if self.gate is not None:
+            self.gate.failed(device)
 
     def _authenticate_secret(self):
         """The device whose shared secret MACs the request (senderKID = device id)."""
         kid = self.message.sender_kid or b""
         device = self.db.get(Device, int(kid)) if kid.isdigit() and len(kid) <= 18 else None
+        if device is not None and self.gate is not None and self.gate.device_refused(device):
+            device = None  # locked or throttled: refused before the MAC is computed
         secret = devices.device_secret(self.vault, device) if device is not None else None
         if secret is None:
-            # Unknown reference and spent or wrong secret look alike to the client.
+            # Unknown reference and spent, wrong, locked or throttled secret look alike to the client.
             raise CmpFailure(_MAC_FAILURE_TEXT, "badMessageCheck")
         try:
             mac = verify_mac(self.message, secret)
         except CmpFailure as failure:
+            self._auth_failed(device)
             if "badMessageCheck" in failure.fail_info:
                 raise CmpFailure(_MAC_FAILURE_TEXT, "badMessageCheck") from failure
             raise
@@ -257,8 +274,10 @@ class CmpResponder:
                     self.db, requester.certificate, requester.intermediates, self.url_domain
                 )
             except identity.NotAuthenticated as exc:
+                self._auth_failed()
                 raise CmpFailure(exc.reason, exc.code) from exc
             except InvalidInput as exc:
+                self._auth_failed()
                 raise CmpFailure("IDevID: %s" % exc, "badDataFormat") from exc
             requester.registration = registration
             domain = registration.domain

@@ -18,6 +18,7 @@ Errors are text/plain and change nothing.
 from __future__ import annotations
 
 import logging
+import math
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
@@ -161,7 +162,17 @@ class EstEnrollment:
     # --- who ---------------------------------------------------------------------------------------
 
     def _authenticate(self):
-        """TLS client certificate first (issued credential, then IDevID), then HTTP Basic."""
+        """TLS client certificate first (issued credential, then IDevID), then HTTP Basic.
+
+        A source over its budget of failed authentications is refused before any of it (auth_limits)."""
+        gate = current_app.extensions["trustpoint"].auth_limits.gate(request.remote_addr)
+        wait = math.ceil(gate.source_wait())
+        if wait:
+            raise EstError(
+                429,
+                "too many failed authentications from this address; retry in %d s" % wait,
+                {"Retry-After": str(wait)},
+            )
         presented = client_certificate()
         refusal = None
         if presented is not None:
@@ -176,18 +187,25 @@ class EstEnrollment:
                 )
                 return requester
             except identity.NotAuthenticated as exc:
+                gate.failed()
                 refusal = exc.reason
             except InvalidInput as exc:
+                gate.failed()
                 raise EstError(400, "the TLS client certificate cannot be read: %s" % exc) from exc
         credentials = request.authorization
         if credentials is not None and credentials.type == "basic":
             device = self.db.scalar(select(Device).where(Device.name == credentials.username))
-            if (
-                device is None
-                or device.onboarding_method != "est_password"
-                or not devices.check_password(device, credentials.password)
-            ):
-                # Unknown name, spent or wrong password look alike.
+            if device is not None and device.onboarding_method != "est_password":
+                device = None
+            # Unknown names, spent, wrong, locked and throttled passwords look alike and cost alike.
+            if device is not None and gate.device_refused(device):
+                devices.check_password(None, credentials.password)
+                gate.failed()
+                device = None
+            elif not devices.check_password(device, credentials.password):
+                gate.failed(device if device is not None and device.password_hash else None)
+                device = None
+            if device is None:
                 raise EstError(
                     401, "wrong username or password (a password is used up once its device is onboarded)", CHALLENGE
                 )

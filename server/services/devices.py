@@ -18,6 +18,7 @@ from trustpoint_core.profiles import get_profile
 from ..errors import ApiError
 from ..storage.db import contains, get_by_id
 from ..storage.models import CmpTransaction, Device, IssuedCertificate, utcnow
+from . import auth_limits
 from .pki import revoke
 
 DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -38,8 +39,10 @@ ONBOARDING_METHODS = tuple(SECRET_KINDS)
 SECRET_PURPOSE = "device-secret"  # noqa: S105 (associated data of the encryption)
 STATUSES = ("pending", "onboarded", "no_onboarding")
 SERIAL_NUMBER = re.compile(r"[ -~]{1,128}")  # printable ASCII, as X.520 serialNumber
-# scrypt (RFC 7914) for EST passwords: about 30 ms and 16 MiB per check.
-SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# Release 0.1.0 hashed EST passwords with scrypt (RFC 7914), ~76 ms of CPU per check; those still work.
+LEGACY_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# What an unknown user's password is checked against, so that it costs what a device's does.
+_NO_PASSWORD = "hmac-sha256$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="  # noqa: S105
 
 
 def new_secret():
@@ -48,18 +51,25 @@ def new_secret():
 
 
 def hash_password(password):
+    """A server-generated password (192 random bits, new_secret) as stored: HMAC-SHA256 keyed with a random
+    salt. Nobody can guess such a password, so a slow KDF would only hand attackers CPU to burn."""
     salt = os.urandom(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **SCRYPT)
-    return "scrypt$%s$%s" % (base64.b64encode(salt).decode(), base64.b64encode(digest).decode())
+    digest = hmac.new(salt, password.encode(), hashlib.sha256).digest()
+    return "hmac-sha256$%s$%s" % (base64.b64encode(salt).decode(), base64.b64encode(digest).decode())
 
 
 def check_password(device, password):
-    """True when password is the device's unspent EST password (constant-time comparison)."""
-    if not device.password_hash or not isinstance(password, str):
-        return False
-    _scheme, salt, digest = device.password_hash.split("$")
-    computed = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), dklen=32, **SCRYPT)
-    return hmac.compare_digest(computed, base64.b64decode(digest))
+    """True when password is the unspent EST password of device (None: no such device, checked all the
+    same so that an unknown name costs the time of a known one); constant-time comparison."""
+    stored = device.password_hash if device is not None and device.password_hash else _NO_PASSWORD
+    if not isinstance(password, str):
+        password = ""
+    scheme, salt, digest = stored.split("$")
+    if scheme == "scrypt":
+        computed = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), dklen=32, **LEGACY_SCRYPT)
+    else:
+        computed = hmac.new(base64.b64decode(salt), password.encode(), hashlib.sha256).digest()
+    return hmac.compare_digest(computed, base64.b64decode(digest)) and stored is not _NO_PASSWORD
 
 
 def create_device(db, vault, name, domain, onboarding_method, serial_number=None):
@@ -129,6 +139,7 @@ def issue_secret(vault, device):
     if kind is None:
         return {}
     secret = new_secret()
+    auth_limits.unlock(device)  # a new secret starts with no failures
     if kind in MAC_SECRET_KINDS:
         device.secret_encrypted = vault.encrypt(secret.encode(), SECRET_PURPOSE)
     else:
@@ -218,4 +229,5 @@ def device_json(device):
         "created_at": device.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "onboarded_at": device.onboarded_at.strftime("%Y-%m-%dT%H:%M:%SZ") if device.onboarded_at else None,
         "credential": credential,
+        **auth_limits.lock_json(device),
     }

@@ -100,6 +100,10 @@ class Device(Base):
     secret_encrypted: Mapped[Optional[bytes]] = mapped_column(LargeBinary, nullable=True)
     # One-time EST password, hashed (see devices.hash_password); cleared once the device is onboarded.
     password_hash: Mapped[Optional[str]] = mapped_column(String(256), nullable=True)
+    # Failed attempts against the secret or password since it was issued or unlocked; at the lockout it is
+    # locked until an operator unlocks it (services/auth_limits.py).
+    failed_authentications: Mapped[int] = mapped_column(default=0, server_default="0")
+    secret_locked_at: Mapped[Optional[datetime.datetime]] = mapped_column(nullable=True)
     created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
     onboarded_at: Mapped[Optional[datetime.datetime]] = mapped_column(nullable=True)
     credential_id: Mapped[Optional[int]] = mapped_column(

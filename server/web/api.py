@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import math
 
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 from sqlalchemy import select
@@ -22,7 +23,7 @@ from trustpoint_core.keys import DEFAULT_KEY_TYPE
 from ..errors import ApiError
 from ..protocols.wire import https_base_url, public_url
 from ..runtime import mdns
-from ..services import agent, aoki, certificates, devices, downloads, help, owner, pki, trust
+from ..services import agent, aoki, auth_limits, certificates, devices, downloads, help, owner, pki, trust
 from ..storage.db import begin_write, paginate, session
 from ..storage.models import ApiToken, OwnerCredential
 
@@ -44,6 +45,16 @@ def _authenticate():
     # not depend on how much of a guessed token is right.
     api_token = session().scalar(select(ApiToken).where(ApiToken.token_sha256 == token_hash(token.strip())))
     if api_token is None:
+        # The check is cheap, so a valid token is served whatever the source's budget; guesses are throttled.
+        gate = current_app.extensions["trustpoint"].auth_limits.gate(request.remote_addr)
+        wait = math.ceil(gate.source_wait())
+        if wait:
+            raise ApiError(
+                429,
+                "too many failed authentications from this address; retry in %d s" % wait,
+                {"Retry-After": str(wait)},
+            )
+        gate.failed()
         raise ApiError(401, "invalid API token", challenge)
     g.api_token_name = api_token.name
 
@@ -210,6 +221,20 @@ def issue_secret(device_id):
     db.commit()
     log.info("issued a new one-time secret for device %s (id %d)", device.name, device.id)
     return jsonify(_shown_once(device, secrets))
+
+
+@bp.post("/devices/<int:device_id>/unlock")
+def unlock_device(device_id):
+    """Let a device's secret be tried again after too many failed attempts (services/auth_limits.py)."""
+    db = session()
+    begin_write(db)
+    device = devices.get_device(db, device_id)
+    was_locked = device.secret_locked_at is not None
+    auth_limits.unlock(device)
+    db.commit()
+    if was_locked:
+        log.info("unlocked the secret of device %s (id %d)", device.name, device.id)
+    return jsonify(devices.device_json(device))
 
 
 @bp.delete("/devices/<int:device_id>")
