@@ -92,6 +92,15 @@ options:
         onboard with their IDevID have no secret, so the option changes nothing for them.
     type: bool
     default: false
+  unlock:
+    description:
+      - Let the device's one-time secret (shared secret, password or the secret of an agent's onboarding
+        token) be tried again after the server locked it for too many failed attempts (the server's
+        C(--auth-lockout); RV(device.secret_locked)). The failed attempts are counted from zero again.
+      - Changes nothing when the secret is not locked. A new secret (O(regenerate_secret)) is never locked.
+    type: bool
+    default: false
+    version_added: 0.2.0
 notes:
   - RV(shared_secret), RV(password), RV(onboarding_token) and RV(agent_command) are credentials. Set C(no_log)
     on the task that registers the result, or keep them out of logs otherwise.
@@ -129,6 +138,13 @@ EXAMPLES = r"""
 - name: Show the command to paste on the device (it works once)
   ansible.builtin.debug:
     msg: "{{ tp_gateway.agent_command }}"
+
+- name: Let a device try its secret again after the server locked it for too many failed attempts
+  trustpoint.pki.device:
+    name: press-07
+    domain: plant1
+    unlock: true
+  delegate_to: localhost
 
 - name: Remove a decommissioned device
   trustpoint.pki.device:
@@ -184,6 +200,23 @@ device:
         The device's current domain credential (serial_number, subject, not_before, not_after,
         fingerprint_sha256, status, certificate), or V(null) before onboarding.
       type: dict
+    failed_authentications:
+      description: Failed attempts against the device's one-time secret since it was issued or unlocked.
+      type: int
+      sample: 0
+      version_added: 0.2.0
+    secret_locked:
+      description: >-
+        Whether the server refuses the device's one-time secret after too many failed attempts; O(unlock)
+        or a new secret (O(regenerate_secret)) lifts it.
+      type: bool
+      sample: false
+      version_added: 0.2.0
+    secret_locked_at:
+      description: When the secret was locked (UTC), or V(null).
+      type: str
+      sample: "2026-11-28T01:09:12Z"
+      version_added: 0.2.0
 shared_secret:
   description: >-
     The one-time shared secret of a V(cmp_shared_secret) device. Only returned when this run created the
@@ -241,6 +274,7 @@ def main():
         serial_number=dict(type="str"),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         regenerate_secret=dict(type="bool", default=False, no_log=False),
+        unlock=dict(type="bool", default=False),
     )
     argument_spec.update(CONNECTION_ARGS)
     argument_spec.update(API_ARGS)

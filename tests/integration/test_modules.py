@@ -14,13 +14,17 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+from cmp_helpers import cmp_url, error_of, mac_protected, new_private_key, post_cmp, subject_name
 from conftest import REPO, openssl
 from est_helpers import Csr, curl, est_url, issued_certificate
+from trustpoint_core.cmp_message import cert_req_body
+from trustpoint_core.cmp_protection import PasswordBasedMac
 
 PLAYBOOK = sys.executable.replace("/python", "/ansible-playbook")
 
@@ -137,6 +141,35 @@ def test_device_module_secret_only_at_creation(server, workdir, connection):
     absent = {"name": "device", "trustpoint.pki.device": dict(connection, name=name, state="absent")}
     assert run_tasks(workdir, [absent])["device"]["changed"]
     assert not run_tasks(workdir, [absent])["device"]["changed"]
+
+
+def test_device_module_unlocks_a_locked_secret(server, workdir, connection):
+    """Wrong MACs up to the server's lockout (20) lock a device's secret; unlock=true lifts it (check mode
+    predicts it), and changes nothing when nothing is locked."""
+    domain = server.create_domain()["name"]
+    device, _secret = server.create_device(domain)
+    url = cmp_url(server, domain, "initialization")
+    for _attempt in range(20):
+        body = cert_req_body("ir", new_private_key(), subject_name())
+        protector = PasswordBasedMac(b"wrong", kid=b"%d" % device["id"])
+        _header, der = mac_protected(body, device["id"], b"wrong", protector=protector)
+        assert error_of(post_cmp(url, der))[0] == ("badMessageCheck",)
+    deadline = time.monotonic() + 10
+    while not server.device(device["id"])["secret_locked"]:
+        assert time.monotonic() < deadline, server.device(device["id"])
+        time.sleep(0.1)
+
+    task = {
+        "name": "device",
+        "trustpoint.pki.device": dict(connection, name=device["name"], domain=domain, unlock=True),
+    }
+    predicted = run_tasks(workdir, [task], check=True, diff=True)["device"]
+    assert predicted["changed"] and predicted["diff"]["after"]["secret_locked"] is False
+    assert server.device(device["id"])["secret_locked"]
+    unlocked = run_tasks(workdir, [task])["device"]
+    assert unlocked["changed"] and unlocked["device"]["secret_locked"] is False
+    assert unlocked["device"]["failed_authentications"] == 0 and "shared_secret" not in unlocked
+    assert not run_tasks(workdir, [task])["device"]["changed"]
 
 
 def test_api_modules_fail_clearly(server, workdir):

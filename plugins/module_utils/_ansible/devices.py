@@ -22,7 +22,7 @@ class Conflict(Exception):
 
 def settings(device):
     """What a diff shows of a device (never its secret)."""
-    return {k: device[k] for k in ("name", "domain", "onboarding_method", "status") if k in device}
+    return {k: device[k] for k in ("name", "domain", "onboarding_method", "status", "secret_locked") if k in device}
 
 
 def check_wanted(wanted):
@@ -55,8 +55,9 @@ def find_one(api, name):
 
 
 def ensure(api, wanted, current, check_mode):
-    """Register the wanted device (name, domain, onboarding_method, serial_number, regenerate_secret) unless it
-    exists as current (the server's JSON, or None). Returns {changed, device, diff[, shared_secret | password]}."""
+    """Register the wanted device (name, domain, onboarding_method, serial_number, regenerate_secret, unlock)
+    unless it exists as current (the server's JSON, or None). Returns {changed, device, diff[, shared_secret |
+    password]}. unlock lifts the lock the server put on the device's secret after failed attempts."""
     before = settings(current) if current else {}
     result = {"changed": False}
     if current is None:
@@ -79,12 +80,17 @@ def ensure(api, wanted, current, check_mode):
                     "change that" % (wanted["name"], field, current[field], wanted[field])
                 )
         device = current
+        unlocked = dict(current, secret_locked=False, failed_authentications=0, secret_locked_at=None)
         if wanted.get("regenerate_secret") and wanted["onboarding_method"] in SECRET_METHODS:
             result["changed"] = True
+            device = unlocked  # a new secret starts unlocked
             if not check_mode:
                 renewed = api.request("POST", "/devices/%d/secret" % current["id"])
                 device = renewed.pop("device")
                 result.update(renewed)
+        elif wanted.get("unlock") and current.get("secret_locked"):
+            result["changed"] = True
+            device = unlocked if check_mode else api.request("POST", "/devices/%d/unlock" % current["id"])
     result["device"] = device
     result["diff"] = {"before": before, "after": settings(device)}
     return result
