@@ -8,6 +8,7 @@ import logging
 
 from flask import Response, jsonify, render_template, request
 from sqlalchemy.exc import IntegrityError
+from trustpoint_core.errors import bounded
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -15,6 +16,7 @@ log = logging.getLogger(__name__)
 
 class ApiError(Exception):
     def __init__(self, status, message, headers=None):
+        message = bounded(message)  # it may quote what the client sent
         super().__init__(message)
         self.status = status
         self.message = message
@@ -54,7 +56,7 @@ def register(app):
     def _http_error(exc):
         # Keep headers such as Allow (405); the body becomes JSON.
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-        return error_response(exc.code, exc.description, headers)
+        return error_response(exc.code, bounded(exc.description or ""), headers)
 
     @app.errorhandler(IntegrityError)
     def _conflict(exc):

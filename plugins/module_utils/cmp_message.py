@@ -15,7 +15,7 @@ import os
 
 from . import signatures
 from .asn1 import brief, decode, der_children, der_integer, der_oid, der_sequence, der_tlv, inner_der, optional
-from .errors import CmpFailure, InvalidInput
+from .errors import CmpFailure, InvalidInput, excerpt
 from .keys import load_public_key_der, public_key_der
 from .x509 import certificate_der, csr_signature_valid
 
@@ -662,7 +662,7 @@ class RevocationRequest:
             if str(extension["extnID"]) == "2.5.29.21":  # id-ce-CRLReasons
                 code = int(decode(extension["extnValue"].asOctets(), univ.Enumerated()))
                 if not 0 <= code < len(REASON_CODES) or REASON_CODES[code] is None:
-                    raise CmpFailure("unknown CRL reason code %d" % code, "badRequest")
+                    raise CmpFailure("unknown CRL reason code %s" % excerpt(code), "badRequest")
                 self.reason = REASON_CODES[code]
 
 

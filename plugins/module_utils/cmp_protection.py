@@ -11,7 +11,7 @@ import os
 
 from . import signatures
 from .asn1 import der_integer, der_oid, der_sequence, der_tlv, optional
-from .errors import CmpFailure, InvalidInput
+from .errors import CmpFailure, InvalidInput, excerpt
 from .x509 import extension_value
 
 try:
@@ -69,11 +69,13 @@ class PasswordBasedMac:
         self, secret, salt=None, owf=OWF_SHA256, iterations=DEFAULT_PBM_ITERATIONS, mac=MAC_HMAC_SHA256, kid=None
     ):
         if owf not in OWF_HASHES:
-            raise CmpFailure("unsupported PBM one-way function %s" % owf, "badAlg")
+            raise CmpFailure("unsupported PBM one-way function %s" % excerpt(owf), "badAlg")
         if mac not in MAC_HASHES:
-            raise CmpFailure("unsupported PBM MAC algorithm %s" % mac, "badAlg")
+            raise CmpFailure("unsupported PBM MAC algorithm %s" % excerpt(mac), "badAlg")
         if not 1 <= iterations <= MAX_ITERATIONS:
-            raise CmpFailure("PBM iteration count %d is outside 1..%d" % (iterations, MAX_ITERATIONS), "badAlg")
+            raise CmpFailure(
+                "PBM iteration count %s is outside 1..%d" % (excerpt(iterations), MAX_ITERATIONS), "badAlg"
+            )
         self.secret = secret if isinstance(secret, bytes) else secret.encode()
         self.salt = salt if salt is not None else os.urandom(SALT_SIZE)
         self.owf = owf
@@ -89,7 +91,7 @@ class PasswordBasedMac:
         try:
             params, rest = decoder.decode(params_der, asn1Spec=rfc4210.PBMParameter())
         except PyAsn1Error as exc:
-            raise CmpFailure("unreadable PBM parameters: %s" % exc, "badDataFormat") from exc
+            raise CmpFailure("unreadable PBM parameters: %s" % excerpt(exc, 160), "badDataFormat") from exc
         if rest:
             raise CmpFailure("trailing data after the PBM parameters", "badDataFormat")
         return cls(
@@ -136,11 +138,13 @@ class Pbmac1:
     ):
         for oid in (prf, mac):
             if oid not in MAC_HASHES:
-                raise CmpFailure("unsupported PBMAC1 algorithm %s" % oid, "badAlg")
+                raise CmpFailure("unsupported PBMAC1 algorithm %s" % excerpt(oid), "badAlg")
         if not 1 <= iterations <= MAX_ITERATIONS:
-            raise CmpFailure("PBMAC1 iteration count %d is outside 1..%d" % (iterations, MAX_ITERATIONS), "badAlg")
+            raise CmpFailure(
+                "PBMAC1 iteration count %s is outside 1..%d" % (excerpt(iterations), MAX_ITERATIONS), "badAlg"
+            )
         if not 16 <= key_length <= 64:
-            raise CmpFailure("PBMAC1 key length %d is outside 16..64 bytes" % key_length, "badAlg")
+            raise CmpFailure("PBMAC1 key length %s is outside 16..64 bytes" % excerpt(key_length), "badAlg")
         self.secret = secret if isinstance(secret, bytes) else secret.encode()
         self.salt = salt if salt is not None else os.urandom(SALT_SIZE)
         self.iterations = iterations
@@ -161,7 +165,7 @@ class Pbmac1:
                 bytes(params["keyDerivationFunc"]["parameters"]), asn1Spec=rfc8018.PBKDF2_params()
             )
         except PyAsn1Error as exc:
-            raise CmpFailure("unreadable PBMAC1 parameters: %s" % str(exc)[:160], "badDataFormat") from exc
+            raise CmpFailure("unreadable PBMAC1 parameters: %s" % excerpt(exc, 160), "badDataFormat") from exc
         if rest or kdf["salt"].getName() != "specified":
             raise CmpFailure("PBKDF2 parameters must carry the salt itself", "badDataFormat")
         prf = optional(kdf, "prf")

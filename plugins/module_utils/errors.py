@@ -5,6 +5,36 @@
 
 from __future__ import annotations
 
+# The longest text an error carries, and the longest excerpt of one value in it: a peer's values (salts,
+# OIDs, names, serial numbers, integers of any size) must not make answers and log lines as large as the
+# input, or larger.
+MAX_TEXT = 1024
+MAX_EXCERPT = 80
+
+
+def excerpt(value, limit=MAX_EXCERPT):
+    """value as text for a message, at most about limit characters; a too large integer by its size (Python
+    refuses to print an int of more than 4300 digits, and nobody needs to read one)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return "an integer of %d bits" % value.bit_length()
+    if isinstance(value, (bytes, bytearray)):
+        text = value[: limit + 1].hex()
+        size = len(value) * 2
+    else:
+        text = value if isinstance(value, str) else str(value)
+        size = len(text)
+    if size <= limit:
+        return text
+    return "%s...(%d characters)" % (text[:limit], size)
+
+
+def bounded(text, limit=MAX_TEXT):
+    """An error text cut to limit characters (it says how long it was)."""
+    text = text if isinstance(text, str) else str(text)
+    if len(text) <= limit:
+        return text
+    return "%s...(%d characters in all)" % (text[:limit], len(text))
+
 
 class TrustpointError(Exception):
     """Base of every error the core raises on purpose."""
@@ -12,6 +42,9 @@ class TrustpointError(Exception):
 
 class InvalidInput(TrustpointError):
     """Data from a user or a peer is malformed or not acceptable."""
+
+    def __init__(self, message):
+        super().__init__(bounded(message))
 
 
 class CmpFailure(TrustpointError):
@@ -22,6 +55,7 @@ class CmpFailure(TrustpointError):
     """
 
     def __init__(self, text, *fail_info):
+        text = bounded(text)
         super().__init__(text)
         self.text = text
         self.fail_info = tuple(fail_info)

@@ -60,7 +60,7 @@ from trustpoint_core.cmp_protection import (
     verify_mac,
     verify_signature,
 )
-from trustpoint_core.errors import CmpFailure, InvalidInput
+from trustpoint_core.errors import CmpFailure, InvalidInput, excerpt
 from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 
 from ..services import certificates, crl, devices, identity, pki
@@ -95,13 +95,13 @@ _MAC_FAILURE_TEXT = (
 
 
 def kid_text(kid):
-    """senderKID for a log line: printable ASCII as text (a device id such as 12), anything else as hex (an SKI).
-    Never the raw bytes: a device chooses them."""
+    """senderKID for a log line: printable ASCII as text (a device id such as 12), anything else as hex (an SKI),
+    an excerpt of a long one. Never the raw bytes: a device chooses them."""
     if kid is None:
         return "-"
     if kid and all(0x21 <= b < 0x7F for b in kid):
-        return kid.decode("ascii")
-    return "0x" + kid.hex() if kid else "(empty)"
+        return excerpt(kid.decode("ascii"))
+    return "0x" + excerpt(kid) if kid else "(empty)"
 
 
 class CmpResponder:
@@ -161,7 +161,7 @@ class CmpResponder:
         log.info(
             "CMP %s rejected (tid %s, senderKID %s): %s",
             message.body_type if message else "request",
-            message.transaction_id.hex() if message and message.transaction_id else "-",
+            excerpt(message.transaction_id) if message and message.transaction_id else "-",
             kid_text(message.sender_kid if message else None),
             failure,
         )
@@ -250,7 +250,7 @@ class CmpResponder:
     def _check_header(self):
         message = self.message
         if message.pvno not in (2, 3):
-            raise CmpFailure("pvno %d is not supported; use 2 or 3" % message.pvno, "unsupportedVersion")
+            raise CmpFailure("pvno %s is not supported; use 2 or 3" % excerpt(message.pvno), "unsupportedVersion")
         low, high = TRANSACTION_ID_SIZES
         if message.transaction_id is None or not low <= len(message.transaction_id) <= high:
             raise CmpFailure("transactionID must be %d to %d bytes" % (low, high), "badRequest")

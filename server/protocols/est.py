@@ -23,7 +23,7 @@ import math
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
 from trustpoint_core import est, keys, x509
-from trustpoint_core.errors import InvalidInput
+from trustpoint_core.errors import InvalidInput, bounded
 from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 
 from ..services import devices, identity, pki
@@ -48,6 +48,7 @@ class EstError(Exception):
     """An EST request refused: HTTP status, a message that says why, extra headers."""
 
     def __init__(self, status, message, headers=None):
+        message = bounded(message)
         super().__init__(message)
         self.status = status
         self.message = message

@@ -15,6 +15,7 @@ import socket
 import sys
 
 from sqlalchemy import select
+from trustpoint_core.errors import bounded
 
 from .. import settings as config
 from ..app import create_app
@@ -32,6 +33,18 @@ ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 (a file name)
 OPERATOR_PASSWORD_FILE = "operator-password"  # noqa: S105 (a file name)
 FIRST_OPERATOR = "admin"
 DEFAULT_LISTEN = "127.0.0.1:8443"
+MAX_LOG_MESSAGE = 2048
+
+
+class BoundedRecords(logging.Filter):
+    """Cut every log message at MAX_LOG_MESSAGE characters: many quote what a client sent, and no client
+    may fill the log with it."""
+
+    def filter(self, record):
+        message = record.getMessage()
+        if len(message) > MAX_LOG_MESSAGE:
+            record.msg, record.args = bounded(message, MAX_LOG_MESSAGE), None
+        return True
 
 
 def _write_private(path, data):
@@ -382,6 +395,8 @@ def main(argv=None):
         level=getattr(logging, settings.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(BoundedRecords())
     try:
         function = COMMANDS[args.command][0]
         # operator also takes its own arguments (an action, a name, where the password comes from)

@@ -51,8 +51,9 @@ from . import http1
 from .tls import TLS_ENVIRON_KEY, TlsInfo
 
 ACCEPT_BATCH = 64
-# How long a new connection waits for the current TLS context before it takes the last one.
-CONTEXT_WAIT = 1.0
+# How long a new connection waits for the current TLS context (a database read, and a new SSLContext when
+# the client CA bundle changed) before it takes the last one: only a database that does not answer is slower.
+CONTEXT_WAIT = 5.0
 # What connections still reading their request get when the worker stops.
 STOP_LINGER = 2.0
 # How long a closed connection's unread input is drained, so that the answer is not lost to a reset.

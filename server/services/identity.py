@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import re
 import secrets
 
@@ -13,8 +14,12 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
 from sqlalchemy import or_, select
 from trustpoint_core import x509
+from trustpoint_core.errors import excerpt
 
 from ..storage.models import Device, DevIdRegistration, IssuedCertificate
+from . import trust
+
+log = logging.getLogger(__name__)
 
 # IDevIDs may chain through a manufacturer's intermediate CAs; more is a misconfiguration.
 MAX_CHAIN_DEPTH = 4
@@ -115,19 +120,22 @@ def verify_against(certificate, intermediates, anchors, now=None):
     verifier.verify(certificate, list(intermediates))
 
 
-# The patterns are the operator's regular expressions, matched against a certificate not verified yet:
-# a bound on the identifiers keeps a pattern that backtracks from running for long on a crafted one.
-# (X.520 caps serialNumber at 64 characters; device URIs are short.)
+# IDevID identifiers are bounded before anything looks at them (X.520 caps serialNumber at 64 characters;
+# device URIs are short).
 MAX_IDENTIFIER = 256
+# How many registrations a refusal names (one per line of the client's error, which is capped anyway).
+_MAX_REASONS = 3
 
 
 def admit_idevid(db, certificate, intermediates, domain=None):
     """(registration, matched): the DevID registration that admits certificate as an IDevID (in domain,
     when given), and the identifiers its pattern fully matched.
 
-    A registration admits it when its pattern fully matches the subject serialNumber or a SAN URI and the
-    certificate chains to the registration's truststore. Raises NotAuthenticated otherwise, InvalidInput
-    for a malformed certificate.
+    A registration admits it when the certificate chains to the registration's truststore and its pattern
+    fully matches the subject serialNumber or a SAN URI. The chain is verified first: a pattern only ever
+    sees an identifier a trusted manufacturer certified, and RE2 matches it in linear time (trust.py). A
+    stored pattern this version cannot use admits nothing (logged; the API shows pattern_error). Raises
+    NotAuthenticated otherwise, InvalidInput for a malformed certificate.
     """
     serial, uris = idevid_identifiers(certificate)
     identifiers = ([serial] if serial is not None else []) + uris
@@ -138,28 +146,39 @@ def admit_idevid(db, certificate, intermediates, domain=None):
     query = select(DevIdRegistration).order_by(DevIdRegistration.id)
     if domain is not None:
         query = query.where(DevIdRegistration.domain_id == domain.id)
+    verified = {}  # truststore id -> None when the chain verifies, else why not
     reasons = []
+    trusted = False
     for registration in db.scalars(query):
-        pattern = re.compile(registration.pattern)
-        matched = [value for value in identifiers if pattern.fullmatch(value)]
-        if not matched:
+        if registration.truststore_id not in verified:
+            anchors = x509.load_certificates(registration.truststore.certificates_pem)
+            try:
+                verify_against(certificate, intermediates, anchors)
+                verified[registration.truststore_id] = None
+            except verification.VerificationError as exc:
+                verified[registration.truststore_id] = str(exc)
+        if verified[registration.truststore_id] is not None:
+            reasons.append("%s: %s" % (registration.name, verified[registration.truststore_id]))
             continue
-        anchors = x509.load_certificates(registration.truststore.certificates_pem)
+        trusted = True
         try:
-            verify_against(certificate, intermediates, anchors)
-        except verification.VerificationError as exc:
-            reasons.append("%s: %s" % (registration.name, exc))
+            pattern = trust.compiled_pattern(registration.pattern)
+        except trust.PatternError as exc:
+            log.warning("DevID registration %s admits nothing until its pattern is changed: %s", registration.name, exc)
             continue
-        return registration, matched
-    if reasons:
+        matched = [value for value in identifiers if pattern.fullmatch(value)]
+        if matched:
+            return registration, matched
+    where = " of domain %s" % domain.name if domain is not None else ""
+    if reasons and not trusted:
+        more = " and %d more" % (len(reasons) - _MAX_REASONS) if len(reasons) > _MAX_REASONS else ""
         raise NotAuthenticated(
-            "the IDevID does not verify against the truststore of the matching DevID "
-            "registration(s): %s" % "; ".join(reasons)
+            "the IDevID does not verify against the truststore of any DevID registration%s: %s%s"
+            % (where, "; ".join(reasons[:_MAX_REASONS]), more)
         )
-    raise NotAuthenticated(
-        "no DevID registration%s matches the IDevID (%s)"
-        % (" of domain %s" % domain.name if domain is not None else "", ", ".join(identifiers))
-    )
+    shown = ", ".join(excerpt(value) for value in identifiers[:_MAX_REASONS])
+    more = " and %d more" % (len(identifiers) - _MAX_REASONS) if len(identifiers) > _MAX_REASONS else ""
+    raise NotAuthenticated("no DevID registration%s matches the IDevID (%s%s)" % (where, shown, more))
 
 
 def idevid_device(db, registration, matched, certificate, method):

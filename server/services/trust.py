@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
+import re2
 from sqlalchemy import select
 from trustpoint_core import x509
 from trustpoint_core.errors import InvalidInput
@@ -111,14 +113,49 @@ def truststore_json(truststore):
     }
 
 
-def check_pattern(pattern):
+class PatternError(ValueError):
+    """A pattern the linear-time engine does not take; the message says why."""
+
+
+def compiled_pattern(pattern):
+    """The DevID pattern compiled for RE2, which matches in time linear in the identifier's length: no
+    pattern, however nested its quantifiers, can freeze a worker on a crafted serial number. RE2 has no
+    backreferences and no lookaround; patterns with them are refused (PatternError)."""
     if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN:
-        raise ApiError(400, "pattern must be a regular expression of 1-%d characters" % MAX_PATTERN)
+        raise PatternError("a pattern is a regular expression of 1-%d characters" % MAX_PATTERN)
+    return _compile(pattern)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile(pattern):
+    options = re2.Options()
+    options.log_errors = False  # the error comes back as PatternError, not as a line on stderr
+    options.never_capture = True
+    options.max_mem = 1 << 20  # a program larger than this is refused: patterns are short
     try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ApiError(400, "pattern is not a valid regular expression: %s" % exc) from exc
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise PatternError(
+            "%s (patterns use RE2 syntax, matched in linear time: no backreferences, no lookaround)" % reason
+        ) from None
+
+
+def check_pattern(pattern):
+    try:
+        compiled_pattern(pattern)
+    except PatternError as exc:
+        raise ApiError(400, "pattern is not accepted: %s" % exc) from exc
     return pattern
+
+
+def pattern_problem(pattern):
+    """Why a stored pattern cannot be used (one an earlier version accepted), or None."""
+    try:
+        compiled_pattern(pattern)
+    except PatternError as exc:
+        return str(exc)
+    return None
 
 
 def idevid_truststore(db, name):
@@ -195,6 +232,8 @@ def registration_json(registration):
         "domain": registration.domain.name,
         "truststore": registration.truststore.name,
         "pattern": registration.pattern,
+        # A pattern an earlier version accepted that this one cannot match with: it admits nothing until changed.
+        "pattern_error": pattern_problem(registration.pattern),
         "auto_create_devices": registration.auto_create_devices,
         "created_at": registration.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
