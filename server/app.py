@@ -12,15 +12,16 @@ from . import errors
 from .protocols import agent, aoki, cmp, crl, est
 from .runtime.vault import Vault
 from .services.auth_limits import AuthLimits
+from .services.health import Readiness
 from .storage.db import close_session, database_url, make_engine, session, session_factory
 from .web import api, pages
 
 # RFC 9483 messages are a few KiB; upstream Trustpoint caps CMP bodies at 128 KiB as well.
 MAX_REQUEST_BYTES = 128 * 1024
 # What the plain-HTTP listener serves: CMP (its messages protect themselves, AOKI over CMP included),
-# CRLs (signed) and the health check. Everything else is HTTPS only.
+# CRLs (signed) and the health checks. Everything else is HTTPS only.
 PLAIN_HTTP_BLUEPRINTS = ("cmp", "crl")
-PLAIN_HTTP_ENDPOINTS = ("healthz", "aoki.cmp_initialization")
+PLAIN_HTTP_ENDPOINTS = ("healthz", "readyz", "aoki.cmp_initialization")
 
 
 class Services:
@@ -32,6 +33,7 @@ class Services:
         self.sessions = session_factory(self.engine)
         self.vault = Vault.load(settings.data_dir)
         self.auth_limits = AuthLimits(self.sessions, settings.auth_failure_budget, settings.auth_lockout)
+        self.readiness = Readiness(self.sessions, settings.data_dir, settings.min_free_space)
 
 
 def _https_only():
@@ -44,12 +46,14 @@ def _https_only():
         return None
     if isinstance(request.routing_exception, HTTPException):
         return None
-    message = "%s is not served over plain HTTP; use HTTPS (plain HTTP serves CMP, CRLs and /healthz)" % request.path
+    message = (
+        "%s is not served over plain HTTP; use HTTPS (plain HTTP serves CMP, CRLs, /healthz and /readyz)" % request.path
+    )
     return errors.error_response(403, message)  # text/plain for EST (RFC 7030), a page for the pages, else JSON
 
 
 def create_app(settings, plain_http=False):
-    """The app; plain_http=True for the plain-HTTP listener, where only CMP, CRLs and /healthz answer."""
+    """The app; plain_http=True for the plain-HTTP listener, where only CMP, CRLs, /healthz and /readyz answer."""
     app = Flask("trustpoint_server")
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.json.sort_keys = False
@@ -68,7 +72,14 @@ def create_app(settings, plain_http=False):
 
     @app.get("/healthz")
     def healthz():
+        """Liveness: the process answers and reads its database."""
         session().execute(text("SELECT 1"))
         return jsonify({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz():
+        """Readiness: writes commit and the disk has room (services/health.py); 503 says what is wrong."""
+        ready, checks = app.extensions["trustpoint"].readiness.check()
+        return jsonify({"status": "ready" if ready else "not ready", "checks": checks}), 200 if ready else 503
 
     return app

@@ -79,7 +79,7 @@ class Settings:
     listen_plain: Tuple[str, ...] = setting(
         kind=list,
         metavar="HOST:PORT",
-        help="address to serve plain HTTP on, for CMP, CRLs and /healthz only; repeat for several",
+        help="address to serve plain HTTP on, for CMP, CRLs, /healthz and /readyz only; repeat for several",
     )
     tls_cert: Optional[str] = setting(
         metavar="FILE", help="PEM certificate chain to serve instead of the one `init` issued (DATA/tls-cert.pem)"
@@ -158,6 +158,13 @@ class Settings:
         kind=int,
         metavar="N",
         help="failed attempts in a row that lock a device's one-time secret until an operator unlocks it (0: never)",
+    )
+    # What /readyz asks of the data directory's file system (services/health.py).
+    min_free_space: int = setting(
+        64,
+        kind=int,
+        metavar="MIB",
+        help="free space the data directory needs for /readyz to answer ready (0: not checked)",
     )
     log_level: str = setting("info", choices=LOG_LEVELS, help="log level")
     # Not a setting: the port of the plain-HTTP listener, if any, where CRL distribution points point.

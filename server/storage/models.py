@@ -299,3 +299,12 @@ class CredentialDownload(Base):
 
     device: Mapped[Device] = relationship()
     certificate: Mapped[Optional[IssuedCertificate]] = relationship()
+
+
+class ReadinessProbe(Base):
+    """The row /readyz writes: a readiness check is a real write transaction (services/health.py)."""
+
+    __tablename__ = "readiness_probe"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    checked_at: Mapped[datetime.datetime]
