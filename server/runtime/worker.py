@@ -106,7 +106,7 @@ class _ContextFeed:
         self._running = None
         waiting, self._next = self._next, None
         if waiting is not None:
-            self._start().add_done_callback(lambda done: _chain(done, waiting))
+            self._start().add_done_callback(lambda _done: waiting.done() or waiting.set_result(self.last))
 
     async def get(self):
         if self._running is None:
@@ -115,22 +115,13 @@ class _ContextFeed:
             if self._next is None:
                 self._next = self.loop.create_future()
             future = self._next
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), CONTEXT_WAIT)
-        except (asyncio.TimeoutError, Exception):
-            return self.last
+        # Slow or failed: _finished keeps the last context that could be built.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(future), CONTEXT_WAIT)
+        return self.last
 
     def close(self):
         self.executor.shutdown(wait=False)
-
-
-def _chain(done, waiting):
-    if waiting.done():
-        return
-    if done.cancelled() or done.exception() is not None:
-        waiting.set_exception(RuntimeError("no TLS context"))
-    else:
-        waiting.set_result(done.result())
 
 
 class _Connection(asyncio.Protocol):
@@ -580,7 +571,10 @@ class DeadlineWorker(Worker):
             if job is None:
                 return
             connection, environ, started = job
-            status, data = self._call_app(environ)
+            try:
+                status, data = self._call_app(environ)
+            except BaseException:  # even then the connection gets its answer and the count its decrement
+                status, data = "500", http1.error_response(environ["SERVER_PROTOCOL"], 500, "internal server error")
             with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is gone
                 self.loop.call_soon_threadsafe(self._answered, connection, status, data, started)
 
