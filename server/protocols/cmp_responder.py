@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime
 import hmac
 import logging
-import math
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -183,9 +182,9 @@ class CmpResponder:
                 return identity.Requester("anonymous")  # CA certificates, templates and CRLs are public
             raise CmpFailure("the message is not protected", "badMessageCheck")
         # A source over its budget of failed authentications gets no MAC or signature checked.
-        wait = math.ceil(self.gate.source_wait()) if self.gate is not None else 0
-        if wait:
-            raise CmpFailure("too many failed authentications from this address; retry in %d s" % wait, "systemUnavail")
+        refusal = self.gate.refusal() if self.gate is not None else None
+        if refusal is not None:
+            raise CmpFailure(refusal[0], "systemUnavail")
         try:
             if is_mac_protected(message):
                 return self._authenticate_secret()

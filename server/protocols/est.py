@@ -18,7 +18,6 @@ Errors are text/plain and change nothing.
 from __future__ import annotations
 
 import logging
-import math
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
@@ -167,13 +166,9 @@ class EstEnrollment:
 
         A source over its budget of failed authentications is refused before any of it (auth_limits)."""
         gate = current_app.extensions["trustpoint"].auth_limits.gate(request.remote_addr)
-        wait = math.ceil(gate.source_wait())
-        if wait:
-            raise EstError(
-                429,
-                "too many failed authentications from this address; retry in %d s" % wait,
-                {"Retry-After": str(wait)},
-            )
+        refusal = gate.refusal()
+        if refusal is not None:
+            raise EstError(429, refusal[0], {"Retry-After": str(refusal[1])})
         presented = client_certificate()
         refusal = None
         if presented is not None:

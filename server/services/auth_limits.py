@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import ipaddress
 import logging
+import math
 import queue
 import threading
 import time
@@ -193,9 +194,13 @@ class Gate:
         self.source = source
         self.recorded = False
 
-    def source_wait(self):
-        """Seconds this source must wait before its next authentication is looked at; 0: go on."""
-        return self.limits.sources.wait(self.source)
+    def refusal(self):
+        """(text, seconds to wait) when this source is over its budget: its authentication is not to be
+        looked at; None: go on."""
+        wait = math.ceil(self.limits.sources.wait(self.source))
+        if not wait:
+            return None
+        return "too many failed authentications from this address; retry in %d s" % wait, wait
 
     def device_refused(self, device):
         """True when device's secret must not be checked now: locked, or over its budget."""

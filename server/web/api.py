@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import math
 
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 from sqlalchemy import select
@@ -47,13 +46,9 @@ def _authenticate():
     if api_token is None:
         # The check is cheap, so a valid token is served whatever the source's budget; guesses are throttled.
         gate = current_app.extensions["trustpoint"].auth_limits.gate(request.remote_addr)
-        wait = math.ceil(gate.source_wait())
-        if wait:
-            raise ApiError(
-                429,
-                "too many failed authentications from this address; retry in %d s" % wait,
-                {"Retry-After": str(wait)},
-            )
+        refusal = gate.refusal()
+        if refusal is not None:
+            raise ApiError(429, refusal[0], {"Retry-After": str(refusal[1])})
         gate.failed()
         raise ApiError(401, "invalid API token", challenge)
     g.api_token_name = api_token.name

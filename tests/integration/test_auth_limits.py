@@ -10,9 +10,10 @@ checked with a fast keyed hash, unknown and spent users costing what a device do
 
 from __future__ import annotations
 
-import socket
+import http.client
 import statistics
 import time
+import urllib.parse
 
 import pytest
 from cmp_helpers import (
@@ -53,23 +54,14 @@ def cmp_ir(server, domain, workdir, device, secret, stem="key"):
 
 def post_from(server, source, url, der):
     """POST a CMP message from a given loopback source address; the decoded answer."""
-    host, port = "127.0.0.1", server.plain_port
-    path = url.split(str(port), 1)[1]
-    request = (
-        b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-        % (path.encode(), host.encode(), port, CMP_CONTENT_TYPE.encode(), len(der))
-    ) + der
-    with socket.create_connection((host, port), timeout=20, source_address=(source, 0)) as sock:
-        sock.sendall(request)
-        answer = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-    head, _sep, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 "), head
-    return CmpMessage.decode(body)
+    connection = http.client.HTTPConnection("127.0.0.1", server.plain_port, timeout=20, source_address=(source, 0))
+    try:
+        connection.request("POST", urllib.parse.urlsplit(url).path, der, {"Content-Type": CMP_CONTENT_TYPE})
+        response = connection.getresponse()
+        assert response.status == 200, response.status
+        return CmpMessage.decode(response.read())
+    finally:
+        connection.close()
 
 
 def wrong_mac_ir(device, iterations=500):
