@@ -166,9 +166,9 @@ class EstEnrollment:
 
         A source over its budget of failed authentications is refused before any of it (auth_limits)."""
         gate = current_app.extensions["trustpoint"].auth_limits.gate(request.remote_addr)
-        refusal = gate.refusal()
-        if refusal is not None:
-            raise EstError(429, refusal[0], {"Retry-After": str(refusal[1])})
+        over_budget = gate.refusal()
+        if over_budget is not None:
+            raise EstError(429, over_budget[0], {"Retry-After": str(over_budget[1])})
         presented = client_certificate()
         refusal = None
         if presented is not None:

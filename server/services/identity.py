@@ -123,7 +123,7 @@ def verify_against(certificate, intermediates, anchors, now=None):
 # IDevID identifiers are bounded before anything looks at them (X.520 caps serialNumber at 64 characters;
 # device URIs are short).
 MAX_IDENTIFIER = 256
-# How many registrations a refusal names (one per line of the client's error, which is capped anyway).
+# How many registrations or identifiers a refusal names; it says how many more there were.
 _MAX_REASONS = 3
 
 
