@@ -136,7 +136,7 @@ class Operations:
         self.context = server.tls
         self.api_port = int(server.api_url.rsplit(":", 1)[1])
         self.timeout = args.request_timeout
-        key_pool = [keys.generate_private_key("ecdsa-p256") for _ in range(8)]
+        key_pool = [keys.generate_private_key("ecdsa-p256") for _number in range(8)]
         cmp_devices = server.create_devices(DOMAIN, "cmp", count)
         self.cmp = []
         for number, (device_id, secret) in enumerate(cmp_devices):
@@ -291,7 +291,7 @@ class Attacker(threading.Thread):
             started = time.monotonic()
             for kind in KINDS:
                 # Open what is missing, a bounded number per round so that closures are seen meanwhile.
-                for _ in range(min(50, self.wanted[kind] - len(self.open[kind]))):
+                for _number in range(min(50, self.wanted[kind] - len(self.open[kind]))):
                     try:
                         self._connect(kind)
                     except OSError:

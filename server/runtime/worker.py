@@ -586,7 +586,7 @@ class DeadlineWorker(Worker):
             if exc_info and response:
                 raise exc_info[1].with_traceback(exc_info[2])
             response[:] = [status, headers]
-            return lambda data: chunks.append(data)
+            return chunks.append  # the WSGI write() callable
 
         chunks = []
         try:

@@ -55,13 +55,14 @@ def ready(url, context=None):
     return status, json.loads(body)
 
 
-def wait_until(predicate, timeout=20.0):
+def ready_until(url, status, timeout=20.0):
+    """(status, body) of /readyz once it answers status (each worker checks at most every 2 s)."""
     deadline = time.monotonic() + timeout
     while True:
-        result = predicate()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "timed out"
+        answer = ready(url)
+        if answer[0] == status:
+            return answer
+        assert time.monotonic() < deadline, answer
         time.sleep(0.3)
 
 
@@ -77,13 +78,13 @@ def test_a_full_disk_is_not_ready_but_alive(small_disk, workdir):
         fill(filler)
         # Liveness stays: the process answers and reads its database.
         assert http("GET", server.cmp_url + "/healthz")[0] == 200
-        status, body = wait_until(lambda: (lambda answer: answer if answer[0] == 503 else None)(ready(server.cmp_url)))
+        _status, body = ready_until(server.cmp_url, 503)
         assert body["status"] == "not ready", body
         assert "MiB free in the data directory's file system; at least 4 MiB needed" in body["checks"]["free_space"]
         assert "WARNING trustpoint_server.services.health: not ready: " in server.log()
 
         os.unlink(filler)
-        status, body = wait_until(lambda: (lambda answer: answer if answer[0] == 200 else None)(ready(server.cmp_url)))
+        _status, body = ready_until(server.cmp_url, 200)
         assert body["checks"] == {"database_write": "ok", "free_space": "ok"}, body
     finally:
         server.stop()

@@ -132,3 +132,24 @@ def test_the_command_reads_the_file(tmp_path):
         check=False,
     )
     assert result.returncode == 2 and "unrecognized arguments: --workers" in result.stderr
+
+
+def test_availability_settings_and_their_least_values(tmp_path):
+    """The deadlines, connection bound, budgets and free space (issue 11): defaults, environment, and a
+    value below a setting's least refused from every source, the command line included."""
+    loaded = Settings.load(
+        {"data_dir": "/d", "auth_failure_budget": 3},
+        environ={"TRUSTPOINT_HEADER_TIMEOUT": "2", "TRUSTPOINT_AUTH_LOCKOUT": "0"},
+    )
+    assert (loaded.header_timeout, loaded.auth_lockout, loaded.auth_failure_budget) == (2, 0, 3)
+    assert (loaded.handshake_timeout, loaded.body_timeout, loaded.max_connections) == (10, 30, 4096)
+    assert loaded.min_free_space == 64
+    with pytest.raises(
+        SettingsError, match=r"\$TRUSTPOINT_BODY_TIMEOUT: body_timeout must be a whole number >= 1, not 0"
+    ):
+        Settings.load({"data_dir": "/d"}, environ={"TRUSTPOINT_BODY_TIMEOUT": "0"})
+    with pytest.raises(SettingsError, match=r"--max-connections: max_connections must be a whole number >= 1, not 0"):
+        Settings.load({"data_dir": "/d", "max_connections": 0}, environ={})
+    path = write(tmp_path / "c.toml", 'data_dir = "/d"\nhandshake_timeout = 0\n')
+    with pytest.raises(SettingsError, match=r"handshake_timeout must be a whole number >= 1, not 0"):
+        Settings.load({}, environ={}, config_file=path)
