@@ -15,8 +15,8 @@ description:
   - A DevID registration admits devices that onboard with an IDevID (CMP C(ir) signed with the IDevID) into a
     domain. It admits an IDevID when O(pattern) fully matches the IDevID's subject C(serialNumber) or one of
     its SAN URIs and the IDevID chains to a certificate of the registration's O(truststore).
-  - The server validates the options (an existing domain, a truststore of usage V(idevid), a valid regular
-    expression); the module reports the server's message when it refuses them.
+  - The server validates the options (an existing domain, a truststore of usage V(idevid), a regular
+    expression in RE2 syntax); the module reports the server's message when it refuses them.
 author:
   - Trustpoint contributors (@trustpoint-project)
 extends_documentation_fragment:
@@ -52,8 +52,10 @@ options:
     type: str
   pattern:
     description:
-      - Python regular expression that must match the whole IDevID subject C(serialNumber) or a whole SAN URI,
+      - Regular expression that must match the whole IDevID subject C(serialNumber) or a whole SAN URI,
         for example V(ACME-[0-9]{8}).
+      - RE2 syntax (U(https://github.com/google/re2/wiki/Syntax)), which the server matches in linear time. That
+        is Python's syntax without backreferences and lookaround; the server refuses a pattern with them.
       - Needed to create the registration. When not set, an existing registration keeps its pattern.
     type: str
   auto_create_devices:
@@ -120,6 +122,13 @@ registration:
       description: Regular expression matched against the IDevID's serialNumber and SAN URIs.
       type: str
       sample: ACME-[0-9]{8}
+    pattern_error:
+      description: >-
+        Why the server cannot use a pattern an earlier version stored (the registration then admits nothing
+        until O(pattern) is changed), or V(null).
+      type: str
+      sample: null
+      version_added: 0.2.0
     auto_create_devices:
       description: Whether an admitted IDevID without a registered device creates one.
       type: bool

@@ -67,6 +67,7 @@ TABLES = {
     "operator",
     "owner_credential",
     "owner_reference",
+    "readiness_probe",
     "truststore",
 }
 # What the second instance takes from the first's data directory: the same vault key (it decrypts the
