@@ -24,8 +24,9 @@ from trustpoint_core.asn1 import der_integer, der_oid, der_sequence, der_tlv
 from trustpoint_core.cmp_message import CmpMessage, Header, cert_req_body, encode_message, error_content
 from trustpoint_core.cmp_protection import PasswordBasedMac
 from trustpoint_core.errors import MAX_TEXT, CmpFailure, InvalidInput, bounded, excerpt
-from trustpoint_server.app import Settings, create_app
+from trustpoint_server.app import create_app
 from trustpoint_server.runtime.cli import MAX_LOG_MESSAGE, BoundedRecords
+from trustpoint_server.settings import Settings
 
 CMP = "application/pkixcmp"
 # An error PKIMessage: header (names, nonces), PKIStatusInfo with one capped text; extraCerts when signed.
@@ -38,7 +39,7 @@ HYPOTHESIS = settings(max_examples=25, deadline=None, suppress_health_check=[Hea
 def app(tmp_path_factory):
     data = tmp_path_factory.mktemp("caps")
     subprocess.run([str(BIN / "trustpoint-server"), "init", "--data-dir", str(data)], check=True, capture_output=True)
-    app = create_app(Settings(data_dir=str(data), auth_failure_budget=0))
+    app = create_app(Settings(data_dir=str(data), auth_failure_budget=0, auth_lockout=0))
     token = (data / "admin-token").read_text().strip()
     client = app.test_client()
     headers = {"Authorization": "Bearer " + token}
