@@ -9,14 +9,15 @@
 
 Status codes of /aoki/init/ are upstream's: 401 without a client certificate, 403 for an IDevID no DevID
 registration admits, 422 when no DevOwnerID names it, 500 without a TLS certificate; errors carry no
-signature headers. services/aoki.py decides; this module only speaks HTTP.
+signature headers; 429 with Retry-After for a source over its budget of failed authentications (400 and
+403 count as failures). services/aoki.py decides; this module only speaks HTTP.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, request
 from trustpoint_core import aoki as aoki_format
 from trustpoint_core.cmp_protection import SignatureProtection
 from trustpoint_core.errors import CmpFailure
@@ -36,12 +37,19 @@ bp = Blueprint("aoki", __name__)
 @bp.get("/aoki/init/", strict_slashes=False)
 def init():
     services = current_app.extensions["trustpoint"]
+    # A source over its budget of failed authentications gets no IDevID looked at (services/auth_limits.py).
+    gate = services.auth_limits.gate(request.remote_addr)
+    over_budget = gate.refusal()
+    if over_budget is not None:
+        return json_error(429, over_budget[0], {"Retry-After": str(over_budget[1])})
     idevid = client_certificate()
     try:
         body, signature, algorithm = aoki.init_answer(
             session(), services.vault, services.settings, idevid, client_chain(), https_base_url()
         )
     except aoki.AokiRefusal as exc:
+        if exc.status in (400, 403):  # an IDevID that cannot be read or that no registration admits
+            gate.failed()
         log.info("AOKI init refused (%d): %s", exc.status, exc.message)
         return json_error(exc.status, exc.message)
     log.info("AOKI init answered for IDevID %s", aoki_format.cert_reference(idevid))

@@ -11,11 +11,14 @@ checked with a fast keyed hash, unknown and spent users costing what a device do
 from __future__ import annotations
 
 import http.client
+import json
+import ssl
 import statistics
 import time
 import urllib.parse
 
 import pytest
+from aoki_helpers import Aoki
 from cmp_helpers import (
     CMP_CONTENT_TYPE,
     assert_cmp_ok,
@@ -29,6 +32,7 @@ from cmp_helpers import (
     subject_name,
 )
 from conftest import Server, free_port
+from conftest import http as http_call
 from est_helpers import Csr, curl, est_url, issued_certificate, password_device
 from trustpoint_core.cmp_message import CmpMessage, cert_req_body
 from trustpoint_core.cmp_protection import PasswordBasedMac
@@ -69,6 +73,13 @@ def wrong_mac_ir(device, iterations=500):
     body = cert_req_body("ir", new_private_key(), subject_name())
     protector = PasswordBasedMac(b"not-the-secret", iterations=iterations, kid=str(device["id"]).encode())
     return mac_protected(body, device["id"], b"not-the-secret", protector=protector)[1]
+
+
+def aoki_init(server, cert, key):
+    """(status, headers, body) of GET /aoki/init/ with this IDevID as TLS client certificate."""
+    context = ssl._create_unverified_context()  # noqa: S323 (AOKI trusts the server only after the answer)
+    context.load_cert_chain(str(cert), str(key))
+    return http_call("GET", server.url + "/aoki/init/", context=context)
 
 
 def wait_for(predicate, timeout=10.0):
@@ -130,6 +141,23 @@ def test_the_budget_refills_over_time(limited, workdir):
     assert server.api("GET", "/domains", token="tp_wrong")[0] == 429
     time.sleep(1.2)
     assert server.api("GET", "/domains", token="tp_wrong")[0] == 401
+
+
+@pytest.mark.parametrize("limited", [("--auth-failure-budget", "2", "--auth-lockout", "0")], indirect=True)
+def test_aoki_init_counts_refused_idevids_against_the_source(limited, workdir):
+    """/aoki/init/ with IDevIDs no registration admits (403) uses the source's budget like any other failed
+    authentication: then even an admitted IDevID is refused with 429 before anything looks at it."""
+    server = limited
+    aoki = Aoki(server, workdir, devices=3, pattern="AOKI-0001")
+    admitted, admitted_key, _serial = aoki.device(1)
+    other, other_key, _serial = aoki.device(3)
+    for _attempt in range(2):
+        status, _headers, body = aoki_init(server, other, other_key)
+        assert status == 403, body
+    status, headers, body = aoki_init(server, admitted, admitted_key)
+    assert status == 429 and "too many failed authentications" in json.loads(body)["error"], body
+    assert 1 <= int(headers["Retry-After"]) <= 60, headers
+    assert aoki.devices_on_server() == []
 
 
 # --- per device ------------------------------------------------------------------------------------------
