@@ -688,19 +688,22 @@ def drop_hot_path_indexes(data_dir):
 class OurServer:
     """`trustpoint-server init` + `run` in a fresh data directory, and its REST API."""
 
-    def __init__(self, workdir, workers, threads, log_level, template=None, prepare=None, name=None, extra_args=()):
+    def __init__(
+        self, workdir, workers, threads, log_level, template=None, prepare=None, name=None, extra_args=(), command=None
+    ):
         """template: an initialised (prefilled) data directory to copy instead of `init`; prepare(data_dir)
-        runs before the server starts; extra_args: more `run` options."""
+        runs before the server starts; extra_args: more `run` options; command: the trustpoint-server to run
+        (argv list; default: this checkout's)."""
         self.data_dir = os.path.join(workdir, "data-%s" % (name or "w%dt%d" % (workers, threads)))
         # CMP (and /healthz) on plain HTTP at self.port; the REST API at self.api_url.
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.workers, self.threads = workers, threads
-        command = self._command()
+        command = command or self._command()
         if template is not None:
             shutil.copytree(template, self.data_dir)
         else:
-            self.init(self.data_dir)
+            self.init(self.data_dir, command)
         if prepare is not None:
             prepare(self.data_dir)
         with open(os.path.join(self.data_dir, "admin-token")) as handle:
@@ -740,8 +743,8 @@ class OurServer:
             _wait_http(self.api_url + "/healthz", self.process, "trustpoint-server", self.log_path, context=self.tls)
 
     @classmethod
-    def init(cls, data_dir):
-        subprocess.run([*cls._command(), "init", "--data-dir", data_dir], check=True, capture_output=True)
+    def init(cls, data_dir, command=None):
+        subprocess.run([*(command or cls._command()), "init", "--data-dir", data_dir], check=True, capture_output=True)
 
     @staticmethod
     def _command():
