@@ -29,7 +29,7 @@ class Services:
         self.settings = settings
         self.engine = make_engine(database_url(settings.data_dir, settings.database_url))
         self.sessions = session_factory(self.engine)
-        self.vault = Vault.load(settings.data_dir)
+        self.vault = Vault.load(settings.data_dir, settings.vault_key_file)
 
 
 def _https_only():

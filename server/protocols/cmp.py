@@ -16,7 +16,7 @@ from flask import Blueprint, Response, abort, current_app, request
 
 from ..storage.db import session
 from .cmp_responder import OPERATIONS, CmpResponder
-from .wire import public_url, read_body
+from .wire import read_body
 
 bp = Blueprint("cmp", __name__)
 CONTENT_TYPE = "application/pkixcmp"
@@ -47,7 +47,7 @@ def serve(responder_class, domain_name, profile_name, operation):
     if operation not in OPERATIONS:
         abort(404, "unknown CMP operation %r; known: %s" % (operation, ", ".join(OPERATIONS)))
     services = current_app.extensions["trustpoint"]
-    responder = responder_class(session(), services.vault, services.settings, public_url())
+    responder = responder_class(session(), services.vault, services.settings)
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     body = read_body(limit)
     if body is None:

@@ -16,7 +16,6 @@ from trustpoint_core import x509
 from trustpoint_core.profiles import APPLICATION_PROFILES
 
 from ...errors import ApiError
-from ...protocols.wire import public_url
 from ...runtime import tls
 from ...services import certificates, devices, downloads, help, operators, pki, trust
 from ...storage.db import begin_write, get_by_id, paginate
@@ -424,7 +423,7 @@ def new_certificate(device_id):
         if not csr.strip():
             raise ApiError(400, "paste the certificate request (PEM) or choose its file")
         record, _certificate, _key = certificates.issue(
-            db, _vault(), item, form.profile.data, csr=csr, crl_base_url=public_url()
+            db, _vault(), current_app.extensions["trustpoint"].settings, item, form.profile.data, csr=csr
         )
         db.commit()
         log.info(
@@ -466,7 +465,7 @@ def revoke(device_id, serial):
     db = db_session()
     begin_write(db)
     item = devices.get_device(db, device_id)
-    record = certificates.revoke_for_operator(db, item, serial, form.reason.data)
+    record = certificates.revoke_for_operator(db, item, serial, form.reason.data)[0]
     db.commit()
     log.info(
         "operator %s revoked %s of device %s: %s",
