@@ -457,7 +457,7 @@ class CmpResponder:
             if credential is not None:
                 certificates.mark_used(credential)
             if implicit:
-                devices.activate(self.db, device, record, self.settings)
+                devices.activate(self.db, device, record, self.settings, by_secret=requester.kind == "secret")
             self.db.commit()
         except IntegrityError as exc:
             self._raise_integrity(exc)
@@ -590,7 +590,7 @@ class CmpResponder:
             certificates.mark_used(requester.record)
         if status.accepted:
             transaction.state = "confirmed"
-            devices.activate(self.db, device, record, self.settings)
+            devices.activate(self.db, device, record, self.settings, by_secret=requester.kind == "secret")
         else:
             # The device refuses the certificate (RFC 9483 4.1): that one, and nothing else, is revoked.
             transaction.state = "rejected"

@@ -316,7 +316,7 @@ class EstEnrollment:
         self.db.flush()
         if credential is not None:
             certificates.mark_used(credential)
-        devices.activate(self.db, device, record, self.settings)
+        devices.activate(self.db, device, record, self.settings, by_secret=requester.kind == "password")
         self.db.commit()
         log.info(
             "EST %s issued %s %s to device %s (id %d)%s",

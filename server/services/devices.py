@@ -216,25 +216,26 @@ def device_secret(vault, device):
     return vault.decrypt(device.secret_encrypted, SECRET_PURPOSE)
 
 
-def mark_onboarded(device, record, settings, now):
-    """The device holds a confirmed domain credential. A one-time secret it was obtained with stays usable for
-    settings.secret_retry_minutes (from its first use), while that credential is not used: the answer may have
-    been lost."""
+def mark_onboarded(device, record, settings, now, by_secret=False):
+    """The device holds a confirmed domain credential. A one-time secret it was obtained with (by_secret) stays
+    usable for settings.secret_retry_minutes (from its first use), while that credential is not used: the answer
+    may have been lost. Obtained otherwise (a credential, an IDevID, an operator), the secret is spent now."""
     device.status = "onboarded"
     device.onboarded_at = now
     device.credential = record
     if device.secret_encrypted is None and device.password_hash is None:
         return
-    if record.issued_with_id is not None or not settings.secret_retry_minutes:
+    if not by_secret or not settings.secret_retry_minutes:
         device.secret_encrypted = device.password_hash = device.secret_retry_until = None
     elif device.secret_retry_until is None:
         device.secret_retry_until = now + datetime.timedelta(minutes=settings.secret_retry_minutes)
 
 
-def activate(db, device, record, settings, now=None):
+def activate(db, device, record, settings, now=None, by_secret=False):
     """record is issued and confirmed: it becomes active. What it renews is superseded (it may renew again
     until record is used, see services/certificates.py), and other renewals of that certificate are revoked;
-    for a domain credential, every other domain credential of the device is revoked. The caller commits.
+    for a domain credential, every other domain credential of the device is revoked. by_secret: the device's
+    one-time secret (or EST password) authenticated the request (see mark_onboarded). The caller commits.
 
     Only a record just issued or awaiting confirmation may become active: anything else (revoked in
     the meantime) would be resurrected, so that is refused as a bug of the caller."""
@@ -267,7 +268,7 @@ def activate(db, device, record, settings, now=None):
         for old in superseded:
             if old is not replaced:
                 revoke(old, "superseded")
-        mark_onboarded(device, record, settings, now)
+        mark_onboarded(device, record, settings, now, by_secret)
 
 
 def delete_device(db, device):

@@ -165,6 +165,11 @@ def test_profile_rules_still_apply(db, plant):
     plc_no_host = Device(name="plc:7", domain_id=domain.id, onboarding_method="cmp_shared_secret")
     with pytest.raises(names.NameRefused, match="needs a subject alternative name"):
         decide(db, plc_no_host, domain, "tls_server", subject(("CN", "plc:7")))
+    # OPC UA needs the application's URI: the server has none to put in its place.
+    with pytest.raises(names.NameRefused, match="needs a subject alternative name of type UniformResourceIdentifier"):
+        decide(db, plc, domain, "opc_ua", subject(("CN", "plc7")), [x509.DNSName("plc7")])
+    issued = decide(db, plc, domain, "opc_ua", None, [x509.UniformResourceIdentifier("urn:plant1:x")])
+    assert [n.value for n in issued.sans] == ["urn:plant1:x"]
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ was superseded and first used.
 The renewal a CMP transaction made moves from cmp_transaction.replaces_id to the certificate it issued.
 
 Revision ID: 11b_issuance_policy
-Revises: 14_operators_downloads
+Revises: 13_aoki
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "11b_issuance_policy"
-down_revision = "14_operators_downloads"
+down_revision = "13_aoki"
 branch_labels = None
 depends_on = None
 
