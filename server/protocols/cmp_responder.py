@@ -642,7 +642,7 @@ class CmpResponder:
             device.name,
             device.id,
             wanted.reason,
-            ", with %s obtained with it" % ", ".join(r.serial_number for r in revoked[1:]) if revoked[1:] else "",
+            ", taking %s with it" % ", ".join(r.serial_number for r in revoked[1:]) if revoked[1:] else "",
         )
         return response
 
@@ -669,7 +669,16 @@ class CmpResponder:
                 answers.append((oid, sign_key_pair_types_value(sorted(set(_KEY_ALGORITHM_OIDS.values())))))
             else:
                 raise CmpFailure("general message info type %s is not supported" % oid, "badRequest")
-        return self._encode(self._response_header(), genp_body(answers))
+        response = self._encode(self._response_header(), genp_body(answers))
+        if requester.kind == "credential" and requester.record.first_used_at is None:
+            # A genm signed with a new credential shows the device holds it (trustpoint-agent sends one after it
+            # installs a credential): the secret or the certificate it replaces is no longer needed for a retry.
+            begin_write(self.db)
+            self.db.refresh(requester.record)
+            if requester.record.status == "active" and requester.record.first_used_at is None:
+                certificates.mark_used(requester.record)
+            self._commit()
+        return response
 
     def _template(self, requester, profile_name):
         """The template of the URL's profile (default: the domain credential), with the subject the

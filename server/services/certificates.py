@@ -17,7 +17,8 @@ The lifecycle (issue 11):
 - A renewed certificate is superseded, not revoked at once: it may still renew (nothing else) until its
   successor is used or the renewal grace period passes, so that a device whose renewal answer was lost can
   renew again. Then it is revoked (superseded).
-- A certificate revoked for keyCompromise takes with it every certificate obtained with it, and theirs.
+- A certificate revoked for keyCompromise takes with it every certificate obtained with it, and theirs. Any
+  revoked certificate takes with it the one it renewed while that is still in its grace period.
 - A device obtains at most max_certificates_per_day certificates in any 24 hours over CMP and EST.
 
 sweep() applies the windows; it runs before a CRL is served (at most every SWEEP_INTERVAL per process) and
@@ -109,9 +110,10 @@ def revoke_certificate(record, reason):
     """Revoke record with reason (checked), as a device (CMP rr) or an operator (API, pages) asks: for
     keyCompromise every certificate obtained with it goes too, and theirs; a certificate revoked for another
     reason before (superseded, say) whose key turns out compromised takes keyCompromise and its cascade as well:
-    what was obtained with the key, a renewal among it, may be in other hands. A device whose domain credential
-    is revoked must onboard again. Returns the records revoked, record first. The caller holds the write lock
-    and commits."""
+    what was obtained with the key, a renewal among it, may be in other hands. What a revoked certificate renewed
+    and that still lives in its grace period (superseded) goes too: it lived on only for a renewal sent again. A
+    device whose domain credential is revoked must onboard again. Returns the records revoked, record first. The
+    caller holds the write lock and commits."""
     check_revocation_reason(reason)
     db = object_session(record)
     revoked = []
@@ -129,6 +131,11 @@ def revoke_certificate(record, reason):
         device = current.device
         if device is not None and device.credential_id == current.id:
             device.status = "pending"
+        predecessor = current.replaces
+        while predecessor is not None and predecessor.status == "active" and predecessor.superseded_at is not None:
+            pki.revoke(predecessor, "superseded")
+            revoked.append(predecessor)
+            predecessor = predecessor.replaces
         if reason == "keyCompromise":
             # Whoever held the key could have obtained these.
             pending += db.scalars(
@@ -255,6 +262,38 @@ def check_renewal(device, replaces, profile_name):
         )
 
 
+def _requested(csr, subject, subject_alt_names):
+    """(public key of csr or None, subject, SANs) as asked: subject and subject_alt_names when given, else the
+    request's (its signature verified)."""
+    san_list = parse_subject_alt_names(subject_alt_names)
+    requested = parse_subject(subject)
+    if csr is None:
+        return None, requested, san_list
+    try:
+        request = est.load_csr(csr.encode() if isinstance(csr, str) else csr)
+    except InvalidInput as exc:
+        raise InvalidInput("csr must be a PKCS#10 request, PEM or base64 DER, signed by its key: %s" % exc) from exc
+    if requested is None:
+        requested = request.subject
+    if subject_alt_names is None:
+        san_list = x509.subject_alt_names(request)
+    return request.public_key(), requested, san_list
+
+
+def names_for(db, device, profile_name, csr=None, subject=None, subject_alt_names=None):
+    """The names (names.Names) a certificate of profile_name for device gets when it is issued with these
+    arguments (as issue() takes them), without issuing it: for a client that compares what it holds with what it
+    would get (trustpoint.pki.certificate). ApiError 400 says what is refused."""
+    try:
+        profile = operator_profile(device, profile_name)
+        _key, requested, san_list = _requested(csr, subject, subject_alt_names)
+        return names.decide(db, device, device.domain, profile, requested, san_list)
+    except names.NameRefused as exc:
+        raise ApiError(400, exc.message) from exc
+    except InvalidInput as exc:
+        raise ApiError(400, str(exc)) from exc
+
+
 def issue(db, vault, settings, device, profile_name, csr=None, key_type=None, subject=None, subject_alt_names=None,
           replaces=None):  # fmt: skip
     """Issue a certificate for device: for the key of csr (PEM/DER/base64, its signature verified; its subject
@@ -266,22 +305,9 @@ def issue(db, vault, settings, device, profile_name, csr=None, key_type=None, su
     try:
         if (csr is None) == (key_type is None):
             raise InvalidInput("give either a CSR or a key_type for a key the server generates")
-        san_list = parse_subject_alt_names(subject_alt_names)
-        requested = parse_subject(subject)
+        public_key, requested, san_list = _requested(csr, subject, subject_alt_names)
         private_key = None
-        if csr is not None:
-            try:
-                request = est.load_csr(csr.encode() if isinstance(csr, str) else csr)
-            except InvalidInput as exc:
-                raise InvalidInput(
-                    "csr must be a PKCS#10 request, PEM or base64 DER, signed by its key: %s" % exc
-                ) from exc
-            public_key = request.public_key()
-            if requested is None:
-                requested = request.subject
-            if subject_alt_names is None:
-                san_list = x509.subject_alt_names(request)
-        else:
+        if csr is None:
             if key_type not in keys.KEY_TYPES:
                 raise InvalidInput("key_type must be one of %s" % ", ".join(keys.KEY_TYPES))
             private_key = keys.generate_private_key(key_type)
@@ -386,15 +412,20 @@ def mark_used(record, now=None):
     """record (a credential) authenticated a request that is being committed: the device holds it. What it
     superseded, and the one-time secret it was obtained with, are no longer needed for a retry. The caller
     holds the write lock and commits."""
-    now = now or utcnow()
-    if record.first_used_at is None:
-        record.first_used_at = now
+    if record.first_used_at is not None:
+        return  # the first use did the rest
+    record.first_used_at = now or utcnow()
     replaced = record.replaces
     if replaced is not None and replaced.status == "active" and replaced.superseded_at is not None:
         pki.revoke(replaced, "superseded")
     device = record.device
-    if device is not None and device.credential_id == record.id and device.secret_retry_until is not None:
-        end_secret(device)
+    if device is not None:
+        # Its secret and credential as a concurrent request may have left them (the caller holds the write lock).
+        session = object_session(record)
+        session.flush()
+        session.refresh(device)
+        if device.credential_id == record.id and device.secret_retry_until is not None:
+            end_secret(device)
 
 
 def end_secret(device):

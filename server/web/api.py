@@ -417,6 +417,33 @@ def issue_certificate(device_id):
     return jsonify(answer), 201
 
 
+@bp.post("/devices/<int:device_id>/names")
+def certificate_names(device_id):
+    """The subject and subject alternative names a certificate issued with this body (as for POST
+    .../certificates: profile, csr, subject, subject_alt_names) would carry, and what the server changes of the
+    request; 400 with the reason when a name is refused. Issues nothing."""
+    data = _body()
+    _only(data, ("profile", "csr", "subject", "subject_alt_names"))
+    if "profile" not in data:
+        raise ApiError(400, "field 'profile' is required")
+    db = session()
+    decided = certificates.names_for(
+        db,
+        devices.get_device(db, device_id),
+        data["profile"],
+        csr=data.get("csr"),
+        subject=data.get("subject"),
+        subject_alt_names=data.get("subject_alt_names"),
+    )
+    return jsonify(
+        {
+            "subject": x509.name_to_string(decided.subject),
+            "subject_alt_names": [x509.general_name_to_string(n) for n in decided.sans],
+            "changes": decided.changes,
+        }
+    )
+
+
 @bp.get("/devices/<int:device_id>/certificates/<serial>")
 def get_certificate(device_id, serial):
     db = session()
@@ -444,9 +471,9 @@ def revoke_certificate(device_id, serial):
         device.name,
         device.id,
         reason,
-        ", with %s obtained with it" % ", ".join(r.serial_number for r in revoked[1:]) if revoked[1:] else "",
+        ", taking %s with it" % ", ".join(r.serial_number for r in revoked[1:]) if revoked[1:] else "",
     )
-    # also_revoked: what a keyCompromise took with it.
+    # also_revoked: what went with it (what a keyCompromise took, the certificate it renewed in its grace period).
     return jsonify(
         dict(certificates.certificate_json(record, _settings()), also_revoked=[r.serial_number for r in revoked[1:]])
     )

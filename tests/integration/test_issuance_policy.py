@@ -310,6 +310,29 @@ def test_the_secret_onboards_again_until_the_credential_is_used(server, domain, 
     assert certificate_status(server, second.certificate) == ("active", None)
 
 
+def test_a_genm_signed_with_the_new_credential_counts_as_its_use(server, domain, workdir):
+    """Any request signed with the new credential shows the device holds it (trustpoint-agent sends a genm after it
+    installs one): the secret stops onboarding, and what the credential renewed is revoked."""
+
+    def genm(signer):
+        return run_cmp("-cmd", "genm", "-server", domain.url("getcacerts"), *signer.signer_args(domain),
+                       "-infotype", "caCerts", cwd=workdir)  # fmt: skip
+
+    device, secret = server.create_device(domain.name)
+    onboarded = enroll_with_secret(server, domain, "first", device=device, secret=secret)
+    assert_cmp_ok(*genm(onboarded))
+    _header, response = _ir(domain, device, secret, implicit=True)
+    assert error_of(response)[0] == ("badMessageCheck",)
+
+    assert_cmp_ok(*run_cmp("-cmd", "kur", "-server", domain.url("keyupdate"), *onboarded.signer_args(domain),
+                           "-newkey", new_key_file(workdir / "renewed.key"), "-certout", workdir / "renewed.pem",
+                           "-implicit_confirm", cwd=workdir))  # fmt: skip
+    renewed = type(onboarded)(onboarded.device, workdir / "renewed.pem", workdir / "renewed.key", onboarded.chain_path)
+    assert certificate_status(server, onboarded.certificate) == ("active", None)
+    assert_cmp_ok(*genm(renewed))
+    assert certificate_status(server, onboarded.certificate) == ("revoked", "superseded")
+
+
 def test_a_renewed_credential_renews_until_its_successor_is_used(server, domain, onboarded, workdir):
     """The kup may be lost: the old credential renews again (the unused renewal is revoked), but does nothing
     else; once the successor is used, or the grace period ends, it is revoked."""
@@ -352,7 +375,7 @@ def test_the_api_lists_and_revokes_and_key_compromise_takes_what_the_key_obtaine
     serials = [serial_hex(c.certificate) for c in (onboarded, first_app, renewed, second_app)]
 
     status, listed = server.api("GET", "/devices/%d/certificates" % onboarded.id)
-    assert status == 200 and [c["serial_number"] for c in listed] == serials, listed
+    assert status == 200 and [c["serial_number"] for c in listed] == serials[::-1], listed  # newest first
     by_serial = {c["serial_number"]: c for c in listed}
     assert by_serial[serials[1]]["issued_with"] == serials[0]
     assert by_serial[serials[2]]["replaces"] == serials[0] and by_serial[serials[2]]["issued_with"] == serials[0]
@@ -373,7 +396,7 @@ def test_the_api_lists_and_revokes_and_key_compromise_takes_what_the_key_obtaine
 
     path = "/devices/%d/certificates/%s/revoke" % (onboarded.id, serials[1])
     status, body = server.api("POST", path, {"reason": "cessationOfOperation"})
-    assert status == 200 and body["revoked"] == [serials[1]] and body["certificate"]["status"] == "revoked", body
+    assert status == 200 and body["also_revoked"] == [] and body["status"] == "revoked", body
     assert server.api("POST", path, {"reason": "cessationOfOperation"})[0] == 409
 
     # The first key turns out compromised: it revoked as superseded is now keyCompromise, and what it obtained
@@ -381,7 +404,7 @@ def test_the_api_lists_and_revokes_and_key_compromise_takes_what_the_key_obtaine
     status, body = server.api(
         "POST", "/devices/%d/certificates/%s/revoke" % (onboarded.id, serials[0]), {"reason": "keyCompromise"}
     )
-    assert status == 200 and sorted(body["revoked"]) == sorted(serials), body
+    assert status == 200 and sorted([body["serial_number"], *body["also_revoked"]]) == sorted(serials), body
     assert server.device(onboarded.id)["status"] == "pending"
     crl = fetch_crl(second_app.certificate)
     for serial in serials:

@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Secrets at rest (issue 11): the vault key outside the data directory (a file, the environment, a systemd
 credential) and `trustpoint-server rotate-vault-key`, which re-encrypts every stored secret: the domains' CA
-keys, the devices' one-time secrets and the TLS CA key. After each, the real server issues with the CA keys,
-onboards a pending device with its secret, and reissues its TLS certificate with the TLS CA key."""
+keys, the devices' one-time secrets, the DevOwnerIDs' keys (AOKI) and the TLS CA key. After each, the real
+server issues with the CA keys, onboards a pending device with its secret, and reissues its TLS certificate with
+the TLS CA key."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sqlite3
 import subprocess
 
 import pytest
+from aoki_helpers import Aoki
 from cmp_helpers import PkiDomain, assert_cmp_ok, enroll_with_secret, new_key_file, run_cmp
 from conftest import BIN, Server, free_port
 from trustpoint_server.runtime import rotation, vault
@@ -29,6 +31,7 @@ def _blobs(data):
         rows += db.execute(
             "SELECT secret_encrypted FROM device WHERE secret_encrypted IS NOT NULL ORDER BY id"
         ).fetchall()
+        rows += db.execute("SELECT private_key_encrypted FROM owner_credential ORDER BY id").fetchall()
     finally:
         db.close()
     return [row[0] for row in rows] + [(data / "tls-ca-key.vault").read_bytes()]
@@ -73,6 +76,7 @@ def test_a_key_file_outside_the_data_directory_and_its_rotation(tmp_path, workdi
         assert not (data / "vault.key").exists(), "the data directory holds no key"
         domain = PkiDomain(server, workdir)
         device, secret = server.create_device(domain.name)
+        Aoki(server, tmp_path / "aoki", devices=1)  # a second domain and a DevOwnerID
     finally:
         server.stop()
     # Without the key the server does not start, and says where it looked.
@@ -81,7 +85,7 @@ def test_a_key_file_outside_the_data_directory_and_its_rotation(tmp_path, workdi
     before = _blobs(data)
     result = subprocess.run([CLI, "rotate-vault-key", "--data-dir", str(data), *option], capture_output=True,
                             text=True, check=True)  # fmt: skip
-    assert "re-encrypted 2 ca-key, 1 device-secret, 1 tls-ca-key" in result.stdout, result.stdout
+    assert "re-encrypted 4 ca-key, 1 device-secret, 1 owner-key, 1 tls-ca-key" in result.stdout, result.stdout
     after = _blobs(data)
     assert all(old != new for old, new in zip(before, after)), "every secret is re-encrypted"
     (retired,) = keys.glob("vault.key.retired-*")
@@ -90,6 +94,7 @@ def test_a_key_file_outside_the_data_directory_and_its_rotation(tmp_path, workdi
         vault.Vault(vault.KeySource("file", str(key)).read()),
     )
     assert old.decrypt(before[0], "ca-key") == new.decrypt(after[0], "ca-key")
+    assert old.decrypt(before[-2], "owner-key") == new.decrypt(after[-2], "owner-key")
     with pytest.raises(vault.VaultError):
         old.decrypt(after[0], "ca-key")
 

@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, pkcs12
 from trustpoint_server.errors import ApiError
 from trustpoint_server.runtime.vault import Vault
-from trustpoint_server.settings import Settings
 from trustpoint_server.services import certificates, devices, downloads, operators, pki
+from trustpoint_server.settings import Settings
 from trustpoint_server.storage import migrate
 from trustpoint_server.storage.db import make_engine, session_factory
 from trustpoint_server.storage.models import CredentialDownload, IssuedCertificate, utcnow

@@ -465,14 +465,16 @@ def revoke(device_id, serial):
     db = db_session()
     begin_write(db)
     item = devices.get_device(db, device_id)
-    record = certificates.revoke_for_operator(db, item, serial, form.reason.data)[0]
+    revoked = certificates.revoke_for_operator(db, item, serial, form.reason.data)
     db.commit()
+    record = revoked[0]
     log.info(
-        "operator %s revoked %s of device %s: %s",
+        "operator %s revoked %s of device %s: %s%s",
         current_user.username,
         record.serial_number,
         item.name,
         form.reason.data,
+        ", taking %s with it" % ", ".join(r.serial_number for r in revoked[1:]) if revoked[1:] else "",
     )
     return redirect(url_for("pages.certificate", device_id=item.id, serial=record.serial_number))
 
