@@ -331,8 +331,8 @@ COMMANDS = {
     config.SETTINGS: (show_settings, "check the settings and print those in effect (the database password masked)"),
     config.ROTATE: (
         rotate_vault_key,
-        "encrypt every stored secret (CA keys, device secrets, the TLS CA key) under a new vault key; stop the "
-        "service first",
+        "encrypt every stored secret (CA keys, device secrets, DevOwnerID keys, the TLS CA key) under a new vault "
+        "key; stop the service first",
     ),
 }
 

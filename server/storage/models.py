@@ -207,7 +207,7 @@ class CmpTransaction(Base):
     # Who sent the request ("secret:<device id>" or "cert:<SHA-256 of the signer>"): certConf must too.
     requester: Mapped[str] = mapped_column(String(80))
     cert_req_id: Mapped[int] = mapped_column(default=0)
-    state: Mapped[str] = mapped_column(String(16))  # waiting | confirmed | rejected
+    state: Mapped[str] = mapped_column(String(16))  # waiting | confirmed | rejected | superseded | expired
     created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
 
     certificate: Mapped[Optional[IssuedCertificate]] = relationship(foreign_keys=[certificate_id])

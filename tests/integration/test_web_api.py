@@ -229,6 +229,18 @@ def operator(server):
     return client
 
 
+def test_the_pages_show_a_superseded_certificate(server, domain, operator, tmp_path):
+    device = none_device(server, domain)
+    path = "/devices/%d/certificates" % device["id"]
+    first = ok(call(server, "POST", path, {"profile": "tls_client", "csr": csr_pem(tmp_path)}), 201)["certificate"]
+    fields = {"profile": "tls_client", "csr": csr_pem(tmp_path), "replaces": first["serial_number"]}
+    ok(call(server, "POST", path, fields), 201)
+    status, _headers, text = operator.get("/ui/devices/%d/certificates/%s" % (device["id"], first["serial_number"]))
+    assert status == 200 and "it renews again (nothing else) until its successor is used" in text, text[-2000:]
+    status, _headers, text = operator.get("/ui/devices/%d" % device["id"])
+    assert status == 200 and "(superseded)" in text
+
+
 def test_pages_need_a_session_and_sign_out_ends_it(server, operator):
     assert PageClient(server).get("/ui/devices")[0] == 302
     second = PageClient(server)

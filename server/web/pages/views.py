@@ -446,7 +446,7 @@ def certificate(device_id, serial):
         "certificate.html",
         device=item,
         record=record,
-        info=certificates.certificate_json(record),
+        info=certificates.certificate_json(record, current_app.extensions["trustpoint"].settings),
         revoke_form=forms.RevokeForm(),
         issued=request.args.get("issued") == "1",
     )
