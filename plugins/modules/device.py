@@ -78,7 +78,8 @@ options:
     type: str
   devid_registration:
     description:
-      - The DevID registration (M(trustpoint.pki.devid_registration)) whose IDevIDs alone onboard the device.
+      - The DevID registration (M(trustpoint.pki.devid_registration)) whose IDevIDs alone onboard the device
+        (onboarding methods V(cmp_idevid), V(est_idevid) and V(aoki)).
       - Without it the server binds the device to the registration that first admits its IDevID, and refuses
         while several registrations of the domain match its serial number.
     type: str
