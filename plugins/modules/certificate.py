@@ -19,7 +19,7 @@ description:
     usually on the device; the module writes the certificate to O(certificate_path).
   - With O(key_type) the server generates the key and answers a PKCS#12 protected with O(pkcs12_passphrase),
     which the module writes to O(pkcs12_path) (mode V(0600)). The server keeps no copy of the key.
-  - The server decides the names (its names policy): the device's own name and what
+  - The server decides the names with its names policy, which allows the device's own name and what
     O(trustpoint.pki.device#module:allowed_names) of the device or its domain permit; it drops subject
     attributes other than the common name and gives a V(tls_server) certificate without a subject alternative
     name its host-name common name as DNS name. A name the device may not have fails the task, in check mode
