@@ -90,7 +90,7 @@ NONCE_MIN_SIZE = 16
 _KEY_ALGORITHM_OIDS = {"ecdsa": "1.2.840.10045.2.1", "rsa": "1.2.840.113549.1.1.1"}
 _MAC_FAILURE_TEXT = (
     "message protection could not be verified: check the reference (-ref) and the shared secret; "
-    "a secret is used up once its device is onboarded"
+    "a secret is used up once its device is onboarded and has used its credential"
 )
 
 
