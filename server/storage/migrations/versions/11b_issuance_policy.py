@@ -7,7 +7,7 @@ was superseded and first used.
 The renewal a CMP transaction made moves from cmp_transaction.replaces_id to the certificate it issued.
 
 Revision ID: 11b_issuance_policy
-Revises: 13_aoki
+Revises: 16_hot_path_indexes
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "11b_issuance_policy"
-down_revision = "13_aoki"
+down_revision = "16_hot_path_indexes"
 branch_labels = None
 depends_on = None
 
