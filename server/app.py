@@ -31,7 +31,7 @@ class Services:
         self.settings = settings
         self.engine = make_engine(database_url(settings.data_dir, settings.database_url))
         self.sessions = session_factory(self.engine)
-        self.vault = Vault.load(settings.data_dir)
+        self.vault = Vault.load(settings.data_dir, settings.vault_key_file)
         self.auth_limits = AuthLimits(self.sessions, settings.auth_failure_budget, settings.auth_lockout)
         self.readiness = Readiness(self.sessions, settings.data_dir, settings.min_free_space)
 

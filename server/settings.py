@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 from urllib.parse import urlsplit
 
+from trustpoint_core.keys import KEY_TYPES
+
 try:
     import tomllib
 except ImportError:  # Python < 3.11
@@ -26,8 +28,8 @@ except ImportError:  # Python < 3.11
 
 log = logging.getLogger(__name__)
 
-INIT, MIGRATE, OPERATOR, RUN, SETTINGS = "init", "migrate", "operator", "run", "settings"
-COMMANDS = (INIT, MIGRATE, OPERATOR, RUN, SETTINGS)
+INIT, MIGRATE, OPERATOR, RUN, SETTINGS, ROTATE = "init", "migrate", "operator", "run", "settings", "rotate-vault-key"
+COMMANDS = (INIT, MIGRATE, OPERATOR, RUN, SETTINGS, ROTATE)
 CONFIG_ENV = "TRUSTPOINT_CONFIG"
 ENV_PREFIX = "TRUSTPOINT_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -95,12 +97,12 @@ class Settings:
     cmp_max_clock_skew: int = setting(
         600, kind=int, metavar="SECONDS", help="reject CMP messages whose messageTime is further off (0: off)"
     )
-    # Base URL of the server as devices and relying parties reach it, for the CRL distribution point
-    # of issued certificates; without it the URL of the request that caused the issuance is used.
+    # Base URL of the server as devices and relying parties reach it, for the CRL distribution point of
+    # issued certificates; without it run derives one from the addresses it listens on (crl_base_url).
     public_url: Optional[str] = setting(
         metavar="URL",
         help="base URL devices reach the server at, for the CRL distribution point of issued certificates "
-        "(default: the host each request named, at the plain-HTTP listener's port when there is one)",
+        "(default: the first listen_plain address, else the first listen address; never a request's Host)",
     )
     # The domain EST serves at the label-less /.well-known/est/<operation> (RFC 7030 3.2.2), for clients
     # that cannot name one.
@@ -166,13 +168,68 @@ class Settings:
         metavar="MIB",
         help="free space the data directory needs for /readyz to answer ready (0: not checked)",
     )
+    # Where the vault key is when not in the data directory (runtime/vault.py also takes it from
+    # $TRUSTPOINT_VAULT_KEY or the systemd credential trustpoint-vault-key).
+    vault_key_file: Optional[str] = setting(
+        metavar="FILE",
+        commands=COMMANDS,
+        help="the vault key, outside the data directory (default: DATA/vault.key; $TRUSTPOINT_VAULT_KEY or the "
+        "systemd credential trustpoint-vault-key may hold it instead)",
+    )
+    new_vault_key_file: Optional[str] = setting(
+        metavar="FILE",
+        commands=(ROTATE,),
+        help="the new vault key (created unless it exists); required when the key comes from the environment or "
+        "systemd; default for a key file: replace it, keeping the old one as <file>.retired-<time>",
+    )
+    confirm_window_minutes: int = setting(
+        10, kind=int, metavar="MINUTES", help="how long a CMP certificate awaits its certConf before it is revoked"
+    )
+    secret_retry_minutes: int = setting(
+        30,
+        kind=int,
+        metavar="MINUTES",
+        help="how long a used one-time secret or password still onboards the device again while the credential it "
+        "obtained is unused, for a device whose answer was lost (0: never)",
+    )
+    renewal_grace_hours: int = setting(
+        168,
+        kind=int,
+        metavar="HOURS",
+        help="how long a renewed certificate still renews (nothing else) while its successor is unused",
+    )
+    max_certificates_per_day: int = setting(
+        100, kind=int, metavar="N", help="certificates one device may obtain in 24 hours (0: no limit)"
+    )
+    serverkeygen_key_types: Tuple[str, ...] = setting(
+        ("ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072"),
+        kind=list,
+        metavar="KEY_TYPE",
+        help="a key type EST serverkeygen generates; repeat for several (RSA-4096 costs about 0.6 s of CPU each)",
+    )
     log_level: str = setting("info", choices=LOG_LEVELS, help="log level")
-    # Not a setting: the port of the plain-HTTP listener, if any, where CRL distribution points point.
+    # Not settings: what run derives from listen_plain / listen for CRL distribution points without public_url,
+    # and the plain-HTTP listener's port, for the CMP URLs the help pages show.
+    listen_url: Optional[str] = None
     plain_port: Optional[int] = None
     # Not settings either (`run` sets them): the certificate chain the HTTPS listeners present (AOKI's
     # tls-truststore, the agent's token pin it) and the IPv4 addresses mDNS advertises on.
     tls_cert_file: Optional[str] = None
     mdns_addresses: Tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.confirm_window_minutes < 1:
+            raise SettingsError("confirm_window_minutes must be at least 1")
+        unknown = sorted(set(self.serverkeygen_key_types) - set(KEY_TYPES))
+        if unknown:
+            raise SettingsError(
+                "serverkeygen_key_types: unknown key type(s) %s; known: %s" % (", ".join(unknown), ", ".join(KEY_TYPES))
+            )
+
+    @property
+    def crl_base_url(self):
+        """Base URL of the CRL distribution points: public_url, else the listener's address, else None."""
+        return self.public_url or self.listen_url
 
     @classmethod
     def load(cls, given=None, environ=None, config_file=None):

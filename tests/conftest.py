@@ -158,12 +158,14 @@ class Server(ServerClient):
     and /healthz on cmp_url (127.0.0.1:plain_port).
     """
 
-    def __init__(self, data_dir, port, extra_args=(), plain_port=None, ca_file=None):
+    def __init__(self, data_dir, port, extra_args=(), plain_port=None, ca_file=None, init_args=()):
         self.data_dir = Path(data_dir)
         self.port = port
         self.plain_port = plain_port or free_port()
         subprocess.run(
-            [str(BIN / "trustpoint-server"), "init", "--data-dir", str(self.data_dir)], check=True, capture_output=True
+            [str(BIN / "trustpoint-server"), "init", "--data-dir", str(self.data_dir), *init_args],
+            check=True,
+            capture_output=True,
         )
         super().__init__(
             "https://127.0.0.1:%d" % port,

@@ -191,7 +191,7 @@ def run_hot_paths(app, monkeypatch):
 
     statements.recording = "CMP cr (domain credential)"
     app_key = keys.generate_private_key("ecdsa-p256")
-    der = _signed(cert_req_body("cr", app_key, tp_x509.parse_name("/CN=plc-1 app")), key, credential, fleet.chain)
+    der = _signed(cert_req_body("cr", app_key, tp_x509.parse_name("/CN=plc-1")), key, credential, fleet.chain)
     application = _issued(_post_cmp(client, path % "certification", der), "cp")
 
     statements.recording = "CMP rr (domain credential)"

@@ -273,7 +273,9 @@ class Agent:
             "server": base,
             "onboarded_at": _stamp(_now()),
         }
-        return self._install(key, certificate, chain, truststore, state)
+        done = self._install(key, certificate, chain, truststore, state)
+        self._use_once(CmpClient(base + CMP_URL, pinned.transport), key, certificate, chain)
+        return done
 
     def _pinned_truststore(self, base, pin):
         provisional = Https(timeout=self.timeout)
@@ -316,6 +318,7 @@ class Agent:
             )
         anchors, leaves = self.tls_trust()
         key = keys.generate_private_key(self.key_type)
+        cmp = None
         if state.get("protocol") == "est":
             pem = {files.CERT: self.state.file(files.CERT), files.KEY: self.state.file(files.KEY)}
             client = Https(anchors, leaves, pem[files.CERT], pem[files.KEY], self.timeout)
@@ -334,6 +337,8 @@ class Agent:
             new_certificate, new_chain = enrollment.certificate, enrollment.chain
         truststore = x509.load_certificates(self.state.read(files.TLS_TRUSTSTORE))
         self._install(key, new_certificate, new_chain, truststore, dict(state, renewed_at=_stamp(_now())))
+        if cmp is not None:
+            self._use_once(cmp, key, new_certificate, new_chain)
         until = _stamp(x509.not_after(new_certificate))
         return "renewed: %s, valid until %s" % (x509.serial_hex(new_certificate), until)
 
@@ -373,13 +378,21 @@ class Agent:
         """The answer to the certConf was lost: use the new certificate once (a genm signed with it). The
         server answers only if it has confirmed the certificate; otherwise the onboarding starts over."""
         enrollment = lost.enrollment
-        signer = SignatureCredential(key, enrollment.certificate, enrollment.chain[:-1])
         try:
-            cmp.general_message("getcacerts", signer, trusted, ID_IT_CA_CERTS)
+            _sign_genm(cmp, key, enrollment.certificate, enrollment.chain, trusted)
         except TrustpointError as exc:
             raise TransportError("%s; the server did not confirm the certificate: retry (%s)" % (lost, exc)) from exc
         log.info("the server had confirmed the certificate; its answer to the certConf was lost")
         return enrollment
+
+    def _use_once(self, cmp, key, certificate, chain):
+        """Sign one request (a genm) with the credential just installed: the server learns that the device holds
+        it and ends what it kept for a retry of a lost answer (the token's secret, the certificate it renewed).
+        A failure only leaves that to the server's retry window."""
+        try:
+            _sign_genm(cmp, key, certificate, chain, chain[-1:])
+        except TrustpointError as exc:
+            log.warning("the server did not learn that the new credential arrived (%s); it ends the old one later", exc)
 
     def _install(self, key, certificate, chain, tls_truststore, state, more=None):
         contents = {
@@ -425,3 +438,8 @@ class Agent:
         if not valid:
             report["problem"] = "the certificate is expired or does not chain to its root"
         return report
+
+
+def _sign_genm(cmp, key, certificate, chain, trusted):
+    """A genm (CA certificates) signed with certificate's key: answered only while the server accepts it."""
+    cmp.general_message("getcacerts", SignatureCredential(key, certificate, chain[:-1]), trusted, ID_IT_CA_CERTS)

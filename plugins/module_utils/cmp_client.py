@@ -10,11 +10,15 @@ chains to the caller's trust anchors.
 HTTP is the caller's: `transport(url, body, content_type)` returns (status, content_type, body) and
 raises TransportError when the server cannot be reached. Ansible modules pass one built on
 ansible.module_utils.urls; anything else may pass its own.
+
+With retries, a request whose answer was lost is sent again in a new transaction (with the same key), and a
+certConf whose pkiConf was lost is sent again in its transaction (retry.py says what counts as lost).
 """
 
 from __future__ import annotations
 
 import hmac
+import time
 
 from .cmp_message import (
     STATUS_ACCEPTED,
@@ -36,6 +40,7 @@ from .cmp_message import (
 from .cmp_protection import PasswordBasedMac, SignatureProtection, subject_key_identifier, verify_mac, verify_signature
 from .errors import CmpFailure, ConfirmationUnknown, InvalidInput, TransportError
 from .keys import same_public_key
+from .retry import call_with_retries
 from .x509 import certificate_der, verify_chain
 
 try:
@@ -150,9 +155,14 @@ class CmpClient:
     https://host/.well-known/cmp/p/<domain>/{operation}); without it every request goes to url.
     """
 
-    def __init__(self, url, transport):
+    def __init__(self, url, transport, retries=0, sleep=time.sleep):
         self.url = url
         self.transport = transport
+        self.retries = retries
+        self.sleep = sleep
+
+    def _retrying(self, call):
+        return call_with_retries(call, self.retries, self.sleep)
 
     # --- operations --------------------------------------------------------------------------------
 
@@ -167,9 +177,18 @@ class CmpClient:
         return self._enroll("keyupdate", body, "kup", private_key, credential, trusted, implicit_confirm)
 
     def revoke(self, certificate, credential, trusted, reason="unspecified"):
-        """Revoke certificate with an rr signed by credential. A certificate already revoked is fine."""
-        header = self._header(credential)
-        response = self._exchange("revocation", header, rr_body(certificate, reason), credential, trusted, "rp")
+        """Revoke certificate with an rr signed by credential. A certificate already revoked is fine: so the
+        server says, in an authenticated answer, to an rr whose rp was lost."""
+        try:
+            response = self._retrying(
+                lambda: self._exchange(
+                    "revocation", self._header(credential), rr_body(certificate, reason), credential, trusted, "rp"
+                )
+            )
+        except CmpFailure as exc:
+            if "certRevoked" in exc.fail_info and getattr(exc, "authenticated", False):
+                return
+            raise
         (status, fail_info, text), *more = revocation_statuses(response)
         if more:
             raise CmpFailure("the rp answers %d revocations, not one" % (len(more) + 1), "badRequest")
@@ -198,9 +217,11 @@ class CmpClient:
         status, content_type, body = self.transport(url, request_der, CONTENT_TYPE)
         media_type = (content_type or "").split(";")[0].strip().lower()
         if status != 200:
-            raise TransportError("CMP server answered HTTP %s at %s" % (status, url))
+            raise TransportError("CMP server answered HTTP %s at %s" % (status, url), status)
         if media_type != CONTENT_TYPE:
-            raise TransportError("CMP server answered %r instead of %s at %s" % (content_type, CONTENT_TYPE, url))
+            raise TransportError(
+                "CMP server answered %r instead of %s at %s" % (content_type, CONTENT_TYPE, url), status, False
+            )
         try:
             return CmpMessage.decode(body)
         except CmpFailure as exc:
@@ -222,10 +243,13 @@ class CmpClient:
             # secret), but say so: an unauthenticated error may come from anyone on the path.
             try:
                 credential.verify(response, trusted)
-                prefix = "the server rejected the request"
+                authenticated = True
             except CmpFailure:
-                prefix = "the server rejected the request (unauthenticated error)"
-            raise CmpFailure("%s: %s" % (prefix, text or "no reason given"), *fail_info)
+                authenticated = False
+            prefix = "the server rejected the request" + ("" if authenticated else " (unauthenticated error)")
+            failure = CmpFailure("%s: %s" % (prefix, text or "no reason given"), *fail_info)
+            failure.authenticated = authenticated
+            raise failure
         try:
             credential.verify(response, trusted)
         except CmpFailure as exc:
@@ -236,8 +260,11 @@ class CmpClient:
             raise CmpFailure("expected %s, the server answered %s" % (expected, response.body_type), "badRequest")
 
     def _enroll(self, operation, body, expected, private_key, credential, trusted, implicit_confirm):
-        header = self._header(credential, implicit_confirm=implicit_confirm)
-        response = self._exchange(operation, header, body, credential, trusted, expected)
+        def send():
+            header = self._header(credential, implicit_confirm=implicit_confirm)
+            return header, self._exchange(operation, header, body, credential, trusted, expected)
+
+        header, response = self._retrying(send)
         responses, ca_pubs = cert_responses(response)
         if len(responses) != 1 or responses[0].cert_req_id != 0:
             raise CmpFailure("the %s does not answer certReqId 0" % expected, "badRequest")
@@ -258,13 +285,18 @@ class CmpClient:
         granted = implicit_confirm and response.implicit_confirm
         enrollment = Enrollment(certificate, path[1:], ca_pubs, granted)
         if not granted:
-            confirm_header = self._header(
-                credential, transaction_id=header.transaction_id, recip_nonce=response.sender_nonce
-            )
-            try:
+
+            def confirm():
+                # Each attempt has a fresh senderNonce; the server answers a repeated certConf again.
+                confirm_header = self._header(
+                    credential, transaction_id=header.transaction_id, recip_nonce=response.sender_nonce
+                )
                 self._exchange(
                     operation, confirm_header, cert_conf_body(cert_hash(certificate)), credential, trusted, "pkiconf"
                 )
+
+            try:
+                self._retrying(confirm)
             except TransportError as exc:
                 raise ConfirmationUnknown("the certConf got no answer: %s" % exc, enrollment) from exc
         return enrollment

@@ -226,8 +226,6 @@ class Header:
 
 # PKIBody CHOICE tags (RFC 4210 5.1.2, RFC 9480): the bodies whose DER the core writes directly.
 _BODY_TAGS = {"ip": 1, "cp": 3, "kup": 8}
-# PKIStatusInfo { status accepted }.
-_STATUS_ACCEPTED_DER = b"\x30\x03\x02\x01\x00"
 _IMPLICIT_CONFIRM_DER = []  # generalInfo with implicitConfirm, built on first use
 
 
@@ -328,15 +326,18 @@ def pkiconf_body():
     return "pkiconf", rfc9480.PKIBody()["pkiconf"].clone("")
 
 
-def cert_rep_body(body_type, cert_req_id, certificate, ca_pubs=()):
-    """ip, cp or kup with one accepted response carrying certificate (cryptography certificate).
+def cert_rep_body(body_type, cert_req_id, certificate, ca_pubs=(), status=STATUS_ACCEPTED):
+    """ip, cp or kup with one response carrying certificate (cryptography certificate): status accepted, or
+    grantedWithMods when the certificate differs from what was asked for.
 
     Written as DER directly: the certificates are copied as they are, not decoded and encoded again.
     """
+    if status not in (STATUS_ACCEPTED, STATUS_GRANTED_WITH_MODS):
+        raise ValueError("a certificate response's status is accepted or grantedWithMods")
     # CertResponse { certReqId, status, certifiedKeyPair { certOrEncCert: certificate [0] } }
     response = der_sequence(
         der_integer(cert_req_id),
-        _STATUS_ACCEPTED_DER,
+        der_sequence(der_integer(status)),
         der_sequence(der_tlv(0xA0, certificate_der(certificate))),
     )
     # CertRepMessage { caPubs [1] OPTIONAL, response SEQUENCE OF CertResponse }

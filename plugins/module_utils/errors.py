@@ -67,11 +67,21 @@ class CmpFailure(TrustpointError):
 
 
 class TransportError(TrustpointError):
-    """The peer could not be reached or answered outside the protocol (HTTP error, wrong type)."""
+    """The peer could not be reached or answered outside the protocol (HTTP error, wrong type).
+
+    status: the HTTP status of the answer, None when there was none. transient: whether sending the request
+    again may succeed; by default when there was no answer or the server failed (5xx).
+    """
+
+    def __init__(self, message, status=None, transient=None):
+        super().__init__(message)
+        self.status = status
+        self.transient = (status is None or status >= 500) if transient is None else transient
 
 
 class ConfirmationUnknown(TransportError):
-    """The server issued a certificate, but whether it received the certConf is unknown: its answer was lost.
+    """The server issued a certificate, but whether it received the certConf is unknown: its answer was lost
+    (also after the retries).
 
     enrollment holds what was issued; the caller may find out (use the certificate once) or start over.
     """

@@ -12,10 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import time
 
 from .asn1 import der_oid, der_sequence, der_tlv
-from .errors import InvalidInput, TrustpointError
+from .errors import InvalidInput, TransportError, TrustpointError
 from .keys import hash_for, same_public_key
+from .retry import call_with_retries
 from .x509 import csr_signature_valid
 
 try:
@@ -33,11 +35,11 @@ PKCS8 = "application/pkcs8"
 
 def decode_body(body):
     """The DER inside an EST request body: base64 (any line breaks), raw DER or PEM."""
+    if body[:1] == b"\x30":
+        return body  # raw DER, as it is: its last bytes may be those of white space
     body = body.strip()
     if not body:
         raise InvalidInput("the request body is empty")
-    if body[:1] == b"\x30":
-        return body
     if body.startswith(b"-----BEGIN"):
         lines = [line for line in body.splitlines() if line and not line.startswith(b"-----")]
         body = b"".join(lines)
@@ -146,20 +148,30 @@ class EstClient:
     """A device's EST client for one server and label (domain).
 
     send(method, url, body, headers) returns (status, content type, body) and raises TransportError when
-    the server cannot be reached; TLS (server verification, a client certificate) is the sender's.
+    the server cannot be reached; TLS (server verification, a client certificate) is the sender's. With
+    retries, a request whose answer was lost (or that met a server error) is sent again: the server issues a
+    certificate again to a device whose previous one it never received.
     """
 
-    def __init__(self, base_url, send):
+    def __init__(self, base_url, send, retries=0, sleep=time.sleep):
         self.base_url = base_url.rstrip("/")
         self.send = send
+        self.retries = retries
+        self.sleep = sleep
 
     def _request(self, method, operation, body=None, headers=None):
         url = "%s/%s" % (self.base_url, operation)
-        status, content_type, data = self.send(method, url, body, headers or {})
-        if status != 200:
-            detail = (data or b"").decode("utf-8", "replace").strip()[:300]
-            raise TrustpointError("EST %s refused with HTTP %s: %s" % (operation, status, detail or "no reason given"))
-        return content_type, data
+
+        def exchange():
+            status, content_type, data = self.send(method, url, body, headers or {})
+            if status != 200:
+                detail = (data or b"").decode("utf-8", "replace").strip()[:300]
+                raise TransportError(
+                    "EST %s refused with HTTP %s: %s" % (operation, status, detail or "no reason given"), status
+                )
+            return content_type, data
+
+        return call_with_retries(exchange, self.retries, self.sleep)
 
     def ca_certificates(self):
         """/cacerts: the domain's CA certificates (issuing CA and root)."""

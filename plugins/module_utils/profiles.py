@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from .errors import InvalidInput
 from .keys import KEY_TYPES
-from .x509 import common_name
 
 try:
     from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -34,11 +33,10 @@ class Profile:
     types it certifies, whatever the CA's own key type is.
 
     domain_credential: True for the LDevID a device onboards with, False for application certificates.
-    Subject rules: a domain credential is named after its device (CN = device name) and carries no
-    subject alternative names; an application certificate takes the requested subject (CN = device name
-    when none is asked for) and the requested subject alternative names of san_types, of which
-    san_required demands at least one (of required_san_types, when given). san_critical marks the
-    extension critical (OPC UA's applicationUri lives there).
+    san_types: the cryptography GeneralName types of the subject alternative names it issues, of which
+    san_required demands at least one (of required_san_types, when given). san_critical marks the extension
+    critical (OPC UA's applicationUri lives there). Which names a device gets is the server's rule (its names
+    policy).
     """
 
     def __init__(
@@ -70,34 +68,6 @@ class Profile:
 
     def extended_key_usage_oids(self):
         return [getattr(ExtendedKeyUsageOID, name) for name in self.extended_key_usage]
-
-    def subject_for(self, device_name, requested_subject):
-        """The subject this profile issues: see the class documentation."""
-        if self.domain_credential or requested_subject is None or not len(requested_subject):
-            return common_name(device_name)
-        return requested_subject
-
-    def subject_alt_names_for(self, requested):
-        """The SANs this profile issues from the requested ones (cryptography GeneralNames)."""
-        requested = list(requested or ())
-        if self.domain_credential:
-            return []
-        refused = [name for name in requested if type(name).__name__ not in self.san_types]
-        if refused:
-            raise InvalidInput(
-                "profile %s does not issue subject alternative names of type %s; it issues %s"
-                % (
-                    self.name,
-                    ", ".join(sorted({type(n).__name__ for n in refused})),
-                    ", ".join(self.san_types) or "none",
-                )
-            )
-        if self.required_san_types and not any(type(n).__name__ in self.required_san_types for n in requested):
-            raise InvalidInput(
-                "profile %s needs at least one subject alternative name of type %s"
-                % (self.name, " or ".join(self.required_san_types))
-            )
-        return requested
 
 
 # The LDevID a device obtains when it is onboarded; later requests authenticate with it.

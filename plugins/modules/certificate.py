@@ -19,10 +19,16 @@ description:
     usually on the device; the module writes the certificate to O(certificate_path).
   - With O(key_type) the server generates the key and answers a PKCS#12 protected with O(pkcs12_passphrase),
     which the module writes to O(pkcs12_path) (mode V(0600)). The server keeps no copy of the key.
+  - The server decides the names with its names policy, which allows the device's own name and what
+    O(trustpoint.pki.device#module:allowed_names) of the device or its domain permit; it drops subject
+    attributes other than the common name and gives a V(tls_server) certificate without a subject alternative
+    name its host-name common name as DNS name. A name the device may not have fails the task, in check mode
+    too.
   - Nothing changes while the file holds a certificate that the server counts as active for this device and
-    profile, for the same key (with a request) and names, outside the renewal window. Otherwise the module
-    issues a new certificate; one that replaces an active certificate of the same profile renews it, and the
-    server revokes the old one (superseded).
+    profile, for the same key (with a request) and the names the server would issue now, outside the renewal
+    window. Otherwise the module issues a new certificate; one that replaces an active certificate of the same
+    profile renews it; the server revokes the old one (superseded) once the new one is used or the renewal
+    grace period passes, or when the new one is revoked.
   - With O(state=absent) the module revokes the certificate in the file (if the server counts it as active)
     and deletes the file.
   - Runs where the API token is, usually the controller (C(delegate_to) V(localhost)); copy the files to the
@@ -141,6 +147,9 @@ EXAMPLES = r"""
     name: plc-7
     domain: plant1
     onboarding_method: none
+    allowed_names:
+      - DNS:plc-7.plant1.example
+      - URI:urn:plant1:plc-7
   delegate_to: localhost
 
 - name: Make its key and request on the device
@@ -230,8 +239,6 @@ from ansible_collections.trustpoint.pki.plugins.module_utils.x509 import (
     not_after,
     not_before,
     now_utc,
-    parse_general_name,
-    parse_name,
     serial_hex,
     subject_alt_names,
 )
@@ -317,22 +324,25 @@ def _request(module):
         module.fail_json(msg="the certificate request (csr_path or csr_content) is not a PKCS#10 request: %s" % exc)
 
 
-def _wanted_names(module, request):
-    """(subject string or None, set of SAN strings or None) the certificate must have; None: not checked."""
+def _names_payload(module, request):
+    """What the server takes to decide the names (the same fields as an issuance)."""
     params = module.params
-    try:
-        subject = name_to_string(parse_name(params["subject"])) if params["subject"] else None
-        sans = {general_name_to_string(parse_general_name(n)) for n in params["subject_alt_names"] or ()}
-    except InvalidInput as exc:
-        module.fail_json(msg="subject or subject_alt_names: %s" % exc)
-    if params["subject_alt_names"] is None:
-        sans = None
+    payload = {"profile": params["profile"]}
+    if params["subject"]:
+        payload["subject"] = params["subject"]
+    if params["subject_alt_names"] is not None:
+        payload["subject_alt_names"] = params["subject_alt_names"]
     if request is not None:
-        if subject is None and len(request.subject):
-            subject = name_to_string(request.subject)
-        if sans is None:
-            sans = {general_name_to_string(n) for n in subject_alt_names(request)}
-    return subject, sans
+        payload["csr"] = request.public_bytes(Encoding.PEM).decode()
+    return payload
+
+
+def _wanted_names(module, api, device, request):
+    """(subject string, set of SAN strings) a certificate issued now would have: the server decides them (its
+    names policy may change the request), so the comparison holds whatever it changes. Fails, before anything
+    is issued, when the server refuses a name."""
+    wanted = api.request("POST", "/devices/%d/names" % device["id"], _names_payload(module, request))
+    return wanted["subject"], set(wanted["subject_alt_names"])
 
 
 def _summary(certificate, record=None):
@@ -385,14 +395,14 @@ def _judge(module, api, device, current, request, wanted):
     if request is not None and not same_public_key(request.public_key(), current.certificate.public_key()):
         return "renew", "the certificate request has another key than certificate %s" % serial, record
     subject, sans = wanted
-    if subject is not None and subject != name_to_string(current.certificate.subject):
+    if subject != name_to_string(current.certificate.subject):
         return (
             "renew",
             "certificate %s is for %s, not %s" % (serial, name_to_string(current.certificate.subject), subject),
             record,
         )
     have = {general_name_to_string(n) for n in subject_alt_names(current.certificate)}
-    if sans is not None and sans != have:
+    if sans != have:
         return "renew", "certificate %s names %s, not %s" % (serial, sorted(have), sorted(sans)), record
     days = (not_after(current.certificate) - now_utc()).days
     if days < params["renew_before_days"]:
@@ -453,7 +463,7 @@ def _ensure(module, api):
         return result
 
     request = _request(module)
-    action, reason, record = _judge(module, api, device, current, request, _wanted_names(module, request))
+    action, reason, record = _judge(module, api, device, current, request, _wanted_names(module, api, device, request))
     result.update(action=action, reason=reason)
     if action == "none":
         result["certificate"] = _summary(current.certificate, record)
@@ -469,17 +479,11 @@ def _ensure(module, api):
         result["certificate"] = None
         result["diff"] = {"before": _diff_view(before), "after": dict.fromkeys(DIFF_FIELDS, NEW_CERTIFICATE)}
         return result
-    payload = {"profile": params["profile"]}
-    if params["subject"]:
-        payload["subject"] = params["subject"]
-    if params["subject_alt_names"] is not None:
-        payload["subject_alt_names"] = params["subject_alt_names"]
+    payload = _names_payload(module, request)
     if action == "renew":
         payload["replaces"] = record["serial_number"]
     if params["key_type"]:
         payload.update(key_type=params["key_type"], pkcs12_password=params["pkcs12_passphrase"])
-    else:
-        payload["csr"] = request.public_bytes(Encoding.PEM).decode()
     issued = api.request("POST", "/devices/%d/certificates" % device["id"], payload)
     if params["key_type"]:
         _write(module, params["pkcs12_path"], base64.b64decode(issued["pkcs12"]), 0o600)

@@ -40,7 +40,7 @@ attributes:
 options:
   name:
     description:
-      - Name of the device, unique on the server; 1 to 128 letters, digits, V(.), V(_), V(:) or V(-).
+      - Name of the device, unique on the server; 1 to 64 letters, digits, V(.), V(_), V(:) or V(-).
       - The device's domain credential is issued with this name as its common name.
       - The name of a device that onboards with O(onboarding_method=est_password) must not contain V(:),
         because it is the HTTP Basic user-id, which ends at the first V(:). The module refuses to create such a
@@ -74,8 +74,25 @@ options:
   serial_number:
     description:
       - Subject serialNumber of the device's IDevID; the server finds the device by it when the device
-        onboards with its IDevID. Used when the device is created.
+        onboards with its IDevID. Used when the device is created; unique within the domain.
     type: str
+  devid_registration:
+    description:
+      - The DevID registration (M(trustpoint.pki.devid_registration)) whose IDevIDs alone onboard the device
+        (onboarding methods V(cmp_idevid), V(est_idevid) and V(aoki)).
+      - Without it the server binds the device to the registration that first admits its IDevID, and refuses
+        while several registrations of the domain match its serial number.
+    type: str
+  allowed_names:
+    description:
+      - Names the device may have in its application certificates besides its own name (its common name, the DNS
+        name and the URI V(urn:trustpoint:device:<name>) derived from it) and those of its domain's
+        O(trustpoint.pki.domain#module:allowed_names).
+      - Entries C(TYPE:VALUE) with TYPE V(DNS), V(IP), V(URI), V(EMAIL) or V(CN), for example
+        V(DNS:plc7.plant1.example), V(IP:10.0.5.11), V(URI:urn:plant1:plc7).
+      - Not set leaves the list as it is; V([]) empties it.
+    type: list
+    elements: str
   state:
     description:
       - V(present) registers the device if it does not exist.
@@ -146,6 +163,16 @@ EXAMPLES = r"""
     unlock: true
   delegate_to: localhost
 
+- name: Let the PLC have its host name and address in TLS server certificates
+  trustpoint.pki.device:
+    name: plc7
+    domain: plant1
+    allowed_names:
+      - DNS:plc7.plant1.example
+      - IP:10.0.5.11
+  delegate_to: localhost
+  no_log: true
+
 - name: Remove a decommissioned device
   trustpoint.pki.device:
     name: press-07
@@ -187,6 +214,14 @@ device:
         a device with O(onboarding_method=none).
       type: str
       sample: pending
+    devid_registration:
+      description: The DevID registration the device belongs to, or V(null).
+      type: str
+    allowed_names:
+      description: Names the device may have besides its own and its domain's (see O(allowed_names)).
+      type: list
+      elements: str
+      sample: ["DNS:plc7.plant1.example"]
     created_at:
       description: When the device was registered (UTC). Missing in check mode for a device the run would create.
       type: str
@@ -272,6 +307,8 @@ def main():
         domain=dict(type="str"),
         onboarding_method=dict(type="str", default="cmp_shared_secret", choices=list(devices.METHODS)),
         serial_number=dict(type="str"),
+        devid_registration=dict(type="str"),
+        allowed_names=dict(type="list", elements="str"),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         regenerate_secret=dict(type="bool", default=False, no_log=False),
         unlock=dict(type="bool", default=False),

@@ -54,6 +54,17 @@ options:
       - Lifetime in days of the domain credentials the domain issues from now on.
       - The server's default, V(365), applies when the domain is created without it.
     type: int
+  allowed_names:
+    description:
+      - Names every device of the domain may have in its application certificates besides its own name (its
+        common name, the DNS name and the URI V(urn:trustpoint:device:<name>) derived from it).
+      - Entries C(TYPE:VALUE) with TYPE V(DNS), V(IP), V(URI), V(EMAIL) or V(CN), for example
+        V(DNS:*.plant1.example) (one more label), V(DNS:{device}.plant1.example) (each device's own name under
+        that domain), V(IP:10.0.5.0/24), V(URI:urn:plant1:*) (a prefix). A name that is another device's own
+        name needs the device's own O(trustpoint.pki.device#module:allowed_names).
+      - Not set leaves the list as it is; V([]) empties it.
+    type: list
+    elements: str
 seealso:
   - module: trustpoint.pki.device
   - module: trustpoint.pki.enroll
@@ -68,6 +79,8 @@ EXAMPLES = r"""
     name: plant1
     key_type: ecdsa-p384
     validity_days: 90
+    allowed_names:
+      - "DNS:{device}.plant1.example"
   delegate_to: localhost
   run_once: true
   register: plant1
@@ -101,6 +114,11 @@ domain:
       description: Lifetime in days of the domain credentials it issues.
       type: int
       sample: 365
+    allowed_names:
+      description: Names every device of the domain may have besides its own (see O(allowed_names)).
+      type: list
+      elements: str
+      sample: ["DNS:{device}.plant1.example"]
     device_count:
       description: Number of devices registered in the domain.
       type: int
@@ -128,12 +146,13 @@ from ansible_collections.trustpoint.pki.plugins.module_utils._ansible.connection
     CONNECTION_ARGS,
     run_api,
 )
+from ansible_collections.trustpoint.pki.plugins.module_utils._ansible.names import normalise
 from ansible_collections.trustpoint.pki.plugins.module_utils.keys import KEY_TYPES
 
 
 def _settings(domain):
     """What the diff shows of a domain."""
-    return {k: domain[k] for k in ("name", "key_type", "validity_days") if k in domain}
+    return {k: domain[k] for k in ("name", "key_type", "validity_days", "allowed_names") if k in domain}
 
 
 def _ensure(module, api):
@@ -152,6 +171,8 @@ def _ensure(module, api):
         return result
 
     wanted = {k: module.params[k] for k in ("key_type", "validity_days") if module.params[k] is not None}
+    if module.params["allowed_names"] is not None:
+        wanted["allowed_names"] = normalise(module.params["allowed_names"])
     if current is None:
         result["changed"] = True
         request = dict(name=name, **wanted)
@@ -163,9 +184,11 @@ def _ensure(module, api):
                 "(delete and recreate the domain, or leave key_type unset)" % (name, current["key_type"])
             )
         domain = current
-        if "validity_days" in wanted and wanted["validity_days"] != current["validity_days"]:
+        patch = {
+            k: wanted[k] for k in ("validity_days", "allowed_names") if k in wanted and wanted[k] != current.get(k)
+        }
+        if patch:
             result["changed"] = True
-            patch = {"validity_days": wanted["validity_days"]}
             domain = dict(current, **patch) if module.check_mode else api.request("PATCH", path, patch)
     result["domain"] = domain
     # In check mode a new domain is only what was asked for; the server would fill in the rest.
@@ -179,6 +202,7 @@ def main():
         state=dict(type="str", default="present", choices=["present", "absent"]),
         key_type=dict(type="str", choices=list(KEY_TYPES)),
         validity_days=dict(type="int"),
+        allowed_names=dict(type="list", elements="str"),
     )
     argument_spec.update(CONNECTION_ARGS)
     argument_spec.update(API_ARGS)

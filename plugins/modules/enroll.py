@@ -199,6 +199,17 @@ options:
         checked all the same.
     type: bool
     default: true
+  retries:
+    description:
+      - How many more times a request is sent when its answer was lost (the connection closed or timed out, or
+        the server failed or asked for it with C(systemUnavail)), after 1, 2, 4 and 8 seconds.
+      - Every exchange is safe to send again. The server answers a repeated C(certConf) again, lets a one-time
+        secret or password onboard again while the credential it obtained was never used (for
+        C(--secret-retry-minutes), 30 minutes by default), and lets a renewed credential renew again until its
+        successor is used (C(--renewal-grace-hours), 7 days by default). A run that gave up can be repeated within
+        those windows.
+    type: int
+    default: 3
   force:
     description:
       - With O(state=present), onboard again (RV(action=enroll), with the secret or the IDevID) even when the
@@ -212,6 +223,11 @@ notes:
   - The module checks that it can write the directories of the credential files, and creates the temporary
     files beside them, before it contacts the server, so that a run that cannot write them does not spend
     the one-time secret.
+  - It refuses credential files that are symbolic links, and directories (or directories above them) that a user
+    other than root or the user the task runs as owns or may write to (above the credential directory, the
+    sticky bit, as on C(/tmp), makes that safe). New files are created without following links, written,
+    chmod-ed and chown-ed through their own file descriptors, and never opened again by name; the openssl
+    backend works on copies in Ansible's private temporary directory.
   - New keys, certificates and chains are written to those temporary files and moved into place together
     after the certificate was issued. If a move fails, the files moved before it are restored from backups
     (hard links beside them), so a failed run leaves the existing credential as it was and reports no change.
@@ -558,14 +574,19 @@ def main():
         revocation_reason=dict(type="str", default="cessationOfOperation", choices=list(REVOCATION_REASONS)),
         backend=dict(type="str", default="auto", choices=["auto", "python", "openssl"]),
         force=dict(type="bool", default=False),
+        retries=dict(type="int", default=3),
     )
     argument_spec.update(CONNECTION_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
 
+    if params["retries"] < 0:
+        module.fail_json(msg="retries must be 0 or more, not %d" % params["retries"])
     backend = select_backend(module)
     _check_parameters(module, backend)
     files = CredentialFiles(module)
+    # Before any file is read: links and directories another user controls are refused.
+    files.check_safe()
     inspection = backend.inspect(files, params["ca_certificates"], params["renew_before_days"])
     action = _action(module, files, inspection)
     needs_onboarding = params["state"] == "present" and action == "enroll"
@@ -646,9 +667,11 @@ def main():
         suffix = ""
         if isinstance(exc, FileError) and action in ("enroll", "renew"):
             suffix = (
-                "; the server issued the new certificate%s, but the device keeps its previous files: fix the "
-                "problem and onboard the device again (trustpoint.pki.device regenerate_secret=true)"
-                % (" and superseded the current one" if action == "renew" else "")
+                "; the server issued the new certificate, but the device keeps its previous files: fix the problem "
+                "and run the task again (the server lets the %s obtain a certificate again while the new one is "
+                "unused, within its retry window; after it, onboard the device again with "
+                "trustpoint.pki.device regenerate_secret=true)"
+                % ("current credential" if action == "renew" else "one-time secret or password")
             )
         module.fail_json(msg="%s: %s%s" % (prefix, exc, suffix), **result)
     finally:

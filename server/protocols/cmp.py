@@ -16,7 +16,7 @@ from flask import Blueprint, Response, abort, current_app, request
 
 from ..storage.db import session
 from .cmp_responder import OPERATIONS, CmpResponder
-from .wire import public_url, read_body
+from .wire import read_body
 
 bp = Blueprint("cmp", __name__)
 CONTENT_TYPE = "application/pkixcmp"
@@ -48,7 +48,7 @@ def serve(responder_class, domain_name, profile_name, operation):
         abort(404, "unknown CMP operation %r; known: %s" % (operation, ", ".join(OPERATIONS)))
     services = current_app.extensions["trustpoint"]
     responder = responder_class(
-        session(), services.vault, services.settings, public_url(), services.auth_limits.gate(request.remote_addr)
+        session(), services.vault, services.settings, services.auth_limits.gate(request.remote_addr)
     )
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     body = read_body(limit)

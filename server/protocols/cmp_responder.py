@@ -5,7 +5,7 @@
 Requesters authenticate in one of three ways:
 
 - a MAC (PBM or PBMAC1) with a device's one-time shared secret, senderKID = device id: onboarding;
-- a signature with an IDevID that a DevID registration admits: onboarding (cmp_idevid devices);
+- a signature with an IDevID that a DevID registration admits: onboarding (cmp_idevid and aoki devices);
 - a signature with a certificate this server issued and that is valid: everything after onboarding
   (cr, kur, p10cr, rr, genm).
 
@@ -32,6 +32,7 @@ from trustpoint_core.cmp_message import (
     ID_IT_ROOT_CA_KEY_UPDATE,
     ID_IT_SIGN_KEY_PAIR_TYPES,
     STATUS_ACCEPTED,
+    STATUS_GRANTED_WITH_MODS,
     CmpMessage,
     Header,
     cert_hash,
@@ -62,9 +63,9 @@ from trustpoint_core.cmp_protection import (
 from trustpoint_core.errors import CmpFailure, InvalidInput, excerpt
 from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 
-from ..services import certificates, crl, devices, identity, pki
+from ..services import certificates, crl, devices, identity, names, pki
 from ..storage.db import begin_write
-from ..storage.models import CmpTransaction, Device, Domain, IssuedCertificate
+from ..storage.models import CmpTransaction, Device, Domain, IssuedCertificate, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ NONCE_MIN_SIZE = 16
 _KEY_ALGORITHM_OIDS = {"ecdsa": "1.2.840.10045.2.1", "rsa": "1.2.840.113549.1.1.1"}
 _MAC_FAILURE_TEXT = (
     "message protection could not be verified: check the reference (-ref) and the shared secret; "
-    "a secret is used up once its device is onboarded"
+    "a secret is used up once its device is onboarded and has used its credential"
 )
 
 
@@ -113,11 +114,10 @@ class CmpResponder:
     # The onboarding methods of the devices an IDevID may onboard here; new devices get the first.
     IDEVID_METHODS = ("cmp_idevid", "aoki")
 
-    def __init__(self, db, vault, settings, base_url, gate=None):
+    def __init__(self, db, vault, settings, gate=None):
         self.db = db
         self.vault = vault
         self.settings = settings
-        self.base_url = base_url
         self.gate = gate  # the request source's budgets of failed authentications (services/auth_limits.py)
         self.message = None
         self.domain = None
@@ -142,6 +142,7 @@ class CmpResponder:
             if domain_name is not None and self.url_domain is None:
                 raise CmpFailure("domain %r does not exist" % domain_name, "badRequest")
             self._resolve_domain(requester)
+            self._check_superseded(requester)
             handler = getattr(self, "_" + message.body_type.lower())
             return handler(requester, profile_name)
         except CmpFailure as failure:
@@ -239,7 +240,7 @@ class CmpResponder:
         verify_signature(message, signer)
         intermediates = [c for c in certificates if c is not signer]
         try:
-            record = identity.issued_credential(self.db, signer)
+            record = identity.issued_credential(self.db, signer, self.settings)
         except identity.NotAuthenticated as exc:
             raise CmpFailure(exc.reason, exc.code) from exc
         if record is not None:
@@ -269,8 +270,11 @@ class CmpResponder:
         """The domain the request is for; an IDevID is admitted here (by a DevID registration)."""
         if requester.kind == "idevid":
             try:
-                registration, requester.matched = identity.admit_idevid(
+                requester.admissions = identity.admit_idevid(
                     self.db, requester.certificate, requester.intermediates, self.url_domain
+                )
+                requester.device, requester.new_device, requester.registration, requester.bind = identity.idevid_device(
+                    self.db, requester.admissions, requester.certificate, self.IDEVID_METHODS
                 )
             except identity.NotAuthenticated as exc:
                 self._auth_failed()
@@ -278,8 +282,7 @@ class CmpResponder:
             except InvalidInput as exc:
                 self._auth_failed()
                 raise CmpFailure("IDevID: %s" % exc, "badDataFormat") from exc
-            requester.registration = registration
-            domain = registration.domain
+            domain = requester.registration.domain
         elif requester.kind == "anonymous":
             domain = self.url_domain
             if domain is None:
@@ -300,6 +303,14 @@ class CmpResponder:
                 % (requester.device.id, requester.device.onboarding_method),
                 "notAuthorized",
             )
+
+    def _check_superseded(self, requester):
+        """A renewed credential still renews (kur and its certConf) until its successor is used; nothing else."""
+        if requester.kind != "credential" or self.message.body_type in ("kur", "certConf"):
+            return
+        reason = certificates.renewal_only(requester.record, self.settings)
+        if reason is not None:
+            raise CmpFailure("%s; sign with the new certificate" % reason, "notAuthorized")
 
     def _sign_with(self, domain):
         signer = pki.Signer(domain.ca("issuing"), self.vault)
@@ -357,13 +368,6 @@ class CmpResponder:
             raise CmpFailure(
                 "%s onboards a device; a device that holds a certificate updates it with kur" % body, "notAuthorized"
             )
-        if requester.kind == "idevid":
-            try:
-                requester.device, requester.new_device = identity.idevid_device(
-                    self.db, requester.registration, requester.matched, requester.certificate, self.IDEVID_METHODS
-                )
-            except identity.NotAuthenticated as exc:
-                raise CmpFailure(exc.reason, exc.code) from exc
 
     def _require_domain_credential(self, requester, body):
         if requester.kind != "credential" or requester.record.profile != "domain_credential":
@@ -403,8 +407,10 @@ class CmpResponder:
         if self._transaction() is not None:
             raise CmpFailure("transactionID already used", "transactionIdInUse")
         try:
-            cert, signer = pki.issue_for_device(
+            cert, signer, decided = pki.issue_for_device(
+                self.db,
                 self.vault,
+                self.settings,
                 device,
                 self.domain,
                 profile,
@@ -412,8 +418,9 @@ class CmpResponder:
                 request.subject,
                 request.subject_alt_names,
                 request.not_after,
-                self.base_url,
             )
+        except names.NameRefused as exc:
+            raise CmpFailure(exc.message, "badCertTemplate") from exc
         except InvalidInput as exc:
             raise CmpFailure(str(exc), "badCertTemplate") from exc
 
@@ -423,18 +430,34 @@ class CmpResponder:
         header = self._response_header(implicit)
         header.sender_nonce = nonce
         ca_pubs = self._ca_pubs(requester, root)
+        status = STATUS_GRANTED_WITH_MODS if decided.modified else STATUS_ACCEPTED
         response = self._encode(
-            header, cert_rep_body(response_type, cert_req_id, cert, ca_pubs=ca_pubs), [issuing, root]
+            header, cert_rep_body(response_type, cert_req_id, cert, ca_pubs=ca_pubs, status=status), [issuing, root]
         )
 
         begin_write(self.db)
         self._check_requester(requester, replaces)
+        # Under the lock, where it holds at the commit (signing an EC certificate costs less than the count).
+        self._check_limit(device)
+        credential = requester.record if requester.kind == "credential" else None
         try:
             if requester.new_device:
                 self.db.add(device)
                 self.db.flush()
+            elif requester.bind:
+                device.devid_registration = requester.registration
+            if not implicit:
+                # At most one certificate of this requester and profile awaits confirmation.
+                certificates.supersede_unconfirmed(self.db, device, profile.name, requester.identity)
             record = pki.record_certificate(
-                self.db, signer, device, cert, profile.name, "active" if implicit else "awaiting_confirmation"
+                self.db,
+                signer,
+                device,
+                cert,
+                profile.name,
+                "active" if implicit else "awaiting_confirmation",
+                issued_with=credential,
+                replaces=replaces,
             )
             # Through the relationship one flush inserts the record, then the transaction with its id.
             self.db.add(
@@ -445,52 +468,69 @@ class CmpResponder:
                     response_nonce=nonce,
                     requester=requester.identity,
                     cert_req_id=cert_req_id,
-                    replaces_id=replaces.id if replaces is not None else None,
                     state="confirmed" if implicit else "waiting",
                 )
             )
             self.db.flush()  # activate() needs record.id
+            if credential is not None:
+                certificates.mark_used(credential)
             if implicit:
-                devices.activate(self.db, device, record, replaces)
+                devices.activate(self.db, device, record, self.settings, by_secret=requester.kind == "secret")
             self.db.commit()
         except IntegrityError as exc:
             self._raise_integrity(exc)
         log.info(
-            "issued %s %s to device %s (id %d)%s",
+            "issued %s %s to device %s (id %d)%s%s",
             profile.name,
             record.serial_number,
             device.name,
             device.id,
             ", implicitly confirmed" if implicit else ", awaiting certConf",
+            "; granted with modifications: " + "; ".join(decided.changes) if decided.modified else "",
         )
         return response
+
+    def _check_limit(self, device):
+        try:
+            certificates.check_daily_limit(self.db, device, self.settings)
+        except certificates.LimitReached as exc:
+            raise CmpFailure(exc.message, "notAuthorized") from exc
 
     def _check_requester(self, requester, replaces=None):
         """Repeat the authentication checks that a concurrent request may have undone, under the write
         lock (so they hold at the commit): a shared secret spent or replaced, a device created for the
         same IDevID, a signer or the certificate a kur replaces revoked since the request was authenticated."""
         if requester.kind == "secret":
-            self.db.refresh(requester.device)
-            if requester.device.secret_encrypted != requester.secret_encrypted:
+            devices.refresh_secret(self.db, requester.device)
+            if requester.device.secret_encrypted != requester.secret_encrypted or not devices.secret_usable(
+                requester.device
+            ):
                 raise CmpFailure(_MAC_FAILURE_TEXT, "badMessageCheck")
         elif requester.new_device:
             taken = identity.registered_meanwhile(self.db, requester.device)
             if taken is not None:
                 # Sent again, the request finds that device (or chooses another name).
                 raise CmpFailure(
-                    "device %s was registered for this IDevID, or took its name, by a concurrent request; "
-                    "send the request again" % taken,
+                    "device %s was registered for this IDevID, or took its name or serial number, by a concurrent "
+                    "request; send the request again" % taken,
                     "systemUnavail",
+                )
+        elif requester.bind:
+            other = identity.bound_meanwhile(self.db, requester.device, requester.registration)
+            if other is not None:
+                raise CmpFailure(
+                    "device %s was bound to DevID registration %s meanwhile" % (requester.device.name, other),
+                    "notAuthorized",
                 )
         elif requester.kind == "credential":
             for record in (requester.record, replaces):
                 if record is None:
                     continue
                 self.db.refresh(record)
-                if record.status != "active":  # only revocation ends an active certificate
+                if record.status != "active" or not certificates.is_usable(record, self.settings):
                     raise CmpFailure(
                         "certificate %s was revoked (%s) by a concurrent request"
-                        % (record.serial_number, record.revocation_reason),
+                        % (record.serial_number, record.revocation_reason or "superseded"),
                         "certRevoked",
                     )
 
@@ -522,11 +562,28 @@ class CmpResponder:
         begin_write(self.db)
         # Read the state under the write lock: a concurrent certConf may have settled it.
         self.db.refresh(transaction)
-        if transaction.state != "waiting":
+        self.db.refresh(record)
+        settled = {"confirmed": True, "rejected": False}.get(transaction.state)
+        if settled is not None:
+            if settled == status.accepted:
+                # The same answer again: our pkiConf was lost. Nothing changes.
+                self.db.rollback()
+                log.info("repeated certConf of transaction %s answered again", message.transaction_id.hex())
+                return response
             raise CmpFailure("the certificate of this transaction is already %s" % transaction.state, "certConfirmed")
+        if transaction.state in ("superseded", "expired"):
+            raise CmpFailure(
+                "certificate %s was revoked before this certConf arrived: %s"
+                % (
+                    record.serial_number,
+                    "a newer request of the same sender replaced it"
+                    if transaction.state == "superseded"
+                    else "its confirmation window passed",
+                ),
+                "certRevoked",
+            )
         # An rr, a newer domain credential or a device deletion may have revoked the certificate while it
         # awaited confirmation: confirming it must not make it active again.
-        self.db.refresh(record)
         if record.status == "revoked":
             raise CmpFailure(
                 "certificate %s was revoked (%s) before this certConf arrived"
@@ -537,10 +594,21 @@ class CmpResponder:
             raise CmpFailure(
                 "certificate %s is %s, not awaiting confirmation" % (record.serial_number, record.status), "badRequest"
             )
+        if utcnow() > certificates.confirm_by(record, self.settings):
+            # The sweep has not come round yet: the window is over all the same.
+            certificates.expire_unconfirmed(self.db, record, transaction)
+            self._commit()
+            raise CmpFailure(
+                "certificate %s was not confirmed within %d minutes and is revoked; request a new one"
+                % (record.serial_number, self.settings.confirm_window_minutes),
+                "certRevoked",
+            )
         device = record.device
+        if requester.kind == "credential":
+            certificates.mark_used(requester.record)
         if status.accepted:
             transaction.state = "confirmed"
-            devices.activate(self.db, device, record, transaction.replaces)
+            devices.activate(self.db, device, record, self.settings, by_secret=requester.kind == "secret")
         else:
             # The device refuses the certificate (RFC 9483 4.1): that one, and nothing else, is revoked.
             transaction.state = "rejected"
@@ -582,10 +650,18 @@ class CmpResponder:
         self.db.refresh(record)
         if record.status == "revoked":
             raise CmpFailure("certificate %s is already revoked" % record.serial_number, "certRevoked")
-        certificates.revoke_certificate(record, wanted.reason)
+        certificates.mark_used(requester.record)
+        revoked = certificates.revoke_certificate(record, wanted.reason)
         device = requester.device
         self._commit()
-        log.info("revoked %s of device %s (id %d): %s", record.serial_number, device.name, device.id, wanted.reason)
+        log.info(
+            "revoked %s of device %s (id %d): %s%s",
+            record.serial_number,
+            device.name,
+            device.id,
+            wanted.reason,
+            ", taking %s with it" % ", ".join(r.serial_number for r in revoked[1:]) if revoked[1:] else "",
+        )
         return response
 
     # --- general messages --------------------------------------------------------------------------
@@ -603,13 +679,24 @@ class CmpResponder:
             elif oid == ID_IT_CERT_REQ_TEMPLATE:
                 answers.append((oid, self._template(requester, profile_name)))
             elif oid == ID_IT_CRL_STATUS_LIST:
-                lists = [crl.current_crl(self.db, self.vault, domain.ca(role)) for role in ("issuing", "root")]
+                lists = [
+                    crl.current_crl(self.db, self.vault, domain.ca(role), self.settings) for role in ("issuing", "root")
+                ]
                 answers.append((ID_IT_CRLS, crls_value(lists)))
             elif oid == ID_IT_SIGN_KEY_PAIR_TYPES:
                 answers.append((oid, sign_key_pair_types_value(sorted(set(_KEY_ALGORITHM_OIDS.values())))))
             else:
                 raise CmpFailure("general message info type %s is not supported" % oid, "badRequest")
-        return self._encode(self._response_header(), genp_body(answers))
+        response = self._encode(self._response_header(), genp_body(answers))
+        if requester.kind == "credential" and requester.record.first_used_at is None:
+            # A genm signed with a new credential shows the device holds it (trustpoint-agent sends one after it
+            # installs a credential): the secret or the certificate it replaces is no longer needed for a retry.
+            begin_write(self.db)
+            self.db.refresh(requester.record)
+            if requester.record.status == "active" and requester.record.first_used_at is None:
+                certificates.mark_used(requester.record)
+            self._commit()
+        return response
 
     def _template(self, requester, profile_name):
         """The template of the URL's profile (default: the domain credential), with the subject the

@@ -20,5 +20,6 @@ def get_crl(ca_id):
     ca_row = get_by_id(db, CertificateAuthority, ca_id)
     if ca_row is None:
         abort(404, "no CA %d" % ca_id)
-    der = current_crl(db, current_app.extensions["trustpoint"].vault, ca_row)
+    services = current_app.extensions["trustpoint"]
+    der = current_crl(db, services.vault, ca_row, services.settings)
     return Response(der, 200, content_type="application/pkix-crl", headers={"Cache-Control": "max-age=300"})

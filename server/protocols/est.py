@@ -25,10 +25,10 @@ from trustpoint_core import est, keys, x509
 from trustpoint_core.errors import InvalidInput, bounded
 from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 
-from ..services import devices, identity, pki
+from ..services import certificates, devices, identity, names, pki
 from ..storage.db import begin_write, session
 from ..storage.models import Device, Domain
-from .wire import client_certificate, client_chain, public_url, read_body
+from .wire import client_certificate, client_chain, read_body
 
 log = logging.getLogger(__name__)
 bp = Blueprint("est", __name__)
@@ -133,6 +133,7 @@ class EstEnrollment:
     def __init__(self, domain, profile_name, operation):
         self.db = session()
         self.vault = current_app.extensions["trustpoint"].vault
+        self.settings = current_app.extensions["trustpoint"].settings
         self.domain = domain
         self.profile_name = profile_name
         self.operation = operation
@@ -155,6 +156,8 @@ class EstEnrollment:
             raise EstError(400, str(exc)) from exc
         profile, replaces = self._profile(requester, csr)
         if self.operation == "serverkeygen":
+            # Before the key generation (up to seconds); _issue checks again under the write lock.
+            self._check_limit(requester.device)
             return self._serverkeygen(requester, profile, csr)
         certificate = self._issue(requester, profile, csr.public_key(), csr, replaces)
         return _pkcs7([certificate])
@@ -173,13 +176,13 @@ class EstEnrollment:
         refusal = None
         if presented is not None:
             try:
-                record = identity.issued_credential(self.db, presented)
+                record = identity.issued_credential(self.db, presented, self.settings)
                 if record is not None:
                     return identity.Requester("credential", device=record.device, record=record, certificate=presented)
                 requester = identity.Requester("idevid", certificate=presented)
-                requester.registration, matched = identity.admit_idevid(self.db, presented, client_chain(), self.domain)
-                requester.device, requester.new_device = identity.idevid_device(
-                    self.db, requester.registration, matched, presented, ("est_idevid", "aoki")
+                requester.admissions = identity.admit_idevid(self.db, presented, client_chain(), self.domain)
+                requester.device, requester.new_device, requester.registration, requester.bind = identity.idevid_device(
+                    self.db, requester.admissions, presented, ("est_idevid", "aoki")
                 )
                 return requester
             except identity.NotAuthenticated as exc:
@@ -203,7 +206,10 @@ class EstEnrollment:
                 device = None
             if device is None:
                 raise EstError(
-                    401, "wrong username or password (a password is used up once its device is onboarded)", CHALLENGE
+                    401,
+                    "wrong username or password (a password is used up once its device is onboarded and uses its "
+                    "credential)",
+                    CHALLENGE,
                 )
             requester = identity.Requester("password", device=device)
             requester.password_hash = device.password_hash
@@ -229,6 +235,9 @@ class EstEnrollment:
                 )
             return get_profile("domain_credential"), None
         record = requester.record
+        superseded = certificates.renewal_only(record, self.settings)
+        if superseded is not None and self.operation != "simplereenroll":
+            raise EstError(403, "the TLS client certificate is not accepted: %s (simplereenroll)" % superseded)
         if self.operation == "simplereenroll":
             # RFC 7030 4.2.2: the CSR renews the certificate of the TLS session: same subject and SANs.
             current = requester.certificate
@@ -251,14 +260,22 @@ class EstEnrollment:
             )
         return get_profile(self.profile_name), None
 
+    def _check_limit(self, device):
+        try:
+            certificates.check_daily_limit(self.db, device, self.settings)
+        except certificates.LimitReached as exc:
+            raise EstError(429, exc.message, {"Retry-After": str(exc.retry_after)}) from exc
+
     def _issue(self, requester, profile, public_key, csr, replaces):
         device = requester.device
         try:
             key_type = keys.key_type_of(public_key)
             if key_type not in profile.key_types:
                 raise InvalidInput("%s keys are not certified" % key_type)
-            certificate, signer = pki.issue_for_device(
+            certificate, signer, decided = pki.issue_for_device(
+                self.db,
                 self.vault,
+                self.settings,
                 device,
                 self.domain,
                 profile,
@@ -266,8 +283,9 @@ class EstEnrollment:
                 csr.subject,
                 x509.subject_alt_names(csr),
                 None,
-                public_url(),
             )
+        except names.NameRefused as exc:
+            raise EstError(403 if exc.not_allowed else 400, exc.message) from exc
         except InvalidInput as exc:
             raise EstError(400, str(exc)) from exc
         begin_write(self.db)
@@ -276,14 +294,14 @@ class EstEnrollment:
             if taken is not None:
                 raise EstError(
                     409,
-                    "device %s was registered for this IDevID, or took its name, by a concurrent request; "
-                    "send the request again" % taken,
+                    "device %s was registered for this IDevID, or took its name or serial number, by a concurrent "
+                    "request; send the request again" % taken,
                 )
             self.db.add(device)
             self.db.flush()
         elif requester.kind == "password":
-            self.db.refresh(device)
-            if device.password_hash != requester.password_hash:
+            devices.refresh_secret(self.db, device)
+            if device.password_hash != requester.password_hash or not devices.secret_usable(device):
                 # Spent by a concurrent request since it was checked.
                 raise EstError(401, "wrong username or password", CHALLENGE)
         elif requester.kind == "credential":
@@ -293,32 +311,52 @@ class EstEnrollment:
                 if old is None:
                     continue
                 self.db.refresh(old)
-                if old.status != "active":
+                if old.status != "active" or not certificates.is_usable(old, self.settings):
                     raise EstError(
                         403,
                         "the TLS client certificate is not accepted: certificate %s was revoked (%s) by a "
-                        "concurrent request" % (old.serial_number, old.revocation_reason),
+                        "concurrent request" % (old.serial_number, old.revocation_reason or "superseded"),
                     )
-        record = pki.record_certificate(self.db, signer, device, certificate, profile.name, "active")
+        elif requester.bind:
+            other = identity.bound_meanwhile(self.db, device, requester.registration)
+            if other is not None:
+                raise EstError(403, "device %s was bound to DevID registration %s meanwhile" % (device.name, other))
+            device.devid_registration = requester.registration
+        self._check_limit(device)
+        credential = requester.record if requester.kind == "credential" else None
+        record = pki.record_certificate(
+            self.db, signer, device, certificate, profile.name, "active", issued_with=credential, replaces=replaces
+        )
         self.db.flush()
-        devices.activate(self.db, device, record, replaces)
+        if credential is not None:
+            certificates.mark_used(credential)
+        devices.activate(self.db, device, record, self.settings, by_secret=requester.kind == "password")
         self.db.commit()
         log.info(
-            "EST %s issued %s %s to device %s (id %d)",
+            "EST %s issued %s %s to device %s (id %d)%s",
             self.operation,
             profile.name,
             record.serial_number,
             device.name,
             device.id,
+            "; granted with modifications: " + "; ".join(decided.changes) if decided.modified else "",
         )
         return certificate
 
     def _serverkeygen(self, requester, profile, csr):
         """RFC 7030 4.4: the server makes the key (of the CSR's key type) and returns it with the certificate."""
         try:
-            key = keys.generate_private_key(keys.key_type_of(csr.public_key()))
+            key_type = keys.key_type_of(csr.public_key())
         except InvalidInput as exc:
             raise EstError(400, str(exc)) from exc
+        allowed = self.settings.serverkeygen_key_types
+        if key_type not in allowed:
+            raise EstError(
+                400,
+                "serverkeygen makes keys of the CSR's key type, %s, which this server does not generate "
+                "(--serverkeygen-key-types); send a CSR with a key of type %s" % (key_type, ", ".join(allowed)),
+            )
+        key = keys.generate_private_key(key_type)
         certificate = self._issue(requester, profile, key.public_key(), csr, None)
         content_type, body = est.server_keygen_response(key, certificate, _http_version())
         return Response(body, 200, content_type=content_type)

@@ -1,7 +1,11 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""What the protocol endpoints (CMP, EST) share about HTTP: reading bodies, the server's public URL, the
-TLS client certificate."""
+"""What the protocol endpoints (CMP, EST, AOKI) share about HTTP: reading bodies, the TLS client certificate,
+the base URL handed back to a client.
+
+The request's Host header is the client's choice: only https_base_url() reads it, for URLs that go back to the
+same client. Nothing that outlives the request (a certificate's CRL distribution point: Settings.crl_base_url)
+comes from it."""
 
 from __future__ import annotations
 
@@ -9,27 +13,6 @@ from cryptography import x509 as cx509
 from flask import current_app, g, request
 
 from ..runtime.tls import TLS_ENVIRON_KEY
-
-
-def public_url():
-    """Base URL for the CRL distribution points of issued certificates.
-
-    --public-url when configured. Else the request's Host, with the plain-HTTP listener's port when there is
-    one (CRLs are fetched over plain HTTP: they are signed, and TLS to fetch them would need them first),
-    else with the request's own scheme and port when the Host header has none (OpenSSL's CMP client sends
-    the bare host).
-    """
-    settings = current_app.extensions["trustpoint"].settings
-    if settings.public_url:
-        return settings.public_url
-    host = request.host
-    if settings.plain_port:
-        return "http://%s:%d" % (host.rsplit(":", 1)[0] if not host.endswith("]") else host, settings.plain_port)
-    port = request.environ.get("SERVER_PORT", "")
-    default = (request.scheme, port) in (("http", "80"), ("https", "443"))
-    if ":" not in host.rsplit("]", 1)[-1] and port.isdigit() and not default:
-        host = "%s:%s" % (host, port)
-    return "%s://%s" % (request.scheme, host)
 
 
 def https_base_url():

@@ -1,12 +1,13 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""`trustpoint-server`: initialise a data directory, run the service."""
+"""`trustpoint-server`: initialise a data directory, run the service, rotate the vault key."""
 
 from __future__ import annotations
 
 import argparse
 import errno
 import getpass
+import ipaddress
 import json
 import logging
 import os
@@ -15,7 +16,8 @@ import socket
 import sys
 
 from sqlalchemy import select
-from trustpoint_core.errors import bounded
+from trustpoint_core import x509
+from trustpoint_core.errors import InvalidInput, bounded
 
 from .. import settings as config
 from ..app import create_app
@@ -26,8 +28,8 @@ from ..storage import migrate
 from ..storage.db import database_url, make_engine, session_factory
 from ..storage.models import ApiToken, Operator
 from ..web.api import token_hash
-from . import tls
-from .vault import Vault
+from . import rotation, tls
+from .vault import Vault, VaultError, create_key_file, key_source
 
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 (a file name)
 OPERATOR_PASSWORD_FILE = "operator-password"  # noqa: S105 (a file name)
@@ -56,9 +58,11 @@ def _write_private(path, data):
 
 def init(settings):
     os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
-    os.chmod(settings.data_dir, 0o700)  # also when it existed: it holds the vault key
-    if Vault.create_key_file(settings.data_dir):
-        print("created the vault key %s" % os.path.join(settings.data_dir, "vault.key"))
+    os.chmod(settings.data_dir, 0o700)  # also when it existed: it may hold the vault key
+    source = key_source(settings.data_dir, settings.vault_key_file)
+    if source.kind == "file" and create_key_file(source.path):
+        print("created the vault key %s" % source.path)
+    vault = Vault.load(settings.data_dir, settings.vault_key_file)
     engine = make_engine(database_url(settings.data_dir, settings.database_url))
     _report_migration(migrate.upgrade(engine))
     token_path = os.path.join(settings.data_dir, ADMIN_TOKEN_FILE)
@@ -89,7 +93,7 @@ def init(settings):
                 "`trustpoint-server operator password %s`)" % (FIRST_OPERATOR, password_path, FIRST_OPERATOR)
             )
     engine.dispose()
-    for line in tls.ensure_server_certificate(settings.data_dir, Vault.load(settings.data_dir), settings.tls_san):
+    for line in tls.ensure_server_certificate(settings.data_dir, vault, settings.tls_san):
         print(line)
     print(
         "data directory %s is ready; clients trust its TLS certificate through %s"
@@ -171,7 +175,8 @@ def operator_command(settings, args):
 
 
 def _check_initialised(settings, tls_files=()):
-    for path in (os.path.join(settings.data_dir, "vault.key"), *tls_files):
+    Vault.load(settings.data_dir, settings.vault_key_file)
+    for path in tls_files:
         if not os.path.exists(path):
             raise SystemExit(
                 "%s is missing: run `trustpoint-server init --data-dir %s` first" % (path, settings.data_dir)
@@ -210,6 +215,44 @@ def check_addresses_free(addresses):
                 raise ValueError("cannot listen on %s: %s" % (address, exc.strerror or exc)) from exc
 
 
+def listen_url(listen, listen_plain, tls_cert=None):
+    """Base URL of the first listener, for CRL distribution points without --public-url: plain HTTP first (CRLs
+    are signed; fetching them over TLS would need them first). A wildcard address (0.0.0.0, ::) names no host:
+    then the first name of the served TLS certificate that is not loopback, else the machine's host name. Never
+    what a request's Host header says."""
+    for scheme, addresses in (("http", listen_plain), ("https", listen)):
+        for address in addresses:
+            host, _sep, port = address.rpartition(":")
+            host = host.strip("[]")
+            if host in ("", "0.0.0.0", "::"):  # noqa: S104 (reading a configured address, not binding)
+                host = _certificate_host(tls_cert) or socket.gethostname()
+            if ":" in host:
+                host = "[%s]" % host
+            return "%s://%s:%s" % (scheme, host, port)
+    return None
+
+
+def _certificate_host(tls_cert):
+    """The first DNS name or IP address of the TLS certificate that is not loopback, or None."""
+    if tls_cert is None:
+        return None
+    try:
+        with open(tls_cert, "rb") as handle:
+            names = x509.subject_alt_names(x509.load_certificates(handle.read())[0])
+    except (OSError, InvalidInput, IndexError):  # unreadable: run fails on it later with a message
+        return None
+    for name in names:
+        value = str(name.value)
+        try:
+            if ipaddress.ip_address(value).is_loopback:
+                continue
+        except ValueError:
+            if value == "localhost" or value.startswith("*"):
+                continue
+        return value
+    return None
+
+
 def run(settings):
     from .wsgi import serve
 
@@ -223,8 +266,6 @@ def run(settings):
     tls_cert, tls_key = (
         (settings.tls_cert, settings.tls_key) if settings.tls_cert else tls.server_files(settings.data_dir)
     )
-    if listen_plain:
-        settings.plain_port = int(listen_plain[0].rsplit(":", 1)[1])
     if listen:
         settings.tls_cert_file = os.path.abspath(tls_cert)
     companions = []
@@ -247,11 +288,15 @@ def run(settings):
         raise ValueError("mdns_instance names the advertisement of mdns_interface; add --mdns-interface")
     _check_initialised(settings, (tls_cert, tls_key) if listen else ())
     check_addresses_free(listen + listen_plain)
+    settings.listen_url = listen_url(listen, listen_plain, tls_cert if listen else None)
+    if listen_plain:
+        settings.plain_port = int(listen_plain[0].rsplit(":", 1)[1])
     create_app(settings)  # fail here, with a message, rather than in every worker
     if not settings.public_url:
         logging.getLogger(__name__).warning(
-            "no public_url (--public-url): issued certificates name their CRL distribution point after the host "
-            "each request named, which the requesting device chooses; set it in production"
+            "no public_url (--public-url): issued certificates name their CRL distribution point at %s/crl/<ca>, "
+            "after the address the server listens on; set public_url to the URL relying parties reach",
+            settings.listen_url,
         )
     return serve(
         settings,
@@ -278,6 +323,13 @@ def show_settings(settings):
     return 0
 
 
+def rotate_vault_key(settings):
+    _check_initialised(settings)
+    for line in rotation.rotate(settings, settings.new_vault_key_file):
+        print(line)
+    return 0
+
+
 COMMANDS = {
     config.INIT: (init, "create the database, vault key, admin token, first operator (admin) and TLS certificate"),
     config.MIGRATE: (migrate_command, "bring the database schema up to date (after installing a new version)"),
@@ -289,6 +341,11 @@ COMMANDS = {
     ),
     config.RUN: (run, "serve CMP, EST, the REST API and the web pages"),
     config.SETTINGS: (show_settings, "check the settings and print those in effect (the database password masked)"),
+    config.ROTATE: (
+        rotate_vault_key,
+        "encrypt every stored secret (CA keys, device secrets, DevOwnerID keys, the TLS CA key) under a new vault "
+        "key; stop the service first",
+    ),
 }
 
 
@@ -297,7 +354,8 @@ def _add_setting(parser, field):
     meta = field.metadata
     text = "%s ($%s%s" % (meta["help"], config.ENV_PREFIX, field.name.upper())
     if field.default not in (None, ()):
-        text += "; default %s" % field.default
+        default = field.default
+        text += "; default %s" % (",".join(default) if isinstance(default, tuple) else default)
     text = text.replace("%", "%%") + ")"
     if meta["kind"] is bool:
         parser.add_argument(config.option(field), action=argparse.BooleanOptionalAction, default=None, help=text)
@@ -401,7 +459,7 @@ def main(argv=None):
         function = COMMANDS[args.command][0]
         # operator also takes its own arguments (an action, a name, where the password comes from)
         return function(settings, args) if args.command == config.OPERATOR else function(settings)
-    except migrate.SchemaError as exc:
+    except (migrate.SchemaError, VaultError) as exc:
         raise SystemExit("trustpoint-server: %s" % exc) from exc
     except ValueError as exc:
         top.error(str(exc))

@@ -47,7 +47,7 @@ CA_FILE = "tls-ca.pem"
 CA_KEY_FILE = "tls-ca-key.vault"
 CERT_FILE = "tls-cert.pem"
 KEY_FILE = "tls-key.pem"
-_VAULT_PURPOSE = "tls-ca-key"
+VAULT_PURPOSE = "tls-ca-key"
 
 KEY_TYPE = "ecdsa-p256"
 CA_DAYS = 3650
@@ -114,7 +114,7 @@ def _create_ca(vault, data_dir):
     )
     certificate = x509.self_signed_ca(name, key, CA_DAYS, path_length=0)
     _write_atomically(
-        os.path.join(data_dir, CA_KEY_FILE), vault.encrypt(keys.private_key_to_pem(key), _VAULT_PURPOSE), 0o600
+        os.path.join(data_dir, CA_KEY_FILE), vault.encrypt(keys.private_key_to_pem(key), VAULT_PURPOSE), 0o600
     )
     _write_atomically(os.path.join(data_dir, CA_FILE), x509.certificates_to_pem(certificate).encode(), 0o600)
     return certificate, key
@@ -134,7 +134,7 @@ def _load_ca(vault, data_dir):
         return certificate, None
     try:
         with open(key_path, "rb") as handle:
-            key = keys.load_private_key(vault.decrypt(handle.read(), _VAULT_PURPOSE))
+            key = keys.load_private_key(vault.decrypt(handle.read(), VAULT_PURPOSE))
     except (InvalidInput, VaultError) as exc:
         raise ValueError("%s: %s" % (key_path, exc)) from exc
     return certificate, key

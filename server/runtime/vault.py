@@ -1,21 +1,39 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Encryption at rest for CA keys and device secrets (AES-256-GCM under the data directory's key).
+"""Encryption at rest for CA keys and device secrets (AES-256-GCM under the vault key).
 
-The key lives in DATA/vault.key (mode 0600), outside the database: a copy of the database alone
-reveals no secret. Several server instances sharing one database share this file too.
+The key is never in the database: a copy of the database alone reveals no secret. It comes from exactly one
+of (key_source):
+
+- a file: DATA/vault.key by default, or --vault-key-file / $TRUSTPOINT_VAULT_KEY_FILE, for example on another
+  volume than the data directory, so that a copy of the data directory holds no key either;
+- the environment: $TRUSTPOINT_VAULT_KEY (base64 or hex of the 32 bytes);
+- a systemd credential named trustpoint-vault-key (LoadCredential= or LoadCredentialEncrypted=, which systemd
+  puts in $CREDENTIALS_DIRECTORY).
+
+A key file is 32 raw bytes or their base64 or hex, and readable by its owner only. Several server instances
+sharing one database share the key. runtime/rotation.py replaces it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import logging
 import os
+import stat
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+log = logging.getLogger(__name__)
+
 KEY_FILE = "vault.key"
+KEY_ENVIRONMENT = "TRUSTPOINT_VAULT_KEY"
+CREDENTIAL = "trustpoint-vault-key"
+KEY_SIZE = 32
 _VERSION = b"\x01"
 
 
@@ -23,33 +41,113 @@ class VaultError(Exception):
     pass
 
 
+def parse_key(data, where):
+    """The 32 key bytes of a key file's or variable's content: raw, base64 or hex."""
+    if len(data) == KEY_SIZE:
+        return bytes(data)
+    text = data.strip()
+    for decode in (lambda t: base64.b64decode(t, validate=True), binascii.unhexlify):
+        try:
+            key = decode(text)
+        except (binascii.Error, ValueError):
+            continue
+        if len(key) == KEY_SIZE:
+            return key
+    raise VaultError("%s does not hold a vault key: 32 bytes, or their base64 or hex" % where)
+
+
+class KeySource:
+    """Where the vault key comes from: kind is "file" (path), "environment" or "systemd" (path)."""
+
+    def __init__(self, kind, path=None):
+        self.kind = kind
+        self.path = path
+
+    def __str__(self):
+        if self.kind == "environment":
+            return "$" + KEY_ENVIRONMENT
+        if self.kind == "systemd":
+            return "the systemd credential %s (%s)" % (CREDENTIAL, self.path)
+        return self.path
+
+    def read(self):
+        if self.kind == "environment":
+            return parse_key(os.environ[KEY_ENVIRONMENT].encode(), "$" + KEY_ENVIRONMENT)
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise VaultError("the vault key %s is missing" % self) from None
+        except OSError as exc:
+            raise VaultError("cannot read the vault key %s: %s" % (self, exc.strerror)) from None
+        with os.fdopen(fd, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if self.kind == "file" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise VaultError(
+                    "the vault key %s may be read or written by others (mode %04o); chmod 600 it"
+                    % (self, mode & 0o7777)
+                )
+            return parse_key(handle.read(), str(self))
+
+
+def key_source(data_dir, key_file=None):
+    """The one place the vault key comes from (see the module's documentation); VaultError when several are
+    configured, which would leave it unclear which key encrypts."""
+    sources = []
+    if key_file:
+        sources.append(KeySource("file", os.path.abspath(key_file)))
+    if os.environ.get(KEY_ENVIRONMENT):
+        sources.append(KeySource("environment"))
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and os.path.exists(os.path.join(credentials, CREDENTIAL)):
+        sources.append(KeySource("systemd", os.path.join(credentials, CREDENTIAL)))
+    if len(sources) > 1:
+        raise VaultError("the vault key is given %d ways (%s); give one" % (len(sources), ", ".join(map(str, sources))))
+    if sources:
+        return sources[0]
+    return KeySource("file", os.path.join(os.path.abspath(data_dir), KEY_FILE))
+
+
+def create_key_file(path):
+    """Write a new random key to path (0600) unless it exists. Returns True if it wrote one."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(os.urandom(KEY_SIZE))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return True
+
+
 class Vault:
     def __init__(self, key):
-        if len(key) != 32:
-            raise VaultError("the vault key must be 32 bytes")
+        if len(key) != KEY_SIZE:
+            raise VaultError("the vault key must be %d bytes" % KEY_SIZE)
         self._aead = AESGCM(key)
         self._key = key
 
     @classmethod
-    def load(cls, data_dir):
-        path = os.path.join(data_dir, KEY_FILE)
+    def load(cls, data_dir, key_file=None):
+        source = key_source(data_dir, key_file)
         try:
-            with open(path, "rb") as handle:
-                return cls(handle.read())
-        except FileNotFoundError:
-            raise VaultError("%s is missing; run `trustpoint-server init --data-dir %s`" % (path, data_dir)) from None
-
-    @staticmethod
-    def create_key_file(data_dir):
-        """Write a new key file (0600) unless one exists. Returns True if it wrote one."""
-        path = os.path.join(data_dir, KEY_FILE)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(os.urandom(32))
-        return True
+            vault = cls(source.read())
+        except VaultError as exc:
+            if source.kind == "file" and not os.path.exists(source.path):
+                raise VaultError(
+                    "%s; run `trustpoint-server init --data-dir %s%s`"
+                    % (exc, data_dir, " --vault-key-file " + source.path if key_file else "")
+                ) from None
+            raise
+        in_data_dir = os.path.join(os.path.abspath(data_dir), KEY_FILE)
+        if source.path != in_data_dir and os.path.exists(in_data_dir):
+            log.warning(
+                "the vault key comes from %s, yet %s exists: delete it once it is kept elsewhere, so that a copy of "
+                "the data directory holds no key",
+                source,
+                in_data_dir,
+            )
+        return vault
 
     def encrypt(self, plaintext, purpose):
         """Encrypt bytes; purpose (e.g. "device-secret") is bound as associated data."""

@@ -53,9 +53,10 @@ def enrollment_protocols(base_url, domain):
 
 def admit(db, idevid, intermediates, domain=None):
     """(registration, device, new) for an AOKI request signed or presented with idevid: the DevID
-    registration that admits it and its device (new ones not yet added). Raises NotAuthenticated."""
-    registration, matched = identity.admit_idevid(db, idevid, intermediates, domain)
-    device, new = identity.idevid_device(db, registration, matched, idevid, METHODS)
+    registration that admits it for its device (the one the device belongs to, identity.idevid_device) and
+    the device (new ones not yet added, bound to the registration). Raises NotAuthenticated."""
+    admissions = identity.admit_idevid(db, idevid, intermediates, domain)
+    device, new, registration, _bind = identity.idevid_device(db, admissions, idevid, METHODS)
     return registration, device, new
 
 

@@ -1,25 +1,44 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Certificates of devices: listing, revocation, and those an operator issues (API, pages, module, OTP download).
+"""Certificates of devices: listing, revocation, those an operator issues (API, pages, module, OTP download), and
+the lifecycle that keeps every exchange safe to retry.
 
 Devices request their own certificates over CMP and EST (protocols/). An operator may issue for any device
 too: application certificates (tls_client, tls_server, opc_ua) for every device, including those that
 onboard with no protocol at all (onboarding_method "none"), and the domain credential for a device that
 onboards, which then counts as onboarded. The key comes from the device (a CSR) or is generated here for a
-download (services/downloads.py) or a PKCS#12 answer; the server never stores it.
+download (services/downloads.py) or a PKCS#12 answer; the server never stores it. Either way the names come
+from services/names.py.
+
+The lifecycle (issue 11):
+
+- An unconfirmed CMP certificate (awaiting certConf) is revoked when a newer one of the same requester and
+  profile is issued (at most one is outstanding) or when its confirmation window passes.
+- A renewed certificate is superseded, not revoked at once: it may still renew (nothing else) until its
+  successor is used or the renewal grace period passes, so that a device whose renewal answer was lost can
+  renew again. Then it is revoked (superseded).
+- A certificate revoked for keyCompromise takes with it every certificate obtained with it, and theirs. Any
+  revoked certificate takes with it the one it renewed while that is still in its grace period.
+- A device obtains at most max_certificates_per_day certificates in any 24 hours over CMP and EST.
+
+sweep() applies the windows; it runs before a CRL is served (at most every SWEEP_INTERVAL per process) and
+when an operator lists certificates.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import object_session
 from trustpoint_core import est, keys, x509
 from trustpoint_core.errors import InvalidInput
 from trustpoint_core.profiles import PROFILES, get_profile
 
 from ..errors import ApiError
 from ..storage.db import begin_write, contains
-from ..storage.models import Device, IssuedCertificate
-from . import devices, pki
+from ..storage.models import CmpTransaction, Device, IssuedCertificate, utcnow
+from . import devices, names, pki
 
 # CRL reasons an operator or a device may give (RFC 5280 5.3.1). Revocation is permanent: no certificateHold,
 # and removeFromCRL belongs in delta CRLs.
@@ -81,27 +100,68 @@ def get_certificate(db, device, serial_number):
     return record
 
 
+UNCONFIRMED_REASON = "cessationOfOperation"
+_LIVE = ("active", "awaiting_confirmation")
+SWEEP_INTERVAL = datetime.timedelta(seconds=30)
+_last_sweep = []  # when this process last looked (sweep())
+
+
 def revoke_certificate(record, reason):
-    """Revoke record with reason (checked). A device whose domain credential is revoked must onboard again.
-    The caller holds the write lock and commits."""
+    """Revoke record with reason (checked), as a device (CMP rr) or an operator (API, pages) asks: for
+    keyCompromise every certificate obtained with it goes too, and theirs; a certificate revoked for another
+    reason before (superseded, say) whose key turns out compromised takes keyCompromise and its cascade as well:
+    what was obtained with the key, a renewal among it, may be in other hands. What a revoked certificate renewed
+    and that still lives in its grace period (superseded) goes too: it lived on only for a renewal sent again. A
+    device whose domain credential is revoked must onboard again. Returns the records revoked, record first. The
+    caller holds the write lock and commits."""
     check_revocation_reason(reason)
-    pki.revoke(record, reason)
-    device = record.device
-    if device is not None and device.credential_id == record.id:
-        device.status = "pending"
+    db = object_session(record)
+    revoked = []
+    pending = [record]
+    while pending:
+        current = pending.pop()
+        if current.status == "revoked":
+            if reason != "keyCompromise" or current.revocation_reason == "keyCompromise":
+                continue
+            current.revocation_reason = reason
+            current.ca.crl_der = None
+        else:
+            pki.revoke(current, reason)
+        revoked.append(current)
+        device = current.device
+        if device is not None and device.credential_id == current.id:
+            device.status = "pending"
+        predecessor = current.replaces
+        while predecessor is not None and predecessor.status == "active" and predecessor.superseded_at is not None:
+            pki.revoke(predecessor, "superseded")
+            revoked.append(predecessor)
+            predecessor = predecessor.replaces
+        if reason == "keyCompromise":
+            # Whoever held the key could have obtained these.
+            pending += db.scalars(
+                select(IssuedCertificate).where(
+                    IssuedCertificate.issued_with_id == current.id,
+                    (IssuedCertificate.status.in_(_LIVE)) | (IssuedCertificate.revocation_reason != "keyCompromise"),
+                )
+            ).all()
+    return revoked
 
 
 def revoke_for_operator(db, device, serial_number, reason):
-    """An operator revokes the device's certificate (API, pages): 404 unknown, 409 already revoked, 400 for a
-    reason not accepted. The caller holds the write lock and commits; returns the record."""
+    """An operator revokes the device's certificate (API, pages): 404 unknown, 409 already revoked (unless the
+    key turns out compromised: keyCompromise may follow another reason), 400 for a reason not accepted. The
+    caller holds the write lock and commits; returns the records revoked, the certificate first."""
     record = get_certificate(db, device, serial_number)
-    if record.status == "revoked":
-        raise ApiError(409, "certificate %s is already revoked (%s)" % (record.serial_number, record.revocation_reason))
+    if record.status == "revoked" and (reason != "keyCompromise" or record.revocation_reason == reason):
+        raise ApiError(
+            409,
+            "certificate %s is already revoked (%s); only keyCompromise may still be given, for its key and what "
+            "was obtained with it" % (record.serial_number, record.revocation_reason),
+        )
     try:
-        revoke_certificate(record, reason)
+        return revoke_certificate(record, reason)
     except InvalidInput as exc:
         raise ApiError(400, str(exc)) from exc
-    return record
 
 
 def operator_profiles(device):
@@ -150,21 +210,24 @@ class Prepared:
         self.signer = signer
 
 
-def prepare(vault, device, profile_name, public_key, subject=None, subject_alt_names=(), crl_base_url=None):
+def prepare(db, vault, settings, device, profile_name, public_key, subject=None, subject_alt_names=()):
     """Check the request and sign the certificate (the expensive part, before the write lock).
 
-    Raises InvalidInput when the profile, key type, subject or names are not allowed."""
+    Raises InvalidInput when the profile, key type, subject or names (names.decide()) are not allowed."""
     profile = operator_profile(device, profile_name)
     key_type = keys.key_type_of(public_key)
     if key_type not in profile.key_types:
         raise InvalidInput("profile %s does not certify %s keys" % (profile.name, key_type))
-    certificate, signer = pki.issue_for_device(
-        vault, device, device.domain, profile, public_key, subject, subject_alt_names, None, crl_base_url
-    )
+    try:
+        certificate, signer, _names = pki.issue_for_device(
+            db, vault, settings, device, device.domain, profile, public_key, subject, subject_alt_names
+        )
+    except names.NameRefused as exc:
+        raise InvalidInput(exc.message) from exc
     return Prepared(device, profile, certificate, signer)
 
 
-def record(db, prepared, replaces=None):
+def record(db, prepared, settings, replaces=None):
     """Record a prepared certificate as active; it supersedes replaces (a renewal) and, for a domain
     credential, the device's earlier ones. The caller holds the write lock (begin_write) and commits."""
     if replaces is not None:
@@ -176,10 +239,10 @@ def record(db, prepared, replaces=None):
                 % (replaces.serial_number, replaces.status),
             )
     row = pki.record_certificate(
-        db, prepared.signer, prepared.device, prepared.certificate, prepared.profile.name, "active"
+        db, prepared.signer, prepared.device, prepared.certificate, prepared.profile.name, "active", replaces=replaces
     )
     db.flush()
-    devices.activate(db, prepared.device, row, replaces)
+    devices.activate(db, prepared.device, row, settings)
     return row
 
 
@@ -199,8 +262,40 @@ def check_renewal(device, replaces, profile_name):
         )
 
 
-def issue(db, vault, device, profile_name, csr=None, key_type=None, subject=None, subject_alt_names=None,
-          crl_base_url=None, replaces=None):  # fmt: skip
+def _requested(csr, subject, subject_alt_names):
+    """(public key of csr or None, subject, SANs) as asked: subject and subject_alt_names when given, else the
+    request's (its signature verified)."""
+    san_list = parse_subject_alt_names(subject_alt_names)
+    requested = parse_subject(subject)
+    if csr is None:
+        return None, requested, san_list
+    try:
+        request = est.load_csr(csr.encode() if isinstance(csr, str) else csr)
+    except InvalidInput as exc:
+        raise InvalidInput("csr must be a PKCS#10 request, PEM or base64 DER, signed by its key: %s" % exc) from exc
+    if requested is None:
+        requested = request.subject
+    if subject_alt_names is None:
+        san_list = x509.subject_alt_names(request)
+    return request.public_key(), requested, san_list
+
+
+def names_for(db, device, profile_name, csr=None, subject=None, subject_alt_names=None):
+    """The names (names.Names) a certificate of profile_name for device gets when it is issued with these
+    arguments (as issue() takes them), without issuing it: for a client that compares what it holds with what it
+    would get (trustpoint.pki.certificate). ApiError 400 says what is refused."""
+    try:
+        profile = operator_profile(device, profile_name)
+        _key, requested, san_list = _requested(csr, subject, subject_alt_names)
+        return names.decide(db, device, device.domain, profile, requested, san_list)
+    except names.NameRefused as exc:
+        raise ApiError(400, exc.message) from exc
+    except InvalidInput as exc:
+        raise ApiError(400, str(exc)) from exc
+
+
+def issue(db, vault, settings, device, profile_name, csr=None, key_type=None, subject=None, subject_alt_names=None,
+          replaces=None):  # fmt: skip
     """Issue a certificate for device: for the key of csr (PEM/DER/base64, its signature verified; its subject
     and SANs unless subject/subject_alt_names are given), or for a key of key_type generated here.
 
@@ -210,40 +305,209 @@ def issue(db, vault, device, profile_name, csr=None, key_type=None, subject=None
     try:
         if (csr is None) == (key_type is None):
             raise InvalidInput("give either a CSR or a key_type for a key the server generates")
-        names = parse_subject_alt_names(subject_alt_names)
-        requested = parse_subject(subject)
+        public_key, requested, san_list = _requested(csr, subject, subject_alt_names)
         private_key = None
-        if csr is not None:
-            try:
-                request = est.load_csr(csr.encode() if isinstance(csr, str) else csr)
-            except InvalidInput as exc:
-                raise InvalidInput(
-                    "csr must be a PKCS#10 request, PEM or base64 DER, signed by its key: %s" % exc
-                ) from exc
-            public_key = request.public_key()
-            if requested is None:
-                requested = request.subject
-            if subject_alt_names is None:
-                names = x509.subject_alt_names(request)
-        else:
+        if csr is None:
             if key_type not in keys.KEY_TYPES:
                 raise InvalidInput("key_type must be one of %s" % ", ".join(keys.KEY_TYPES))
             private_key = keys.generate_private_key(key_type)
             public_key = private_key.public_key()
         if replaces is not None:
             check_renewal(device, replaces, profile_name)
-        prepared = prepare(vault, device, profile_name, public_key, requested, names, crl_base_url)
+        prepared = prepare(db, vault, settings, device, profile_name, public_key, requested, san_list)
     except InvalidInput as exc:
         raise ApiError(400, str(exc)) from exc
     begin_write(db)
     if db.scalar(select(Device.id).where(Device.id == device.id)) is None:
         raise ApiError(404, "device %s was deleted meanwhile" % device.name)
-    return record(db, prepared, replaces), prepared.certificate, private_key
+    return record(db, prepared, settings, replaces), prepared.certificate, private_key
 
 
-def certificate_json(row):
+class LimitReached(Exception):
+    """The device reached max_certificates_per_day; retry_after: seconds until it may obtain one again."""
+
+    def __init__(self, message, retry_after):
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+# --- limits ---------------------------------------------------------------------------------------------
+
+
+def check_daily_limit(db, device, settings, now=None):
+    """Raise LimitReached when device obtained max_certificates_per_day certificates in the last 24 hours.
+
+    Called under the write lock (a concurrent request of the same device may have taken the last one), and before
+    work that costs more than the count (server-side key generation)."""
+    limit = settings.max_certificates_per_day
+    if not limit or device.id is None:
+        return
+    now = now or utcnow()
+    since = now - datetime.timedelta(days=1)
+    count, oldest = db.execute(
+        select(func.count(IssuedCertificate.id), func.min(IssuedCertificate.created_at)).where(
+            IssuedCertificate.device_id == device.id, IssuedCertificate.created_at > since
+        )
+    ).one()
+    if count >= limit:
+        # The first of these falls out of the window at oldest + 24 h; created_at may be naive on SQLite reads.
+        if oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=datetime.timezone.utc)
+        retry_after = max(1, int((oldest + datetime.timedelta(days=1) - now).total_seconds()) + 1)
+        raise LimitReached(
+            "device %s obtained %d certificates in the last 24 hours, its limit (--max-certificates-per-day); "
+            "it may obtain the next in %d seconds" % (device.name, count, retry_after),
+            retry_after,
+        )
+
+
+# --- the lifecycle ----------------------------------------------------------------------------------------
+
+
+def supersede_unconfirmed(db, device, profile_name, requester_identity):
+    """Revoke the requester's certificates of profile that await confirmation, before it gets a new one: at most
+    one is outstanding. Their transactions end, so a late certConf finds them revoked. The caller holds the write lock
+    and commits."""
+    if device.id is None:
+        return
+    waiting = db.execute(
+        select(IssuedCertificate, CmpTransaction)
+        .join(CmpTransaction, CmpTransaction.certificate_id == IssuedCertificate.id)
+        .where(
+            IssuedCertificate.device_id == device.id,
+            IssuedCertificate.status == "awaiting_confirmation",
+            IssuedCertificate.profile == profile_name,
+            CmpTransaction.requester == requester_identity,
+            CmpTransaction.state == "waiting",
+        )
+    ).all()
+    for record, transaction in waiting:
+        pki.revoke(record, "superseded")
+        transaction.state = "superseded"
+
+
+def renewal_only(record, settings):
+    """None when record may authenticate any request; else why it may only renew (a renewal superseded it and
+    its successor was not used yet)."""
+    if record.superseded_at is None:
+        return None
+    return "certificate %s was renewed; until its successor is used (at the latest until %s) it may only renew" % (
+        record.serial_number,
+        _iso_or_none(grace_end(record, settings)),
+    )
+
+
+def grace_end(record, settings):
+    return record.superseded_at + datetime.timedelta(hours=settings.renewal_grace_hours)
+
+
+def is_usable(record, settings, now=None):
+    """False when record is superseded and its grace period is over (the sweep will revoke it)."""
+    now = now or utcnow()
+    return record.superseded_at is None or now < grace_end(record, settings)
+
+
+def mark_used(record, now=None):
+    """record (a credential) authenticated a request that is being committed: the device holds it. What it
+    superseded, and the one-time secret it was obtained with, are no longer needed for a retry. The caller
+    holds the write lock and commits."""
+    if record.first_used_at is not None:
+        return  # the first use did the rest
+    record.first_used_at = now or utcnow()
+    replaced = record.replaces
+    if replaced is not None and replaced.status == "active" and replaced.superseded_at is not None:
+        pki.revoke(replaced, "superseded")
+    device = record.device
+    if device is not None:
+        # Its secret and credential as a concurrent request may have left them (the caller holds the write lock).
+        session = object_session(record)
+        session.flush()
+        session.refresh(device)
+        if device.credential_id == record.id and device.secret_retry_until is not None:
+            end_secret(device)
+
+
+def end_secret(device):
+    device.secret_encrypted = None
+    device.password_hash = None
+    device.secret_retry_until = None
+
+
+def confirm_by(record, settings):
+    """When an unconfirmed record's confirmation window ends."""
+    return record.created_at + datetime.timedelta(minutes=settings.confirm_window_minutes)
+
+
+def expire_unconfirmed(db, record, transaction=None):
+    """The confirmation window of record is over: revoke it and end its transaction."""
+    pki.revoke(record, UNCONFIRMED_REASON)
+    transactions = (
+        [transaction]
+        if transaction is not None
+        else db.scalars(
+            select(CmpTransaction).where(CmpTransaction.certificate_id == record.id, CmpTransaction.state == "waiting")
+        )
+    )
+    for waiting in transactions:
+        waiting.state = "expired"
+
+
+def _overdue(db, settings, now):
+    """(unconfirmed, superseded) certificate rows and devices whose retry windows are over."""
+    confirm_cutoff = now - datetime.timedelta(minutes=settings.confirm_window_minutes)
+    grace_cutoff = now - datetime.timedelta(hours=settings.renewal_grace_hours)
+    unconfirmed = db.scalars(
+        select(IssuedCertificate).where(
+            IssuedCertificate.status == "awaiting_confirmation", IssuedCertificate.created_at < confirm_cutoff
+        )
+    ).all()
+    superseded = db.scalars(
+        select(IssuedCertificate).where(
+            IssuedCertificate.superseded_at < grace_cutoff, IssuedCertificate.status == "active"
+        )
+    ).all()
+    secrets = db.scalars(select(Device).where(Device.secret_retry_until < now)).all()
+    return unconfirmed, superseded, secrets
+
+
+def sweep(db, settings, now=None, force=False):
+    """Revoke what the windows ended (unconfirmed certificates, superseded ones past their grace period) and
+    drop one-time secrets past their retry window. Commits when it changed anything; returns True then.
+
+    The first look is a read (indexed, about 1 ms of CPU on a million certificates): most calls find nothing and
+    take no write lock. Unless forced (an operator's listing), a process looks at most every SWEEP_INTERVAL: CRL
+    requests are unauthenticated, and the windows are minutes long."""
+    now = now or utcnow()
+    if not force:
+        if _last_sweep and now - _last_sweep[0] < SWEEP_INTERVAL:
+            return False
+        _last_sweep[:] = [now]
+    if not any(_overdue(db, settings, now)):
+        return False
+    begin_write(db)
+    unconfirmed, superseded, secrets = _overdue(db, settings, now)
+    for record in unconfirmed:
+        expire_unconfirmed(db, record)
+    for record in superseded:
+        pki.revoke(record, "superseded")
+    for device in secrets:
+        end_secret(device)
+    db.commit()
+    return True
+
+
+# --- what the API and pages show --------------------------------------------------------------------------
+
+
+def _iso_or_none(value):
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
+
+
+def certificate_json(row, settings=None):
+    """A certificate as the API shows it; with settings also when its confirmation window or renewal grace ends."""
     certificate = x509.load_certificate(row.certificate_der)
-    return {
+    info = {
         "id": row.id,
         "device": row.device_name,
         "profile": row.profile,
@@ -254,7 +518,18 @@ def certificate_json(row):
         "not_after": row.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "fingerprint_sha256": row.fingerprint_sha256,
         "status": row.status,
+        "created_at": _iso_or_none(row.created_at),
         "revoked_at": row.revoked_at.strftime("%Y-%m-%dT%H:%M:%SZ") if row.revoked_at else None,
         "revocation_reason": row.revocation_reason,
+        "issued_with": row.issued_with.serial_number if row.issued_with is not None else None,
+        "replaces": row.replaces.serial_number if row.replaces is not None else None,
+        "superseded_at": _iso_or_none(row.superseded_at),
+        "first_used_at": _iso_or_none(row.first_used_at),
         "certificate": x509.certificates_to_pem([certificate]),
     }
+    if settings is not None:
+        info["confirm_by"] = _iso_or_none(confirm_by(row, settings)) if row.status == "awaiting_confirmation" else None
+        info["renews_until"] = (
+            _iso_or_none(grace_end(row, settings)) if row.superseded_at and row.status == "active" else None
+        )
+    return info

@@ -12,6 +12,7 @@ from trustpoint_core import x509
 
 from ..storage.db import begin_write
 from ..storage.models import IssuedCertificate, utcnow
+from . import certificates
 from .pki import Signer
 
 # A CRL is reissued after every revocation, and at the latest when it is this old.
@@ -27,9 +28,11 @@ def invalidate(ca_row):
     ca_row.crl_der = None
 
 
-def current_crl(db, vault, ca_row):
-    """The CA's CRL (DER), issued anew when a revocation invalidated it or it is due."""
+def current_crl(db, vault, ca_row, settings):
+    """The CA's CRL (DER), issued anew when a revocation invalidated it or it is due. Certificates whose
+    confirmation window or renewal grace period ended are revoked first (certificates.sweep)."""
     now = utcnow()
+    certificates.sweep(db, settings, now)
     if (
         ca_row.crl_der is not None
         and ca_row.crl_next_update

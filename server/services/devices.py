@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import hmac
 import os
@@ -17,11 +18,14 @@ from trustpoint_core.profiles import get_profile
 
 from ..errors import ApiError
 from ..storage.db import contains, get_by_id
-from ..storage.models import CmpTransaction, Device, IssuedCertificate, utcnow
+from ..storage.models import CmpTransaction, Device, DevIdRegistration, IssuedCertificate, utcnow
 from . import auth_limits
+from .names import check_allowed_names
 from .pki import revoke
 
-DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+# A device's name is the common name of its certificates: at most 64 characters (RFC 5280 ub-common-name).
+MAX_NAME = 64
+DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,%d}" % (MAX_NAME - 1))
 # How a device obtains its domain credential, and the one-time secret each method hands out (if any).
 SECRET_KINDS = {
     "cmp_shared_secret": "shared_secret",  # CMP ir protected by a MAC with the secret (PBM, PBMAC1)
@@ -36,7 +40,9 @@ SECRET_KINDS = {
 # The kinds a CMP MAC (PBM, PBMAC1) proves: the server keeps them encrypted, not hashed.
 MAC_SECRET_KINDS = ("shared_secret", "onboarding_token")
 ONBOARDING_METHODS = tuple(SECRET_KINDS)
-SECRET_PURPOSE = "device-secret"  # noqa: S105 (associated data of the encryption)
+# The methods whose devices onboard with an IDevID (AOKI: over EST or CMP).
+IDEVID_METHODS = ("cmp_idevid", "est_idevid", "aoki")
+SECRET_PURPOSE = Device.__encrypted__["secret_encrypted"]
 STATUSES = ("pending", "onboarded", "no_onboarding")
 SERIAL_NUMBER = re.compile(r"[ -~]{1,128}")  # printable ASCII, as X.520 serialNumber
 # Release 0.1.0 hashed EST passwords with scrypt (RFC 7914), ~76 ms of CPU per check; those still work.
@@ -58,9 +64,9 @@ def hash_password(password):
     return "hmac-sha256$%s$%s" % (base64.b64encode(salt).decode(), base64.b64encode(digest).decode())
 
 
-def check_password(device, password):
-    """True when password is the unspent EST password of device (None: no such device, checked all the
-    same so that an unknown name costs the time of a known one); constant-time comparison."""
+def check_password(device, password, now=None):
+    """True when password is the device's usable EST password (None: no such device, checked all the same so
+    that an unknown name costs the time of a known one); constant-time comparison."""
     stored = device.password_hash if device is not None and device.password_hash else _NO_PASSWORD
     if not isinstance(password, str):
         password = ""
@@ -69,18 +75,23 @@ def check_password(device, password):
         computed = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), dklen=32, **LEGACY_SCRYPT)
     else:
         computed = hmac.new(base64.b64decode(salt), password.encode(), hashlib.sha256).digest()
-    return hmac.compare_digest(computed, base64.b64decode(digest)) and stored is not _NO_PASSWORD
+    matches = hmac.compare_digest(computed, base64.b64decode(digest))
+    return matches and stored is not _NO_PASSWORD and secret_usable(device, now)
 
 
-def create_device(db, vault, name, domain, onboarding_method, serial_number=None):
+def create_device(
+    db, vault, name, domain, onboarding_method, serial_number=None, allowed_names=None, devid_registration=None
+):
     """Register a device. Returns (device, secrets): {"shared_secret": ...} or {"password": ...} or {}.
 
-    The secret is shown only now. The caller commits.
+    devid_registration: the name of the DevID registration whose IDevIDs alone onboard it (IDevID methods).
+    The secret is shown only now. The caller holds the write lock and commits.
     """
     if not isinstance(name, str) or not DEVICE_NAME.fullmatch(name):
         raise ApiError(
             400,
-            "device name must be 1-128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit",
+            "device name must be 1-%d letters, digits, '.', '_', ':' or '-', starting with a letter or digit "
+            "(it is the common name of the device's certificates)" % MAX_NAME,
         )
     if onboarding_method not in ONBOARDING_METHODS:
         raise ApiError(400, "onboarding_method must be one of %s" % ", ".join(ONBOARDING_METHODS))
@@ -91,15 +102,20 @@ def create_device(db, vault, name, domain, onboarding_method, serial_number=None
         )
     if serial_number is not None and (not isinstance(serial_number, str) or not SERIAL_NUMBER.fullmatch(serial_number)):
         raise ApiError(400, "serial_number must be 1-128 printable ASCII characters")
+    allowed_names = check_allowed_names(allowed_names)
     if db.scalar(select(Device).where(Device.name == name)) is not None:
         raise ApiError(409, "device %r already exists" % name)
+    check_serial_free(db, domain, serial_number)
     device = Device(
         name=name,
         domain=domain,
         onboarding_method=onboarding_method,
         status="no_onboarding" if onboarding_method == "none" else "pending",
         serial_number=serial_number,
+        allowed_names=allowed_names,
     )
+    if devid_registration is not None:
+        bind_registration(db, device, devid_registration)
     db.add(device)
     db.flush()  # the id: an onboarding token names it
     return device, issue_secret(vault, device)
@@ -123,6 +139,40 @@ def devices_query(search=None, domain=None, status=None, onboarding_method=None)
     return query
 
 
+def check_serial_free(db, domain, serial_number):
+    """409 when another device of domain has serial_number: an IDevID's serial number names one device."""
+    if serial_number is None:
+        return
+    holder = db.scalar(select(Device.name).where(Device.domain_id == domain.id, Device.serial_number == serial_number))
+    if holder is not None:
+        raise ApiError(
+            409, "device %s of domain %s already has serial number %r" % (holder, domain.name, serial_number)
+        )
+
+
+def bind_registration(db, device, name):
+    """Bind device to the DevID registration called name: only IDevIDs it admits onboard the device."""
+    if not isinstance(name, str):
+        raise ApiError(400, "devid_registration must be the name of a DevID registration")
+    registration = db.scalar(select(DevIdRegistration).where(DevIdRegistration.name == name))
+    if registration is None:
+        raise ApiError(400, "DevID registration %r does not exist" % name)
+    if device.onboarding_method not in IDEVID_METHODS:
+        raise ApiError(400, "device %s onboards with %s, without an IDevID" % (device.name, device.onboarding_method))
+    domain_id = device.domain.id if device.domain is not None else device.domain_id
+    if registration.domain_id != domain_id:
+        raise ApiError(400, "DevID registration %s admits devices into domain %s" % (name, registration.domain.name))
+    if device.serial_number is not None and not re.fullmatch(registration.pattern, device.serial_number):
+        raise ApiError(
+            400, "the pattern of DevID registration %s does not match serial number %r" % (name, device.serial_number)
+        )
+    device.devid_registration = registration
+
+
+def set_allowed_names(device, allowed_names):
+    device.allowed_names = check_allowed_names(allowed_names)
+
+
 def get_device(db, device_id):
     device = get_by_id(db, Device, device_id)
     if device is None:
@@ -140,6 +190,7 @@ def issue_secret(vault, device):
         return {}
     secret = new_secret()
     auth_limits.unlock(device)  # a new secret starts with no failures
+    device.secret_retry_until = None
     if kind in MAC_SECRET_KINDS:
         device.secret_encrypted = vault.encrypt(secret.encode(), SECRET_PURPOSE)
     else:
@@ -152,34 +203,71 @@ def uses_mac_secret(device):
     return SECRET_KINDS.get(device.onboarding_method) in MAC_SECRET_KINDS
 
 
+def secret_usable(device, now=None):
+    """Whether the device's one-time secret (or password) still authenticates: until it onboards the device,
+    then within its retry window while the credential it obtained was never used (the device may not have
+    received it)."""
+    if device.secret_retry_until is None:
+        return True
+    now = now or utcnow()
+    credential = device.credential
+    return now < device.secret_retry_until and (credential is None or credential.first_used_at is None)
+
+
+def refresh_secret(db, device):
+    """Read the device's secret and its credential's use again (under the write lock, before relying on them)."""
+    db.refresh(device)
+    if device.credential is not None:
+        db.refresh(device.credential)
+
+
 def device_secret(vault, device):
-    """The device's CMP shared secret as bytes, or None once it has been used up."""
-    if device.secret_encrypted is None:
+    """The device's CMP shared secret as bytes, or None when it is used up."""
+    if device.secret_encrypted is None or not secret_usable(device):
         return None
     return vault.decrypt(device.secret_encrypted, SECRET_PURPOSE)
 
 
-def mark_onboarded(device, record):
-    """The device holds a confirmed domain credential: its one-time secret is spent."""
+def mark_onboarded(device, record, settings, now, by_secret=False):
+    """The device holds a confirmed domain credential. A one-time secret it was obtained with (by_secret) stays
+    usable for settings.secret_retry_minutes (from its first use), while that credential is not used: the answer
+    may have been lost. Obtained otherwise (a credential, an IDevID, an operator), the secret is spent now."""
     device.status = "onboarded"
-    device.onboarded_at = utcnow()
+    device.onboarded_at = now
     device.credential = record
-    device.secret_encrypted = None
-    device.password_hash = None
+    if device.secret_encrypted is None and device.password_hash is None:
+        return
+    if not by_secret or not settings.secret_retry_minutes:
+        device.secret_encrypted = device.password_hash = device.secret_retry_until = None
+    elif device.secret_retry_until is None:
+        device.secret_retry_until = now + datetime.timedelta(minutes=settings.secret_retry_minutes)
 
 
-def activate(db, device, record, replaces=None):
-    """record is issued and confirmed: it becomes active, and what it replaces is superseded: the
-    certificate a key update renews, and for a domain credential every earlier domain credential of the
-    device (confirmed or not). The caller commits.
+def activate(db, device, record, settings, now=None, by_secret=False):
+    """record is issued and confirmed: it becomes active. What it renews is superseded (it may renew again
+    until record is used, see services/certificates.py), and other renewals of that certificate are revoked;
+    for a domain credential, every other domain credential of the device is revoked. by_secret: the device's
+    one-time secret (or EST password) authenticated the request (see mark_onboarded). The caller commits.
 
     Only a record just issued or awaiting confirmation may become active: anything else (revoked in
     the meantime) would be resurrected, so that is refused as a bug of the caller."""
     if record.status not in ("awaiting_confirmation", "active") or record.revoked_at is not None:
         raise RuntimeError("certificate %s is %s and cannot become active" % (record.serial_number, record.status))
+    now = now or utcnow()
     record.status = "active"
-    if replaces is not None:
-        revoke(replaces, "superseded")
+    replaced = record.replaces
+    if replaced is not None:
+        # Renewals of the same certificate whose answer was lost: the device never had them.
+        for sibling in db.scalars(
+            select(IssuedCertificate).where(
+                IssuedCertificate.replaces_id == replaced.id,
+                IssuedCertificate.id != record.id,
+                IssuedCertificate.status.in_(("active", "awaiting_confirmation")),
+            )
+        ):
+            revoke(sibling, "superseded")
+        if replaced.status == "active" and replaced.superseded_at is None:
+            replaced.superseded_at = now
     if get_profile(record.profile).domain_credential:
         superseded = db.scalars(
             select(IssuedCertificate).where(
@@ -190,8 +278,9 @@ def activate(db, device, record, replaces=None):
             )
         )
         for old in superseded:
-            revoke(old, "superseded")
-        mark_onboarded(device, record)
+            if old is not replaced:
+                revoke(old, "superseded")
+        mark_onboarded(device, record, settings, now, by_secret)
 
 
 def delete_device(db, device):
@@ -226,6 +315,8 @@ def device_json(device):
         "onboarding_method": device.onboarding_method,
         "serial_number": device.serial_number,
         "status": device.status,
+        "devid_registration": device.devid_registration.name if device.devid_registration is not None else None,
+        "allowed_names": device.allowed_names or [],
         "created_at": device.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "onboarded_at": device.onboarded_at.strftime("%Y-%m-%dT%H:%M:%SZ") if device.onboarded_at else None,
         "credential": credential,

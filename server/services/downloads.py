@@ -33,7 +33,7 @@ from trustpoint_core.errors import InvalidInput
 from ..errors import ApiError
 from ..storage.db import begin_write
 from ..storage.models import CredentialDownload, utcnow
-from . import certificates, pki
+from . import certificates, names, pki
 
 MAX_ATTEMPTS = 3
 OTP_VALIDITY = datetime.timedelta(hours=24)
@@ -94,10 +94,12 @@ def create_download(db, device, profile_name, key_type=None, subject=None, subje
         profile = certificates.operator_profile(device, profile_name)
         if key_type not in profile.key_types:
             raise InvalidInput("profile %s does not certify %s keys" % (profile.name, key_type))
-        names = certificates.parse_subject_alt_names(subject_alt_names)
+        requested_sans = certificates.parse_subject_alt_names(subject_alt_names)
         requested = certificates.parse_subject(subject)
-        final_subject = profile.subject_for(device.name, requested)
-        final_names = profile.subject_alt_names_for(names)
+        # The names the issuance will give (it decides again: the allow-lists may change meanwhile).
+        decided = names.decide(db, device, device.domain, profile, requested, requested_sans)
+    except names.NameRefused as exc:
+        raise ApiError(400, exc.message) from exc
     except InvalidInput as exc:
         raise ApiError(400, str(exc)) from exc
     begin_write(db)
@@ -111,8 +113,8 @@ def create_download(db, device, profile_name, key_type=None, subject=None, subje
         device=device,
         profile=profile.name,
         key_type=key_type,
-        subject=x509.name_to_string(final_subject),
-        subject_alt_names=json.dumps([x509.general_name_to_string(n) for n in final_names]),
+        subject=x509.name_to_string(decided.subject),
+        subject_alt_names=json.dumps([x509.general_name_to_string(n) for n in decided.sans]),
         attempts_left=MAX_ATTEMPTS,
         expires_at=utcnow() + OTP_VALIDITY,
         state="pending",
@@ -189,7 +191,7 @@ def for_token(db, token, now=None):
     return download
 
 
-def download(db, vault, token, password, file_format, crl_base_url=None, now=None):
+def download(db, vault, settings, token, password, file_format, now=None):
     """(file name, content type, bytes) of the credential, for an unlocked token, once. Commits.
 
     The key is generated and the certificate issued for this request; the token is spent in the same
@@ -206,13 +208,14 @@ def download(db, vault, token, password, file_format, crl_base_url=None, now=Non
     try:
         private_key = keys.generate_private_key(order.key_type)
         prepared = certificates.prepare(
+            db,
             vault,
+            settings,
             device,
             order.profile,
             private_key.public_key(),
             x509.parse_name(order.subject),
             [x509.parse_general_name(n) for n in json.loads(order.subject_alt_names)],
-            crl_base_url,
         )
     except InvalidInput as exc:  # the device or its domain changed since the order
         raise DownloadRefused("the credential cannot be issued any more: %s" % exc, 409) from exc
@@ -223,7 +226,7 @@ def download(db, vault, token, password, file_format, crl_base_url=None, now=Non
     db.refresh(order)
     if order.state != "unlocked" or order.token_expires_at <= now:
         raise DownloadRefused(TOKEN_REFUSED, 410)
-    record = certificates.record(db, prepared)
+    record = certificates.record(db, prepared, settings)
     order.state = "downloaded"
     order.certificate = record
     order.token_sha256 = None

@@ -15,7 +15,7 @@ import shlex
 
 from trustpoint_core.profiles import APPLICATION_PROFILES
 
-from . import agent
+from . import agent, names
 
 # What the device has when it starts: the server's TLS trust anchor, and its IDevID for the IDevID methods.
 TLS_CA = "tls-ca.pem"
@@ -251,8 +251,13 @@ def _ansible_enroll(device, urls, secret):
     )
 
 
-# The names an application certificate of each profile carries in these examples (the profile's rules).
-_EXAMPLE_SANS = {"tls_client": (), "tls_server": ("DNS:{name}",), "opc_ua": ("URI:urn:{name}", "DNS:{name}")}
+def _example_sans(device, profile):
+    """The subject alternative names the examples ask for: the profile's (tls_server a DNS name, opc_ua a URI),
+    from the device's own names, which the names policy always allows (services/names.py)."""
+    dns = ["DNS:" + names.own_dns_name(device.name)] if names.own_dns_name(device.name) else []
+    if profile == "opc_ua":
+        return ["URI:" + names.own_uri(device.name), *dns]
+    return dns if profile == "tls_server" else []
 
 
 def application_sections(device, urls, profile="tls_client"):
@@ -263,7 +268,7 @@ def application_sections(device, urls, profile="tls_client"):
     domain = device.domain
     key, cert = "%s.key" % profile, "%s.pem" % profile
     subject = "/CN=%s" % device.name
-    sans = [san.format(name=device.name) for san in _EXAMPLE_SANS.get(profile, ())]
+    sans = _example_sans(device, profile)
     csr_extra = " -addext %s" % _q("subjectAltName=" + ",".join(sans)) if sans else ""
     sections = []
     if device.onboarding_method != "none":

@@ -19,7 +19,7 @@ from ..storage.models import OwnerCredential, OwnerReference
 from .pki import Signer
 from .trust import check_name
 
-KEY_PURPOSE = "owner-key"
+KEY_PURPOSE = OwnerCredential.__encrypted__["private_key_encrypted"]
 MAX_REFERENCE = 512
 MIN_RSA_BITS = 2048
 

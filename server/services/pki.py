@@ -16,10 +16,12 @@ from ..errors import ApiError
 from ..runtime.vault import Vault
 from ..storage.db import begin_write, contains
 from ..storage.models import CertificateAuthority, Device, DevIdRegistration, Domain, IssuedCertificate, utcnow
+from . import names
 
 DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 DEFAULT_VALIDITY_DAYS = get_profile("domain_credential").validity_days
 MAX_VALIDITY_DAYS = 3650
+CA_KEY_PURPOSE = CertificateAuthority.__encrypted__["private_key_encrypted"]
 
 
 def check_validity_days(value):
@@ -28,13 +30,16 @@ def check_validity_days(value):
     return value
 
 
-def create_domain(db, vault, name, key_type=keys.DEFAULT_KEY_TYPE, validity_days=DEFAULT_VALIDITY_DAYS):
+def create_domain(
+    db, vault, name, key_type=keys.DEFAULT_KEY_TYPE, validity_days=DEFAULT_VALIDITY_DAYS, allowed_names=None
+):
     """Create a domain with a new root and issuing CA. The caller commits."""
     if not isinstance(name, str) or not DOMAIN_NAME.fullmatch(name):
         raise ApiError(400, "domain name must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
     if key_type not in keys.KEY_TYPES:
         raise ApiError(400, "key_type must be one of %s" % ", ".join(keys.KEY_TYPES))
     check_validity_days(validity_days)
+    allowed_names = names.check_allowed_names(allowed_names)
     if db.scalar(select(Domain).where(Domain.name == name)) is not None:
         raise ApiError(409, "domain %r already exists" % name)
     # Key generation (seconds for RSA-4096) before the write lock; the name is checked again under it.
@@ -42,7 +47,7 @@ def create_domain(db, vault, name, key_type=keys.DEFAULT_KEY_TYPE, validity_days
     begin_write(db)
     if db.scalar(select(Domain).where(Domain.name == name)) is not None:
         raise ApiError(409, "domain %r already exists" % name)
-    domain = Domain(name=name, key_type=key_type, validity_days=validity_days)
+    domain = Domain(name=name, key_type=key_type, validity_days=validity_days, allowed_names=allowed_names)
     for role, cert, key in (
         ("root", chain.root_cert, chain.root_key),
         ("issuing", chain.issuing_cert, chain.issuing_key),
@@ -51,7 +56,7 @@ def create_domain(db, vault, name, key_type=keys.DEFAULT_KEY_TYPE, validity_days
             CertificateAuthority(
                 role=role,
                 certificate_der=x509.certificate_der(cert),
-                private_key_encrypted=vault.encrypt(keys.private_key_to_pem(key), "ca-key"),
+                private_key_encrypted=vault.encrypt(keys.private_key_to_pem(key), CA_KEY_PURPOSE),
             )
         )
     db.add(domain)
@@ -98,7 +103,7 @@ class Signer:
     _cache: ClassVar[dict] = {}
     _lock = threading.Lock()
 
-    def __init__(self, ca_row, vault, purpose="ca-key"):
+    def __init__(self, ca_row, vault, purpose=CA_KEY_PURPOSE):
         self.ca_row = ca_row
         cache_key = (purpose, ca_row.id, ca_row.certificate_der)
         with self._lock:
@@ -119,7 +124,9 @@ def ca_chain(domain):
 
 
 def issue_for_device(
+    db,
     vault: Vault,
+    settings,
     device: Device,
     domain,
     profile,
@@ -127,32 +134,34 @@ def issue_for_device(
     requested_subject=None,
     requested_sans=(),
     requested_not_after=None,
-    crl_base_url=None,
 ):
-    """Sign a certificate of profile for device's public_key; record it with record_certificate().
+    """Sign a certificate of profile for device's public_key with the names names.decide() allows; returns
+    (certificate, signer, names.Names). Record it with record_certificate().
 
-    domain is the device's, given apart: a device about to be created is not in the session yet. A
-    domain credential is named after the device and lives for the domain's validity_days; an application
-    certificate takes the requested subject and SANs the profile allows. Raises InvalidInput when the
-    request does not fit the profile.
+    domain is the device's, given apart: a device about to be created is not in the session yet. A domain
+    credential lives for the domain's validity_days. Raises names.NameRefused for names the device may not have
+    and InvalidInput when the request does not fit the profile.
     """
+    decided = names.decide(db, device, domain, profile, requested_subject, requested_sans)
     signer = Signer(domain.ca("issuing"), vault)
+    base = settings.crl_base_url
     cert = x509.issue_certificate(
         signer.certificate,
         signer.private_key,
         public_key,
-        profile.subject_for(device.name, requested_subject),
+        decided.subject,
         profile,
         validity_days=domain.validity_days if profile.domain_credential else None,
         requested_not_after=requested_not_after,
-        subject_alt_names=profile.subject_alt_names_for(requested_sans),
-        crl_url=crl_base_url.rstrip("/") + "/crl/%d" % signer.ca_row.id if crl_base_url else None,
+        subject_alt_names=decided.sans,
+        crl_url=base.rstrip("/") + "/crl/%d" % signer.ca_row.id if base else None,
     )
-    return cert, signer
+    return cert, signer, decided
 
 
-def record_certificate(db, signer, device, cert, profile, status):
-    """Add the record of an issued certificate. The caller commits."""
+def record_certificate(db, signer, device, cert, profile, status, issued_with=None, replaces=None):
+    """Add the record of an issued certificate; issued_with: the credential that authenticated the request,
+    replaces: the certificate it renews. The caller commits."""
     record = IssuedCertificate(
         ca_id=signer.ca_row.id,
         device_id=device.id,
@@ -165,6 +174,8 @@ def record_certificate(db, signer, device, cert, profile, status):
         fingerprint_sha256=x509.fingerprint(cert),
         certificate_der=x509.certificate_der(cert),
         status=status,
+        issued_with_id=issued_with.id if issued_with is not None else None,
+        replaces=replaces,
     )
     db.add(record)
     return record
@@ -185,6 +196,7 @@ def domain_json(domain):
         "name": domain.name,
         "key_type": domain.key_type,
         "validity_days": domain.validity_days,
+        "allowed_names": domain.allowed_names or [],
         "created_at": domain.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "device_count": len(domain.devices),
         "issuing_ca": x509.summary(issuing),

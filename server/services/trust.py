@@ -14,7 +14,7 @@ from trustpoint_core.errors import InvalidInput
 
 from ..errors import ApiError
 from ..storage.db import begin_write, contains
-from ..storage.models import DevIdRegistration, Truststore
+from ..storage.models import Device, DevIdRegistration, Truststore
 from . import pki
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -222,7 +222,18 @@ def get_registration(db, name):
 
 
 def delete_registration(db, registration):
-    """Devices it admitted keep their credentials; IDevIDs only it matched are refused from now on."""
+    """Delete a DevID registration; refused while devices belong to it (their IDevIDs would then be admitted by
+    whichever other registration matches)."""
+    bound = db.scalars(
+        select(Device.name).where(Device.devid_registration_id == registration.id).order_by(Device.name).limit(6)
+    ).all()
+    if bound:
+        raise ApiError(
+            409,
+            "DevID registration %r admitted device(s) %s%s; delete them, or bind them to another registration "
+            '(PATCH /api/v1/devices/<id> {"devid_registration": ...}), first'
+            % (registration.name, ", ".join(bound[:5]), " and more" if len(bound) > 5 else ""),
+        )
     db.delete(registration)
 
 

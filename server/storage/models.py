@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 from typing import Optional
 
-from sqlalchemy import DateTime, ForeignKey, Index, LargeBinary, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, LargeBinary, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -45,6 +45,8 @@ class Domain(Base):
     key_type: Mapped[str] = mapped_column(String(16))
     # Lifetime of the domain credentials (LDevIDs) it issues.
     validity_days: Mapped[int]
+    # Names every device of the domain may have in application certificates besides its own (services/names.py).
+    allowed_names: Mapped[Optional[list]] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
 
     cas: Mapped[list[CertificateAuthority]] = relationship(
@@ -60,6 +62,8 @@ class CertificateAuthority(Base):
     """A CA certificate and its private key, encrypted at rest (see runtime/vault.py)."""
 
     __tablename__ = "certificate_authority"
+    # Columns encrypted with the vault, and the purpose each is bound to (runtime/rotation.py re-encrypts them).
+    __encrypted__ = {"private_key_encrypted": "ca-key"}  # noqa: RUF012 (read by runtime/rotation.py)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Indexed, like every column the enrollment paths look rows up by (migration 16_hot_path_indexes).
@@ -84,8 +88,11 @@ class Device(Base):
     __table_args__ = (
         # An IDevID's device by its serialNumber within the registration's domain (services/identity.py).
         Index("ix_device_domain_id_serial_number", "domain_id", "serial_number"),
+        # Used secrets whose retry window is over (services/certificates.py sweep()).
+        Index("ix_device_secret_retry_until", "secret_retry_until"),
         {"sqlite_autoincrement": True},
     )
+    __encrypted__ = {"secret_encrypted": "device-secret"}  # noqa: RUF012 (read by runtime/rotation.py)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
@@ -104,6 +111,13 @@ class Device(Base):
     # locked until an operator unlocks it (services/auth_limits.py).
     failed_authentications: Mapped[int] = mapped_column(default=0, server_default="0")
     secret_locked_at: Mapped[Optional[datetime.datetime]] = mapped_column(nullable=True)
+    # Set when the secret or password was used: it still works until then, and only while the credential it
+    # obtained was never used, so that a device whose answer was lost can onboard again (services/devices.py).
+    secret_retry_until: Mapped[Optional[datetime.datetime]] = mapped_column(nullable=True)
+    # The DevID registration that admitted (or created) the device: no other one admits an IDevID for it.
+    devid_registration_id: Mapped[Optional[int]] = mapped_column(ForeignKey("devid_registration.id"), nullable=True)
+    # Names the device may have in application certificates besides its own (services/names.py).
+    allowed_names: Mapped[Optional[list]] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
     onboarded_at: Mapped[Optional[datetime.datetime]] = mapped_column(nullable=True)
     credential_id: Mapped[Optional[int]] = mapped_column(
@@ -112,6 +126,7 @@ class Device(Base):
 
     domain: Mapped[Domain] = relationship(back_populates="devices")
     credential: Mapped[Optional[IssuedCertificate]] = relationship(foreign_keys=[credential_id])
+    devid_registration: Mapped[Optional[DevIdRegistration]] = relationship()
 
 
 class IssuedCertificate(Base):
@@ -122,6 +137,13 @@ class IssuedCertificate(Base):
         UniqueConstraint("ca_id", "serial_number"),
         # A CA's revoked certificates (its CRL), without reading the CA's other certificates.
         Index("ix_issued_certificate_ca_id_status", "ca_id", "status"),
+        # A device's certificates (listing, the daily limit), the sweeps of services/certificates.py, and the
+        # certificates a credential obtained or replaced.
+        Index("ix_issued_certificate_device_created", "device_id", "created_at"),
+        Index("ix_issued_certificate_status_created", "status", "created_at"),
+        Index("ix_issued_certificate_status_superseded", "status", "superseded_at"),
+        Index("ix_issued_certificate_issued_with", "issued_with_id"),
+        Index("ix_issued_certificate_replaces", "replaces_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -143,15 +165,37 @@ class IssuedCertificate(Base):
     revoked_at: Mapped[Optional[datetime.datetime]] = mapped_column(nullable=True)
     revocation_reason: Mapped[Optional[str]] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    # The certificate whose holder obtained this one (None: a secret, a password or an IDevID did): revoked
+    # for keyCompromise, it takes this one with it.
+    issued_with_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("issued_certificate.id", ondelete="SET NULL"), nullable=True
+    )
+    # The certificate this one renews (kur, simplereenroll).
+    replaces_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("issued_certificate.id", ondelete="SET NULL"), nullable=True
+    )
+    # When a renewal of this certificate became active: it then renews, and nothing else, until its successor
+    # is used or the grace period ends (services/certificates.py).
+    superseded_at: Mapped[Optional[datetime.datetime]] = mapped_column(nullable=True)
+    # When the certificate first authenticated a request.
+    first_used_at: Mapped[Optional[datetime.datetime]] = mapped_column(nullable=True)
 
     ca: Mapped[CertificateAuthority] = relationship()
     device: Mapped[Optional[Device]] = relationship(foreign_keys=[device_id])
+    replaces: Mapped[Optional[IssuedCertificate]] = relationship(
+        foreign_keys=[replaces_id], remote_side="IssuedCertificate.id"
+    )
+    issued_with: Mapped[Optional[IssuedCertificate]] = relationship(
+        foreign_keys=[issued_with_id], remote_side="IssuedCertificate.id"
+    )
 
 
 class CmpTransaction(Base):
     """A CMP transaction: its ID is never accepted twice, and certConf must match it."""
 
     __tablename__ = "cmp_transaction"
+    # The transaction of a certificate (the unconfirmed ones of a requester, their expiry).
+    __table_args__ = (Index("ix_cmp_transaction_certificate", "certificate_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     transaction_id: Mapped[bytes] = mapped_column(LargeBinary(64), unique=True)
@@ -167,15 +211,10 @@ class CmpTransaction(Base):
     # Who sent the request ("secret:<device id>" or "cert:<SHA-256 of the signer>"): certConf must too.
     requester: Mapped[str] = mapped_column(String(80))
     cert_req_id: Mapped[int] = mapped_column(default=0)
-    # The certificate a kur updates: revoked as superseded once the new one is confirmed.
-    replaces_id: Mapped[Optional[int]] = mapped_column(
-        ForeignKey("issued_certificate.id", ondelete="SET NULL"), nullable=True
-    )
-    state: Mapped[str] = mapped_column(String(16))  # waiting | confirmed | rejected
+    state: Mapped[str] = mapped_column(String(16))  # waiting | confirmed | rejected | superseded | expired
     created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
 
     certificate: Mapped[Optional[IssuedCertificate]] = relationship(foreign_keys=[certificate_id])
-    replaces: Mapped[Optional[IssuedCertificate]] = relationship(foreign_keys=[replaces_id])
 
 
 class Truststore(Base):
@@ -212,6 +251,7 @@ class OwnerCredential(Base):
     encrypted at rest like the CA keys (see runtime/vault.py)."""
 
     __tablename__ = "owner_credential"
+    __encrypted__ = {"private_key_encrypted": "owner-key"}  # noqa: RUF012 (read by runtime/rotation.py)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)

@@ -20,9 +20,9 @@ from trustpoint_core.errors import InvalidInput
 from trustpoint_core.keys import DEFAULT_KEY_TYPE
 
 from ..errors import ApiError
-from ..protocols.wire import https_base_url, public_url
+from ..protocols.wire import https_base_url
 from ..runtime import mdns
-from ..services import agent, aoki, auth_limits, certificates, devices, downloads, help, owner, pki, trust
+from ..services import agent, aoki, auth_limits, certificates, devices, downloads, help, names, owner, pki, trust
 from ..storage.db import begin_write, paginate, session
 from ..storage.models import ApiToken, OwnerCredential
 
@@ -106,7 +106,7 @@ def list_domains():
 @bp.post("/domains")
 def create_domain():
     data = _body()
-    _only(data, ("name", "key_type", "validity_days"))
+    _only(data, ("name", "key_type", "validity_days", "allowed_names"))
     if "name" not in data:
         raise ApiError(400, "field 'name' is required")
     db = session()
@@ -116,6 +116,7 @@ def create_domain():
         data["name"],
         data.get("key_type", DEFAULT_KEY_TYPE),
         data.get("validity_days", pki.DEFAULT_VALIDITY_DAYS),
+        data.get("allowed_names"),
     )
     db.commit()
     log.info("created domain %s (%s)", domain.name, domain.key_type)
@@ -130,12 +131,14 @@ def get_domain(name):
 @bp.patch("/domains/<name>")
 def update_domain(name):
     data = _body()
-    _only(data, ("validity_days",))
+    _only(data, ("validity_days", "allowed_names"))
     db = session()
     begin_write(db)
     domain = pki.get_domain(db, name)
     if "validity_days" in data:
         domain.validity_days = pki.check_validity_days(data["validity_days"])
+    if "allowed_names" in data:
+        domain.allowed_names = names.check_allowed_names(data["allowed_names"])
     db.commit()
     return jsonify(pki.domain_json(domain))
 
@@ -168,7 +171,7 @@ def list_devices():
 @bp.post("/devices")
 def create_device():
     data = _body()
-    _only(data, ("name", "domain", "onboarding_method", "serial_number"))
+    _only(data, ("name", "domain", "onboarding_method", "serial_number", "allowed_names", "devid_registration"))
     missing = [f for f in ("name", "domain", "onboarding_method") if f not in data]
     if missing:
         raise ApiError(400, "field(s) required: %s" % ", ".join(missing))
@@ -178,7 +181,14 @@ def create_device():
     begin_write(db)
     domain = pki.get_domain(db, data["domain"])
     device, secrets = devices.create_device(
-        db, _vault(), data["name"], domain, data["onboarding_method"], data.get("serial_number")
+        db,
+        _vault(),
+        data["name"],
+        domain,
+        data["onboarding_method"],
+        data.get("serial_number"),
+        data.get("allowed_names"),
+        data.get("devid_registration"),
     )
     db.commit()
     log.info("registered device %s (id %d) in domain %s", device.name, device.id, domain.name)
@@ -201,6 +211,25 @@ def device_help(device_id):
     profile = request.args.get("profile", "tls_client")
     sections = help.onboarding_sections(device, urls) + help.application_sections(device, urls, profile)
     return jsonify([help.section_json(section) for section in sections])
+
+
+@bp.patch("/devices/<int:device_id>")
+def update_device(device_id):
+    data = _body()
+    _only(data, ("allowed_names", "devid_registration"))
+    db = session()
+    begin_write(db)
+    device = devices.get_device(db, device_id)
+    if "allowed_names" in data:
+        devices.set_allowed_names(device, data["allowed_names"])
+    if "devid_registration" in data:
+        if data["devid_registration"] is None:
+            device.devid_registration = None
+        else:
+            devices.bind_registration(db, device, data["devid_registration"])
+    db.commit()
+    log.info("changed device %s (id %d): %s", device.name, device.id, ", ".join(sorted(data)))
+    return jsonify(devices.device_json(device))
 
 
 @bp.post("/devices/<int:device_id>/secret")
@@ -344,10 +373,13 @@ _ISSUE_FIELDS = ("profile", "csr", "key_type", "pkcs12_password", "subject", "su
 
 @bp.get("/devices/<int:device_id>/certificates")
 def list_certificates(device_id):
-    device = devices.get_device(session(), device_id)
+    db = session()
+    # The operator sees what the windows ended revoked, not at the next CRL request.
+    certificates.sweep(db, _settings(), force=True)
+    device = devices.get_device(db, device_id)
     args = request.args
     query = certificates.certificates_query(device, args.get("search"), args.get("status"), args.get("profile"))
-    return _listing(query, certificates.certificate_json)
+    return _listing(query, lambda row: certificates.certificate_json(row, _settings()))
 
 
 @bp.post("/devices/<int:device_id>/certificates")
@@ -373,13 +405,13 @@ def issue_certificate(device_id):
     record, certificate, private_key = certificates.issue(
         db,
         _vault(),
+        _settings(),
         device,
         data["profile"],
         csr=data.get("csr"),
         key_type=data.get("key_type"),
         subject=data.get("subject"),
         subject_alt_names=data.get("subject_alt_names"),
-        crl_base_url=public_url(),
         replaces=replaces,
     )
     db.commit()
@@ -405,12 +437,39 @@ def issue_certificate(device_id):
     return jsonify(answer), 201
 
 
+@bp.post("/devices/<int:device_id>/names")
+def certificate_names(device_id):
+    """The subject and subject alternative names a certificate issued with this body (as for POST
+    .../certificates: profile, csr, subject, subject_alt_names) would carry, and what the server changes of the
+    request; 400 with the reason when a name is refused. Issues nothing."""
+    data = _body()
+    _only(data, ("profile", "csr", "subject", "subject_alt_names"))
+    if "profile" not in data:
+        raise ApiError(400, "field 'profile' is required")
+    db = session()
+    decided = certificates.names_for(
+        db,
+        devices.get_device(db, device_id),
+        data["profile"],
+        csr=data.get("csr"),
+        subject=data.get("subject"),
+        subject_alt_names=data.get("subject_alt_names"),
+    )
+    return jsonify(
+        {
+            "subject": x509.name_to_string(decided.subject),
+            "subject_alt_names": [x509.general_name_to_string(n) for n in decided.sans],
+            "changes": decided.changes,
+        }
+    )
+
+
 @bp.get("/devices/<int:device_id>/certificates/<serial>")
 def get_certificate(device_id, serial):
     db = session()
-    return jsonify(
-        certificates.certificate_json(certificates.get_certificate(db, devices.get_device(db, device_id), serial))
-    )
+    certificates.sweep(db, _settings(), force=True)
+    record = certificates.get_certificate(db, devices.get_device(db, device_id), serial)
+    return jsonify(certificates.certificate_json(record, _settings()))
 
 
 @bp.post("/devices/<int:device_id>/certificates/<serial>/revoke")
@@ -423,12 +482,21 @@ def revoke_certificate(device_id, serial):
     db = session()
     begin_write(db)
     device = devices.get_device(db, device_id)
-    record = certificates.revoke_for_operator(db, device, serial, reason)
+    revoked = certificates.revoke_for_operator(db, device, serial, reason)
     db.commit()
+    record = revoked[0]
     log.info(
-        "revoked %s of device %s (id %d) through the API: %s", record.serial_number, device.name, device.id, reason
+        "revoked %s of device %s (id %d) through the API: %s%s",
+        record.serial_number,
+        device.name,
+        device.id,
+        reason,
+        ", taking %s with it" % ", ".join(r.serial_number for r in revoked[1:]) if revoked[1:] else "",
     )
-    return jsonify(certificates.certificate_json(record))
+    # also_revoked: what went with it (what a keyCompromise took, the certificate it renewed in its grace period).
+    return jsonify(
+        dict(certificates.certificate_json(record, _settings()), also_revoked=[r.serial_number for r in revoked[1:]])
+    )
 
 
 # --- credential downloads (one-time password, in the device's browser) -----------------------------

@@ -99,10 +99,11 @@ def _name(common_name=None, serial_number=None, organization="Test Manufacturer"
     return x509.Name(attributes)
 
 
-def make_ca(common_name, issuer=None, key_kind="ec"):
-    """A CA certificate (critical BasicConstraints, SKI, AKI), self-signed or below issuer."""
+def make_ca(common_name, issuer=None, key_kind="ec", serial_number=None):
+    """A CA certificate (critical BasicConstraints, SKI, AKI), self-signed or below issuer; serial_number: a
+    subject serialNumber (a CA posing as an IDevID)."""
     key = new_private_key(key_kind)
-    subject = _name(common_name)
+    subject = _name(common_name, serial_number)
     now = datetime.datetime.now(datetime.timezone.utc)
     signer_key = issuer.key if issuer is not None else key
     builder = (
@@ -354,6 +355,30 @@ def query(server, sql, parameters=()):
         db.close()
 
 
+def execute(server, sql, parameters=()):
+    """A write to the running server's SQLite database, as time passing (or a concurrent request) would make."""
+    db = sqlite3.connect(str(server.data_dir / "trustpoint.db"), timeout=15)
+    try:
+        with db:
+            db.execute(sql, parameters)
+    finally:
+        db.close()
+
+
+def end_retry_window(server, device_id):
+    """The window in which the device's used one-time secret (or password) still works is over."""
+    execute(server, "UPDATE device SET secret_retry_until = '2000-01-01 00:00:00' WHERE id = ?", (device_id,))
+
+
+def end_renewal_grace(server, certificate):
+    """The grace period in which a renewed certificate still renews is over (its successor was never used)."""
+    execute(
+        server,
+        "UPDATE issued_certificate SET superseded_at = '2000-01-01 00:00:00' WHERE fingerprint_sha256 = ?",
+        (certificate.fingerprint(hashes.SHA256()).hex(),),
+    )
+
+
 def while_writes_wait(server, send, *changes):
     """Run send() (one request to the server) while a concurrent writer holds the database's write lock.
 
@@ -480,12 +505,27 @@ def new_key_file(path, kind="ec"):
     return write_key(path, new_private_key(kind))
 
 
+# The names the interop and negative tests ask for in application certificates: their domains allow them to
+# every device (test_issuance_policy.py checks the names policy itself).
+TEST_APP_NAMES = [
+    "DNS:*.example",
+    "IP:127.0.0.1",
+    "IP:192.0.2.0/24",
+    "URI:urn:example:*",
+    "CN:x",
+    "CN:pss",
+    "CN:not a host name",
+]
+
+
 class PkiDomain:
-    """A fresh domain and its CA certificates, written to files for openssl."""
+    """A fresh domain and its CA certificates, written to files for openssl; its devices may have the
+    TEST_APP_NAMES unless allowed_names says otherwise."""
 
     def __init__(self, server, workdir, **fields):
         self.server = server
         self.workdir = workdir
+        fields.setdefault("allowed_names", TEST_APP_NAMES)
         self.name = server.create_domain(**fields)["name"]
         self.issuing, self.root = domain_chain(server, self.name)
         self.root_path = write_pem(workdir / ("%s-root.pem" % self.name), [self.root])

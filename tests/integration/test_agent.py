@@ -196,11 +196,16 @@ def test_guided_onboarding_with_a_one_time_token(server, workdir):
     assert chain_root(state) == domain_root(server, domain)
     assert state_of(state)["method"] == "agent"
 
+    # The agent used its new credential once (a genm): the server ended the token's retry window at once.
     again = agent("--state-dir", workdir / "state2", *argv[1:], check=False)
     assert again.returncode == 1 and "already used" in again.stderr, again.stderr
     assert not (workdir / "state2" / "cert.pem").exists()
-    # Renewal with kur, over the pinned TLS.
+    # Renewal with kur, over the pinned TLS; used once, the new credential ends the old one's grace period.
+    before = x509.load_pem_x509_certificate((state / "cert.pem").read_bytes())
     assert "renewed" in agent("--state-dir", state, "renew", "--force").stdout
+    serial = "%x" % before.serial_number
+    old = server.api("GET", "/devices/%d/certificates/%s" % (device_id, serial))[1]
+    assert (old["status"], old["revocation_reason"]) == ("revoked", "superseded"), old
 
 
 def test_a_token_for_another_server_is_refused_before_anything_is_sent(server, workdir):

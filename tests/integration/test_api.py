@@ -609,7 +609,7 @@ def test_non_json_body_is_400(server, body, content_type, method, path):
         ("POST", "/domains/{d}"),
         ("PUT", "/devices"),
         ("DELETE", "/devices"),
-        ("PATCH", "/devices/1"),
+        ("PUT", "/devices/1"),
         ("GET", "/devices/1/secret"),
     ],
 )

@@ -18,9 +18,10 @@ from test_modules import run_tasks
 @pytest.fixture
 def none_device(server):
     domain = server.create_domain()["name"]
-    status, body = server.api(
-        "POST", "/devices", {"name": unique("plc"), "domain": domain, "onboarding_method": "none"}
-    )
+    device = {"name": unique("plc"), "domain": domain, "onboarding_method": "none"}
+    # The names it gets besides its own (services/names.py).
+    device["allowed_names"] = ["DNS:{device}.example", "URI:urn:plant:{device}"]
+    status, body = server.api("POST", "/devices", device)
     assert status == 201, body
     return body["device"]
 
@@ -77,9 +78,11 @@ def test_from_a_request_check_real_idempotent_renew_revoke(server, none_device, 
         renewed["action"] == "renew"
         and renewed["diff"]["before"]["serial_number"] != renewed["certificate"]["serial_number"]
     )
-    statuses = {c["serial_number"]: (c["status"], c["revocation_reason"]) for c in certificates(server, none_device)}
-    assert statuses[renewed["diff"]["before"]["serial_number"]] == ("revoked", "superseded")
-    assert statuses[renewed["certificate"]["serial_number"]] == ("active", None)
+    listed = {c["serial_number"]: c for c in certificates(server, none_device)}
+    # Superseded: it stays valid for a renewal sent again (a lost answer) until its grace period ends.
+    old = listed[renewed["diff"]["before"]["serial_number"]]
+    assert old["status"] == "active" and old["superseded_at"] and old["renews_until"]
+    assert listed[renewed["certificate"]["serial_number"]]["status"] == "active"
 
     # A new request (another key) is a renewal too; the file keeps up.
     (tmp_path / "tls.key").unlink()
@@ -119,6 +122,31 @@ def test_server_side_key_as_a_protected_pkcs12(server, none_device, tmp_path):
     issue["trustpoint.pki.certificate"]["subject_alt_names"].append("DNS:%s" % none_device["name"])
     changed = run_tasks(tmp_path, [issue])["opcua"]
     assert changed["action"] == "renew" and len(changed["certificate"]["subject_alt_names"]) == 2
+
+
+def test_idempotent_when_the_server_changes_the_names_and_refused_names_fail_in_check_mode(
+    server, none_device, tmp_path
+):
+    """The names policy drops O and OU and gives a tls_server certificate without a SAN its host-name CN as DNS
+    name: the module compares with what the server would issue, not with the request, so it does not renew on
+    every run. A name the device may not have fails before anything is issued."""
+    csr = make_csr(tmp_path, "/CN=%s.example/O=Plant 1/OU=Line 7" % none_device["name"])
+    issue = task(server, "issue", device=none_device["name"], profile="tls_server", csr_path=str(csr),
+                 certificate_path=str(tmp_path / "tls.pem"))  # fmt: skip
+    done = run_tasks(tmp_path, [issue])["issue"]
+    assert done["certificate"]["subject"] == "CN=%s.example" % none_device["name"]
+    assert done["certificate"]["subject_alt_names"] == ["DNS:%s.example" % none_device["name"]]
+    for check in (True, False):
+        again = run_tasks(tmp_path, [issue], check=check)["issue"]
+        assert not again["changed"] and again["action"] == "none", again
+
+    other = task(server, "other", device=none_device["name"], profile="tls_client", key_type="ecdsa-p256",
+                 subject_alt_names=["DNS:elsewhere.example"], pkcs12_path=str(tmp_path / "other.p12"),
+                 pkcs12_passphrase="p12 passphrase")  # fmt: skip
+    for check in (True, False):
+        failed = run_tasks(tmp_path, [other], check=check, expect_failure=True)["other"]
+        assert "may not have DNS:elsewhere.example" in failed["msg"], failed
+    assert not (tmp_path / "other.p12").exists() and len(certificates(server, none_device)) == 1
 
 
 BAD_ARGUMENTS = [

@@ -32,6 +32,7 @@ from cmp_helpers import (
     certificates_of,
     common_name_of,
     confirm_args,
+    end_renewal_grace,
     enroll_application,
     enroll_with_secret,
     error_of,
@@ -357,8 +358,9 @@ def test_cr(server, domain, onboarded, workdir, profile, mode):
 @pytest.mark.parametrize("target", ["domain_credential", "tls_server"])
 def test_kur(server, domain, onboarded, workdir, target, mode):
     """kur signed with the certificate it updates (-cert/-key, new -newkey) issues a certificate with
-    the same subject and SANs for the new key; once confirmed the old one is revoked as superseded and
-    listed so on the CRL; a domain credential update becomes the device's credential."""
+    the same subject and SANs for the new key; once confirmed the old one is superseded: when its grace period
+    ends it is revoked as superseded and listed so on the CRL; a domain credential update becomes the device's
+    credential."""
     old = onboarded
     if target == "tls_server":
         old = enroll_application(domain, onboarded, "tls_server", "srv", "/CN=web.example", "web.example 127.0.0.1")
@@ -377,9 +379,14 @@ def test_kur(server, domain, onboarded, workdir, target, mode):
     assert eku_of(updated) == eku_of(previous)
     assert same_key(updated, key)
     assert not same_key(updated, old.key_path)
-    assert certificate_status(server, previous) == ("revoked", "superseded")
+    # The old certificate still renews (nothing else) until the new one is used or its grace period ends.
+    assert certificate_status(server, previous) == ("active", None)
     assert certificate_status(server, updated) == ("active", None)
+    end_renewal_grace(server, previous)
+    # CRL requests look for ended windows at most every 30 s per worker; the operator's listing at once.
+    assert server.api("GET", "/devices/%d/certificates" % onboarded.id)[0] == 200
     entry = fetch_crl(updated).get_revoked_certificate_by_serial_number(previous.serial_number)
+    assert certificate_status(server, previous) == ("revoked", "superseded")
     assert entry is not None
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.superseded
     credential = server.device(onboarded.id)["credential"]

@@ -520,7 +520,8 @@ def test_bad_cert_conf(server, domain, onboarded, mistake, fail_info):
 
 
 def test_replayed_cert_conf(server, domain, onboarded, workdir):
-    """The certConf of a completed cr (captured with -reqout) POSTed again: certConfirmed."""
+    """The certConf of a completed cr (captured with -reqout) POSTed again: its pkiConf again (the first may have
+    been lost), signed, and nothing changes."""
     key = new_key_file(workdir / "app.key")
     returncode, output = run_cmp(
         "-cmd", "cr", "-server", domain.url("certification"), *onboarded.signer_args(domain),
@@ -529,7 +530,8 @@ def test_replayed_cert_conf(server, domain, onboarded, workdir):
     )  # fmt: skip
     assert_cmp_ok(returncode, output)
     before = snapshot(server, onboarded.id)
-    message = rejected(domain.url("certification"), (workdir / "certconf.der").read_bytes(), "certConfirmed")
+    message = post_cmp(domain.url("certification"), (workdir / "certconf.der").read_bytes())
+    assert message.body_type == "pkiconf"
     assert_signed_by_domain(message, domain)
     assert snapshot(server, onboarded.id) == before
 
@@ -790,12 +792,12 @@ def test_idevid_ir_to_another_domain(server, domain, workdir):
 
 @pytest.mark.parametrize("command", ["cr", "kur", "p10cr", "rr"])
 def test_revoked_credential_as_signer(server, domain, onboarded, workdir, command):
-    """The device revoked its domain credential (rr, keyCompromise); cr, kur, p10cr or rr signed with it
-    afterwards: certRevoked."""
+    """The device revoked its domain credential (rr, cessationOfOperation: keyCompromise would take the
+    application certificate with it); cr, kur, p10cr or rr signed with it afterwards: certRevoked."""
     app = enroll_application(domain, onboarded, "tls_client", "app")
     returncode, output = run_cmp(
         "-cmd", "rr", "-server", domain.url("revocation"), *onboarded.signer_args(domain),
-        "-oldcert", onboarded.cert_path, "-revreason", "1", cwd=workdir,
+        "-oldcert", onboarded.cert_path, "-revreason", "5", cwd=workdir,
     )  # fmt: skip
     assert_cmp_ok(returncode, output)
     key = new_key_file(workdir / "new.key")
@@ -1073,7 +1075,8 @@ def test_template_refused(server, domain, onboarded, workdir, case):
         profile = {"tls_server-without-san": "tls_server", "domain-profile-in-cr": "domain_credential"}.get(
             case, "no_such_profile"
         )
-        args += ["-server", domain.url("certification", profile), "-subject", "/CN=x"]
+        # A common name that is no host name: tls_server cannot take it as its DNS name either.
+        args += ["-server", domain.url("certification", profile), "-subject", "/CN=not a host name"]
         args += ["-newkey", new_key_file(workdir / "new.key")]
     before = snapshot(server, onboarded.id)
     assert_rejected(*run_cmp(*args, cwd=workdir), "badCertTemplate")

@@ -18,6 +18,7 @@ import sqlite3
 import urllib.parse
 
 import pytest
+from cmp_helpers import end_retry_window
 from conftest import http, openssl
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -374,19 +375,30 @@ def test_key_type_matrix(server, workdir, ca_key_type, device_key_type):
 # --- the secret is one-time ------------------------------------------------------------------------
 
 
-def test_secret_is_spent_after_onboarding(server, enrollment, workdir):
-    """A second ir with the same secret after onboarding is rejected with badMessageCheck (the error
-    cannot be protected: the secret no longer exists) and the credential stays as it was."""
+def test_a_used_secret_works_only_until_its_credential_is_used(server, enrollment, workdir):
+    """After onboarding, the same secret still onboards again within its retry window (the answer may have been
+    lost): the new credential supersedes the first. Once the window passes, or once the credential is used, an ir
+    with it is rejected with badMessageCheck (unprotected: the secret is gone) and nothing changes."""
     domain, device, secret = enrollment
     returncode, output = cmp_ir(legacy_url(server, domain), device["id"], secret, workdir, "-implicit_confirm")
     assert returncode == 0, output
     first = server.device(device["id"])["credential"]
+    returncode, output = cmp_ir(legacy_url(server, domain), device["id"], secret, workdir, "-implicit_confirm")
+    assert returncode == 0, output
+    second = assert_onboarded(server, domain, device, workdir)
+    assert [row[1:] for row in issued_certificates(server, device["id"])] == [
+        ("revoked", "superseded"),
+        ("active", None),
+    ]
+    assert server.device(device["id"])["credential"]["serial_number"] != first["serial_number"]
+
+    end_retry_window(server, device["id"])
     returncode, output = cmp_ir(legacy_url(server, domain), device["id"], secret, workdir, "-unprotected_errors")
     assert_rejected(returncode, output, "badMessageCheck")
     record = server.device(device["id"])
     assert record["status"] == "onboarded"
-    assert record["credential"] == first
-    assert len(issued_certificates(server, device["id"])) == 1
+    assert record["credential"]["fingerprint_sha256"] == second.fingerprint(hashes.SHA256()).hex()
+    assert len(issued_certificates(server, device["id"])) == 2
 
 
 # --- rejections ------------------------------------------------------------------------------------
@@ -544,8 +556,9 @@ def test_replayed_ir_while_awaiting_confirmation(server, enrollment, workdir):
 
 
 def test_replayed_messages_after_onboarding(server, enrollment, workdir):
-    """The ir and certConf of a completed enrollment (captured with -reqout) replayed: the secret is
-    spent, so both are badMessageCheck (unprotected) and the credential does not change."""
+    """The ir and certConf of a completed enrollment (captured with -reqout) replayed: within the secret's retry
+    window the ir's transactionID is refused (transactionIdInUse) and the certConf gets its pkiConf again, nothing
+    changing; after it the secret is spent, so both are badMessageCheck (unprotected)."""
     domain, device, secret = enrollment
     url = legacy_url(server, domain)
     returncode, output = cmp_ir(
@@ -554,6 +567,12 @@ def test_replayed_messages_after_onboarding(server, enrollment, workdir):
     assert returncode == 0, output
     assert_onboarded(server, domain, device, workdir)
     credential = server.device(device["id"])["credential"]
+    fail_info, text = error_of(post_cmp(url, (workdir / "ir.der").read_bytes()))
+    assert fail_info == ("transactionIdInUse",), text
+    assert post_cmp(url, (workdir / "certconf.der").read_bytes()).body_type == "pkiconf"
+    assert server.device(device["id"])["credential"] == credential
+
+    end_retry_window(server, device["id"])
     for name in ("ir.der", "certconf.der"):
         message = post_cmp(url, (workdir / name).read_bytes())
         fail_info, text = error_of(message)

@@ -13,6 +13,7 @@ import subprocess
 import uuid
 
 import pytest
+from cmp_helpers import end_retry_window
 from conftest import http, openssl, require_binary
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -210,6 +211,11 @@ def test_est_password_onboarding_renewal_and_revocation(server, workdir, backend
     openssl("verify", "-CAfile", str(workdir / "chain.pem"), str(workdir / "dc.pem"))
     assert server.device(created["device"]["id"])["status"] == "onboarded"
 
+    # The key lost before the credential was ever used (as when the answer is lost): the password onboards
+    # again within its retry window. After the window it is spent.
+    (workdir / "dc.key").unlink()
+    assert run_tasks(workdir, [task])["enroll"]["action"] == "enroll"
+    end_retry_window(server, created["device"]["id"])
     (workdir / "dc.key").unlink()
     spent = run_tasks(workdir, [task], expect_failure=True)["enroll"]
     assert "401" in spent["msg"] and "used up" in spent["msg"]

@@ -16,11 +16,13 @@ import uuid
 
 import pytest
 from cmp_helpers import (
+    TEST_APP_NAMES,
     PkiDomain,
     admit_manufacturer,
     admitted_idevid,
     certificate_status,
     domain_chain,
+    end_retry_window,
     load_pem,
     make_ca,
     make_end_entity,
@@ -64,7 +66,7 @@ def default_server(tmp_path_factory):
         free_port(),
         extra_args=["--est-default-domain", name, "--workers", "1"],
     )
-    instance.create_domain(name)
+    instance.create_domain(name, allowed_names=TEST_APP_NAMES)
     instance.domain = name
     yield instance
     instance.stop()
@@ -138,6 +140,12 @@ def test_simpleenroll_with_password(server, domain, workdir):
     CaCerts(server, workdir, domain.name).assert_verifies(workdir / "cert.pem")
     assert_credential_of(server, device["id"], certificate)
 
+    # Within its retry window the password onboards again (the answer may have been lost): the first
+    # certificate, never used, is superseded. After the window it is spent.
+    second = issued_certificate(curl(server, url, workdir, data=csr.b64, user=user), workdir / "second.pem")
+    assert_credential_of(server, device["id"], second)
+    assert certificate_status(server, certificate) == ("revoked", "superseded")
+    end_retry_window(server, device["id"])
     again = curl(server, url, workdir, data=csr.b64, user=user)
     assert again.status == 401, again
     assert again.headers.get("www-authenticate") == 'Basic realm="est"', again
@@ -180,9 +188,9 @@ def test_simpleenroll_with_idevid(server, domain, workdir, setup):
 
 
 def test_simplereenroll_with_domain_credential(server, domain, workdir):
-    """curl --cert credential simplereenroll with a new key: same subject and SANs, the new key, the old
-    credential revoked (superseded), the device's credential the new certificate. The superseded one then
-    gets 403; the new one renews again."""
+    """curl --cert credential simplereenroll with a new key: same subject and SANs, the new key, the device's
+    credential the new certificate; the old one superseded: it may only renew until the new one is used. The new
+    one renews again, and the old one, revoked (superseded) by that use, then gets 403."""
     onboarded = onboard_with_password(server, workdir, domain.name)
     renewal = Csr(workdir, "renewal", "/CN=%s" % onboarded.name)
     answer = curl(
@@ -200,19 +208,10 @@ def test_simplereenroll_with_domain_credential(server, domain, workdir):
     assert renewed.serial_number != old.serial_number
     assert public_key_of_certificate(workdir / "renewed.pem") == renewal.public_key_pem()
     CaCerts(server, workdir, domain.name).assert_verifies(workdir / "renewed.pem")
-    assert certificate_status(server, old) == ("revoked", "superseded")
+    assert certificate_status(server, old) == ("active", None)
     assert certificate_status(server, renewed) == ("active", None)
     assert_credential_of(server, onboarded.id, renewed)
 
-    again = curl(
-        server,
-        est_url(server, "simplereenroll", domain.name),
-        workdir,
-        data=renewal.b64,
-        cert=onboarded.cert_path,
-        key=onboarded.key_path,
-    )
-    assert again.status == 403 and "is revoked" in again.text, again
     renewed_again = curl(
         server,
         est_url(server, "simplereenroll", domain.name),
@@ -223,6 +222,16 @@ def test_simplereenroll_with_domain_credential(server, domain, workdir):
     )
     issued_certificate(renewed_again, workdir / "renewed-again.pem")
     CaCerts(server, workdir, domain.name).assert_verifies(workdir / "renewed-again.pem")
+    assert certificate_status(server, old) == ("revoked", "superseded")
+    again = curl(
+        server,
+        est_url(server, "simplereenroll", domain.name),
+        workdir,
+        data=renewal.b64,
+        cert=onboarded.cert_path,
+        key=onboarded.key_path,
+    )
+    assert again.status == 403 and "is revoked" in again.text, again
 
 
 def _sans(certificate):
@@ -561,7 +570,8 @@ def test_strongswan_reenroll_with_domain_credential(strongswan_target, workdir):
     assert renewed.subject == old.subject and renewed.serial_number != old.serial_number
     assert public_key_of_certificate(renewed_path) == second.public_key_pem()
     CaCerts(target, workdir, domain).assert_verifies(renewed_path)
-    assert certificate_status(target, old) == ("revoked", "superseded")
+    assert certificate_status(target, old) == ("active", None)  # superseded: it may renew until renewed is used
+    assert target.api("GET", "/devices/%d/certificates/%x" % (device["id"], old.serial_number))[1]["superseded_at"]
     assert_credential_of(target, device["id"], renewed)
     assert_logged(target, "simplereenroll", device["name"])
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cmp_helpers import cmp_url, error_of, mac_protected, new_private_key, post_cmp, subject_name
+from cmp_helpers import cmp_url, end_retry_window, error_of, mac_protected, new_private_key, post_cmp, subject_name
 from conftest import REPO, openssl
 from est_helpers import Csr, curl, est_url, issued_certificate
 from trustpoint_core.cmp_message import cert_req_body
@@ -247,8 +247,9 @@ def test_enroll_module_lifecycle(server, workdir, backend):
     assert tightened["diff"]["before"] != tightened["diff"]["after"]
     assert stat.S_IMODE((workdir / "dc.key").stat().st_mode) == 0o600
 
-    # A credential from another domain's CA needs replacing; with a spent secret the run fails
-    # and leaves the existing files as they were.
+    # A credential from another domain's CA needs replacing; with a spent secret (its retry window over) the
+    # run fails and leaves the existing files as they were.
+    end_retry_window(server, device["id"])
     other = server.create_domain()
     before = {name: (workdir / name).read_bytes() for name in ("dc.key", "dc.pem", "chain.pem")}
     moved = _enroll_task(server, other, workdir, backend, device_id=device["id"], shared_secret=secret)

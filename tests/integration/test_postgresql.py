@@ -198,6 +198,12 @@ def issued_rows(postgres, device_id):
     )
 
 
+def end_retry_window(postgres, device_id):
+    """The window in which the device's used one-time secret (or password) still works is over."""
+    with postgres.connect() as connection:
+        connection.execute("UPDATE device SET secret_retry_until = '2000-01-01' WHERE id = %s", (device_id,))
+
+
 def assert_same_everywhere(instances, device_id):
     """Both instances answer the same for the device; returns the record."""
     records = [server.device(device_id) for server in instances]
@@ -301,7 +307,8 @@ def test_what_a_writes_b_serves(instances, workdir):
 def test_device_registered_on_a_onboards_on_b(postgres, instances, domain, workdir):
     """A device registered through A onboards with `openssl cmp` (ir, certConf) against B: the
     certificate verifies against the domain root, both instances show the same onboarded device and
-    credential, the spent secret is refused by A, and a deletion through B revokes it in A's CRL."""
+    credential; within its retry window the secret onboards again through A (the answer may have been lost),
+    after it A refuses it, and a deletion through B revokes the credential in A's CRL."""
     a, b = instances
     device, secret = a.create_device(domain.name)
     assert b.device(device["id"])["status"] == "pending"
@@ -313,8 +320,14 @@ def test_device_registered_on_a_onboards_on_b(postgres, instances, domain, workd
     cert = assert_credential_is(assert_same_everywhere(instances, device["id"]), cert_path)
     assert issued_rows(postgres, device["id"]) == [(serial_hex(cert), "active")]
 
-    # The secret was spent through B: A cannot verify a new request with it (nor protect its answer).
-    returncode, output, _cert = onboard(a, domain.name, device["id"], secret, workdir, "again", "-unprotected_errors")
+    # Used through B, unused since: A onboards the device again with it, and the first credential is superseded.
+    returncode, output, again_path = onboard(a, domain.name, device["id"], secret, workdir, "again")
+    assert_cmp_ok(returncode, output)
+    cert = assert_credential_is(assert_same_everywhere(instances, device["id"]), again_path)
+    assert [row[1] for row in issued_rows(postgres, device["id"])] == ["revoked", "active"]
+    # After the window the secret is spent: A cannot verify a new request with it (nor protect its answer).
+    end_retry_window(postgres, device["id"])
+    returncode, output, _cert = onboard(a, domain.name, device["id"], secret, workdir, "late", "-unprotected_errors")
     assert_rejected(returncode, output, "badMessageCheck")
     assert assert_same_everywhere(instances, device["id"])["credential"]["serial_number"] == serial_hex(cert)
 
@@ -355,14 +368,15 @@ def test_concurrent_onboarding_across_instances(postgres, instances, domain, wor
 
     ids = tuple(device["id"] for device, _secret in devices)
     rows = postgres.query(
-        "SELECT d.id, d.status, d.secret_encrypted IS NULL, d.onboarded_at IS NOT NULL,"
+        "SELECT d.id, d.status, d.secret_retry_until IS NOT NULL, d.onboarded_at IS NOT NULL,"
         " c.device_id, c.serial_number, c.status"
         " FROM device d JOIN issued_certificate c ON c.id = d.credential_id WHERE d.id = ANY(%s) ORDER BY d.id",
         (list(ids),),
     )
     assert [row[0] for row in rows] == sorted(ids)
-    for device_id, status, secret_spent, onboarded_at, owner, serial, cert_status in rows:
-        assert (status, secret_spent, onboarded_at, owner, cert_status) == (
+    # Each secret is used: it works again only in its retry window (secret_retry_until set).
+    for device_id, status, secret_used, onboarded_at, owner, serial, cert_status in rows:
+        assert (status, secret_used, onboarded_at, owner, cert_status) == (
             "onboarded",
             True,
             True,
@@ -415,7 +429,7 @@ def test_one_transaction_id_racing_on_both_instances(postgres, instances, domain
 
 def test_est_password_enrollment_on_b_for_a_device_registered_on_a(postgres, instances, domain, workdir):
     """EST simpleenroll with the one-time password against B for a device registered through A: the
-    certificate verifies, both show the credential, and A refuses the spent password."""
+    certificate verifies, both show the credential, and after the password's retry window A refuses it."""
     a, b = instances
     name = "est-" + uuid.uuid4().hex[:10]
     status, created = a.api(
@@ -428,6 +442,7 @@ def test_est_password_enrollment_on_b_for_a_device_registered_on_a(postgres, ins
     result = openssl_verify(domain.root_path, cert_path, untrusted=workdir / "chain.pem", purpose="sslclient")
     assert result.returncode == 0, result.stdout + result.stderr
     assert_credential_is(assert_same_everywhere(instances, created["device"]["id"]), cert_path)
+    end_retry_window(postgres, created["device"]["id"])
     status, body = est_enroll(a, domain.name, name, created["password"], workdir, "est-again")
     assert status == 401, body
     assert len(issued_rows(postgres, created["device"]["id"])) == 1
@@ -437,9 +452,10 @@ def test_est_password_enrollment_on_b_for_a_device_registered_on_a(postgres, ins
 
 
 def test_one_time_est_password_racing_on_both_instances(postgres, instances, domain, workdir):
-    """The same one-time EST password reaches A and B at once: one certificate, one 401. est.py checks
-    the password again after begin_write() so that only one request spends it; that holds only if
-    begin_write() serialises writers on PostgreSQL as SQLite's BEGIN IMMEDIATE does."""
+    """The same one-time EST password reaches A and B at once. Both succeed (the second is the device sending
+    again within the password's retry window), and exactly one certificate stays active, the device's credential:
+    the second issuance supersedes the first only because begin_write() serialises writers on PostgreSQL as
+    SQLite's BEGIN IMMEDIATE does (two writers at once would each see the other's certificate uncommitted)."""
     a, b = instances
     name = "est-" + uuid.uuid4().hex[:10]
     status, created = a.api(
@@ -457,10 +473,13 @@ def test_one_time_est_password_racing_on_both_instances(postgres, instances, dom
     )
     statuses = sorted(status for status, _answer in results)
     issued = issued_rows(postgres, created["device"]["id"])
-    assert (statuses, len(issued)) == ([200, 401], 1), (
-        "one one-time password, %d certificates issued (HTTP %s; both requests waited: %s)"
-        % (len(issued), statuses, all_waited)
+    active = [serial for serial, status in issued if status == "active"]
+    assert (statuses, len(issued), len(active)) == ([200, 200], 2, 1), (
+        "one password, %d certificates issued, %d active (HTTP %s; both requests waited: %s)"
+        % (len(issued), len(active), statuses, all_waited)
     )
+    credential = assert_same_everywhere(instances, created["device"]["id"])["credential"]
+    assert credential["serial_number"] == active[0] and credential["status"] == "active"
 
 
 def test_crl_numbers_stay_unique_across_instances(postgres, instances, domain):

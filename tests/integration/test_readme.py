@@ -38,6 +38,12 @@ def test_readme_quickstart_onboards_a_device(tmp_path):
     script = script.replace("../.venv/bin/", str(BIN) + "/")
     # Afterwards, ask the server what it recorded; the spent secret's refusal must be readable.
     script += 'curl -sf -H "Authorization: Bearer $TOKEN" $URL/api/v1/devices > devices.json\n'
+    # Until the device uses its credential the secret onboards it again (the answer may have been lost); the
+    # device uses it (a genm signed with it), and then the secret is spent.
+    script += (
+        "openssl cmp -cmd genm -server $CMP/.well-known/cmp/p/plant1/getcacerts -cert cert.pem -key key.pem "
+        "-extracerts chain.pem -trusted root.pem -infotype caCerts > used.txt 2>&1\n"
+    )
     script += (
         "! openssl cmp -cmd ir -server $CMP/.well-known/cmp/initialization/plant1/ -ref $ID -secret pass:$SECRET "
         '-subject "/CN=x" -newkey key.pem -certout again.pem -unprotected_errors > again.txt 2>&1\n'

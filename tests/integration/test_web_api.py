@@ -24,8 +24,12 @@ def domain(server):
 
 
 def none_device(server, domain):
+    # The names its certificates here carry besides its own (services/names.py).
+    allowed = ["CN:app", "CN:Line 7", "DNS:a.example", "URI:urn:plant:x"]
     status, body = server.api(
-        "POST", "/devices", {"name": unique("none"), "domain": domain, "onboarding_method": "none"}
+        "POST",
+        "/devices",
+        {"name": unique("none"), "domain": domain, "onboarding_method": "none", "allowed_names": allowed},
     )
     assert status == 201, body
     return body["device"]
@@ -76,12 +80,22 @@ def test_certificates_from_a_request_listed_renewed_revoked(server, domain, tmp_
         ),
         201,
     )["certificate"]
-    statuses = {c["serial_number"]: c["status"] for c in ok(call(server, "GET", path))}
-    assert statuses == {record["serial_number"]: "revoked", second["serial_number"]: "active"}
-    assert [c["serial_number"] for c in ok(call(server, "GET", path + "?status=active"))] == [second["serial_number"]]
+    # The first is superseded: it renews again (a renewal whose answer was lost) until its grace period ends.
+    listed = {c["serial_number"]: c for c in ok(call(server, "GET", path))}
+    assert (
+        listed[record["serial_number"]]["superseded_at"]
+        and listed[second["serial_number"]]["replaces"] == (record["serial_number"])
+    )
+    assert [c["serial_number"] for c in ok(call(server, "GET", path + "?status=active"))] == [
+        second["serial_number"],
+        record["serial_number"],
+    ]
 
+    # Revoked, the renewal takes the certificate it renewed with it.
     revoked = ok(call(server, "POST", "%s/%s/revoke" % (path, second["serial_number"]), {"reason": "keyCompromise"}))
     assert revoked["status"] == "revoked" and revoked["revocation_reason"] == "keyCompromise"
+    assert revoked["also_revoked"] == [record["serial_number"]]
+    assert ok(call(server, "GET", path + "?status=active")) == []
     certificate = x509.load_pem_x509_certificate(second["certificate"].encode())
     assert fetch_crl(certificate).get_revoked_certificate_by_serial_number(certificate.serial_number) is not None
     assert_error(call(server, "POST", "%s/%s/revoke" % (path, second["serial_number"]), {}), 409, "already revoked")
@@ -117,8 +131,10 @@ def test_a_server_generated_key_comes_as_a_protected_pkcs12(server, domain):
         ({"profile": "tls_client", "key_type": "ecdsa-p256", "pkcs12_password": "short"}, 400, "pkcs12_password"),
         ({"profile": "tls_client", "key_type": "ecdsa-p256"}, 400, "pkcs12_password"),
         ({"profile": "tls_client", "key_type": "dsa", "pkcs12_password": "long enough"}, 400, "key_type must be"),
-        ({"profile": "tls_server", "key_type": "ecdsa-p256", "pkcs12_password": "long enough"}, 400,
-         "subject alternative name"),
+        ({"profile": "tls_server", "key_type": "ecdsa-p256", "pkcs12_password": "long enough",
+          "subject": "/CN=Line 7"}, 400, "needs a subject alternative name"),
+        ({"profile": "tls_server", "key_type": "ecdsa-p256", "pkcs12_password": "long enough",
+          "subject_alt_names": ["DNS:b.example"]}, 400, "may not have DNS:b.example"),
         ({"profile": "domain_credential", "key_type": "ecdsa-p256", "pkcs12_password": "long enough"}, 400,
          "no domain credential"),
         ({"profile": "tls_client", "key_type": "ecdsa-p256", "pkcs12_password": "long enough",
@@ -134,6 +150,25 @@ def test_bad_requests_say_what_is_wrong_and_issue_nothing(server, domain, body, 
     device = none_device(server, domain)
     before = issued_count(server)
     assert_error(call(server, "POST", "/devices/%d/certificates" % device["id"], body), status, message)
+    assert issued_count(server) == before
+
+
+def test_the_names_a_certificate_would_get(server, domain, tmp_path):
+    """POST /devices/<id>/names: what the names policy makes of a request, without issuing (the certificate
+    module compares with it)."""
+    device = none_device(server, domain)
+    path = "/devices/%d/names" % device["id"]
+    before = issued_count(server)
+    answer = ok(call(server, "POST", path, {"profile": "tls_server", "csr": csr_pem(tmp_path, "/CN=app/O=Plant 1")}))
+    assert answer["subject"] == "CN=app" and answer["subject_alt_names"] == ["DNS:app"]
+    assert len(answer["changes"]) == 2, answer  # O dropped, the CN as DNS name added
+    same = ok(call(server, "POST", path, {"profile": "opc_ua", "subject_alt_names": ["URI:urn:plant:x"]}))
+    assert same == {"subject": "CN=%s" % device["name"], "subject_alt_names": ["URI:urn:plant:x"], "changes": []}
+    assert_error(
+        call(server, "POST", path, {"profile": "tls_client", "subject": "/CN=other"}), 400, "may not have CN:other"
+    )
+    assert_error(call(server, "POST", path, {"profile": "opc_ua"}), 400, "UniformResourceIdentifier")
+    assert_error(call(server, "POST", path, {"csr": "x"}), 400, "'profile' is required")
     assert issued_count(server) == before
 
 
@@ -192,6 +227,18 @@ def operator(server):
     status, _headers, _text = client.sign_in("admin", (server.data_dir / "operator-password").read_text().strip())
     assert status == 302
     return client
+
+
+def test_the_pages_show_a_superseded_certificate(server, domain, operator, tmp_path):
+    device = none_device(server, domain)
+    path = "/devices/%d/certificates" % device["id"]
+    first = ok(call(server, "POST", path, {"profile": "tls_client", "csr": csr_pem(tmp_path)}), 201)["certificate"]
+    fields = {"profile": "tls_client", "csr": csr_pem(tmp_path), "replaces": first["serial_number"]}
+    ok(call(server, "POST", path, fields), 201)
+    status, _headers, text = operator.get("/ui/devices/%d/certificates/%s" % (device["id"], first["serial_number"]))
+    assert status == 200 and "it renews again (nothing else) until its successor is used" in text, text[-2000:]
+    status, _headers, text = operator.get("/ui/devices/%d" % device["id"])
+    assert status == 200 and "(superseded)" in text
 
 
 def test_pages_need_a_session_and_sign_out_ends_it(server, operator):

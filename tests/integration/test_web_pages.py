@@ -49,13 +49,17 @@ def signed_in(server, operator_browser):
 
 
 @pytest.fixture(scope="module")
-def domain(signed_in):
+def domain(server, signed_in):
     browser = signed_in
     name = unique("web")
     browser.get("/ui/domains/new")
     browser.fill({"Name": name})
     browser.submit("Create the domain")
     assert browser.path == "/ui/domains/%s" % name, browser.alert()
+    # The names the pages' certificates here carry besides the devices' own (the names policy, services/names.py).
+    allowed = ["DNS:plc.plant.example", "CN:plc", "URI:urn:plant:plc"]
+    status, body = server.api("PATCH", "/domains/" + name, {"allowed_names": allowed})
+    assert status == 200, body
     return name
 
 
@@ -106,6 +110,11 @@ def test_otp_download_to_a_pkcs12_that_openssl_opens(server, signed_in, domain, 
     """The operator orders a tls_server credential for a device without onboarding; the person at the device
     downloads it as a PKCS#12 with the OTP; the download link works once."""
     _name, device_id = create_device(signed_in, domain, "none")
+    # A name the device may not have is refused when the order is made, saying why.
+    signed_in.get("/ui/devices/%d/downloads/new" % device_id)
+    signed_in.fill({"Profile": "tls_server", "Subject alternative names": "DNS:elsewhere.example"})
+    signed_in.submit("Get a one-time password")
+    assert "may not have DNS:elsewhere.example" in (signed_in.alert() or ""), signed_in.alert()
     otp, url = order_download(
         signed_in, device_id, {"Profile": "tls_server", "Subject alternative names": "DNS:plc.plant.example"}
     )

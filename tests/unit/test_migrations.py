@@ -73,7 +73,8 @@ def test_run_refuses_a_database_behind_the_code_and_migrate_fixes_it(tmp_path):
     subprocess.run([cli, "init", "--data-dir", str(data)], check=True, capture_output=True)
     engine = make_engine("sqlite:///%s" % (data / "trustpoint.db"))
     with engine.begin() as connection:
-        # 0.1.0's state: the baseline's tables without alembic_version (stamped as the baseline).
+        # 0.1.0's state: the baseline's schema (every migration undone), without alembic_version.
+        connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
         command.downgrade(migrate._config(connection), migrate.BASELINE)
         connection.exec_driver_sql("DROP TABLE alembic_version")
     engine.dispose()

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, p
 from trustpoint_server.errors import ApiError
 from trustpoint_server.runtime.vault import Vault
 from trustpoint_server.services import certificates, devices, downloads, operators, pki
+from trustpoint_server.settings import Settings
 from trustpoint_server.storage import migrate
 from trustpoint_server.storage.db import make_engine, session_factory
 from trustpoint_server.storage.models import CredentialDownload, IssuedCertificate, utcnow
@@ -36,6 +37,11 @@ def vault():
 
 
 @pytest.fixture
+def settings(tmp_path):
+    return Settings(data_dir=str(tmp_path))
+
+
+@pytest.fixture
 def device(db, vault):
     domain = pki.create_domain(db, vault, "d1")
     db.commit()
@@ -44,7 +50,7 @@ def device(db, vault):
     return item
 
 
-def test_an_otp_unlocks_once_and_the_download_works_once(db, vault, device):
+def test_an_otp_unlocks_once_and_the_download_works_once(db, vault, device, settings):
     order, otp = downloads.create_download(db, device, "domain_credential", created_by="t")
     db.commit()
     assert order.state == "pending" and downloads.normalise_otp(otp) is not None
@@ -53,14 +59,14 @@ def test_an_otp_unlocks_once_and_the_download_works_once(db, vault, device):
     _order, token = downloads.unlock(db, " " + otp.lower().replace("-", " ") + " ")
     with pytest.raises(downloads.DownloadRefused, match="not valid"):
         downloads.unlock(db, otp)
-    name, content_type, body = downloads.download(db, vault, token, "a long password", "pkcs12")
+    name, content_type, body = downloads.download(db, vault, settings, token, "a long password", "pkcs12")
     assert name == "trustpoint-plc-1-domain_credential.p12" and content_type == "application/x-pkcs12"
     key, certificate, chain = pkcs12.load_key_and_certificates(body, b"a long password")
     assert certificate.subject.rfc4514_string() == "CN=plc-1" and len(chain) == 2 and key is not None
     db.refresh(device)
     assert device.status == "onboarded" and device.secret_encrypted is None
     with pytest.raises(downloads.DownloadRefused, match="used up or expired") as refused:
-        downloads.download(db, vault, token, "a long password", "pkcs12")
+        downloads.download(db, vault, settings, token, "a long password", "pkcs12")
     assert refused.value.status == 410
     # The row holds no key material and no usable token.
     row = db.get(CredentialDownload, order.id)
@@ -85,7 +91,7 @@ def test_malformed_otps_are_refused_without_a_lookup(db, text):
         downloads.unlock(db, text)
 
 
-def test_otps_and_tokens_expire(db, vault, device):
+def test_otps_and_tokens_expire(db, vault, device, settings):
     _order, otp = downloads.create_download(db, device, "tls_client", created_by="t")
     db.commit()
     later = utcnow() + downloads.OTP_VALIDITY + datetime.timedelta(seconds=1)
@@ -96,20 +102,20 @@ def test_otps_and_tokens_expire(db, vault, device):
     _order, token = downloads.unlock(db, otp)
     late = utcnow() + downloads.TOKEN_VALIDITY + datetime.timedelta(seconds=1)
     with pytest.raises(downloads.DownloadRefused, match="expired"):
-        downloads.download(db, vault, token, "a long password", "pkcs12", now=late)
+        downloads.download(db, vault, settings, token, "a long password", "pkcs12", now=late)
     assert downloads.state_of(db.get(CredentialDownload, order.id), late) == "expired"
 
 
-def test_a_refused_password_or_format_keeps_the_token(db, vault, device):
+def test_a_refused_password_or_format_keeps_the_token(db, vault, device, settings):
     _order, otp = downloads.create_download(db, device, "tls_client", created_by="t")
     db.commit()
     _order, token = downloads.unlock(db, otp)
     with pytest.raises(downloads.DownloadRefused, match="8 to 1024"):
-        downloads.download(db, vault, token, "short", "pkcs12")
+        downloads.download(db, vault, settings, token, "short", "pkcs12")
     with pytest.raises(downloads.DownloadRefused, match="choose a format"):
-        downloads.download(db, vault, token, "a long password", "pfx")
+        downloads.download(db, vault, settings, token, "a long password", "pfx")
     assert db.query(IssuedCertificate).count() == 0
-    name, _type, body = downloads.download(db, vault, token, "a long password", "pem_zip")
+    name, _type, body = downloads.download(db, vault, settings, token, "a long password", "pem_zip")
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
         files = {info.filename: archive.read(info) for info in archive.infolist()}
     base = name[: -len(".zip")]
@@ -120,13 +126,11 @@ def test_a_refused_password_or_format_keeps_the_token(db, vault, device):
     load_pem_private_key(files[base + "/private_key.pem"], b"a long password")
 
 
-def test_pem_tar_gz(db, vault, device):
-    _order, otp = downloads.create_download(
-        db, device, "tls_server", "rsa-2048", None, ["DNS:plc-1.example"], created_by="t"
-    )
+def test_pem_tar_gz(db, vault, device, settings):
+    _order, otp = downloads.create_download(db, device, "tls_server", "rsa-2048", None, ["DNS:plc-1"], created_by="t")
     db.commit()
     _order, token = downloads.unlock(db, otp)
-    name, content_type, body = downloads.download(db, vault, token, "a long password", "pem_tar_gz")
+    name, content_type, body = downloads.download(db, vault, settings, token, "a long password", "pem_tar_gz")
     assert name.endswith(".tar.gz") and content_type == "application/gzip"
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
         members = {m.name.rsplit("/", 1)[1]: m for m in archive.getmembers()}
@@ -139,8 +143,10 @@ def test_pem_tar_gz(db, vault, device):
 @pytest.mark.parametrize(
     ("profile", "fields", "message"),
     [
-        ("tls_server", {}, "needs at least one subject alternative name"),
-        ("opc_ua", {"subject_alt_names": ["DNS:a.example"]}, "UniformResourceIdentifier"),
+        # The names policy (services/names.py) decides now, as the issuance will.
+        ("tls_server", {"subject_alt_names": ["DNS:other.example"]}, "may not have DNS:other.example"),
+        ("tls_client", {"subject": "/CN=plc-2"}, "may not have CN:plc-2"),
+        ("opc_ua", {"subject_alt_names": ["DNS:plc-1"]}, "needs a subject alternative name of type Uniform"),
         ("nope", {}, "profile must be one of"),
         ("tls_client", {"key_type": "dsa-1024"}, "key_type must be one of"),
         ("tls_client", {"subject_alt_names": ["FTP:x"]}, "must be DNS:"),
@@ -156,35 +162,46 @@ def test_an_order_is_checked_when_it_is_made(db, device, profile, fields, messag
     assert db.query(CredentialDownload).count() == 0
 
 
-def test_devices_without_onboarding_get_application_certificates_only(db, vault, device):
+def test_devices_without_onboarding_get_application_certificates_only(db, vault, device, settings):
     none, secret = devices.create_device(db, vault, "sensor-1", device.domain, "none")
     db.commit()
     assert secret == {} and none.status == "no_onboarding"
     assert certificates.operator_profiles(none) == ["tls_client", "tls_server", "opc_ua"]
     with pytest.raises(ApiError, match="no domain credential"):
-        certificates.issue(db, vault, none, "domain_credential", key_type="ecdsa-p256")
+        certificates.issue(db, vault, settings, none, "domain_credential", key_type="ecdsa-p256")
     db.rollback()
-    record, _certificate, key = certificates.issue(db, vault, none, "tls_client", key_type="ecdsa-p256")
+    record, _certificate, key = certificates.issue(db, vault, settings, none, "tls_client", key_type="ecdsa-p256")
     db.commit()
     assert record.status == "active" and key is not None
     db.refresh(none)
     assert none.status == "no_onboarding" and none.credential is None
 
 
-def test_a_renewal_supersedes_the_certificate_it_replaces(db, vault, device):
-    first, _cert, _key = certificates.issue(db, vault, device, "tls_client", key_type="ecdsa-p256")
+def test_a_renewal_supersedes_the_certificate_it_replaces(db, vault, device, settings):
+    def issue(profile="tls_client", **fields):
+        return certificates.issue(db, vault, settings, device, profile, key_type="ecdsa-p256", **fields)[0]
+
+    first = issue()
     db.commit()
-    second, _cert, _key = certificates.issue(db, vault, device, "tls_client", key_type="ecdsa-p256", replaces=first)
+    second = issue(replaces=first)
     db.commit()
     db.refresh(first)
-    assert first.status == "revoked" and first.revocation_reason == "superseded" and second.status == "active"
+    # Superseded, not revoked at once: the answer may have been lost, and the renewal sent again.
+    assert first.status == "active" and first.superseded_at is not None and second.status == "active"
+    third = issue(replaces=first)
+    db.commit()
+    db.refresh(second)
+    assert second.status == "revoked" and second.revocation_reason == "superseded" and third.status == "active"
+    # The grace period over, the sweep revokes it.
+    later = utcnow() + datetime.timedelta(hours=settings.renewal_grace_hours, seconds=1)
+    assert certificates.sweep(db, settings, now=later, force=True)
+    db.refresh(first)
+    assert first.status == "revoked" and first.revocation_reason == "superseded"
     with pytest.raises(ApiError, match="only an active certificate is renewed"):
-        certificates.issue(db, vault, device, "tls_client", key_type="ecdsa-p256", replaces=first)
+        issue(replaces=first)
     db.rollback()
     with pytest.raises(ApiError, match="a renewal keeps the profile"):
-        certificates.issue(
-            db, vault, device, "tls_server", key_type="ecdsa-p256", subject_alt_names=["DNS:x"], replaces=second
-        )
+        issue("tls_server", subject_alt_names=["DNS:plc-1"], replaces=third)
 
 
 def test_operator_sign_in_delays_after_failures_and_a_new_password_lifts_them(db):
@@ -231,11 +248,11 @@ def test_unknown_operators_and_bad_inputs(db):
     assert operators.get_operator(db, "bob").password_hash.startswith("$argon2id$")
 
 
-def test_deleting_a_device_deletes_its_downloads(db, vault, device):
+def test_deleting_a_device_deletes_its_downloads(db, vault, device, settings):
     _order, otp = downloads.create_download(db, device, "tls_client", created_by="t")
     db.commit()
     _order, token = downloads.unlock(db, otp)
-    downloads.download(db, vault, token, "a long password", "pkcs12")
+    downloads.download(db, vault, settings, token, "a long password", "pkcs12")
     downloads.create_download(db, device, "tls_client", created_by="t")
     db.commit()
     assert db.query(CredentialDownload).count() == 2

@@ -82,10 +82,14 @@ def _open(module, url, method="GET", data=None, headers=None, client_cert=None, 
                 hint = "is ca_path (the playbooks' trustpoint_ca_path) the server's TLS trust anchor, %s?"
             raise TransportError(
                 "the TLS certificate of the Trustpoint server at %s does not verify (%s); %s"
-                % (url, getattr(exc, "reason", exc), hint % "tls-ca.pem in its data directory")
+                % (url, getattr(exc, "reason", exc), hint % "tls-ca.pem in its data directory"),
+                transient=False,
             ) from exc
+        reason = getattr(exc, "reason", exc)
+        # No answer (refused, reset, closed, timed out) may be temporary; a URL that cannot work is not.
+        transient = isinstance(reason, OSError)
         raise TransportError(
-            "cannot reach the Trustpoint server at %s: %s" % (url, getattr(exc, "reason", exc))
+            "cannot reach the Trustpoint server at %s: %s" % (url, reason), transient=transient
         ) from exc
 
 

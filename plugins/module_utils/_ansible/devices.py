@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
+from .names import normalise
+
 METHODS = ("cmp_shared_secret", "cmp_idevid", "est_password", "est_idevid", "none", "aoki", "agent")
 # The methods that onboard with a one-time secret the server hands out (agent: a token and its command).
 SECRET_METHODS = ("cmp_shared_secret", "est_password", "agent")
@@ -22,7 +24,8 @@ class Conflict(Exception):
 
 def settings(device):
     """What a diff shows of a device (never its secret)."""
-    return {k: device[k] for k in ("name", "domain", "onboarding_method", "status", "secret_locked") if k in device}
+    fields = ("name", "domain", "onboarding_method", "status", "secret_locked", "devid_registration", "allowed_names")
+    return {k: device[k] for k in fields if k in device}
 
 
 def check_wanted(wanted):
@@ -55,8 +58,9 @@ def find_one(api, name):
 
 
 def ensure(api, wanted, current, check_mode):
-    """Register the wanted device (name, domain, onboarding_method, serial_number, regenerate_secret, unlock)
-    unless it exists as current (the server's JSON, or None). Returns {changed, device, diff[, shared_secret |
+    """Register the wanted device (name, domain, onboarding_method, serial_number, devid_registration,
+    allowed_names, regenerate_secret, unlock) unless it exists as current (the server's JSON, or None); an existing
+    one gets the wanted devid_registration and allowed_names. Returns {changed, device, diff[, shared_secret |
     password]}. unlock lifts the lock the server put on the device's secret after failed attempts."""
     before = settings(current) if current else {}
     result = {"changed": False}
@@ -64,8 +68,11 @@ def ensure(api, wanted, current, check_mode):
         check_wanted(wanted)
         result["changed"] = True
         request = {k: wanted[k] for k in ("name", "domain", "onboarding_method")}
-        if wanted.get("serial_number") is not None:
-            request["serial_number"] = wanted["serial_number"]
+        for field in ("serial_number", "devid_registration"):
+            if wanted.get(field) is not None:
+                request[field] = wanted[field]
+        if wanted.get("allowed_names") is not None:
+            request["allowed_names"] = normalise(wanted["allowed_names"])
         if check_mode:
             device = dict(request, status="pending")
         else:
@@ -80,7 +87,20 @@ def ensure(api, wanted, current, check_mode):
                     "change that" % (wanted["name"], field, current[field], wanted[field])
                 )
         device = current
-        unlocked = dict(current, secret_locked=False, failed_authentications=0, secret_locked_at=None)
+        patch = {}
+        if wanted.get("allowed_names") is not None and normalise(wanted["allowed_names"]) != current.get(
+            "allowed_names"
+        ):
+            patch["allowed_names"] = normalise(wanted["allowed_names"])
+        registration = wanted.get("devid_registration")
+        if registration is not None and registration != current.get("devid_registration"):
+            patch["devid_registration"] = registration
+        if patch:
+            result["changed"] = True
+            device = (
+                dict(current, **patch) if check_mode else api.request("PATCH", "/devices/%d" % current["id"], patch)
+            )
+        unlocked = dict(device, secret_locked=False, failed_authentications=0, secret_locked_at=None)
         if wanted.get("regenerate_secret") and wanted["onboarding_method"] in SECRET_METHODS:
             result["changed"] = True
             device = unlocked  # a new secret starts unlocked

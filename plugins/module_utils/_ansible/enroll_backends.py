@@ -18,11 +18,14 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
+import time
 import uuid
 
 from .. import deps
 from ..errors import TrustpointError
+from ..retry import DELAYS
 from .connection import endpoint, http_sender, http_transport
 
 # The key file is private to its owner; certificates are public.
@@ -71,15 +74,25 @@ class FileError(TrustpointError):
 
 
 class CredentialFiles:
-    """The key, certificate and chain paths, and their replacement as one unit."""
+    """The key, certificate and chain paths, and their replacement as one unit.
+
+    Written so that no other user can redirect or read what the module writes, even when it runs as root:
+    the directories of the files (and every directory above them) must not be writable by another user, the
+    files themselves must not be symbolic links, new files are created with O_EXCL | O_NOFOLLOW in a directory
+    opened once (a file descriptor), written, chmod-ed and chown-ed through their own descriptors and renamed
+    relative to that directory, never opened again by name. Whatever else the backends need (openssl's
+    inputs and outputs, curl's configuration with a password) lives in a private work directory.
+    """
 
     def __init__(self, module):
         self.module = module
         self.key = module.params["key_path"]
         self.certificate = module.params["certificate_path"]
         self.chain = module.params["chain_path"]
-        self._temporary = []
-        # The key, certificate and chain temporaries the new credential is written to (stage()).
+        self._directories = {}  # real directory path -> descriptor
+        self._temporary = []  # (directory descriptor, name) removed by cleanup() unless installed
+        self._work = None
+        # The key, certificate and chain temporaries (directory descriptor, name, file descriptor), by stage().
         self.staged = None
 
     def paths(self):
@@ -91,12 +104,37 @@ class CredentialFiles:
     def key_mode(self):
         """The key file's mode as text (0600), or None without a key file."""
         try:
-            return "%04o" % (os.stat(self.key).st_mode & 0o7777)
+            return "%04o" % (os.lstat(self.key).st_mode & 0o7777)
         except OSError:
             return None
 
+    # --- checks, before anything is read, sent or written ------------------------------------------------
+
+    def check_safe(self):
+        """Fail unless every credential path is a regular file or absent (not a symbolic link, not a directory),
+        in a directory that no other user may write to (nor any directory above it)."""
+        for path in self.paths():
+            directory = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(directory):
+                continue  # check_directories() says so when the module would write there
+            problem = unsafe_directory(directory)
+            if problem:
+                self.module.fail_json(
+                    msg="the directory of %s is not safe for credentials: %s; another user could replace or read "
+                    "what the module writes there. Use a directory that only its owner (root or the user the "
+                    "task runs as) may write to (chmod go-w)" % (path, problem)
+                )
+            if os.path.islink(path):
+                self.module.fail_json(
+                    msg="%s is a symbolic link (to %s); the module writes credential files only as regular files: "
+                    "give the real path, or remove the link" % (path, os.readlink(path))
+                )
+            if os.path.isdir(path):
+                self.module.fail_json(msg="%s is a directory; it must be a file or not exist" % path)
+
     def check_directories(self, paths=None):
-        """Fail unless each path's directory exists and may be written to, and no path is a directory."""
+        """Fail unless each path's directory exists, is safe and may be written to, and no path is a directory."""
+        self.check_safe()
         for path in paths or self.paths():
             directory = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(directory):
@@ -106,73 +144,141 @@ class CredentialFiles:
                     msg="cannot write to directory %s (of %s) as user id %d; run the task as a user that may "
                     "(become: true) or change the directory's permissions" % (directory, path, os.geteuid())
                 )
-            if os.path.isdir(path):
-                self.module.fail_json(msg="%s is a directory; it must be a file or not exist" % path)
+
+    # --- reading ---------------------------------------------------------------------------------------
+
+    def read(self, path):
+        """The content of a credential file, opened without following a symbolic link."""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read()
+
+    # --- the private work directory ------------------------------------------------------------------------
+
+    @property
+    def work(self):
+        """A directory only this process's user may enter (in Ansible's private temporary directory)."""
+        if self._work is None:
+            self._work = tempfile.mkdtemp(prefix="trustpoint-", dir=self.module.tmpdir)
+            os.chmod(self._work, 0o700)
+        return self._work
+
+    def work_file(self, name, content=None):
+        """A path in the work directory; with content, a file (0600) holding it."""
+        path = os.path.join(self.work, name)
+        if content is not None:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content if isinstance(content, bytes) else content.encode())
+        return path
+
+    def work_copy(self, path, name):
+        """A copy of a credential file in the work directory, for a command that reads files by name."""
+        return self.work_file(name, self.read(path))
+
+    def read_work(self, name):
+        fd = os.open(os.path.join(self.work, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read()
+
+    # --- staging and installing --------------------------------------------------------------------------
+
+    def _directory(self, path):
+        """(descriptor of path's directory, path's name in it)."""
+        directory = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+        if directory not in self._directories:
+            self._directories[directory] = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return self._directories[directory], os.path.basename(path)
+
+    def _create(self, beside):
+        """A new empty file (0600) in the directory of beside: (directory descriptor, name, file descriptor)."""
+        dir_fd, _name = self._directory(beside)
+        for _attempt in range(100):
+            name = ".trustpoint-" + uuid.uuid4().hex
+            try:
+                fd = os.open(
+                    name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
+                )
+            except FileExistsError:
+                continue
+            self._temporary.append((dir_fd, name))
+            return dir_fd, name, fd
+        raise OSError("cannot create a temporary file beside %s" % beside)
 
     def stage(self):
         """Create the key, certificate and chain temporaries beside their destinations, before any server is
         contacted: a run that could not write them must not spend a one-time secret."""
         self.check_directories()
         try:
-            self.staged = tuple(self.temporary(path) for path in self.paths())
+            self.staged = tuple(self._create(path) for path in self.paths())
         except OSError as exc:
             self.cleanup()
             self.module.fail_json(msg="cannot create a temporary file beside the credential files: %s" % exc)
         return self.staged
 
-    def temporary(self, beside, content=None):
-        """A new file (mode 0600, empty or with content) in the directory of beside, removed by cleanup()
-        unless installed."""
-        fd, path = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(beside)), prefix=".trustpoint-")
-        self._temporary.append(path)
-        with os.fdopen(fd, "wb") as handle:
-            if content:
-                handle.write(content if isinstance(content, bytes) else content.encode())
-        return path
-
-    def _adopt(self, tmp, dest):
-        """Give tmp the owner and SELinux context of the file it replaces (as atomic_move does)."""
+    def _adopt(self, fd, dir_fd, name, dest):
+        """Give the new file the owner and SELinux context of the file it replaces (as atomic_move does), through
+        its descriptor: never a symbolic link's target's."""
         module = self.module
-        existing = os.path.exists(dest)
-        if existing:
-            status = os.stat(dest)
+        try:
+            status = os.stat(os.path.basename(dest), dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            status = None
+        if status is not None and stat.S_ISREG(status.st_mode):
             try:
-                os.chown(tmp, status.st_uid, status.st_gid)
+                os.fchown(fd, status.st_uid, status.st_gid)
             except OSError:
                 pass  # not root: the new file stays ours
         if module.selinux_enabled():
-            context = module.selinux_context(dest) if existing else module.selinux_default_context(dest)
-            module.set_context_if_different(tmp, context, False)
+            # By name, in a directory no other user may write to (check_safe).
+            context = module.selinux_context(dest) if status is not None else module.selinux_default_context(dest)
+            module.set_context_if_different(os.path.join(os.path.dirname(os.path.abspath(dest)), name), context, False)
 
     def _backup(self, dest):
-        """A copy of dest in its directory (a hard link where possible), or None when dest does not exist."""
-        if not os.path.lexists(dest):
-            return None
-        backup = os.path.join(os.path.dirname(os.path.abspath(dest)), ".trustpoint-backup-" + uuid.uuid4().hex)
+        """A hard link to dest in its directory (a copy where links fail), or None when dest does not exist."""
+        dir_fd, name = self._directory(dest)
         try:
-            os.link(dest, backup, follow_symlinks=False)
+            os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        backup = ".trustpoint-backup-" + uuid.uuid4().hex
+        try:
+            os.link(name, backup, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            self._temporary.append((dir_fd, backup))
         except OSError:
-            shutil.copy2(dest, backup, follow_symlinks=False)
-        self._temporary.append(backup)
+            _copy_dir_fd, _copy_name, fd = self._create(dest)
+            os.rename(_copy_name, backup, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            self._temporary[-1] = (dir_fd, backup)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(self.read(dest))
         return backup
 
-    def install(self, key_tmp, certificate_tmp, chain_tmp):
-        """Move the new files into place, key first so that a certificate never names a missing key. When a
-        move fails, the files moved before it are put back: the credential is replaced whole or not at all.
-        Raises FileError."""
-        moves = ((key_tmp, self.key, KEY_MODE), (certificate_tmp, self.certificate, CERT_MODE),
-                 (chain_tmp, self.chain, CERT_MODE))  # fmt: skip
+    def install(self, contents):
+        """Write contents (key, certificate, chain: bytes or text) to the staged files and move them into place,
+        key first so that a certificate never names a missing key. When a move fails, the files moved before it
+        are put back: the credential is replaced whole or not at all. Raises FileError."""
+        modes = (KEY_MODE, CERT_MODE, CERT_MODE)
         try:
-            for tmp, dest, mode in moves:
-                os.chmod(tmp, mode)
-                self._adopt(tmp, dest)
-            backups = [self._backup(dest) for _tmp, dest, _mode in moves]
+            for (dir_fd, name, fd), dest, content, mode in zip(self.staged, self.paths(), contents, modes):
+                data = content if isinstance(content, bytes) else content.encode()
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                while data:
+                    data = data[os.write(fd, data) :]
+                os.fchmod(fd, mode)
+                self._adopt(fd, dir_fd, name, dest)
+                os.fsync(fd)
+            backups = [self._backup(dest) for dest in self.paths()]
         except OSError as exc:
             raise FileError("cannot prepare the replacement of the credential files: %s" % exc) from exc
         done = []
-        for (tmp, dest, _mode), backup in zip(moves, backups):
+        for (dir_fd, name, fd), dest, backup in zip(self.staged, self.paths(), backups):
             try:
-                os.rename(tmp, dest)
+                # The name must still be our file: a replaced one (a link planted meanwhile) is not moved.
+                ours, there = os.fstat(fd), os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if (ours.st_dev, ours.st_ino) != (there.st_dev, there.st_ino):
+                    raise OSError("the temporary file %s was replaced by someone else" % name)
+                os.rename(name, os.path.basename(dest), src_dir_fd=dir_fd, dst_dir_fd=self._directory(dest)[0])
             except OSError as exc:
                 problems = self._restore(done)
                 if problems:
@@ -184,19 +290,25 @@ class CredentialFiles:
                 raise FileError(
                     "cannot move the new file to %s (%s); the previous credential files were restored" % (dest, exc)
                 ) from exc
-            self._temporary.remove(tmp)
+            self._temporary.remove((dir_fd, name))
             done.append((dest, backup))
+        for directory_fd in set(dir_fd for dir_fd, _name, _fd in self.staged):
+            try:
+                os.fsync(directory_fd)  # the renames too survive a power loss
+            except OSError:
+                pass
 
     def _restore(self, done):
         """Undo the moves in done ((dest, backup) pairs); the problems that remain."""
         problems = []
         for dest, backup in reversed(done):
+            dir_fd, name = self._directory(dest)
             try:
                 if backup is None:
-                    os.unlink(dest)
+                    os.unlink(name, dir_fd=dir_fd)
                 else:
-                    os.rename(backup, dest)
-                    self._temporary.remove(backup)
+                    os.rename(backup, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                    self._temporary.remove((dir_fd, backup))
             except OSError as exc:
                 problems.append("%s (%s)" % (dest, exc))
         return problems
@@ -206,7 +318,8 @@ class CredentialFiles:
         removed = []
         for path in self.present():
             try:
-                os.unlink(path)
+                dir_fd, name = self._directory(path)
+                os.unlink(name, dir_fd=dir_fd)
             except OSError as exc:
                 raise FileError(
                     "cannot delete %s: %s%s"
@@ -216,12 +329,68 @@ class CredentialFiles:
             removed.append(path)
 
     def cleanup(self):
-        for path in self._temporary:
+        for dir_fd, name in self._temporary:
             try:
-                os.unlink(path)
+                os.unlink(name, dir_fd=dir_fd)
             except OSError:
                 pass
         self._temporary = []
+        for _dir_fd, _name, fd in self.staged or ():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.staged = None
+        for fd in self._directories.values():
+            os.close(fd)
+        self._directories = {}
+        if self._work is not None:
+            shutil.rmtree(self._work, ignore_errors=True)
+            self._work = None
+
+
+def unsafe_directory(directory, euid=None):
+    """Why another user could replace files in directory, or None: a directory on its path, or the directory it
+    really is, owned by someone other than root and euid, or writable by others (above it: without the sticky
+    bit); or a symbolic link on the path owned by someone else."""
+    euid = os.geteuid() if euid is None else euid
+    trusted = (0, euid)
+    # The path as given: every directory passed through, and every symbolic link followed.
+    current = "/"
+    for part in os.path.abspath(directory).split("/")[1:]:
+        problem = _unsafe_parent(current, trusted)
+        if problem:
+            return problem
+        candidate = os.path.join(current, part)
+        status = os.lstat(candidate)
+        if stat.S_ISLNK(status.st_mode):
+            if status.st_uid not in trusted:
+                return "%s is a symbolic link of user id %d" % (candidate, status.st_uid)
+            candidate = os.path.realpath(candidate)
+        current = candidate
+    # The directory as it really is, and what lies above it.
+    real = os.path.realpath(directory)
+    status = os.stat(real)
+    if status.st_uid not in trusted:
+        return "%s belongs to user id %d" % (real, status.st_uid)
+    if status.st_mode & 0o022:
+        return "%s may be written to by other users (mode %04o)" % (real, status.st_mode & 0o7777)
+    parent = os.path.dirname(real)
+    while True:
+        problem = _unsafe_parent(parent, trusted)
+        if problem or parent == "/":
+            return problem
+        parent = os.path.dirname(parent)
+
+
+def _unsafe_parent(path, trusted):
+    """Why others could rename what path holds, or None."""
+    status = os.stat(path)
+    if status.st_uid not in trusted:
+        return "%s belongs to user id %d" % (path, status.st_uid)
+    if status.st_mode & 0o022 and not status.st_mode & stat.S_ISVTX:
+        return "%s may be written to by other users (mode %04o)" % (path, status.st_mode & 0o7777)
+    return None
 
 
 def read(path):
@@ -256,9 +425,15 @@ def place_support_files(module, files):
             changed = True
             if module.check_mode:
                 continue
+            _check_safe_directory(module, os.path.dirname(directory), directory)
             try:
                 os.mkdir(directory, DIRECTORY_MODE)
-                os.chmod(directory, DIRECTORY_MODE)
+                # chmod through a descriptor: never a link someone put in its place.
+                fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    os.fchmod(fd, DIRECTORY_MODE)
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 module.fail_json(msg="cannot create directory %s: %s" % (directory, exc))
     before = after = None
@@ -279,17 +454,29 @@ def place_support_files(module, files):
     return (before, after) if changed else None
 
 
+def _check_safe_directory(module, directory, target):
+    problem = unsafe_directory(directory)
+    if problem:
+        module.fail_json(
+            msg="the directory of %s is not safe: %s; another user could replace what the module writes there. Use "
+            "a directory that only its owner (root or the user the task runs as) may write to (chmod go-w)"
+            % (target, problem)
+        )
+
+
 def _write_public(module, path, data):
-    """Replace path with a new file (mode 0644) holding data; rename replaces a symlink, never its target."""
+    """Replace path with a new file (mode 0644) holding data, written and chmod-ed through its descriptor in a
+    directory no other user may write to; rename replaces a symlink, never its target."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         module.fail_json(msg="directory %s of ca_path %s does not exist; create it first" % (directory, path))
+    _check_safe_directory(module, directory, "ca_path %s" % path)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".trustpoint-")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.chmod(tmp, CERT_MODE)
+            os.fchmod(handle.fileno(), CERT_MODE)
         if module.selinux_enabled():
             module.set_context_if_different(tmp, module.selinux_default_context(path), False)
         os.rename(tmp, path)
@@ -319,7 +506,7 @@ def trust_anchor_pem(module, files):
     if module.params["ca_certificates"]:
         return module.params["ca_certificates"]
     if os.path.exists(files.chain):
-        blocks = _PEM_CERT.findall(read(files.chain).decode("ascii", "replace"))
+        blocks = _PEM_CERT.findall(files.read(files.chain).decode("ascii", "replace"))
         if blocks:
             return blocks[-1]
     raise TrustpointError("no trust anchor for the server's signature: set ca_certificates (the domain's CA chain)")
@@ -354,9 +541,9 @@ class PythonBackend:
         if len(present) < 3:
             return Inspection("absent", "no complete credential (found %d of 3 files)" % len(present))
         try:
-            key = keys.load_private_key(read(files.key))
-            certificate = x509.load_certificate(read(files.certificate))
-            chain = x509.load_certificates(read(files.chain))
+            key = keys.load_private_key(files.read(files.key))
+            certificate = x509.load_certificate(files.read(files.certificate))
+            chain = x509.load_certificates(files.read(files.chain))
         except OSError as exc:
             return Inspection("unreadable", "the credential files cannot be read: %s" % exc)
         except TrustpointError as exc:
@@ -383,25 +570,29 @@ class PythonBackend:
         self.x509.parse_name(subject)
 
     def _client(self):
-        return self.cmp_client.CmpClient(cmp_url(self.module), http_transport(self.module))
+        return self.cmp_client.CmpClient(
+            cmp_url(self.module), http_transport(self.module), retries=self.module.params["retries"]
+        )
 
-    def _credential(self, key_path, certificate_path, chain_path=None):
+    def _credential(self, key_path, certificate_path, chain_path=None, read=read):
+        """A signing credential from PEM files; read: how (files.read for the device's own credential files)."""
         x509, keys = self.x509, self.keys
         chain = x509.load_certificates(read(chain_path)) if chain_path else []
         certificate = x509.load_certificate(read(certificate_path))
         return self.cmp_client.SignatureCredential(keys.load_private_key(read(key_path)), certificate, chain)
 
+    def _own_credential(self, files):
+        return self._credential(files.key, files.certificate, files.chain, read=files.read)
+
     def _install(self, files, key, enrollment):
         x509 = self.x509
-        contents = (
-            self.keys.private_key_to_pem(key),
-            x509.certificates_to_pem(enrollment.certificate),
-            x509.certificates_to_pem(enrollment.chain),
+        files.install(
+            (
+                self.keys.private_key_to_pem(key),
+                x509.certificates_to_pem(enrollment.certificate),
+                x509.certificates_to_pem(enrollment.chain),
+            )
         )
-        for path, content in zip(files.staged, contents):
-            with open(path, "wb") as handle:
-                handle.write(content if isinstance(content, bytes) else content.encode())
-        files.install(*files.staged)
         return x509.summary(enrollment.certificate)
 
     def _est(
@@ -418,7 +609,11 @@ class PythonBackend:
     ):
         """EST: a CSR for key, simpleenroll (or simplereenroll), and the chain from /cacerts."""
         x509 = self.x509
-        client = self.est.EstClient(est_url(self.module), http_sender(self.module, client_cert, client_key))
+        client = self.est.EstClient(
+            est_url(self.module),
+            http_sender(self.module, client_cert, client_key),
+            retries=self.module.params["retries"],
+        )
         csr = self.est.build_csr(key, subject or x509.parse_name(self.module.params["subject"]), subject_alt_names)
         certificate = client.enroll(csr, username, password, reenroll=reenroll)
         ca_certificates = client.ca_certificates()
@@ -457,12 +652,13 @@ class PythonBackend:
         with it as TLS client certificate, repeating its subject and SANs)."""
         key = self.keys.generate_private_key(self.module.params["key_type"])
         if self.module.params["method"].startswith("est_"):
-            current = self.x509.load_certificate(read(files.certificate))
+            current = self.x509.load_certificate(files.read(files.certificate))
+            # The TLS client needs the credential as files: copies in the private work directory.
             return self._est(
                 files,
                 key,
-                files.certificate,
-                files.key,
+                files.work_copy(files.certificate, "current.pem"),
+                files.work_copy(files.key, "current.key"),
                 reenroll=True,
                 subject=current.subject,
                 subject_alt_names=self.x509.subject_alt_names(current),
@@ -470,14 +666,14 @@ class PythonBackend:
         trusted = self.x509.load_certificates(trust_anchor_pem(self.module, files))
         enrollment = self._client().update_key(
             key,
-            self._credential(files.key, files.certificate, files.chain),
+            self._own_credential(files),
             trusted,
             implicit_confirm=self.module.params["implicit_confirm"],
         )
         return self._install(files, key, enrollment)
 
     def revoke(self, files):
-        credential = self._credential(files.key, files.certificate, files.chain)
+        credential = self._own_credential(files)
         trusted = self.x509.load_certificates(trust_anchor_pem(self.module, files))
         self._client().revoke(credential.certificate, credential, trusted, self.module.params["revocation_reason"])
 
@@ -540,24 +736,26 @@ class OpensslBackend:
         present = files.present()
         if len(present) < 3:
             return Inspection("absent", "no complete credential (found %d of 3 files)" % len(present))
-        parsed = self._summary(files.certificate)
+        # openssl reads files by name: it reads copies in the private work directory.
+        try:
+            key = files.work_copy(files.key, "inspect.key")
+            certificate = files.work_copy(files.certificate, "inspect.pem")
+            chain = files.work_copy(files.chain, "inspect-chain.pem")
+        except OSError as exc:
+            return Inspection("unreadable", "the credential files cannot be read: %s" % exc)
+        parsed = self._summary(certificate)
         if parsed is None:
             return Inspection("invalid", "%s is not a readable certificate" % files.certificate)
         summary, not_after = parsed
-        key_public = self._public_key("pkey", files.key)
-        if key_public is None or key_public != self._public_key("x509", files.certificate, "-noout"):
+        key_public = self._public_key("pkey", key)
+        if key_public is None or key_public != self._public_key("x509", certificate, "-noout"):
             return Inspection("invalid", "the certificate is not for the key in %s" % files.key, summary)
         days = _days_left(not_after)
         if days < 0:
             return Inspection("expired", "the certificate expired on %s" % summary["not_after"], summary)
-        anchors = files.chain
-        if trusted_pem:
-            # In Ansible's private temporary directory: inspection writes nothing beside the credential.
-            fd, anchors = tempfile.mkstemp(dir=self.module.tmpdir, prefix="anchors-")
-            with os.fdopen(fd, "w") as handle:
-                handle.write(trusted_pem)
+        anchors = files.work_file("anchors.pem", trusted_pem) if trusted_pem else chain
         rc, out, err = self._run(
-            "verify", "-no-CApath", "-no-CAstore", "-CAfile", anchors, "-untrusted", files.chain, files.certificate
+            "verify", "-no-CApath", "-no-CAstore", "-CAfile", anchors, "-untrusted", chain, certificate
         )
         if rc != 0:
             return Inspection("untrusted", "the certificate does not verify: %s" % (err or out).strip(), summary)
@@ -583,13 +781,26 @@ class OpensslBackend:
                        "-pkeyopt", "ec_param_enc:named_curve"]  # fmt: skip
         else:
             options = ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:" + key_type.split("-")[1]]
-        # The file exists with mode 0600 already: openssl truncates it and keeps the mode.
+        # In the private work directory; the module installs the key (0600) through its own descriptor.
         rc, _out, err = self._run("genpkey", *options, "-out", path)
         if rc != 0:
             raise TrustpointError("openssl genpkey failed: %s" % err.strip())
 
+    def _retrying(self, what, attempt):
+        """attempt() -> (rc, out, err, transient); run again while it fails transiently, at most retries more
+        times. Returns the last (rc, out, err)."""
+        retries = self.module.params["retries"]
+        for number in range(retries + 1):
+            rc, out, err, transient = attempt()
+            if rc == 0 or not transient or number == retries:
+                return rc, out, err
+            self.module.warn("%s: the answer was lost (%s); sending the request again" % (what, _last_line(err or out)))
+            time.sleep(DELAYS[min(number, len(DELAYS) - 1)])
+        return rc, out, err
+
     def _cmp(self, operation, args, environ=None):
-        """Run `openssl cmp` against the domain's URL for operation, over TLS when the URL is https."""
+        """Run `openssl cmp` against the domain's URL for operation, over TLS when the URL is https; again (a new
+        transaction) when the answer was lost."""
         params = self.module.params
         url = cmp_url(self.module, operation)
         command = ["cmp", "-server", url, *args,
@@ -601,7 +812,12 @@ class OpensslBackend:
             if params["validate_certs"]:
                 # The module checked that ca_path is set before anything changed (openssl cmp has no system store).
                 command += ["-tls_trusted", params["ca_path"]]
-        rc, out, err = self._run(*command, environ_update=environ or {})
+
+        def attempt():
+            rc, out, err = self._run(*command, environ_update=environ or {})
+            return rc, out, err, rc != 0 and _cmp_answer_lost(err + out)
+
+        rc, out, err = self._retrying("openssl cmp %s" % operation, attempt)
         if rc != 0:
             reasons = [
                 line.split("CMP error:", 1)[1].strip() for line in (err + out).splitlines() if "CMP error:" in line
@@ -612,18 +828,18 @@ class OpensslBackend:
 
     def _enroll(self, files, operation, authentication, environ=None, signed=True):
         params = self.module.params
-        key_tmp, cert_tmp, chain_tmp = files.staged
-        extra_tmp, ca_tmp = files.temporary(files.chain), files.temporary(files.chain)
-        self._generate_key(key_tmp, params["key_type"])
+        key, cert, extra, ca = (files.work_file(name) for name in ("new.key", "new.pem", "extra.pem", "capubs.pem"))
+        self._generate_key(key, params["key_type"])
         args = ["-cmd", "ir" if operation == "initialization" else "kur", *authentication,
-                "-subject", params["subject"], "-newkey", key_tmp,
-                "-certout", cert_tmp, "-chainout", extra_tmp, "-cacertsout", ca_tmp]  # fmt: skip
+                "-subject", params["subject"], "-newkey", key,
+                "-certout", cert, "-chainout", extra, "-cacertsout", ca]  # fmt: skip
         if params["implicit_confirm"]:
             args.append("-implicit_confirm")
         self._cmp(operation, args, environ)
         blocks = []
-        for path in (extra_tmp, ca_tmp):
-            for block in _PEM_CERT.findall(read(path).decode("ascii", "replace")):
+        for name in ("extra.pem", "capubs.pem"):
+            content = files.read_work(name) if os.path.exists(files.work_file(name)) else b""
+            for block in _PEM_CERT.findall(content.decode("ascii", "replace")):
                 block = block.strip() + "\n"
                 if block not in blocks:
                     blocks.append(block)
@@ -633,29 +849,36 @@ class OpensslBackend:
                 block = block.strip() + "\n"
                 if block not in blocks:
                     blocks.append(block)
-        with open(chain_tmp, "w") as handle:
-            handle.write("".join(blocks))
-        summary = self._summary(cert_tmp)[0]
-        files.install(key_tmp, cert_tmp, chain_tmp)
+        summary = self._summary(cert)[0]
+        files.install((files.read_work("new.key"), files.read_work("new.pem"), "".join(blocks)))
         return summary
 
     def _signed_by(self, key_path, certificate_path, chain_path, files):
         args = ["-cert", certificate_path, "-key", key_path,
-                "-trusted", files.temporary(files.chain, trust_anchor_pem(self.module, files))]  # fmt: skip
+                "-trusted", files.work_file("trusted.pem", trust_anchor_pem(self.module, files))]  # fmt: skip
         if chain_path:
             args += ["-extracerts", chain_path]
         return args
 
+    def _signed_by_own(self, files):
+        """openssl options: sign with the device's credential (copies in the work directory)."""
+        return self._signed_by(
+            files.work_copy(files.key, "current.key"),
+            files.work_copy(files.certificate, "current.pem"),
+            files.work_copy(files.chain, "current-chain.pem"),
+            files,
+        )
+
     def _curl(self, operation, files, output, body=None, client_cert=None, client_key=None, credentials=None):
         """One EST request with curl; the answer's body goes to output. Credentials travel in a 0600 config
-        file, not on the command line."""
+        file in the private work directory, not on the command line. Sent again when the answer was lost."""
         params = self.module.params
         curl = self.module.get_bin_path("curl")
         if curl is None:
             raise TrustpointError("the openssl backend needs curl for EST; install it")
         url = "%s/%s" % (est_url(self.module), operation)
         config = ['url = "%s"' % url, 'output = "%s"' % output, "silent", "show-error", "fail-with-body",
-                  "max-time = %d" % params["timeout"]]  # fmt: skip
+                  'write-out = "%{http_code}"', "max-time = %d" % params["timeout"]]  # fmt: skip
         if not params["validate_certs"]:
             config.append("insecure")
         elif params["ca_path"]:
@@ -666,16 +889,25 @@ class OpensslBackend:
             config.append('user = "%s:%s"' % credentials)
         if body is not None:
             config += ['header = "Content-Type: application/pkcs10"', 'data-binary = "@%s"' % body]
-        rc, _out, err = self.module.run_command(
-            [curl, "--config", files.temporary(files.chain, "\n".join(config) + "\n")]
-        )
+        config_file = files.work_file("curl-%s.conf" % operation, "\n".join(config) + "\n")
+
+        def attempt():
+            rc, out, err = self.module.run_command([curl, "--config", config_file])
+            status = int(out.strip()) if out.strip().isdigit() else 0
+            return rc, out, err, rc in _CURL_ANSWER_LOST or (rc == 22 and status >= 500)
+
+        rc, _out, err = self._retrying("EST %s" % operation, attempt)
         if rc != 0:
-            detail = read(output).decode("utf-8", "replace").strip() if os.path.exists(output) else ""
+            detail = (
+                files.read_work(os.path.basename(output)).decode("utf-8", "replace").strip()
+                if os.path.exists(output)
+                else ""
+            )
             raise TrustpointError("EST %s failed: %s %s" % (operation, err.strip(), detail[:300]))
 
-    def _certificates(self, files, base64_path):
+    def _certificates(self, files, base64_name):
         """PEM blocks of a base64 certs-only EST answer, via openssl pkcs7."""
-        der = files.temporary(files.chain, base64.b64decode(read(base64_path), validate=False))
+        der = files.work_file(base64_name + ".der", base64.b64decode(files.read_work(base64_name), validate=False))
         rc, out, err = self._run("pkcs7", "-inform", "DER", "-in", der, "-print_certs")
         if rc != 0:
             raise TrustpointError("the EST answer is not a certs-only PKCS#7: %s" % err.strip())
@@ -683,44 +915,40 @@ class OpensslBackend:
 
     def _est(self, files, operation, client_cert=None, client_key=None, credentials=None, template=None):
         params = self.module.params
-        key_tmp, cert_tmp, chain_tmp = files.staged
-        self._generate_key(key_tmp, params["key_type"])
-        csr = files.temporary(files.chain)
+        key, csr = files.work_file("new.key"), files.work_file("request.der")
+        self._generate_key(key, params["key_type"])
         if template:
             # Re-enrollment repeats the current certificate's subject and SANs (RFC 7030 4.2.2). x509 -x509toreq
             # writes text before the PEM: `openssl req` turns that into DER.
-            pem = files.temporary(files.chain)
-            steps = [["x509", "-x509toreq", "-in", template, "-signkey", key_tmp, "-copy_extensions", "copy",
+            pem = files.work_file("request.pem")
+            steps = [["x509", "-x509toreq", "-in", template, "-signkey", key, "-copy_extensions", "copy",
                       "-out", pem], ["req", "-in", pem, "-outform", "DER", "-out", csr]]  # fmt: skip
         else:
-            steps = [["req", "-new", "-key", key_tmp, "-subj", params["subject"], "-outform", "DER", "-out", csr]]
+            steps = [["req", "-new", "-key", key, "-subj", params["subject"], "-outform", "DER", "-out", csr]]
         for step in steps:
             rc, _out, err = self._run(*step)
             if rc != 0:
                 raise TrustpointError("openssl could not make the certificate request: %s" % err.strip())
-        body = files.temporary(files.chain, base64.b64encode(read(csr)))
-        answer, cacerts = files.temporary(files.chain), files.temporary(files.chain)
-        self._curl(operation, files, answer, body, client_cert, client_key, credentials)
-        self._curl("cacerts", files, cacerts)
-        with open(cert_tmp, "w") as handle:
-            handle.write(self._certificates(files, answer)[0])
-        chain = self._certificates(files, cacerts)
+        body = files.work_file("request.b64", base64.b64encode(files.read_work("request.der")))
+        self._curl(operation, files, files.work_file("answer.b64"), body, client_cert, client_key, credentials)
+        self._curl("cacerts", files, files.work_file("cacerts.b64"))
+        cert = files.work_file("new.pem", self._certificates(files, "answer.b64")[0])
+        chain = self._certificates(files, "cacerts.b64")
         # The chain file lists the issuing CA first and the self-signed root last.
         chain.sort(key=lambda block: self._self_signed(files, block))
-        with open(chain_tmp, "w") as handle:
-            handle.write("".join(chain))
-        anchors = files.temporary(files.chain, params["ca_certificates"]) if params["ca_certificates"] else chain_tmp
+        chain_file = files.work_file("new-chain.pem", "".join(chain))
+        anchors = files.work_file("anchors.pem", params["ca_certificates"]) if params["ca_certificates"] else chain_file
         rc, out, err = self._run(
-            "verify", "-no-CApath", "-no-CAstore", "-CAfile", anchors, "-untrusted", chain_tmp, cert_tmp
+            "verify", "-no-CApath", "-no-CAstore", "-CAfile", anchors, "-untrusted", chain_file, cert
         )
         if rc != 0:
             raise TrustpointError("the EST certificate does not verify: %s" % (err or out).strip())
-        summary = self._summary(cert_tmp)[0]
-        files.install(key_tmp, cert_tmp, chain_tmp)
+        summary = self._summary(cert)[0]
+        files.install((files.read_work("new.key"), files.read_work("new.pem"), "".join(chain)))
         return summary
 
     def _self_signed(self, files, block):
-        rc, out, _err = self._run("x509", "-in", files.temporary(files.chain, block), "-noout", "-subject", "-issuer")
+        rc, out, _err = self._run("x509", "-in", files.work_file("block.pem", block), "-noout", "-subject", "-issuer")
         lines = [line.split("=", 1)[1].strip() for line in out.splitlines() if "=" in line]
         return rc == 0 and len(lines) == 2 and lines[0] == lines[1]
 
@@ -742,18 +970,57 @@ class OpensslBackend:
 
     def renew(self, files):
         if self.module.params["method"].startswith("est_"):
-            return self._est(files, "simplereenroll", files.certificate, files.key, template=files.certificate)
-        return self._enroll(files, "keyupdate", self._signed_by(files.key, files.certificate, files.chain, files))
+            current = files.work_copy(files.certificate, "current.pem")
+            key = files.work_copy(files.key, "current.key")
+            return self._est(files, "simplereenroll", current, key, template=current)
+        return self._enroll(files, "keyupdate", self._signed_by_own(files))
 
     def revoke(self, files):
         reason = str(REVOCATION_REASONS[self.module.params["revocation_reason"]])
-        args = ["-cmd", "rr", *self._signed_by(files.key, files.certificate, files.chain, files),
-                "-oldcert", files.certificate, "-revreason", reason]  # fmt: skip
+        args = ["-cmd", "rr", *self._signed_by_own(files),
+                "-oldcert", files.work_file("current.pem"), "-revreason", reason]  # fmt: skip
         try:
             self._cmp("revocation", args)
         except TrustpointError as exc:
             if "certRevoked" not in str(exc):  # already revoked is what we want
                 raise
+
+
+# curl's exit codes for an exchange whose answer never came: could not connect, partial answer, timeout, TLS
+# connect error, empty reply, send or receive failure.
+_CURL_ANSWER_LOST = (7, 18, 28, 35, 52, 55, 56)
+
+
+def _cmp_answer_lost(output):
+    """Whether `openssl cmp` failed because an answer was lost (or the server said to send again), not because
+    the server refused or an answer was wrong."""
+    if "systemUnavail" in output:
+        return True
+    if "PKIStatus: rejection" in output or "PKIFailureInfo" in output or "sending" not in output:
+        return False  # the server refused, or nothing was sent (a local problem)
+    lowered = output.lower()
+    return any(marker in lowered for marker in _OPENSSL_ANSWER_LOST)
+
+
+# What openssl cmp 3.0 prints when the connection closed or failed before an answer was read.
+_OPENSSL_ANSWER_LOST = (
+    "failed reading data",
+    "transfer error",
+    "error sending",
+    "error receiving",
+    "connect error",
+    "connection refused",
+    "connection reset",
+    "timeout",
+    "timed out",
+    "unexpected eof",
+    "server closed",
+)
+
+
+def _last_line(text):
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "no output"
 
 
 def openssl_binary(module):

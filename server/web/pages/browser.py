@@ -12,7 +12,6 @@ import logging
 
 from flask import Blueprint, Response, current_app, render_template, request
 
-from ...protocols.wire import public_url
 from ...services import downloads
 from ...storage.db import session
 from ...storage.models import utcnow
@@ -57,13 +56,9 @@ def download():
     if form.password.data != form.confirm.data:
         return _download_form(order, form.token.data, "the two passwords differ", 400)
     try:
+        services = current_app.extensions["trustpoint"]
         filename, content_type, body = downloads.download(
-            db,
-            current_app.extensions["trustpoint"].vault,
-            form.token.data,
-            form.password.data,
-            form.file_format.data,
-            public_url(),
+            db, services.vault, services.settings, form.token.data, form.password.data, form.file_format.data
         )
     except downloads.DownloadRefused as exc:
         if exc.status == 400:  # a password or format to correct: the token still works

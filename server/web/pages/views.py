@@ -16,7 +16,6 @@ from trustpoint_core import x509
 from trustpoint_core.profiles import APPLICATION_PROFILES
 
 from ...errors import ApiError
-from ...protocols.wire import public_url
 from ...runtime import tls
 from ...services import certificates, devices, downloads, help, operators, pki, trust
 from ...storage.db import begin_write, get_by_id, paginate
@@ -424,7 +423,7 @@ def new_certificate(device_id):
         if not csr.strip():
             raise ApiError(400, "paste the certificate request (PEM) or choose its file")
         record, _certificate, _key = certificates.issue(
-            db, _vault(), item, form.profile.data, csr=csr, crl_base_url=public_url()
+            db, _vault(), current_app.extensions["trustpoint"].settings, item, form.profile.data, csr=csr
         )
         db.commit()
         log.info(
@@ -447,7 +446,7 @@ def certificate(device_id, serial):
         "certificate.html",
         device=item,
         record=record,
-        info=certificates.certificate_json(record),
+        info=certificates.certificate_json(record, current_app.extensions["trustpoint"].settings),
         revoke_form=forms.RevokeForm(),
         issued=request.args.get("issued") == "1",
     )
@@ -466,14 +465,16 @@ def revoke(device_id, serial):
     db = db_session()
     begin_write(db)
     item = devices.get_device(db, device_id)
-    record = certificates.revoke_for_operator(db, item, serial, form.reason.data)
+    revoked = certificates.revoke_for_operator(db, item, serial, form.reason.data)
     db.commit()
+    record = revoked[0]
     log.info(
-        "operator %s revoked %s of device %s: %s",
+        "operator %s revoked %s of device %s: %s%s",
         current_user.username,
         record.serial_number,
         item.name,
         form.reason.data,
+        ", taking %s with it" % ", ".join(r.serial_number for r in revoked[1:]) if revoked[1:] else "",
     )
     return redirect(url_for("pages.certificate", device_id=item.id, serial=record.serial_number))
 
