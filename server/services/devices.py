@@ -19,7 +19,7 @@ from trustpoint_core.profiles import get_profile
 from ..errors import ApiError
 from ..storage.db import contains, get_by_id
 from ..storage.models import CmpTransaction, Device, DevIdRegistration, IssuedCertificate, utcnow
-from . import auth_limits
+from . import auth_limits, trust
 from .names import check_allowed_names
 from .pki import revoke
 
@@ -162,7 +162,7 @@ def bind_registration(db, device, name):
     domain_id = device.domain.id if device.domain is not None else device.domain_id
     if registration.domain_id != domain_id:
         raise ApiError(400, "DevID registration %s admits devices into domain %s" % (name, registration.domain.name))
-    if device.serial_number is not None and not re.fullmatch(registration.pattern, device.serial_number):
+    if device.serial_number is not None and not trust.pattern_matches(registration.pattern, device.serial_number):
         raise ApiError(
             400, "the pattern of DevID registration %s does not match serial number %r" % (name, device.serial_number)
         )

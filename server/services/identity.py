@@ -203,14 +203,6 @@ def admit_idevid(db, certificate, intermediates, domain=None):
     raise NotAuthenticated("no DevID registration%s matches the IDevID (%s%s)" % (where, shown, more))
 
 
-def _pattern_matches(registration, value):
-    """Whether the registration's pattern fully matches value (RE2; an unusable stored pattern matches nothing)."""
-    try:
-        return trust.compiled_pattern(registration.pattern).fullmatch(value) is not None
-    except trust.PatternError:
-        return False
-
-
 def idevid_device(db, admissions, certificate, method):
     """(device, new, registration, bind) for an IDevID admitted by admissions: the registered device, or a new
     one (not yet added), the registration that admits it for that device, and whether the device is to be
@@ -298,7 +290,7 @@ def _registration_of(db, device, admissions):
             .where(DevIdRegistration.domain_id == device.domain_id)
             .order_by(DevIdRegistration.id)
         )
-        claimants = [r for r in registrations if _pattern_matches(r, device.serial_number)] or admitting
+        claimants = [r for r in registrations if trust.pattern_matches(r.pattern, device.serial_number)] or admitting
     if len(claimants) == 1 and claimants[0] not in admitting:
         raise NotAuthenticated(
             "device %s (serial number %s) belongs to DevID registration %s, whose pattern matches its serial number "

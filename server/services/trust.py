@@ -126,6 +126,14 @@ def compiled_pattern(pattern):
     return _compile(pattern)
 
 
+def pattern_matches(pattern, value):
+    """Whether a stored DevID pattern fully matches value, in linear time; a pattern RE2 refuses matches nothing."""
+    try:
+        return compiled_pattern(pattern).fullmatch(value) is not None
+    except PatternError:
+        return False
+
+
 @functools.lru_cache(maxsize=1024)
 def _compile(pattern):
     options = re2.Options()

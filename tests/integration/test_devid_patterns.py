@@ -110,3 +110,23 @@ def test_a_stored_pattern_this_version_cannot_use(server, domain, workdir):
     status, registration = server.api("PATCH", "/devid-registrations/" + name, {"pattern": r"VX-\d+"})
     assert status == 200 and registration["pattern_error"] is None, registration
     assert_cmp_ok(*idevid_ir(domain, idevid, workdir))
+
+
+def test_binding_a_device_uses_the_same_matcher(server, domain):
+    """Binding a device to a registration matches its serial number with RE2 too: a stored pattern this version
+    cannot use matches nothing there either (Python's re would have accepted the lookahead)."""
+    admit_manufacturer(server, domain, r"VB-\d+")
+    status, registrations = server.api("GET", "/devid-registrations")
+    name = next(r["name"] for r in registrations if r["domain"] == domain.name)
+    database = sqlite3.connect(str(server.data_dir / "trustpoint.db"), timeout=15)
+    with database:
+        database.execute("UPDATE devid_registration SET pattern = ? WHERE name = ?", (r"(?=VB-)VB-\d+", name))
+    database.close()
+    status, created = server.api(
+        "POST",
+        "/devices",
+        {"name": "bind-vb-7", "domain": domain.name, "onboarding_method": "cmp_idevid", "serial_number": "VB-7"},
+    )
+    assert status == 201, created
+    status, answer = server.api("PATCH", "/devices/%d" % created["device"]["id"], {"devid_registration": name})
+    assert status == 400 and "does not match serial number" in answer["error"], answer
