@@ -60,6 +60,7 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))  # stable: file order otherwise
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: plain pytest (or -p no:xdist) runs without it
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling  # imported here: plain pytest runs need no xdist
 
