@@ -413,7 +413,7 @@ def host_running(tools: Tools, host: Host, config: Path) -> bool:
     return False
 
 
-def start_host(tools: Tools, host: Host, directory: Path, bridge: str, private_dirs: Sequence[str]) -> None:
+def start_host(tools: Tools, host: Host, directory: Path, bridge: str, private_dirs: Sequence[str]) -> subprocess.Popen:
     ip = tools["ip"]
     hdir = directory / host.name
     ns = host.namespace
@@ -442,7 +442,9 @@ def start_host(tools: Tools, host: Host, directory: Path, bridge: str, private_d
     ]  # fmt: skip
     with open(hdir / "sshd.log", "wb") as logf:
         # own session, no inherited pipes: the caller (Ansible's command module) must not wait
-        subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def ssh_banner(address: str, timeout: float = 1.0) -> bytes:
@@ -453,14 +455,24 @@ def ssh_banner(address: str, timeout: float = 1.0) -> bytes:
         return b""
 
 
-def wait_for_sshd(tools: Tools, hosts: Sequence[Host], directory: Path) -> None:
+def wait_for_sshd(
+    tools: Tools, hosts: Sequence[Host], directory: Path, started: Optional[Dict[str, subprocess.Popen]] = None
+) -> None:
+    """Wait for every host's SSH banner; fail at once when a host's sshd has exited.
+
+    A host started by this run is judged by its own process: right after the start, `ip netns exec`
+    has not yet entered the namespace, so an empty namespace does not mean sshd died.
+    """
+    started = started or {}
     deadline = time.monotonic() + SSH_TIMEOUT
     waiting = list(hosts)
     while waiting:
         for host in list(waiting):
             if ssh_banner(host.address).startswith(SSH_BANNER):
                 waiting.remove(host)
-            elif not netns_pids(tools, host.namespace):
+            elif (
+                started[host.name].poll() is not None if host.name in started else not netns_pids(tools, host.namespace)
+            ):
                 raise TestbedError(
                     f"sshd of {host.name} exited; {directory / host.name / 'sshd.log'}:\n"
                     + tail(directory / host.name / "sshd.log")
@@ -777,6 +789,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     state["bridge_owned"] = ensure_bridge(tools, bridge, gateway, owned, our_veth)
     write_json(directory / STATE_FILE, state)
 
+    started: Dict[str, subprocess.Popen] = {}
     for host in hosts:
         config = directory / host.name / "sshd_config"
         if host_running(tools, host, config):
@@ -784,9 +797,9 @@ def cmd_up(args: argparse.Namespace) -> None:
             continue
         teardown_host(tools, host.namespace, host.veth)  # leftovers of an interrupted run
         log(f"{host.name}: starting ({host.namespace}, {host.address})")
-        start_host(tools, host, directory, bridge, private_dirs)
+        started[host.name] = start_host(tools, host, directory, bridge, private_dirs)
 
-    wait_for_sshd(tools, hosts, directory)
+    wait_for_sshd(tools, hosts, directory, started)
     write_outputs(hosts, directory, args.python_interpreter)
     log(f"{len(hosts)} host(s) answer SSH; inventory: {directory / 'inventory.yml'}")
 
