@@ -768,16 +768,36 @@ def sign_key_pair_types_value(oids):
     return der_sequence(*(encoder.encode(_algorithm(oid)) for oid in oids))
 
 
-def cert_req_template_value(subject=None, key_algorithm_oid=None):
-    """DER CertReqTemplateContent: a template with the subject the server will set (RFC 9483 4.3.3)."""
+# The controls of a certReqTemplate's keySpec (RFC 9480 2.10, RFC 9483 4.3.3).
+ID_REGCTRL_ALG_ID = "1.3.6.1.5.5.7.5.1.11"
+ID_REGCTRL_RSA_KEY_LEN = "1.3.6.1.5.5.7.5.1.12"
+ID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
+ID_RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
+# The named curves of the key types keys.KEY_TYPES names.
+CURVE_OIDS = {"ecdsa-p256": "1.2.840.10045.3.1.7", "ecdsa-p384": "1.3.132.0.34"}
+RSA_KEY_LENGTHS = {"rsa-2048": 2048, "rsa-3072": 3072, "rsa-4096": 4096}
+
+
+def cert_req_template_value(subject=None, key_types=()):
+    """DER CertReqTemplateContent (RFC 9483 4.3.3): a template with the subject the server will set, and
+    a keySpec with one control per key type it certifies: id-regCtrl-algId (id-ecPublicKey, the curve
+    as its parameters) for EC keys, id-regCtrl-rsaKeyLen (an INTEGER) per RSA key length."""
     content = rfc9480.CertReqTemplateContent()
     template = content["certTemplate"]
     if subject is not None:
         template["subject"]["rdnSequence"] = decode(subject.public_bytes(), rfc5280.Name())["rdnSequence"]
-    if key_algorithm_oid is not None:
+    for key_type in key_types:
         spec = rfc4211.AttributeTypeAndValue()
-        spec["type"] = univ.ObjectIdentifier("1.3.6.1.5.5.7.5.1.12")  # id-regCtrl-algId
-        spec["value"] = univ.Any(encoder.encode(_algorithm(key_algorithm_oid)))
+        if key_type in CURVE_OIDS:
+            algorithm = _algorithm(ID_EC_PUBLIC_KEY)
+            algorithm["parameters"] = univ.Any(encoder.encode(univ.ObjectIdentifier(CURVE_OIDS[key_type])))
+            spec["type"] = univ.ObjectIdentifier(ID_REGCTRL_ALG_ID)
+            spec["value"] = univ.Any(encoder.encode(algorithm))
+        elif key_type in RSA_KEY_LENGTHS:
+            spec["type"] = univ.ObjectIdentifier(ID_REGCTRL_RSA_KEY_LEN)
+            spec["value"] = univ.Any(encoder.encode(univ.Integer(RSA_KEY_LENGTHS[key_type])))
+        else:
+            raise InvalidInput("key type %r has no certReqTemplate control" % key_type)
         content["keySpec"].append(spec)
     return encoder.encode(content)
 

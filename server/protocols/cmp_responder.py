@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from trustpoint_core import keys, x509
 from trustpoint_core.cmp_message import (
+    ID_EC_PUBLIC_KEY,
     ID_IT_CA_CERTS,
     ID_IT_CERT_REQ_TEMPLATE,
     ID_IT_CRL_STATUS_LIST,
@@ -31,6 +32,7 @@ from trustpoint_core.cmp_message import (
     ID_IT_ROOT_CA_CERT,
     ID_IT_ROOT_CA_KEY_UPDATE,
     ID_IT_SIGN_KEY_PAIR_TYPES,
+    ID_RSA_ENCRYPTION,
     STATUS_ACCEPTED,
     CmpMessage,
     Header,
@@ -85,8 +87,6 @@ OPERATIONS = {
 }
 TRANSACTION_ID_SIZES = (16, 64)
 NONCE_MIN_SIZE = 16
-# The key types a certificate request template may name (id-regCtrl-algId in certReqTemplate).
-_KEY_ALGORITHM_OIDS = {"ecdsa": "1.2.840.10045.2.1", "rsa": "1.2.840.113549.1.1.1"}
 _MAC_FAILURE_TEXT = (
     "message protection could not be verified: check the reference (-ref) and the shared secret; "
     "a secret is used up once its device is onboarded"
@@ -588,7 +588,7 @@ class CmpResponder:
                 lists = [crl.current_crl(self.db, self.vault, domain.ca(role)) for role in ("issuing", "root")]
                 answers.append((ID_IT_CRLS, crls_value(lists)))
             elif oid == ID_IT_SIGN_KEY_PAIR_TYPES:
-                answers.append((oid, sign_key_pair_types_value(sorted(set(_KEY_ALGORITHM_OIDS.values())))))
+                answers.append((oid, sign_key_pair_types_value([ID_EC_PUBLIC_KEY, ID_RSA_ENCRYPTION])))
             else:
                 raise CmpFailure("general message info type %s is not supported" % oid, "badRequest")
         return self._encode(self._response_header(), genp_body(answers))
@@ -603,7 +603,7 @@ class CmpResponder:
         subject = None
         if profile.domain_credential and requester.device is not None:
             subject = x509.common_name(requester.device.name)
-        return cert_req_template_value(subject, _KEY_ALGORITHM_OIDS["ecdsa"])
+        return cert_req_template_value(subject, profile.key_types)
 
     # --- helpers -----------------------------------------------------------------------------------
 

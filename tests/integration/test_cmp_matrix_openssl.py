@@ -70,6 +70,8 @@ from trustpoint_core.cmp_message import (
     ID_IT_CRLS,
     ID_IT_ROOT_CA_CERT,
     ID_IT_ROOT_CA_KEY_UPDATE,
+    ID_REGCTRL_ALG_ID,
+    ID_REGCTRL_RSA_KEY_LEN,
     CmpMessage,
     cert_conf_body,
     cert_hash,
@@ -516,9 +518,15 @@ def check_cert_req_template(value, domain, device_name):
     else:
         name = x509.Name.from_rfc4514_string("CN=%s" % device_name)
         assert encoder.encode(subject["rdnSequence"]) == name.public_bytes()
-    [spec] = content["keySpec"]
-    algorithm, _rest = decoder.decode(bytes(spec["value"]), asn1Spec=rfc5280.AlgorithmIdentifier())
-    assert str(algorithm["algorithm"]) in (EC_PUBLIC_KEY, RSA_ENCRYPTION)
+    # A strict decoder of RFC 9480 (its open-type map) reads every control: algId for the curves, rsaKeyLen
+    # for the RSA key lengths the domain credential profile certifies.
+    strict, rest = decoder.decode(value, asn1Spec=rfc9480.CertReqTemplateValue(), decodeOpenTypes=True)
+    assert not rest
+    controls = [(str(spec["type"]), spec["value"]) for spec in strict["keySpec"]]
+    algorithms = [value for oid, value in controls if oid == ID_REGCTRL_ALG_ID]
+    curves = [str(decoder.decode(encoder.encode(a["parameters"]))[0]) for a in algorithms]
+    assert curves == ["1.2.840.10045.3.1.7", "1.3.132.0.34"]
+    assert [int(v) for oid, v in controls if oid == ID_REGCTRL_RSA_KEY_LEN] == [2048, 3072, 4096]
 
 
 def check_sign_key_pair_types(value, domain, device_name):
