@@ -720,11 +720,88 @@ def info_types(message):
         raise CmpFailure("the general message cannot be read: %s" % brief(exc), "badDataFormat") from exc
 
 
-def genm_body(*info_type_oids):
+def info_values(message):
+    """[(infoType OID, infoValue DER or None)] of a genm, in order."""
+    try:
+        return [
+            (str(itav["infoType"]), bytes(value) if value is not None else None)
+            for itav, value in ((itav, optional(itav, "infoValue")) for itav in message.body)
+        ]
+    except Exception as exc:  # malformed content from the wire
+        raise CmpFailure("the general message cannot be read: %s" % brief(exc), "badDataFormat") from exc
+
+
+class CrlStatus:
+    """One CRLStatus of a crlStatusList (RFC 9480 2.19): the CRL's source, as distribution point URIs or
+    issuer names, and the thisUpdate of the CRL the client holds (None: it holds none)."""
+
+    def __init__(self, uris=(), issuers=(), this_update=None):
+        self.uris = list(uris)
+        self.issuers = list(issuers)
+        self.this_update = this_update
+
+
+def crl_status_list(value_der):
+    """The CrlStatus entries of a genm crlStatusList infoValue; unreadable ones are badDataFormat."""
+    try:
+        statuses = decode(value_der, rfc9480.CRLStatusListValue())
+        return [_crl_status(status) for status in statuses]
+    except CmpFailure:
+        raise
+    except Exception as exc:  # malformed content from the wire
+        raise CmpFailure("the crlStatusList cannot be read: %s" % brief(exc), "badDataFormat") from exc
+
+
+def _crl_status(status):
+    source = status["source"]
+    uris, issuers = [], []
+    if source.getName() == "dpn":
+        point = source["dpn"]
+        if point.getName() != "fullName":
+            raise CmpFailure("name the CRL's distribution point by its fullName (a URI)", "badRequest")
+        names = point["fullName"]
+    else:
+        names = source["issuer"]
+    for name in names:
+        kind = name.getName()
+        if kind == "uniformResourceIdentifier":
+            uris.append(str(name[kind]))
+        elif kind == "directoryName":
+            issuers.append(_load_name(name[kind]))
+    this_update = optional(status, "thisUpdate")
+    when = this_update[this_update.getName()].asDateTime if this_update is not None else None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return CrlStatus(uris, issuers, when)
+
+
+def crl_status_list_value(statuses):
+    """DER CRLStatusList of (distribution point URI or None, issuer Name or None, thisUpdate or None)."""
+    content = rfc9480.CRLStatusListValue()
+    for uri, issuer, this_update in statuses:
+        status = rfc9480.CRLStatus()
+        if uri is not None:
+            name = rfc5280.GeneralName()
+            name["uniformResourceIdentifier"] = uri
+            status["source"]["dpn"]["fullName"].append(name)
+        else:
+            name = rfc5280.GeneralName()
+            name["directoryName"]["rdnSequence"] = decode(issuer.public_bytes(), rfc5280.Name())["rdnSequence"]
+            status["source"]["issuer"].append(name)
+        if this_update is not None:
+            status["thisUpdate"]["generalTime"] = this_update.strftime("%Y%m%d%H%M%SZ")
+        content.append(status)
+    return encoder.encode(content)
+
+
+def genm_body(*info_type_oids, values=None):
+    """genm asking for info_type_oids; values: {OID: infoValue DER} for those that carry one."""
     content = rfc9480.PKIBody()["genm"].clone()
     for oid in info_type_oids:
         itav = rfc9480.InfoTypeAndValue()
         itav["infoType"] = univ.ObjectIdentifier(oid)
+        if values and oid in values:
+            itav["infoValue"] = univ.Any(values[oid])
         content.append(itav)
     return "genm", content
 

@@ -42,11 +42,12 @@ from trustpoint_core.cmp_message import (
     cert_requests,
     cert_statuses,
     certificates_value,
+    crl_status_list,
     crls_value,
     encode_message,
     error_body,
     genp_body,
-    info_types,
+    info_values,
     pkcs10_request,
     pkiconf_body,
     random_nonce,
@@ -85,6 +86,8 @@ OPERATIONS = {
     "getcertreqtemplate": ("genm",),
     "getcrls": ("genm",),
 }
+# genm info types whose request carries no infoValue (RFC 9483 4.3.1, 4.3.3; signKeyPairTypes as RFC 4210 5.3.19.2).
+_GENM_WITHOUT_VALUE = (ID_IT_CA_CERTS, ID_IT_CERT_REQ_TEMPLATE, ID_IT_SIGN_KEY_PAIR_TYPES)
 TRANSACTION_ID_SIZES = (16, 64)
 NONCE_MIN_SIZE = 16
 _MAC_FAILURE_TEXT = (
@@ -576,7 +579,10 @@ class CmpResponder:
         domain = self.domain
         issuing, root = pki.ca_chain(domain)
         answers = []
-        for oid in info_types(self.message):
+        for oid, value in info_values(self.message):
+            if value is not None and oid in _GENM_WITHOUT_VALUE:
+                # RFC 9483 4.3: these requests carry no infoValue; one that does is not understood.
+                raise CmpFailure("genm %s must carry no infoValue" % oid, "badRequest")
             if oid == ID_IT_CA_CERTS:
                 answers.append((oid, certificates_value([issuing, root])))
             elif oid == ID_IT_ROOT_CA_CERT:
@@ -585,13 +591,32 @@ class CmpResponder:
             elif oid == ID_IT_CERT_REQ_TEMPLATE:
                 answers.append((oid, self._template(requester, profile_name)))
             elif oid == ID_IT_CRL_STATUS_LIST:
-                lists = [crl.current_crl(self.db, self.vault, domain.ca(role)) for role in ("issuing", "root")]
-                answers.append((ID_IT_CRLS, crls_value(lists)))
+                answers.append((ID_IT_CRLS, self._crls(value)))
             elif oid == ID_IT_SIGN_KEY_PAIR_TYPES:
                 answers.append((oid, sign_key_pair_types_value([ID_EC_PUBLIC_KEY, ID_RSA_ENCRYPTION])))
             else:
                 raise CmpFailure("general message info type %s is not supported" % oid, "badRequest")
         return self._encode(self._response_header(), genp_body(answers))
+
+    def _crls(self, value):
+        """The CRLs a crlStatusList asks for (RFC 9483 4.3.4): of the sources it names, those newer than the
+        client's; None (infoValue absent) when none is."""
+        if value is None:
+            raise CmpFailure(
+                "genm crlStatusList must name the CRL's source (distribution point URI or issuer)", "badRequest"
+            )
+        lists = []
+        for status in crl_status_list(value):
+            ca_row = crl.ca_of_source(self.domain, status.uris, status.issuers)
+            if ca_row is None:
+                raise CmpFailure(
+                    "no CA of domain %r issues a CRL with that distribution point or issuer" % self.domain.name,
+                    "badRequest",
+                )
+            der = crl.current_crl(self.db, self.vault, ca_row)
+            if crl.newer_than(der, status.this_update) and der not in lists:
+                lists.append(der)
+        return crls_value(lists) if lists else None
 
     def _template(self, requester, profile_name):
         """The template of the URL's profile (default: the domain credential), with the subject the

@@ -32,6 +32,7 @@ from cmp_helpers import (
     certificates_of,
     common_name_of,
     confirm_args,
+    crl_url_of,
     enroll_application,
     enroll_with_secret,
     error_of,
@@ -77,6 +78,7 @@ from trustpoint_core.cmp_message import (
     cert_hash,
     cert_req_body,
     cert_responses,
+    crl_status_list_value,
     genm_body,
     genp_values,
 )
@@ -586,16 +588,20 @@ def test_genm_root_ca_cert_with_core(server, domain):
 
 
 def test_genm_crl_status_list_with_core(server, domain, onboarded):
-    """genm crlStatusList (RFC 9483 4.3.4) at getcrls: genp crls with the issuing and the root CA's
-    current CRLs, signed by them."""
-    _header, der = signed(genm_body(ID_IT_CRL_STATUS_LIST), onboarded.credential())
-    genp = post_cmp(domain.url("getcrls"), der)
-    values = genp_values(genp)
-    assert list(values) == [ID_IT_CRLS]
-    crls = [x509.load_der_x509_crl(item) for item in _sequence_of(values[ID_IT_CRLS])]
-    assert [crl.issuer for crl in crls] == [domain.issuing.subject, domain.root.subject]
-    assert crls[0].is_signature_valid(domain.issuing.public_key())
-    assert crls[1].is_signature_valid(domain.root.public_key())
+    """genm crlStatusList (RFC 9483 4.3.4) at getcrls, one source per request as common clients send it:
+    genp crls with exactly the CRL of the CA named (issuing CA by the credential's distribution point, root
+    by issuer name), signed by it."""
+    for source, ca in ((crl_url_of(onboarded.certificate), domain.issuing), (domain.root.subject, domain.root)):
+        status = (source, None, None) if isinstance(source, str) else (None, source, None)
+        value = crl_status_list_value([status])
+        body = genm_body(ID_IT_CRL_STATUS_LIST, values={ID_IT_CRL_STATUS_LIST: value})
+        _header, der = signed(body, onboarded.credential())
+        genp = post_cmp(domain.url("getcrls"), der)
+        values = genp_values(genp)
+        assert list(values) == [ID_IT_CRLS]
+        [crl] = [x509.load_der_x509_crl(item) for item in _sequence_of(values[ID_IT_CRLS])]
+        assert crl.issuer == ca.subject
+        assert crl.is_signature_valid(ca.public_key())
 
 
 def cert_conf_with_hash_alg(certificate, hash_oid):
