@@ -21,6 +21,7 @@ from .x509 import certificate_der, csr_signature_valid
 
 try:
     from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import hashes, serialization
     from pyasn1.codec.der import decoder, encoder
     from pyasn1.type import univ
@@ -133,6 +134,8 @@ class CmpMessage:
         self.body_type = asn1["body"].getName()
         self.body = asn1["body"][self.body_type]
         self.sender = _name_from_general_name(header["sender"])
+        # The GeneralName form of sender: RFC 9483 3.1 requires a directoryName.
+        self.sender_form = header["sender"].getName() if header["sender"].isValue else None
         self.recipient = _name_from_general_name(header["recipient"])
         self.transaction_id = self._octets("transactionID")
         self.sender_nonce = self._octets("senderNonce")
@@ -421,6 +424,8 @@ class CertRequest:
         self.spki_der = encoder.encode(spki)
         try:
             self.public_key = load_public_key_der(self.spki_der)
+        except UnsupportedAlgorithm as exc:  # an unknown key algorithm or curve
+            raise CmpFailure("the template's public key: %s" % exc, "badAlg") from exc
         except Exception as exc:  # InvalidInput, or a library error on a malformed key
             raise CmpFailure("the template's public key cannot be read: %s" % brief(exc), "badCertTemplate") from exc
         self.subject_alt_names, self.extension_oids = _template_extensions(template)
@@ -628,6 +633,18 @@ def pkcs10_request(message):
         csr = x509.load_der_x509_csr(inner_der(encoder.encode(message.asn1["body"])))
     except Exception as exc:  # malformed content from the wire
         raise CmpFailure("the PKCS#10 request cannot be read: %s" % brief(exc), "badDataFormat") from exc
+    if csr.signature_algorithm_oid.dotted_string not in signatures.SIGNATURE_ALGORITHMS:
+        raise CmpFailure(
+            "the PKCS#10 request is signed with %s, an algorithm not supported here"
+            % csr.signature_algorithm_oid.dotted_string,
+            "badAlg",
+        )
+    try:
+        csr.public_key()
+    except UnsupportedAlgorithm as exc:  # an unknown key algorithm or curve
+        raise CmpFailure("the PKCS#10 request's key: %s" % exc, "badAlg") from exc
+    except ValueError:
+        pass  # csr_signature_valid says what is wrong
     try:
         valid = csr_signature_valid(csr)
     except InvalidInput as exc:
@@ -657,9 +674,22 @@ class RevocationRequest:
             raise CmpFailure("a revocation request names the certificate by issuer and serialNumber", "badCertTemplate")
         self.serial_number = int(serial)
         self.issuer = _load_name(issuer)
+        subject = optional(template, "subject")
+        # What certDetails says besides issuer and serialNumber must agree with the certificate they name.
+        self.subject = _load_name(subject) if subject is not None else None
+        public_key = optional(template, "publicKey")
+        self.spki_der = None
+        if public_key is not None:
+            spki = rfc5280.SubjectPublicKeyInfo()
+            spki["algorithm"] = public_key["algorithm"]
+            spki["subjectPublicKey"] = public_key["subjectPublicKey"]
+            self.spki_der = encoder.encode(spki)
         self.reason = "unspecified"
+        # How many CRLReason extensions crlEntryDetails carries: RFC 9483 4.2 asks for exactly one.
+        self.reason_count = 0
         for extension in optional(details, "crlEntryDetails") or []:
             if str(extension["extnID"]) == "2.5.29.21":  # id-ce-CRLReasons
+                self.reason_count += 1
                 code = int(decode(extension["extnValue"].asOctets(), univ.Enumerated()))
                 if not 0 <= code < len(REASON_CODES) or REASON_CODES[code] is None:
                     raise CmpFailure("unknown CRL reason code %d" % code, "badRequest")

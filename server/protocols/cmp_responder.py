@@ -68,6 +68,7 @@ from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 from ..services import certificates, crl, devices, identity, pki
 from ..storage.db import begin_write
 from ..storage.models import CmpTransaction, Device, Domain, IssuedCertificate
+from . import cmp_checks
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ OPERATIONS = {
 }
 # genm info types whose request carries no infoValue (RFC 9483 4.3.1, 4.3.3; signKeyPairTypes as RFC 4210 5.3.19.2).
 _GENM_WITHOUT_VALUE = (ID_IT_CA_CERTS, ID_IT_CERT_REQ_TEMPLATE, ID_IT_SIGN_KEY_PAIR_TYPES)
+# Every body some operation accepts: what a URL without an operation dispatches.
+_REQUEST_BODIES = tuple(sorted({body for bodies in OPERATIONS.values() for body in bodies}))
 TRANSACTION_ID_SIZES = (16, 64)
 NONCE_MIN_SIZE = 16
 _MAC_FAILURE_TEXT = (
@@ -137,9 +140,11 @@ class CmpResponder:
                 self.url_domain = self.db.scalar(select(Domain).where(Domain.name == domain_name))
             requester = self._authenticate()
             self._check_header()
-            if message.body_type not in OPERATIONS[operation]:
+            if message.body_type not in OPERATIONS.get(operation, _REQUEST_BODIES):
                 raise CmpFailure(
-                    "%s messages are not accepted at the %s operation" % (message.body_type, operation), "badRequest"
+                    "%s messages are not accepted %s"
+                    % (message.body_type, "at the %s operation" % operation if operation else "by this server"),
+                    "badRequest",
                 )
             if domain_name is not None and self.url_domain is None:
                 raise CmpFailure("domain %r does not exist" % domain_name, "badRequest")
@@ -179,6 +184,7 @@ class CmpResponder:
 
     def _authenticate(self):
         message = self.message
+        cmp_checks.check_protection_fields(message)
         if message.protection is None:
             if message.body_type == "genm":
                 return identity.Requester("anonymous")  # CA certificates, templates and CRLs are public
@@ -202,6 +208,7 @@ class CmpResponder:
                 raise CmpFailure(_MAC_FAILURE_TEXT, "badMessageCheck") from failure
             raise
         self.protector = mac.with_fresh_salt(kid=kid)
+        cmp_checks.check_mac_sender(self.message)
         requester = identity.Requester("secret", device=device)
         # What _check_requester compares under the write lock: a new secret encrypts anew.
         requester.secret_encrypted = device.secret_encrypted
@@ -224,6 +231,7 @@ class CmpResponder:
                     signer = candidate
                     break
         verify_signature(message, signer)
+        cmp_checks.check_signature_sender(message, signer)
         intermediates = [c for c in certificates if c is not signer]
         try:
             record = identity.issued_credential(self.db, signer)
@@ -237,11 +245,14 @@ class CmpResponder:
         message = self.message
         if message.pvno not in (2, 3):
             raise CmpFailure("pvno %d is not supported; use 2 or 3" % message.pvno, "unsupportedVersion")
+        cmp_checks.check_transaction_id(message)
         low, high = TRANSACTION_ID_SIZES
-        if message.transaction_id is None or not low <= len(message.transaction_id) <= high:
+        if not low <= len(message.transaction_id) <= high:
             raise CmpFailure("transactionID must be %d to %d bytes" % (low, high), "badRequest")
         if message.sender_nonce is None or len(message.sender_nonce) < NONCE_MIN_SIZE:
             raise CmpFailure("senderNonce must be at least %d bytes" % NONCE_MIN_SIZE, "badSenderNonce")
+        cmp_checks.check_first_message(message)
+        cmp_checks.check_signature_only(message)
         skew = self.settings.cmp_max_clock_skew
         if skew and message.message_time is not None:
             now = datetime.datetime.now(datetime.timezone.utc)
@@ -294,6 +305,10 @@ class CmpResponder:
     # --- enrollment: ir, cr, kur, p10cr ------------------------------------------------------------
 
     def _ir(self, requester, profile_name):
+        if requester.kind == "credential" and self.domain.cmp_ir_with_credential == "certify":
+            # Domain policy (docs/server.md): clients that begin every enrollment with ir enroll further
+            # certificates as with cr, answered with ip.
+            return self._certify(requester, profile_name, "ip")
         self._require_onboarding(requester, "ir")
         if profile_name not in (None, "domain_credential"):
             raise CmpFailure("ir issues the domain credential; profile %r is for cr" % profile_name, "badRequest")
@@ -301,10 +316,14 @@ class CmpResponder:
         return self._enroll(requester, get_profile("domain_credential"), request, "ip", request.cert_req_id)
 
     def _cr(self, requester, profile_name):
-        self._require_domain_credential(requester, "cr")
+        return self._certify(requester, profile_name, "cp")
+
+    def _certify(self, requester, profile_name, response_type):
+        """An application certificate for the device whose domain credential signed the request."""
+        self._require_domain_credential(requester, self.message.body_type)
         profile = self._application_profile(profile_name)
         request = self._single_request()
-        return self._enroll(requester, profile, request, "cp", request.cert_req_id)
+        return self._enroll(requester, profile, request, response_type, request.cert_req_id)
 
     def _kur(self, requester, profile_name):
         if requester.kind != "credential":
@@ -379,11 +398,11 @@ class CmpResponder:
         device = requester.device
         try:
             key_type = keys.key_type_of(request.public_key)
-        except InvalidInput as exc:
-            raise CmpFailure(str(exc), "badCertTemplate") from exc
+        except InvalidInput as exc:  # an algorithm, curve or RSA size this PKI does not certify
+            raise CmpFailure(str(exc), "badAlg") from exc
         if key_type not in profile.key_types:
             raise CmpFailure(
-                "%s keys are not certified; use one of %s" % (key_type, ", ".join(profile.key_types)), "badCertTemplate"
+                "%s keys are not certified; use one of %s" % (key_type, ", ".join(profile.key_types)), "badAlg"
             )
         if self._transaction() is not None:
             raise CmpFailure("transactionID already used", "transactionIdInUse")
@@ -428,6 +447,7 @@ class CmpResponder:
                     device_id=device.id,
                     certificate=record,
                     response_nonce=nonce,
+                    request_nonce=message.sender_nonce,
                     requester=requester.identity,
                     cert_req_id=cert_req_id,
                     replaces_id=replaces.id if replaces is not None else None,
@@ -490,14 +510,23 @@ class CmpResponder:
         transaction = self._transaction()
         if transaction is None:
             raise CmpFailure("no certificate of this transaction awaits confirmation", "badRequest")
+        self._check_cert_conf_protection(requester, transaction)
         if not hmac.compare_digest(transaction.requester, requester.identity):
             raise CmpFailure("the certConf comes from another sender than the request it confirms", "notAuthorized")
         if message.recip_nonce is None or not hmac.compare_digest(message.recip_nonce, transaction.response_nonce):
             raise CmpFailure("recipNonce does not match the senderNonce of our response", "badRecipientNonce")
+        if any(
+            nonce is not None and hmac.compare_digest(message.sender_nonce, nonce)
+            for nonce in (transaction.request_nonce, transaction.response_nonce)
+        ):
+            raise CmpFailure(
+                "the certConf's senderNonce must be fresh, not one of this transaction's", "badSenderNonce"
+            )
         statuses = cert_statuses(message)
         if len(statuses) != 1 or statuses[0].cert_req_id != transaction.cert_req_id:
             raise CmpFailure("certConf must confirm exactly certReqId %d" % transaction.cert_req_id, "badRequest")
         status = statuses[0]
+        cmp_checks.check_cert_conf_status(status)
         record = transaction.certificate
         expected = cert_hash(x509.load_certificate(record.certificate_der), status.hash_alg)
         if not hmac.compare_digest(expected, status.cert_hash):
@@ -534,6 +563,28 @@ class CmpResponder:
         self._commit()
         return response
 
+    def _check_no_update_pending(self, record, body):
+        """While a kur of record awaits its certConf, record is not revoked: the device confirms or rejects the new
+        certificate first. (A second kur is retry-safe instead: it supersedes the unconfirmed one, issue 11.)"""
+        pending = certificates.pending_update(self.db, record)
+        if pending is not None:
+            raise CmpFailure(
+                "a key update of certificate %s (transaction %s) awaits its certConf; confirm or reject it before "
+                "another %s" % (record.serial_number, pending.transaction_id.hex(), body),
+                "badRequest",
+            )
+
+    def _check_cert_conf_protection(self, requester, transaction):
+        """certConf is protected like the request it confirms (RFC 9483 4.1.1): a MAC after a signed request, or
+        a signature after a MAC-protected one, is wrongIntegrity."""
+        signed_request = not transaction.requester.startswith("secret:")
+        if signed_request != (requester.kind != "secret"):
+            raise CmpFailure(
+                "the certConf must be %s like the request it confirms"
+                % ("signed" if signed_request else "MAC-protected"),
+                "wrongIntegrity",
+            )
+
     # --- revocation --------------------------------------------------------------------------------
 
     def _rr(self, requester, profile_name):
@@ -561,6 +612,8 @@ class CmpResponder:
             # An application certificate may revoke itself, nothing else; the domain credential may revoke all.
             raise CmpFailure("an application certificate may only revoke itself", "notAuthorized")
         certificate = x509.load_certificate(record.certificate_der)
+        cmp_checks.check_revocation(wanted, certificate)
+        self._check_no_update_pending(record, "rr")
         response = self._encode(self._response_header(), rp_body(STATUS_ACCEPTED, certificate=certificate))
 
         begin_write(self.db)

@@ -18,7 +18,7 @@ from trustpoint_core.profiles import PROFILES, get_profile
 
 from ..errors import ApiError
 from ..storage.db import begin_write, contains
-from ..storage.models import Device, IssuedCertificate
+from ..storage.models import CmpTransaction, Device, IssuedCertificate
 from . import devices, pki
 
 # CRL reasons an operator or a device may give (RFC 5280 5.3.1). Revocation is permanent: no certificateHold,
@@ -258,3 +258,10 @@ def certificate_json(row):
         "revocation_reason": row.revocation_reason,
         "certificate": x509.certificates_to_pem([certificate]),
     }
+
+
+def pending_update(db, record):
+    """The CMP transaction of a key update of record that awaits its certConf, or None."""
+    return db.scalar(
+        select(CmpTransaction).where(CmpTransaction.replaces_id == record.id, CmpTransaction.state == "waiting")
+    )

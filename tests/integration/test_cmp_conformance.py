@@ -12,28 +12,47 @@ import time
 
 import pytest
 from cmp_helpers import (
+    Credential,
     PkiDomain,
+    certificate_status,
     crl_url_of,
     enroll_with_secret,
     error_of,
     fetch_crl,
+    header_for,
+    mac_protected,
+    new_private_key,
     post_cmp,
     signed,
     snapshot,
+    subject_name,
     unprotected,
+    unreadable_csr,
 )
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pyasn1.codec.der import decoder, encoder
+from pyasn1.type import univ
+from pyasn1_alt_modules import rfc5280, rfc9480
+from test_cmp_negative import assert_signed_by_domain, confirm_header, explicit_cr, request_of
+from trustpoint_core import keys
+from trustpoint_core.asn1 import der_sequence, der_tlv
 from trustpoint_core.cmp_message import (
     ID_IT_CA_CERTS,
     ID_IT_CERT_REQ_TEMPLATE,
     ID_IT_CRL_STATUS_LIST,
     ID_IT_CRLS,
+    cert_conf_body,
+    cert_hash,
+    cert_req_body,
+    cert_responses,
     crl_status_list_value,
     genm_body,
     genp_values,
+    p10cr_body,
+    rr_body,
 )
-from trustpoint_core.cmp_protection import verify_signature
+from trustpoint_core.cmp_protection import PasswordBasedMac, SignatureProtection, verify_mac, verify_signature
 
 
 @pytest.fixture
@@ -48,10 +67,11 @@ def onboarded(server, domain):
 
 
 def rejected(url, der, fail_info):
-    """POST der; the answer is an error with exactly fail_info. Returns the text."""
-    found, text = error_of(post_cmp(url, der))
+    """POST der; the answer is an error with exactly fail_info. Returns the answer."""
+    message = post_cmp(url, der)
+    found, text = error_of(message)
     assert found == (fail_info,), (found, text)
-    return text
+    return message
 
 
 def _crls(value):
@@ -132,3 +152,290 @@ def test_genm_with_info_value_where_none_belongs(server, domain, onboarded, info
     _header, der = signed(body, onboarded.credential())
     rejected(domain.url("getcacerts"), der, "badRequest")
     assert snapshot(server, onboarded.id) == before
+
+
+# --- strictness: headers ------------------------------------------------------------------------------------
+
+
+def reencoded(der, change, protector=None):
+    """der with its header changed by change(pyasn1 header), protected anew with protector (None: unprotected,
+    the protection and protectionAlg as change left them)."""
+    message, _rest = decoder.decode(der, asn1Spec=rfc9480.PKIMessage())
+    header = message["header"]
+    change(header)
+    header_der, body_der = encoder.encode(header), encoder.encode(message["body"])
+    parts = [header_der, body_der]
+    if protector is not None:
+        parts.append(der_tlv(0xA0, der_tlv(0x03, b"\x00" + protector.protect(der_sequence(header_der, body_der)))))
+    extra = message.getComponentByName("extraCerts", instantiate=False)
+    if extra is not univ.noValue and extra.isValue:
+        parts.append(encoder.encode(extra))
+    return der_sequence(*parts)
+
+
+def test_signed_sender_must_be_the_signer(server, domain, onboarded):
+    """A cr signed with the domain credential whose sender names another subject: badMessageCheck."""
+    before = snapshot(server, onboarded.id)
+    header = header_for(sender=subject_name("someone-else"))
+    _header, der = signed(request_of("cr", onboarded)[1], onboarded.credential(), header)
+    assert_signed_by_domain(rejected(domain.url("certification"), der, "badMessageCheck"), domain)
+    assert snapshot(server, onboarded.id) == before
+
+
+@pytest.mark.parametrize("kid", ["other", "missing"])
+def test_signed_sender_kid_must_be_the_ski(server, domain, onboarded, kid):
+    """senderKID other than the signer's SubjectKeyIdentifier, or missing while the certificate has one
+    (RFC 9483 3.1): badMessageCheck."""
+    credential = onboarded.credential()
+    protector = SignatureProtection(credential.key, credential.certificate, credential.chain)
+    protector.kid = b"\x01" * 20 if kid == "other" else None
+    before = snapshot(server, onboarded.id)
+    _header, der = signed(request_of("cr", onboarded)[1], credential, protector=protector)
+    assert_signed_by_domain(rejected(domain.url("certification"), der, "badMessageCheck"), domain)
+    assert snapshot(server, onboarded.id) == before
+
+
+@pytest.mark.parametrize("kind", ["ir-mac", "cr", "rr", "genm"])
+def test_first_message_with_recip_nonce(server, domain, onboarded, kind):
+    """The first message of a transaction answers nothing: a recipNonce in it is badRecipientNonce."""
+    device, secret = server.create_device(domain.name)
+    before = snapshot(server, onboarded.id)
+    if kind == "ir-mac":
+        header = header_for(recip_nonce=bytes(range(16)))
+        _header, der = mac_protected(request_of("ir", onboarded)[1], device["id"], secret, header)
+        operation = "initialization"
+    else:
+        operation, body = request_of(kind, onboarded)
+        header = header_for(sender=onboarded.certificate.subject, recip_nonce=bytes(range(16)))
+        _header, der = signed(body, onboarded.credential(), header)
+    rejected(domain.url(operation), der, "badRecipientNonce")
+    assert snapshot(server, onboarded.id) == before
+
+
+def _rfc822_sender(header):
+    sender = rfc5280.GeneralName()
+    sender["rfc822Name"] = "device@example.com"
+    header["sender"] = sender
+
+
+def test_mac_sender_must_be_a_directory_name(server, domain):
+    """A PBM-protected ir whose sender is an rfc822Name (RFC 9483 3.1: directoryName): badMessageCheck, protected
+    with the device's secret; the secret stays usable."""
+    device, secret = server.create_device(domain.name)
+    protector = PasswordBasedMac(secret, kid=str(device["id"]).encode())
+    _header, der = mac_protected(request_of("ir", None)[1], device["id"], secret, protector=protector)
+    before = snapshot(server, device["id"])
+    message = rejected(domain.url("initialization"), reencoded(der, _rfc822_sender, protector), "badMessageCheck")
+    verify_mac(message, secret.encode())
+    assert snapshot(server, device["id"]) == before
+    _header, der = mac_protected(request_of("ir", None)[1], device["id"], secret)
+    assert post_cmp(domain.url("initialization"), der).body_type == "ip"
+
+
+def test_missing_transaction_id(server, domain, onboarded):
+    """No transactionID in the header: badDataFormat."""
+
+    def drop(header):
+        header["transactionID"] = univ.noValue
+
+    credential = onboarded.credential()
+    protector = SignatureProtection(credential.key, credential.certificate, credential.chain)
+    _header, der = signed(request_of("cr", onboarded)[1], credential, protector=protector)
+    before = snapshot(server, onboarded.id)
+    rejected(domain.url("certification"), reencoded(der, drop, protector), "badDataFormat")
+    assert snapshot(server, onboarded.id) == before
+
+
+# --- failInfo precision: protection -------------------------------------------------------------------------
+
+
+def _protection_alg(oid):
+    def change(header):
+        header["protectionAlg"]["algorithm"] = univ.ObjectIdentifier(oid)
+
+    return change
+
+
+@pytest.mark.parametrize("problem", ["unknown-alg", "protection-without-alg", "alg-without-protection"])
+def test_protection_fields(server, domain, onboarded, problem):
+    """An unknown protectionAlg is badAlg (never tried as a signature); protection without protectionAlg, or
+    protectionAlg without protection, is badMessageCheck."""
+    credential = onboarded.credential()
+    protector = SignatureProtection(credential.key, credential.certificate, credential.chain)
+    _header, der = signed(request_of("cr", onboarded)[1], credential, protector=protector)
+    if problem == "unknown-alg":
+        der, expected = reencoded(der, _protection_alg("1.2.3.4.5"), protector), "badAlg"
+    elif problem == "protection-without-alg":
+
+        def drop(header):
+            header["protectionAlg"] = univ.noValue
+
+        der, expected = reencoded(der, drop, protector), "badMessageCheck"
+    else:
+        der, expected = reencoded(der, lambda header: None), "badMessageCheck"
+    before = snapshot(server, onboarded.id)
+    rejected(domain.url("certification"), der, expected)
+    assert snapshot(server, onboarded.id) == before
+
+
+def test_cert_conf_with_mac_after_a_signed_request(server, domain, onboarded):
+    """A cr signed with the domain credential awaits its certConf; a certConf protected with the device's (new)
+    shared secret: wrongIntegrity, and the certificate stays unconfirmed."""
+    request_header, cp, certificate = explicit_cr(domain, onboarded)
+    status, body = server.api("POST", "/devices/%d/secret" % onboarded.id)
+    assert status == 200, body
+    before = snapshot(server, onboarded.id)
+    header = confirm_header(request_header, cp)
+    _header, der = mac_protected(cert_conf_body(cert_hash(certificate)), onboarded.id, body["shared_secret"], header)
+    rejected(domain.url("certification"), der, "wrongIntegrity")
+    assert snapshot(server, onboarded.id) == before
+    assert certificate_status(server, certificate) == ("awaiting_confirmation", None)
+
+
+# --- failInfo precision: algorithms ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key_kind", ["ed25519", "rsa1024"])
+def test_template_key_algorithm_not_certified(server, domain, onboarded, key_kind):
+    """A cr for an Ed25519 key or a 1024-bit RSA key (the profile certifies neither): badAlg."""
+    if key_kind == "rsa1024":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 (refused on purpose)
+    else:
+        key = new_private_key(key_kind)
+    body = cert_req_body("cr", key, subject_name("app.example"))
+    before = snapshot(server, onboarded.id)
+    _header, der = signed(body, onboarded.credential())
+    rejected(domain.url("certification"), der, "badAlg")
+    assert snapshot(server, onboarded.id) == before
+
+
+@pytest.mark.parametrize("problem", ["unknown-key-algorithm", "unsupported-curve"])
+def test_csr_key_algorithm_unknown(server, domain, onboarded, problem):
+    """A p10cr whose CSR key has an unknown algorithm or curve: badAlg."""
+    before = snapshot(server, onboarded.id)
+    _header, der = signed(p10cr_body(unreadable_csr(problem)), onboarded.credential())
+    rejected(domain.url("pkcs10"), der, "badAlg")
+    assert snapshot(server, onboarded.id) == before
+
+
+# --- certConf --------------------------------------------------------------------------------------------
+
+
+def test_cert_conf_accepting_with_fail_info(server, domain, onboarded):
+    """A certConf whose status is accepted but carries a failInfo: badRequest; the certificate stays unconfirmed."""
+    request_header, cp, certificate = explicit_cr(domain, onboarded)
+    body_type, content = cert_conf_body(cert_hash(certificate))
+    status_info = rfc9480.PKIStatusInfo()
+    status_info["status"] = 0
+    status_info["failInfo"] = status_info["failInfo"].clone(binValue="001")
+    content[0]["statusInfo"] = status_info
+    header = confirm_header(request_header, cp, onboarded.certificate.subject)
+    before = snapshot(server, onboarded.id)
+    _header, der = signed((body_type, content), onboarded.credential(), header)
+    rejected(domain.url("certification"), der, "badRequest")
+    assert snapshot(server, onboarded.id) == before
+    assert certificate_status(server, certificate) == ("awaiting_confirmation", None)
+
+
+@pytest.mark.parametrize("nonce", ["request", "response"])
+def test_cert_conf_sender_nonce_must_be_fresh(server, domain, onboarded, nonce):
+    """A certConf reusing the cr's senderNonce (or echoing the server's): badSenderNonce."""
+    request_header, cp, certificate = explicit_cr(domain, onboarded)
+    header = confirm_header(request_header, cp, onboarded.certificate.subject)
+    header.sender_nonce = request_header.sender_nonce if nonce == "request" else cp.sender_nonce
+    before = snapshot(server, onboarded.id)
+    _header, der = signed(cert_conf_body(cert_hash(certificate)), onboarded.credential(), header)
+    rejected(domain.url("certification"), der, "badSenderNonce")
+    assert snapshot(server, onboarded.id) == before
+    assert certificate_status(server, certificate) == ("awaiting_confirmation", None)
+
+
+# --- rr ----------------------------------------------------------------------------------------------------
+
+
+def _rr_with(certificate, reasons=1, subject=None, public_key=None):
+    body_type, content = rr_body(certificate)
+    details = content[0]
+    extensions = details["crlEntryDetails"]
+    if reasons == 0:
+        details["crlEntryDetails"] = univ.noValue
+    else:
+        for _ in range(reasons - 1):
+            extensions.append(extensions[0])
+    template = details["certDetails"]
+    if subject is not None:
+        template["subject"]["rdnSequence"] = decoder.decode(subject.public_bytes(), asn1Spec=rfc5280.Name())[0][
+            "rdnSequence"
+        ]
+    if public_key is not None:
+        spki = decoder.decode(keys.public_key_der(public_key), asn1Spec=rfc5280.SubjectPublicKeyInfo())[0]
+        template["publicKey"]["algorithm"] = spki["algorithm"]
+        template["publicKey"]["subjectPublicKey"] = spki["subjectPublicKey"]
+    return body_type, content
+
+
+@pytest.mark.parametrize(
+    ("problem", "fail_info"),
+    [("no-reason", "badRequest"), ("two-reasons", "badRequest"), ("subject", "badCertId"), ("key", "badCertId")],
+)
+def test_rr_details(server, domain, onboarded, problem, fail_info):
+    """rr with no or two CRLReasons (RFC 9483 4.2: exactly one), or whose certDetails names another subject or
+    public key than the certificate its issuer and serialNumber name: refused, the certificate stays active."""
+    certificate = onboarded.certificate
+    if problem == "no-reason":
+        body = _rr_with(certificate, reasons=0)
+    elif problem == "two-reasons":
+        body = _rr_with(certificate, reasons=2)
+    elif problem == "subject":
+        body = _rr_with(certificate, subject=subject_name("someone-else"))
+    else:
+        body = _rr_with(certificate, public_key=new_private_key().public_key())
+    before = snapshot(server, onboarded.id)
+    _header, der = signed(body, onboarded.credential())
+    assert_signed_by_domain(rejected(domain.url("revocation"), der, fail_info), domain)
+    assert snapshot(server, onboarded.id) == before
+    # certDetails that agree with the certificate are accepted.
+    body = _rr_with(certificate, subject=certificate.subject, public_key=certificate.public_key())
+    _header, der = signed(body, onboarded.credential())
+    assert post_cmp(domain.url("revocation"), der).body_type == "rp"
+
+
+# --- kur awaiting its certConf -----------------------------------------------------------------------------
+
+
+def explicit_kur(domain, enrolled):
+    """A kur signed with enrolled's credential, no implicit confirm: (header, kup, new certificate, new key)."""
+    key = new_private_key()
+    header = header_for(sender=enrolled.certificate.subject)
+    _header, der = signed(
+        cert_req_body("kur", key, old_certificate=enrolled.certificate), enrolled.credential(), header
+    )
+    kup = post_cmp(domain.url("keyupdate"), der)
+    assert kup.body_type == "kup", kup.body_type == "error" and error_of(kup)
+    return header, kup, cert_responses(kup)[0][0].certificate, key
+
+
+def test_rr_while_a_kur_awaits_its_cert_conf(server, domain, onboarded):
+    """The certificate a kur updates cannot be revoked while the new one awaits certConf: badRequest; after the
+    certConf it is superseded as usual."""
+    request_header, kup, certificate, _key = explicit_kur(domain, onboarded)
+    before = snapshot(server, onboarded.id)
+    _header, der = signed(rr_body(onboarded.certificate), onboarded.credential())
+    rejected(domain.url("revocation"), der, "badRequest")
+    assert snapshot(server, onboarded.id) == before
+    header = confirm_header(request_header, kup, onboarded.certificate.subject)
+    _header, der = signed(cert_conf_body(cert_hash(certificate)), onboarded.credential(), header)
+    assert post_cmp(domain.url("keyupdate"), der).body_type == "pkiconf"
+    assert certificate_status(server, certificate) == ("active", None)
+
+
+def test_unconfirmed_certificate_cannot_protect_its_cert_conf(server, domain, onboarded):
+    """The certConf of a kur signed with the new, still unconfirmed certificate: notAuthorized; the old one can."""
+    request_header, kup, certificate, key = explicit_kur(domain, onboarded)
+    new_credential = Credential(certificate, key, [domain.issuing])
+    header = confirm_header(request_header, kup, certificate.subject)
+    before = snapshot(server, onboarded.id)
+    _header, der = signed(cert_conf_body(cert_hash(certificate)), new_credential, header)
+    rejected(domain.url("keyupdate"), der, "notAuthorized")
+    assert snapshot(server, onboarded.id) == before
+    assert certificate_status(server, certificate) == ("awaiting_confirmation", None)

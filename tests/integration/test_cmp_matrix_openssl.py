@@ -28,6 +28,7 @@ from cmp_helpers import (
     admit_manufacturer,
     assert_cmp_ok,
     assert_confirm_exchange,
+    assert_rejected,
     certificate_status,
     certificates_of,
     common_name_of,
@@ -461,7 +462,9 @@ def assert_crl_accepts(domain, workdir, certificate, cert_path):
 @pytest.mark.parametrize("revreason", sorted(REASONS))
 def test_rr_application_certificate(server, domain, onboarded, workdir, revreason):
     """rr signed with the domain credential (-oldcert, -revreason) revokes an application certificate of
-    the device with that reason; the CRL lists it; the domain credential stays active."""
+    the device with that reason; the CRL lists it; the domain credential stays active. Without a reason
+    (-revreason -1, OpenSSL's default, sends no crlEntryDetails) the rr is refused: RFC 9483 4.2 asks for
+    exactly one CRLReason (0 for unspecified)."""
     app = enroll_application(domain, onboarded, "tls_client", "app")
     certificate = app.certificate
     assert_crl_accepts(domain, workdir, certificate, app.cert_path)
@@ -469,6 +472,11 @@ def test_rr_application_certificate(server, domain, onboarded, workdir, revreaso
         "-cmd", "rr", "-server", domain.url("revocation"), *onboarded.signer_args(domain),
         "-oldcert", app.cert_path, "-revreason", revreason, cwd=workdir,
     )  # fmt: skip
+    if revreason == -1:
+        assert_rejected(returncode, output, "badRequest")
+        assert "-revreason 0 for unspecified" in output, output
+        assert certificate_status(server, certificate) == ("active", None)
+        return
     assert_cmp_ok(returncode, output)
     assert "received RP" in output and "revocation accepted" in output, output
     reason = REASONS[revreason]
@@ -630,6 +638,7 @@ def test_pvno3_with_cert_conf_hash_alg(server, domain, auth):
         device, credential, url = enrolled.device, enrolled.credential(), domain.url("certification", "tls_client")
 
         def protect(body, header):
+            header.sender = credential.certificate.subject  # a signed message names its signer
             return signed(body, credential, header=header)[1]
 
         body, expected = cert_req_body("cr", key, subject_name("app.example")), "cp"
