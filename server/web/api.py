@@ -100,7 +100,7 @@ def list_domains():
 @bp.post("/domains")
 def create_domain():
     data = _body()
-    _only(data, ("name", "key_type", "validity_days"))
+    _only(data, ("name", "key_type", "validity_days", *pki.CMP_POLICY_FIELDS))
     if "name" not in data:
         raise ApiError(400, "field 'name' is required")
     db = session()
@@ -110,6 +110,7 @@ def create_domain():
         data["name"],
         data.get("key_type", DEFAULT_KEY_TYPE),
         data.get("validity_days", pki.DEFAULT_VALIDITY_DAYS),
+        pki.cmp_policy(data),
     )
     db.commit()
     log.info("created domain %s (%s)", domain.name, domain.key_type)
@@ -124,12 +125,14 @@ def get_domain(name):
 @bp.patch("/domains/<name>")
 def update_domain(name):
     data = _body()
-    _only(data, ("validity_days",))
+    _only(data, ("validity_days", *pki.CMP_POLICY_FIELDS))
     db = session()
     begin_write(db)
     domain = pki.get_domain(db, name)
     if "validity_days" in data:
         domain.validity_days = pki.check_validity_days(data["validity_days"])
+    for field, value in pki.cmp_policy(data).items():
+        setattr(domain, field, value)
     db.commit()
     return jsonify(pki.domain_json(domain))
 

@@ -12,18 +12,25 @@ import time
 
 import pytest
 from cmp_helpers import (
+    DOMAIN_SUBJECT,
     Credential,
     PkiDomain,
+    assert_cmp_ok,
+    assert_rejected,
     certificate_status,
     crl_url_of,
     enroll_with_secret,
     error_of,
     fetch_crl,
     header_for,
+    load_pem,
     mac_protected,
+    new_key_file,
     new_private_key,
     post_cmp,
+    run_cmp,
     signed,
+    signer_args,
     snapshot,
     subject_name,
     unprotected,
@@ -439,3 +446,77 @@ def test_unconfirmed_certificate_cannot_protect_its_cert_conf(server, domain, on
     rejected(domain.url("keyupdate"), der, "notAuthorized")
     assert snapshot(server, onboarded.id) == before
     assert certificate_status(server, certificate) == ("awaiting_confirmation", None)
+
+
+# --- reachability: one URL -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["well-known", "legacy"])
+def test_one_url_for_every_message(server, domain, workdir, where):
+    """A client that posts every message to /.well-known/cmp (the domain of the device that authenticates) or
+    to the legacy initialization path onboards (ir, certConf), enrolls (cr), updates (kur), revokes (rr) and
+    asks (genm) there; an anonymous genm at /.well-known/cmp, which names no domain, is badRequest."""
+    url = server.cmp_url + (
+        "/.well-known/cmp" if where == "well-known" else "/.well-known/cmp/initialization/" + domain.name
+    )
+    device, secret = server.create_device(domain.name)
+    key, cert = new_key_file(workdir / "dc.key"), workdir / "dc.pem"
+    assert_cmp_ok(*run_cmp(
+        "-cmd", "ir", "-server", url, "-ref", device["id"], "-secret", "pass:" + secret, "-subject", DOMAIN_SUBJECT,
+        "-newkey", key, "-certout", cert, "-trusted", domain.root_path, cwd=workdir,
+    ))  # fmt: skip
+    signer = signer_args(cert, key, domain.root_path)
+    app_key = new_key_file(workdir / "app.key")
+    for args in (
+        ["-cmd", "cr", "-subject", "/CN=app.example", "-newkey", app_key, "-certout", workdir / "app.pem"],
+        ["-cmd", "genm", "-infotype", "caCerts"],
+        ["-cmd", "kur", "-newkey", new_key_file(workdir / "dc2.key"), "-certout", workdir / "dc2.pem"],
+    ):
+        assert_cmp_ok(*run_cmp(*args, "-server", url, *signer, cwd=workdir))
+    renewed = signer_args(workdir / "dc2.pem", workdir / "dc2.key", domain.root_path)
+    assert_cmp_ok(*run_cmp("-cmd", "rr", "-server", url, *renewed, "-oldcert", workdir / "app.pem",
+                           "-revreason", "0", cwd=workdir))  # fmt: skip
+    assert certificate_status(server, load_pem(workdir / "app.pem")[0]) == ("revoked", "unspecified")
+    _header, der = unprotected(genm_body(ID_IT_CA_CERTS))
+    if where == "well-known":
+        rejected(url, der, "badRequest")
+    else:
+        assert post_cmp(url, der).body_type == "genp"
+
+
+def test_operation_paths_stay_strict(server, domain, onboarded):
+    """At an operation path a body of another operation is still badRequest."""
+    _header, der = signed(request_of("cr", onboarded)[1], onboarded.credential())
+    rejected(domain.url("revocation"), der, "badRequest")
+
+
+# --- reachability: ir signed with an issued certificate ---------------------------------------------------
+
+
+def test_ir_with_domain_credential_follows_the_domain_policy(server, domain, onboarded, workdir):
+    """An ir signed with the domain credential: notAuthorized by default ("refuse"); with the domain's
+    cmp_ir_with_credential "certify" it is enrolled like a cr (the URL's profile, default tls_client) and
+    answered with an ip."""
+    args = ["-cmd", "ir", "-server", domain.url("initialization", "tls_server"), *onboarded.signer_args(domain)]
+    args += ["-subject", "/CN=web.example", "-sans", "web.example", "-newkey", new_key_file(workdir / "web.key")]
+    args += ["-certout", workdir / "web.pem", "-implicit_confirm"]
+    before = snapshot(server, onboarded.id)
+    assert_rejected(*run_cmp(*args, cwd=workdir), "notAuthorized")
+    assert snapshot(server, onboarded.id) == before
+
+    status, body = server.api("PATCH", "/domains/" + domain.name, {"cmp_ir_with_credential": "certify"})
+    assert (status, body["cmp_ir_with_credential"]) == (200, "certify"), body
+    returncode, output = run_cmp(*args, cwd=workdir)
+    assert_cmp_ok(returncode, output)
+    assert "received IP" in output, output
+    [certificate] = load_pem(workdir / "web.pem")
+    assert certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value == x509.ExtendedKeyUsage(
+        [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
+    )
+    assert certificate_status(server, certificate) == ("active", None)
+    assert server.device(onboarded.id)["credential"]["serial_number"] == format(
+        onboarded.certificate.serial_number, "x"
+    )
+    # A policy value the server does not know is a 400 that names the field.
+    status, body = server.api("PATCH", "/domains/" + domain.name, {"cmp_ir_with_credential": "sometimes"})
+    assert status == 400 and "cmp_ir_with_credential" in body["error"], body

@@ -7,7 +7,8 @@ Cells: ir with a shared secret (PBM) and with an IDevID, cr (tls_client, tls_ser
 rr with several reasons; genm with each info type OpenSSL 3.0 can name. Every issued certificate is
 checked with `openssl verify` against the domain root from the REST API, for its profile's contents,
 and against the server's records (REST API and database); revocations against the CRL at the
-certificate's distribution point.
+certificate's distribution point. Every cell runs at the operation paths and again at the label-only path
+(/.well-known/cmp/p/<domain>), where one-URL clients post every message.
 
 What OpenSSL 3.0 cannot send is covered with the core's builders: pvno 3, PBMAC1, certConf with
 hashAlg, RSASSA-PSS and Ed25519 signatures (OpenSSL 3.0 refuses to protect a message with an
@@ -110,9 +111,11 @@ REASON_FLAGS = {
 RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
 
 
-@pytest.fixture
-def domain(server, workdir):
-    return PkiDomain(server, workdir)
+@pytest.fixture(params=["operation-paths", "label-only"])
+def domain(server, workdir, request):
+    """The whole matrix runs twice: at the operation paths, and at the label-only path where a client that
+    posts every message to one URL sends it (issue 15)."""
+    return PkiDomain(server, workdir, label_only=request.param == "label-only")
 
 
 @pytest.fixture
