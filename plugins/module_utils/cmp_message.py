@@ -331,16 +331,19 @@ def pkiconf_body():
     return "pkiconf", rfc9480.PKIBody()["pkiconf"].clone("")
 
 
-def cert_rep_body(body_type, cert_req_id, certificate, ca_pubs=()):
-    """ip, cp or kup with one accepted response carrying certificate (cryptography certificate).
+def cert_rep_body(body_type, cert_req_id, certificate, ca_pubs=(), enveloped_key=None):
+    """ip, cp or kup with one accepted response carrying certificate (cryptography certificate), and the
+    EnvelopedData DER of a centrally generated private key if any.
 
     Written as DER directly: the certificates are copied as they are, not decoded and encoded again.
     """
-    # CertResponse { certReqId, status, certifiedKeyPair { certOrEncCert: certificate [0] } }
+    # CertResponse { certReqId, status, certifiedKeyPair { certOrEncCert: certificate [0],
+    #   privateKey [0] EXPLICIT EncryptedKey: envelopedData [0] IMPLICIT EnvelopedData } }
+    private_key = der_tlv(0xA0, b"\xa0" + enveloped_key[1:]) if enveloped_key is not None else b""
     response = der_sequence(
         der_integer(cert_req_id),
         _STATUS_ACCEPTED_DER,
-        der_sequence(der_tlv(0xA0, certificate_der(certificate))),
+        der_sequence(der_tlv(0xA0, certificate_der(certificate)), private_key),
     )
     # CertRepMessage { caPubs [1] OPTIONAL, response SEQUENCE OF CertResponse }
     ca_pubs_der = der_tlv(0xA1, der_sequence(*(certificate_der(ca) for ca in ca_pubs))) if ca_pubs else b""
@@ -349,7 +352,8 @@ def cert_rep_body(body_type, cert_req_id, certificate, ca_pubs=()):
 
 
 def cert_req_body(body_type, private_key, subject=None, cert_req_id=0, old_certificate=None):
-    """ir, cr or kur with one CertReqMsg for private_key's public key and POP by signature.
+    """ir, cr or kur with one CertReqMsg for private_key's public key and POP by signature; private_key None:
+    no key and no POP, the server generates the key (RFC 9483 4.1.6).
 
     old_certificate (kur): the certificate being updated, named in an oldCertID control.
     """
@@ -360,10 +364,11 @@ def cert_req_body(body_type, private_key, subject=None, cert_req_id=0, old_certi
         template["subject"] = template["subject"].clone()
         asn1_name = decode(subject.public_bytes(), rfc5280.Name())
         template["subject"]["rdnSequence"] = asn1_name["rdnSequence"]
-    spki = decode(public_key_der(private_key), rfc5280.SubjectPublicKeyInfo())
-    public_key = template["publicKey"]
-    public_key["algorithm"] = spki["algorithm"]
-    public_key["subjectPublicKey"] = spki["subjectPublicKey"]
+    if private_key is not None:
+        spki = decode(public_key_der(private_key), rfc5280.SubjectPublicKeyInfo())
+        public_key = template["publicKey"]
+        public_key["algorithm"] = spki["algorithm"]
+        public_key["subjectPublicKey"] = spki["subjectPublicKey"]
     if old_certificate is not None:
         # kur names the certificate it updates (RFC 4211 6.5, RFC 9483 4.1.3).
         old_cert_id = rfc4211.OldCertId()
@@ -377,12 +382,13 @@ def cert_req_body(body_type, private_key, subject=None, cert_req_id=0, old_certi
         request["controls"].append(control)
     message = rfc4211.CertReqMsg()
     message["certReq"] = request
-    oid, params, signature = signatures.sign(private_key, encoder.encode(request))
-    pop = message["popo"]["signature"]
-    pop["algorithmIdentifier"]["algorithm"] = univ.ObjectIdentifier(oid)
-    if params is not None:
-        pop["algorithmIdentifier"]["parameters"] = univ.Any(params)
-    pop["signature"] = univ.BitString.fromOctetString(signature)
+    if private_key is not None:
+        oid, params, signature = signatures.sign(private_key, encoder.encode(request))
+        pop = message["popo"]["signature"]
+        pop["algorithmIdentifier"]["algorithm"] = univ.ObjectIdentifier(oid)
+        if params is not None:
+            pop["algorithmIdentifier"]["parameters"] = univ.Any(params)
+        pop["signature"] = univ.BitString.fromOctetString(signature)
     content = rfc9480.PKIBody()[body_type].clone()
     content.append(message)
     return body_type, content
@@ -415,19 +421,31 @@ class CertRequest:
         subject = optional(template, "subject")
         self.subject = _load_name(subject) if subject is not None else None
         public_key = optional(template, "publicKey")
-        if public_key is None:
-            raise CmpFailure("the certificate template has no public key", "badCertTemplate")
-        # publicKey is [6] IMPLICIT SubjectPublicKeyInfo: re-tag it as a plain SEQUENCE to load it.
-        spki = rfc5280.SubjectPublicKeyInfo()
-        spki["algorithm"] = public_key["algorithm"]
-        spki["subjectPublicKey"] = public_key["subjectPublicKey"]
-        self.spki_der = encoder.encode(spki)
-        try:
-            self.public_key = load_public_key_der(self.spki_der)
-        except UnsupportedAlgorithm as exc:  # an unknown key algorithm or curve
-            raise CmpFailure("the template's public key: %s" % exc, "badAlg") from exc
-        except Exception as exc:  # InvalidInput, or a library error on a malformed key
-            raise CmpFailure("the template's public key cannot be read: %s" % brief(exc), "badCertTemplate") from exc
+        # Central key generation (RFC 9483 4.1.6): no publicKey, or only its algorithm (an empty key).
+        self.central_keygen = public_key is None or not len(public_key["subjectPublicKey"])
+        self.key_algorithm = None  # (OID, parameters DER or None) a central key generation request names
+        self.spki_der = self.public_key = None
+        if self.central_keygen:
+            if public_key is not None:
+                params = optional(public_key["algorithm"], "parameters")
+                self.key_algorithm = (
+                    str(public_key["algorithm"]["algorithm"]),
+                    bytes(params) if params is not None else None,
+                )
+        else:
+            # publicKey is [6] IMPLICIT SubjectPublicKeyInfo: re-tag it as a plain SEQUENCE to load it.
+            spki = rfc5280.SubjectPublicKeyInfo()
+            spki["algorithm"] = public_key["algorithm"]
+            spki["subjectPublicKey"] = public_key["subjectPublicKey"]
+            self.spki_der = encoder.encode(spki)
+            try:
+                self.public_key = load_public_key_der(self.spki_der)
+            except UnsupportedAlgorithm as exc:  # an unknown key algorithm or curve
+                raise CmpFailure("the template's public key: %s" % exc, "badAlg") from exc
+            except Exception as exc:  # InvalidInput, or a library error on a malformed key
+                raise CmpFailure(
+                    "the template's public key cannot be read: %s" % brief(exc), "badCertTemplate"
+                ) from exc
         self.subject_alt_names, self.extension_oids = _template_extensions(template)
         self.old_cert_id = None
         for control in optional(request, "controls") or []:
@@ -447,8 +465,13 @@ class CertRequest:
                 self.not_after = self.not_after.replace(tzinfo=datetime.timezone.utc)
 
     def verify_pop(self):
-        """Check the signature POP over DER(CertRequest) with the requested key (RFC 4211 4.1)."""
+        """Check the signature POP over DER(CertRequest) with the requested key (RFC 4211 4.1); a central key
+        generation request has none (RFC 9483 4.1.6)."""
         popo = optional(self.asn1, "popo")
+        if self.central_keygen:
+            if popo is not None:
+                raise CmpFailure("a request for a centrally generated key carries no proof of possession", "badPOP")
+            return
         if popo is None or popo.getName() != "signature":
             raise CmpFailure("proof of possession by signature is required", "badPOP")
         signature = popo["signature"]
@@ -537,11 +560,15 @@ class CertResponse:
         self.cert_req_id = int(response["certReqId"])
         self.status, self.fail_info, self.text = read_status_info(response["status"])
         self.certificate = None
+        self.enveloped_key = None  # DER EnvelopedData of a centrally generated key (cmp_keygen opens it)
         pair = optional(response, "certifiedKeyPair")
         if pair is not None and pair["certOrEncCert"].getName() == "certificate":
             self.certificate = x509.load_der_x509_certificate(
                 inner_der(encoder.encode(pair["certOrEncCert"]["certificate"]))
             )
+        private_key = optional(pair, "privateKey") if pair is not None else None
+        if private_key is not None and private_key.getName() == "envelopedData":
+            self.enveloped_key = b"\x30" + encoder.encode(private_key["envelopedData"])[1:]
 
 
 def read_status_info(info):

@@ -65,7 +65,7 @@ from trustpoint_core.cmp_protection import (
 from trustpoint_core.errors import CmpFailure, InvalidInput
 from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 
-from ..services import certificates, crl, devices, identity, pki
+from ..services import certificates, crl, devices, identity, keygen, pki
 from ..storage.db import begin_write
 from ..storage.models import CmpTransaction, Device, Domain, IssuedCertificate
 from . import cmp_checks
@@ -330,6 +330,9 @@ class CmpResponder:
             raise CmpFailure("kur must be signed with the certificate it updates", "notAuthorized")
         old = requester.record
         request = self._single_request()
+        if request.central_keygen:
+            raise CmpFailure("kur must carry the new public key; central key generation is for ir and cr",
+                             "badCertTemplate")  # fmt: skip
         if request.old_cert_id is not None:
             issuer, serial = request.old_cert_id
             if serial != requester.certificate.serial_number or (
@@ -396,6 +399,7 @@ class CmpResponder:
         """Issue a certificate of profile for the request's key and answer; record it all at once."""
         message = self.message
         device = requester.device
+        generated = self._central_key(requester, profile, request) if request.central_keygen else None
         try:
             key_type = keys.key_type_of(request.public_key)
         except InvalidInput as exc:  # an algorithm, curve or RSA size this PKI does not certify
@@ -427,8 +431,11 @@ class CmpResponder:
         header = self._response_header(implicit)
         header.sender_nonce = nonce
         ca_pubs = self._ca_pubs(requester, root)
+        enveloped = self._envelope(requester, generated) if generated is not None else None
         response = self._encode(
-            header, cert_rep_body(response_type, cert_req_id, cert, ca_pubs=ca_pubs), [issuing, root]
+            header,
+            cert_rep_body(response_type, cert_req_id, cert, ca_pubs=ca_pubs, enveloped_key=enveloped),
+            [issuing, root],
         )
 
         begin_write(self.db)
@@ -469,6 +476,29 @@ class CmpResponder:
             ", implicitly confirmed" if implicit else ", awaiting certConf",
         )
         return response
+
+    def _central_key(self, requester, profile, request):
+        """Generate the key of a request without one (RFC 9483 4.1.6): ir and cr, when the domain allows it."""
+        if self.message.body_type not in ("ir", "cr"):
+            raise CmpFailure("%s must carry the public key to certify" % self.message.body_type, "badCertTemplate")
+        try:
+            key_type = keygen.key_type_for(self.domain, profile, request.key_algorithm)
+            if requester.kind != "secret":
+                keygen.check_recipient(requester.certificate)
+        except keygen.KeygenRefused as exc:
+            raise CmpFailure(exc.message, exc.fail_info) from exc
+        private_key = keys.generate_private_key(key_type)
+        request.public_key = private_key.public_key()
+        return private_key
+
+    def _envelope(self, requester, private_key):
+        """The generated key for the requester: under its shared secret, or to the certificate that signed."""
+        try:
+            if requester.kind == "secret":
+                return keygen.envelope(private_key, self.domain, self.vault, secret=self.protector.secret)
+            return keygen.envelope(private_key, self.domain, self.vault, recipient=requester.certificate)
+        except keygen.KeygenRefused as exc:
+            raise CmpFailure(exc.message, exc.fail_info) from exc
 
     def _check_requester(self, requester, replaces=None):
         """Repeat the authentication checks that a concurrent request may have undone, under the write

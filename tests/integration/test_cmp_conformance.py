@@ -15,6 +15,7 @@ from cmp_helpers import (
     DOMAIN_SUBJECT,
     Credential,
     PkiDomain,
+    admitted_idevid,
     assert_cmp_ok,
     assert_rejected,
     certificate_status,
@@ -36,14 +37,16 @@ from cmp_helpers import (
     unprotected,
     unreadable_csr,
 )
+from conftest import openssl
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pyasn1.codec.der import decoder, encoder
 from pyasn1.type import univ
-from pyasn1_alt_modules import rfc5280, rfc9480
+from pyasn1_alt_modules import rfc5280, rfc5958, rfc9480
 from test_cmp_negative import assert_signed_by_domain, confirm_header, explicit_cr, request_of
 from trustpoint_core import keys
-from trustpoint_core.asn1 import der_sequence, der_tlv
+from trustpoint_core.asn1 import der_oid, der_sequence, der_tlv
+from trustpoint_core.cmp_keygen import open_private_key
 from trustpoint_core.cmp_message import (
     ID_IT_CA_CERTS,
     ID_IT_CERT_REQ_TEMPLATE,
@@ -60,6 +63,7 @@ from trustpoint_core.cmp_message import (
     rr_body,
 )
 from trustpoint_core.cmp_protection import PasswordBasedMac, SignatureProtection, verify_mac, verify_signature
+from trustpoint_core.errors import CmpFailure
 
 
 @pytest.fixture
@@ -520,3 +524,110 @@ def test_ir_with_domain_credential_follows_the_domain_policy(server, domain, onb
     # A policy value the server does not know is a 400 that names the field.
     status, body = server.api("PATCH", "/domains/" + domain.name, {"cmp_ir_with_credential": "sometimes"})
     assert status == 400 and "cmp_ir_with_credential" in body["error"], body
+
+
+# --- central key generation (RFC 9483 4.1.6) ----------------------------------------------------------------
+
+
+def _openssl_opens(workdir, enveloped, root_path, *recipient_args):
+    """`openssl cms` decrypts the EnvelopedData (as a ContentInfo) and verifies the SignedData in it against the
+    domain root; returns the AsymmetricKeyPackage DER."""
+    (workdir / "env.der").write_bytes(der_sequence(der_oid("1.2.840.113549.1.7.3"), der_tlv(0xA0, enveloped)))
+    openssl("cms", "-decrypt", "-inform", "DER", "-in", workdir / "env.der", "-out", workdir / "sd.der",
+            *recipient_args)  # fmt: skip
+    signed_data = (workdir / "sd.der").read_bytes()
+    (workdir / "sdci.der").write_bytes(der_sequence(der_oid("1.2.840.113549.1.7.2"), der_tlv(0xA0, signed_data)))
+    openssl("cms", "-verify", "-inform", "DER", "-in", workdir / "sdci.der", "-CAfile", root_path,
+            "-purpose", "any", "-out", workdir / "akp.der")  # fmt: skip
+    return (workdir / "akp.der").read_bytes()
+
+
+def _same_key(private_key, certificate):
+    return keys.same_public_key(private_key.public_key(), certificate.public_key())
+
+
+def test_central_keygen_with_shared_secret(server, domain, workdir):
+    """An ir without a public key, MAC-protected: the ip carries the certificate and the generated key in an
+    EnvelopedData with a PasswordRecipientInfo keyed by the shared secret, signed by the issuing CA. The core and
+    `openssl cms` open it; the key is the certificate's; certConf confirms it."""
+    device, secret = server.create_device(domain.name)
+    request_header, der = mac_protected(cert_req_body("ir", None, subject_name()), device["id"], secret)
+    ip = post_cmp(domain.url("initialization"), der)
+    assert ip.body_type == "ip", ip.body_type == "error" and error_of(ip)
+    [response], _ca_pubs = cert_responses(ip)
+    assert response.enveloped_key is not None
+    key = open_private_key(response.enveloped_key, [domain.root], secret=secret)
+    assert _same_key(key, response.certificate)
+    package = _openssl_opens(workdir, response.enveloped_key, domain.root_path, "-pwri_password", secret)
+    [one_key] = decoder.decode(package, asn1Spec=rfc5958.AsymmetricKeyPackage())[0]
+    assert str(one_key["privateKeyAlgorithm"]["algorithm"]) == "1.2.840.10045.2.1"
+    header = confirm_header(request_header, ip)
+    _header, der = mac_protected(cert_conf_body(cert_hash(response.certificate)), device["id"], secret, header)
+    assert post_cmp(domain.url("initialization"), der).body_type == "pkiconf"
+    assert certificate_status(server, response.certificate) == ("active", None)
+    # The wrong secret does not open it.
+    with pytest.raises(CmpFailure):
+        open_private_key(response.enveloped_key, [domain.root], secret="wrong")
+
+
+@pytest.mark.parametrize("signer", ["domain-credential-ec", "idevid-rsa"])
+def test_central_keygen_to_the_signer(server, domain, onboarded, workdir, signer):
+    """A signed request without a public key: the key is encrypted to the signer's certificate, by key agreement
+    (EC domain credential, cr) or key transport (RSA IDevID, ir); the core and `openssl cms` open it with the
+    signer's key."""
+    if signer == "domain-credential-ec":
+        credential, operation = onboarded.credential(), "certification"
+        body = cert_req_body("cr", None, subject_name("app.example"))
+    else:
+        credential, _device = admitted_idevid(server, domain, key_kind="rsa")
+        operation, body = "initialization", cert_req_body("ir", None, subject_name())
+    header = header_for(sender=credential.certificate.subject, implicit_confirm=True)
+    _header, der = signed(body, credential, header)
+    answer = post_cmp(domain.url(operation), der)
+    assert answer.body_type in ("ip", "cp"), answer.body_type == "error" and error_of(answer)
+    [response], _ca_pubs = cert_responses(answer)
+    key = open_private_key(
+        response.enveloped_key, [domain.root], private_key=credential.key, certificate=credential.certificate
+    )
+    assert _same_key(key, response.certificate)
+    cert_path, key_path, _chain = credential.write(workdir, "signer")
+    _openssl_opens(workdir, response.enveloped_key, domain.root_path, "-recip", cert_path, "-inkey", key_path)
+    assert certificate_status(server, response.certificate) == ("active", None)
+
+
+def test_central_keygen_key_type_from_the_template(server, domain):
+    """A template naming id-ecPublicKey with P-384 (algorithm only, an empty key): a P-384 key."""
+    device, secret = server.create_device(domain.name)
+    body_type, content = cert_req_body("ir", None, subject_name())
+    public_key = content[0]["certReq"]["certTemplate"]["publicKey"]
+    public_key["algorithm"]["algorithm"] = univ.ObjectIdentifier("1.2.840.10045.2.1")
+    public_key["algorithm"]["parameters"] = univ.Any(der_oid("1.3.132.0.34"))
+    public_key["subjectPublicKey"] = univ.BitString(binValue="")
+    _header, der = mac_protected((body_type, content), device["id"], secret, header_for(implicit_confirm=True))
+    [response], _ca_pubs = cert_responses(post_cmp(domain.url("initialization"), der))
+    key = open_private_key(response.enveloped_key, [domain.root], secret=secret)
+    assert key.curve.name == "secp384r1"
+    assert _same_key(key, response.certificate)
+
+
+@pytest.mark.parametrize("case", ["switched-off", "kur", "with-pop"])
+def test_central_keygen_refused(server, domain, onboarded, case):
+    """Central key generation switched off for the domain (notAuthorized), asked by a kur (badCertTemplate), or a
+    keyless request that carries a POP (badPOP): refused, nothing issued."""
+    if case == "switched-off":
+        status, body = server.api("PATCH", "/domains/" + domain.name, {"cmp_central_keygen": False})
+        assert (status, body["cmp_central_keygen"]) == (200, False), body
+        operation, expected = "certification", "notAuthorized"
+        request = cert_req_body("cr", None, subject_name("a.example"))
+    elif case == "kur":
+        operation, expected = "keyupdate", "badCertTemplate"
+        request = cert_req_body("kur", None, old_certificate=onboarded.certificate)
+    else:
+        operation, expected = "certification", "badPOP"
+        body_type, content = cert_req_body("cr", new_private_key(), subject_name("a.example"))
+        content[0]["certReq"]["certTemplate"]["publicKey"] = univ.noValue
+        request = (body_type, content)
+    before = snapshot(server, onboarded.id)
+    _header, der = signed(request, onboarded.credential())
+    rejected(domain.url(operation), der, expected)
+    assert snapshot(server, onboarded.id) == before
