@@ -202,7 +202,7 @@ class CmpResponder:
             # Unknown reference and spent or wrong secret look alike to the client.
             raise CmpFailure(_MAC_FAILURE_TEXT, "badMessageCheck")
         try:
-            mac = verify_mac(self.message, secret)
+            mac = verify_mac(self.message, secret, self.settings.cmp_max_mac_iterations)
         except CmpFailure as failure:
             if "badMessageCheck" in failure.fail_info:
                 raise CmpFailure(_MAC_FAILURE_TEXT, "badMessageCheck") from failure

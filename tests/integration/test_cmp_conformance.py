@@ -62,7 +62,7 @@ from trustpoint_core.cmp_message import (
     p10cr_body,
     rr_body,
 )
-from trustpoint_core.cmp_protection import PasswordBasedMac, SignatureProtection, verify_mac, verify_signature
+from trustpoint_core.cmp_protection import PasswordBasedMac, Pbmac1, SignatureProtection, verify_mac, verify_signature
 from trustpoint_core.errors import CmpFailure
 
 
@@ -631,3 +631,36 @@ def test_central_keygen_refused(server, domain, onboarded, case):
     _header, der = signed(request, onboarded.credential())
     rejected(domain.url(operation), der, expected)
     assert snapshot(server, onboarded.id) == before
+
+
+# --- PBMAC1 iteration counts ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("iterations", [262144, 1000000])
+def test_pbmac1_high_iteration_counts(server, domain, iterations):
+    """ir and certConf protected with PBMAC1 at common clients' 262,144 and at 1,000,000 iterations: answered,
+    protected with PBMAC1 at the same count."""
+    device, secret = server.create_device(domain.name)
+    kid = str(device["id"]).encode()
+    protector = Pbmac1(secret, iterations=iterations, kid=kid)
+    request_header, der = mac_protected(cert_req_body("ir", new_private_key(), subject_name()), None, secret,
+                                        protector=protector)  # fmt: skip
+    ip = post_cmp(domain.url("initialization"), der)
+    assert ip.body_type == "ip", ip.body_type == "error" and error_of(ip)
+    assert verify_mac(ip, secret.encode()).iterations == iterations
+    certificate = cert_responses(ip)[0][0].certificate
+    _header, der = mac_protected(cert_conf_body(cert_hash(certificate)), None, secret,
+                                 confirm_header(request_header, ip), protector)  # fmt: skip
+    assert post_cmp(domain.url("initialization"), der).body_type == "pkiconf"
+
+
+def test_pbmac1_iteration_count_above_the_bound(server, domain):
+    """PBMAC1 asking for 1,000,001 iterations (above cmp_max_mac_iterations): badAlg before any derivation."""
+    device, secret = server.create_device(domain.name)
+    protector = Pbmac1(secret, iterations=1000001, kid=str(device["id"]).encode(), max_iterations=10**7)
+    before = snapshot(server, device["id"])
+    _header, der = mac_protected(cert_req_body("ir", new_private_key(), subject_name()), None, secret,
+                                 protector=protector)  # fmt: skip
+    text = error_of(post_cmp(domain.url("initialization"), der))
+    assert text[0] == ("badAlg",) and "1000001" in text[1], text
+    assert snapshot(server, device["id"]) == before
