@@ -769,14 +769,6 @@ def revocation_statuses(message):
         raise CmpFailure("the revocation response cannot be read: %s" % brief(exc), "badDataFormat") from exc
 
 
-def info_types(message):
-    """The infoType OIDs a genm asks for."""
-    try:
-        return [str(itav["infoType"]) for itav in message.body]
-    except Exception as exc:  # malformed content from the wire
-        raise CmpFailure("the general message cannot be read: %s" % brief(exc), "badDataFormat") from exc
-
-
 def info_values(message):
     """[(infoType OID, infoValue DER or None)] of a genm, in order."""
     try:

@@ -37,7 +37,7 @@ from cmp_helpers import (
     unprotected,
     unreadable_csr,
 )
-from conftest import openssl
+from conftest import openssl, urllib_transport
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pyasn1.codec.der import decoder, encoder
@@ -46,6 +46,7 @@ from pyasn1_alt_modules import rfc5280, rfc5958, rfc9480
 from test_cmp_negative import assert_signed_by_domain, confirm_header, explicit_cr, request_of
 from trustpoint_core import keys
 from trustpoint_core.asn1 import der_oid, der_sequence, der_tlv
+from trustpoint_core.cmp_client import CmpClient, MacCredential, SignatureCredential
 from trustpoint_core.cmp_keygen import open_private_key
 from trustpoint_core.cmp_message import (
     ID_IT_CA_CERTS,
@@ -664,3 +665,21 @@ def test_pbmac1_iteration_count_above_the_bound(server, domain):
     text = error_of(post_cmp(domain.url("initialization"), der))
     assert text[0] == ("badAlg",) and "1000001" in text[1], text
     assert snapshot(server, device["id"]) == before
+
+
+@pytest.mark.parametrize("credential_kind", ["shared-secret", "idevid"])
+def test_core_client_onboards_with_a_generated_key(server, domain, credential_kind):
+    """The core's CmpClient onboards without a key of its own (initialize(None, ...)): it opens the generated key
+    with its shared secret or its IDevID's key, checks it against the certificate, and confirms."""
+    client = CmpClient(domain.url("{operation}"), urllib_transport)
+    if credential_kind == "shared-secret":
+        device, secret = server.create_device(domain.name)
+        credential, trusted = MacCredential(device["id"], secret), None
+    else:
+        idevid, device = admitted_idevid(server, domain)
+        credential, trusted = SignatureCredential(idevid.key, idevid.certificate, idevid.chain), [domain.root]
+    enrollment = client.initialize(None, subject_name(), credential, trusted)
+    assert enrollment.private_key is not None
+    assert keys.same_public_key(enrollment.private_key.public_key(), enrollment.certificate.public_key())
+    assert certificate_status(server, enrollment.certificate) == ("active", None)
+    assert server.device(device["id"])["status"] == "onboarded"
