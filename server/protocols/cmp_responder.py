@@ -146,6 +146,7 @@ class CmpResponder:
                     % (message.body_type, "at the %s operation" % operation if operation else "by this server"),
                     "badRequest",
                 )
+            cmp_checks.check_signature_only(message)
             if domain_name is not None and self.url_domain is None:
                 raise CmpFailure("domain %r does not exist" % domain_name, "badRequest")
             self._resolve_domain(requester)
@@ -252,7 +253,6 @@ class CmpResponder:
         if message.sender_nonce is None or len(message.sender_nonce) < NONCE_MIN_SIZE:
             raise CmpFailure("senderNonce must be at least %d bytes" % NONCE_MIN_SIZE, "badSenderNonce")
         cmp_checks.check_first_message(message)
-        cmp_checks.check_signature_only(message)
         skew = self.settings.cmp_max_clock_skew
         if skew and message.message_time is not None:
             now = datetime.datetime.now(datetime.timezone.utc)
