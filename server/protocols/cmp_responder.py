@@ -747,6 +747,8 @@ class CmpResponder:
 class _CsrRequest:
     """A PKCS#10 request seen like a CertReqMsg (its signature, the POP, is already verified)."""
 
+    central_keygen = False  # a CSR carries its key
+
     def __init__(self, csr):
         self.public_key = csr.public_key()
         self.subject = csr.subject
