@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 
+from cryptography import x509 as cx509
 from trustpoint_core import keys, x509
 from trustpoint_core.cmp_protection import is_mac_protected, subject_key_identifier
 from trustpoint_core.errors import CmpFailure, InvalidInput
@@ -60,7 +61,9 @@ def check_mac_sender(message):
 def check_signature_sender(message, signer):
     """A signed request names its signer: sender = the certificate's subject, senderKID = its SubjectKeyIdentifier
     (required when the certificate has one, RFC 9483 3.1)."""
-    if message.sender_form != "directoryName" or message.sender != signer.subject:
+    # NULL-DN reads as None: it names a certificate with an empty subject (an IDevID may have one).
+    sender = message.sender if message.sender is not None else cx509.Name([])
+    if message.sender_form != "directoryName" or sender != signer.subject:
         raise CmpFailure(
             "the sender of a signed message must be the subject of its protecting certificate (%s)"
             % x509.name_to_string(signer.subject),

@@ -8,13 +8,17 @@ body and PKIFailureInfo; a refused request changes nothing (snapshot before and 
 
 from __future__ import annotations
 
+import datetime
+import re
 import time
+import uuid
 
 import pytest
 from cmp_helpers import (
     DOMAIN_SUBJECT,
     Credential,
     PkiDomain,
+    admit_manufacturer,
     admitted_idevid,
     assert_cmp_ok,
     assert_rejected,
@@ -39,6 +43,7 @@ from cmp_helpers import (
 )
 from conftest import openssl, urllib_transport
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pyasn1.codec.der import decoder, encoder
 from pyasn1.type import univ
@@ -53,6 +58,7 @@ from trustpoint_core.cmp_message import (
     ID_IT_CERT_REQ_TEMPLATE,
     ID_IT_CRL_STATUS_LIST,
     ID_IT_CRLS,
+    Header,
     cert_conf_body,
     cert_hash,
     cert_req_body,
@@ -683,3 +689,29 @@ def test_core_client_onboards_with_a_generated_key(server, domain, credential_ki
     assert keys.same_public_key(enrollment.private_key.public_key(), enrollment.certificate.public_key())
     assert certificate_status(server, enrollment.certificate) == ("active", None)
     assert server.device(device["id"])["status"] == "onboarded"
+
+
+def test_idevid_with_an_empty_subject_names_itself_with_null_dn(server, domain):
+    """An IDevID whose subject is empty (its identity in a SAN URI) signs an ir with sender NULL-DN: the sender
+    names the signer, the ir is answered."""
+    serial = uuid.uuid4().hex
+    manufacturer = admit_manufacturer(server, domain, re.escape("urn:example:idevid:" + serial))
+    key = new_private_key()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(manufacturer.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier("urn:example:idevid:" + serial)]),
+                       critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(manufacturer.key, hashes.SHA256())
+    )  # fmt: skip
+    header = Header(sender=None, transaction_id=uuid.uuid4().bytes, implicit_confirm=True)
+    _header, der = signed(cert_req_body("ir", new_private_key(), subject_name()), Credential(certificate, key), header)
+    ip = post_cmp(domain.url("initialization"), der)
+    assert ip.body_type == "ip", ip.body_type == "error" and error_of(ip)
