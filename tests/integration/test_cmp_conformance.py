@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pyasn1.codec.der import decoder, encoder
 from pyasn1.type import univ
 from pyasn1_alt_modules import rfc5280, rfc5958, rfc9480
-from test_cmp_negative import assert_signed_by_domain, confirm_header, explicit_cr, request_of
+from test_cmp_negative import assert_signed_by_domain, confirm_header, explicit_cr, rejected, request_of
 from trustpoint_core import keys
 from trustpoint_core.asn1 import der_oid, der_sequence, der_tlv
 from trustpoint_core.cmp_client import CmpClient, MacCredential, SignatureCredential
@@ -82,14 +82,6 @@ def domain(server, workdir):
 def onboarded(server, domain):
     """A device of the domain holding a domain credential (ir with its shared secret)."""
     return enroll_with_secret(server, domain)
-
-
-def rejected(url, der, fail_info):
-    """POST der; the answer is an error with exactly fail_info. Returns the answer."""
-    message = post_cmp(url, der)
-    found, text = error_of(message)
-    assert found == (fail_info,), (found, text)
-    return message
 
 
 def _crls(value):
