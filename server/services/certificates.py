@@ -261,7 +261,12 @@ def certificate_json(row):
 
 
 def pending_update(db, record):
-    """The CMP transaction of a key update of record that awaits its certConf, or None."""
+    """The CMP transaction of a key update of record that awaits its certConf, or None (found through the
+    device's transactions: indexed)."""
     return db.scalar(
-        select(CmpTransaction).where(CmpTransaction.replaces_id == record.id, CmpTransaction.state == "waiting")
+        select(CmpTransaction).where(
+            CmpTransaction.device_id == record.device_id,
+            CmpTransaction.state == "waiting",
+            CmpTransaction.replaces_id == record.id,
+        )
     )
