@@ -97,6 +97,17 @@ class Settings:
     cmp_max_clock_skew: int = setting(
         600, kind=int, metavar="SECONDS", help="reject CMP messages whose messageTime is further off (0: off)"
     )
+    # The MAC work a CMP request may cost before it is authenticated (docs/server.md, "CMP policy").
+    cmp_max_mac_iterations: int = setting(
+        1000000, kind=int, metavar="N", help="the highest PBMAC1 iteration count a CMP request may ask for"
+    )
+    cmp_mac_budget: int = setting(
+        2000000,
+        kind=int,
+        metavar="N",
+        help="MAC iterations (PBM, PBMAC1) per second a worker spends on CMP requests not yet authenticated; "
+        "beyond it they are refused with systemUnavail (0: no budget)",
+    )
     # Base URL of the server as devices and relying parties reach it, for the CRL distribution point of
     # issued certificates; without it run derives one from the addresses it listens on (crl_base_url).
     public_url: Optional[str] = setting(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hmac
 import time
 
+from .cmp_keygen import open_private_key
 from .cmp_message import (
     STATUS_ACCEPTED,
     STATUS_GRANTED_WITH_MODS,
@@ -141,11 +142,12 @@ def _has_cmc_ra(certificate):
 class Enrollment:
     """What an enrollment returns: the certificate, its chain (issuer first) and the CA certificates."""
 
-    def __init__(self, certificate, chain, ca_certificates, implicit_confirm):
+    def __init__(self, certificate, chain, ca_certificates, implicit_confirm, private_key=None):
         self.certificate = certificate
         self.chain = chain
         self.ca_certificates = ca_certificates
         self.implicit_confirm = implicit_confirm
+        self.private_key = private_key  # the key the server generated (central key generation), else None
 
 
 class CmpClient:
@@ -167,7 +169,8 @@ class CmpClient:
     # --- operations --------------------------------------------------------------------------------
 
     def initialize(self, private_key, subject, credential, trusted=None, implicit_confirm=False):
-        """Onboard: an ir for private_key, authenticated by credential (shared secret or IDevID)."""
+        """Onboard: an ir for private_key, authenticated by credential (shared secret or IDevID). private_key
+        None: the server generates the key (RFC 9483 4.1.6), returned as the Enrollment's private_key."""
         body = cert_req_body("ir", private_key, subject)
         return self._enroll("initialization", body, "ip", private_key, credential, trusted, implicit_confirm)
 
@@ -259,6 +262,19 @@ class CmpClient:
         if response.body_type != expected:
             raise CmpFailure("expected %s, the server answered %s" % (expected, response.body_type), "badRequest")
 
+    @staticmethod
+    def _generated_key(answer, credential, trusted, ca_pubs):
+        """The key the server generated, opened with the credential the request was protected with; its key
+        generation authority must chain to trusted (or, under a MAC, to the caPubs the server sent)."""
+        if answer.enveloped_key is None:
+            raise CmpFailure("the server generated no key although the request carried none", "badCertTemplate")
+        anchors = trust_anchors(trusted) or trust_anchors(ca_pubs)
+        if isinstance(credential, MacCredential):
+            return open_private_key(answer.enveloped_key, anchors, secret=credential.secret)
+        return open_private_key(
+            answer.enveloped_key, anchors, private_key=credential.private_key, certificate=credential.certificate
+        )
+
     def _enroll(self, operation, body, expected, private_key, credential, trusted, implicit_confirm):
         def send():
             header = self._header(credential, implicit_confirm=implicit_confirm)
@@ -274,6 +290,9 @@ class CmpClient:
                 "the server did not issue a certificate: %s" % (answer.text or "no reason given"), *answer.fail_info
             )
         certificate = answer.certificate
+        generated = None
+        if private_key is None:
+            private_key = generated = self._generated_key(answer, credential, trusted, ca_pubs)
         if not same_public_key(certificate.public_key(), private_key):
             raise CmpFailure("the issued certificate is not for our key", "badCertTemplate")
         anchors = trust_anchors(trusted) or None
@@ -283,7 +302,7 @@ class CmpClient:
             raise CmpFailure("the issued certificate does not chain to a trusted CA: %s" % exc, "badCertId") from exc
 
         granted = implicit_confirm and response.implicit_confirm
-        enrollment = Enrollment(certificate, path[1:], ca_pubs, granted)
+        enrollment = Enrollment(certificate, path[1:], ca_pubs, granted, generated)
         if not granted:
 
             def confirm():

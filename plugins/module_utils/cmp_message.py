@@ -21,6 +21,7 @@ from .x509 import certificate_der, csr_signature_valid
 
 try:
     from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import hashes, serialization
     from pyasn1.codec.der import decoder, encoder
     from pyasn1.type import univ
@@ -133,6 +134,8 @@ class CmpMessage:
         self.body_type = asn1["body"].getName()
         self.body = asn1["body"][self.body_type]
         self.sender = _name_from_general_name(header["sender"])
+        # The GeneralName form of sender: RFC 9483 3.1 requires a directoryName.
+        self.sender_form = header["sender"].getName() if header["sender"].isValue else None
         self.recipient = _name_from_general_name(header["recipient"])
         self.transaction_id = self._octets("transactionID")
         self.sender_nonce = self._octets("senderNonce")
@@ -326,19 +329,22 @@ def pkiconf_body():
     return "pkiconf", rfc9480.PKIBody()["pkiconf"].clone("")
 
 
-def cert_rep_body(body_type, cert_req_id, certificate, ca_pubs=(), status=STATUS_ACCEPTED):
+def cert_rep_body(body_type, cert_req_id, certificate, ca_pubs=(), status=STATUS_ACCEPTED, enveloped_key=None):
     """ip, cp or kup with one response carrying certificate (cryptography certificate): status accepted, or
-    grantedWithMods when the certificate differs from what was asked for.
+    grantedWithMods when the certificate differs from what was asked for; and the EnvelopedData DER of a
+    centrally generated private key if any.
 
     Written as DER directly: the certificates are copied as they are, not decoded and encoded again.
     """
     if status not in (STATUS_ACCEPTED, STATUS_GRANTED_WITH_MODS):
         raise ValueError("a certificate response's status is accepted or grantedWithMods")
-    # CertResponse { certReqId, status, certifiedKeyPair { certOrEncCert: certificate [0] } }
+    # CertResponse { certReqId, status, certifiedKeyPair { certOrEncCert: certificate [0],
+    #   privateKey [0] EXPLICIT EncryptedKey: envelopedData [0] IMPLICIT EnvelopedData } }
+    private_key = der_tlv(0xA0, b"\xa0" + enveloped_key[1:]) if enveloped_key is not None else b""
     response = der_sequence(
         der_integer(cert_req_id),
         der_sequence(der_integer(status)),
-        der_sequence(der_tlv(0xA0, certificate_der(certificate))),
+        der_sequence(der_tlv(0xA0, certificate_der(certificate)), private_key),
     )
     # CertRepMessage { caPubs [1] OPTIONAL, response SEQUENCE OF CertResponse }
     ca_pubs_der = der_tlv(0xA1, der_sequence(*(certificate_der(ca) for ca in ca_pubs))) if ca_pubs else b""
@@ -347,7 +353,8 @@ def cert_rep_body(body_type, cert_req_id, certificate, ca_pubs=(), status=STATUS
 
 
 def cert_req_body(body_type, private_key, subject=None, cert_req_id=0, old_certificate=None):
-    """ir, cr or kur with one CertReqMsg for private_key's public key and POP by signature.
+    """ir, cr or kur with one CertReqMsg for private_key's public key and POP by signature; private_key None:
+    no key and no POP, the server generates the key (RFC 9483 4.1.6).
 
     old_certificate (kur): the certificate being updated, named in an oldCertID control.
     """
@@ -358,10 +365,11 @@ def cert_req_body(body_type, private_key, subject=None, cert_req_id=0, old_certi
         template["subject"] = template["subject"].clone()
         asn1_name = decode(subject.public_bytes(), rfc5280.Name())
         template["subject"]["rdnSequence"] = asn1_name["rdnSequence"]
-    spki = decode(public_key_der(private_key), rfc5280.SubjectPublicKeyInfo())
-    public_key = template["publicKey"]
-    public_key["algorithm"] = spki["algorithm"]
-    public_key["subjectPublicKey"] = spki["subjectPublicKey"]
+    if private_key is not None:
+        spki = decode(public_key_der(private_key), rfc5280.SubjectPublicKeyInfo())
+        public_key = template["publicKey"]
+        public_key["algorithm"] = spki["algorithm"]
+        public_key["subjectPublicKey"] = spki["subjectPublicKey"]
     if old_certificate is not None:
         # kur names the certificate it updates (RFC 4211 6.5, RFC 9483 4.1.3).
         old_cert_id = rfc4211.OldCertId()
@@ -375,12 +383,13 @@ def cert_req_body(body_type, private_key, subject=None, cert_req_id=0, old_certi
         request["controls"].append(control)
     message = rfc4211.CertReqMsg()
     message["certReq"] = request
-    oid, params, signature = signatures.sign(private_key, encoder.encode(request))
-    pop = message["popo"]["signature"]
-    pop["algorithmIdentifier"]["algorithm"] = univ.ObjectIdentifier(oid)
-    if params is not None:
-        pop["algorithmIdentifier"]["parameters"] = univ.Any(params)
-    pop["signature"] = univ.BitString.fromOctetString(signature)
+    if private_key is not None:
+        oid, params, signature = signatures.sign(private_key, encoder.encode(request))
+        pop = message["popo"]["signature"]
+        pop["algorithmIdentifier"]["algorithm"] = univ.ObjectIdentifier(oid)
+        if params is not None:
+            pop["algorithmIdentifier"]["parameters"] = univ.Any(params)
+        pop["signature"] = univ.BitString.fromOctetString(signature)
     content = rfc9480.PKIBody()[body_type].clone()
     content.append(message)
     return body_type, content
@@ -413,17 +422,31 @@ class CertRequest:
         subject = optional(template, "subject")
         self.subject = _load_name(subject) if subject is not None else None
         public_key = optional(template, "publicKey")
-        if public_key is None:
-            raise CmpFailure("the certificate template has no public key", "badCertTemplate")
-        # publicKey is [6] IMPLICIT SubjectPublicKeyInfo: re-tag it as a plain SEQUENCE to load it.
-        spki = rfc5280.SubjectPublicKeyInfo()
-        spki["algorithm"] = public_key["algorithm"]
-        spki["subjectPublicKey"] = public_key["subjectPublicKey"]
-        self.spki_der = encoder.encode(spki)
-        try:
-            self.public_key = load_public_key_der(self.spki_der)
-        except Exception as exc:  # InvalidInput, or a library error on a malformed key
-            raise CmpFailure("the template's public key cannot be read: %s" % brief(exc), "badCertTemplate") from exc
+        # Central key generation (RFC 9483 4.1.6): no publicKey, or only its algorithm (an empty key).
+        self.central_keygen = public_key is None or not len(public_key["subjectPublicKey"])
+        self.key_algorithm = None  # (OID, parameters DER or None) a central key generation request names
+        self.spki_der = self.public_key = None
+        if self.central_keygen:
+            if public_key is not None:
+                params = optional(public_key["algorithm"], "parameters")
+                self.key_algorithm = (
+                    str(public_key["algorithm"]["algorithm"]),
+                    bytes(params) if params is not None else None,
+                )
+        else:
+            # publicKey is [6] IMPLICIT SubjectPublicKeyInfo: re-tag it as a plain SEQUENCE to load it.
+            spki = rfc5280.SubjectPublicKeyInfo()
+            spki["algorithm"] = public_key["algorithm"]
+            spki["subjectPublicKey"] = public_key["subjectPublicKey"]
+            self.spki_der = encoder.encode(spki)
+            try:
+                self.public_key = load_public_key_der(self.spki_der)
+            except UnsupportedAlgorithm as exc:  # an unknown key algorithm or curve
+                raise CmpFailure("the template's public key: %s" % exc, "badAlg") from exc
+            except Exception as exc:  # InvalidInput, or a library error on a malformed key
+                raise CmpFailure(
+                    "the template's public key cannot be read: %s" % brief(exc), "badCertTemplate"
+                ) from exc
         self.subject_alt_names, self.extension_oids = _template_extensions(template)
         self.old_cert_id = None
         for control in optional(request, "controls") or []:
@@ -443,8 +466,13 @@ class CertRequest:
                 self.not_after = self.not_after.replace(tzinfo=datetime.timezone.utc)
 
     def verify_pop(self):
-        """Check the signature POP over DER(CertRequest) with the requested key (RFC 4211 4.1)."""
+        """Check the signature POP over DER(CertRequest) with the requested key (RFC 4211 4.1); a central key
+        generation request has none (RFC 9483 4.1.6)."""
         popo = optional(self.asn1, "popo")
+        if self.central_keygen:
+            if popo is not None:
+                raise CmpFailure("a request for a centrally generated key carries no proof of possession", "badPOP")
+            return
         if popo is None or popo.getName() != "signature":
             raise CmpFailure("proof of possession by signature is required", "badPOP")
         signature = popo["signature"]
@@ -533,11 +561,15 @@ class CertResponse:
         self.cert_req_id = int(response["certReqId"])
         self.status, self.fail_info, self.text = read_status_info(response["status"])
         self.certificate = None
+        self.enveloped_key = None  # DER EnvelopedData of a centrally generated key (cmp_keygen opens it)
         pair = optional(response, "certifiedKeyPair")
         if pair is not None and pair["certOrEncCert"].getName() == "certificate":
             self.certificate = x509.load_der_x509_certificate(
                 inner_der(encoder.encode(pair["certOrEncCert"]["certificate"]))
             )
+        private_key = optional(pair, "privateKey") if pair is not None else None
+        if private_key is not None and private_key.getName() == "envelopedData":
+            self.enveloped_key = b"\x30" + encoder.encode(private_key["envelopedData"])[1:]
 
 
 def read_status_info(info):
@@ -629,6 +661,18 @@ def pkcs10_request(message):
         csr = x509.load_der_x509_csr(inner_der(encoder.encode(message.asn1["body"])))
     except Exception as exc:  # malformed content from the wire
         raise CmpFailure("the PKCS#10 request cannot be read: %s" % brief(exc), "badDataFormat") from exc
+    if csr.signature_algorithm_oid.dotted_string not in signatures.SIGNATURE_ALGORITHMS:
+        raise CmpFailure(
+            "the PKCS#10 request is signed with %s, an algorithm not supported here"
+            % csr.signature_algorithm_oid.dotted_string,
+            "badAlg",
+        )
+    try:
+        csr.public_key()
+    except UnsupportedAlgorithm as exc:  # an unknown key algorithm or curve
+        raise CmpFailure("the PKCS#10 request's key: %s" % exc, "badAlg") from exc
+    except ValueError:
+        pass  # csr_signature_valid says what is wrong
     try:
         valid = csr_signature_valid(csr)
     except InvalidInput as exc:
@@ -658,9 +702,22 @@ class RevocationRequest:
             raise CmpFailure("a revocation request names the certificate by issuer and serialNumber", "badCertTemplate")
         self.serial_number = int(serial)
         self.issuer = _load_name(issuer)
+        subject = optional(template, "subject")
+        # What certDetails says besides issuer and serialNumber must agree with the certificate they name.
+        self.subject = _load_name(subject) if subject is not None else None
+        public_key = optional(template, "publicKey")
+        self.spki_der = None
+        if public_key is not None:
+            spki = rfc5280.SubjectPublicKeyInfo()
+            spki["algorithm"] = public_key["algorithm"]
+            spki["subjectPublicKey"] = public_key["subjectPublicKey"]
+            self.spki_der = encoder.encode(spki)
         self.reason = "unspecified"
+        # How many CRLReason extensions crlEntryDetails carries: RFC 9483 4.2 asks for exactly one.
+        self.reason_count = 0
         for extension in optional(details, "crlEntryDetails") or []:
             if str(extension["extnID"]) == "2.5.29.21":  # id-ce-CRLReasons
+                self.reason_count += 1
                 code = int(decode(extension["extnValue"].asOctets(), univ.Enumerated()))
                 if not 0 <= code < len(REASON_CODES) or REASON_CODES[code] is None:
                     raise CmpFailure("unknown CRL reason code %s" % excerpt(code), "badRequest")
@@ -713,19 +770,88 @@ def revocation_statuses(message):
         raise CmpFailure("the revocation response cannot be read: %s" % brief(exc), "badDataFormat") from exc
 
 
-def info_types(message):
-    """The infoType OIDs a genm asks for."""
+def info_values(message):
+    """[(infoType OID, infoValue DER or None)] of a genm, in order."""
     try:
-        return [str(itav["infoType"]) for itav in message.body]
+        return [
+            (str(itav["infoType"]), bytes(value) if value is not None else None)
+            for itav, value in ((itav, optional(itav, "infoValue")) for itav in message.body)
+        ]
     except Exception as exc:  # malformed content from the wire
         raise CmpFailure("the general message cannot be read: %s" % brief(exc), "badDataFormat") from exc
 
 
-def genm_body(*info_type_oids):
+class CrlStatus:
+    """One CRLStatus of a crlStatusList (RFC 9480 2.19): the CRL's source, as distribution point URIs or
+    issuer names, and the thisUpdate of the CRL the client holds (None: it holds none)."""
+
+    def __init__(self, uris=(), issuers=(), this_update=None):
+        self.uris = list(uris)
+        self.issuers = list(issuers)
+        self.this_update = this_update
+
+
+def crl_status_list(value_der):
+    """The CrlStatus entries of a genm crlStatusList infoValue; unreadable ones are badDataFormat."""
+    try:
+        statuses = decode(value_der, rfc9480.CRLStatusListValue())
+        return [_crl_status(status) for status in statuses]
+    except CmpFailure:
+        raise
+    except Exception as exc:  # malformed content from the wire
+        raise CmpFailure("the crlStatusList cannot be read: %s" % brief(exc), "badDataFormat") from exc
+
+
+def _crl_status(status):
+    source = status["source"]
+    uris, issuers = [], []
+    if source.getName() == "dpn":
+        point = source["dpn"]
+        if point.getName() != "fullName":
+            raise CmpFailure("name the CRL's distribution point by its fullName (a URI)", "badRequest")
+        names = point["fullName"]
+    else:
+        names = source["issuer"]
+    for name in names:
+        kind = name.getName()
+        if kind == "uniformResourceIdentifier":
+            uris.append(str(name[kind]))
+        elif kind == "directoryName":
+            issuers.append(_load_name(name[kind]))
+    this_update = optional(status, "thisUpdate")
+    when = this_update[this_update.getName()].asDateTime if this_update is not None else None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return CrlStatus(uris, issuers, when)
+
+
+def crl_status_list_value(statuses):
+    """DER CRLStatusList of (distribution point URI or None, issuer Name or None, thisUpdate or None)."""
+    content = rfc9480.CRLStatusListValue()
+    for uri, issuer, this_update in statuses:
+        status = rfc9480.CRLStatus()
+        if uri is not None:
+            name = rfc5280.GeneralName()
+            name["uniformResourceIdentifier"] = uri
+            status["source"]["dpn"]["fullName"].append(name)
+        else:
+            name = rfc5280.GeneralName()
+            name["directoryName"]["rdnSequence"] = decode(issuer.public_bytes(), rfc5280.Name())["rdnSequence"]
+            status["source"]["issuer"].append(name)
+        if this_update is not None:
+            status["thisUpdate"]["generalTime"] = this_update.strftime("%Y%m%d%H%M%SZ")
+        content.append(status)
+    return encoder.encode(content)
+
+
+def genm_body(*info_type_oids, values=None):
+    """genm asking for info_type_oids; values: {OID: infoValue DER} for those that carry one."""
     content = rfc9480.PKIBody()["genm"].clone()
     for oid in info_type_oids:
         itav = rfc9480.InfoTypeAndValue()
         itav["infoType"] = univ.ObjectIdentifier(oid)
+        if values and oid in values:
+            itav["infoValue"] = univ.Any(values[oid])
         content.append(itav)
     return "genm", content
 
@@ -769,16 +895,36 @@ def sign_key_pair_types_value(oids):
     return der_sequence(*(encoder.encode(_algorithm(oid)) for oid in oids))
 
 
-def cert_req_template_value(subject=None, key_algorithm_oid=None):
-    """DER CertReqTemplateContent: a template with the subject the server will set (RFC 9483 4.3.3)."""
+# The controls of a certReqTemplate's keySpec (RFC 9480 2.10, RFC 9483 4.3.3).
+ID_REGCTRL_ALG_ID = "1.3.6.1.5.5.7.5.1.11"
+ID_REGCTRL_RSA_KEY_LEN = "1.3.6.1.5.5.7.5.1.12"
+ID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
+ID_RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
+# The named curves of the key types keys.KEY_TYPES names.
+CURVE_OIDS = {"ecdsa-p256": "1.2.840.10045.3.1.7", "ecdsa-p384": "1.3.132.0.34"}
+RSA_KEY_LENGTHS = {"rsa-2048": 2048, "rsa-3072": 3072, "rsa-4096": 4096}
+
+
+def cert_req_template_value(subject=None, key_types=()):
+    """DER CertReqTemplateContent (RFC 9483 4.3.3): a template with the subject the server will set, and
+    a keySpec with one control per key type it certifies: id-regCtrl-algId (id-ecPublicKey, the curve
+    as its parameters) for EC keys, id-regCtrl-rsaKeyLen (an INTEGER) per RSA key length."""
     content = rfc9480.CertReqTemplateContent()
     template = content["certTemplate"]
     if subject is not None:
         template["subject"]["rdnSequence"] = decode(subject.public_bytes(), rfc5280.Name())["rdnSequence"]
-    if key_algorithm_oid is not None:
+    for key_type in key_types:
         spec = rfc4211.AttributeTypeAndValue()
-        spec["type"] = univ.ObjectIdentifier("1.3.6.1.5.5.7.5.1.12")  # id-regCtrl-algId
-        spec["value"] = univ.Any(encoder.encode(_algorithm(key_algorithm_oid)))
+        if key_type in CURVE_OIDS:
+            algorithm = _algorithm(ID_EC_PUBLIC_KEY)
+            algorithm["parameters"] = univ.Any(encoder.encode(univ.ObjectIdentifier(CURVE_OIDS[key_type])))
+            spec["type"] = univ.ObjectIdentifier(ID_REGCTRL_ALG_ID)
+            spec["value"] = univ.Any(encoder.encode(algorithm))
+        elif key_type in RSA_KEY_LENGTHS:
+            spec["type"] = univ.ObjectIdentifier(ID_REGCTRL_RSA_KEY_LEN)
+            spec["value"] = univ.Any(encoder.encode(univ.Integer(RSA_KEY_LENGTHS[key_type])))
+        else:
+            raise InvalidInput("key type %r has no certReqTemplate control" % key_type)
         content["keySpec"].append(spec)
     return encoder.encode(content)
 

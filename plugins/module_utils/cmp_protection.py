@@ -51,6 +51,9 @@ HMAC_SHA1 = "1.2.840.113549.2.7"
 # Deriving the key costs one hash per iteration: bound it before doing the work (OpenSSL refuses
 # responses above 100000 too).
 MAX_ITERATIONS = 100000
+# PBMAC1 (PBKDF2) may ask for more: common clients use 262,144 (RFC 9481 suggests counts that cost), the server
+# bounds it with a setting (cmp_max_mac_iterations) and a budget of iterations per second.
+MAX_PBMAC1_ITERATIONS = 1000000
 SALT_SIZE = 16
 # The iteration count a new PasswordBasedMac uses (the core client's requests; a server answers with the
 # request's count). RFC 4211 4.4 requires at least 100 and notes that many suggest 1000 as the minimum;
@@ -134,14 +137,22 @@ class Pbmac1:
     """PBMAC1 protection (RFC 8018 7.1, RFC 9481 6.1.2): PBKDF2 key derivation, then HMAC."""
 
     def __init__(
-        self, secret, salt=None, iterations=10000, key_length=32, prf=MAC_HMAC_SHA256, mac=MAC_HMAC_SHA256, kid=None
+        self,
+        secret,
+        salt=None,
+        iterations=10000,
+        key_length=32,
+        prf=MAC_HMAC_SHA256,
+        mac=MAC_HMAC_SHA256,
+        kid=None,
+        max_iterations=MAX_PBMAC1_ITERATIONS,
     ):
         for oid in (prf, mac):
             if oid not in MAC_HASHES:
                 raise CmpFailure("unsupported PBMAC1 algorithm %s" % excerpt(oid), "badAlg")
-        if not 1 <= iterations <= MAX_ITERATIONS:
+        if not 1 <= iterations <= max_iterations:
             raise CmpFailure(
-                "PBMAC1 iteration count %s is outside 1..%d" % (excerpt(iterations), MAX_ITERATIONS), "badAlg"
+                "PBMAC1 iteration count %s is outside 1..%d" % (excerpt(iterations), max_iterations), "badAlg"
             )
         if not 16 <= key_length <= 64:
             raise CmpFailure("PBMAC1 key length %s is outside 16..64 bytes" % excerpt(key_length), "badAlg")
@@ -154,7 +165,7 @@ class Pbmac1:
         self.kid = kid
 
     @classmethod
-    def from_parameters(cls, params_der, secret, kid=None):
+    def from_parameters(cls, params_der, secret, kid=None, max_iterations=MAX_PBMAC1_ITERATIONS):
         if params_der is None:
             raise CmpFailure("PBMAC1 protection without parameters", "badDataFormat")
         try:
@@ -182,10 +193,11 @@ class Pbmac1:
             prf=str(prf["algorithm"]) if prf is not None else HMAC_SHA1,  # PBKDF2's default PRF
             mac=mac,
             kid=kid,
+            max_iterations=max_iterations,
         )
 
     def with_fresh_salt(self, kid=None):
-        return Pbmac1(self.secret, None, self.iterations, self.key_length, self.prf, self.mac, kid)
+        return Pbmac1(self.secret, None, self.iterations, self.key_length, self.prf, self.mac, kid, self.iterations)
 
     def algorithm(self):
         kdf = rfc8018.PBKDF2_params()
@@ -240,23 +252,29 @@ def is_mac_protected(message):
     return message.protection_alg in (PBM_OID, PBMAC1_OID)
 
 
-def verify_mac(message, secret):
+def verify_mac(message, secret, max_iterations=MAX_PBMAC1_ITERATIONS, charge=None):
     """Verify a PBM- or PBMAC1-protected CmpMessage with secret; returns the protector it used.
 
-    Raises CmpFailure: badMessageCheck when the MAC does not verify (or the message is not
-    MAC-protected), badAlg for unsupported or excessive parameters.
+    max_iterations bounds a PBMAC1 count (PBM's is MAX_ITERATIONS); charge(iterations), when given, is called
+    with the count before any derivation and may raise (a server's CPU budget). Raises CmpFailure:
+    badMessageCheck when the MAC does not verify (or the message is not MAC-protected), badAlg for unsupported
+    or excessive parameters.
     """
     if message.protection is None or message.protection_alg is None:
         raise CmpFailure("the message is not protected; PBM or PBMAC1 protection is required", "badMessageCheck")
     if message.protection_alg == PBM_OID:
         protector = PasswordBasedMac.from_parameters(message.protection_params, secret, kid=message.sender_kid)
     elif message.protection_alg == PBMAC1_OID:
-        protector = Pbmac1.from_parameters(message.protection_params, secret, kid=message.sender_kid)
+        protector = Pbmac1.from_parameters(
+            message.protection_params, secret, kid=message.sender_kid, max_iterations=max_iterations
+        )
     else:
         raise CmpFailure(
             "the message is protected with %s; this request needs a MAC (PBM or PBMAC1)" % message.protection_alg,
             "badMessageCheck",
         )
+    if charge is not None:
+        charge(protector.iterations)
     if not hmac.compare_digest(protector.protect(message.protected_part), message.protection):
         raise CmpFailure("message protection could not be verified", "badMessageCheck")
     return protector

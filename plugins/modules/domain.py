@@ -35,7 +35,8 @@ options:
     required: true
   state:
     description:
-      - V(present) creates the domain if it does not exist and sets O(validity_days).
+      - V(present) creates the domain if it does not exist and sets O(validity_days), O(cmp_central_keygen) and
+        O(cmp_ir_with_credential).
       - V(absent) deletes the domain with its CA chain. The server refuses while devices belong to it.
     type: str
     choices: [present, absent]
@@ -65,6 +66,22 @@ options:
       - Not set leaves the list as it is; V([]) empties it.
     type: list
     elements: str
+  cmp_central_keygen:
+    description:
+      - Whether the server generates the key for a CMP ir or cr that carries none (RFC 9483 4.1.6) and returns
+        it encrypted to the device.
+      - The server's default, V(true), applies when the domain is created without it.
+    type: bool
+    version_added: 0.2.0
+  cmp_ir_with_credential:
+    description:
+      - What a CMP ir signed with a domain credential this server issued gets. V(refuse) answers notAuthorized
+        (a device that holds a credential uses cr or kur); V(certify) handles it like a cr, for general-purpose
+        clients that begin every enrollment with ir.
+      - The server's default, V(refuse), applies when the domain is created without it.
+    type: str
+    choices: [refuse, certify]
+    version_added: 0.2.0
 seealso:
   - module: trustpoint.pki.device
   - module: trustpoint.pki.enroll
@@ -84,6 +101,13 @@ EXAMPLES = r"""
   delegate_to: localhost
   run_once: true
   register: plant1
+
+- name: Let plant 1's general-purpose CMP clients enroll further certificates with ir, without server-side keys
+  trustpoint.pki.domain:
+    name: plant1
+    cmp_ir_with_credential: certify
+    cmp_central_keygen: false
+  delegate_to: localhost
 
 - name: Show the domain's CA chain
   ansible.builtin.debug:
@@ -119,6 +143,14 @@ domain:
       type: list
       elements: str
       sample: ["DNS:{device}.plant1.example"]
+    cmp_central_keygen:
+      description: Whether the server generates keys for CMP requests without one.
+      type: bool
+      sample: true
+    cmp_ir_with_credential:
+      description: What a CMP ir signed with an issued domain credential gets, V(refuse) or V(certify).
+      type: str
+      sample: refuse
     device_count:
       description: Number of devices registered in the domain.
       type: int
@@ -149,10 +181,13 @@ from ansible_collections.trustpoint.pki.plugins.module_utils._ansible.connection
 from ansible_collections.trustpoint.pki.plugins.module_utils._ansible.names import normalise
 from ansible_collections.trustpoint.pki.plugins.module_utils.keys import KEY_TYPES
 
+# What PATCH may change on an existing domain.
+_CHANGEABLE = ("validity_days", "allowed_names", "cmp_central_keygen", "cmp_ir_with_credential")
+
 
 def _settings(domain):
     """What the diff shows of a domain."""
-    return {k: domain[k] for k in ("name", "key_type", "validity_days", "allowed_names") if k in domain}
+    return {k: domain[k] for k in ("name", "key_type", *_CHANGEABLE) if k in domain}
 
 
 def _ensure(module, api):
@@ -170,7 +205,7 @@ def _ensure(module, api):
         result["diff"] = {"before": before, "after": {}}
         return result
 
-    wanted = {k: module.params[k] for k in ("key_type", "validity_days") if module.params[k] is not None}
+    wanted = {k: module.params[k] for k in ("key_type", *_CHANGEABLE) if module.params[k] is not None}
     if module.params["allowed_names"] is not None:
         wanted["allowed_names"] = normalise(module.params["allowed_names"])
     if current is None:
@@ -184,9 +219,7 @@ def _ensure(module, api):
                 "(delete and recreate the domain, or leave key_type unset)" % (name, current["key_type"])
             )
         domain = current
-        patch = {
-            k: wanted[k] for k in ("validity_days", "allowed_names") if k in wanted and wanted[k] != current.get(k)
-        }
+        patch = {k: wanted[k] for k in _CHANGEABLE if k in wanted and wanted[k] != current.get(k)}
         if patch:
             result["changed"] = True
             domain = dict(current, **patch) if module.check_mode else api.request("PATCH", path, patch)
@@ -203,6 +236,8 @@ def main():
         key_type=dict(type="str", choices=list(KEY_TYPES)),
         validity_days=dict(type="int"),
         allowed_names=dict(type="list", elements="str"),
+        cmp_central_keygen=dict(type="bool"),
+        cmp_ir_with_credential=dict(type="str", choices=["refuse", "certify"]),
     )
     argument_spec.update(CONNECTION_ARGS)
     argument_spec.update(API_ARGS)

@@ -5,7 +5,10 @@
     POST /.well-known/cmp/initialization/<domain>/          legacy path of the upstream user docs
     POST /.well-known/cmp/<operation>                       domain of the authenticated device
     POST /.well-known/cmp/p/<label>/<operation>             label: <domain>, <domain>~<profile> or ~<profile>
+    POST /.well-known/cmp                                   one URL for every message (RFC 9811 3.3):
+    POST /.well-known/cmp/p/<label>                         dispatched by the PKIBody (and genm infoType)
 
+An operation path accepts its bodies only; the paths without one, and the legacy path, accept every body.
 Every answer is a PKIMessage with HTTP 200 and Content-Type application/pkixcmp, rejections included;
 unknown paths are 404. cmp_responder.py decides what the answer says.
 """
@@ -24,7 +27,19 @@ CONTENT_TYPE = "application/pkixcmp"
 
 @bp.post("/.well-known/cmp/initialization/<domain>/", strict_slashes=False)
 def legacy_initialization(domain):
-    return _serve(domain, None, "initialization")
+    # Clients configured with this one URL send every message to it.
+    return _serve(domain, None, None)
+
+
+@bp.post("/.well-known/cmp", strict_slashes=False)
+def without_operation():
+    return _serve(None, None, None)
+
+
+@bp.post("/.well-known/cmp/p/<label>/", strict_slashes=False)
+def label_without_operation(label):
+    domain, _sep, profile = label.partition("~")
+    return _serve(domain or None, profile or None, None)
 
 
 @bp.post("/.well-known/cmp/<operation>/", strict_slashes=False)
@@ -43,8 +58,8 @@ def _serve(domain_name, profile_name, operation):
 
 
 def serve(responder_class, domain_name, profile_name, operation):
-    """Answer a CMP request with responder_class (CmpResponder, or AOKI's over CMP)."""
-    if operation not in OPERATIONS:
+    """Answer a CMP request with responder_class (CmpResponder, or AOKI's over CMP); operation None: any body."""
+    if operation is not None and operation not in OPERATIONS:
         abort(404, "unknown CMP operation %r; known: %s" % (operation, ", ".join(OPERATIONS)))
     services = current_app.extensions["trustpoint"]
     responder = responder_class(

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from trustpoint_core import keys, x509
 from trustpoint_core.cmp_message import (
+    ID_EC_PUBLIC_KEY,
     ID_IT_CA_CERTS,
     ID_IT_CERT_REQ_TEMPLATE,
     ID_IT_CRL_STATUS_LIST,
@@ -31,6 +32,7 @@ from trustpoint_core.cmp_message import (
     ID_IT_ROOT_CA_CERT,
     ID_IT_ROOT_CA_KEY_UPDATE,
     ID_IT_SIGN_KEY_PAIR_TYPES,
+    ID_RSA_ENCRYPTION,
     STATUS_ACCEPTED,
     STATUS_GRANTED_WITH_MODS,
     CmpMessage,
@@ -41,11 +43,12 @@ from trustpoint_core.cmp_message import (
     cert_requests,
     cert_statuses,
     certificates_value,
+    crl_status_list,
     crls_value,
     encode_message,
     error_body,
     genp_body,
-    info_types,
+    info_values,
     pkcs10_request,
     pkiconf_body,
     random_nonce,
@@ -63,9 +66,10 @@ from trustpoint_core.cmp_protection import (
 from trustpoint_core.errors import CmpFailure, InvalidInput, excerpt
 from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 
-from ..services import certificates, crl, devices, identity, names, pki
+from ..services import certificates, crl, devices, identity, keygen, names, pki
 from ..storage.db import begin_write
 from ..storage.models import CmpTransaction, Device, Domain, IssuedCertificate, utcnow
+from . import cmp_checks
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +88,12 @@ OPERATIONS = {
     "getcertreqtemplate": ("genm",),
     "getcrls": ("genm",),
 }
+# genm info types whose request carries no infoValue (RFC 9483 4.3.1, 4.3.3; signKeyPairTypes as RFC 4210 5.3.19.2).
+_GENM_WITHOUT_VALUE = (ID_IT_CA_CERTS, ID_IT_CERT_REQ_TEMPLATE, ID_IT_SIGN_KEY_PAIR_TYPES)
+# Every body some operation accepts: what a URL without an operation dispatches.
+_REQUEST_BODIES = tuple(sorted({body for bodies in OPERATIONS.values() for body in bodies}))
 TRANSACTION_ID_SIZES = (16, 64)
 NONCE_MIN_SIZE = 16
-# The key types a certificate request template may name (id-regCtrl-algId in certReqTemplate).
-_KEY_ALGORITHM_OIDS = {"ecdsa": "1.2.840.10045.2.1", "rsa": "1.2.840.113549.1.1.1"}
 _MAC_FAILURE_TEXT = (
     "message protection could not be verified: check the reference (-ref) and the shared secret; "
     "a secret is used up once its device is onboarded and has used its credential"
@@ -135,10 +141,13 @@ class CmpResponder:
                 self.url_domain = self.db.scalar(select(Domain).where(Domain.name == domain_name))
             requester = self._authenticate()
             self._check_header()
-            if message.body_type not in OPERATIONS[operation]:
+            if message.body_type not in OPERATIONS.get(operation, _REQUEST_BODIES):
                 raise CmpFailure(
-                    "%s messages are not accepted at the %s operation" % (message.body_type, operation), "badRequest"
+                    "%s messages are not accepted %s"
+                    % (message.body_type, "at the %s operation" % operation if operation else "by this server"),
+                    "badRequest",
                 )
+            cmp_checks.check_signature_only(message)
             if domain_name is not None and self.url_domain is None:
                 raise CmpFailure("domain %r does not exist" % domain_name, "badRequest")
             self._resolve_domain(requester)
@@ -178,6 +187,7 @@ class CmpResponder:
 
     def _authenticate(self):
         message = self.message
+        cmp_checks.check_protection_fields(message)
         if message.protection is None:
             if message.body_type == "genm":
                 return identity.Requester("anonymous")  # CA certificates, templates and CRLs are public
@@ -209,13 +219,14 @@ class CmpResponder:
             # Unknown reference and spent, wrong, locked or throttled secret look alike to the client.
             raise CmpFailure(_MAC_FAILURE_TEXT, "badMessageCheck")
         try:
-            mac = verify_mac(self.message, secret)
+            mac = verify_mac(self.message, secret, self.settings.cmp_max_mac_iterations)
         except CmpFailure as failure:
             self._auth_failed(device)
             if "badMessageCheck" in failure.fail_info:
                 raise CmpFailure(_MAC_FAILURE_TEXT, "badMessageCheck") from failure
             raise
         self.protector = mac.with_fresh_salt(kid=kid)
+        cmp_checks.check_mac_sender(self.message)
         requester = identity.Requester("secret", device=device)
         # What _check_requester compares under the write lock: a new secret encrypts anew.
         requester.secret_encrypted = device.secret_encrypted
@@ -238,6 +249,7 @@ class CmpResponder:
                     signer = candidate
                     break
         verify_signature(message, signer)
+        cmp_checks.check_signature_sender(message, signer)
         intermediates = [c for c in certificates if c is not signer]
         try:
             record = identity.issued_credential(self.db, signer, self.settings)
@@ -251,11 +263,13 @@ class CmpResponder:
         message = self.message
         if message.pvno not in (2, 3):
             raise CmpFailure("pvno %s is not supported; use 2 or 3" % excerpt(message.pvno), "unsupportedVersion")
+        cmp_checks.check_transaction_id(message)
         low, high = TRANSACTION_ID_SIZES
-        if message.transaction_id is None or not low <= len(message.transaction_id) <= high:
+        if not low <= len(message.transaction_id) <= high:
             raise CmpFailure("transactionID must be %d to %d bytes" % (low, high), "badRequest")
         if message.sender_nonce is None or len(message.sender_nonce) < NONCE_MIN_SIZE:
             raise CmpFailure("senderNonce must be at least %d bytes" % NONCE_MIN_SIZE, "badSenderNonce")
+        cmp_checks.check_first_message(message)
         skew = self.settings.cmp_max_clock_skew
         if skew and message.message_time is not None:
             now = datetime.datetime.now(datetime.timezone.utc)
@@ -320,6 +334,10 @@ class CmpResponder:
     # --- enrollment: ir, cr, kur, p10cr ------------------------------------------------------------
 
     def _ir(self, requester, profile_name):
+        if requester.kind == "credential" and self.domain.cmp_ir_with_credential == "certify":
+            # Domain policy (docs/server.md): clients that begin every enrollment with ir enroll further
+            # certificates as with cr, answered with ip.
+            return self._certify(requester, profile_name, "ip")
         self._require_onboarding(requester, "ir")
         if profile_name not in (None, "domain_credential"):
             raise CmpFailure("ir issues the domain credential; profile %r is for cr" % profile_name, "badRequest")
@@ -327,16 +345,23 @@ class CmpResponder:
         return self._enroll(requester, get_profile("domain_credential"), request, "ip", request.cert_req_id)
 
     def _cr(self, requester, profile_name):
-        self._require_domain_credential(requester, "cr")
+        return self._certify(requester, profile_name, "cp")
+
+    def _certify(self, requester, profile_name, response_type):
+        """An application certificate for the device whose domain credential signed the request."""
+        self._require_domain_credential(requester, self.message.body_type)
         profile = self._application_profile(profile_name)
         request = self._single_request()
-        return self._enroll(requester, profile, request, "cp", request.cert_req_id)
+        return self._enroll(requester, profile, request, response_type, request.cert_req_id)
 
     def _kur(self, requester, profile_name):
         if requester.kind != "credential":
             raise CmpFailure("kur must be signed with the certificate it updates", "notAuthorized")
         old = requester.record
         request = self._single_request()
+        if request.central_keygen:
+            raise CmpFailure("kur must carry the new public key; central key generation is for ir and cr",
+                             "badCertTemplate")  # fmt: skip
         if request.old_cert_id is not None:
             issuer, serial = request.old_cert_id
             if serial != requester.certificate.serial_number or (
@@ -396,13 +421,14 @@ class CmpResponder:
         """Issue a certificate of profile for the request's key and answer; record it all at once."""
         message = self.message
         device = requester.device
+        generated = self._central_key(requester, profile, request) if request.central_keygen else None
         try:
             key_type = keys.key_type_of(request.public_key)
-        except InvalidInput as exc:
-            raise CmpFailure(str(exc), "badCertTemplate") from exc
+        except InvalidInput as exc:  # an algorithm, curve or RSA size this PKI does not certify
+            raise CmpFailure(str(exc), "badAlg") from exc
         if key_type not in profile.key_types:
             raise CmpFailure(
-                "%s keys are not certified; use one of %s" % (key_type, ", ".join(profile.key_types)), "badCertTemplate"
+                "%s keys are not certified; use one of %s" % (key_type, ", ".join(profile.key_types)), "badAlg"
             )
         if self._transaction() is not None:
             raise CmpFailure("transactionID already used", "transactionIdInUse")
@@ -431,8 +457,11 @@ class CmpResponder:
         header.sender_nonce = nonce
         ca_pubs = self._ca_pubs(requester, root)
         status = STATUS_GRANTED_WITH_MODS if decided.modified else STATUS_ACCEPTED
+        enveloped = self._envelope(requester, generated) if generated is not None else None
         response = self._encode(
-            header, cert_rep_body(response_type, cert_req_id, cert, ca_pubs=ca_pubs, status=status), [issuing, root]
+            header,
+            cert_rep_body(response_type, cert_req_id, cert, ca_pubs=ca_pubs, status=status, enveloped_key=enveloped),
+            [issuing, root],
         )
 
         begin_write(self.db)
@@ -466,6 +495,7 @@ class CmpResponder:
                     device_id=device.id,
                     certificate=record,
                     response_nonce=nonce,
+                    request_nonce=message.sender_nonce,
                     requester=requester.identity,
                     cert_req_id=cert_req_id,
                     state="confirmed" if implicit else "waiting",
@@ -495,6 +525,29 @@ class CmpResponder:
             certificates.check_daily_limit(self.db, device, self.settings)
         except certificates.LimitReached as exc:
             raise CmpFailure(exc.message, "notAuthorized") from exc
+
+    def _central_key(self, requester, profile, request):
+        """Generate the key of a request without one (RFC 9483 4.1.6): ir and cr, when the domain allows it."""
+        if self.message.body_type not in ("ir", "cr"):
+            raise CmpFailure("%s must carry the public key to certify" % self.message.body_type, "badCertTemplate")
+        try:
+            key_type = keygen.key_type_for(self.domain, profile, request.key_algorithm)
+            if requester.kind != "secret":
+                keygen.check_recipient(requester.certificate)
+        except keygen.KeygenRefused as exc:
+            raise CmpFailure(exc.message, exc.fail_info) from exc
+        private_key = keys.generate_private_key(key_type)
+        request.public_key = private_key.public_key()
+        return private_key
+
+    def _envelope(self, requester, private_key):
+        """The generated key for the requester: under its shared secret, or to the certificate that signed."""
+        try:
+            if requester.kind == "secret":
+                return keygen.envelope(private_key, self.domain, self.vault, secret=self.protector.secret)
+            return keygen.envelope(private_key, self.domain, self.vault, recipient=requester.certificate)
+        except keygen.KeygenRefused as exc:
+            raise CmpFailure(exc.message, exc.fail_info) from exc
 
     def _check_requester(self, requester, replaces=None):
         """Repeat the authentication checks that a concurrent request may have undone, under the write
@@ -545,14 +598,23 @@ class CmpResponder:
         transaction = self._transaction()
         if transaction is None:
             raise CmpFailure("no certificate of this transaction awaits confirmation", "badRequest")
+        self._check_cert_conf_protection(requester, transaction)
         if not hmac.compare_digest(transaction.requester, requester.identity):
             raise CmpFailure("the certConf comes from another sender than the request it confirms", "notAuthorized")
         if message.recip_nonce is None or not hmac.compare_digest(message.recip_nonce, transaction.response_nonce):
             raise CmpFailure("recipNonce does not match the senderNonce of our response", "badRecipientNonce")
+        if any(
+            nonce is not None and hmac.compare_digest(message.sender_nonce, nonce)
+            for nonce in (transaction.request_nonce, transaction.response_nonce)
+        ):
+            raise CmpFailure(
+                "the certConf's senderNonce must be fresh, not one of this transaction's", "badSenderNonce"
+            )
         statuses = cert_statuses(message)
         if len(statuses) != 1 or statuses[0].cert_req_id != transaction.cert_req_id:
             raise CmpFailure("certConf must confirm exactly certReqId %d" % transaction.cert_req_id, "badRequest")
         status = statuses[0]
+        cmp_checks.check_cert_conf_status(status)
         record = transaction.certificate
         expected = cert_hash(x509.load_certificate(record.certificate_der), status.hash_alg)
         if not hmac.compare_digest(expected, status.cert_hash):
@@ -617,6 +679,28 @@ class CmpResponder:
         self._commit()
         return response
 
+    def _check_no_update_pending(self, record, body):
+        """While a kur of record awaits its certConf, record is not revoked: the device confirms or rejects the new
+        certificate first. (A second kur is retry-safe instead: it supersedes the unconfirmed one, issue 11.)"""
+        pending = certificates.pending_update(self.db, record)
+        if pending is not None:
+            raise CmpFailure(
+                "a key update of certificate %s (transaction %s) awaits its certConf; confirm or reject it before "
+                "another %s" % (record.serial_number, pending.transaction_id.hex(), body),
+                "badRequest",
+            )
+
+    def _check_cert_conf_protection(self, requester, transaction):
+        """certConf is protected like the request it confirms (RFC 9483 4.1.1): a MAC after a signed request, or
+        a signature after a MAC-protected one, is wrongIntegrity."""
+        signed_request = not transaction.requester.startswith("secret:")
+        if signed_request != (requester.kind != "secret"):
+            raise CmpFailure(
+                "the certConf must be %s like the request it confirms"
+                % ("signed" if signed_request else "MAC-protected"),
+                "wrongIntegrity",
+            )
+
     # --- revocation --------------------------------------------------------------------------------
 
     def _rr(self, requester, profile_name):
@@ -644,6 +728,8 @@ class CmpResponder:
             # An application certificate may revoke itself, nothing else; the domain credential may revoke all.
             raise CmpFailure("an application certificate may only revoke itself", "notAuthorized")
         certificate = x509.load_certificate(record.certificate_der)
+        cmp_checks.check_revocation(wanted, certificate)
+        self._check_no_update_pending(record, "rr")
         response = self._encode(self._response_header(), rp_body(STATUS_ACCEPTED, certificate=certificate))
 
         begin_write(self.db)
@@ -670,7 +756,10 @@ class CmpResponder:
         domain = self.domain
         issuing, root = pki.ca_chain(domain)
         answers = []
-        for oid in info_types(self.message):
+        for oid, value in info_values(self.message):
+            if value is not None and oid in _GENM_WITHOUT_VALUE:
+                # RFC 9483 4.3: these requests carry no infoValue; one that does is not understood.
+                raise CmpFailure("genm %s must carry no infoValue" % oid, "badRequest")
             if oid == ID_IT_CA_CERTS:
                 answers.append((oid, certificates_value([issuing, root])))
             elif oid == ID_IT_ROOT_CA_CERT:
@@ -679,12 +768,9 @@ class CmpResponder:
             elif oid == ID_IT_CERT_REQ_TEMPLATE:
                 answers.append((oid, self._template(requester, profile_name)))
             elif oid == ID_IT_CRL_STATUS_LIST:
-                lists = [
-                    crl.current_crl(self.db, self.vault, domain.ca(role), self.settings) for role in ("issuing", "root")
-                ]
-                answers.append((ID_IT_CRLS, crls_value(lists)))
+                answers.append((ID_IT_CRLS, self._crls(value)))
             elif oid == ID_IT_SIGN_KEY_PAIR_TYPES:
-                answers.append((oid, sign_key_pair_types_value(sorted(set(_KEY_ALGORITHM_OIDS.values())))))
+                answers.append((oid, sign_key_pair_types_value([ID_EC_PUBLIC_KEY, ID_RSA_ENCRYPTION])))
             else:
                 raise CmpFailure("general message info type %s is not supported" % oid, "badRequest")
         response = self._encode(self._response_header(), genp_body(answers))
@@ -698,6 +784,26 @@ class CmpResponder:
             self._commit()
         return response
 
+    def _crls(self, value):
+        """The CRLs a crlStatusList asks for (RFC 9483 4.3.4): of the sources it names, those newer than the
+        client's; None (infoValue absent) when none is."""
+        if value is None:
+            raise CmpFailure(
+                "genm crlStatusList must name the CRL's source (distribution point URI or issuer)", "badRequest"
+            )
+        lists = []
+        for status in crl_status_list(value):
+            ca_row = crl.ca_of_source(self.domain, status.uris, status.issuers)
+            if ca_row is None:
+                raise CmpFailure(
+                    "no CA of domain %r issues a CRL with that distribution point or issuer" % self.domain.name,
+                    "badRequest",
+                )
+            der = crl.current_crl(self.db, self.vault, ca_row, self.settings)
+            if crl.newer_than(der, status.this_update) and der not in lists:
+                lists.append(der)
+        return crls_value(lists) if lists else None
+
     def _template(self, requester, profile_name):
         """The template of the URL's profile (default: the domain credential), with the subject the
         server will set when it knows the device."""
@@ -708,7 +814,7 @@ class CmpResponder:
         subject = None
         if profile.domain_credential and requester.device is not None:
             subject = x509.common_name(requester.device.name)
-        return cert_req_template_value(subject, _KEY_ALGORITHM_OIDS["ecdsa"])
+        return cert_req_template_value(subject, profile.key_types)
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -743,6 +849,8 @@ class CmpResponder:
 
 class _CsrRequest:
     """A PKCS#10 request seen like a CertReqMsg (its signature, the POP, is already verified)."""
+
+    central_keygen = False  # a CSR carries its key
 
     def __init__(self, csr):
         self.public_key = csr.public_key()

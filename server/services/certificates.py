@@ -533,3 +533,13 @@ def certificate_json(row, settings=None):
             _iso_or_none(grace_end(row, settings)) if row.superseded_at and row.status == "active" else None
         )
     return info
+
+
+def pending_update(db, record):
+    """The CMP transaction of a key update of record that awaits its certConf, or None (found through the
+    certificates that replace record, then their transactions: both indexed)."""
+    return db.scalar(
+        select(CmpTransaction)
+        .join(IssuedCertificate, CmpTransaction.certificate_id == IssuedCertificate.id)
+        .where(IssuedCertificate.replaces_id == record.id, CmpTransaction.state == "waiting")
+    )

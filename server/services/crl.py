@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 import datetime
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import load_der_x509_crl
 from sqlalchemy import select
 from trustpoint_core import x509
 
@@ -60,3 +62,22 @@ def current_crl(db, vault, ca_row, settings):
     ca_row.crl_next_update = now + datetime.timedelta(hours=NEXT_UPDATE_HOURS)
     db.commit()
     return ca_row.crl_der
+
+
+def ca_of_source(domain, uris=(), issuers=()):
+    """The CA of domain whose CRL a client names by distribution point URI (any host: the path /crl/<id>
+    decides) or by issuer name; None when no CA of the domain matches."""
+    for ca_row in domain.cas:
+        path = crl_path(ca_row.id)
+        if any(urlsplit(uri).path.rstrip("/") == path for uri in uris):
+            return ca_row
+        if issuers and x509.load_certificate(ca_row.certificate_der).subject in issuers:
+            return ca_row
+    return None
+
+
+def newer_than(crl_der, this_update):
+    """True when the CRL was issued after this_update (None: the client holds none)."""
+    if this_update is None:
+        return True
+    return load_der_x509_crl(crl_der).last_update_utc > this_update

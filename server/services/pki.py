@@ -31,9 +31,15 @@ def check_validity_days(value):
 
 
 def create_domain(
-    db, vault, name, key_type=keys.DEFAULT_KEY_TYPE, validity_days=DEFAULT_VALIDITY_DAYS, allowed_names=None
+    db,
+    vault,
+    name,
+    key_type=keys.DEFAULT_KEY_TYPE,
+    validity_days=DEFAULT_VALIDITY_DAYS,
+    allowed_names=None,
+    policy=None,
 ):
-    """Create a domain with a new root and issuing CA. The caller commits."""
+    """Create a domain with a new root and issuing CA (policy: cmp_policy() of the request). The caller commits."""
     if not isinstance(name, str) or not DOMAIN_NAME.fullmatch(name):
         raise ApiError(400, "domain name must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
     if key_type not in keys.KEY_TYPES:
@@ -47,7 +53,9 @@ def create_domain(
     begin_write(db)
     if db.scalar(select(Domain).where(Domain.name == name)) is not None:
         raise ApiError(409, "domain %r already exists" % name)
-    domain = Domain(name=name, key_type=key_type, validity_days=validity_days, allowed_names=allowed_names)
+    domain = Domain(
+        name=name, key_type=key_type, validity_days=validity_days, allowed_names=allowed_names, **(policy or {})
+    )
     for role, cert, key in (
         ("root", chain.root_cert, chain.root_key),
         ("issuing", chain.issuing_cert, chain.issuing_key),
@@ -190,6 +198,25 @@ def revoke(record, reason):
         record.ca.crl_der = None
 
 
+# What an ir signed with a certificate this PKI issued gets (docs/server.md, "CMP policy").
+IR_WITH_CREDENTIAL = ("refuse", "certify")
+CMP_POLICY_FIELDS = ("cmp_central_keygen", "cmp_ir_with_credential")
+
+
+def cmp_policy(data):
+    """The CMP policy fields of data (API: create or PATCH a domain), checked: {column: value}; ApiError 400."""
+    policy = {}
+    if "cmp_central_keygen" in data:
+        if not isinstance(data["cmp_central_keygen"], bool):
+            raise ApiError(400, "cmp_central_keygen must be true or false")
+        policy["cmp_central_keygen"] = data["cmp_central_keygen"]
+    if "cmp_ir_with_credential" in data:
+        if data["cmp_ir_with_credential"] not in IR_WITH_CREDENTIAL:
+            raise ApiError(400, "cmp_ir_with_credential must be one of %s" % ", ".join(IR_WITH_CREDENTIAL))
+        policy["cmp_ir_with_credential"] = data["cmp_ir_with_credential"]
+    return policy
+
+
 def domain_json(domain):
     issuing, root = ca_chain(domain)
     return {
@@ -197,6 +224,8 @@ def domain_json(domain):
         "key_type": domain.key_type,
         "validity_days": domain.validity_days,
         "allowed_names": domain.allowed_names or [],
+        "cmp_central_keygen": domain.cmp_central_keygen,
+        "cmp_ir_with_credential": domain.cmp_ir_with_credential,
         "created_at": domain.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "device_count": len(domain.devices),
         "issuing_ca": x509.summary(issuing),

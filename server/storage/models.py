@@ -9,6 +9,7 @@ import datetime
 from typing import Optional
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, LargeBinary, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -47,6 +48,10 @@ class Domain(Base):
     validity_days: Mapped[int]
     # Names every device of the domain may have in application certificates besides its own (services/names.py).
     allowed_names: Mapped[Optional[list]] = mapped_column(JSON, nullable=True)
+    # CMP policy (docs/server.md): whether the server generates keys for requests without one (RFC 9483
+    # 4.1.6), and what an ir signed with a certificate this PKI issued gets: "refuse" or "certify" (as a cr).
+    cmp_central_keygen: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
+    cmp_ir_with_credential: Mapped[str] = mapped_column(String(16), default="refuse", server_default="refuse")
     created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
 
     cas: Mapped[list[CertificateAuthority]] = relationship(
@@ -208,6 +213,8 @@ class CmpTransaction(Base):
     )
     # The senderNonce of our response: a certConf must carry it as recipNonce.
     response_nonce: Mapped[bytes] = mapped_column(LargeBinary(64))
+    # The request's senderNonce: the certConf must bring a fresh one (None for transactions before 0.2).
+    request_nonce: Mapped[Optional[bytes]] = mapped_column(LargeBinary(128), nullable=True)
     # Who sent the request ("secret:<device id>" or "cert:<SHA-256 of the signer>"): certConf must too.
     requester: Mapped[str] = mapped_column(String(80))
     cert_req_id: Mapped[int] = mapped_column(default=0)

@@ -106,7 +106,7 @@ def list_domains():
 @bp.post("/domains")
 def create_domain():
     data = _body()
-    _only(data, ("name", "key_type", "validity_days", "allowed_names"))
+    _only(data, ("name", "key_type", "validity_days", "allowed_names", *pki.CMP_POLICY_FIELDS))
     if "name" not in data:
         raise ApiError(400, "field 'name' is required")
     db = session()
@@ -117,6 +117,7 @@ def create_domain():
         data.get("key_type", DEFAULT_KEY_TYPE),
         data.get("validity_days", pki.DEFAULT_VALIDITY_DAYS),
         data.get("allowed_names"),
+        pki.cmp_policy(data),
     )
     db.commit()
     log.info("created domain %s (%s)", domain.name, domain.key_type)
@@ -131,7 +132,7 @@ def get_domain(name):
 @bp.patch("/domains/<name>")
 def update_domain(name):
     data = _body()
-    _only(data, ("validity_days", "allowed_names"))
+    _only(data, ("validity_days", "allowed_names", *pki.CMP_POLICY_FIELDS))
     db = session()
     begin_write(db)
     domain = pki.get_domain(db, name)
@@ -139,6 +140,8 @@ def update_domain(name):
         domain.validity_days = pki.check_validity_days(data["validity_days"])
     if "allowed_names" in data:
         domain.allowed_names = names.check_allowed_names(data["allowed_names"])
+    for field, value in pki.cmp_policy(data).items():
+        setattr(domain, field, value)
     db.commit()
     return jsonify(pki.domain_json(domain))
 

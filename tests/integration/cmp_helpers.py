@@ -299,7 +299,11 @@ def crl_url_of(certificate):
 
 
 def cmp_url(server, domain, operation, profile=None):
+    """The URL of a CMP operation of domain (and profile); operation None: the label-only URL, where one-URL
+    clients send every message (dispatched by the body)."""
     label = domain + ("~" + profile if profile else "")
+    if operation is None:
+        return "%s/.well-known/cmp/p/%s" % (server.cmp_url, label)
     return "%s/.well-known/cmp/p/%s/%s" % (server.cmp_url, label, operation)
 
 
@@ -520,19 +524,20 @@ TEST_APP_NAMES = [
 
 class PkiDomain:
     """A fresh domain and its CA certificates, written to files for openssl; its devices may have the
-    TEST_APP_NAMES unless allowed_names says otherwise."""
+    TEST_APP_NAMES unless allowed_names says otherwise. label_only: url() names no operation (a one-URL client)."""
 
-    def __init__(self, server, workdir, **fields):
+    def __init__(self, server, workdir, label_only=False, **fields):
         self.server = server
         self.workdir = workdir
         fields.setdefault("allowed_names", TEST_APP_NAMES)
+        self.label_only = label_only
         self.name = server.create_domain(**fields)["name"]
         self.issuing, self.root = domain_chain(server, self.name)
         self.root_path = write_pem(workdir / ("%s-root.pem" % self.name), [self.root])
         self.issuing_path = write_pem(workdir / ("%s-issuing.pem" % self.name), [self.issuing])
 
     def url(self, operation, profile=None):
-        return cmp_url(self.server, self.name, operation, profile)
+        return cmp_url(self.server, self.name, None if self.label_only else operation, profile)
 
 
 class Enrolled:

@@ -7,7 +7,8 @@ Cells: ir with a shared secret (PBM) and with an IDevID, cr (tls_client, tls_ser
 rr with several reasons; genm with each info type OpenSSL 3.0 can name. Every issued certificate is
 checked with `openssl verify` against the domain root from the REST API, for its profile's contents,
 and against the server's records (REST API and database); revocations against the CRL at the
-certificate's distribution point.
+certificate's distribution point. Every cell runs at the operation paths and again at the label-only path
+(/.well-known/cmp/p/<domain>), where one-URL clients post every message.
 
 What OpenSSL 3.0 cannot send is covered with the core's builders: pvno 3, PBMAC1, certConf with
 hashAlg, RSASSA-PSS and Ed25519 signatures (OpenSSL 3.0 refuses to protect a message with an
@@ -28,10 +29,12 @@ from cmp_helpers import (
     admit_manufacturer,
     assert_cmp_ok,
     assert_confirm_exchange,
+    assert_rejected,
     certificate_status,
     certificates_of,
     common_name_of,
     confirm_args,
+    crl_url_of,
     end_renewal_grace,
     enroll_application,
     enroll_with_secret,
@@ -71,11 +74,14 @@ from trustpoint_core.cmp_message import (
     ID_IT_CRLS,
     ID_IT_ROOT_CA_CERT,
     ID_IT_ROOT_CA_KEY_UPDATE,
+    ID_REGCTRL_ALG_ID,
+    ID_REGCTRL_RSA_KEY_LEN,
     CmpMessage,
     cert_conf_body,
     cert_hash,
     cert_req_body,
     cert_responses,
+    crl_status_list_value,
     genm_body,
     genp_values,
 )
@@ -106,9 +112,11 @@ REASON_FLAGS = {
 RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
 
 
-@pytest.fixture
-def domain(server, workdir):
-    return PkiDomain(server, workdir)
+@pytest.fixture(params=["operation-paths", "label-only"])
+def domain(server, workdir, request):
+    """The whole matrix runs twice: at the operation paths, and at the label-only path where a client that
+    posts every message to one URL sends it (issue 15)."""
+    return PkiDomain(server, workdir, label_only=request.param == "label-only")
 
 
 @pytest.fixture
@@ -464,7 +472,9 @@ def assert_crl_accepts(domain, workdir, certificate, cert_path):
 @pytest.mark.parametrize("revreason", sorted(REASONS))
 def test_rr_application_certificate(server, domain, onboarded, workdir, revreason):
     """rr signed with the domain credential (-oldcert, -revreason) revokes an application certificate of
-    the device with that reason; the CRL lists it; the domain credential stays active."""
+    the device with that reason; the CRL lists it; the domain credential stays active. Without a reason
+    (-revreason -1, OpenSSL's default, sends no crlEntryDetails) the rr is refused: RFC 9483 4.2 asks for
+    exactly one CRLReason (0 for unspecified)."""
     app = enroll_application(domain, onboarded, "tls_client", "app")
     certificate = app.certificate
     assert_crl_accepts(domain, workdir, certificate, app.cert_path)
@@ -472,6 +482,11 @@ def test_rr_application_certificate(server, domain, onboarded, workdir, revreaso
         "-cmd", "rr", "-server", domain.url("revocation"), *onboarded.signer_args(domain),
         "-oldcert", app.cert_path, "-revreason", revreason, cwd=workdir,
     )  # fmt: skip
+    if revreason == -1:
+        assert_rejected(returncode, output, "badRequest")
+        assert "-revreason 0 for unspecified" in output, output
+        assert certificate_status(server, certificate) == ("active", None)
+        return
     assert_cmp_ok(returncode, output)
     assert "received RP" in output and "revocation accepted" in output, output
     reason = REASONS[revreason]
@@ -523,9 +538,15 @@ def check_cert_req_template(value, domain, device_name):
     else:
         name = x509.Name.from_rfc4514_string("CN=%s" % device_name)
         assert encoder.encode(subject["rdnSequence"]) == name.public_bytes()
-    [spec] = content["keySpec"]
-    algorithm, _rest = decoder.decode(bytes(spec["value"]), asn1Spec=rfc5280.AlgorithmIdentifier())
-    assert str(algorithm["algorithm"]) in (EC_PUBLIC_KEY, RSA_ENCRYPTION)
+    # A strict decoder of RFC 9480 (its open-type map) reads every control: algId for the curves, rsaKeyLen
+    # for the RSA key lengths the domain credential profile certifies.
+    strict, rest = decoder.decode(value, asn1Spec=rfc9480.CertReqTemplateValue(), decodeOpenTypes=True)
+    assert not rest
+    controls = [(str(spec["type"]), spec["value"]) for spec in strict["keySpec"]]
+    algorithms = [value for oid, value in controls if oid == ID_REGCTRL_ALG_ID]
+    curves = [str(decoder.decode(encoder.encode(a["parameters"]))[0]) for a in algorithms]
+    assert curves == ["1.2.840.10045.3.1.7", "1.3.132.0.34"]
+    assert [int(v) for oid, v in controls if oid == ID_REGCTRL_RSA_KEY_LEN] == [2048, 3072, 4096]
 
 
 def check_sign_key_pair_types(value, domain, device_name):
@@ -585,16 +606,20 @@ def test_genm_root_ca_cert_with_core(server, domain):
 
 
 def test_genm_crl_status_list_with_core(server, domain, onboarded):
-    """genm crlStatusList (RFC 9483 4.3.4) at getcrls: genp crls with the issuing and the root CA's
-    current CRLs, signed by them."""
-    _header, der = signed(genm_body(ID_IT_CRL_STATUS_LIST), onboarded.credential())
-    genp = post_cmp(domain.url("getcrls"), der)
-    values = genp_values(genp)
-    assert list(values) == [ID_IT_CRLS]
-    crls = [x509.load_der_x509_crl(item) for item in _sequence_of(values[ID_IT_CRLS])]
-    assert [crl.issuer for crl in crls] == [domain.issuing.subject, domain.root.subject]
-    assert crls[0].is_signature_valid(domain.issuing.public_key())
-    assert crls[1].is_signature_valid(domain.root.public_key())
+    """genm crlStatusList (RFC 9483 4.3.4) at getcrls, one source per request as common clients send it:
+    genp crls with exactly the CRL of the CA named (issuing CA by the credential's distribution point, root
+    by issuer name), signed by it."""
+    for source, ca in ((crl_url_of(onboarded.certificate), domain.issuing), (domain.root.subject, domain.root)):
+        status = (source, None, None) if isinstance(source, str) else (None, source, None)
+        value = crl_status_list_value([status])
+        body = genm_body(ID_IT_CRL_STATUS_LIST, values={ID_IT_CRL_STATUS_LIST: value})
+        _header, der = signed(body, onboarded.credential())
+        genp = post_cmp(domain.url("getcrls"), der)
+        values = genp_values(genp)
+        assert list(values) == [ID_IT_CRLS]
+        [crl] = [x509.load_der_x509_crl(item) for item in _sequence_of(values[ID_IT_CRLS])]
+        assert crl.issuer == ca.subject
+        assert crl.is_signature_valid(ca.public_key())
 
 
 def cert_conf_with_hash_alg(certificate, hash_oid):
@@ -623,6 +648,7 @@ def test_pvno3_with_cert_conf_hash_alg(server, domain, auth):
         device, credential, url = enrolled.device, enrolled.credential(), domain.url("certification", "tls_client")
 
         def protect(body, header):
+            header.sender = credential.certificate.subject  # a signed message names its signer
             return signed(body, credential, header=header)[1]
 
         body, expected = cert_req_body("cr", key, subject_name("app.example")), "cp"

@@ -224,7 +224,7 @@ def test_bad_signature(server, domain, onboarded, kind, tamper):
 @pytest.mark.parametrize("command", ["cr", "kur", "rr"])
 def test_mac_where_a_signature_is_required(server, domain, onboarded, workdir, command):
     """An onboarded device that was handed a fresh shared secret (POST /devices/<id>/secret) sends cr,
-    kur or rr protected with PBM (-ref/-secret): notAuthorized, these need the device's credential as
+    kur or rr protected with PBM (-ref/-secret): wrongIntegrity, these need the device's credential as
     signer; its credential and certificates are unchanged."""
     status, body = server.api("POST", "/devices/%d/secret" % onboarded.id)
     assert status == 200, body
@@ -239,7 +239,7 @@ def test_mac_where_a_signature_is_required(server, domain, onboarded, workdir, c
     else:
         args += ["-server", domain.url("revocation"), "-oldcert", onboarded.cert_path, "-revreason", "1"]
     before = snapshot(server, onboarded.id)
-    assert_rejected(*run_cmp(*args, cwd=workdir), "notAuthorized")
+    assert_rejected(*run_cmp(*args, cwd=workdir), "wrongIntegrity")
     assert snapshot(server, onboarded.id) == before
 
 
@@ -461,7 +461,9 @@ def test_cert_conf_from_another_sender(server, domain, protection):
         operation, ids = "certification", (owner.id, intruder.id)
 
         def confirm(body, header, as_intruder):
-            return signed(body, (intruder if as_intruder else owner).credential(), header)[1]
+            credential = (intruder if as_intruder else owner).credential()
+            header.sender = credential.certificate.subject
+            return signed(body, credential, header)[1]
 
     certificate = cert_responses(response)[0][0].certificate
     body = cert_conf_body(cert_hash(certificate))
@@ -897,12 +899,16 @@ def test_p10cr_with_malformed_extensions(server, domain, onboarded, problem):
 
 @pytest.mark.parametrize("problem", UNREADABLE_CSRS)
 def test_p10cr_with_unreadable_csr(server, domain, onboarded, problem):
-    """A signed p10cr whose CSR has a key of an unknown algorithm or curve, or a commonName that is an
-    INTEGER: badDataFormat that says so (not systemFailure); nothing changes."""
+    """A signed p10cr whose CSR has a key of an unknown algorithm or curve (badAlg), or a commonName that is an
+    INTEGER (badDataFormat): refused with a text that says so (not systemFailure); nothing changes."""
     before = snapshot(server, onboarded.id)
     _header, der = signed(p10cr_body(unreadable_csr(problem)), onboarded.credential())
-    message = rejected(domain.url("pkcs10", "tls_client"), der, "badDataFormat")
-    assert "the certificate request cannot be read" in error_of(message)[1]
+    if problem == "integer-cn":
+        message = rejected(domain.url("pkcs10", "tls_client"), der, "badDataFormat")
+        assert "the certificate request cannot be read" in error_of(message)[1]
+    else:
+        message = rejected(domain.url("pkcs10", "tls_client"), der, "badAlg")
+        assert "the PKCS#10 request's key" in error_of(message)[1]
     assert_signed_by_domain(message, domain)
     assert snapshot(server, onboarded.id) == before
 

@@ -105,6 +105,16 @@ def test_domain_module_check_create_idempotent(server, workdir, connection):
     assert run_tasks(workdir, [patch], diff=True)["domain"]["diff"]["after"]["validity_days"] == 30
     assert not run_tasks(workdir, [patch])["domain"]["changed"]
 
+    # The CMP policy (issue 15): predicted in check mode, set, then unchanged.
+    policy = dict(connection, name=name, cmp_central_keygen=False, cmp_ir_with_credential="certify")
+    policy_task = {"name": "domain", "trustpoint.pki.domain": policy}
+    predicted = run_tasks(workdir, [policy_task], check=True, diff=True)["domain"]
+    assert predicted["changed"] and predicted["diff"]["after"]["cmp_ir_with_credential"] == "certify"
+    assert server.api("GET", "/domains/" + name)[1]["cmp_central_keygen"] is True
+    assert run_tasks(workdir, [policy_task])["domain"]["changed"]
+    assert server.api("GET", "/domains/" + name)[1]["cmp_ir_with_credential"] == "certify"
+    assert not run_tasks(workdir, [policy_task])["domain"]["changed"]
+
     other_key = {"name": "domain", "trustpoint.pki.domain": dict(connection, name=name, key_type="rsa-2048")}
     refused = run_tasks(workdir, [other_key], expect_failure=True)["domain"]
     assert "cannot change" in refused["msg"]
