@@ -49,7 +49,7 @@ def _agent(args, factory=False):
             args.idevid_chain or os.path.join(base, "idevid-chain.pem"),
             args.owner_truststore or os.path.join(base, "owner-truststore.pem"),
         )
-    return Agent(state, provisioning, args.key_type, args.timeout, args.max_owner_depth)
+    return Agent(state, provisioning, args.key_type, args.timeout, args.max_owner_depth, args.retries)
 
 
 def cmd_aoki(args):
@@ -152,6 +152,12 @@ def parser():
     top.add_argument("--state-dir", default=STATE_DIR, help="the device's credential and state (default %(default)s)")
     top.add_argument("--key-type", default="ecdsa-p256", help="the key the device generates (default %(default)s)")
     top.add_argument("--timeout", type=int, default=30, help="seconds per HTTPS request (default %(default)s)")
+    top.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="send a request again this many times when its answer is lost (after 1, 2, 4 s; default %(default)s)",
+    )
     top.add_argument("--max-owner-depth", type=int, default=2, help=argparse.SUPPRESS)
     top.add_argument("-v", "--verbose", action="store_true", help="say what happens")
     sub = top.add_subparsers(dest="command", required=True)

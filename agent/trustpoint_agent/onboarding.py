@@ -119,8 +119,10 @@ def _leaves(certificates):
 class Agent:
     """The agent on one device: its state directory, its factory provisioning (for AOKI) and options."""
 
-    def __init__(self, state, factory=None, key_type=DEFAULT_KEY_TYPE, timeout=30, max_owner_depth=2):
+    def __init__(self, state, factory=None, key_type=DEFAULT_KEY_TYPE, timeout=30, max_owner_depth=2, retries=3):
         self.state = state
+        # How often a request whose answer was lost is sent again (the server makes that safe: docs/onboarding.md).
+        self.retries = retries
         self.factory = factory
         self.key_type = key_type
         self.timeout = timeout
@@ -322,13 +324,13 @@ class Agent:
         if state.get("protocol") == "est":
             pem = {files.CERT: self.state.file(files.CERT), files.KEY: self.state.file(files.KEY)}
             client = Https(anchors, leaves, pem[files.CERT], pem[files.KEY], self.timeout)
-            est = EstClient(state["est_url"], client.send)
+            est = EstClient(state["est_url"], client.send, self.retries)
             csr = build_csr(key, certificate.subject, x509.subject_alt_names(certificate))
             new_certificate = est.enroll(csr, reenroll=True)
             new_chain = self._est_chain(est, new_certificate)
         else:
             client = Https(anchors, leaves, timeout=self.timeout)
-            cmp = CmpClient(state.get("cmp_url") or state["server"] + CMP_URL, client.transport)
+            cmp = CmpClient(state.get("cmp_url") or state["server"] + CMP_URL, client.transport, self.retries)
             signer = SignatureCredential(old_key, certificate, chain[:-1])
             try:
                 enrollment = cmp.update_key(key, signer, chain[-1:], implicit_confirm=False)
@@ -345,7 +347,7 @@ class Agent:
     # --- protocols ---------------------------------------------------------------------------------
 
     def _est_enroll(self, client, url, key):
-        est = EstClient(url.rstrip("/"), client.send)
+        est = EstClient(url.rstrip("/"), client.send, self.retries)
         subject = x509.common_name(aoki.idevid_serial(self.factory.certificate) or "Trustpoint Domain Credential")
         certificate = est.enroll(build_csr(key, subject))
         return certificate, self._est_chain(est, certificate)
@@ -362,12 +364,12 @@ class Agent:
     def _cmp_enroll(self, client, url, key, credential, probe_url):
         """An ir; the chain must end in a root of caPubs, which the answer's protection authenticates.
         probe_url: where to ask whether a certificate whose certConf got no answer was confirmed."""
-        cmp = CmpClient(url, client.transport)
+        cmp = CmpClient(url, client.transport, self.retries)
         subject = x509.common_name("Trustpoint Domain Credential")
         try:
             enrollment = cmp.initialize(key, subject, credential, trusted=[], implicit_confirm=False)
         except ConfirmationUnknown as exc:
-            probe = CmpClient(probe_url, client.transport)
+            probe = CmpClient(probe_url, client.transport, self.retries)
             enrollment = self._confirmed_meanwhile(probe, key, exc, exc.enrollment.ca_certificates)
         roots = [x509.certificate_der(c) for c in enrollment.ca_certificates]
         if not enrollment.chain or x509.certificate_der(enrollment.chain[-1]) not in roots:

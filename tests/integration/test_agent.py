@@ -18,6 +18,8 @@ import pytest
 from aoki_helpers import Aoki
 from conftest import REPO, http
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from drop_proxy import DroppingProxy
 from test_aoki import owner_signed
 from trustpoint_core import aoki as aoki_format
 
@@ -59,6 +61,12 @@ def state_of(state_dir):
 
 def chain_root(state_dir):
     return x509.load_pem_x509_certificates((state_dir / "chain.pem").read_bytes())[-1]
+
+
+def held(state_dir):
+    """The SHA-256 fingerprint of the credential the device holds, as the API shows it."""
+    der = x509.load_pem_x509_certificate((state_dir / "cert.pem").read_bytes()).public_bytes(Encoding.DER)
+    return hashlib.sha256(der).hexdigest()
 
 
 def domain_root(server, domain):
@@ -393,3 +401,46 @@ def unique_name(prefix):
     from aoki_helpers import unique
 
     return unique(prefix)
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        pytest.param(2, id="ip"),  # 1: the TLS truststore, 2: ir -> ip, 3: certConf -> pkiConf, 4: genm
+        pytest.param(3, id="pkiconf"),
+    ],
+)
+def test_guided_onboarding_and_renewal_finish_when_an_answer_is_lost(server, workdir, lost):
+    """The proxy loses one answer; the agent sends again by itself and ends up with the credential the server
+    holds for it, then renews through a lost kup the same way."""
+    domain = server.create_domain()["name"]
+    _status, body = server.api(
+        "POST", "/devices", {"name": "lost-%d-%s" % (lost, domain), "domain": domain, "onboarding_method": "agent"}
+    )
+    device_id = body["device"]["id"]
+    state = workdir / "state"
+    with DroppingProxy(("127.0.0.1", server.port), drop={lost}) as proxy:
+        agent("--state-dir", state, "onboard", "--url", proxy.url("https"), "--token", body["onboarding_token"])
+        assert proxy.dropped == [lost], "the proxy lost no answer (%d connections)" % proxy.connections
+        credential = server.device(device_id)["credential"]
+        assert (credential["fingerprint_sha256"], credential["status"]) == (held(state), "active"), credential
+
+        proxy.reset(drop={1})  # kur -> kup
+        assert "renewed" in agent("--state-dir", state, "renew", "--force").stdout
+        assert proxy.dropped == [1]
+        credential = server.device(device_id)["credential"]
+        assert (credential["fingerprint_sha256"], credential["status"]) == (held(state), "active"), credential
+
+
+def test_without_retries_a_lost_answer_fails_with_a_message(server, workdir):
+    domain = server.create_domain()["name"]
+    _status, body = server.api(
+        "POST", "/devices", {"name": "noretry-" + domain, "domain": domain, "onboarding_method": "agent"}
+    )
+    with DroppingProxy(("127.0.0.1", server.port), drop={2}) as proxy:
+        run = agent(
+            "--retries", "0", "--state-dir", workdir / "s", "onboard",
+            "--url", proxy.url("https"), "--token", body["onboarding_token"], check=False,
+        )  # fmt: skip
+    assert run.returncode == 1 and run.stderr.strip(), run.stderr
+    assert not (workdir / "s" / "cert.pem").exists()
