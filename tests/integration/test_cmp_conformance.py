@@ -370,7 +370,7 @@ def _rr_with(certificate, reasons=1, subject=None, public_key=None):
     if reasons == 0:
         details["crlEntryDetails"] = univ.noValue
     else:
-        for _ in range(reasons - 1):
+        for _copy in range(reasons - 1):
             extensions.append(extensions[0])
     template = details["certDetails"]
     if subject is not None:
