@@ -7,8 +7,10 @@
     trustpoint-agent renew                         renew the credential when it is due
     trustpoint-agent status                        what the device holds
     trustpoint-agent install-timer                 renew daily (systemd timer or cron)
+    trustpoint-agent revoke                        decommission: revoke the credential, delete its key
 
-Exit codes: 0 done, 1 failed (the message says why), 2 wrong usage.
+Exit codes: 0 done, 1 failed (the message says why), 2 wrong usage, 3 `aoki` does not onboard a device whose
+credential was revoked (without --force).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import time
 
 from trustpoint_core import deps
+from trustpoint_core.cmp_message import DEVICE_REVOCATION_REASONS
 from trustpoint_core.errors import TrustpointError
 
 from . import files
@@ -32,6 +35,8 @@ FACTORY_DIR = "/etc/trustpoint-agent"
 STATE_DIR = "/var/lib/trustpoint-agent"
 # Back-off between AOKI rounds: from FIRST_WAIT doubling to MAX_WAIT seconds, with jitter (a plant full of
 # devices powered on together must not ask the server in lockstep).
+# cmd_aoki's exit code for a decommissioned device: the service unit does not restart it (RestartPreventExitStatus).
+REVOKED = 3
 FIRST_WAIT = 5
 MAX_WAIT = 300
 
@@ -59,6 +64,14 @@ def cmd_aoki(args):
     if not args.force and agent.valid_credential() is not None:
         print("already onboarded (%s); --force onboards again" % agent.state.path)
         return 0
+    if not args.force and agent.revoked():
+        # A decommissioned device does not come back by itself (at its next boot, say).
+        print(
+            "trustpoint-agent: the credential was revoked at %s (trustpoint-agent revoke); --force onboards the "
+            "device again" % agent.revoked(),
+            file=sys.stderr,
+        )
+        return REVOKED
     wait, attempt = FIRST_WAIT, 0
     while True:
         attempt += 1
@@ -106,6 +119,11 @@ def cmd_onboard(args):
 
 def cmd_renew(args):
     print(_agent(args).renew(args.force, args.renew_before_days))
+    return 0
+
+
+def cmd_revoke(args):
+    print(_agent(args).revoke(args.reason))
     return 0
 
 
@@ -186,6 +204,15 @@ def parser():
     renew = sub.add_parser("renew", help="renew the credential (new key) when it is within its renewal window")
     renew.add_argument("--force", action="store_true", help="renew now, due or not")
     renew.set_defaults(func=cmd_renew)
+
+    revoke = sub.add_parser("revoke", help="revoke the credential (CMP rr signed with it) and delete its key")
+    revoke.add_argument(
+        "--reason",
+        choices=DEVICE_REVOCATION_REASONS,
+        default="cessationOfOperation",
+        help="the CRL reason (default %(default)s; keyCompromise when the key may be known to others)",
+    )
+    revoke.set_defaults(func=cmd_revoke)
 
     status = sub.add_parser("status", help="what the device holds; exit code 0 when it has a valid credential")
     status.add_argument("--json", action="store_true", help="as JSON")

@@ -140,6 +140,21 @@ class StateDir:
             os.close(dir_fd)
         self.recover()
 
+    def remove(self, names):
+        """Delete the files named (those present), the first one first: the key goes before what names it."""
+        dir_fd = self._dir_fd()
+        try:
+            for name in names:
+                try:
+                    os.unlink(name, dir_fd=dir_fd)  # unlink never follows a link
+                except FileNotFoundError:
+                    pass
+            os.fsync(dir_fd)
+        except OSError as exc:
+            raise FilesError("cannot delete the credential in %s: %s" % (self.path, exc.strerror or exc)) from exc
+        finally:
+            os.close(dir_fd)
+
     def recover(self):
         """Finish an installation that a crash interrupted (the .pending marker names its staging dir)."""
         marker = self.read(PENDING)

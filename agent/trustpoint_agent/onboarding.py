@@ -344,6 +344,36 @@ class Agent:
         until = _stamp(x509.not_after(new_certificate))
         return "renewed: %s, valid until %s" % (x509.serial_hex(new_certificate), until)
 
+    # --- revocation --------------------------------------------------------------------------------
+
+    def revoke(self, reason="cessationOfOperation"):
+        """Revoke the installed credential (a CMP rr signed with it, over the pinned TLS; also for a device that
+        onboarded over EST) and delete its key, certificate and chain. state.json keeps when and what was revoked,
+        so that `aoki` does not onboard the device again unless told (--force). Sent again after a lost answer,
+        the rr is answered certRevoked, which counts as done; with no credential left there is nothing to do."""
+        current = self.credential()
+        if current is None:
+            state = self.state.state()
+            if state.get("revoked_at"):
+                return "already revoked: %s at %s" % (state.get("revoked_serial_number"), state["revoked_at"])
+            raise AgentError("nothing to revoke: the device holds no credential in %s" % self.state.path)
+        key, certificate, chain, state = current
+        anchors, leaves = self.tls_trust()
+        client = Https(anchors, leaves, timeout=self.timeout)
+        cmp = CmpClient(state.get("cmp_url") or state["server"] + CMP_URL, client.transport, self.retries)
+        cmp.revoke(certificate, SignatureCredential(key, certificate, chain[:-1]), chain[-1:], reason)
+        serial = x509.serial_hex(certificate)
+        revoked = dict(state, revoked_at=_stamp(_now()), revoked_serial_number=serial, revocation_reason=reason)
+        # state.json first: a crash in between leaves a revoked record and files that `credential` refuses later.
+        self.state.install({files.STATE: (json.dumps(revoked, indent=2, sort_keys=True) + "\n").encode()})
+        self.state.remove((files.KEY, files.CERT, files.CHAIN))
+        log.info("revoked %s (%s) and deleted its key", serial, reason)
+        return "revoked: %s (%s)" % (serial, reason)
+
+    def revoked(self):
+        """When the last credential was revoked (state.json), or None."""
+        return self.state.state().get("revoked_at")
+
     # --- protocols ---------------------------------------------------------------------------------
 
     def _est_enroll(self, client, url, key):

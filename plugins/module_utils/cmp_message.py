@@ -95,6 +95,9 @@ REASON_CODES = (
     "privilegeWithdrawn",
     "aACompromise",
 )
+# The reasons a device gives when it revokes its own certificate (trustpoint-agent; the enroll module's
+# dependency-free list, _ansible/enroll_backends.REVOCATION_REASONS, is the same: test_cmp_message checks).
+DEVICE_REVOCATION_REASONS = ("unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation")
 
 
 def random_nonce():

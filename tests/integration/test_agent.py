@@ -118,6 +118,22 @@ def test_aoki_onboards_renews_and_reports(server, workdir, protocol):
     assert device["credential"]["serial_number"] == format(renewed.serial_number, "x")
     assert state_of(state)["renewed_at"]
 
+    # Decommissioning: a CMP rr signed with the credential (also for a device that onboarded over EST).
+    serial = format(renewed.serial_number, "x")
+    assert agent(*base, "revoke").stdout.strip() == "revoked: %s (cessationOfOperation)" % serial
+    record = server.api("GET", "/devices/%d/certificates/%s" % (device["id"], serial))[1]
+    assert (record["status"], record["revocation_reason"]) == ("revoked", "cessationOfOperation"), record
+    assert not any((state / name).exists() for name in ("key.pem", "cert.pem", "chain.pem"))
+    assert state_of(state)["revoked_serial_number"] == serial
+    assert "already revoked" in agent(*base, "revoke").stdout
+    assert agent(*base, "status", check=False).returncode == 1
+    # It does not come back by itself at its next boot; --force onboards it again.
+    boot = agent(*base, "aoki", "--factory-dir", workdir / "factory", "--url", server.url, check=False)
+    assert boot.returncode == 3 and "revoked" in boot.stderr, boot.stderr
+    forced = agent(*base, "aoki", "--factory-dir", workdir / "factory", "--url", server.url, "--force")
+    assert "onboarded" in forced.stdout and (state / "key.pem").exists()
+    assert agent(*base, "revoke", "--reason", "keyCompromise").stdout.endswith("(keyCompromise)\n")
+
 
 def test_aoki_refuses_an_owner_the_factory_did_not_trust(server, workdir):
     """The device meets a server whose DevOwnerID chains to another owner: it refuses and writes nothing."""
@@ -430,6 +446,13 @@ def test_guided_onboarding_and_renewal_finish_when_an_answer_is_lost(server, wor
         assert proxy.dropped == [1]
         credential = server.device(device_id)["credential"]
         assert (credential["fingerprint_sha256"], credential["status"]) == (held(state), "active"), credential
+
+
+def test_revoke_without_a_credential_says_so(workdir):
+    run = agent("--state-dir", workdir / "empty", "revoke", check=False)
+    assert run.returncode == 1 and "nothing to revoke" in run.stderr, run.stderr
+    bad = agent("--state-dir", workdir / "empty", "revoke", "--reason", "removeFromCRL", check=False)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr, bad.stderr
 
 
 def test_without_retries_a_lost_answer_fails_with_a_message(server, workdir):

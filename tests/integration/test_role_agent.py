@@ -318,6 +318,35 @@ def test_renew_devices_renews_with_the_agent(site, workdir):
     assert all(c["changed"] == 0 for c in recaps(play(site, workdir, "renew_devices", inventory)).values())
 
 
+def test_revoke_devices_revokes_with_the_agent(site, workdir):
+    """revoke_devices: trustpoint-agent revoke for agent and aoki devices (a CMP rr signed with the credential, also
+    for the aoki device that onboarded over EST): the server lists them revoked, the keys are gone, a second run
+    changes nothing, and the aoki device's boot script does not onboard it again."""
+    inventory = site.inventory()
+    held = {host: agent_status(site, host)[1]["certificate"]["serial_number"] for host in ("agent1", "aoki1")}
+    output = play(site, workdir, "revoke_devices", inventory, "-e", "trustpoint_revocation_reason=keyCompromise")
+    counts = recaps(output)
+    assert counts["agent1"]["changed"] == 1 and counts["aoki1"]["changed"] == 1, output[-3000:]
+    assert counts["none1"]["changed"] == 0
+    devices = {"agent1": site.device("agent1")["id"]}
+    (devices["aoki1"],) = [d["id"] for d in site.aoki.devices_on_server() if d["onboarding_method"] == "aoki"]
+    for host, serial in held.items():
+        state = site.path(host, STATE)
+        assert not any((state / name).exists() for name in ("key.pem", "cert.pem", "chain.pem")), host
+        assert agent_status(site, host)[0] == 1
+        status, record = site.server.api("GET", "/devices/%d/certificates/%s" % (devices[host], serial))
+        assert status == 200 and (record["status"], record["revocation_reason"]) == ("revoked", "keyCompromise")
+    # The boot script's command, as the service runs it: a revoked device is not onboarded again.
+    rerun = subprocess.run(
+        [str(BIN / "trustpoint-agent"), "--state-dir", str(site.path("aoki1", STATE)), "aoki", "--attempts", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert rerun.returncode == 3 and "revoked" in rerun.stderr, rerun.stderr
+    assert all(c["changed"] == 0 for c in recaps(play(site, workdir, "revoke_devices", inventory)).values())
+
+
 def test_the_aoki_unit_verifies_and_the_init_script_is_valid_shell(tmp_path):
     """What the role writes where systemd is PID 1 (this machine's tests run none): systemd-analyze verify accepts
     the unit; the init script is valid shell. Both run the agent with the role's variables, quoted."""

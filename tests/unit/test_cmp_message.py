@@ -746,3 +746,12 @@ def test_message_time_is_utc_generalized_time():
     der = encode_message(Header(transaction_id=b"t" * 16, message_time=when), pkiconf_body())
     assert b"20300102030405Z" in der
     assert CmpMessage.decode(der).message_time == when
+
+
+def test_the_device_revocation_reasons_are_the_enroll_modules():
+    """trustpoint-agent takes the core's list, the enroll module its own dependency-free one: the same reasons
+    with their RFC 5280 codes."""
+    from trustpoint_core._ansible.enroll_backends import REVOCATION_REASONS
+    from trustpoint_core.cmp_message import DEVICE_REVOCATION_REASONS, REASON_CODES
+
+    assert {name: REASON_CODES.index(name) for name in DEVICE_REVOCATION_REASONS} == REVOCATION_REASONS
