@@ -13,7 +13,7 @@ from .protocols import agent, aoki, cmp, crl, est
 from .runtime.vault import Vault
 from .services.auth_limits import AuthLimits
 from .services.health import Readiness
-from .storage.db import close_session, database_url, make_engine, session, session_factory
+from .storage.db import close_session, engine_for, session, session_factory
 from .web import api, pages
 
 # RFC 9483 messages are a few KiB; upstream Trustpoint caps CMP bodies at 128 KiB as well.
@@ -29,7 +29,7 @@ class Services:
 
     def __init__(self, settings):
         self.settings = settings
-        self.engine = make_engine(database_url(settings.data_dir, settings.database_url))
+        self.engine = engine_for(settings)
         self.sessions = session_factory(self.engine)
         self.vault = Vault.load(settings.data_dir, settings.vault_key_file)
         self.auth_limits = AuthLimits(self.sessions, settings.auth_failure_budget, settings.auth_lockout)

@@ -25,7 +25,7 @@ from ..errors import ApiError
 from ..services import operators
 from ..settings import Settings, SettingsError
 from ..storage import migrate
-from ..storage.db import database_url, make_engine, session_factory
+from ..storage.db import engine_for, session_factory
 from ..storage.models import ApiToken, Operator
 from ..web.api import token_hash
 from . import rotation, tls
@@ -63,7 +63,7 @@ def init(settings):
     if source.kind == "file" and create_key_file(source.path):
         print("created the vault key %s" % source.path)
     vault = Vault.load(settings.data_dir, settings.vault_key_file)
-    engine = make_engine(database_url(settings.data_dir, settings.database_url))
+    engine = engine_for(settings)
     _report_migration(migrate.upgrade(engine))
     token_path = os.path.join(settings.data_dir, ADMIN_TOKEN_FILE)
     with session_factory(engine)() as db:
@@ -111,7 +111,7 @@ def _report_migration(revisions):
 
 
 def migrate_command(settings):
-    engine = make_engine(database_url(settings.data_dir, settings.database_url))
+    engine = engine_for(settings)
     try:
         before, after = migrate.upgrade(engine)
     finally:
@@ -142,7 +142,7 @@ def operator_command(settings, args):
     if args.action != "list" and not args.name:
         raise ValueError("operator %s needs the operator's name" % args.action)
     _check_initialised(settings)
-    engine = make_engine(database_url(settings.data_dir, settings.database_url))
+    engine = engine_for(settings)
     try:
         with session_factory(engine)() as db:
             if args.action == "list":
@@ -181,7 +181,7 @@ def _check_initialised(settings, tls_files=()):
             raise SystemExit(
                 "%s is missing: run `trustpoint-server init --data-dir %s` first" % (path, settings.data_dir)
             )
-    engine = make_engine(database_url(settings.data_dir, settings.database_url))
+    engine = engine_for(settings)
     try:
         migrate.check(engine)
     except migrate.SchemaError as exc:

@@ -23,7 +23,7 @@ import os
 
 from sqlalchemy import select
 
-from ..storage.db import begin_write, database_url, make_engine, session_factory
+from ..storage.db import begin_write, engine_for, session_factory
 from ..storage.models import Base
 from . import tls
 from .vault import KeySource, Vault, VaultError, create_key_file, key_source
@@ -83,7 +83,7 @@ def rotate(settings, new_key_file=None, now=None):
     new = Vault(KeySource("file", new_key_file).read())
     lines = ["%s the new vault key %s" % ("created" if created else "took", new_key_file)]
 
-    engine = make_engine(database_url(settings.data_dir, settings.database_url))
+    engine = engine_for(settings)
     counts = {}
     try:
         with session_factory(engine)() as db:
