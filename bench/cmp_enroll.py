@@ -38,6 +38,7 @@ import os
 import platform
 import resource
 import selectors
+import shlex
 import shutil
 import signal
 import socket
@@ -70,6 +71,7 @@ except ImportError as exc:  # pragma: no cover - a message instead of a tracebac
     sys.exit("cannot import trustpoint_core (%s): run with the repository's venv, e.g. .venv/bin/python" % exc)
 
 CONTENT_TYPE = b"application/pkixcmp"
+TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
 P99_TARGET_MS = 20.0
 OTHER_LOAD_WARNING = 0.2  # cores
 TIMEOUT = 60.0
@@ -187,22 +189,24 @@ class Connection:
 # --- load generation -------------------------------------------------------------------------------
 
 
-def _client_loop(address, payloads, next_index, keep_alive, results):
-    """Send payloads[next_index()] until they run out; append (index, t0, t1, status, ctype, body, error)."""
-    conn = Connection(address, keep_alive)
+def _client_loop(addresses, payloads, next_index, keep_alive, results):
+    """Send payloads[next_index()] until they run out, payload i to addresses[i % len(addresses)]; append
+    (index, t0, t1, status, ctype, body, error)."""
+    conns = [Connection(address, keep_alive) for address in addresses]
     while True:
         index = next_index()
         if index is None:
             break
         t0 = time.perf_counter()
         try:
-            status, ctype, body = conn.exchange(payloads[index])
+            status, ctype, body = conns[index % len(conns)].exchange(payloads[index])
             error = None
         except Exception as exc:  # every failure is a result, not a crash of the client
             status, ctype, body, error = 0, b"", b"", "%s: %s" % (type(exc).__name__, exc)
         results.append((index, t0, time.perf_counter(), status, ctype, body, error))
-    conn.close()
-    return conn.opened
+    for conn in conns:
+        conn.close()
+    return sum(conn.opened for conn in conns)
 
 
 def _cpu_seconds():
@@ -210,7 +214,7 @@ def _cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
-def _process_client(address, payloads, counter, total, keep_alive, start, pipe):
+def _process_client(addresses, payloads, counter, total, keep_alive, start, pipe):
     def next_index():
         with counter.get_lock():
             index = counter.value
@@ -222,13 +226,17 @@ def _process_client(address, payloads, counter, total, keep_alive, start, pipe):
     results = []
     start.wait()
     cpu0 = _cpu_seconds()
-    opened = _client_loop(address, payloads, next_index, keep_alive, results)
+    opened = _client_loop(addresses, payloads, next_index, keep_alive, results)
     pipe.send((results, opened, _cpu_seconds() - cpu0))
     pipe.close()
 
 
 def run_load(address, payloads, concurrency, mode, keep_alive):
-    """POST every payload once with `concurrency` clients; returns a dict of raw results."""
+    """POST every payload once with `concurrency` clients; returns a dict of raw results.
+
+    address: (host, port), or a list of them that takes the payloads round-robin (payload i goes to the
+    address i modulo their number: several server instances behind what the client reaches)."""
+    addresses = [address] if isinstance(address, tuple) else list(address)
     total = len(payloads)
     window0 = time.perf_counter()
     own0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -241,7 +249,7 @@ def run_load(address, payloads, concurrency, mode, keep_alive):
         for _number in range(concurrency):
             receiver, sender = ctx.Pipe(duplex=False)
             proc = ctx.Process(
-                target=_process_client, args=(address, payloads, counter, total, keep_alive, start, sender)
+                target=_process_client, args=(addresses, payloads, counter, total, keep_alive, start, sender)
             )
             proc.start()
             sender.close()
@@ -270,7 +278,7 @@ def run_load(address, payloads, concurrency, mode, keep_alive):
 
         def worker():
             start.wait()
-            opened_counts.append(_client_loop(address, payloads, next_index, keep_alive, results))
+            opened_counts.append(_client_loop(addresses, payloads, next_index, keep_alive, results))
 
         threads = [threading.Thread(target=worker) for _number in range(concurrency)]
         for thread in threads:
@@ -494,18 +502,25 @@ def process_tree(pid):
     return found
 
 
+def tree_cpu_times(pids):
+    """(user, system) CPU seconds of the process trees of pids so far (0 where /proc cannot tell)."""
+    ticks = float(os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+    user = system = 0
+    for pid in pids:
+        for member in process_tree(pid):
+            try:
+                with open("/proc/%d/stat" % member) as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+                user += int(fields[11])
+                system += int(fields[12])
+            except (OSError, IndexError, ValueError):
+                pass
+    return user / ticks, system / ticks
+
+
 def tree_cpu_seconds(pid):
     """User + system CPU seconds of a process tree so far (0 where /proc cannot tell)."""
-    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    total = 0
-    for member in process_tree(pid):
-        try:
-            with open("/proc/%d/stat" % member) as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total / float(ticks)
+    return sum(tree_cpu_times([pid]))
 
 
 def machine_busy_seconds():
@@ -655,6 +670,35 @@ def prefill_database(data_dir, prefill):
     return time.monotonic() - started
 
 
+def prefilled_template(workdir, prefill_dir, prefill, report):
+    """An initialised data directory holding prefill's rows, to copy for each server.
+
+    With prefill_dir it is kept there and reused by later runs (named for its size and the schema
+    revision); otherwise it is made in the work directory and removed with it.
+    """
+    from trustpoint_server.storage import migrate
+
+    name = "cmp-enroll-%d-%d-%d-%s" % (prefill.certificates, prefill.devices, prefill.domains, migrate.head())
+    path = os.path.join(prefill_dir or workdir, name)
+    done = os.path.join(path, ".prefilled")
+    if prefill_dir and os.path.exists(done):
+        log("reusing the prefilled data directory %s" % path)
+        return path
+    shutil.rmtree(path, ignore_errors=True)  # an unfinished one from an interrupted run
+    OurServer.init(path)
+    log(
+        "prefilling %d certificates, %d devices, %d domains (not measured) ..."
+        % (prefill.certificates, prefill.devices, prefill.domains)
+    )
+    seconds = prefill_database(path, prefill)
+    size = os.path.getsize(os.path.join(path, "trustpoint.db"))
+    log("  loaded in %.1f s; the database has %.0f MB" % (seconds, size / 1e6))
+    report.setdefault("prefill_load", {})[str(prefill.certificates)] = {"seconds": seconds, "bytes": size}
+    with open(done, "w"):
+        pass
+    return path
+
+
 def _insert(connection, device_rows, cert_rows, transaction_rows):
     connection.executemany(
         "INSERT INTO device (id, name, domain_id, onboarding_method, status, serial_number, idevid_fingerprint, "
@@ -685,25 +729,124 @@ def drop_hot_path_indexes(data_dir):
         connection.close()
 
 
+# What a second instance takes from the first's data directory (docs/server.md: several instances share the
+# vault key, which decrypts the CA keys in the database; the admin token and TLS files are the bench's
+# convenience).
+SHARED_FILES = ("vault.key", "admin-token", "tls-ca.pem", "tls-ca-key.vault", "tls-cert.pem", "tls-key.pem")
+
+
+class Databases:
+    """Where each configuration's database is: SQLite in its data directory (spec "sqlite"), or a fresh
+    PostgreSQL database per configuration, in a throwaway cluster the bench starts (spec "postgresql") or
+    next to the database of a URL (its role needs CREATEDB; the databases are dropped at the end)."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.cluster = None
+        self.created = []
+        if spec == "sqlite":
+            return
+        try:
+            import psycopg  # noqa: F401 (the dev extra installs it)
+            from sqlalchemy.engine import make_url
+        except ImportError as exc:
+            raise RuntimeError("PostgreSQL needs psycopg in the venv (make setup): %s" % exc) from None
+        if spec == "postgresql":
+            sys.path[:0] = [os.path.join(TESTS, "integration"), TESTS]
+            import pytest
+            from postgres_cluster import PostgresCluster
+
+            try:
+                # fsync at every commit, as in production: the issue's numbers are for durable commits.
+                self.cluster = PostgresCluster(database="trustpoint_bench", durable=True)
+            except pytest.fail.Exception as exc:  # the test helper's message says what to install
+                raise RuntimeError(str(exc)) from None
+            self.base_url = make_url(self.cluster.url)
+        else:
+            url = make_url(spec)
+            if url.drivername == "postgresql":
+                url = url.set(drivername="postgresql+psycopg")
+            self.base_url = url
+
+    @property
+    def label(self):
+        return "SQLite" if self.spec == "sqlite" else "PostgreSQL"
+
+    @property
+    def pid(self):
+        """The postmaster's pid, if the bench started it (its CPU is then measured)."""
+        return self.cluster.pid if self.cluster is not None else None
+
+    def _admin(self):
+        import psycopg
+
+        if self.cluster is not None:
+            return self.cluster.connect(dbname="postgres")
+        return psycopg.connect(
+            self.base_url.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True
+        )
+
+    def new(self, number):
+        """The URL of a new, empty database for configuration number (None: SQLite in the data directory)."""
+        if self.spec == "sqlite":
+            return None
+        name = "%s_%d_%d" % (self.base_url.database, os.getpid(), number)
+        owner = " OWNER %s" % self.cluster.user if self.cluster is not None else ""
+        with self._admin() as connection:
+            connection.execute("CREATE DATABASE %s%s" % (name, owner))  # our own names: no quoting
+        self.created.append(name)
+        return self.base_url.set(database=name).render_as_string(hide_password=False)
+
+    def close(self):
+        if self.cluster is not None:
+            self.cluster.stop()
+            return
+        for name in self.created:
+            with self._admin() as connection:
+                connection.execute("DROP DATABASE IF EXISTS %s" % name)
+
+
 class OurServer:
     """`trustpoint-server init` + `run` in a fresh data directory, and its REST API."""
 
     def __init__(
-        self, workdir, workers, threads, log_level, template=None, prepare=None, name=None, extra_args=(), command=None
+        self,
+        workdir,
+        workers,
+        threads,
+        log_level,
+        template=None,
+        prepare=None,
+        name=None,
+        extra_args=(),
+        command=None,
+        database_url=None,
+        share=None,
     ):
         """template: an initialised (prefilled) data directory to copy instead of `init`; prepare(data_dir)
         runs before the server starts; extra_args: more `run` options; command: the trustpoint-server to run
-        (argv list; default: this checkout's)."""
+        (argv list; default: this checkout's); database_url: the database (default: SQLite in the data
+        directory); share: another OurServer whose database, vault key, admin token and TLS files this one
+        uses (a second instance on the same database)."""
         self.data_dir = os.path.join(workdir, "data-%s" % (name or "w%dt%d" % (workers, threads)))
         # CMP (and /healthz) on plain HTTP at self.port; the REST API at self.api_url.
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.workers, self.threads = workers, threads
         command = command or self._command()
-        if template is not None:
+        if share is not None:
+            os.makedirs(self.data_dir, mode=0o700)
+            for shared in SHARED_FILES:
+                shutil.copy2(os.path.join(share.data_dir, shared), self.data_dir)
+            database_url = share.database_url
+        elif template is not None:
             shutil.copytree(template, self.data_dir)
+            # On disk before the server starts: else its first checkpoint's fsync writes back the whole
+            # copy (a gigabyte at 1M certificates) and charges the server for it.
+            os.sync()
         else:
-            self.init(self.data_dir, command)
+            self.init(self.data_dir, command, database_url)
+        self.database_url = database_url or "sqlite:///" + os.path.join(self.data_dir, "trustpoint.db")
         if prepare is not None:
             prepare(self.data_dir)
         with open(os.path.join(self.data_dir, "admin-token")) as handle:
@@ -733,6 +876,7 @@ class OurServer:
                 str(threads),
                 "--log-level",
                 log_level,
+                *(["--database-url", database_url] if database_url else []),
                 *extra_args,
             ],
             stdout=self._log,
@@ -743,8 +887,11 @@ class OurServer:
             _wait_http(self.api_url + "/healthz", self.process, "trustpoint-server", self.log_path, context=self.tls)
 
     @classmethod
-    def init(cls, data_dir, command=None):
-        subprocess.run([*(command or cls._command()), "init", "--data-dir", data_dir], check=True, capture_output=True)
+    def init(cls, data_dir, command=None, database_url=None):
+        database = ["--database-url", database_url] if database_url else []
+        subprocess.run(
+            [*(command or cls._command()), "init", "--data-dir", data_dir, *database], check=True, capture_output=True
+        )
 
     @staticmethod
     def _command():
@@ -1095,10 +1242,36 @@ def parse_args(argv):
     parser.add_argument("--prefill-devices", type=count, help="devices to load (default: a tenth of --prefill)")
     parser.add_argument("--prefill-domains", type=count, default=100, help="domains to load (100)")
     parser.add_argument(
+        "--prefill-dir",
+        metavar="DIR",
+        help="keep the prefilled data directories in DIR and reuse them in later runs (default: load anew)",
+    )
+    parser.add_argument(
         "--hot-path-indexes",
         choices=("with", "without", "both"),
         default="with",
         help="without: drop the indexes of migration 16 first, to measure what they save (with)",
+    )
+    parser.add_argument(
+        "--database",
+        default="sqlite",
+        metavar="sqlite|postgresql|URL",
+        help="our server's database: SQLite in its data directory (default); postgresql: a throwaway cluster the "
+        "bench starts (durable commits); or a PostgreSQL URL next to whose database the bench creates one per "
+        "configuration (the role needs CREATEDB)",
+    )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="server instances on one database; the client sends request i to instance i modulo N (1)",
+    )
+    parser.add_argument(
+        "--server-args",
+        action="append",
+        metavar="ARGS",
+        help="more `trustpoint-server run` options, e.g. '--sqlite-mmap-size 0'; repeat to measure each variant "
+        "(default: none)",
     )
     parser.add_argument(
         "--client", choices=("thread", "process"), default="thread", help="client threads or processes (thread)"
@@ -1129,6 +1302,16 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.requests < 1:
         parser.error("--requests must be at least 1")
+    args.server_args = args.server_args or [""]
+    if args.instances < 1:
+        parser.error("--instances must be at least 1")
+    if args.database != "sqlite":
+        if args.database != "postgresql" and not args.database.startswith("postgresql"):
+            parser.error("--database: sqlite, postgresql or a postgresql:// URL, not %r" % args.database)
+        if any(args.prefill):
+            parser.error("--prefill loads SQLite only for now; measure PostgreSQL without it")
+        if args.hot_path_indexes != "with":
+            parser.error("--hot-path-indexes without drops SQLite's indexes only")
     args.hot_path_indexes = ["with", "without"] if args.hot_path_indexes == "both" else [args.hot_path_indexes]
     return args
 
@@ -1177,9 +1360,9 @@ def _verified(row):
 def print_table(rows):
     header = (
         "target", "C", "enroll/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "srv CPU ms/req",
-        "x mock CPU", "client CPU us/req", "other load", "verified",
+        "x mock CPU", "db CPU ms/req", "client CPU us/req", "other load", "verified",
     )  # fmt: skip
-    widths = [max([22] + [len(row["target"]) for row in rows]), 3, 9, 7, 7, 7, 7, 6, 14, 10, 17, 10, 9]
+    widths = [max([22] + [len(row["target"]) for row in rows]), 3, 9, 7, 7, 7, 7, 6, 14, 10, 13, 17, 10, 9]
     print(fmt_row(header, widths))
     for row in rows:
         print(
@@ -1195,6 +1378,7 @@ def print_table(rows):
                     row["errors"],
                     "%.2f" % row.get("server_cpu_ms_per_req", float("nan")),
                     "%.1f" % row["cpu_ratio_to_mock"] if "cpu_ratio_to_mock" in row else "",
+                    "%.2f" % row["db_cpu_ms_per_req"] if "db_cpu_ms_per_req" in row else "",
                     "%.0f" % row["client_cpu_us_per_req"],
                     "%.2f" % row.get("other_cpu_cores", float("nan")),
                     _verified(row),
@@ -1204,20 +1388,29 @@ def print_table(rows):
         )
 
 
-def measure(target, address, payloads, templates, secrets, concurrency, args, server_pid, expected_cert):
+def measure(target, address, payloads, templates, secrets, concurrency, args, server_pids, expected_cert, db_pid=None):
+    """One run: the summary row. server_pids: the target's processes (each with its tree); db_pid: the
+    database server's (its CPU is reported apart), if it runs here."""
     keep_alive = args.connection == "keep-alive"
-    cpu0 = tree_cpu_seconds(server_pid)
+    user0, system0 = tree_cpu_times(server_pids)
+    db0 = tree_cpu_seconds(db_pid) if db_pid else 0.0
     busy0 = machine_busy_seconds()
     raw = run_load(address, payloads, concurrency, args.client, keep_alive)
     busy1 = machine_busy_seconds()
-    server_cpu = tree_cpu_seconds(server_pid) - cpu0
+    user1, system1 = tree_cpu_times(server_pids)
+    db_cpu = tree_cpu_seconds(db_pid) - db0 if db_pid else 0.0
+    server_cpu = (user1 - user0) + (system1 - system0)
     row = summarize(raw)
     row.update(target=target, concurrency=concurrency)
     row["server_cpu_ms_per_req"] = server_cpu / row["requests"] * 1000.0
+    row["server_cpu_user_ms_per_req"] = (user1 - user0) / row["requests"] * 1000.0
+    row["server_cpu_system_ms_per_req"] = (system1 - system0) / row["requests"] * 1000.0
     row["server_cpu_cores"] = server_cpu / raw["wall"] if raw["wall"] > 0 else float("nan")
+    if db_pid:
+        row["db_cpu_ms_per_req"] = db_cpu / row["requests"] * 1000.0
     # Whatever else ran on the machine meanwhile (other programs, py-spy): it skews the comparison.
     if busy0 is not None and busy1 is not None and raw["window"] > 0:
-        other = (busy1 - busy0) - server_cpu - raw["client_cpu_overall"]
+        other = (busy1 - busy0) - server_cpu - db_cpu - raw["client_cpu_overall"]
         row["other_cpu_cores"] = max(0.0, other / raw["window"])
     else:
         row["other_cpu_cores"] = float("nan")
@@ -1244,10 +1437,76 @@ def measure(target, address, payloads, templates, secrets, concurrency, args, se
     return row
 
 
+def measure_ours(name, servers, levels, key_pool, mock_templates, args, keep_alive, db_pid, profile):
+    """The rows of our server instances (servers; request i goes to servers[i % len(servers)]) at each level."""
+    first = servers[0]
+    first.api("POST", "/domains", {"name": "bench"})
+    path = "/.well-known/cmp/p/bench/initialization"
+    addresses = [("127.0.0.1", server.port) for server in servers]
+    pids = [server.process.pid for server in servers]
+
+    def payloads_for(templates, devices):
+        return [
+            http_request(
+                "POST",
+                "127.0.0.1",
+                addresses[index % len(addresses)][1],
+                path,
+                protect(template, secret, str(device), args),
+                keep_alive,
+            )
+            for index, (template, (device, secret)) in enumerate(zip(templates, devices))
+        ]
+
+    rows = []
+    if args.warmup:
+        devices = first.create_devices("bench", "warm", args.warmup)
+        warm = payloads_for(make_templates(key_pool, args.warmup, 0), devices)
+        run_load(addresses, warm, max(levels), args.client, keep_alive)
+    if args.healthz:
+        for concurrency in levels:
+            payloads = [
+                http_request(
+                    "GET", "127.0.0.1", addresses[index % len(addresses)][1], "/healthz", keep_alive=keep_alive
+                )
+                for index in range(args.requests)
+            ]
+            raw = run_load(addresses, payloads, concurrency, args.client, keep_alive)
+            row = summarize(raw, None)
+            row.update(target="%s /healthz" % name, concurrency=concurrency)
+            rows.append(row)
+            log("  %-22s C=%-2d %7.1f req/s" % ("GET /healthz", concurrency, row["throughput"]))
+    log("  creating %d devices through the REST API (not measured) ..." % (args.requests * len(levels)))
+    devices_per_level = {c: first.create_devices("bench", "c%d" % c, args.requests) for c in levels}
+    # Only the measured runs (and the client's message building between them) are recorded.
+    spy = PySpy(first.process.pid, args.py_spy, args.py_spy_rate, args.py_spy_idle) if args.py_spy and profile else None
+    try:
+        for concurrency in levels:
+            devices = devices_per_level[concurrency]
+            templates = mock_templates.get(concurrency) or make_templates(key_pool, args.requests, 0)
+            row = measure(
+                name,
+                addresses,
+                payloads_for(templates, devices),
+                templates,
+                [secret for _device, secret in devices],
+                concurrency,
+                args,
+                pids,
+                None,
+                db_pid,
+            )
+            rows.append(row)
+    finally:
+        if spy is not None:
+            spy.stop()
+    return rows
+
+
 def main(argv=None):
     args = parse_args(argv)
     levels = args.concurrency
-    configs = list(itertools.product(args.workers, args.threads, args.prefill, args.hot_path_indexes))
+    configs = list(itertools.product(args.workers, args.threads, args.prefill, args.hot_path_indexes, args.server_args))
     workdir = tempfile.mkdtemp(prefix="cmp-bench-")
     keep_alive = args.connection == "keep-alive"
     report = {
@@ -1263,6 +1522,9 @@ def main(argv=None):
             "configs": ["%dx%d" % c[:2] for c in configs],
             "prefill": [prefill_of(args, n).as_dict() for n in args.prefill],
             "hot_path_indexes": args.hot_path_indexes,
+            "server_args": args.server_args,
+            "database": args.database if args.database in ("sqlite", "postgresql") else "PostgreSQL (a URL)",
+            "instances": args.instances,
             "client": args.client,
             "connection": args.connection,
             "key_type": args.key_type,
@@ -1331,7 +1593,7 @@ def main(argv=None):
                     [mock_secret] * len(templates),
                     concurrency,
                     args,
-                    mock.process.pid,
+                    [mock.process.pid],
                     mock.rsp_cert,
                 )
                 rows.append(row)
@@ -1339,101 +1601,79 @@ def main(argv=None):
             mock = None
 
         # 3. Our server, per configuration; the same templates as the mock got (same keys, subjects,
-        #    transactionIDs, nonces), protected with each device's own secret.
-        spy_done = False
-        prefilled = {}
-        for workers, threads, certificates, indexes in configs:
-            prefill = prefill_of(args, certificates)
-            name = "trustpoint %dw x %dt" % (workers, threads)
-            if len(args.prefill) > 1 or certificates:
-                name += ", %s" % prefill.label
-            if indexes == "without":
-                name += ", no idx"
-            template = None
-            if certificates or prefill.devices:
-                if certificates not in prefilled:
-                    prefilled[certificates] = os.path.join(workdir, "template-%d" % certificates)
-                    OurServer.init(prefilled[certificates])
-                    log(
-                        "prefilling %d certificates, %d devices, %d domains (not measured) ..."
-                        % (prefill.certificates, prefill.devices, prefill.domains)
-                    )
-                    seconds = prefill_database(prefilled[certificates], prefill)
-                    size = os.path.getsize(os.path.join(prefilled[certificates], "trustpoint.db"))
-                    log("  loaded in %.1f s; the database has %.0f MB" % (seconds, size / 1e6))
-                    report.setdefault("prefill_load", {})[str(certificates)] = {"seconds": seconds, "bytes": size}
-                template = prefilled[certificates]
-            ours = OurServer(
-                workdir,
-                workers,
-                threads,
-                args.log_level,
-                template=template,
-                prepare=drop_hot_path_indexes if indexes == "without" else None,
-                name="w%dt%d-%d-%s" % (workers, threads, certificates, indexes),
-            )
-            log("%s: %s (pid %d)" % (name, ours.url, ours.process.pid))
-            try:
-                ours.api("POST", "/domains", {"name": "bench"})
-                path = "/.well-known/cmp/p/bench/initialization"
-                address = ("127.0.0.1", ours.port)
-                if args.warmup:
-                    devices = ours.create_devices("bench", "warm", args.warmup)
-                    warm = make_templates(key_pool, args.warmup, 0)
-                    payloads = [
-                        http_request(
-                            "POST", "127.0.0.1", ours.port, path, protect(t, secret, str(dev), args), keep_alive
+        #    transactionIDs, nonces), protected with each device's own secret. With --instances N, N servers
+        #    on one database take the requests round-robin (request i goes to instance i modulo N).
+        databases = Databases(args.database)
+        try:
+            spy_done = False
+            prefilled = {}
+            for number, (workers, threads, certificates, indexes, server_args) in enumerate(configs):
+                prefill = prefill_of(args, certificates)
+                name = "trustpoint %dw x %dt" % (workers, threads)
+                if args.instances > 1:
+                    name = "trustpoint %d x (%dw x %dt)" % (args.instances, workers, threads)
+                if args.database != "sqlite":
+                    name += ", " + databases.label
+                if len(args.prefill) > 1 or certificates:
+                    name += ", %s" % prefill.label
+                if indexes == "without":
+                    name += ", no idx"
+                if server_args:
+                    name += ", " + server_args
+                template = None
+                if certificates or prefill.devices:
+                    if certificates not in prefilled:
+                        prefilled[certificates] = prefilled_template(workdir, args.prefill_dir, prefill, report)
+                    template = prefilled[certificates]
+                servers = []
+                try:
+                    for instance in range(args.instances):
+                        servers.append(
+                            OurServer(
+                                workdir,
+                                workers,
+                                threads,
+                                args.log_level,
+                                template=template,
+                                prepare=drop_hot_path_indexes if indexes == "without" else None,
+                                name="config-%d-%d" % (number, instance),
+                                extra_args=shlex.split(server_args),
+                                database_url=databases.new(number) if not servers else None,
+                                share=servers[0] if servers else None,
+                            )
                         )
-                        for t, (dev, secret) in zip(warm, devices)
-                    ]
-                    run_load(address, payloads, max(levels), args.client, keep_alive)
-                if args.healthz:
-                    payloads = [
-                        http_request("GET", "127.0.0.1", ours.port, "/healthz", keep_alive=keep_alive)
-                    ] * args.requests
-                    for concurrency in levels:
-                        raw = run_load(address, payloads, concurrency, args.client, keep_alive)
-                        row = summarize(raw, None)
-                        row.update(target="%s /healthz" % name, concurrency=concurrency, config=[workers, threads])
-                        rows.append(row)
-                        log("  %-22s C=%-2d %7.1f req/s" % ("GET /healthz", concurrency, row["throughput"]))
-                log("  creating %d devices through the REST API (not measured) ..." % (args.requests * len(levels)))
-                devices_per_level = {c: ours.create_devices("bench", "c%d" % c, args.requests) for c in levels}
-                spy = None
-                if args.py_spy and not spy_done:
-                    # Only the measured runs (and the client's message building between them) are recorded.
-                    spy = PySpy(ours.process.pid, args.py_spy, args.py_spy_rate, args.py_spy_idle)
-                for concurrency in levels:
-                    devices = devices_per_level[concurrency]
-                    templates = mock_templates.get(concurrency) or make_templates(key_pool, args.requests, 0)
-                    payloads = [
-                        http_request(
-                            "POST", "127.0.0.1", ours.port, path, protect(t, secret, str(dev), args), keep_alive
+                        log("%s: %s (pid %d)" % (name, servers[-1].url, servers[-1].process.pid))
+                    rows.extend(
+                        measure_ours(
+                            name,
+                            servers,
+                            levels,
+                            key_pool,
+                            mock_templates,
+                            args,
+                            keep_alive,
+                            databases.pid,
+                            not spy_done,
                         )
-                        for t, (dev, secret) in zip(templates, devices)
-                    ]
-                    row = measure(
-                        name,
-                        address,
-                        payloads,
-                        templates,
-                        [secret for _dev, secret in devices],
-                        concurrency,
-                        args,
-                        ours.process.pid,
-                        None,
                     )
-                    row["config"] = [workers, threads]
-                    row["prefill"] = prefill.as_dict()
-                    row["hot_path_indexes"] = indexes
-                    rows.append(row)
-                if spy is not None:
-                    spy.stop()
-                    spy_done = True
-                    report["profile"] = summarize_profile(args.py_spy)
-                    report["profile"]["config"] = name
-            finally:
-                ours.stop()
+                    if args.py_spy and not spy_done:
+                        spy_done = True
+                        report["profile"] = summarize_profile(args.py_spy)
+                        report["profile"]["config"] = name
+                    for row in rows[-len(levels) :]:
+                        row.update(
+                            config=[workers, threads],
+                            prefill=prefill.as_dict(),
+                            hot_path_indexes=indexes,
+                            server_args=server_args,
+                            instances=args.instances,
+                            database=databases.label,
+                        )
+                finally:
+                    for server in servers:
+                        server.stop()
+        finally:
+            databases.close()
     finally:
         if mock is not None:
             mock.stop()

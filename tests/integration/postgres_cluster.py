@@ -88,12 +88,14 @@ class PostgresCluster:
 
     SUPERUSER = "postgres"
 
-    def __init__(self, database="trustpoint", user="trustpoint", listen=("127.0.0.1",), allow=()):
+    def __init__(self, database="trustpoint", user="trustpoint", listen=("127.0.0.1",), allow=(), durable=False):
         """listen: addresses the postmaster listens on; allow: further networks (CIDR) the login role may
-        connect from, with its password (127.0.0.1 always may)."""
+        connect from, with its password (127.0.0.1 always may); durable: keep PostgreSQL's fsync at each
+        commit (benchmarks; the tests turn it off)."""
         require_psycopg()
         self.listen = tuple(listen)
         self.allow = tuple(allow)
+        self.durable = durable
         self.bindir = server_bindir()
         self.database = database
         self.user = user
@@ -158,11 +160,10 @@ class PostgresCluster:
             "port": str(self.port),
             "unix_socket_directories": "'%s'" % self.root,
             "max_connections": "100",
-            # Throwaway data: no durability, no waiting for disks.
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
         }
+        if not self.durable:
+            # Throwaway data: no durability, no waiting for disks.
+            settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
         with open(str(self.data / "postgresql.conf"), "a") as handle:
             handle.write("\n# the test's throwaway cluster\n")
             handle.writelines("%s = %s\n" % item for item in settings.items())
