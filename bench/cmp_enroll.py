@@ -762,6 +762,7 @@ class Databases:
             except pytest.fail.Exception as exc:  # the test helper's message says what to install
                 raise RuntimeError(str(exc)) from None
             self.base_url = make_url(self.cluster.url)
+            log("PostgreSQL cluster in %s (postmaster pid %d)" % (self.cluster.root, self.cluster.pid))
         else:
             url = make_url(spec)
             if url.drivername == "postgresql":
@@ -1267,6 +1268,13 @@ def parse_args(argv):
         help="server instances on one database; the client sends request i to instance i modulo N (1)",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="1: one configuration after the other; R > 1: all configurations' servers run together and take R "
+        "turns per level, each with a slice of the requests, so that changing load skews them alike (1)",
+    )
+    parser.add_argument(
         "--server-args",
         action="append",
         metavar="ARGS",
@@ -1303,6 +1311,8 @@ def parse_args(argv):
     if args.requests < 1:
         parser.error("--requests must be at least 1")
     args.server_args = args.server_args or [""]
+    if not 1 <= args.rounds <= args.requests:
+        parser.error("--rounds must be between 1 and --requests")
     if args.instances < 1:
         parser.error("--instances must be at least 1")
     if args.database != "sqlite":
@@ -1388,29 +1398,57 @@ def print_table(rows):
         )
 
 
-def measure(target, address, payloads, templates, secrets, concurrency, args, server_pids, expected_cert, db_pid=None):
-    """One run: the summary row. server_pids: the target's processes (each with its tree); db_pid: the
-    database server's (its CPU is reported apart), if it runs here."""
-    keep_alive = args.connection == "keep-alive"
+def sample(address, payloads, concurrency, args, server_pids, db_pid=None):
+    """One timed run of payloads: the raw results, and the CPU seconds of the target (server_pids, each with
+    its process tree), the database server (db_pid, if it runs here) and the whole machine meanwhile."""
     user0, system0 = tree_cpu_times(server_pids)
     db0 = tree_cpu_seconds(db_pid) if db_pid else 0.0
     busy0 = machine_busy_seconds()
-    raw = run_load(address, payloads, concurrency, args.client, keep_alive)
+    raw = run_load(address, payloads, concurrency, args.client, args.connection == "keep-alive")
     busy1 = machine_busy_seconds()
     user1, system1 = tree_cpu_times(server_pids)
-    db_cpu = tree_cpu_seconds(db_pid) - db0 if db_pid else 0.0
-    server_cpu = (user1 - user0) + (system1 - system0)
+    raw["user"], raw["system"] = user1 - user0, system1 - system0
+    raw["db"] = tree_cpu_seconds(db_pid) - db0 if db_pid else None
+    raw["busy"] = busy1 - busy0 if busy0 is not None and busy1 is not None else None
+    return raw
+
+
+def merge_samples(samples, offsets):
+    """One sample of several runs; run k sent the payloads from offsets[k] on (its indices are shifted there)."""
+    if len(samples) == 1:
+        return samples[0]
+    merged = {"results": []}
+    for part, offset in zip(samples, offsets):
+        merged["results"].extend((index + offset, *rest) for index, *rest in part["results"])
+    merged["results"].sort()
+    for key in ("wall", "window", "client_cpu", "client_cpu_overall", "connections", "user", "system"):
+        merged[key] = sum(part[key] for part in samples)
+    for key in ("db", "busy"):
+        values = [part[key] for part in samples]
+        merged[key] = None if None in values else sum(values)
+    return merged
+
+
+def measure(target, address, payloads, templates, secrets, concurrency, args, server_pids, expected_cert, db_pid=None):
+    """One run: the summary row (see sample())."""
+    raw = sample(address, payloads, concurrency, args, server_pids, db_pid)
+    return summary_row(target, concurrency, raw, templates, secrets, expected_cert, args)
+
+
+def summary_row(target, concurrency, raw, templates, secrets, expected_cert, args):
+    """The row of a (merged) sample: throughput, latency, CPU per request, and the answers checked."""
     row = summarize(raw)
     row.update(target=target, concurrency=concurrency)
+    server_cpu = raw["user"] + raw["system"]
     row["server_cpu_ms_per_req"] = server_cpu / row["requests"] * 1000.0
-    row["server_cpu_user_ms_per_req"] = (user1 - user0) / row["requests"] * 1000.0
-    row["server_cpu_system_ms_per_req"] = (system1 - system0) / row["requests"] * 1000.0
+    row["server_cpu_user_ms_per_req"] = raw["user"] / row["requests"] * 1000.0
+    row["server_cpu_system_ms_per_req"] = raw["system"] / row["requests"] * 1000.0
     row["server_cpu_cores"] = server_cpu / raw["wall"] if raw["wall"] > 0 else float("nan")
-    if db_pid:
-        row["db_cpu_ms_per_req"] = db_cpu / row["requests"] * 1000.0
+    if raw["db"] is not None:
+        row["db_cpu_ms_per_req"] = raw["db"] / row["requests"] * 1000.0
     # Whatever else ran on the machine meanwhile (other programs, py-spy): it skews the comparison.
-    if busy0 is not None and busy1 is not None and raw["window"] > 0:
-        other = (busy1 - busy0) - server_cpu - db_cpu - raw["client_cpu_overall"]
+    if raw["busy"] is not None and raw["window"] > 0:
+        other = raw["busy"] - server_cpu - (raw["db"] or 0.0) - raw["client_cpu_overall"]
         row["other_cpu_cores"] = max(0.0, other / raw["window"])
     else:
         row["other_cpu_cores"] = float("nan")
@@ -1437,70 +1475,153 @@ def measure(target, address, payloads, templates, secrets, concurrency, args, se
     return row
 
 
-def measure_ours(name, servers, levels, key_pool, mock_templates, args, keep_alive, db_pid, profile):
-    """The rows of our server instances (servers; request i goes to servers[i % len(servers)]) at each level."""
-    first = servers[0]
-    first.api("POST", "/domains", {"name": "bench"})
-    path = "/.well-known/cmp/p/bench/initialization"
-    addresses = [("127.0.0.1", server.port) for server in servers]
-    pids = [server.process.pid for server in servers]
+class OurTarget:
+    """One configuration of our server under test: its instances on one database (request i goes to
+    servers[i % len(servers)]), the bench domain, and the devices of each concurrency level."""
 
-    def payloads_for(templates, devices):
+    PATH = "/.well-known/cmp/p/bench/initialization"
+
+    def __init__(self, name, servers, levels, key_pool, args, db_pid):
+        self.name, self.servers, self.args, self.db_pid = name, servers, args, db_pid
+        self.keep_alive = args.connection == "keep-alive"
+        self.addresses = [("127.0.0.1", server.port) for server in servers]
+        self.pids = [server.process.pid for server in servers]
+        self.rows = []  # /healthz rows
+        first = servers[0]
+        first.api("POST", "/domains", {"name": "bench"})
+        if args.warmup:
+            devices = first.create_devices("bench", "warm", args.warmup)
+            warm = self.payloads(make_templates(key_pool, args.warmup, 0), devices)
+            run_load(self.addresses, warm, max(levels), args.client, self.keep_alive)
+        if args.healthz:
+            for concurrency in levels:
+                payloads = [
+                    http_request("GET", "127.0.0.1", self._port(index), "/healthz", keep_alive=self.keep_alive)
+                    for index in range(args.requests)
+                ]
+                row = summarize(run_load(self.addresses, payloads, concurrency, args.client, self.keep_alive), None)
+                row.update(target="%s /healthz" % name, concurrency=concurrency)
+                self.rows.append(row)
+                log("  %-22s C=%-2d %7.1f req/s" % ("GET /healthz", concurrency, row["throughput"]))
+        log("  creating %d devices through the REST API (not measured) ..." % (args.requests * len(levels)))
+        self.devices = {c: first.create_devices("bench", "c%d" % c, args.requests) for c in levels}
+
+    def _port(self, index):
+        return self.addresses[index % len(self.addresses)][1]
+
+    def payloads(self, templates, devices):
+        """The HTTP requests of templates, each protected with its device's secret (messageTime: now)."""
         return [
             http_request(
                 "POST",
                 "127.0.0.1",
-                addresses[index % len(addresses)][1],
-                path,
-                protect(template, secret, str(device), args),
-                keep_alive,
+                self._port(index),
+                self.PATH,
+                protect(t, secret, str(dev), self.args),
+                self.keep_alive,
             )
-            for index, (template, (device, secret)) in enumerate(zip(templates, devices))
+            for index, (t, (dev, secret)) in enumerate(zip(templates, devices))
         ]
 
+
+def measure_level(targets, concurrency, key_pool, mock_templates, args):
+    """The rows of targets at one concurrency level. With --rounds R each target's requests go in R slices,
+    the targets taking turns slice by slice: load that comes and goes on the machine meanwhile falls on all
+    of them alike, and their ratios stay comparable."""
+    templates = mock_templates.get(concurrency) or make_templates(key_pool, args.requests, 0)
+    payloads = {id(t): t.payloads(templates, t.devices[concurrency]) for t in targets}
+    bounds = [len(templates) * k // args.rounds for k in range(args.rounds + 1)]
+    samples = {id(t): [] for t in targets}
+    for lower, upper in zip(bounds, bounds[1:]):
+        for target in targets:
+            # Request i keeps its instance: the slice is sent from its own first index on.
+            part = payloads[id(target)][lower:upper]
+            turn = lower % len(target.addresses)
+            addresses = target.addresses[turn:] + target.addresses[:turn]
+            samples[id(target)].append(sample(addresses, part, concurrency, args, target.pids, target.db_pid))
     rows = []
-    if args.warmup:
-        devices = first.create_devices("bench", "warm", args.warmup)
-        warm = payloads_for(make_templates(key_pool, args.warmup, 0), devices)
-        run_load(addresses, warm, max(levels), args.client, keep_alive)
-    if args.healthz:
-        for concurrency in levels:
-            payloads = [
-                http_request(
-                    "GET", "127.0.0.1", addresses[index % len(addresses)][1], "/healthz", keep_alive=keep_alive
-                )
-                for index in range(args.requests)
-            ]
-            raw = run_load(addresses, payloads, concurrency, args.client, keep_alive)
-            row = summarize(raw, None)
-            row.update(target="%s /healthz" % name, concurrency=concurrency)
-            rows.append(row)
-            log("  %-22s C=%-2d %7.1f req/s" % ("GET /healthz", concurrency, row["throughput"]))
-    log("  creating %d devices through the REST API (not measured) ..." % (args.requests * len(levels)))
-    devices_per_level = {c: first.create_devices("bench", "c%d" % c, args.requests) for c in levels}
-    # Only the measured runs (and the client's message building between them) are recorded.
-    spy = PySpy(first.process.pid, args.py_spy, args.py_spy_rate, args.py_spy_idle) if args.py_spy and profile else None
-    try:
-        for concurrency in levels:
-            devices = devices_per_level[concurrency]
-            templates = mock_templates.get(concurrency) or make_templates(key_pool, args.requests, 0)
-            row = measure(
-                name,
-                addresses,
-                payloads_for(templates, devices),
-                templates,
-                [secret for _device, secret in devices],
-                concurrency,
-                args,
-                pids,
-                None,
-                db_pid,
-            )
-            rows.append(row)
-    finally:
-        if spy is not None:
-            spy.stop()
+    for target in targets:
+        raw = merge_samples(samples[id(target)], bounds)
+        secrets = [secret for _device, secret in target.devices[concurrency]]
+        rows.append(summary_row(target.name, concurrency, raw, templates, secrets, None, args))
     return rows
+
+
+def config_name(args, databases, workers, threads, prefill, indexes, server_args):
+    name = "trustpoint %dw x %dt" % (workers, threads)
+    if args.instances > 1:
+        name = "trustpoint %d x (%dw x %dt)" % (args.instances, workers, threads)
+    if args.database != "sqlite":
+        name += ", " + databases.label
+    if len(args.prefill) > 1 or prefill.certificates:
+        name += ", %s" % prefill.label
+    if indexes == "without":
+        name += ", no idx"
+    if server_args:
+        name += ", " + server_args
+    return name
+
+
+def measure_configs(group, levels, key_pool, mock_templates, args, databases, prefilled, workdir, report):
+    """The rows of a group of (number, configuration): their servers run together and take turns."""
+    targets, started = [], []
+    try:
+        for number, (workers, threads, certificates, indexes, server_args) in group:
+            prefill = prefill_of(args, certificates)
+            name = config_name(args, databases, workers, threads, prefill, indexes, server_args)
+            template = None
+            if certificates or prefill.devices:
+                if certificates not in prefilled:
+                    prefilled[certificates] = prefilled_template(workdir, args.prefill_dir, prefill, report)
+                template = prefilled[certificates]
+            servers = []
+            for instance in range(args.instances):
+                server = OurServer(
+                    workdir,
+                    workers,
+                    threads,
+                    args.log_level,
+                    template=template,
+                    prepare=drop_hot_path_indexes if indexes == "without" else None,
+                    name="config-%d-%d" % (number, instance),
+                    extra_args=shlex.split(server_args),
+                    database_url=databases.new(number) if not servers else None,
+                    share=servers[0] if servers else None,
+                )
+                servers.append(server)
+                started.append(server)
+                log("%s: %s (pid %d)" % (name, server.url, server.process.pid))
+            target = OurTarget(name, servers, levels, key_pool, args, databases.pid)
+            target.labels = {
+                "config": [workers, threads],
+                "prefill": prefill.as_dict(),
+                "hot_path_indexes": indexes,
+                "server_args": server_args,
+                "instances": args.instances,
+                "rounds": args.rounds,
+                "database": databases.label,
+            }
+            targets.append(target)
+        rows = [row for target in targets for row in target.rows]
+        # Only the measured runs (and the client's message building between them) are recorded.
+        spy = None
+        if args.py_spy and "profile" not in report:
+            spy = PySpy(targets[0].pids[0], args.py_spy, args.py_spy_rate, args.py_spy_idle)
+        try:
+            for concurrency in levels:
+                for target, row in zip(targets, measure_level(targets, concurrency, key_pool, mock_templates, args)):
+                    row.update(target.labels)
+                    rows.append(row)
+        finally:
+            if spy is not None:
+                spy.stop()
+        if spy is not None:
+            report["profile"] = summarize_profile(args.py_spy)
+            report["profile"]["config"] = targets[0].name
+        return rows
+    finally:
+        for server in started:
+            server.stop()
 
 
 def main(argv=None):
@@ -1605,73 +1726,13 @@ def main(argv=None):
         #    on one database take the requests round-robin (request i goes to instance i modulo N).
         databases = Databases(args.database)
         try:
-            spy_done = False
+            # With --rounds 1 one configuration runs at a time; with more, all run side by side, in turns.
+            numbered = list(enumerate(configs))
+            groups = [numbered] if args.rounds > 1 else [[item] for item in numbered]
             prefilled = {}
-            for number, (workers, threads, certificates, indexes, server_args) in enumerate(configs):
-                prefill = prefill_of(args, certificates)
-                name = "trustpoint %dw x %dt" % (workers, threads)
-                if args.instances > 1:
-                    name = "trustpoint %d x (%dw x %dt)" % (args.instances, workers, threads)
-                if args.database != "sqlite":
-                    name += ", " + databases.label
-                if len(args.prefill) > 1 or certificates:
-                    name += ", %s" % prefill.label
-                if indexes == "without":
-                    name += ", no idx"
-                if server_args:
-                    name += ", " + server_args
-                template = None
-                if certificates or prefill.devices:
-                    if certificates not in prefilled:
-                        prefilled[certificates] = prefilled_template(workdir, args.prefill_dir, prefill, report)
-                    template = prefilled[certificates]
-                servers = []
-                try:
-                    for instance in range(args.instances):
-                        servers.append(
-                            OurServer(
-                                workdir,
-                                workers,
-                                threads,
-                                args.log_level,
-                                template=template,
-                                prepare=drop_hot_path_indexes if indexes == "without" else None,
-                                name="config-%d-%d" % (number, instance),
-                                extra_args=shlex.split(server_args),
-                                database_url=databases.new(number) if not servers else None,
-                                share=servers[0] if servers else None,
-                            )
-                        )
-                        log("%s: %s (pid %d)" % (name, servers[-1].url, servers[-1].process.pid))
-                    rows.extend(
-                        measure_ours(
-                            name,
-                            servers,
-                            levels,
-                            key_pool,
-                            mock_templates,
-                            args,
-                            keep_alive,
-                            databases.pid,
-                            not spy_done,
-                        )
-                    )
-                    if args.py_spy and not spy_done:
-                        spy_done = True
-                        report["profile"] = summarize_profile(args.py_spy)
-                        report["profile"]["config"] = name
-                    for row in rows[-len(levels) :]:
-                        row.update(
-                            config=[workers, threads],
-                            prefill=prefill.as_dict(),
-                            hot_path_indexes=indexes,
-                            server_args=server_args,
-                            instances=args.instances,
-                            database=databases.label,
-                        )
-                finally:
-                    for server in servers:
-                        server.stop()
+            for group in groups:
+                rows.extend(measure_configs(group, levels, key_pool, mock_templates, args, databases, prefilled,
+                                            workdir, report))  # fmt: skip
         finally:
             databases.close()
     finally:

@@ -1,0 +1,98 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""bench/cmp_enroll.py's options run: a few requests each, so that they cannot rot unnoticed.
+
+Not a measurement: the numbers are not looked at, only that every answer was a verified ip, that the rows
+say what was measured, and that the requests reached every instance. The mock server is skipped (the CMP
+tests exercise it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench" / "cmp_enroll.py"
+SMALL = ("--skip-mock", "--requests", "6", "--concurrency", "2", "--warmup", "2", "--calibration-requests", "20")
+ENROLL_PATH = "POST /.well-known/cmp/p/bench/initialization"
+
+
+def run_bench(tmp_path, *options):
+    """(JSON report, stderr, work directory) of one run, every answer fully verified; the work directory is kept in
+    tmp_path/work-N."""
+    out = tmp_path / ("report-%d.json" % len(list(tmp_path.glob("report-*.json"))))
+    result = subprocess.run(
+        [sys.executable, str(BENCH), *SMALL, "--verify-sample", "-1", "--keep", "--json", str(out), *options],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=str(ROOT),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    kept = re.search(r"^kept (\S+)$", result.stderr, re.MULTILINE)
+    assert kept, result.stderr[-3000:]
+    work = tmp_path / ("work-%s" % out.stem)
+    shutil.move(kept.group(1), str(work))
+    return json.loads(out.read_text()), result.stderr, work
+
+
+def enrollment_rows(report):
+    rows = [row for row in report["results"] if "config" in row]
+    assert rows, report["results"]
+    for row in rows:
+        assert row["requests"] == 6
+        assert row["errors"] == 0, row["error_kinds"]
+        assert (row["verified"], row["verify_failures"]) == (6, 0), row["verify_problems"]
+        assert row["server_cpu_ms_per_req"] > 0
+        assert row["server_cpu_user_ms_per_req"] + row["server_cpu_system_ms_per_req"] > 0
+    return rows
+
+
+def served(data_dir):
+    """Enrollments an instance answered (its access log)."""
+    return (data_dir / "server.log").read_text(errors="replace").count(ENROLL_PATH)
+
+
+def test_two_instances_on_a_prefilled_sqlite_database(tmp_path):
+    """--prefill with --prefill-dir loads once and is reused; --instances 2 spreads the requests over two
+    servers on the one database; --server-args variants are measured apart."""
+    prefills = tmp_path / "prefilled"
+    options = ("--prefill", "300", "--prefill-devices", "30", "--prefill-domains", "2", "--prefill-dir", str(prefills))
+    report, stderr, work = run_bench(
+        tmp_path, *options, "--instances", "2", "--server-args", "--sqlite-mmap-size 0", "--server-args", ""
+    )
+    assert "prefilling 300 certificates, 30 devices, 2 domains" in stderr
+    rows = enrollment_rows(report)
+    assert [row["server_args"] for row in rows] == ["--sqlite-mmap-size 0", ""]
+    for row in rows:
+        assert row["instances"] == 2 and row["database"] == "SQLite"
+        assert row["prefill"] == {"certificates": 300, "devices": 30, "domains": 2}
+        assert "db_cpu_ms_per_req" not in row  # SQLite runs inside the server processes
+    # Both instances of a configuration answered (warm-up 2 + 6 measured, round-robin: 4 each).
+    for config in (0, 1):
+        assert [served(work / ("data-config-%d-%d" % (config, n))) for n in (0, 1)] == [4, 4]
+    # The second instance used the first's database: it has no database of its own.
+    assert not (work / "data-config-0-1" / "trustpoint.db").exists()
+
+    report, stderr, _work = run_bench(tmp_path, *options)
+    assert "reusing the prefilled data directory" in stderr and "prefilling" not in stderr
+    assert enrollment_rows(report)[0]["instances"] == 1
+
+
+def test_two_instances_on_postgresql(tmp_path):
+    """--database postgresql: a throwaway cluster of the bench's own (gone afterwards), two instances on it,
+    and the database's CPU per enrollment reported apart."""
+    report, stderr, work = run_bench(tmp_path, "--database", "postgresql", "--instances", "2")
+    (row,) = enrollment_rows(report)
+    assert row["database"] == "PostgreSQL" and row["instances"] == 2
+    assert row["db_cpu_ms_per_req"] > 0
+    assert [served(work / ("data-config-0-%d" % n)) for n in (0, 1)] == [4, 4]
+    assert report["settings"]["database"] == "postgresql"
+    cluster = re.search(r"trustpoint-pg-\w+", stderr)
+    assert cluster is None or not Path("/tmp", cluster.group(0)).exists()
