@@ -1255,17 +1255,17 @@ def parse_args(argv):
     )
     parser.add_argument(
         "--database",
-        default="sqlite",
+        action="append",
         metavar="sqlite|postgresql|URL",
         help="our server's database: SQLite in its data directory (default); postgresql: a throwaway cluster the "
         "bench starts (durable commits); or a PostgreSQL URL next to whose database the bench creates one per "
-        "configuration (the role needs CREATEDB)",
+        "configuration (the role needs CREATEDB); repeat to measure each",
     )
     parser.add_argument(
         "--instances",
-        type=int,
-        default=1,
-        help="server instances on one database; the client sends request i to instance i modulo N (1)",
+        type=int_list,
+        default=[1],
+        help="server instances on one database, list; the client sends request i to instance i modulo N (1)",
     )
     parser.add_argument(
         "--rounds",
@@ -1313,11 +1313,11 @@ def parse_args(argv):
     args.server_args = args.server_args or [""]
     if not 1 <= args.rounds <= args.requests:
         parser.error("--rounds must be between 1 and --requests")
-    if args.instances < 1:
-        parser.error("--instances must be at least 1")
-    if args.database != "sqlite":
-        if args.database != "postgresql" and not args.database.startswith("postgresql"):
-            parser.error("--database: sqlite, postgresql or a postgresql:// URL, not %r" % args.database)
+    args.database = args.database or ["sqlite"]
+    for spec in args.database:
+        if spec not in ("sqlite", "postgresql") and not spec.startswith("postgresql"):
+            parser.error("--database: sqlite, postgresql or a postgresql:// URL, not %r" % spec)
+    if args.database != ["sqlite"]:
         if any(args.prefill):
             parser.error("--prefill loads SQLite only for now; measure PostgreSQL without it")
         if args.hot_path_indexes != "with":
@@ -1547,12 +1547,12 @@ def measure_level(targets, concurrency, key_pool, mock_templates, args):
     return rows
 
 
-def config_name(args, databases, workers, threads, prefill, indexes, server_args):
+def config_name(args, database, workers, threads, prefill, indexes, server_args, instances):
     name = "trustpoint %dw x %dt" % (workers, threads)
-    if args.instances > 1:
-        name = "trustpoint %d x (%dw x %dt)" % (args.instances, workers, threads)
-    if args.database != "sqlite":
-        name += ", " + databases.label
+    if instances > 1 or len(args.instances) > 1:
+        name = "trustpoint %d x (%dw x %dt)" % (instances, workers, threads)
+    if args.database != ["sqlite"]:
+        name += ", " + database.label
     if len(args.prefill) > 1 or prefill.certificates:
         name += ", %s" % prefill.label
     if indexes == "without":
@@ -1566,16 +1566,17 @@ def measure_configs(group, levels, key_pool, mock_templates, args, databases, pr
     """The rows of a group of (number, configuration): their servers run together and take turns."""
     targets, started = [], []
     try:
-        for number, (workers, threads, certificates, indexes, server_args) in group:
+        for number, (workers, threads, certificates, indexes, server_args, instances, spec) in group:
+            database = databases[spec]
             prefill = prefill_of(args, certificates)
-            name = config_name(args, databases, workers, threads, prefill, indexes, server_args)
+            name = config_name(args, database, workers, threads, prefill, indexes, server_args, instances)
             template = None
             if certificates or prefill.devices:
                 if certificates not in prefilled:
                     prefilled[certificates] = prefilled_template(workdir, args.prefill_dir, prefill, report)
                 template = prefilled[certificates]
             servers = []
-            for instance in range(args.instances):
+            for instance in range(instances):
                 server = OurServer(
                     workdir,
                     workers,
@@ -1585,21 +1586,21 @@ def measure_configs(group, levels, key_pool, mock_templates, args, databases, pr
                     prepare=drop_hot_path_indexes if indexes == "without" else None,
                     name="config-%d-%d" % (number, instance),
                     extra_args=shlex.split(server_args),
-                    database_url=databases.new(number) if not servers else None,
+                    database_url=database.new(number) if not servers else None,
                     share=servers[0] if servers else None,
                 )
                 servers.append(server)
                 started.append(server)
                 log("%s: %s (pid %d)" % (name, server.url, server.process.pid))
-            target = OurTarget(name, servers, levels, key_pool, args, databases.pid)
+            target = OurTarget(name, servers, levels, key_pool, args, database.pid)
             target.labels = {
                 "config": [workers, threads],
                 "prefill": prefill.as_dict(),
                 "hot_path_indexes": indexes,
                 "server_args": server_args,
-                "instances": args.instances,
+                "instances": instances,
                 "rounds": args.rounds,
-                "database": databases.label,
+                "database": database.label,
             }
             targets.append(target)
         rows = [row for target in targets for row in target.rows]
@@ -1627,7 +1628,17 @@ def measure_configs(group, levels, key_pool, mock_templates, args, databases, pr
 def main(argv=None):
     args = parse_args(argv)
     levels = args.concurrency
-    configs = list(itertools.product(args.workers, args.threads, args.prefill, args.hot_path_indexes, args.server_args))
+    configs = list(
+        itertools.product(
+            args.workers,
+            args.threads,
+            args.prefill,
+            args.hot_path_indexes,
+            args.server_args,
+            args.instances,
+            args.database,
+        )
+    )
     workdir = tempfile.mkdtemp(prefix="cmp-bench-")
     keep_alive = args.connection == "keep-alive"
     report = {
@@ -1644,7 +1655,7 @@ def main(argv=None):
             "prefill": [prefill_of(args, n).as_dict() for n in args.prefill],
             "hot_path_indexes": args.hot_path_indexes,
             "server_args": args.server_args,
-            "database": args.database if args.database in ("sqlite", "postgresql") else "PostgreSQL (a URL)",
+            "database": [spec if spec in ("sqlite", "postgresql") else "PostgreSQL (a URL)" for spec in args.database],
             "instances": args.instances,
             "client": args.client,
             "connection": args.connection,
@@ -1724,8 +1735,10 @@ def main(argv=None):
         # 3. Our server, per configuration; the same templates as the mock got (same keys, subjects,
         #    transactionIDs, nonces), protected with each device's own secret. With --instances N, N servers
         #    on one database take the requests round-robin (request i goes to instance i modulo N).
-        databases = Databases(args.database)
+        databases = {}
         try:
+            for spec in args.database:
+                databases[spec] = Databases(spec)
             # With --rounds 1 one configuration runs at a time; with more, all run side by side, in turns.
             numbered = list(enumerate(configs))
             groups = [numbered] if args.rounds > 1 else [[item] for item in numbered]
@@ -1734,7 +1747,8 @@ def main(argv=None):
                 rows.extend(measure_configs(group, levels, key_pool, mock_templates, args, databases, prefilled,
                                             workdir, report))  # fmt: skip
         finally:
-            databases.close()
+            for database in databases.values():
+                database.close()
     finally:
         if mock is not None:
             mock.stop()
