@@ -66,20 +66,13 @@ class Settings:
     database_url: Optional[str] = setting(
         help="SQLAlchemy URL of the database (default: SQLite in the data directory)", commands=COMMANDS, metavar="URL"
     )
-    # SQLite's memory per connection (storage/db.py); PostgreSQL sizes its own on the database server.
-    sqlite_cache_size: int = setting(
-        2,
-        kind=int,
-        metavar="MIB",
-        help="SQLite page cache per database connection, in MiB (SQLite's default 2); the server opens one "
-        "connection per thread of each worker",
-    )
+    # How SQLite reads its file (storage/db.py); PostgreSQL sizes its own memory on the database server.
     sqlite_mmap_size: int = setting(
-        2048,
+        0,
         kind=int,
         metavar="MIB",
-        help="how much of the SQLite database file is read through a memory map instead of read calls, in MiB "
-        "(0: none; SQLite maps at most 2047)",
+        help="read this much of the SQLite database file through a memory map instead of read calls, in MiB "
+        "(0: none, SQLite's default; SQLite maps at most 2047)",
     )
     tls_san: Tuple[str, ...] = setting(
         kind=list,

@@ -31,26 +31,21 @@ SQLITE_MAX_MMAP_MIB = 2047
 
 
 def engine_for(settings):
-    """The engine of the settings' database, sized by their SQLite settings."""
+    """The engine of the settings' database."""
     return make_engine(
-        database_url(settings.data_dir, settings.database_url),
-        sqlite_cache_mib=settings.sqlite_cache_size,
-        sqlite_mmap_mib=settings.sqlite_mmap_size,
+        database_url(settings.data_dir, settings.database_url), sqlite_mmap_mib=settings.sqlite_mmap_size
     )
 
 
-def make_engine(url, sqlite_cache_mib=2, sqlite_mmap_mib=0):
+def make_engine(url, sqlite_mmap_mib=0):
     engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     if engine.dialect.name == "sqlite":
-        # Each connection's page cache is emptied whenever a transaction starts after another connection
-        # wrote (WAL mode), so under a steady stream of enrollments every transaction reads its B-tree
-        # pages from the file again: with read() calls, a copy per 4 KiB page; through a memory map, none.
-        # That copy, a few more pages per lookup as the tables grow, made an enrollment 15-25 % dearer at a
-        # million certificates (bench/README.md, "Flat with size").
-        pragmas = (
-            "PRAGMA cache_size=%d" % -(sqlite_cache_mib * 1024),
-            "PRAGMA mmap_size=%d" % (min(sqlite_mmap_mib, SQLITE_MAX_MMAP_MIB) * 1024 * 1024),
-        )
+        # A connection reads B-tree pages again after another connection wrote (every enrollment of another
+        # thread or worker does), with a read call per 4 KiB page, or, mapped, with none: at a million
+        # certificates 68 read calls per enrollment instead of 30. Off by default: no CPU difference could
+        # be measured (bench/README.md, "Flat with size"), and through the map an I/O error on the file
+        # kills the worker (SIGBUS) instead of failing the request.
+        mmap_size = min(sqlite_mmap_mib, SQLITE_MAX_MMAP_MIB) * 1024 * 1024
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_connection, _record):
@@ -60,8 +55,8 @@ def make_engine(url, sqlite_cache_mib=2, sqlite_mmap_mib=0):
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=%d" % (BUSY_TIMEOUT_SECONDS * 1000))
-            for pragma in pragmas:
-                cursor.execute(pragma)
+            if mmap_size:
+                cursor.execute("PRAGMA mmap_size=%d" % mmap_size)
             # synchronous stays FULL, SQLite's default: in WAL mode NORMAL would skip the fsync at each
             # commit, and a power loss could then lose the last records of issued certificates.
             cursor.close()

@@ -182,3 +182,16 @@ def test_other_databases_get_no_lock():
     pytest.importorskip("psycopg")
     engine = server_db.make_engine("postgresql+psycopg://user@localhost/none")  # never connects
     assert "info" not in server_db.session_factory(engine).kw
+
+
+@pytest.mark.parametrize(("mib", "expected"), [(0, 0), (64, 64 * 1024 * 1024), (10_000, 2047 * 1024 * 1024)])
+def test_sqlite_mmap_size_is_what_the_setting_says(tmp_path, mib, expected):
+    """sqlite_mmap_size reaches every connection of the server's engine (SQLite's ceiling: 2047 MiB)."""
+    from trustpoint_server.settings import Settings
+
+    engine = server_db.engine_for(Settings(data_dir=str(tmp_path), sqlite_mmap_size=mib))
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA mmap_size").scalar() == expected
+    finally:
+        engine.dispose()
