@@ -5,6 +5,7 @@
 
     .venv/bin/python bench/cmp_enroll.py [--requests 500] [--concurrency 1,4,8]
         [--workers 2] [--threads 4] [--client thread|process] [--connection close|keep-alive]
+        [--prefill 0,1M] [--database sqlite|postgresql|URL ...] [--instances 1,2] [--rounds R]
         [--json FILE] [--py-spy FILE]
 
 For each concurrency level C the script pre-builds --requests `ir` messages (PBM protection, implicit
@@ -17,8 +18,9 @@ its next request when it has the previous answer). Reported per target: enrollme
 p50/p90/p99/max, errors; then ours/mock and the issue's targets (at least the mock's throughput, p99 under
 20 ms) as MET / NOT MET. The exit code is 0 whatever the numbers: this is a measurement, not a test.
 
---workers and --threads take comma-separated lists: every combination is measured, each with a fresh
-server and data directory (the mock is measured once per concurrency level). The client's own limit is
+--workers, --threads, --prefill, --instances, --database and --server-args take several values: every
+combination is measured, each with a fresh server, data directory and database (the mock is measured once
+per concurrency level), one after the other, or with --rounds R side by side, taking turns. The client's own limit is
 measured first against a trivial HTTP responder, in thread and in process mode, and its CPU use is
 reported for every run: the client shares the machine's cores with the servers.
 See bench/README.md.
