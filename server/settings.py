@@ -72,7 +72,7 @@ class Settings:
         kind=int,
         metavar="MIB",
         help="read this much of the SQLite database file through a memory map instead of read calls, in MiB "
-        "(0: none, SQLite's default; SQLite maps at most 2047)",
+        "(0: none, SQLite's default; SQLite maps at most 2 GiB)",
     )
     tls_san: Tuple[str, ...] = setting(
         kind=list,
