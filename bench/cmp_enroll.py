@@ -1117,6 +1117,11 @@ def parse_args(argv):
     parser.add_argument("--verify-sample", type=int, default=25, help="answers fully checked per run (-1: all)")
     parser.add_argument("--calibration-requests", type=int, default=2000, help="requests to the trivial responder")
     parser.add_argument("--skip-mock", action="store_true", help="measure only our server")
+    parser.add_argument(
+        "--server-command",
+        metavar="COMMAND",
+        help="run this trustpoint-server instead of the checkout's (another version: a before/after pair)",
+    )
     parser.add_argument("--healthz", action="store_true", help="also time GET /healthz (gunicorn+Flask floor)")
     parser.add_argument("--log-level", default="info", help="our server's --log-level (info)")
     parser.add_argument(
@@ -1345,6 +1350,8 @@ def main(argv=None):
         for workers, threads, certificates, indexes in configs:
             prefill = prefill_of(args, certificates)
             name = "trustpoint %dw x %dt" % (workers, threads)
+            if args.server_command:
+                name += " (%s)" % os.path.basename(args.server_command.split()[0])
             if len(args.prefill) > 1 or certificates:
                 name += ", %s" % prefill.label
             if indexes == "without":
@@ -1371,6 +1378,7 @@ def main(argv=None):
                 template=template,
                 prepare=drop_hot_path_indexes if indexes == "without" else None,
                 name="w%dt%d-%d-%s" % (workers, threads, certificates, indexes),
+                command=args.server_command.split() if args.server_command else None,
             )
             log("%s: %s (pid %d)" % (name, ours.url, ours.process.pid))
             try:
