@@ -178,7 +178,10 @@ class CmpResponder:
         if self.protector is None and message is not None and not is_mac_protected(message):
             # A signed or unprotected request gets a signed error when the domain is known.
             if self.domain is None and self.url_domain is None:
-                self._find_url_domain()
+                try:
+                    self._find_url_domain()
+                except Exception:  # the database failed: the error answer goes out unsigned
+                    log.exception("CMP error answer: the URL's domain could not be read")
             domain = self.domain or self.url_domain
             if domain is not None:
                 self._sign_with(domain)
