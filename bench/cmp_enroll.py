@@ -1300,6 +1300,11 @@ def parse_args(argv):
     parser.add_argument("--verify-sample", type=int, default=25, help="answers fully checked per run (-1: all)")
     parser.add_argument("--calibration-requests", type=int, default=2000, help="requests to the trivial responder")
     parser.add_argument("--skip-mock", action="store_true", help="measure only our server")
+    parser.add_argument(
+        "--server-command",
+        metavar="COMMAND",
+        help="run this trustpoint-server instead of the checkout's (another version: a before/after pair)",
+    )
     parser.add_argument("--healthz", action="store_true", help="also time GET /healthz (gunicorn+Flask floor)")
     parser.add_argument("--log-level", default="info", help="our server's --log-level (info)")
     parser.add_argument(
@@ -1561,6 +1566,8 @@ def config_name(args, database, workers, threads, prefill, indexes, server_args,
         name += ", no idx"
     if server_args:
         name += ", " + server_args
+    if args.server_command:
+        name += " (%s)" % os.path.basename(args.server_command.split()[0])
     return name
 
 
@@ -1588,6 +1595,7 @@ def measure_configs(group, levels, key_pool, mock_templates, args, databases, pr
                     prepare=drop_hot_path_indexes if indexes == "without" else None,
                     name="config-%d-%d" % (number, instance),
                     extra_args=shlex.split(server_args),
+                    command=shlex.split(args.server_command) if args.server_command else None,
                     database_url=database.new(number) if not servers else None,
                     share=servers[0] if servers else None,
                 )

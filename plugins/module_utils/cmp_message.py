@@ -10,10 +10,11 @@ bytes, ints, names as cryptography x509.Name, certificates as cryptography certi
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 import os
 
-from . import signatures
+from . import cmp_der, signatures
 from .asn1 import brief, decode, der_children, der_integer, der_oid, der_sequence, der_tlv, inner_der, optional
 from .errors import CmpFailure, InvalidInput, excerpt
 from .keys import load_public_key_der, public_key_der
@@ -34,6 +35,9 @@ PVNO_CMP2021 = 3
 ID_IT_IMPLICIT_CONFIRM = "1.3.6.1.5.5.7.4.13"
 # RFC 9483 section 3.1: 16 random bytes are enough for nonces and transaction IDs.
 NONCE_SIZE = 16
+
+# The highest PKIBody CHOICE number (RFC 9480: pollRep [26]).
+_MAX_BODY_TAG = 26
 
 # PKIFailureInfo bit names, by bit number (RFC 4210 section 5.2.3).
 FAIL_INFO_BITS = (
@@ -125,15 +129,27 @@ def _load_name(asn1_name):
     return x509.Name(attributes)
 
 
+@functools.lru_cache(maxsize=1024)
+def _name_from_der(der):
+    """A directoryName's Name DER as a cryptography Name, None for NULL-DN: _name_from_general_name's result.
+    Cached: a CA's name is every answer's sender and every request's recipient."""
+    name = _load_name(decode(der, rfc5280.Name()))
+    return name if len(name) else None
+
+
 class CmpMessage:
-    """A decoded PKIMessage and the header fields the protocol logic needs."""
+    """A decoded PKIMessage and the header fields the protocol logic needs.
+
+    decode() reads the common form with cmp_der (the envelope; the body with pyasn1), everything else with
+    pyasn1 alone: the fields are the same either way (tests/unit/test_cmp_der.py)."""
 
     def __init__(self, der, asn1):
         self.der = der
-        self.asn1 = asn1
+        self._asn1 = asn1
         header = asn1["header"]
         self.header = header
         self.pvno = int(header["pvno"])
+        self.asn1_body = asn1["body"]
         self.body_type = asn1["body"].getName()
         self.body = asn1["body"][self.body_type]
         self.sender = _name_from_general_name(header["sender"])
@@ -170,10 +186,54 @@ class CmpMessage:
         return value.asOctets() if value is not None else None
 
     @classmethod
-    def decode(cls, der):
-        """Decode DER; anything that is not one well-formed PKIMessage is badDataFormat."""
+    def _from_envelope(cls, der, envelope):
+        """The message from cmp_der's envelope; its body decoded with pyasn1."""
+        asn1_body, rest = decoder.decode(envelope.body_der, asn1Spec=rfc9480.PKIBody())
+        if rest:
+            raise cmp_der.NotCommon("trailing data after the body")
+        self = cls.__new__(cls)
+        self.der = der
+        self._asn1 = None
+        self.header = None
+        self.pvno = envelope.pvno
+        self.asn1_body = asn1_body
+        self.body_type = asn1_body.getName()
+        self.body = asn1_body[self.body_type]
+        self.sender = _name_from_der(envelope.sender_der)
+        self.sender_form = "directoryName"
+        self.recipient = _name_from_der(envelope.recipient_der)
+        self.transaction_id = envelope.transaction_id
+        self.sender_nonce = envelope.sender_nonce
+        self.recip_nonce = envelope.recip_nonce
+        self.sender_kid = envelope.sender_kid
+        self.recip_kid = envelope.recip_kid
+        self.message_time = envelope.message_time
+        self.protection_alg = envelope.protection_alg
+        self.protection_params = envelope.protection_params
+        self.protection = envelope.protection
+        self.implicit_confirm = envelope.implicit_confirm
+        self.extra_certs = list(envelope.extra_certs)
+        self.protected_part = envelope.protected_part
+        return self
+
+    @property
+    def asn1(self):
+        """The whole message as pyasn1 decodes it (decoded on first use when cmp_der read it)."""
+        if self._asn1 is None:
+            self._asn1 = decode(self.der, rfc9480.PKIMessage())
+        return self._asn1
+
+    @classmethod
+    def decode(cls, der, fast=True):
+        """Decode DER; anything that is not one well-formed PKIMessage is badDataFormat. fast=False: pyasn1
+        alone (the reference the tests compare cmp_der with)."""
         if not der:
             raise CmpFailure("the request body is empty; expected a DER PKIMessage", "badDataFormat")
+        if fast:
+            try:
+                return cls._from_envelope(der, cmp_der.read(der, _MAX_BODY_TAG))
+            except Exception:  # noqa: S110 (not the common form, or malformed: pyasn1 decides below)
+                pass
         try:
             asn1, rest = decoder.decode(der, asn1Spec=rfc9480.PKIMessage())
             if rest:
@@ -661,7 +721,7 @@ def cert_hash(certificate, hash_alg_oid=None):
 def pkcs10_request(message):
     """The CSR of a p10cr as a cryptography CertificateSigningRequest; its signature is the POP."""
     try:
-        csr = x509.load_der_x509_csr(inner_der(encoder.encode(message.asn1["body"])))
+        csr = x509.load_der_x509_csr(inner_der(encoder.encode(message.asn1_body)))
     except Exception as exc:  # malformed content from the wire
         raise CmpFailure("the PKCS#10 request cannot be read: %s" % brief(exc), "badDataFormat") from exc
     if csr.signature_algorithm_oid.dotted_string not in signatures.SIGNATURE_ALGORITHMS:

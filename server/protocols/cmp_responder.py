@@ -68,7 +68,7 @@ from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 
 from ..services import certificates, crl, devices, identity, keygen, names, pki
 from ..storage.db import begin_write
-from ..storage.models import CmpTransaction, Device, Domain, IssuedCertificate, utcnow
+from ..storage.models import CmpTransaction, Domain, IssuedCertificate, utcnow
 from . import cmp_checks
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ class CmpResponder:
         self.message = None
         self.domain = None
         self.url_domain = None
+        self.url_domain_name = None  # the URL's domain, looked up by _find_url_domain()
         self.protector = None  # set once known: errors are then protected too
 
     # --- entry points ------------------------------------------------------------------------------
@@ -137,9 +138,9 @@ class CmpResponder:
             if media_type != CONTENT_TYPE:
                 raise CmpFailure("Content-Type must be %s, not %r" % (CONTENT_TYPE, media_type), "badRequest")
             self.message = message = CmpMessage.decode(der)
-            if domain_name is not None:
-                self.url_domain = self.db.scalar(select(Domain).where(Domain.name == domain_name))
+            self.url_domain_name = domain_name
             requester = self._authenticate()
+            self._find_url_domain(requester)
             self._check_header()
             if message.body_type not in OPERATIONS.get(operation, _REQUEST_BODIES):
                 raise CmpFailure(
@@ -176,6 +177,11 @@ class CmpResponder:
         )
         if self.protector is None and message is not None and not is_mac_protected(message):
             # A signed or unprotected request gets a signed error when the domain is known.
+            if self.domain is None and self.url_domain is None:
+                try:
+                    self._find_url_domain()
+                except Exception:  # the database failed: the error answer goes out unsigned
+                    log.exception("CMP error answer: the URL's domain could not be read")
             domain = self.domain or self.url_domain
             if domain is not None:
                 self._sign_with(domain)
@@ -204,6 +210,19 @@ class CmpResponder:
             self._auth_failed()
             raise
 
+    def _find_url_domain(self, requester=None):
+        """The domain the URL names (None when it names none, or none that exists). The requester's device
+        usually belongs to it: then the domain its query loaded is the one, without another query."""
+        name = self.url_domain_name
+        self.url_domain_name = None
+        if name is None:
+            return
+        device = requester.device if requester is not None else None
+        if device is not None and device.id is not None and device.domain.name == name:
+            self.url_domain = device.domain
+        else:
+            self.url_domain = self.db.scalar(select(Domain).where(Domain.name == name))
+
     def _auth_failed(self, device=None):
         if self.gate is not None:
             self.gate.failed(device)
@@ -211,7 +230,7 @@ class CmpResponder:
     def _authenticate_secret(self):
         """The device whose shared secret MACs the request (senderKID = device id)."""
         kid = self.message.sender_kid or b""
-        device = self.db.get(Device, int(kid)) if kid.isdigit() and len(kid) <= 18 else None
+        device = devices.enrolling_device(self.db, int(kid)) if kid.isdigit() and len(kid) <= 18 else None
         if device is not None and self.gate is not None and self.gate.device_refused(device):
             device = None  # locked or throttled: refused before the MAC is computed
         secret = devices.device_secret(self.vault, device) if device is not None else None
@@ -328,7 +347,7 @@ class CmpResponder:
 
     def _sign_with(self, domain):
         signer = pki.Signer(domain.ca("issuing"), self.vault)
-        root = x509.load_certificate(domain.ca("root").certificate_der)
+        root = pki.ca_certificate(domain.ca("root").certificate_der)
         self.protector = SignatureProtection(signer.private_key, signer.certificate, [root])
 
     # --- enrollment: ir, cr, kur, p10cr ------------------------------------------------------------
@@ -430,7 +449,7 @@ class CmpResponder:
             raise CmpFailure(
                 "%s keys are not certified; use one of %s" % (key_type, ", ".join(profile.key_types)), "badAlg"
             )
-        if self._transaction() is not None:
+        if self._transaction_used():
             raise CmpFailure("transactionID already used", "transactionIdInUse")
         try:
             cert, signer, decided = pki.issue_for_device(
@@ -831,6 +850,10 @@ class CmpResponder:
         return self.db.scalar(
             select(CmpTransaction).where(CmpTransaction.transaction_id == self.message.transaction_id)
         )
+
+    def _transaction_used(self):
+        used = select(CmpTransaction.id).where(CmpTransaction.transaction_id == self.message.transaction_id)
+        return self.db.scalar(used) is not None
 
     def _commit(self):
         try:

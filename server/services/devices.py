@@ -13,12 +13,13 @@ import re
 import secrets
 
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import joinedload
 from trustpoint_core import x509
 from trustpoint_core.profiles import get_profile
 
 from ..errors import ApiError
-from ..storage.db import contains, get_by_id
-from ..storage.models import CmpTransaction, Device, DevIdRegistration, IssuedCertificate, utcnow
+from ..storage.db import MAX_ID, contains, get_by_id
+from ..storage.models import CmpTransaction, Device, DevIdRegistration, Domain, IssuedCertificate, utcnow
 from . import auth_limits, trust
 from .names import check_allowed_names
 from .pki import revoke
@@ -178,6 +179,14 @@ def get_device(db, device_id):
     if device is None:
         raise ApiError(404, "device %s does not exist" % device_id)
     return device
+
+
+def enrolling_device(db, device_id):
+    """The device that authenticates a request, with its domain and the domain's CAs, in one query: an
+    enrollment needs all three (issue 16)."""
+    if not 0 < device_id <= MAX_ID:
+        return None
+    return db.get(Device, device_id, options=[joinedload(Device.domain).joinedload(Domain.cas)])
 
 
 def issue_secret(vault, device):

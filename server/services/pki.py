@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from typing import ClassVar
@@ -118,7 +119,7 @@ class Signer:
             cached = self._cache.get(cache_key)
         if cached is None:
             cached = (
-                x509.load_certificate(ca_row.certificate_der),
+                ca_certificate(ca_row.certificate_der),
                 keys.load_private_key(vault.decrypt(ca_row.private_key_encrypted, purpose)),
             )
             with self._lock:
@@ -126,9 +127,15 @@ class Signer:
         self.certificate, self.private_key = cached
 
 
+@functools.lru_cache(maxsize=256)
+def ca_certificate(der):
+    """A CA certificate loaded once per process: keyed by its DER, so a renewed CA is another entry."""
+    return x509.load_certificate(der)
+
+
 def ca_chain(domain):
     """The domain's CA certificates, issuing CA first, then the root."""
-    return [x509.load_certificate(domain.ca(role).certificate_der) for role in ("issuing", "root")]
+    return [ca_certificate(domain.ca(role).certificate_der) for role in ("issuing", "root")]
 
 
 def issue_for_device(
