@@ -29,6 +29,7 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import contextlib
 import datetime
@@ -56,6 +57,11 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 try:
+    from cryptography import x509 as cx509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
     from trustpoint_core import keys, profiles
     from trustpoint_core import x509 as tp_x509
     from trustpoint_core.cmp_message import (
@@ -68,7 +74,8 @@ try:
         encode_message,
         error_content,
     )
-    from trustpoint_core.cmp_protection import PasswordBasedMac, verify_mac
+    from trustpoint_core.cmp_protection import PasswordBasedMac, SignatureProtection, verify_mac, verify_signature
+    from trustpoint_core.est import load_certs_only
 except ImportError as exc:  # pragma: no cover - a message instead of a traceback
     sys.exit("cannot import trustpoint_core (%s): run with the repository's venv, e.g. .venv/bin/python" % exc)
 
@@ -83,6 +90,15 @@ MOCK_PATH = "/pkix/"
 OWF_SHA256 = "2.16.840.1.101.3.4.2.1"
 MAC_OIDS = {"hmac-sha1": "1.3.6.1.5.5.8.1.2", "hmac-sha256": "1.2.840.113549.2.9"}
 BODY_TAGS = {1: "ip", 19: "pkiconf", 23: "error"}
+# The enrollments this script can send (--flow), and issue 16's CPU targets for each: at most this many times
+# the mock's server CPU per request in the same run. The mock's figure is that of the same kind of request
+# where the mock takes it (a PBM ir, a signed ir), else of its PBM ir (issue 16: EST is compared with it).
+FLOW_LABELS = {"pbm-ir": "PBM ir", "signed-ir": "signed ir", "est-enroll": "EST simpleenroll"}
+CPU_TARGETS = {"pbm-ir": 5.0, "signed-ir": 8.0, "est-enroll": 6.0}
+MOCK_FLOW = {"pbm-ir": "pbm-ir", "signed-ir": "signed-ir", "est-enroll": "pbm-ir"}
+IDEVID_PATTERN = "SN-BENCH-.*"
+EST_PATH = "/.well-known/est/bench/simpleenroll"
+EST_CONTENT_TYPE = b"application/pkcs7-mime"
 
 
 def log(text):
@@ -98,23 +114,27 @@ def free_port():
 # --- HTTP: one pre-built request on a raw socket ---------------------------------------------------
 
 
-def http_request(method, host, port, path, body=b"", keep_alive=False):
+def http_request(method, host, port, path, body=b"", keep_alive=False, content_type="application/pkixcmp", headers=()):
     """The bytes of one HTTP/1.1 request, built before the clock runs."""
     head = [
         "%s %s HTTP/1.1" % (method, path),
         "Host: %s:%d" % (host, port),
         "Connection: %s" % ("keep-alive" if keep_alive else "close"),
+        *headers,
     ]
     if method == "POST":
-        head += ["Content-Type: application/pkixcmp", "Content-Length: %d" % len(body)]
+        head += ["Content-Type: %s" % content_type, "Content-Length: %d" % len(body)]
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
 
 
 class Connection:
-    """A client's socket to one server: new per request (close) or reused while the server allows it."""
+    """A client's socket to one server: new per request (close) or reused while the server allows it.
+
+    address: (host, port), or (host, port, ssl context) for HTTPS (the handshake is part of the request)."""
 
     def __init__(self, address, keep_alive):
-        self.address = address
+        self.address = address[:2]
+        self.tls = address[2] if len(address) > 2 else None
         self.keep_alive = keep_alive
         self.sock = None
         self.opened = 0
@@ -123,6 +143,8 @@ class Connection:
         sock = socket.create_connection(self.address, timeout=TIMEOUT)
         # The request goes out in one send; no Nagle delay for anything smaller.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_hostname=self.address[0])
         self.opened += 1
         return sock
 
@@ -353,6 +375,9 @@ def summarize(raw, expect_body="ip"):
             errors[error.split(":")[0]] += 1
         elif status != 200:
             errors["HTTP %d" % status] += 1
+        elif expect_body == "est":
+            if ctype != EST_CONTENT_TYPE:
+                errors["content type %s" % ctype.decode(errors="replace")] += 1
         elif expect_body is not None:
             if ctype != CONTENT_TYPE:
                 errors["content type %s" % ctype.decode(errors="replace")] += 1
@@ -858,11 +883,13 @@ class OurServer:
         listen = ["--listen", "127.0.0.1:%d" % self.port]
         self.tls = None
         self.api_url = self.url
+        self.https_port = None  # EST
         if "--listen-plain" in run_help:
             # A server that speaks TLS: HTTPS (REST API) on --listen, plain HTTP for CMP on --listen-plain.
             api_port = free_port()
             listen = ["--listen", "127.0.0.1:%d" % api_port, "--listen-plain", "127.0.0.1:%d" % self.port]
             self.api_url = "https://127.0.0.1:%d" % api_port
+            self.https_port = api_port
             self.tls = ssl.create_default_context(cafile=os.path.join(self.data_dir, "tls-ca.pem"))
         self.log_path = os.path.join(self.data_dir, "server.log")
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (open for the process's lifetime)
@@ -915,16 +942,19 @@ class OurServer:
         with urllib.request.urlopen(request, timeout=TIMEOUT, context=self.tls) as response:  # noqa: S310
             return json.loads(response.read())
 
-    def create_devices(self, domain, prefix, count):
-        """[(device id, shared secret)] of count new cmp_shared_secret devices (4 API calls at a time)."""
+    def create_devices(self, domain, prefix, count, method="cmp_shared_secret", serials=None):
+        """[(what identifies the device, its secret)] of count new devices (4 API calls at a time):
+        cmp_shared_secret: (device id, shared secret); est_password: (name, password); cmp_idevid (serials: the
+        IDevIDs' serial numbers): (device id, None)."""
 
         def create(number):
-            body = self.api(
-                "POST",
-                "/devices",
-                {"name": "%s-%05d" % (prefix, number), "domain": domain, "onboarding_method": "cmp_shared_secret"},
-            )
-            return body["device"]["id"], body["shared_secret"]
+            payload = {"name": "%s-%05d" % (prefix, number), "domain": domain, "onboarding_method": method}
+            if serials:
+                payload["serial_number"] = serials[number]
+            body = self.api("POST", "/devices", payload)
+            if method == "est_password":
+                return body["device"]["name"], body["password"]
+            return body["device"]["id"], body.get("shared_secret")
 
         with ThreadPoolExecutor(4) as pool:
             return list(pool.map(create, range(count)))
@@ -935,9 +965,11 @@ class OurServer:
 
 
 class MockServer:
-    """`openssl cmp -port ...`: OpenSSL's CMP mock server with PBM (reference 11) at /pkix/."""
+    """`openssl cmp -port ...`: OpenSSL's CMP mock server at /pkix/, with PBM (reference 11), or with
+    signatures when given a manufacturer: it then takes ir signed with the manufacturer's IDevIDs (verified
+    against its root, -srv_trusted) and signs its answers with a certificate of its own (-srv_cert/-srv_key)."""
 
-    def __init__(self, workdir, secret):
+    def __init__(self, workdir, secret, manufacturer=None):
         self.port = free_port()
         self.url = "http://127.0.0.1:%d%s" % (self.port, MOCK_PATH)
         ca = tp_x509.CaChain.create("bench mock", "ecdsa-p256")
@@ -954,7 +986,29 @@ class MockServer:
             paths[name] = os.path.join(workdir, "mock-%s.pem" % name)
             with open(paths[name], "w") as handle:
                 handle.write(tp_x509.certificates_to_pem(certs))
-        self.log_path = os.path.join(workdir, "mock.log")
+        if manufacturer is None:
+            protection = ["-srv_ref", MOCK_REF, "-srv_secret", "pass:" + secret]
+        else:
+            srv_key = keys.generate_private_key("ecdsa-p256")
+            srv_cert = tp_x509.issue_certificate(
+                ca.issuing_cert,
+                ca.issuing_key,
+                srv_key.public_key(),
+                tp_x509.parse_name("/CN=bench mock server"),
+                profiles.get_profile("domain_credential"),
+            )
+            for name, text in (
+                ("srv_cert", tp_x509.certificates_to_pem([srv_cert])),
+                ("srv_key", keys.private_key_to_pem(srv_key)),
+                ("srv_trusted", tp_x509.certificates_to_pem([manufacturer.root_cert])),
+            ):
+                paths[name] = os.path.join(workdir, "mock-signed-%s.pem" % name)
+                with open(paths[name], "w" if isinstance(text, str) else "wb") as handle:
+                    handle.write(text)
+            protection = [
+                "-srv_cert", paths["srv_cert"], "-srv_key", paths["srv_key"], "-srv_trusted", paths["srv_trusted"]
+            ]  # fmt: skip
+        self.log_path = os.path.join(workdir, "mock-signed.log" if manufacturer else "mock.log")
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (open for the process's lifetime)
         openssl = shutil.which("openssl")
         if openssl is None:
@@ -966,10 +1020,7 @@ class MockServer:
                 "cmp",
                 "-port",
                 str(self.port),
-                "-srv_ref",
-                MOCK_REF,
-                "-srv_secret",
-                "pass:" + secret,
+                *protection,
                 "-rsp_cert",
                 paths["rsp_cert"],
                 "-rsp_extracerts",
@@ -1002,29 +1053,142 @@ def openssl_version():
 
 
 class Template:
-    """What both targets' versions of one request share: key, subject, header fields, body (with POP)."""
+    """What both targets' versions of one request share: key, subject, header fields, body (with POP).
 
-    def __init__(self, key, number):
+    idevid: (key, certificate, chain) that signs the request (a signed ir; the subject is the IDevID's)."""
+
+    def __init__(self, key, number, idevid=None):
         self.key = key
-        self.subject = tp_x509.parse_name("/CN=bench-device-%05d/O=Trustpoint bench" % number)
+        self.idevid = idevid
+        if idevid is None:
+            self.subject = tp_x509.parse_name("/CN=bench-device-%05d/O=Trustpoint bench" % number)
+        else:
+            self.subject = idevid[1].subject
         self.header = Header(sender=self.subject, transaction_id=os.urandom(16), implicit_confirm=True)
         self.body = cert_req_body("ir", key, self.subject)
 
 
-def make_templates(key_pool, count, first):
-    return [Template(key_pool[(first + i) % len(key_pool)], first + i) for i in range(count)]
+def make_templates(key_pool, count, first, idevids=None):
+    return [
+        Template(key_pool[(first + i) % len(key_pool)], first + i, idevids[i] if idevids else None)
+        for i in range(count)
+    ]
+
+
+class Manufacturer:
+    """A device maker's CA (root and issuing) and the IDevIDs it issues: serialNumber in the subject, as the
+    DevID registration's pattern (IDEVID_PATTERN) matches them."""
+
+    def __init__(self):
+        self.ca = tp_x509.CaChain.create("bench manufacturer", "ecdsa-p256")
+        self.root_cert = self.ca.root_cert
+
+    def idevids(self, prefix, count):
+        """[(key, certificate, chain sent along)] of count new IDevIDs, serial numbers SN-BENCH-<prefix>-n."""
+        made = []
+        for number in range(count):
+            serial = "SN-BENCH-%s-%05d" % (prefix, number)
+            key = keys.generate_private_key("ecdsa-p256")
+            subject = cx509.Name(
+                [cx509.NameAttribute(NameOID.COMMON_NAME, serial), cx509.NameAttribute(NameOID.SERIAL_NUMBER, serial)]
+            )
+            certificate = tp_x509.issue_certificate(
+                self.ca.issuing_cert,
+                self.ca.issuing_key,
+                key.public_key(),
+                subject,
+                profiles.get_profile("domain_credential"),
+            )
+            made.append((key, certificate, [self.ca.issuing_cert]))
+        return made
+
+
+def idevid_serial(template):
+    return template.idevid[1].subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value
 
 
 def protect(template, secret, kid, args):
-    """The DER ir of a template protected with PBM (secret, senderKID kid); messageTime = now."""
+    """The DER ir of a template protected with PBM (secret, senderKID kid), or, when the template has an IDevID,
+    signed with it (its certificate and chain in extraCerts); messageTime = now."""
+    if template.idevid is not None:
+        protector = SignatureProtection(*template.idevid)
+        extra = [certificate.public_bytes(Encoding.DER) for certificate in protector.extra_certificates]
+        return encode_message(template.header, template.body, protector, extra_certs=extra)
     mac = PasswordBasedMac(
         secret.encode(), owf=OWF_SHA256, iterations=args.pbm_iterations, mac=MAC_OIDS[args.pbm_mac], kid=kid.encode()
     )
     return encode_message(template.header, template.body, mac)
 
 
-def verify_sample(raw, templates, secrets, expected_cert, sample):
-    """Fully check `sample` answers spread over the run; returns a list of problems (empty: all good)."""
+def est_request(template, host, port, username, password, keep_alive):
+    """The HTTP request of an EST simpleenroll: a CSR for the template's key (CN = the device name), HTTP Basic."""
+    csr = (
+        cx509.CertificateSigningRequestBuilder()
+        .subject_name(cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, username)]))
+        .sign(
+            template.key,
+            None if isinstance(template.key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) else hashes.SHA256(),
+        )
+    )
+    basic = base64.b64encode(("%s:%s" % (username, password)).encode()).decode()
+    return http_request(
+        "POST",
+        host,
+        port,
+        EST_PATH,
+        base64.b64encode(csr.public_bytes(Encoding.DER)),
+        keep_alive,
+        content_type="application/pkcs10",
+        headers=["Authorization: Basic " + basic],
+    )
+
+
+def check_cmp_answer(template, body, secret, expected_cert):
+    """Raises unless body is the ip to template's request: PBM with secret, or (secret None) signed by the
+    certificate its extraCerts start with; the certificate is expected_cert (the mock's) or for the key."""
+    message = CmpMessage.decode(body)
+    if message.transaction_id != template.header.transaction_id:
+        raise ValueError("transactionID differs from the request's")
+    if message.recip_nonce != template.header.sender_nonce:
+        raise ValueError("recipNonce is not the request's senderNonce")
+    if message.body_type == "error":
+        raise ValueError("error: %s" % (error_content(message),))
+    if message.body_type != "ip":
+        raise ValueError("body %s instead of ip" % message.body_type)
+    if secret is None:
+        if not message.extra_certs:
+            raise ValueError("a signed answer without extraCerts")
+        verify_signature(message, cx509.load_der_x509_certificate(message.extra_certs[0]))
+    else:
+        verify_mac(message, secret.encode())
+    responses, _ca_pubs = cert_responses(message)
+    if len(responses) != 1 or responses[0].status not in (STATUS_ACCEPTED, STATUS_GRANTED_WITH_MODS):
+        raise ValueError("status is not accepted: %s" % [(r.status, r.text) for r in responses])
+    certificate = responses[0].certificate
+    if certificate is None:
+        raise ValueError("no certificate in the ip")
+    if expected_cert is not None:
+        if certificate != expected_cert:
+            raise ValueError("not the mock's -rsp_cert")
+    elif not keys.same_public_key(certificate.public_key(), template.key):
+        raise ValueError("the certificate is not for the request's key")
+    if not message.implicit_confirm:
+        raise ValueError("implicit confirmation was not granted")
+
+
+def check_est_answer(template, ctype, body):
+    """Raises unless body is a certs-only PKCS#7 whose first certificate is for template's key."""
+    if ctype != EST_CONTENT_TYPE:
+        raise ValueError("content type %s" % ctype.decode(errors="replace"))
+    certificates = load_certs_only(body)
+    if not certificates or not keys.same_public_key(certificates[0].public_key(), template.key):
+        raise ValueError("the first certificate is not for the request's key")
+
+
+def verify_sample(raw, templates, secrets, expected_cert, sample, flow="pbm-ir"):
+    """Fully check `sample` answers spread over the run; returns a list of problems (empty: all good).
+
+    secrets: the PBM secret of each request (pbm-ir; else unused)."""
     results = raw["results"]
     if sample < 0 or sample >= len(results):
         picked = list(range(len(results)))
@@ -1033,36 +1197,17 @@ def verify_sample(raw, templates, secrets, expected_cert, sample):
         picked = sorted({int(i * step) for i in range(sample)})
     problems = []
     for index in picked:
-        _i, _t0, _t1, status, _ctype, body, error = results[index]
+        _i, _t0, _t1, status, ctype, body, error = results[index]
         template = templates[index]
         where = "request %d" % index
         if error is not None or status != 200:
-            problems.append("%s: %s" % (where, error or "HTTP %d" % status))
+            problems.append("%s: %s" % (where, error or "HTTP %d %s" % (status, body[:200].decode(errors="replace"))))
             continue
         try:
-            message = CmpMessage.decode(body)
-            if message.transaction_id != template.header.transaction_id:
-                raise ValueError("transactionID differs from the request's")
-            if message.recip_nonce != template.header.sender_nonce:
-                raise ValueError("recipNonce is not the request's senderNonce")
-            if message.body_type == "error":
-                raise ValueError("error: %s" % (error_content(message),))
-            if message.body_type != "ip":
-                raise ValueError("body %s instead of ip" % message.body_type)
-            verify_mac(message, secrets[index].encode())
-            responses, _ca_pubs = cert_responses(message)
-            if len(responses) != 1 or responses[0].status not in (STATUS_ACCEPTED, STATUS_GRANTED_WITH_MODS):
-                raise ValueError("status is not accepted: %s" % [(r.status, r.text) for r in responses])
-            certificate = responses[0].certificate
-            if certificate is None:
-                raise ValueError("no certificate in the ip")
-            if expected_cert is not None:
-                if certificate != expected_cert:
-                    raise ValueError("not the mock's -rsp_cert")
-            elif not keys.same_public_key(certificate.public_key(), template.key):
-                raise ValueError("the certificate is not for the request's key")
-            if not message.implicit_confirm:
-                raise ValueError("implicit confirmation was not granted")
+            if flow == "est-enroll":
+                check_est_answer(template, ctype, body)
+            else:
+                check_cmp_answer(template, body, secrets[index] if flow == "pbm-ir" else None, expected_cert)
         except Exception as exc:  # a report, not a crash
             problems.append("%s: %s" % (where, exc))
     return problems, len(picked)
@@ -1292,6 +1437,13 @@ def parse_args(argv):
         default="close",
         help="close: a new TCP connection per request (default); keep-alive: reuse while the server allows",
     )
+    parser.add_argument(
+        "--flow",
+        action="append",
+        metavar="FLOW[,FLOW...]",
+        help="what one enrollment is, repeatable or a comma list: pbm-ir (an ir with PBM, the default), signed-ir "
+        "(an ir signed with an IDevID), est-enroll (EST simpleenroll over HTTPS with the device's password)",
+    )
     parser.add_argument("--key-type", default="ecdsa-p256", help="request keys: a core key type or 'mixed'")
     parser.add_argument("--key-pool", type=int, default=0, help="distinct keys (default: one per request)")
     parser.add_argument("--pbm-iterations", type=int, default=500, help="PBM iterationCount (OpenSSL: 500)")
@@ -1321,6 +1473,13 @@ def parse_args(argv):
     if not 1 <= args.rounds <= args.requests:
         parser.error("--rounds must be between 1 and --requests")
     args.database = args.database or ["sqlite"]
+    flows = [flow.strip() for value in (args.flow or ["pbm-ir"]) for flow in value.split(",") if flow.strip()]
+    unknown = sorted(set(flows) - set(FLOW_LABELS))
+    if unknown or not flows:
+        parser.error("--flow: %s, not %s" % (", ".join(FLOW_LABELS), ", ".join(unknown) or "nothing"))
+    args.flow = [flow for flow in FLOW_LABELS if flow in flows]
+    # The maker of the signed ir's IDevIDs (the mock trusts its root, our server a truststore of it).
+    args.manufacturer = Manufacturer() if "signed-ir" in args.flow else None
     for spec in args.database:
         if spec not in ("sqlite", "postgresql") and not spec.startswith("postgresql"):
             parser.error("--database: sqlite, postgresql or a postgresql:// URL, not %r" % spec)
@@ -1436,16 +1595,18 @@ def merge_samples(samples, offsets):
     return merged
 
 
-def measure(target, address, payloads, templates, secrets, concurrency, args, server_pids, expected_cert, db_pid=None):
+def measure(
+    target, address, payloads, templates, secrets, concurrency, args, server_pids, expected_cert, flow="pbm-ir"
+):
     """One run: the summary row (see sample())."""
-    raw = sample(address, payloads, concurrency, args, server_pids, db_pid)
-    return summary_row(target, concurrency, raw, templates, secrets, expected_cert, args)
+    raw = sample(address, payloads, concurrency, args, server_pids)
+    return summary_row(target, concurrency, raw, templates, secrets, expected_cert, args, flow)
 
 
-def summary_row(target, concurrency, raw, templates, secrets, expected_cert, args):
+def summary_row(target, concurrency, raw, templates, secrets, expected_cert, args, flow="pbm-ir"):
     """The row of a (merged) sample: throughput, latency, CPU per request, and the answers checked."""
-    row = summarize(raw)
-    row.update(target=target, concurrency=concurrency)
+    row = summarize(raw, "est" if flow == "est-enroll" else "ip")
+    row.update(target=target, concurrency=concurrency, flow=flow)
     server_cpu = raw["user"] + raw["system"]
     row["server_cpu_ms_per_req"] = server_cpu / row["requests"] * 1000.0
     row["server_cpu_user_ms_per_req"] = raw["user"] / row["requests"] * 1000.0
@@ -1459,7 +1620,7 @@ def summary_row(target, concurrency, raw, templates, secrets, expected_cert, arg
         row["other_cpu_cores"] = max(0.0, other / raw["window"])
     else:
         row["other_cpu_cores"] = float("nan")
-    problems, checked = verify_sample(raw, templates, secrets, expected_cert, args.verify_sample)
+    problems, checked = verify_sample(raw, templates, secrets, expected_cert, args.verify_sample, flow)
     row["verified"] = checked
     row["verify_failures"] = len(problems)
     row["verify_problems"] = problems[:5]
@@ -1488,18 +1649,35 @@ class OurTarget:
 
     PATH = "/.well-known/cmp/p/bench/initialization"
 
-    def __init__(self, name, servers, levels, key_pool, args, db_pid):
-        self.name, self.servers, self.args, self.db_pid = name, servers, args, db_pid
+    def __init__(self, name, servers, levels, key_pool, args, db_pid, idevids):
+        """idevids: {"warm" or concurrency: [IDevID]} for the signed-ir flow (see Manufacturer)."""
+        self.name, self.servers, self.args, self.db_pid, self.idevids = name, servers, args, db_pid, idevids
         self.keep_alive = args.connection == "keep-alive"
         self.addresses = [("127.0.0.1", server.port) for server in servers]
+        if "est-enroll" in args.flow:
+            if any(server.https_port is None for server in servers):
+                raise RuntimeError("--flow est-enroll needs a server that speaks HTTPS (run --listen-plain)")
+            self.https_addresses = [("127.0.0.1", server.https_port, server.tls) for server in servers]
         self.pids = [server.process.pid for server in servers]
         self.rows = []  # /healthz rows
         first = servers[0]
         first.api("POST", "/domains", {"name": "bench"})
+        if "signed-ir" in args.flow:
+            # The IDevIDs' maker trusted for the bench domain; each IDevID's device registered by serial number.
+            chain = tp_x509.certificates_to_pem([args.manufacturer.ca.issuing_cert, args.manufacturer.root_cert])
+            first.api("POST", "/truststores", {"name": "bench-idevid", "usage": "idevid", "certificates": chain})
+            registration = {"name": "bench-idevid", "domain": "bench", "truststore": "bench-idevid"}
+            registration.update(pattern=IDEVID_PATTERN, auto_create_devices=False)
+            first.api("POST", "/devid-registrations", registration)
+        self.devices = {}
         if args.warmup:
-            devices = first.create_devices("bench", "warm", args.warmup)
-            warm = self.payloads(make_templates(key_pool, args.warmup, 0), devices)
-            run_load(self.addresses, warm, max(levels), args.client, self.keep_alive)
+            for flow in args.flow:
+                templates = make_templates(
+                    key_pool, args.warmup, 0, idevids.get("warm") if flow == "signed-ir" else None
+                )
+                devices = self.create_devices(flow, "warm", templates)
+                warm = self.payloads(flow, templates, devices)
+                run_load(self.target_addresses(flow), warm, max(levels), args.client, self.keep_alive)
         if args.healthz:
             for concurrency in levels:
                 payloads = [
@@ -1510,14 +1688,41 @@ class OurTarget:
                 row.update(target="%s /healthz" % name, concurrency=concurrency)
                 self.rows.append(row)
                 log("  %-22s C=%-2d %7.1f req/s" % ("GET /healthz", concurrency, row["throughput"]))
-        log("  creating %d devices through the REST API (not measured) ..." % (args.requests * len(levels)))
-        self.devices = {c: first.create_devices("bench", "c%d" % c, args.requests) for c in levels}
+        log(
+            "  creating %d devices through the REST API (not measured) ..."
+            % (args.requests * len(levels) * len(args.flow))
+        )
+        for flow in args.flow:
+            for concurrency in levels:
+                # The signed ir's IDevIDs are the mock's; the other flows' keys come from the pool.
+                idevs = idevids.get(concurrency) if flow == "signed-ir" else None
+                templates = make_templates(key_pool, args.requests, 0, idevs)
+                self.devices[flow, concurrency] = self.create_devices(flow, "c%d" % concurrency, templates)
 
-    def _port(self, index):
-        return self.addresses[index % len(self.addresses)][1]
+    def create_devices(self, flow, prefix, templates):
+        """A device for each template's request in the bench domain: see OurServer.create_devices."""
+        first, count = self.servers[0], len(templates)
+        if flow == "est-enroll":
+            return first.create_devices("bench", "est-" + prefix, count, "est_password")
+        if flow == "signed-ir":
+            serials = [idevid_serial(t) for t in templates]
+            return first.create_devices("bench", "idev-" + prefix, count, "cmp_idevid", serials)
+        return first.create_devices("bench", prefix, count)
 
-    def payloads(self, templates, devices):
-        """The HTTP requests of templates, each protected with its device's secret (messageTime: now)."""
+    def target_addresses(self, flow):
+        return self.https_addresses if flow == "est-enroll" else self.addresses
+
+    def _port(self, index, flow="pbm-ir"):
+        addresses = self.target_addresses(flow)
+        return addresses[index % len(addresses)][1]
+
+    def payloads(self, flow, templates, devices):
+        """The HTTP requests of templates, each authenticated as its device (messageTime: now)."""
+        if flow == "est-enroll":
+            return [
+                est_request(t, "127.0.0.1", self._port(index, flow), name, password, self.keep_alive)
+                for index, (t, (name, password)) in enumerate(zip(templates, devices))
+            ]
         return [
             http_request(
                 "POST",
@@ -1531,26 +1736,37 @@ class OurTarget:
         ]
 
 
+def flow_name(name, flow, args):
+    """A row's target: with --flow other than the default, the flow is part of it."""
+    return name if args.flow == ["pbm-ir"] else "%s, %s" % (name, FLOW_LABELS[flow])
+
+
 def measure_level(targets, concurrency, key_pool, mock_templates, args):
-    """The rows of targets at one concurrency level. With --rounds R each target's requests go in R slices,
-    the targets taking turns slice by slice: load that comes and goes on the machine meanwhile falls on all
-    of them alike, and their ratios stay comparable."""
-    templates = mock_templates.get(concurrency) or make_templates(key_pool, args.requests, 0)
-    payloads = {id(t): t.payloads(templates, t.devices[concurrency]) for t in targets}
-    bounds = [len(templates) * k // args.rounds for k in range(args.rounds + 1)]
-    samples = {id(t): [] for t in targets}
-    for lower, upper in zip(bounds, bounds[1:]):
-        for target in targets:
-            # Request i keeps its instance: the slice is sent from its own first index on.
-            part = payloads[id(target)][lower:upper]
-            turn = lower % len(target.addresses)
-            addresses = target.addresses[turn:] + target.addresses[:turn]
-            samples[id(target)].append(sample(addresses, part, concurrency, args, target.pids, target.db_pid))
+    """(target, row) of targets at one concurrency level, flow after flow. With --rounds R each target's requests
+    go in R slices, the targets taking turns slice by slice: load that comes and goes on the machine meanwhile
+    falls on all of them alike, and their ratios stay comparable."""
     rows = []
-    for target in targets:
-        raw = merge_samples(samples[id(target)], bounds)
-        secrets = [secret for _device, secret in target.devices[concurrency]]
-        rows.append(summary_row(target.name, concurrency, raw, templates, secrets, None, args))
+    for flow in args.flow:
+        templates = mock_templates.get((flow, concurrency))
+        if templates is None:
+            idevids = targets[0].idevids.get(concurrency) if flow == "signed-ir" else None
+            templates = make_templates(key_pool, args.requests, 0, idevids)
+        payloads = {id(t): t.payloads(flow, templates, t.devices[flow, concurrency]) for t in targets}
+        bounds = [len(templates) * k // args.rounds for k in range(args.rounds + 1)]
+        samples = {id(t): [] for t in targets}
+        for lower, upper in zip(bounds, bounds[1:]):
+            for target in targets:
+                # Request i keeps its instance: the slice is sent from its own first index on.
+                part = payloads[id(target)][lower:upper]
+                all_addresses = target.target_addresses(flow)
+                turn = lower % len(all_addresses)
+                addresses = all_addresses[turn:] + all_addresses[:turn]
+                samples[id(target)].append(sample(addresses, part, concurrency, args, target.pids, target.db_pid))
+        for target in targets:
+            raw = merge_samples(samples[id(target)], bounds)
+            secrets = [secret for _device, secret in target.devices[flow, concurrency]]
+            name = flow_name(target.name, flow, args)
+            rows.append((target, summary_row(name, concurrency, raw, templates, secrets, None, args, flow)))
     return rows
 
 
@@ -1571,7 +1787,7 @@ def config_name(args, database, workers, threads, prefill, indexes, server_args,
     return name
 
 
-def measure_configs(group, levels, key_pool, mock_templates, args, databases, prefilled, workdir, report):
+def measure_configs(group, levels, key_pool, mock_templates, idevids, args, databases, prefilled, workdir, report):
     """The rows of a group of (number, configuration): their servers run together and take turns."""
     targets, started = [], []
     try:
@@ -1602,7 +1818,7 @@ def measure_configs(group, levels, key_pool, mock_templates, args, databases, pr
                 servers.append(server)
                 started.append(server)
                 log("%s: %s (pid %d)" % (name, server.url, server.process.pid))
-            target = OurTarget(name, servers, levels, key_pool, args, database.pid)
+            target = OurTarget(name, servers, levels, key_pool, args, database.pid, idevids)
             target.labels = {
                 "config": [workers, threads],
                 "prefill": prefill.as_dict(),
@@ -1620,7 +1836,7 @@ def measure_configs(group, levels, key_pool, mock_templates, args, databases, pr
             spy = PySpy(targets[0].pids[0], args.py_spy, args.py_spy_rate, args.py_spy_idle)
         try:
             for concurrency in levels:
-                for target, row in zip(targets, measure_level(targets, concurrency, key_pool, mock_templates, args)):
+                for target, row in measure_level(targets, concurrency, key_pool, mock_templates, args):
                     row.update(target.labels)
                     rows.append(row)
         finally:
@@ -1661,6 +1877,7 @@ def main(argv=None):
         "settings": {
             "requests": args.requests,
             "concurrency": levels,
+            "flows": args.flow,
             "configs": ["%dx%d" % c[:2] for c in configs],
             "prefill": [prefill_of(args, n).as_dict() for n in args.prefill],
             "hot_path_indexes": args.hot_path_indexes,
@@ -1703,14 +1920,25 @@ def main(argv=None):
                 )
             )
 
-        # 2. The mock, once per level.
+        # The IDevIDs of the signed ir: the same for the mock and ours (not measured).
+        idevids = {}
+        if "signed-ir" in args.flow:
+            log("issuing %d IDevIDs (not measured) ..." % (args.warmup + args.requests * len(levels)))
+            idevids["warm"] = args.manufacturer.idevids("warm", args.warmup)
+            for concurrency in levels:
+                idevids[concurrency] = args.manufacturer.idevids("c%d" % concurrency, args.requests)
+
+        # 2. The mock, once per level and kind of request: a PBM ir (the figure of the pbm-ir and est-enroll
+        #    flows), a signed ir (signed-ir).
         mock_templates = {}
-        if not args.skip_mock:
-            mock = MockServer(workdir, mock_secret)
-            log("mock server: %s (pid %d)" % (mock.url, mock.process.pid))
+        mock_flows = [] if args.skip_mock else sorted({MOCK_FLOW[flow] for flow in args.flow})
+        for mock_flow in mock_flows:
+            signed = mock_flow == "signed-ir"
+            mock = MockServer(workdir, mock_secret, args.manufacturer if signed else None)
+            log("mock server%s: %s (pid %d)" % (" (signed ir)" if signed else "", mock.url, mock.process.pid))
             address = ("127.0.0.1", mock.port)
             if args.warmup:
-                warm = make_templates(key_pool, args.warmup, 0)
+                warm = make_templates(key_pool, args.warmup, 0, idevids.get("warm") if signed else None)
                 payloads = [
                     http_request(
                         "POST", "127.0.0.1", mock.port, MOCK_PATH, protect(t, mock_secret, MOCK_REF, args), keep_alive
@@ -1719,8 +1947,8 @@ def main(argv=None):
                 ]
                 run_load(address, payloads, max(levels), args.client, keep_alive)
             for concurrency in levels:
-                templates = make_templates(key_pool, args.requests, 0)
-                mock_templates[concurrency] = templates
+                templates = make_templates(key_pool, args.requests, 0, idevids.get(concurrency) if signed else None)
+                mock_templates[mock_flow, concurrency] = templates
                 payloads = [
                     http_request(
                         "POST", "127.0.0.1", mock.port, MOCK_PATH, protect(t, mock_secret, MOCK_REF, args), keep_alive
@@ -1728,7 +1956,7 @@ def main(argv=None):
                     for t in templates
                 ]
                 row = measure(
-                    "openssl mock",
+                    "openssl mock, signed ir" if signed else "openssl mock",
                     address,
                     payloads,
                     templates,
@@ -1737,6 +1965,7 @@ def main(argv=None):
                     args,
                     [mock.process.pid],
                     mock.rsp_cert,
+                    mock_flow,
                 )
                 rows.append(row)
             mock.stop()
@@ -1754,8 +1983,8 @@ def main(argv=None):
             groups = [numbered] if args.rounds > 1 else [[item] for item in numbered]
             prefilled = {}
             for group in groups:
-                rows.extend(measure_configs(group, levels, key_pool, mock_templates, args, databases, prefilled,
-                                            workdir, report))  # fmt: skip
+                rows.extend(measure_configs(group, levels, key_pool, mock_templates, idevids, args, databases,
+                                            prefilled, workdir, report))  # fmt: skip
         finally:
             for database in databases.values():
                 database.close()
@@ -1784,13 +2013,20 @@ def main(argv=None):
     return 0
 
 
+def mock_reference(row, mocks):
+    """The mock's row a row of ours is compared with: the mock's run of the same kind of request at the same
+    concurrency (MOCK_FLOW), else its PBM ir; None without a mock run."""
+    concurrency = row["concurrency"]
+    return mocks.get((MOCK_FLOW[row["flow"]], concurrency)) or mocks.get(("pbm-ir", concurrency))
+
+
 def print_report(report, rows, levels, configs, args):
     machine = report["machine"]
     print()
     print(
-        "CMP ir enrollments: %d requests per run, PBM %s/%d iterations, %s keys, implicit confirm, "
-        "client %s, Connection: %s" % (args.requests, args.pbm_mac, args.pbm_iterations, args.key_type,
-                                       args.client, args.connection)
+        "enrollments (%s): %d requests per run, PBM %s/%d iterations, %s keys, implicit confirm, "
+        "client %s, Connection: %s" % (", ".join(FLOW_LABELS[f] for f in args.flow), args.requests, args.pbm_mac,
+                                       args.pbm_iterations, args.key_type, args.client, args.connection)
     )  # fmt: skip
     print("machine: %d CPUs, Python %s, %s" % (machine["cpus"], machine["python"], machine["openssl"]))
     print()
@@ -1807,11 +2043,22 @@ def print_report(report, rows, levels, configs, args):
             )
         )
     print()
-    mock_cpu = {r["concurrency"]: r["server_cpu_ms_per_req"] for r in rows if r["target"] == "openssl mock"}
+    # The issue's CPU targets are ratios to the mock's CPU per request in the same run: for a signed ir the
+    # mock's signed ir, for the others (and a signed ir without that mock run) the mock's PBM ir.
+    mocks = {(r["flow"], r["concurrency"]): r for r in rows if "config" not in r and r.get("flow")}
     for row in rows:
-        if "config" in row and row.get("server_cpu_ms_per_req") and mock_cpu.get(row["concurrency"]):
-            # The issue's CPU targets are ratios to the mock's CPU per request in the same run.
-            row["cpu_ratio_to_mock"] = row["server_cpu_ms_per_req"] / mock_cpu[row["concurrency"]]
+        if "config" not in row or "flow" not in row:
+            continue
+        reference = mock_reference(row, mocks)
+        row["cpu_target_ratio"] = CPU_TARGETS[row["flow"]]
+        if reference is None or not row.get("server_cpu_ms_per_req") or not reference["server_cpu_ms_per_req"]:
+            row["cpu_target"] = "n/a (no mock run)"
+            continue
+        row["cpu_ratio_to_mock"] = row["server_cpu_ms_per_req"] / reference["server_cpu_ms_per_req"]
+        row["cpu_ratio_reference"] = "openssl mock %s, C=%d" % (FLOW_LABELS[reference["flow"]], row["concurrency"])
+        row["mock_server_cpu_ms_per_req"] = reference["server_cpu_ms_per_req"]
+        clean = row["errors"] == 0 and row["verify_failures"] == 0
+        row["cpu_target"] = "MET" if clean and row["cpu_ratio_to_mock"] <= row["cpu_target_ratio"] else "NOT MET"
     print_table(rows)
     print("(srv CPU: the target's processes; other load: cores busy with anything but the target and the client)")
     noisy = [r for r in rows if r.get("other_cpu_cores", 0.0) > OTHER_LOAD_WARNING]
@@ -1820,7 +2067,6 @@ def print_report(report, rows, levels, configs, args):
             "WARNING: other programs used more than %.1f cores during %d run(s): the numbers are skewed; "
             "rerun on a quiet machine" % (OTHER_LOAD_WARNING, len(noisy))
         )
-    mock_rows = {r["concurrency"]: r for r in rows if r["target"] == "openssl mock"}
     print()
     print("verdicts (targets: throughput >= mock's, p99 < %.0f ms):" % P99_TARGET_MS)
     best = {}
@@ -1828,7 +2074,7 @@ def print_report(report, rows, levels, configs, args):
         if "config" not in row or row["target"].endswith("/healthz"):
             continue
         concurrency = row["concurrency"]
-        mock_row = mock_rows.get(concurrency)
+        mock_row = mock_reference(row, mocks)
         ratio = row["throughput"] / mock_row["throughput"] if mock_row else float("nan")
         row["ratio_to_mock"] = ratio
         clean = row["errors"] == 0 and row["verify_failures"] == 0
@@ -1837,21 +2083,31 @@ def print_report(report, rows, levels, configs, args):
         row["throughput_target"] = "MET" if throughput_met else "NOT MET" if mock_row else "n/a (no mock run)"
         row["p99_target"] = "MET" if p99_met else "NOT MET"
         print(
-            "  %-34s C=%-2d ours/mock throughput %5.2f  -> %-7s   p99 %6.1f ms -> %s"
+            "  %-44s C=%-2d ours/mock throughput %5.2f  -> %-7s   p99 %6.1f ms -> %s"
             % (row["target"], concurrency, ratio, row["throughput_target"], row["p99_ms"], row["p99_target"])
         )
-        if concurrency not in best or row["throughput"] > best[concurrency]["throughput"]:
-            best[concurrency] = row
+        key = (row["flow"], concurrency)
+        if key not in best or row["throughput"] > best[key]["throughput"]:
+            best[key] = row
+    cpu_rows = [row for row in rows if "cpu_target" in row]
+    if cpu_rows:
+        print()
+        print("verdicts, CPU per request (issue 16: PBM ir <= 5x, signed ir <= 8x, EST simpleenroll <= 6x the mock's):")
+        for row in cpu_rows:
+            ratio = "%5.1fx %s (%.2f ms)" % (
+                row["cpu_ratio_to_mock"], row["cpu_ratio_reference"], row["mock_server_cpu_ms_per_req"]
+            ) if "cpu_ratio_to_mock" in row else "no mock figure"  # fmt: skip
+            print(
+                "  %-44s C=%-2d %.2f ms = %s, target <= %gx -> %s"
+                % (row["target"], row["concurrency"], row["server_cpu_ms_per_req"], ratio, row["cpu_target_ratio"],
+                   row["cpu_target"])
+            )  # fmt: skip
     if len(configs) > 1:
         print()
-        print("best configuration per concurrency (by throughput):")
-        for concurrency in levels:
-            if concurrency in best:
-                row = best[concurrency]
-                print(
-                    "  C=%-2d %s: %.1f enroll/s, p99 %.1f ms"
-                    % (concurrency, row["target"], row["throughput"], row["p99_ms"])
-                )
+        print("best configuration per flow and concurrency (by throughput):")
+        for key in sorted(best, key=lambda key: (args.flow.index(key[0]), key[1])):
+            row = best[key]
+            print("  C=%-2d %s: %.1f enroll/s, p99 %.1f ms" % (key[1], row["target"], row["throughput"], row["p99_ms"]))
     if "profile" in report:
         profile = report["profile"]
         print()
