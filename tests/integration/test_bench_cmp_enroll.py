@@ -4,7 +4,7 @@
 
 Not a measurement: the numbers are not looked at, only that every answer was a verified ip, that the rows
 say what was measured, and that the requests reached every instance. The mock server is skipped (the CMP
-tests exercise it).
+tests exercise it), except where the flows are compared with it: that it takes the signed ir is part of it.
 """
 
 from __future__ import annotations
@@ -95,3 +95,49 @@ def test_two_instances_on_postgresql(tmp_path):
     assert report["settings"]["database"] == ["postgresql"]
     cluster = re.search(r"trustpoint-pg-\w+", stderr)
     assert cluster is None or not Path("/tmp", cluster.group(0)).exists()
+
+
+def test_the_three_flows_against_the_mock(tmp_path):
+    """--flow pbm-ir,signed-ir,est-enroll: an ir signed with an IDevID and an EST simpleenroll over HTTPS next to
+    the PBM ir, each answer verified; the mock takes the signed ir too, and every row of ours names the mock
+    figure its CPU ratio is taken against (issue 16: the signed ir against the mock's signed ir, EST against
+    the mock's PBM ir) and says MET or NOT MET."""
+    out = tmp_path / "report.json"
+    # 40 requests: the mock's CPU is read in clock ticks (10 ms), and six of its enrollments may not fill one.
+    small = ("--requests", "40", "--concurrency", "2", "--warmup", "2", "--calibration-requests", "20")
+    flows = ("--flow", "pbm-ir", "--flow", "signed-ir,est-enroll")
+    result = subprocess.run(
+        [sys.executable, str(BENCH), *small, *flows, "--verify-sample", "-1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=str(ROOT),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    report = json.loads(out.read_text())
+    assert report["settings"]["flows"] == ["pbm-ir", "signed-ir", "est-enroll"]
+    mocks = {row["flow"]: row for row in report["results"] if "config" not in row}
+    assert sorted(mocks) == ["pbm-ir", "signed-ir"]
+    rows = {row["flow"]: row for row in report["results"] if "config" in row}
+    for row in [*mocks.values(), *rows.values()]:
+        assert row["requests"] == 40
+        assert (row["errors"], row["verified"], row["verify_failures"]) == (0, 40, 0), row["verify_problems"]
+    assert sorted(rows) == ["est-enroll", "pbm-ir", "signed-ir"]
+    expected = {
+        "pbm-ir": (5.0, "openssl mock PBM ir, C=2"),
+        "signed-ir": (8.0, "openssl mock signed ir, C=2"),
+        "est-enroll": (6.0, "openssl mock PBM ir, C=2"),
+    }
+    for flow, (target, reference) in expected.items():
+        row = rows[flow]
+        assert row["cpu_target_ratio"] == target
+        # Six requests can take less than one CPU clock tick in the mock: then there is no ratio to take.
+        if mocks[flow if flow != "est-enroll" else "pbm-ir"]["server_cpu_ms_per_req"] > 0:
+            assert row["cpu_ratio_reference"] == reference
+            assert row["cpu_ratio_to_mock"] == row["server_cpu_ms_per_req"] / row["mock_server_cpu_ms_per_req"]
+            assert row["cpu_target"] in ("MET", "NOT MET")
+            assert "%s -> %s" % ("target <= %gx" % target, row["cpu_target"]) in result.stdout
+        else:
+            assert row["cpu_target"] == "n/a (no mock run)"
+    assert rows["est-enroll"]["target"].endswith(", EST simpleenroll")
