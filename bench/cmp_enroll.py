@@ -105,6 +105,13 @@ def log(text):
     print(text, file=sys.stderr, flush=True)
 
 
+def new_certificate(issuer_cert, issuer_key, subject):
+    """(key, certificate) of a new ECDSA P-256 key certified by the issuer (domain credential profile)."""
+    key = keys.generate_private_key("ecdsa-p256")
+    profile = profiles.get_profile("domain_credential")
+    return key, tp_x509.issue_certificate(issuer_cert, issuer_key, key.public_key(), subject, profile)
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -627,14 +634,7 @@ def prefill_database(data_dir, prefill):
             db.commit()
             signer = pki.Signer(domain.ca("issuing"), vault)
             # A real certificate of the domain: every row of the domain carries its DER (realistic row size).
-            key = keys.generate_private_key("ecdsa-p256")
-            cert = tp_x509.issue_certificate(
-                signer.certificate,
-                signer.private_key,
-                key.public_key(),
-                tp_x509.parse_name("/CN=fleet-000000"),
-                profiles.get_profile("domain_credential"),
-            )
+            _key, cert = new_certificate(signer.certificate, signer.private_key, tp_x509.parse_name("/CN=fleet-000000"))
             issuing.append((signer.ca_row.id, tp_x509.certificate_der(cert), domain.id))
     engine.dispose()
 
@@ -973,13 +973,8 @@ class MockServer:
         self.port = free_port()
         self.url = "http://127.0.0.1:%d%s" % (self.port, MOCK_PATH)
         ca = tp_x509.CaChain.create("bench mock", "ecdsa-p256")
-        rsp_key = keys.generate_private_key("ecdsa-p256")
-        self.rsp_cert = tp_x509.issue_certificate(
-            ca.issuing_cert,
-            ca.issuing_key,
-            rsp_key.public_key(),
-            tp_x509.parse_name("/CN=bench mock device"),
-            profiles.get_profile("domain_credential"),
+        _rsp_key, self.rsp_cert = new_certificate(
+            ca.issuing_cert, ca.issuing_key, tp_x509.parse_name("/CN=bench mock device")
         )
         paths = {}
         for name, certs in (("rsp_cert", [self.rsp_cert]), ("chain", ca.chain), ("root", [ca.root_cert])):
@@ -989,13 +984,8 @@ class MockServer:
         if manufacturer is None:
             protection = ["-srv_ref", MOCK_REF, "-srv_secret", "pass:" + secret]
         else:
-            srv_key = keys.generate_private_key("ecdsa-p256")
-            srv_cert = tp_x509.issue_certificate(
-                ca.issuing_cert,
-                ca.issuing_key,
-                srv_key.public_key(),
-                tp_x509.parse_name("/CN=bench mock server"),
-                profiles.get_profile("domain_credential"),
+            srv_key, srv_cert = new_certificate(
+                ca.issuing_cert, ca.issuing_key, tp_x509.parse_name("/CN=bench mock server")
             )
             for name, text in (
                 ("srv_cert", tp_x509.certificates_to_pem([srv_cert])),
@@ -1088,17 +1078,10 @@ class Manufacturer:
         made = []
         for number in range(count):
             serial = "SN-BENCH-%s-%05d" % (prefix, number)
-            key = keys.generate_private_key("ecdsa-p256")
             subject = cx509.Name(
                 [cx509.NameAttribute(NameOID.COMMON_NAME, serial), cx509.NameAttribute(NameOID.SERIAL_NUMBER, serial)]
             )
-            certificate = tp_x509.issue_certificate(
-                self.ca.issuing_cert,
-                self.ca.issuing_key,
-                key.public_key(),
-                subject,
-                profiles.get_profile("domain_credential"),
-            )
+            key, certificate = new_certificate(self.ca.issuing_cert, self.ca.issuing_key, subject)
             made.append((key, certificate, [self.ca.issuing_cert]))
         return made
 
