@@ -6,7 +6,7 @@
     .venv/bin/python bench/cmp_enroll.py [--requests 500] [--concurrency 1,4,8]
         [--workers 2] [--threads 4] [--client thread|process] [--connection close|keep-alive]
         [--prefill 0,1M] [--database sqlite|postgresql|URL ...] [--instances 1,2] [--rounds R]
-        [--json FILE] [--py-spy FILE]
+        [--flow pbm-ir,signed-ir,est-enroll] [--json FILE] [--py-spy FILE]
 
 For each concurrency level C the script pre-builds --requests `ir` messages (PBM protection, implicit
 confirmation asked for, keys generated beforehand) with the core's builders: one set for
@@ -17,6 +17,10 @@ processes) then POST them over plain HTTP as fast as the servers answer (a close
 its next request when it has the previous answer). Reported per target: enrollments/s, latency
 p50/p90/p99/max, errors; then ours/mock and the issue's targets (at least the mock's throughput, p99 under
 20 ms) as MET / NOT MET. The exit code is 0 whatever the numbers: this is a measurement, not a test.
+
+--flow adds an ir signed with an IDevID (the mock gets the same signed requests) and an EST simpleenroll over
+HTTPS with a password (compared with the mock's PBM ir): each row of ours is then set against issue 16's CPU
+target for its flow.
 
 --workers, --threads, --prefill, --instances, --database and --server-args take several values: every
 combination is measured, each with a fresh server, data directory and database (the mock is measured once
