@@ -1090,8 +1090,8 @@ class Manufacturer:
         return made
 
 
-def idevid_serial(template):
-    return template.idevid[1].subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value
+def idevid_serial(certificate):
+    return certificate.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value
 
 
 def protect(template, secret, kid, args):
@@ -1659,11 +1659,9 @@ class OurTarget:
         self.devices = {}
         if args.warmup:
             for flow in args.flow:
-                templates = make_templates(
-                    key_pool, args.warmup, 0, idevids.get("warm") if flow == "signed-ir" else None
-                )
-                devices = self.create_devices(flow, "warm", templates)
-                warm = self.payloads(flow, templates, devices)
+                idevs = idevids.get("warm") if flow == "signed-ir" else None
+                templates = make_templates(key_pool, args.warmup, 0, idevs)
+                warm = self.payloads(flow, templates, self.create_devices(flow, "warm", args.warmup, idevs))
                 run_load(self.target_addresses(flow), warm, max(levels), args.client, self.keep_alive)
         if args.healthz:
             for concurrency in levels:
@@ -1681,18 +1679,18 @@ class OurTarget:
         )
         for flow in args.flow:
             for concurrency in levels:
-                # The signed ir's IDevIDs are the mock's; the other flows' keys come from the pool.
+                # The signed ir's IDevIDs are the mock's.
                 idevs = idevids.get(concurrency) if flow == "signed-ir" else None
-                templates = make_templates(key_pool, args.requests, 0, idevs)
-                self.devices[flow, concurrency] = self.create_devices(flow, "c%d" % concurrency, templates)
+                self.devices[flow, concurrency] = self.create_devices(flow, "c%d" % concurrency, args.requests, idevs)
 
-    def create_devices(self, flow, prefix, templates):
-        """A device for each template's request in the bench domain: see OurServer.create_devices."""
-        first, count = self.servers[0], len(templates)
+    def create_devices(self, flow, prefix, count, idevs=None):
+        """A device for each of count requests in the bench domain (signed-ir: one per IDevID of idevs, by its
+        serial number): see OurServer.create_devices."""
+        first = self.servers[0]
         if flow == "est-enroll":
             return first.create_devices("bench", "est-" + prefix, count, "est_password")
         if flow == "signed-ir":
-            serials = [idevid_serial(t) for t in templates]
+            serials = [idevid_serial(certificate) for _key, certificate, _chain in idevs]
             return first.create_devices("bench", "idev-" + prefix, count, "cmp_idevid", serials)
         return first.create_devices("bench", prefix, count)
 
