@@ -84,7 +84,24 @@ def read_oid(content):
     return ".".join(str(arc) for arc in arcs)
 
 
-@functools.lru_cache(maxsize=1024)
+def cached_if_small(function):
+    """functools.lru_cache for values of at most CACHED_SIZE bytes: the cache is for what every device sends
+    (its CA's chain and names), and an unauthenticated sender's big values must not fill memory."""
+    cached = functools.lru_cache(maxsize=CACHE_ENTRIES)(function)
+
+    @functools.wraps(function)
+    def call(der):
+        return cached(der) if len(der) <= CACHED_SIZE else function(der)
+
+    call.cache_info = cached.cache_info
+    return call
+
+
+# At most 256 entries of at most 8 KiB (2 MiB) per cache and process.
+CACHE_ENTRIES, CACHED_SIZE = 256, 8192
+
+
+@cached_if_small
 def _check_certificate(der):
     """NotCommon unless pyasn1 decodes der as a CMPCertificate and encodes it to the same bytes: what the
     decoder of the whole message made of it. Once per distinct certificate (a chain that every device of a

@@ -10,7 +10,6 @@ bytes, ints, names as cryptography x509.Name, certificates as cryptography certi
 from __future__ import annotations
 
 import datetime
-import functools
 import ipaddress
 import os
 
@@ -129,7 +128,7 @@ def _load_name(asn1_name):
     return x509.Name(attributes)
 
 
-@functools.lru_cache(maxsize=1024)
+@cmp_der.cached_if_small
 def _name_from_der(der):
     """A directoryName's Name DER as a cryptography Name, None for NULL-DN: _name_from_general_name's result.
     Cached: a CA's name is every answer's sender and every request's recipient."""

@@ -190,3 +190,23 @@ def test_fuzzed_messages_decode_alike(der):
 @given(st.binary(max_size=600))
 def test_random_bytes_decode_alike(der):
     assert_same(der)
+
+
+def test_only_small_values_are_cached():
+    """What every device sends (its CA's chain) is checked once; an unauthenticated sender's big or many distinct
+    values cannot fill memory: at most CACHE_ENTRIES of at most CACHED_SIZE bytes are kept."""
+    calls = []
+
+    @cmp_der.cached_if_small
+    def check(der):
+        calls.append(len(der))
+        return len(der)
+
+    small, big = b"\x30" * 100, b"\x30" * (cmp_der.CACHED_SIZE + 1)
+    assert [check(small), check(small), check(big), check(big)] == [100, 100, len(big), len(big)]
+    assert calls == [100, len(big), len(big)]
+    for number in range(cmp_der.CACHE_ENTRIES * 2):
+        check(number.to_bytes(4, "big"))
+    info = check.cache_info()
+    assert info.currsize == info.maxsize == cmp_der.CACHE_ENTRIES
+    assert cmp_der.CACHE_ENTRIES * cmp_der.CACHED_SIZE <= 4 << 20
