@@ -202,7 +202,11 @@ class Settings:
         "systemd; default for a key file: replace it, keeping the old one as <file>.retired-<time>",
     )
     confirm_window_minutes: int = setting(
-        10, kind=int, metavar="MINUTES", help="how long a CMP certificate awaits its certConf before it is revoked"
+        10,
+        kind=int,
+        minimum=1,
+        metavar="MINUTES",
+        help="how long a CMP certificate awaits its certConf before it is revoked",
     )
     secret_retry_minutes: int = setting(
         30,
@@ -237,8 +241,6 @@ class Settings:
     mdns_addresses: Tuple[str, ...] = ()
 
     def __post_init__(self):
-        if self.confirm_window_minutes < 1:
-            raise SettingsError("confirm_window_minutes must be at least 1")
         unknown = sorted(set(self.serverkeygen_key_types) - set(KEY_TYPES))
         if unknown:
             raise SettingsError(

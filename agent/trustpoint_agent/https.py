@@ -94,10 +94,13 @@ class Https:
         self.peer = None  # the certificate the server presented last
 
     def request(self, method, url, body=None, headers=None):
-        """(status, headers with lowercase names, body) of one request; TransportError when it fails."""
+        """(status, headers with lowercase names, body) of one request; TransportError when it fails (transient
+        only when no answer came: sending again cannot change a wrong URL, a too big answer or another server)."""
         parts = urllib.parse.urlsplit(url)
         if parts.scheme != "https" or not parts.hostname:
-            raise TransportError("%s is not an https:// URL; the agent talks to servers over TLS only" % url)
+            raise TransportError(
+                "%s is not an https:// URL; the agent talks to servers over TLS only" % url, transient=False
+            )
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
@@ -114,12 +117,13 @@ class Https:
             response = connection.getresponse()
             data = response.read(MAX_ANSWER + 1)
             if len(data) > MAX_ANSWER:
-                raise TransportError("the answer of %s is larger than %d bytes" % (url, MAX_ANSWER))
+                raise TransportError("the answer of %s is larger than %d bytes" % (url, MAX_ANSWER), transient=False)
             return response.status, {k.lower(): v for k, v in response.getheaders()}, data
         except ssl.SSLCertVerificationError as exc:
             raise TransportError(
                 "the server at %s is not the pinned one: its TLS certificate does not chain to the pinned anchor (%s)"
-                % (url, exc.verify_message or exc)
+                % (url, exc.verify_message or exc),
+                transient=False,
             ) from exc
         except (OSError, http.client.HTTPException, ssl.SSLError, socket.timeout) as exc:
             raise TransportError("cannot reach %s: %s" % (url, exc)) from exc
@@ -128,13 +132,14 @@ class Https:
 
     def _check_name(self, host):
         if self.peer is None:
-            raise TransportError("the server at %s presented no certificate" % host)
+            raise TransportError("the server at %s presented no certificate" % host, transient=False)
         if self.peer.public_bytes(Encoding.DER) in self.pinned or names_host(self.peer, host):
             return
         raise TransportError(
             "the TLS certificate of %s chains to the pinned anchor but is neither the pinned server certificate "
             "nor names %s; add the address to the server's certificate (trustpoint-server init --tls-san %s)"
-            % (host, host, host)
+            % (host, host, host),
+            transient=False,
         )
 
     # --- the core's client interfaces -------------------------------------------------------------

@@ -133,6 +133,8 @@ class Agent:
     def credential(self):
         """(key, certificate, chain, state) of the installed credential, or None when there is none.
         Raises AgentError when the files are inconsistent."""
+        if self.revoked():
+            return None  # revoked; files that remain are an interrupted `revoke`'s, which the next one deletes
         key_pem, cert_pem = self.state.read(files.KEY), self.state.read(files.CERT)
         if key_pem is None and cert_pem is None:
             return None
@@ -276,7 +278,7 @@ class Agent:
             "onboarded_at": _stamp(_now()),
         }
         done = self._install(key, certificate, chain, truststore, state)
-        self._use_once(CmpClient(base + CMP_URL, pinned.transport), key, certificate, chain)
+        self._use_once(CmpClient(base + CMP_URL, pinned.transport, self.retries), key, certificate, chain)
         return done
 
     def _pinned_truststore(self, base, pin):
@@ -306,6 +308,8 @@ class Agent:
         return left < window, left
 
     def renew(self, force=False, renew_before_days=None):
+        if self.revoked():  # decommissioned: the daily timer has nothing to do, and that is no failure
+            return "not renewed: the credential was revoked at %s" % self.revoked()
         current = self.credential()
         if current is None:
             raise AgentError("nothing to renew: the device is not onboarded (run `trustpoint-agent aoki` or `onboard`)")
@@ -351,11 +355,12 @@ class Agent:
         onboarded over EST) and delete its key, certificate and chain. state.json keeps when and what was revoked,
         so that `aoki` does not onboard the device again unless told (--force). Sent again after a lost answer,
         the rr is answered certRevoked, which counts as done; with no credential left there is nothing to do."""
+        state = self.state.state()
+        if state.get("revoked_at"):
+            self.state.remove((files.KEY, files.CERT, files.CHAIN))  # what an interrupted revoke left
+            return "already revoked: %s at %s" % (state.get("revoked_serial_number"), state["revoked_at"])
         current = self.credential()
         if current is None:
-            state = self.state.state()
-            if state.get("revoked_at"):
-                return "already revoked: %s at %s" % (state.get("revoked_serial_number"), state["revoked_at"])
             raise AgentError("nothing to revoke: the device holds no credential in %s" % self.state.path)
         key, certificate, chain, state = current
         anchors, leaves = self.tls_trust()
@@ -364,7 +369,7 @@ class Agent:
         cmp.revoke(certificate, SignatureCredential(key, certificate, chain[:-1]), chain[-1:], reason)
         serial = x509.serial_hex(certificate)
         revoked = dict(state, revoked_at=_stamp(_now()), revoked_serial_number=serial, revocation_reason=reason)
-        # state.json first: a crash in between leaves a revoked record and files that `credential` refuses later.
+        # state.json first: after a crash in between, `credential` ignores the files and `revoke` deletes them.
         self.state.install({files.STATE: (json.dumps(revoked, indent=2, sort_keys=True) + "\n").encode()})
         self.state.remove((files.KEY, files.CERT, files.CHAIN))
         log.info("revoked %s (%s) and deleted its key", serial, reason)

@@ -83,6 +83,7 @@ options:
       - Without it the server binds the device to the registration that first admits its IDevID, and refuses
         while several registrations of the domain match its serial number.
     type: str
+    version_added: 0.2.0
   allowed_names:
     description:
       - Names the device may have in its application certificates besides its own name (its common name, the DNS
@@ -93,6 +94,7 @@ options:
       - Not set leaves the list as it is; V([]) empties it.
     type: list
     elements: str
+    version_added: 0.2.0
   state:
     description:
       - V(present) registers the device if it does not exist.

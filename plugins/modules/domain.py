@@ -66,6 +66,7 @@ options:
       - Not set leaves the list as it is; V([]) empties it.
     type: list
     elements: str
+    version_added: 0.2.0
   cmp_central_keygen:
     description:
       - Whether the server generates the key for a CMP ir or cr that carries none (RFC 9483 4.1.6) and returns

@@ -210,6 +210,7 @@ options:
         those windows.
     type: int
     default: 3
+    version_added: 0.2.0
   force:
     description:
       - With O(state=present), onboard again (RV(action=enroll), with the secret or the IDevID) even when the

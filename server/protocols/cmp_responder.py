@@ -440,6 +440,11 @@ class CmpResponder:
         """Issue a certificate of profile for the request's key and answer; record it all at once."""
         message = self.message
         device = requester.device
+        if self._transaction_used():
+            raise CmpFailure("transactionID already used", "transactionIdInUse")
+        if request.central_keygen:
+            # Checked again under the write lock; here so that a device over its limit costs no key generation.
+            self._check_limit(device)
         generated = self._central_key(requester, profile, request) if request.central_keygen else None
         try:
             key_type = keys.key_type_of(request.public_key)
@@ -449,8 +454,6 @@ class CmpResponder:
             raise CmpFailure(
                 "%s keys are not certified; use one of %s" % (key_type, ", ".join(profile.key_types)), "badAlg"
             )
-        if self._transaction_used():
-            raise CmpFailure("transactionID already used", "transactionIdInUse")
         try:
             cert, signer, decided = pki.issue_for_device(
                 self.db,
@@ -701,7 +704,7 @@ class CmpResponder:
     def _check_no_update_pending(self, record, body):
         """While a kur of record awaits its certConf, record is not revoked: the device confirms or rejects the new
         certificate first. (A second kur is retry-safe instead: it supersedes the unconfirmed one, issue 11.)"""
-        pending = certificates.pending_update(self.db, record)
+        pending = certificates.pending_update(self.db, record, self.settings)
         if pending is not None:
             raise CmpFailure(
                 "a key update of certificate %s (transaction %s) awaits its certConf; confirm or reject it before "

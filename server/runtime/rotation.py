@@ -56,16 +56,6 @@ def _reencrypt(blob, purpose, old, new):
     return blob, False
 
 
-def _write_atomically(path, data):
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def rotate(settings, new_key_file=None, now=None):
     """Re-encrypt every stored secret under a new key; returns the lines to print."""
     source = key_source(settings.data_dir, settings.vault_key_file)
@@ -83,6 +73,15 @@ def rotate(settings, new_key_file=None, now=None):
     new = Vault(KeySource("file", new_key_file).read())
     lines = ["%s the new vault key %s" % ("created" if created else "took", new_key_file)]
 
+    # The encrypted files first, in memory: one that decrypts with neither key stops the rotation before the
+    # database changes.
+    files = {}
+    for name, purpose in ENCRYPTED_FILES.items():
+        path = os.path.join(settings.data_dir, name)
+        if os.path.exists(path):
+            with open(path, "rb") as handle:
+                files[path] = (purpose, *_reencrypt(handle.read(), purpose, old, new))
+
     engine = engine_for(settings)
     counts = {}
     try:
@@ -97,14 +96,10 @@ def rotate(settings, new_key_file=None, now=None):
             db.commit()
     finally:
         engine.dispose()
-    for name, purpose in ENCRYPTED_FILES.items():
-        path = os.path.join(settings.data_dir, name)
-        if os.path.exists(path):
-            with open(path, "rb") as handle:
-                blob, changed = _reencrypt(handle.read(), purpose, old, new)
-            if changed:
-                _write_atomically(path, blob)
-            counts[purpose] = counts.get(purpose, 0) + changed
+    for path, (purpose, blob, changed) in files.items():
+        if changed:
+            tls.write_atomically(path, blob, 0o600)
+        counts[purpose] = counts.get(purpose, 0) + changed
     lines.append(
         "re-encrypted %s"
         % (", ".join("%d %s" % (n, purpose) for purpose, n in sorted(counts.items()) if n) or "nothing")
@@ -113,7 +108,8 @@ def rotate(settings, new_key_file=None, now=None):
     if swap:
         stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
         retired = "%s.retired-%s" % (source.path, stamp)
-        os.link(source.path, retired)  # the old key stays in place until the new one replaces it
+        if not os.path.exists(retired):  # a second rotation within the same second keeps the first old key
+            os.link(source.path, retired)  # the old key stays in place until the new one replaces it
         os.replace(new_key_file, source.path)
         lines.append(
             "%s holds the new key; the old one is in %s: keep it with the backups made before now, then delete it"

@@ -95,12 +95,15 @@ def default_sans():
     return [parse_san(name) for name in names]
 
 
-def _write_atomically(path, data, mode):
+def write_atomically(path, data, mode):
+    """Replace path with data (mode whatever the umask): on disk before the rename, never through a link."""
     tmp = "%s.tmp-%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
-    os.chmod(tmp, mode)  # whatever the umask
+        handle.flush()
+        os.fchmod(handle.fileno(), mode)
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
@@ -113,10 +116,10 @@ def _create_ca(vault, data_dir):
         ]
     )
     certificate = x509.self_signed_ca(name, key, CA_DAYS, path_length=0)
-    _write_atomically(
+    write_atomically(
         os.path.join(data_dir, CA_KEY_FILE), vault.encrypt(keys.private_key_to_pem(key), VAULT_PURPOSE), 0o600
     )
-    _write_atomically(os.path.join(data_dir, CA_FILE), x509.certificates_to_pem(certificate).encode(), 0o600)
+    write_atomically(os.path.join(data_dir, CA_FILE), x509.certificates_to_pem(certificate).encode(), 0o600)
     return certificate, key
 
 
@@ -207,8 +210,8 @@ def ensure_server_certificate(data_dir, vault, extra_sans=()):
         validity_days=SERVER_DAYS,
         subject_alt_names=names + missing,
     )
-    _write_atomically(os.path.join(data_dir, KEY_FILE), keys.private_key_to_pem(key), 0o600)
-    _write_atomically(
+    write_atomically(os.path.join(data_dir, KEY_FILE), keys.private_key_to_pem(key), 0o600)
+    write_atomically(
         os.path.join(data_dir, CERT_FILE), x509.certificates_to_pem([certificate, ca_certificate]).encode(), 0o600
     )
     done.append(

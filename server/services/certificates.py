@@ -535,11 +535,18 @@ def certificate_json(row, settings=None):
     return info
 
 
-def pending_update(db, record):
-    """The CMP transaction of a key update of record that awaits its certConf, or None (found through the
-    certificates that replace record, then their transactions: both indexed)."""
+def pending_update(db, record, settings):
+    """The CMP transaction of a key update of record that awaits its certConf within its confirmation window, or
+    None (found through the certificates that replace record, then their transactions: both indexed). One whose
+    window is over no longer counts, whether or not a sweep has revoked its certificate yet: a device that lost
+    the answer to its kur is not kept from revoking for longer than the window."""
+    window_start = utcnow() - datetime.timedelta(minutes=settings.confirm_window_minutes)
     return db.scalar(
         select(CmpTransaction)
         .join(IssuedCertificate, CmpTransaction.certificate_id == IssuedCertificate.id)
-        .where(IssuedCertificate.replaces_id == record.id, CmpTransaction.state == "waiting")
+        .where(
+            IssuedCertificate.replaces_id == record.id,
+            CmpTransaction.state == "waiting",
+            IssuedCertificate.created_at > window_start,
+        )
     )

@@ -58,8 +58,9 @@ class Readiness:
                     db.add(ReadinessProbe(id=1, checked_at=utcnow()))
                 db.commit()
         except Exception as exc:  # whatever the database says is the answer
-            log.debug("readiness write failed", exc_info=True)
-            return "a write transaction fails: %s" % str(exc).splitlines()[0][:200]
+            # The answer is unauthenticated: the database's own words (host, user, path) go to the log only.
+            log.warning("readiness: a write transaction fails: %s", str(exc).splitlines()[0][:200])
+            return "a write transaction fails (%s); the server log says why" % type(exc).__name__
         return "ok"
 
     def _free_space(self):

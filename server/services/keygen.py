@@ -6,12 +6,12 @@ how it goes back (trustpoint_core.cmp_keygen builds the EnvelopedData). docs/ser
 from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from trustpoint_core import cmp_keygen, x509
+from trustpoint_core import cmp_keygen
 from trustpoint_core.asn1 import der_oid
 from trustpoint_core.cmp_message import CURVE_OIDS, ID_EC_PUBLIC_KEY, ID_RSA_ENCRYPTION
 from trustpoint_core.errors import InvalidInput
 
-from .pki import Signer
+from .pki import Signer, ca_certificate
 
 # The DER of a namedCurve parameter -> the key type.
 _CURVE_KEY_TYPES = {der_oid(oid): key_type for key_type, oid in CURVE_OIDS.items()}
@@ -68,7 +68,7 @@ def check_recipient(certificate):
 def envelope(private_key, domain, vault, secret=None, recipient=None):
     """The EnvelopedData DER for the requester, signed by the domain's issuing CA (the key generation authority)."""
     signer = Signer(domain.ca("issuing"), vault)
-    root = x509.load_certificate(domain.ca("root").certificate_der)
+    root = ca_certificate(domain.ca("root").certificate_der)
     try:
         return cmp_keygen.envelope_private_key(
             private_key, signer.private_key, signer.certificate, [root], secret=secret, recipient=recipient

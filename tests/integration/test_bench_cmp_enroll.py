@@ -94,8 +94,9 @@ def test_two_instances_on_postgresql(tmp_path):
     assert row["db_cpu_ms_per_req"] > 0
     assert [served(work / ("data-config-0-%d" % n)) for n in (0, 1)] == [4, 4]
     assert report["settings"]["database"] == ["postgresql"]
-    cluster = re.search(r"trustpoint-pg-\w+", stderr)
-    assert cluster is None or not Path("/tmp", cluster.group(0)).exists()
+    cluster = re.search(r"PostgreSQL cluster in (\S+)", stderr)
+    assert cluster, stderr[-2000:]
+    assert not Path(cluster.group(1)).exists(), "the bench left its PostgreSQL cluster"
 
 
 def test_the_three_flows_against_the_mock(tmp_path):

@@ -26,6 +26,7 @@ from cmp_helpers import (
     crl_url_of,
     enroll_with_secret,
     error_of,
+    execute,
     fetch_crl,
     header_for,
     load_pem,
@@ -437,6 +438,20 @@ def test_rr_while_a_kur_awaits_its_cert_conf(server, domain, onboarded):
     _header, der = signed(cert_conf_body(cert_hash(certificate)), onboarded.credential(), header)
     assert post_cmp(domain.url("keyupdate"), der).body_type == "pkiconf"
     assert certificate_status(server, certificate) == ("active", None)
+
+
+def test_rr_after_the_confirmation_window_of_a_lost_kup(server, domain, onboarded):
+    """The kup was lost, so the device can neither confirm nor reject it: once the confirmation window is over the
+    old certificate can be revoked, before any sweep has revoked the unconfirmed one."""
+    _request_header, _kup, certificate, _key = explicit_kur(domain, onboarded)
+    execute(
+        server,
+        "UPDATE issued_certificate SET created_at = '2000-01-01 00:00:00' WHERE fingerprint_sha256 = ?",
+        (certificate.fingerprint(hashes.SHA256()).hex(),),
+    )
+    _header, der = signed(rr_body(onboarded.certificate), onboarded.credential())
+    assert post_cmp(domain.url("revocation"), der).body_type == "rp"
+    assert certificate_status(server, onboarded.certificate)[0] == "revoked"
 
 
 def test_unconfirmed_certificate_cannot_protect_its_cert_conf(server, domain, onboarded):

@@ -10,7 +10,6 @@ the operator changes it.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import pytest
@@ -20,6 +19,7 @@ from cmp_helpers import (
     assert_cmp_ok,
     assert_rejected,
     create_truststore,
+    execute,
     idevid_args,
     make_ca,
     make_end_entity,
@@ -96,10 +96,7 @@ def test_a_stored_pattern_this_version_cannot_use(server, domain, workdir):
     manufacturer = admit_manufacturer(server, domain, r"VX-\d+", auto_create=True)
     status, registrations = server.api("GET", "/devid-registrations")
     name = next(r["name"] for r in registrations if r["domain"] == domain.name)
-    database = sqlite3.connect(str(server.data_dir / "trustpoint.db"), timeout=15)
-    with database:
-        database.execute("UPDATE devid_registration SET pattern = ? WHERE name = ?", (r"(?=VX-)VX-\d+", name))
-    database.close()
+    execute(server, "UPDATE devid_registration SET pattern = ? WHERE name = ?", (r"(?=VX-)VX-\d+", name))
     status, registration = server.api("GET", "/devid-registrations/" + name)
     assert status == 200 and "invalid perl operator" in registration["pattern_error"], registration
 
@@ -118,10 +115,7 @@ def test_binding_a_device_uses_the_same_matcher(server, domain):
     admit_manufacturer(server, domain, r"VB-\d+")
     status, registrations = server.api("GET", "/devid-registrations")
     name = next(r["name"] for r in registrations if r["domain"] == domain.name)
-    database = sqlite3.connect(str(server.data_dir / "trustpoint.db"), timeout=15)
-    with database:
-        database.execute("UPDATE devid_registration SET pattern = ? WHERE name = ?", (r"(?=VB-)VB-\d+", name))
-    database.close()
+    execute(server, "UPDATE devid_registration SET pattern = ? WHERE name = ?", (r"(?=VB-)VB-\d+", name))
     status, created = server.api(
         "POST",
         "/devices",

@@ -87,3 +87,17 @@ def test_links_and_open_directories_are_refused(tmp_path):
     (tmp_path / "listable").mkdir(mode=0o755)
     files.StateDir(tmp_path / "listable").ensure()
     assert (tmp_path / "listable").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_revoke_interrupted_after_its_record_is_finished_by_the_next(tmp_path):
+    """revoke writes state.json first, then deletes the files: after a crash in between the credential counts as
+    gone (aoki, renew and status do not use it), and revoke run again deletes what is left."""
+    from trustpoint_agent.onboarding import Agent
+
+    state = files.StateDir(tmp_path / "state").ensure()
+    revoked = b'{"revoked_at": "2026-12-06T10:00:00Z", "revoked_serial_number": "1f"}'
+    state.install({files.KEY: b"key", files.CERT: b"cert", files.CHAIN: b"chain", files.STATE: revoked})
+    agent = Agent(state)
+    assert agent.credential() is None and agent.valid_credential() is None
+    assert agent.revoke() == "already revoked: 1f at 2026-12-06T10:00:00Z"
+    assert sorted(os.listdir(tmp_path / "state")) == [files.STATE]

@@ -179,7 +179,7 @@ def test_excerpt_is_short_and_never_fails(value):
 def test_errors_carry_bounded_texts(text):
     for error in (CmpFailure(text, "badRequest"), InvalidInput(text)):
         assert len(str(error)) <= MAX_TEXT + 60
-    assert bounded(text) == text or len(text) > MAX_TEXT
+    assert len(bounded(text)) <= MAX_TEXT + 40 and (len(text) > MAX_TEXT or bounded(text) == text)
 
 
 def test_est_and_api_errors_quoting_the_path_are_bounded(app, bounded_log):
