@@ -91,7 +91,8 @@ def test_two_instances_on_postgresql(tmp_path):
     report, stderr, work = run_bench(tmp_path, "--database", "postgresql", "--instances", "2")
     (row,) = enrollment_rows(report)
     assert row["database"] == "PostgreSQL" and row["instances"] == 2
-    assert row["db_cpu_ms_per_req"] > 0
+    # Reported apart; a few requests may cost the database less than one clock tick (CI saw 0.0).
+    assert isinstance(row["db_cpu_ms_per_req"], float) and row["db_cpu_ms_per_req"] >= 0
     assert [served(work / ("data-config-0-%d" % n)) for n in (0, 1)] == [4, 4]
     assert report["settings"]["database"] == ["postgresql"]
     cluster = re.search(r"PostgreSQL cluster in (\S+)", stderr)
