@@ -5,16 +5,13 @@
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 
 from conftest import BIN, REPO, free_port
+from doc_blocks import run_strict, section_blocks
 
 
 def walkthrough():
-    text = (REPO / "docs" / "zero-touch.md").read_text()
-    section = text.split("## Try it on one machine", 1)[1]
-    return re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    return section_blocks(REPO / "docs" / "zero-touch.md", "Try it on one machine", "sh")[0]
 
 
 def test_the_zero_touch_walkthrough_onboards_two_devices(tmp_path):
@@ -23,11 +20,8 @@ def test_the_zero_touch_walkthrough_onboards_two_devices(tmp_path):
     for port in ("8443", "8080"):
         script = script.replace("127.0.0.1:" + port, "127.0.0.1:%d" % free_port())
     script = script.replace("T=$(mktemp -d) && cd $T", "cd %s" % tmp_path)
-    wrapped = "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + script
     env = dict(os.environ, PATH="%s:%s" % (BIN, os.environ["PATH"]))
-    result = subprocess.run(
-        ["bash", "-c", wrapped], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
+    result = run_strict(script, tmp_path, env=env, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr + (tmp_path / "server.log").read_text()
     assert result.stdout.count("onboarded with aoki") == 1, result.stdout
     assert result.stdout.count("onboarded with agent") == 1, result.stdout

@@ -11,20 +11,19 @@ import shutil
 import subprocess
 import sys
 
+import doc_blocks
 import pytest
 import yaml
 from collection_build import build, checkout_copy
 from conftest import BIN, REPO, free_port, http, openssl, tls_context
 
-README = (REPO / "README.md").read_text()
 # The fleet test's device hosts (tools/testbed.py): this suite's names, apart from Molecule's and the demo's.
 PREFIX, BRIDGE, SUBNET, SERVER_PORT = "tpf", "tpbr80", "169.254.80", 8482
 HOSTS = {"press-01": 201, "press-02": 202}
 
 
 def section_blocks(title, language):
-    section = README.split("## " + title, 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```%s\n(.*?)```" % language, section, re.S)
+    return doc_blocks.section_blocks(REPO / "README.md", title, language)
 
 
 def test_readme_quickstart_onboards_a_device(tmp_path):
@@ -48,10 +47,7 @@ def test_readme_quickstart_onboards_a_device(tmp_path):
         "! openssl cmp -cmd ir -server $CMP/.well-known/cmp/initialization/plant1/ -ref $ID -secret pass:$SECRET "
         '-subject "/CN=x" -newkey key.pem -certout again.pem -unprotected_errors > again.txt 2>&1\n'
     )
-    wrapped = "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + script
-    result = subprocess.run(
-        ["bash", "-c", wrapped], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
-    )
+    result = doc_blocks.run_strict(script, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cert.pem: OK" in result.stdout
     work = tmp_path / "quickstart"

@@ -1,0 +1,264 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The command blocks of docs/server.md, docs/web.md and docs/onboarding.md, run as written against real servers:
+only placeholders (DATA, <server>, <device id>, ...), paths under /var and /etc, and fixed ports are replaced."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+
+from conftest import BIN, REPO, Server, free_port, http, openssl, require_binary
+from doc_blocks import run_strict, section_blocks
+from page_client import PageClient
+
+DOCS = REPO / "docs"
+# The documented commands call `trustpoint-server` as installed: the checkout's virtualenv comes first on PATH.
+ENV = dict(
+    {k: v for k, v in os.environ.items() if not k.startswith("TRUSTPOINT_")}, PATH="%s:%s" % (BIN, os.environ["PATH"])
+)
+
+
+def one_block(path, title, language="sh"):
+    (block,) = section_blocks(path, title, language)
+    return block
+
+
+def wait_until_healthy(url, process, **kwargs):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the server stopped (%s)" % process.returncode
+        try:
+            if http("GET", url + "/healthz", timeout=2, **kwargs)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the server did not answer at %s" % url)
+
+
+def stop(process):
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# --- docs/web.md: operators ----------------------------------------------------------------------
+
+
+def run_on_a_terminal(script, cwd, env, answers, timeout=60):
+    """(exit status, output) of script run by bash on a terminal of its own (getpass reads /dev/tty): each
+    (prompt, answer) of answers in turn is typed once the prompt shows after the previous one."""
+    pid, master = pty.fork()
+    if pid == 0:  # the child: its controlling terminal is the pty
+        try:
+            os.chdir(cwd)
+            os.execve(shutil.which("bash"), ["bash", "-euo", "pipefail", "-c", script], env)  # noqa: S606 (no shell)
+        finally:
+            os._exit(127)
+    output, seen, pending, deadline = b"", 0, list(answers), time.monotonic() + timeout
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                break
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: every process of the terminal has closed it
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            if pending and output.find(pending[0][0].encode(), seen) >= 0:
+                prompt, answer = pending.pop(0)
+                seen = output.find(prompt.encode(), seen) + len(prompt)
+                os.write(master, answer.encode() + b"\n")
+    finally:
+        status = os.waitpid(pid, 0)[1]
+        os.close(master)
+    assert not pending, "no prompt %r in:\n%s" % (pending[0][0], output.decode(errors="replace"))
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace").replace("\r\n", "\n")
+
+
+def test_web_md_operator_commands(tmp_path):
+    """docs/web.md, "Signing in": the operator commands, typed passwords and all; the server then signs in exactly
+    the operators they left, with the passwords they set."""
+    script = one_block(DOCS / "web.md", "Signing in")
+    assert script.count("--data-dir DATA") == 6 and "$PASSWORD" in script
+    # The server runs meanwhile (operators are managed beside it): it signs in what the commands leave.
+    server = Server(tmp_path / "data", free_port())
+    try:
+        script = script.replace("--data-dir DATA", "--data-dir data")
+        first, second, ci = ("alice's first password", "alice's second password", "the password of ci")
+        prompts = [
+            ("password for alice: ", first),
+            ("the same password again: ", first),
+            ("password for alice: ", second),
+            ("the same password again: ", second),
+        ]
+        status, output = run_on_a_terminal(script, tmp_path, dict(ENV, PASSWORD=ci), prompts)
+        assert status == 0, output
+        assert "Traceback" not in output
+        assert "created the operator alice\n" in output and "set a new password for alice\n" in output
+        (bob,) = re.findall(r"created the operator bob; password: (\S+)", output)
+        assert "created the operator ci\n" in output and "deleted the operator bob" in output
+        listed = re.findall(r"^(\w+)\tlast sign-in never$", output, re.M)
+        assert listed == ["admin", "alice", "bob", "ci"]
+        for username, password, signed_in in [
+            ("alice", second, True),
+            ("alice", first, False),
+            ("ci", ci, True),
+            ("bob", bob, False),
+        ]:
+            status = PageClient(server).sign_in(username, password)[0]
+            assert (status in (302, 303)) == signed_in, (username, password, status)
+    finally:
+        server.stop()
+
+
+# --- docs/server.md: init and run, with options and with a configuration file --------------------
+
+
+def run_in_background(line, cwd):
+    """The process of a documented `run` line, its output in cwd/server.log."""
+    with (cwd / "server.log").open("wb") as log:
+        return subprocess.Popen(["bash", "-c", "exec " + line], cwd=cwd, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+
+
+def init_and_run(tmp_path, init, run, https, plain):
+    """Run a documented init line, then its run line until the server answers on plain HTTP at plain and on HTTPS
+    at https as trustpoint.example.com (the docs' TLS name: curl checks the certificate carries it); the
+    server's output."""
+    subprocess.run(["bash", "-c", init], cwd=tmp_path, env=ENV, check=True, capture_output=True)
+    process = run_in_background(run, tmp_path)
+    try:
+        wait_until_healthy("http://127.0.0.1:%d" % plain, process)
+        name = "trustpoint.example.com"
+        result = subprocess.run(
+            [require_binary("curl"), "-sf", "--cacert", str(tmp_path / "data" / "tls-ca.pem"),
+             "--resolve", "%s:%d:127.0.0.1" % (name, https), "https://%s:%d/healthz" % (name, https)],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0 and json.loads(result.stdout) == {"status": "ok"}, result
+    finally:
+        stop(process)
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log, log
+    return log
+
+
+def test_server_md_init_and_run(tmp_path):
+    """docs/server.md's first block: init with a TLS name, run on every address."""
+    lines = section_blocks(DOCS / "server.md", "Running the enrollment server", "sh")[0].splitlines()
+    assert lines[0].startswith("pip install .")  # the checkout's virtualenv has it
+    init, run = lines[1:]
+    https, plain = free_port(), free_port()
+    init = init.replace("/var/lib/trustpoint", "data")
+    run = run.replace("/var/lib/trustpoint", "data").replace(":8443", ":%d" % https).replace(":8080", ":%d" % plain)
+    init_and_run(tmp_path, init, run, https, plain)
+
+
+def test_server_md_init_and_run_with_a_configuration_file(tmp_path):
+    """docs/server.md, "Settings": the example file and the two commands that read it."""
+    (toml,) = section_blocks(DOCS / "server.md", "Settings", "toml")
+    (commands,) = section_blocks(DOCS / "server.md", "Settings", "sh")
+    https, plain = free_port(), free_port()
+    toml = toml.replace("/var/lib/trustpoint-server", str(tmp_path / "data"))
+    toml = toml.replace(":8443", ":%d" % https).replace("0.0.0.0:8080", "0.0.0.0:%d" % plain)
+    config = tmp_path / "server.toml"
+    config.write_text(toml)
+    config.chmod(0o640)
+    init, run = commands.replace("/etc/trustpoint-server/server.toml", str(config)).splitlines()
+    log = init_and_run(tmp_path, init, run, https, plain)
+    assert "every user can read it" not in log, log
+
+
+# --- docs/onboarding.md: openssl cmp, curl and openssl against the session server ----------------
+
+
+def placeholders(server, **values):
+    """A function that fills a docs block: the server's URLs, tls-ca.pem's, and <name> from values."""
+
+    def fill(script):
+        script = script.replace("http://<server>:8080", server.cmp_url).replace("https://<server>:8443", server.url)
+        for name, value in values.items():
+            script = script.replace("<%s>" % name.replace("_", " "), str(value))
+        assert "<" not in script.replace("<<", ""), script
+        return script
+
+    return fill
+
+
+def test_onboarding_md_cmp_by_hand_then_with_the_credential(server, tmp_path):
+    """ "CMP with a shared secret, by hand" and the openssl cmp block of "After onboarding", one after the
+    other on one device: onboard, an application certificate, revoke it, CA certificates, renew."""
+    require_binary("openssl")
+    domain = server.create_domain()["name"]
+    device, secret = server.create_device(domain)
+    status, body = server.api(
+        "PATCH", "/devices/%d" % device["id"], {"allowed_names": ["DNS:plc.local", "IP:10.0.5.11"]}
+    )
+    assert status == 200, body
+    fill = placeholders(server, domain=domain, device_id=device["id"], shared_secret=secret)
+    (onboard,) = section_blocks(DOCS / "onboarding.md", "CMP with a shared secret, by hand", "sh")
+    (after, _est) = section_blocks(DOCS / "onboarding.md", "After onboarding: CMP and EST with the domain credential",
+                                   "sh")  # fmt: skip
+    result = run_strict(fill(onboard) + fill(after), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    cert = openssl("x509", "-in", str(tmp_path / "cert.pem"), "-noout", "-subject", "-serial").stdout
+    assert "CN=%s" % device["name"] in cert.replace(" = ", "=")
+    openssl("verify", "-CAfile", str(tmp_path / "root.pem"), "-untrusted", str(tmp_path / "chain.pem"),
+            str(tmp_path / "cert.pem"))  # fmt: skip
+    tls = openssl("x509", "-in", str(tmp_path / "tls.pem"), "-noout", "-ext", "subjectAltName", "-serial").stdout
+    assert "DNS:plc.local" in tls and "IP Address:10.0.5.11" in tls
+    assert not (tmp_path / "new-cert.pem").exists() and not (tmp_path / "new-key.pem").exists()
+    state = server.device(device["id"])
+    # the renewed credential is cert.pem now, for key.pem
+    serial = cert.split("serial=")[1].strip().lower().lstrip("0")
+    assert state["credential"]["serial_number"] == serial, state
+    assert (
+        openssl("x509", "-in", str(tmp_path / "cert.pem"), "-noout", "-pubkey").stdout
+        == openssl("pkey", "-in", str(tmp_path / "key.pem"), "-pubout").stdout
+    )
+    certificates = server.api("GET", "/devices/%d/certificates" % device["id"])[1]
+    tls_serial = tls.split("serial=")[1].strip().lower().lstrip("0")
+    by_serial = {c["serial_number"]: c for c in certificates}
+    assert by_serial[tls_serial]["status"] == "revoked", by_serial
+
+
+def test_onboarding_md_est_with_curl_and_openssl(server, tmp_path):
+    """The EST block of "After onboarding": CA certificates, enroll with the password, renew with the certificate."""
+    require_binary("curl")
+    domain = server.create_domain()["name"]
+    name = "est-" + uuid.uuid4().hex[:10]
+    status, body = server.api("POST", "/devices", {"name": name, "domain": domain, "onboarding_method": "est_password"})
+    assert status == 201, body
+    fill = placeholders(server, domain=domain, device_name=name, password=body["password"])
+    (_cmp, est) = section_blocks(DOCS / "onboarding.md", "After onboarding: CMP and EST with the domain credential",
+                                 "sh")  # fmt: skip
+    shutil.copy(server.ca_file, tmp_path / "tls-ca.pem")  # the server's TLS trust anchor, as the docs expect it
+    result = run_strict(fill(est), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    for issued, key in (("cert.pem", "key.pem"), ("new-cert.pem", "new-key.pem")):
+        text = openssl("x509", "-in", str(tmp_path / issued), "-noout", "-subject", "-pubkey").stdout
+        assert "CN=%s" % name in text.replace(" = ", "="), text
+        assert openssl("pkey", "-in", str(tmp_path / key), "-pubout").stdout in text
+        openssl("verify", "-CAfile", str(tmp_path / "cacerts.pem"), "-partial_chain", str(tmp_path / issued))
+    state = server.device(body["device"]["id"])
+    serial = openssl("x509", "-in", str(tmp_path / "new-cert.pem"), "-noout", "-serial").stdout
+    assert state["status"] == "onboarded"
+    assert state["credential"]["serial_number"] == serial.split("=")[1].strip().lower().lstrip("0"), state
