@@ -19,6 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from conftest import http, openssl
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -581,6 +582,50 @@ def enroll_with_secret(server, domain, stem="cred", implicit=True, device=None, 
         args.append("-implicit_confirm")
     assert_cmp_ok(*run_cmp(*args, cwd=workdir))
     return Enrolled(device, cert, key, chain)
+
+
+@pytest.fixture
+def domain(server, workdir):
+    """A PkiDomain of the session server, its files in the test's workdir (the CMP conformance, negative and
+    matrix tests assign this fixture; the matrix's own `domain` runs it at two URLs)."""
+    return PkiDomain(server, workdir)
+
+
+@pytest.fixture
+def onboarded(server, domain):
+    """A device of the domain holding a domain credential (ir with its shared secret)."""
+    return enroll_with_secret(server, domain)
+
+
+def legacy_url(server, domain):
+    """The initialization URL of the user docs' recipe (the upstream path) for domain (a name)."""
+    return "%s/.well-known/cmp/initialization/%s/" % (server.cmp_url, domain)
+
+
+def openssl_key_file(path, key_type="ecdsa-p256"):
+    """Generate a device key with the openssl CLI, as a device would."""
+    if key_type.startswith("ecdsa-"):
+        curve = {"ecdsa-p256": "P-256", "ecdsa-p384": "P-384"}[key_type]
+        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:" + curve, "-out", str(path))
+    else:
+        bits = key_type.split("-")[1]
+        openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:" + bits, "-out", str(path))
+    return path
+
+
+def cmp_ir(url, ref, secret, workdir, *extra, key=None):
+    """Run the user docs' `openssl cmp -cmd ir` recipe unchanged (plus extra options) at url.
+
+    Returns (returncode, combined output); cert.pem and chain.pem land in workdir (key.pem too, unless key is given).
+    """
+    key = key or openssl_key_file(workdir / "key.pem")
+    for name in ("cert.pem", "chain.pem"):
+        if (workdir / name).exists():
+            (workdir / name).unlink()
+    return run_cmp(
+        "-cmd", "ir", "-server", url, "-ref", ref, "-secret", "pass:" + secret, "-subject", DOMAIN_SUBJECT,
+        "-newkey", key, "-certout", workdir / "cert.pem", "-chainout", workdir / "chain.pem", *extra, cwd=workdir,
+    )  # fmt: skip
 
 
 def enroll_application(domain, signer, profile, stem, subject="/CN=app.example", sans=None, key_kind="ec"):

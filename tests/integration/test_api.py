@@ -21,13 +21,12 @@ import threading
 import uuid
 
 import pytest
-from cmp_helpers import create_registration, create_truststore, make_ca
-from conftest import BIN, http, openssl
+from cmp_helpers import cmp_ir, create_registration, create_truststore, legacy_url, make_ca
+from conftest import BIN, http
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from trustpoint_core import keys
 
-SUBJECT = "/CN=Trustpoint Domain Credential"
 LOG_FILE = "server.log"  # written by the test fixture, not by the server
 
 
@@ -89,36 +88,6 @@ def database_rows(server, query, params=()):
         return db.execute(query, params).fetchall()
     finally:
         db.close()
-
-
-def enroll(server, domain, ref, secret, workdir, *extra):
-    """The user docs' `openssl cmp -cmd ir` recipe; returns (returncode, output)."""
-    key = workdir / ("key-%s.pem" % uuid.uuid4().hex[:6])
-    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key))
-    result = openssl(
-        "cmp",
-        "-cmd",
-        "ir",
-        "-server",
-        "%s/.well-known/cmp/initialization/%s/" % (server.cmp_url, domain),
-        "-ref",
-        str(ref),
-        "-secret",
-        "pass:" + secret,
-        "-subject",
-        SUBJECT,
-        "-newkey",
-        str(key),
-        "-certout",
-        str(workdir / "cert.pem"),
-        "-chainout",
-        str(workdir / "chain.pem"),
-        "-implicit_confirm",
-        *extra,
-        check=False,
-        cwd=str(workdir),
-    )
-    return result.returncode, result.stdout + result.stderr
 
 
 # --- authentication ----------------------------------------------------------------------------------
@@ -302,7 +271,7 @@ def test_patched_validity_applies_to_new_credentials(server, workdir):
     domain = server.create_domain()["name"]
     ok(call(server, "PATCH", "/domains/" + domain, {"validity_days": 10}))
     device, secret = server.create_device(domain)
-    returncode, output = enroll(server, domain, device["id"], secret, workdir)
+    returncode, output = cmp_ir(legacy_url(server, domain), device["id"], secret, workdir, "-implicit_confirm")
     assert returncode == 0, output
     cert = x509.load_pem_x509_certificate((workdir / "cert.pem").read_bytes())
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
@@ -497,12 +466,14 @@ def test_regenerated_secret_replaces_the_old_one(server, workdir):
     assert isinstance(new, str) and len(new) >= 16 and new != old
     assert answer["device"] == server.device(device["id"])
 
-    returncode, output = enroll(server, domain, device["id"], old, workdir, "-unprotected_errors")
+    returncode, output = cmp_ir(
+        legacy_url(server, domain), device["id"], old, workdir, "-implicit_confirm", "-unprotected_errors"
+    )
     assert returncode != 0
     assert re.search(r"PKIFailureInfo: [^;]*\bbadMessageCheck\b", output), output
     assert server.device(device["id"])["status"] == "pending"
 
-    returncode, output = enroll(server, domain, device["id"], new, workdir)
+    returncode, output = cmp_ir(legacy_url(server, domain), device["id"], new, workdir, "-implicit_confirm")
     assert returncode == 0, output
     record = server.device(device["id"])
     assert record["status"] == "onboarded"
@@ -515,11 +486,11 @@ def test_regenerated_secret_reonboards_and_supersedes(server, workdir):
     credential and the previous one is revoked as superseded."""
     domain = server.create_domain()["name"]
     device, secret = server.create_device(domain)
-    returncode, output = enroll(server, domain, device["id"], secret, workdir)
+    returncode, output = cmp_ir(legacy_url(server, domain), device["id"], secret, workdir, "-implicit_confirm")
     assert returncode == 0, output
     first = server.device(device["id"])["credential"]
     new = ok(call(server, "POST", "/devices/%d/secret" % device["id"]))["shared_secret"]
-    returncode, output = enroll(server, domain, device["id"], new, workdir)
+    returncode, output = cmp_ir(legacy_url(server, domain), device["id"], new, workdir, "-implicit_confirm")
     assert returncode == 0, output
     second = server.device(device["id"])["credential"]
     assert second["serial_number"] != first["serial_number"]
@@ -533,7 +504,7 @@ def test_delete_device_keeps_and_revokes_its_certificates(server, workdir):
     revoked (cessationOfOperation); the domain's device count drops."""
     domain = server.create_domain()["name"]
     device, secret = server.create_device(domain)
-    returncode, output = enroll(server, domain, device["id"], secret, workdir)
+    returncode, output = cmp_ir(legacy_url(server, domain), device["id"], secret, workdir, "-implicit_confirm")
     assert returncode == 0, output
     serial = server.device(device["id"])["credential"]["serial_number"]
 
@@ -571,7 +542,9 @@ def test_deleted_device_cannot_enroll(server, workdir):
     domain = server.create_domain()["name"]
     device, secret = server.create_device(domain)
     assert call(server, "DELETE", "/devices/%d" % device["id"])[0] == 204
-    returncode, output = enroll(server, domain, device["id"], secret, workdir, "-unprotected_errors")
+    returncode, output = cmp_ir(
+        legacy_url(server, domain), device["id"], secret, workdir, "-implicit_confirm", "-unprotected_errors"
+    )
     assert returncode != 0
     assert re.search(r"PKIFailureInfo: [^;]*\bbadMessageCheck\b", output), output
 
@@ -680,9 +653,11 @@ def test_secrets_never_reach_the_log(server, workdir):
     domain = server.create_domain()["name"]
     device, first = server.create_device(domain)
     second = ok(call(server, "POST", "/devices/%d/secret" % device["id"]))["shared_secret"]
-    returncode, _output = enroll(server, domain, device["id"], first, workdir, "-unprotected_errors")
+    returncode, _output = cmp_ir(
+        legacy_url(server, domain), device["id"], first, workdir, "-implicit_confirm", "-unprotected_errors"
+    )
     assert returncode != 0
-    returncode, output = enroll(server, domain, device["id"], second, workdir)
+    returncode, output = cmp_ir(legacy_url(server, domain), device["id"], second, workdir, "-implicit_confirm")
     assert returncode == 0, output
     log = server.log()
     assert "device %d" % device["id"] in log or device["name"] in log  # the log did record these events

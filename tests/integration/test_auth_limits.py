@@ -23,12 +23,11 @@ from cmp_helpers import (
     CMP_CONTENT_TYPE,
     assert_cmp_ok,
     assert_rejected,
+    cmp_ir,
     cmp_url,
     error_of,
     mac_protected,
-    new_key_file,
     new_private_key,
-    run_cmp,
     subject_name,
 )
 from conftest import Server, free_port
@@ -44,16 +43,6 @@ def limited(tmp_path, request):
     instance = Server(tmp_path / "data", free_port(), ["--workers", "1", *request.param])
     yield instance
     instance.stop()
-
-
-def cmp_ir(server, domain, workdir, device, secret, stem="key"):
-    """openssl cmp ir with this reference and secret: (returncode, output). Errors from a server that did
-    not verify the secret are unprotected: -unprotected_errors lets openssl show them."""
-    return run_cmp(
-        "-cmd", "ir", "-server", cmp_url(server, domain, "initialization"),
-        "-ref", str(device["id"]), "-secret", "pass:" + secret, "-subject", "/CN=x", "-unprotected_errors",
-        "-newkey", new_key_file(workdir / (stem + ".pem")), "-certout", workdir / (stem + "-cert.pem"),
-    )  # fmt: skip
 
 
 def post_from(server, source, url, der):
@@ -120,7 +109,7 @@ def test_a_source_over_its_budget_is_refused_before_any_check(limited, workdir):
     for attempt in range(3):
         unknown = dict(cmp_device, id=cmp_device["id"] + 100000 + attempt)
         assert error_of(post_from(server, "127.0.0.1", url, wrong_mac_ir(unknown)))[0] == ("badMessageCheck",)
-    returncode, output = cmp_ir(server, domain, workdir, cmp_device, secret)
+    returncode, output = cmp_ir(url, cmp_device["id"], secret, workdir, "-unprotected_errors")
     assert_rejected(returncode, output, "systemUnavail")
     assert "too many failed authentications from this address" in output
     # Another source address has its own budget, and the device's right secret works from there.
@@ -191,19 +180,21 @@ def test_a_cmp_secret_is_locked_after_n_failures_until_unlocked(limited, workdir
     server = limited
     domain = server.create_domain()["name"]
     device, secret = server.create_device(domain)
+    # Errors to a request whose secret was not verified are unprotected: -unprotected_errors shows them.
+    url = cmp_url(server, domain, "initialization")
     for attempt in range(3):
-        returncode, output = cmp_ir(server, domain, workdir, device, "wrong-%d" % attempt)
+        returncode, output = cmp_ir(url, device["id"], "wrong-%d" % attempt, workdir, "-unprotected_errors")
         assert_rejected(returncode, output, "badMessageCheck")
     wait_for(lambda: server.device(device["id"])["secret_locked"])
     state = server.device(device["id"])
     assert state["failed_authentications"] == 3 and state["secret_locked_at"], state
-    returncode, output = cmp_ir(server, domain, workdir, device, secret)
+    returncode, output = cmp_ir(url, device["id"], secret, workdir, "-unprotected_errors")
     assert_rejected(returncode, output, "badMessageCheck")
     assert "locked" in server.log()
 
     status, body = server.api("POST", "/devices/%d/unlock" % device["id"])
     assert status == 200 and body["secret_locked"] is False and body["failed_authentications"] == 0, body
-    returncode, output = cmp_ir(server, domain, workdir, device, secret)
+    returncode, output = cmp_ir(url, device["id"], secret, workdir, "-unprotected_errors")
     assert_cmp_ok(returncode, output)
     assert server.device(device["id"])["status"] == "onboarded"
 

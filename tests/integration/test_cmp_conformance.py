@@ -13,18 +13,17 @@ import re
 import time
 import uuid
 
+import cmp_helpers
 import pytest
 from cmp_helpers import (
     DOMAIN_SUBJECT,
     Credential,
-    PkiDomain,
     admit_manufacturer,
     admitted_idevid,
     assert_cmp_ok,
     assert_rejected,
     certificate_status,
     crl_url_of,
-    enroll_with_secret,
     error_of,
     execute,
     fetch_crl,
@@ -73,16 +72,9 @@ from trustpoint_core.cmp_message import (
 from trustpoint_core.cmp_protection import PasswordBasedMac, Pbmac1, SignatureProtection, verify_mac, verify_signature
 from trustpoint_core.errors import CmpFailure
 
-
-@pytest.fixture
-def domain(server, workdir):
-    return PkiDomain(server, workdir)
-
-
-@pytest.fixture
-def onboarded(server, domain):
-    """A device of the domain holding a domain credential (ir with its shared secret)."""
-    return enroll_with_secret(server, domain)
+# The shared fixtures (cmp_helpers.py): assigned, not imported, so that the tests' arguments of the same names
+# are not taken for redefinitions of an import.
+domain, onboarded = cmp_helpers.domain, cmp_helpers.onboarded
 
 
 def _crls(value):

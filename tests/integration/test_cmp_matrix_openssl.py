@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+import cmp_helpers
 import pytest
 from cmp_helpers import (
     DOMAIN_SUBJECT,
@@ -95,6 +96,9 @@ from trustpoint_core.cmp_protection import (
 )
 from trustpoint_core.signatures import RSASSA_PSS
 
+# The shared fixture (cmp_helpers.py): assigned, not imported, so that the tests' arguments of its name
+# are not taken for redefinitions of an import.
+onboarded = cmp_helpers.onboarded
 CONFIRM = ["implicit", "explicit"]
 SHA512 = "2.16.840.1.101.3.4.2.3"
 HMAC_SHA256 = "1.2.840.113549.2.9"
@@ -117,12 +121,6 @@ def domain(server, workdir, request):
     """The whole matrix runs twice: at the operation paths, and at the label-only path where a client that
     posts every message to one URL sends it (issue 15)."""
     return PkiDomain(server, workdir, label_only=request.param == "label-only")
-
-
-@pytest.fixture
-def onboarded(server, domain):
-    """A device of the domain holding a domain credential (ir with its shared secret)."""
-    return enroll_with_secret(server, domain)
 
 
 # --- checks --------------------------------------------------------------------------------------------

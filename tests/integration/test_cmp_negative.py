@@ -19,6 +19,7 @@ import shutil
 import sqlite3
 import types
 
+import cmp_helpers
 import pytest
 from cmp_helpers import (
     CMP_CONTENT_TYPE,
@@ -80,18 +81,10 @@ from trustpoint_core.cmp_message import (
 )
 from trustpoint_core.cmp_protection import PasswordBasedMac, SignatureProtection, verify_signature
 
+# The shared fixtures (cmp_helpers.py): assigned, not imported, so that the tests' arguments of the same names
+# are not taken for redefinitions of an import.
+domain, onboarded = cmp_helpers.domain, cmp_helpers.onboarded
 SHA512 = "2.16.840.1.101.3.4.2.3"
-
-
-@pytest.fixture
-def domain(server, workdir):
-    return PkiDomain(server, workdir)
-
-
-@pytest.fixture
-def onboarded(server, domain):
-    """A device of the domain holding a domain credential (ir with its shared secret)."""
-    return enroll_with_secret(server, domain)
 
 
 def assert_signed_by_domain(message, domain):

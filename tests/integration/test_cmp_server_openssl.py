@@ -18,7 +18,7 @@ import sqlite3
 import urllib.parse
 
 import pytest
-from cmp_helpers import end_retry_window
+from cmp_helpers import cmp_ir, end_retry_window, legacy_url, openssl_key_file
 from conftest import http, openssl
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -51,59 +51,9 @@ MAX_BODY = 128 * 1024
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def legacy_url(server, domain):
-    """The path of the user docs' recipe."""
-    return "%s/.well-known/cmp/initialization/%s/" % (server.cmp_url, domain)
-
-
 def profile_url(server, domain):
     """The RFC 9483 path of the same operation."""
     return "%s/.well-known/cmp/p/%s/initialization" % (server.cmp_url, domain)
-
-
-def new_key(path, key_type="ecdsa-p256"):
-    """Generate a device key with the openssl CLI, as a device would."""
-    if key_type.startswith("ecdsa-"):
-        curve = {"ecdsa-p256": "P-256", "ecdsa-p384": "P-384"}[key_type]
-        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:" + curve, "-out", str(path))
-    else:
-        bits = key_type.split("-")[1]
-        openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:" + bits, "-out", str(path))
-    return path
-
-
-def cmp_ir(url, ref, secret, workdir, *extra, key=None):
-    """Run the user docs' `openssl cmp -cmd ir` recipe unchanged (plus extra options).
-
-    Returns (returncode, combined output); cert.pem and chain.pem land in workdir.
-    """
-    key = key or new_key(workdir / "key.pem")
-    for name in ("cert.pem", "chain.pem"):
-        if (workdir / name).exists():
-            (workdir / name).unlink()
-    result = openssl(
-        "cmp",
-        "-cmd",
-        "ir",
-        "-server",
-        url,
-        "-ref",
-        str(ref),
-        "-secret",
-        "pass:" + secret,
-        "-subject",
-        SUBJECT,
-        "-newkey",
-        str(key),
-        "-certout",
-        str(workdir / "cert.pem"),
-        "-chainout",
-        str(workdir / "chain.pem"),
-        *extra,
-        check=False,
-        cwd=str(workdir),
-    )
-    return result.returncode, result.stdout + result.stderr
 
 
 def assert_rejected(returncode, output, fail_info):
@@ -211,7 +161,7 @@ def assert_protected_with(message, secret):
 def capture_ir(url, ref, secret, workdir, *extra):
     """The DER of the ir `openssl cmp` would send, captured with -reqout and never sent (-rspin)."""
     (workdir / "no-response.der").write_bytes(b"not a response")
-    key = new_key(workdir / "captured-key.pem")
+    key = openssl_key_file(workdir / "captured-key.pem")
     result = openssl(
         "cmp",
         "-cmd",
@@ -363,7 +313,7 @@ def test_key_type_matrix(server, workdir, ca_key_type, device_key_type):
     """Each device key type is certified under EC and RSA CAs (every type appears on each side)."""
     domain = server.create_domain(key_type=ca_key_type)["name"]
     device, secret = server.create_device(domain)
-    key = new_key(workdir / "key.pem", device_key_type)
+    key = openssl_key_file(workdir / "key.pem", device_key_type)
     returncode, output = cmp_ir(legacy_url(server, domain), device["id"], secret, workdir, key=key)
     assert returncode == 0, output
     cert = assert_onboarded(server, domain, device, workdir)
@@ -521,7 +471,7 @@ def test_unsupported_body(server, enrollment, workdir, command):
     """cr, p10cr and genm sent to the initialization operation: badRequest, protected. (The legacy path takes
     every body, as one-URL clients expect: test_cmp_conformance.py.)"""
     domain, device, secret = enrollment
-    key = new_key(workdir / "key.pem")
+    key = openssl_key_file(workdir / "key.pem")
     args = ["cmp", "-cmd", command, "-server", profile_url(server, domain), "-ref", str(device["id"])]
     args += ["-secret", "pass:" + secret]
     if command == "cr":
