@@ -12,12 +12,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "bench" / "cmp_enroll.py"
+from bench_runs import bench_process
+
 SMALL = ("--skip-mock", "--requests", "6", "--concurrency", "2", "--warmup", "2", "--calibration-requests", "20")
 ENROLL_PATH = "POST /.well-known/cmp/p/bench/initialization"
 
@@ -26,21 +24,12 @@ def run_bench(tmp_path, *options):
     """(JSON report, stderr, work directory) of one run, every answer fully verified; the work directory is kept in
     tmp_path/work-N."""
     out = tmp_path / ("report-%d.json" % len(list(tmp_path.glob("report-*.json"))))
-    result = bench_process(*SMALL, "--verify-sample", "-1", "--keep", "--json", str(out), *options)
+    result = bench_process("cmp_enroll.py", *SMALL, "--verify-sample", "-1", "--keep", "--json", str(out), *options)
     kept = re.search(r"^kept (\S+)$", result.stderr, re.MULTILINE)
     assert kept, result.stderr[-3000:]
     work = tmp_path / ("work-%s" % out.stem)
     shutil.move(kept.group(1), str(work))
     return json.loads(out.read_text()), result.stderr, work
-
-
-def bench_process(*options):
-    """The finished bench process (stdout and stderr as text), which must have exited 0."""
-    result = subprocess.run(
-        [sys.executable, str(BENCH), *options], capture_output=True, text=True, timeout=600, check=False, cwd=str(ROOT)
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result
 
 
 def enrollment_rows(report):
@@ -109,7 +98,7 @@ def test_the_three_flows_against_the_mock(tmp_path):
     # 40 requests: the mock's CPU is read in clock ticks (10 ms), and six of its enrollments may not fill one.
     small = ("--requests", "40", "--concurrency", "2", "--warmup", "2", "--calibration-requests", "20")
     flows = ("--flow", "pbm-ir", "--flow", "signed-ir,est-enroll")
-    result = bench_process(*small, *flows, "--verify-sample", "-1", "--json", str(out))
+    result = bench_process("cmp_enroll.py", *small, *flows, "--verify-sample", "-1", "--json", str(out))
     report = json.loads(out.read_text())
     assert report["settings"]["flows"] == ["pbm-ir", "signed-ir", "est-enroll"]
     mocks = {row["flow"]: row for row in report["results"] if "config" not in row}
