@@ -80,6 +80,7 @@ try:
     )
     from trustpoint_core.cmp_protection import PasswordBasedMac, SignatureProtection, verify_mac, verify_signature
     from trustpoint_core.est import load_certs_only
+    from trustpoint_server.settings import ENV_PREFIX
 except ImportError as exc:  # pragma: no cover - a message instead of a traceback
     sys.exit("cannot import trustpoint_core (%s): run with the repository's venv, e.g. .venv/bin/python" % exc)
 
@@ -89,6 +90,7 @@ P99_TARGET_MS = 20.0
 OTHER_LOAD_WARNING = 0.2  # cores
 TIMEOUT = 60.0
 MOCK_REF = "11"
+DATABASE_URL_ENV = ENV_PREFIX + "DATABASE_URL"  # how our server gets a database URL (with its password)
 MOCK_PATH = "/pkix/"
 # PBM parameters as OpenSSL's CMP client sends them by default (cmp-openssl.md 3).
 OWF_SHA256 = "2.16.840.1.101.3.4.2.1"
@@ -910,11 +912,11 @@ class OurServer:
                 str(threads),
                 "--log-level",
                 log_level,
-                *(["--database-url", database_url] if database_url else []),
                 *extra_args,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            env=self.server_environment(database_url),
         )
         _wait_http(self.url + "/healthz", self.process, "trustpoint-server", self.log_path)
         if self.api_url != self.url:
@@ -922,10 +924,22 @@ class OurServer:
 
     @classmethod
     def init(cls, data_dir, command=None, database_url=None):
-        database = ["--database-url", database_url] if database_url else []
         subprocess.run(
-            [*(command or cls._command()), "init", "--data-dir", data_dir, *database], check=True, capture_output=True
+            [*(command or cls._command()), "init", "--data-dir", data_dir],
+            check=True,
+            capture_output=True,
+            env=cls.server_environment(database_url),
         )
+
+    @staticmethod
+    def server_environment(database_url):
+        """The environment of a trustpoint-server process: the database URL (it may hold a password) in
+        $TRUSTPOINT_DATABASE_URL, where `ps` does not show it; None: SQLite in the data directory, whatever the
+        bench's own environment names."""
+        environment = {k: v for k, v in os.environ.items() if k != DATABASE_URL_ENV}
+        if database_url:
+            environment[DATABASE_URL_ENV] = database_url
+        return environment
 
     @staticmethod
     def _command():

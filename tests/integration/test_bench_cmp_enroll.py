@@ -14,17 +14,19 @@ import re
 import shutil
 from pathlib import Path
 
-from bench_runs import bench_process
+from bench_runs import CommandLines, bench_process
 
 SMALL = ("--skip-mock", "--requests", "6", "--concurrency", "2", "--warmup", "2", "--calibration-requests", "20")
 ENROLL_PATH = "POST /.well-known/cmp/p/bench/initialization"
 
 
-def run_bench(tmp_path, *options):
+def run_bench(tmp_path, *options, env=None):
     """(JSON report, stderr, work directory) of one run, every answer fully verified; the work directory is kept in
     tmp_path/work-N."""
     out = tmp_path / ("report-%d.json" % len(list(tmp_path.glob("report-*.json"))))
-    result = bench_process("cmp_enroll.py", *SMALL, "--verify-sample", "-1", "--keep", "--json", str(out), *options)
+    result = bench_process(
+        "cmp_enroll.py", *SMALL, "--verify-sample", "-1", "--keep", "--json", str(out), *options, env=env
+    )
     kept = re.search(r"^kept (\S+)$", result.stderr, re.MULTILINE)
     assert kept, result.stderr[-3000:]
     work = tmp_path / ("work-%s" % out.stem)
@@ -76,8 +78,20 @@ def test_two_instances_on_a_prefilled_sqlite_database(tmp_path):
 
 def test_two_instances_on_postgresql(tmp_path):
     """--database postgresql: a throwaway cluster of the bench's own (gone afterwards), two instances on it,
-    and the database's CPU per enrollment reported apart."""
-    report, stderr, work = run_bench(tmp_path, "--database", "postgresql", "--instances", "2")
+    and the database's CPU per enrollment reported apart. The database URL (with the cluster's password) reaches
+    the servers through their environment, never a command line that `ps` shows."""
+    watch = CommandLines()
+    watch.start()
+    try:
+        report, stderr, work = run_bench(tmp_path, "--database", "postgresql", "--instances", "2", env=watch.env)
+    finally:
+        command_lines = watch.stop()
+    # The commands the bench's servers ran with (after the interpreter and the script: `python trustpoint-server`).
+    commands = {
+        argv[n + 1] for argv in command_lines for n, arg in enumerate(argv[:-1]) if arg.endswith("/trustpoint-server")
+    }
+    assert commands >= {"init", "run"}, command_lines
+    assert not [argv for argv in command_lines if any(re.match(r"postgres\w*(\+\w+)?://", arg) for arg in argv)]
     (row,) = enrollment_rows(report)
     assert row["database"] == "PostgreSQL" and row["instances"] == 2
     # Reported apart; a few requests may cost the database less than one clock tick (CI saw 0.0).
