@@ -22,6 +22,11 @@ class ApiError(Exception):
         self.message = message
         self.headers = headers or {}
 
+    @classmethod
+    def too_many_requests(cls, message, retry_after):
+        """429 Too Many Requests: message says why, Retry-After in how many seconds an attempt may succeed."""
+        return cls(429, message, {"Retry-After": str(retry_after)})
+
 
 def json_error(status, message, headers=None):
     response = jsonify({"error": message, "status": status})

@@ -22,7 +22,7 @@ from trustpoint_core import aoki as aoki_format
 from trustpoint_core.cmp_protection import SignatureProtection
 from trustpoint_core.errors import CmpFailure
 
-from ..errors import json_error
+from ..errors import ApiError, json_error
 from ..services import aoki, owner
 from ..services.pki import ca_chain
 from ..storage.db import session
@@ -41,7 +41,7 @@ def init():
     gate = services.auth_limits.gate(request.remote_addr)
     over_budget = gate.refusal()
     if over_budget is not None:
-        return json_error(429, over_budget[0], {"Retry-After": str(over_budget[1])})
+        raise ApiError.too_many_requests(*over_budget)
     idevid = client_certificate()
     try:
         body, signature, algorithm = aoki.init_answer(

@@ -22,9 +22,10 @@ import logging
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
 from trustpoint_core import est, keys, x509
-from trustpoint_core.errors import InvalidInput, bounded
+from trustpoint_core.errors import InvalidInput
 from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 
+from ..errors import ApiError
 from ..services import certificates, devices, identity, names, pki
 from ..storage.db import begin_write, session
 from ..storage.models import Device, Domain
@@ -43,15 +44,9 @@ OPERATIONS = {
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="est"'}
 
 
-class EstError(Exception):
-    """An EST request refused: HTTP status, a message that says why, extra headers."""
-
-    def __init__(self, status, message, headers=None):
-        message = bounded(message)
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
+class EstError(ApiError):
+    """An EST request refused: HTTP status, a message that says why, extra headers; answered in text/plain and
+    logged (the handler below)."""
 
 
 @bp.errorhandler(EstError)
@@ -171,7 +166,7 @@ class EstEnrollment:
         gate = current_app.extensions["trustpoint"].auth_limits.gate(request.remote_addr)
         over_budget = gate.refusal()
         if over_budget is not None:
-            raise EstError(429, over_budget[0], {"Retry-After": str(over_budget[1])})
+            raise EstError.too_many_requests(*over_budget)
         presented = client_certificate()
         refusal = None
         if presented is not None:
@@ -264,7 +259,7 @@ class EstEnrollment:
         try:
             certificates.check_daily_limit(self.db, device, self.settings)
         except certificates.LimitReached as exc:
-            raise EstError(429, exc.message, {"Retry-After": str(exc.retry_after)}) from exc
+            raise EstError.too_many_requests(exc.message, exc.retry_after) from exc
 
     def _issue(self, requester, profile, public_key, csr, replaces):
         device = requester.device

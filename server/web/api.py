@@ -48,7 +48,7 @@ def _authenticate():
         gate = current_app.extensions["trustpoint"].auth_limits.gate(request.remote_addr)
         refusal = gate.refusal()
         if refusal is not None:
-            raise ApiError(429, refusal[0], {"Retry-After": str(refusal[1])})
+            raise ApiError.too_many_requests(*refusal)
         gate.failed()
         raise ApiError(401, "invalid API token", challenge)
     g.api_token_name = api_token.name

@@ -100,6 +100,7 @@ def test_a_source_over_its_budget_is_refused_before_any_check(limited, workdir):
     assert answer.status == 429, answer
     assert 1 <= int(answer.headers["retry-after"]) <= 60, answer
     assert "too many failed authentications" in answer.text
+    assert answer.headers["content-type"] == "text/plain; charset=utf-8", answer  # EST clients read no JSON
     status, body = server.api("GET", "/domains", token="tp_not-a-token")
     assert status == 429 and "too many failed authentications" in body["error"], body
     # Budgets are per worker process: the plain-HTTP listener's worker counts its own. Three MACs with
@@ -146,6 +147,7 @@ def test_aoki_init_counts_refused_idevids_against_the_source(limited, workdir):
     status, headers, body = aoki_init(server, admitted, admitted_key)
     assert status == 429 and "too many failed authentications" in json.loads(body)["error"], body
     assert 1 <= int(headers["Retry-After"]) <= 60, headers
+    assert headers["Content-Type"] == "application/json", headers
     assert aoki.devices_on_server() == []
 
 
