@@ -9,7 +9,8 @@ lookups every request already made (the device by id, the signer's record by fin
     .venv/bin/python bench/policy_queries.py --devices 10000 --certificates 100000 --rounds 2000
 
 It prints, per query, the wall time and CPU time per call and the ratio to the peer. The database is SQLite in
-a temporary directory, migrated like the server's (so the indexes are the real ones); filling it is not timed.
+a temporary directory (removed at the end), migrated like the server's (so the indexes are the real ones); filling it
+is not timed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import datetime
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -122,14 +124,8 @@ def measure(function, rounds):
     return statistics.median(walls), (time.process_time() - cpu_start) / rounds
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--devices", type=int, default=100000)
-    parser.add_argument("--certificates", type=int, default=1000000)
-    parser.add_argument("--rounds", type=int, default=5000)
-    args = parser.parse_args(argv)
-
-    directory = tempfile.mkdtemp(prefix="bench-policy-")
+def run_queries(args, directory):
+    """[(label, median wall seconds, CPU seconds per call)] of every case, on a database filled in directory."""
     engine = make_engine("sqlite:///%s" % os.path.join(directory, "trustpoint.db"))
     migrate.upgrade(engine)
     started = time.perf_counter()
@@ -171,6 +167,22 @@ def main(argv=None):
             function()  # warm the page cache and the statement cache
             results.append((label, *measure(function, args.rounds)))
             db.rollback()
+    engine.dispose()
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=100000)
+    parser.add_argument("--certificates", type=int, default=1000000)
+    parser.add_argument("--rounds", type=int, default=5000)
+    args = parser.parse_args(argv)
+
+    directory = tempfile.mkdtemp(prefix="bench-policy-")
+    try:
+        results = run_queries(args, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)  # the database: over a gigabyte at the default size
     peer = results[0][1]
     print("%-32s %12s %12s %10s" % ("query", "median ms", "CPU ms/call", "x peer"))
     for label, wall, cpu in results:

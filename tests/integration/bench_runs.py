@@ -26,6 +26,14 @@ def bench_process(script, *options, timeout=600, env=None):
     return result
 
 
+def scratch_environment(tmp_path):
+    """(environment, directory): the environment of a bench run whose temporary directory is tmp_path/tmp, which
+    the bench must leave empty."""
+    directory = tmp_path / "tmp"
+    directory.mkdir()
+    return dict(os.environ, TMPDIR=str(directory)), directory
+
+
 def assert_number(value, least=0.0, what=""):
     """value is a real, finite number (not a bool, None or NaN) of at least least."""
     assert isinstance(value, (int, float)) and not isinstance(value, bool), (what, value)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from bench_runs import assert_latencies, assert_number, bench_process
+from bench_runs import assert_latencies, assert_number, bench_process, scratch_environment
 
 OPERATIONS = ["API GET /domains (HTTPS)", "CMP ir (plain HTTP)", "EST simpleenroll (HTTPS)"]
 REQUESTS = 2
@@ -15,7 +15,9 @@ REQUESTS = 2
 def test_failed_auth_bench_reports_real_numbers(tmp_path):
     out = tmp_path / "report.json"
     small = ("--attackers", "2", "--attack-rate", "4", "--attack-seconds", "2", "--requests", str(REQUESTS))
-    result = bench_process("failed_auth.py", *small, "--workers", "1", "--json", str(out))
+    env, scratch = scratch_environment(tmp_path)
+    result = bench_process("failed_auth.py", *small, "--workers", "1", "--json", str(out), env=env)
+    assert not list(scratch.iterdir()), "the bench left its work directory behind"
     report = json.loads(out.read_text())
     assert list(report["results"]) == ["no budgets", "defaults"]
     for name, configuration in report["results"].items():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from bench_runs import assert_number, bench_process
+from bench_runs import assert_number, bench_process, scratch_environment
 
 QUERIES = [
     "peer: device by id",
@@ -18,8 +18,10 @@ QUERIES = [
 ]
 
 
-def test_policy_queries_bench_prints_real_numbers():
-    result = bench_process("policy_queries.py", "--devices", "200", "--certificates", "2000", "--rounds", "30")
+def test_policy_queries_bench_prints_real_numbers(tmp_path):
+    env, scratch = scratch_environment(tmp_path)
+    result = bench_process("policy_queries.py", "--devices", "200", "--certificates", "2000", "--rounds", "30", env=env)
+    assert not list(scratch.iterdir()), "the bench left its database behind"
     assert re.search(r"^filled 200 devices, 2000 certificates in \d+ s", result.stdout, re.M), result.stdout
     rows = {}
     for line in result.stdout.splitlines():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from bench_runs import assert_latencies, assert_number, bench_process
+from bench_runs import assert_latencies, assert_number, bench_process, scratch_environment
 
 OPERATIONS = ["API GET /domains (HTTPS)", "CMP ir (plain HTTP)", "EST simpleenroll (HTTPS)"]
 KINDS = ["plain-body", "plain-head", "plain-idle", "tls-body", "tls-byte", "tls-head"]
@@ -17,7 +17,9 @@ REQUESTS = 2
 def test_stalled_clients_bench_reports_real_numbers(tmp_path):
     out = tmp_path / "report.json"
     small = ("--stalled", "60", "--requests", str(REQUESTS), "--attack-seconds", "4", "--workers", "1")
-    result = bench_process("stalled_clients.py", *small, "--json", str(out))
+    env, scratch = scratch_environment(tmp_path)
+    result = bench_process("stalled_clients.py", *small, "--json", str(out), env=env)
+    assert not list(scratch.iterdir()), "the bench left its work directory behind"
     report = json.loads(out.read_text())
     assert sorted(report["operations"]) == OPERATIONS
     for operation, row in report["operations"].items():
