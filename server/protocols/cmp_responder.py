@@ -510,20 +510,17 @@ class CmpResponder:
                 issued_with=credential,
                 replaces=replaces,
             )
-            # Through the relationship one flush inserts the record, then the transaction with its id.
-            self.db.add(
-                CmpTransaction(
-                    transaction_id=message.transaction_id,
-                    device_id=device.id,
-                    certificate=record,
-                    response_nonce=nonce,
-                    request_nonce=message.sender_nonce,
-                    requester=requester.identity,
-                    cert_req_id=cert_req_id,
-                    state="confirmed" if implicit else "waiting",
-                )
+            certificates.record_transaction(
+                self.db,
+                message.transaction_id,
+                device,
+                record,
+                nonce,
+                message.sender_nonce,
+                requester.identity,
+                cert_req_id,
+                "confirmed" if implicit else "waiting",
             )
-            self.db.flush()  # activate() needs record.id
             if credential is not None:
                 certificates.mark_used(credential)
             if implicit:
@@ -855,8 +852,7 @@ class CmpResponder:
         )
 
     def _transaction_used(self):
-        used = select(CmpTransaction.id).where(CmpTransaction.transaction_id == self.message.transaction_id)
-        return self.db.scalar(used) is not None
+        return certificates.transaction_used(self.db, self.message.transaction_id)
 
     def _commit(self):
         try:
