@@ -237,7 +237,7 @@ def record(db, prepared, settings, replaces=None):
     """Record a prepared certificate as active; it supersedes replaces (a renewal) and, for a domain
     credential, the device's earlier ones. The caller holds the write lock (begin_write) and commits."""
     if replaces is not None:
-        db.refresh(replaces)
+        reread(db, replaces)
         if replaces.status != "active":
             raise ApiError(
                 409,
@@ -404,11 +404,24 @@ def supersede_unconfirmed(db, device, profile_name, requester_identity):
     )
     for transaction_id, _certificate_id in ended:
         show_written(db, CmpTransaction, transaction_id, {"state": "superseded"})
-    for certificate_id in sorted({c for _t, c in ended}):
-        pki.revoke_where(db, "superseded", pki.REVOKE_ONE, p_id=certificate_id)
+    pki.revoke_ids(db, "superseded", {certificate_id for _transaction, certificate_id in ended})
 
 
 _TRANSACTION_USED = select(_TRANSACTIONS.c.id).where(_TRANSACTIONS.c.transaction_id == bindparam("transaction_id"))
+
+
+# What a concurrent request may have changed of a certificate that authenticates or is renewed.
+_STATE = ("status", "revocation_reason", "revoked_at", "superseded_at", "first_used_at")
+_REREAD = select(_CERTIFICATES.c.id, *(_CERTIFICATES.c[name] for name in _STATE)).where(
+    _CERTIFICATES.c.id == bindparam("p_id")
+)
+
+
+def reread(db, record):
+    """Read record's state again (under the write lock, before relying on it): one SELECT of the columns a
+    concurrent request may change, instead of a refresh of the whole object (issue 16); record shows them."""
+    row = db.connection().execute(_REREAD, {"p_id": record.id}).one()
+    show_written(db, IssuedCertificate, record.id, {name: row[index + 1] for index, name in enumerate(_STATE)})
 
 
 def transaction_used(db, transaction_id):
@@ -553,10 +566,16 @@ def sweep(db, settings, now=None, force=False):
         return False
     begin_write(db)
     unconfirmed, superseded, secrets = _overdue(db, settings, now)
-    for record in unconfirmed:
-        expire_unconfirmed(db, record)
-    for record in superseded:
-        pki.revoke(record, "superseded")
+    # A statement per 500 certificates, not one per certificate (issue 16: revocations are Core UPDATEs).
+    expired = pki.revoke_ids(db, UNCONFIRMED_REASON, [record.id for record in unconfirmed])
+    for start in range(0, len(expired), 500):
+        for waiting in db.scalars(
+            select(CmpTransaction).where(
+                CmpTransaction.certificate_id.in_(expired[start : start + 500]), CmpTransaction.state == "waiting"
+            )
+        ):
+            waiting.state = "expired"
+    pki.revoke_ids(db, "superseded", [record.id for record in superseded])
     for device in secrets:
         end_secret(device)
     db.commit()

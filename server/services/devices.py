@@ -19,18 +19,10 @@ from trustpoint_core.profiles import get_profile
 
 from ..errors import ApiError
 from ..storage.db import MAX_ID, contains, get_by_id, show_written
-from ..storage.models import (
-    CertificateAuthority,
-    CmpTransaction,
-    Device,
-    DevIdRegistration,
-    Domain,
-    IssuedCertificate,
-    utcnow,
-)
+from ..storage.models import CmpTransaction, Device, DevIdRegistration, IssuedCertificate, utcnow
 from . import auth_limits, trust
 from .names import check_allowed_names
-from .pki import revocation, revoke_where
+from .pki import ENROLLING_CAS, revocation, revoke_where
 
 # A device's name is the common name of its certificates: at most 64 characters (RFC 5280 ub-common-name).
 MAX_NAME = 64
@@ -191,19 +183,13 @@ def get_device(db, device_id):
 
 def enrolling_device(db, device_id):
     """The device that authenticates a request, with its domain and the domain's CAs, in one query: an
-    enrollment needs all three (issue 16). The CAs' keys and CRLs load when used: a key is decrypted once per
-    process (pki.Signer), and a CRL may be large."""
+    enrollment needs all three (issue 16). The CAs' keys and CRLs load when used (pki.ENROLLING_CAS)."""
     if not 0 < device_id <= MAX_ID:
         return None
     return db.get(Device, device_id, options=[_ENROLLING_LOAD])
 
 
-_ENROLLING_LOAD = (
-    joinedload(Device.domain)
-    .joinedload(Domain.cas)
-    .defer(CertificateAuthority.private_key_encrypted)
-    .defer(CertificateAuthority.crl_der)
-)
+_ENROLLING_LOAD = joinedload(Device.domain).options(ENROLLING_CAS)
 
 
 def issue_secret(vault, device):

@@ -10,7 +10,7 @@ import threading
 from typing import ClassVar
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.orm import object_session
+from sqlalchemy.orm import joinedload, object_session
 from trustpoint_core import keys, x509
 from trustpoint_core.profiles import get_profile
 
@@ -86,6 +86,19 @@ def get_domain(db, name):
     if domain is None:
         raise ApiError(404, "domain %r does not exist" % name)
     return domain
+
+
+# What an enrollment loads of a domain's CAs with the domain: their certificates. Keys and CRLs load when used: a
+# key is decrypted once per process (Signer), and a CRL may be megabytes (issue 16).
+ENROLLING_CAS = (
+    joinedload(Domain.cas).defer(CertificateAuthority.private_key_encrypted).defer(CertificateAuthority.crl_der)
+)
+_ENROLLING_DOMAIN = select(Domain).where(Domain.name == bindparam("p_name")).options(ENROLLING_CAS)
+
+
+def enrolling_domain(db, name):
+    """The domain called name with its CAs, in one query; None when there is none."""
+    return db.execute(_ENROLLING_DOMAIN, {"p_name": name}).unique().scalar_one_or_none()
 
 
 def delete_domain(db, domain):
@@ -226,6 +239,9 @@ def revocation(*criteria):
 
 
 REVOKE_ONE = revocation(_CERTIFICATES.c.id == bindparam("p_id"))
+REVOKE_IDS = revocation(_CERTIFICATES.c.id.in_(bindparam("p_ids", expanding=True)))
+# Ids per statement of revoke_ids(): far below the bound parameters SQLite and PostgreSQL take.
+_IDS_PER_STATEMENT = 500
 
 
 def revoke(record, reason):
@@ -252,6 +268,15 @@ def revoke_where(db, reason, statement, **params):
     for record_id, _ca_id in rows:
         show_written(db, IssuedCertificate, record_id, revoked)
     return [record_id for record_id, _ca_id in rows]
+
+
+def revoke_ids(db, reason, ids):
+    """Revoke the live certificates among ids (revoke_where, a statement per 500). Returns the ids revoked."""
+    ids = sorted(ids)
+    revoked = []
+    for start in range(0, len(ids), _IDS_PER_STATEMENT):
+        revoked += revoke_where(db, reason, REVOKE_IDS, p_ids=ids[start : start + _IDS_PER_STATEMENT])
+    return revoked
 
 
 # What an ir signed with a certificate this PKI issued gets (docs/server.md, "CMP policy").
