@@ -186,10 +186,13 @@ def enrolling_device(db, device_id):
     enrollment needs all three (issue 16). The CAs' keys and CRLs load when used (pki.ENROLLING_CAS)."""
     if not 0 < device_id <= MAX_ID:
         return None
-    return db.get(Device, device_id, options=[_ENROLLING_LOAD])
+    return db.execute(_ENROLLING_DEVICE, {"p_id": device_id}).unique().scalar_one_or_none()
 
 
-_ENROLLING_LOAD = joinedload(Device.domain).options(ENROLLING_CAS)
+# Built once: a statement caches its compiled form; Session.get() with options builds and keys a new one per call.
+_ENROLLING_DEVICE = (
+    select(Device).where(Device.id == bindparam("p_id")).options(joinedload(Device.domain).options(ENROLLING_CAS))
+)
 
 
 def issue_secret(vault, device):
