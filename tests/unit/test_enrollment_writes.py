@@ -8,50 +8,19 @@ stale state and no flush writes an old value back."""
 from __future__ import annotations
 
 import datetime
-import os
 
 import pytest
 from cryptography.x509 import load_der_x509_crl
 from sqlalchemy import select
-from trustpoint_server.runtime.vault import Vault
+from trustpoint_core import x509
 from trustpoint_server.services import certificates, crl, devices, pki
-from trustpoint_server.settings import Settings
-from trustpoint_server.storage import migrate
-from trustpoint_server.storage.db import begin_write, make_engine, session_factory
+from trustpoint_server.storage.db import begin_write, session_factory
 from trustpoint_server.storage.models import CertificateAuthority, Device, IssuedCertificate, utcnow
 
 
 @pytest.fixture
-def engine(tmp_path):
-    engine = make_engine("sqlite:///%s" % (tmp_path / "t.db"))
-    migrate.upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def db(engine):
-    with session_factory(engine)() as session:
-        yield session
-
-
-@pytest.fixture
-def vault():
-    return Vault(os.urandom(32))
-
-
-@pytest.fixture
-def settings(tmp_path):
-    return Settings(data_dir=str(tmp_path))
-
-
-@pytest.fixture
-def device(db, vault):
-    domain = pki.create_domain(db, vault, "d1")
-    db.commit()
-    item, _secret = devices.create_device(db, vault, "plc-1", domain, "cmp_shared_secret")
-    db.commit()
-    return item
+def engine(db):
+    return db.get_bind()
 
 
 def stored(engine, table, row_id):
@@ -107,8 +76,7 @@ def test_a_failure_before_the_commit_leaves_nothing(engine, db, vault, device, s
 
 
 def first_key(record):
-    from trustpoint_core import x509
-
+    """The public key of record's certificate: a request for the same key again."""
     return x509.load_certificate(record.certificate_der).public_key()
 
 
