@@ -101,7 +101,7 @@ def get_certificate(db, device, serial_number):
 
 
 UNCONFIRMED_REASON = "cessationOfOperation"
-_LIVE = ("active", "awaiting_confirmation")
+_LIVE = pki.LIVE
 SWEEP_INTERVAL = datetime.timedelta(seconds=30)
 _last_sweep = []  # when this process last looked (sweep())
 
@@ -407,21 +407,20 @@ def supersede_unconfirmed(db, device, profile_name, requester_identity):
     pki.revoke_ids(db, "superseded", {certificate_id for _transaction, certificate_id in ended})
 
 
+_RECORD_TRANSACTION = _TRANSACTIONS.insert()
 _TRANSACTION_USED = select(_TRANSACTIONS.c.id).where(_TRANSACTIONS.c.transaction_id == bindparam("transaction_id"))
 
 
 # What a concurrent request may have changed of a certificate that authenticates or is renewed.
 _STATE = ("status", "revocation_reason", "revoked_at", "superseded_at", "first_used_at")
-_REREAD = select(_CERTIFICATES.c.id, *(_CERTIFICATES.c[name] for name in _STATE)).where(
-    _CERTIFICATES.c.id == bindparam("p_id")
-)
+_REREAD = select(*(_CERTIFICATES.c[name] for name in _STATE)).where(_CERTIFICATES.c.id == bindparam("p_id"))
 
 
 def reread(db, record):
     """Read record's state again (under the write lock, before relying on it): one SELECT of the columns a
     concurrent request may change, instead of a refresh of the whole object (issue 16); record shows them."""
     row = db.connection().execute(_REREAD, {"p_id": record.id}).one()
-    show_written(db, IssuedCertificate, record.id, {name: row[index + 1] for index, name in enumerate(_STATE)})
+    show_written(db, IssuedCertificate, record.id, dict(zip(_STATE, row)))
 
 
 def transaction_used(db, transaction_id):
@@ -435,7 +434,7 @@ def record_transaction(
     """Record the CMP transaction that issued record (one INSERT): a raced transactionID fails here with the
     UNIQUE constraint's IntegrityError (transactionIdInUse). The caller holds the write lock and commits."""
     db.connection().execute(
-        _TRANSACTIONS.insert(),
+        _RECORD_TRANSACTION,
         {
             "transaction_id": transaction_id,
             "device_id": device.id,
@@ -568,10 +567,11 @@ def sweep(db, settings, now=None, force=False):
     unconfirmed, superseded, secrets = _overdue(db, settings, now)
     # A statement per 500 certificates, not one per certificate (issue 16: revocations are Core UPDATEs).
     expired = pki.revoke_ids(db, UNCONFIRMED_REASON, [record.id for record in unconfirmed])
-    for start in range(0, len(expired), 500):
+    for start in range(0, len(expired), pki.IDS_PER_STATEMENT):
         for waiting in db.scalars(
             select(CmpTransaction).where(
-                CmpTransaction.certificate_id.in_(expired[start : start + 500]), CmpTransaction.state == "waiting"
+                CmpTransaction.certificate_id.in_(expired[start : start + pki.IDS_PER_STATEMENT]),
+                CmpTransaction.state == "waiting",
             )
         ):
             waiting.state = "expired"

@@ -190,7 +190,8 @@ def issue_for_device(
 
 _CERTIFICATES = IssuedCertificate.__table__
 _CAS = CertificateAuthority.__table__
-_LIVE = ("active", "awaiting_confirmation")
+# The statuses of a certificate that is not revoked.
+LIVE = ("active", "awaiting_confirmation")
 _INSERT = _CERTIFICATES.insert()
 
 
@@ -228,7 +229,7 @@ def revocation(*criteria):
     form (issue 16)."""
     return (
         _CERTIFICATES.update()
-        .where(_CERTIFICATES.c.status.in_(_LIVE), *criteria)
+        .where(_CERTIFICATES.c.status.in_(LIVE), *criteria)
         .values(
             status="revoked",
             revoked_at=bindparam("p_revoked_at", type_=_CERTIFICATES.c.revoked_at.type),
@@ -241,7 +242,7 @@ def revocation(*criteria):
 REVOKE_ONE = revocation(_CERTIFICATES.c.id == bindparam("p_id"))
 REVOKE_IDS = revocation(_CERTIFICATES.c.id.in_(bindparam("p_ids", expanding=True)))
 # Ids per statement of revoke_ids(): far below the bound parameters SQLite and PostgreSQL take.
-_IDS_PER_STATEMENT = 500
+IDS_PER_STATEMENT = 500
 
 
 def revoke(record, reason):
@@ -274,8 +275,8 @@ def revoke_ids(db, reason, ids):
     """Revoke the live certificates among ids (revoke_where, a statement per 500). Returns the ids revoked."""
     ids = sorted(ids)
     revoked = []
-    for start in range(0, len(ids), _IDS_PER_STATEMENT):
-        revoked += revoke_where(db, reason, REVOKE_IDS, p_ids=ids[start : start + _IDS_PER_STATEMENT])
+    for start in range(0, len(ids), IDS_PER_STATEMENT):
+        revoked += revoke_where(db, reason, REVOKE_IDS, p_ids=ids[start : start + IDS_PER_STATEMENT])
     return revoked
 
 
