@@ -337,7 +337,7 @@ def mark_onboarded(db, device, record, settings, now, by_secret=False):
 
 
 _ACTIVATE = _CERTIFICATES.update().where(_CERTIFICATES.c.id == bindparam("p_id")).values(status="active")
-# Renewals of the same certificate other than the one activated.
+# Renewals of the same certificate whose answer was lost (the device never had them), other than the one activated.
 _REVOKE_SIBLINGS = revocation(
     _CERTIFICATES.c.replaces_id == bindparam("p_replaces"), _CERTIFICATES.c.id != bindparam("p_id")
 )
