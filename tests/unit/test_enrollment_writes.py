@@ -13,9 +13,16 @@ import pytest
 from cryptography.x509 import load_der_x509_crl
 from sqlalchemy import select
 from trustpoint_core import x509
-from trustpoint_server.services import certificates, crl, devices, pki
+from trustpoint_server.services import certificates, crl, devices, identity, pki
 from trustpoint_server.storage.db import begin_write, session_factory
-from trustpoint_server.storage.models import CertificateAuthority, Device, IssuedCertificate, utcnow
+from trustpoint_server.storage.models import (
+    CertificateAuthority,
+    Device,
+    DevIdRegistration,
+    IssuedCertificate,
+    Truststore,
+    utcnow,
+)
 
 
 @pytest.fixture
@@ -143,3 +150,29 @@ def test_a_renewal_revokes_the_lost_renewals_and_supersedes_what_it_renews(engin
     assert issuing.crl_der is None
     for obj in (original, lost, kept, issuing):
         assert_shows_the_row(engine, obj)
+
+
+def test_a_binding_made_meanwhile_is_seen_under_the_write_lock(engine, db, vault, settings):
+    """identity.bound_meanwhile reads the device's registration again (one SELECT): a binding another worker made
+    after this session read the device refuses this request's binding, and the session shows the row's."""
+    domain = pki.create_domain(db, vault, "d2")
+    db.commit()
+    truststore = Truststore(name="makers", usage="idevid", certificates_pem="")
+    db.add(truststore)
+    db.flush()
+    mine, theirs = (
+        DevIdRegistration(name=name, domain_id=domain.id, truststore_id=truststore.id, pattern="SN-.*")
+        for name in ("mine", "theirs")
+    )
+    db.add_all([mine, theirs])
+    unbound, _secrets = devices.create_device(db, vault, "plc-2", domain, "cmp_idevid", serial_number="SN-1")
+    db.commit()
+    assert identity.bound_meanwhile(db, unbound, mine) is None
+    with session_factory(engine)() as other:
+        other.get(Device, unbound.id).devid_registration_id = theirs.id
+        other.commit()
+    assert unbound.devid_registration_id is None
+    begin_write(db)
+    assert identity.bound_meanwhile(db, unbound, mine) == "theirs"
+    assert unbound.devid_registration is theirs
+    db.rollback()
