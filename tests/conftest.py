@@ -1,10 +1,12 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Fixtures shared by the unit and integration tests: a real server process and its API."""
+"""Fixtures shared by the unit and integration tests: a real server process and its API; the services on a real
+database."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -262,3 +264,45 @@ def openssl(*args, check=True, env=None, cwd=None):
             "openssl %s failed (%d):\n%s%s" % (" ".join(args), result.returncode, result.stdout, result.stderr)
         )
     return result
+
+
+# --- the server's services called directly, on a real (SQLite) database (unit tests) -------------------------
+
+
+@pytest.fixture
+def db(tmp_path):
+    """A session on a migrated SQLite database (its engine: db.get_bind())."""
+    from trustpoint_server.storage import migrate
+    from trustpoint_server.storage.db import make_engine, session_factory
+
+    engine = make_engine("sqlite:///%s" % (tmp_path / "t.db"))
+    migrate.upgrade(engine)
+    with session_factory(engine)() as session:
+        yield session
+    engine.dispose()
+
+
+@pytest.fixture
+def vault():
+    from trustpoint_server.runtime.vault import Vault
+
+    return Vault(os.urandom(32))
+
+
+@pytest.fixture
+def settings(tmp_path):
+    from trustpoint_server.settings import Settings
+
+    return Settings(data_dir=str(tmp_path))
+
+
+@pytest.fixture
+def device(db, vault):
+    """Device plc-1 of a new domain d1, onboarding with a CMP shared secret."""
+    from trustpoint_server.services import devices, pki
+
+    domain = pki.create_domain(db, vault, "d1")
+    db.commit()
+    item, _secret = devices.create_device(db, vault, "plc-1", domain, "cmp_shared_secret")
+    db.commit()
+    return item

@@ -68,7 +68,7 @@ from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 
 from ..services import certificates, crl, devices, identity, keygen, names, pki
 from ..storage.db import begin_write
-from ..storage.models import CmpTransaction, Domain, IssuedCertificate, utcnow
+from ..storage.models import CmpTransaction, IssuedCertificate, utcnow
 from . import cmp_checks
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ class CmpResponder:
         if device is not None and device.id is not None and device.domain.name == name:
             self.url_domain = device.domain
         else:
-            self.url_domain = self.db.scalar(select(Domain).where(Domain.name == name))
+            self.url_domain = pki.enrolling_domain(self.db, name)
 
     def _auth_failed(self, device=None):
         if self.gate is not None:
@@ -510,20 +510,17 @@ class CmpResponder:
                 issued_with=credential,
                 replaces=replaces,
             )
-            # Through the relationship one flush inserts the record, then the transaction with its id.
-            self.db.add(
-                CmpTransaction(
-                    transaction_id=message.transaction_id,
-                    device_id=device.id,
-                    certificate=record,
-                    response_nonce=nonce,
-                    request_nonce=message.sender_nonce,
-                    requester=requester.identity,
-                    cert_req_id=cert_req_id,
-                    state="confirmed" if implicit else "waiting",
-                )
+            certificates.record_transaction(
+                self.db,
+                message.transaction_id,
+                device,
+                record,
+                nonce,
+                message.sender_nonce,
+                requester.identity,
+                cert_req_id,
+                "confirmed" if implicit else "waiting",
             )
-            self.db.flush()  # activate() needs record.id
             if credential is not None:
                 certificates.mark_used(credential)
             if implicit:
@@ -601,7 +598,7 @@ class CmpResponder:
             for record in (requester.record, replaces):
                 if record is None:
                     continue
-                self.db.refresh(record)
+                certificates.reread(self.db, record)
                 if record.status != "active" or not certificates.is_usable(record, self.settings):
                     raise CmpFailure(
                         "certificate %s was revoked (%s) by a concurrent request"
@@ -646,7 +643,7 @@ class CmpResponder:
         begin_write(self.db)
         # Read the state under the write lock: a concurrent certConf may have settled it.
         self.db.refresh(transaction)
-        self.db.refresh(record)
+        certificates.reread(self.db, record)
         settled = {"confirmed": True, "rejected": False}.get(transaction.state)
         if settled is not None:
             if settled == status.accepted:
@@ -755,7 +752,7 @@ class CmpResponder:
         response = self._encode(self._response_header(), rp_body(STATUS_ACCEPTED, certificate=certificate))
 
         begin_write(self.db)
-        self.db.refresh(record)
+        certificates.reread(self.db, record)
         if record.status == "revoked":
             raise CmpFailure("certificate %s is already revoked" % record.serial_number, "certRevoked")
         certificates.mark_used(requester.record)
@@ -800,7 +797,7 @@ class CmpResponder:
             # A genm signed with a new credential shows the device holds it (trustpoint-agent sends one after it
             # installs a credential): the secret or the certificate it replaces is no longer needed for a retry.
             begin_write(self.db)
-            self.db.refresh(requester.record)
+            certificates.reread(self.db, requester.record)
             if requester.record.status == "active" and requester.record.first_used_at is None:
                 certificates.mark_used(requester.record)
             self._commit()
@@ -855,8 +852,7 @@ class CmpResponder:
         )
 
     def _transaction_used(self):
-        used = select(CmpTransaction.id).where(CmpTransaction.transaction_id == self.message.transaction_id)
-        return self.db.scalar(used) is not None
+        return certificates.transaction_used(self.db, self.message.transaction_id)
 
     def _commit(self):
         try:

@@ -28,7 +28,7 @@ from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 from ..errors import ApiError
 from ..services import certificates, devices, identity, names, pki
 from ..storage.db import begin_write, session
-from ..storage.models import Device, Domain
+from ..storage.models import Device
 from .wire import client_certificate, client_chain, read_body
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def _domain(name):
     name = name or current_app.extensions["trustpoint"].settings.est_default_domain
     if not name:
         raise EstError(404, "name a domain (/.well-known/est/<domain>/...): the server has no default EST domain")
-    domain = db.scalar(select(Domain).where(Domain.name == name))
+    domain = pki.enrolling_domain(db, name)
     if domain is None:
         raise EstError(404, "domain %r does not exist" % name)
     return domain
@@ -305,7 +305,7 @@ class EstEnrollment:
             for old in (requester.record, replaces):
                 if old is None:
                     continue
-                self.db.refresh(old)
+                certificates.reread(self.db, old)
                 if old.status != "active" or not certificates.is_usable(old, self.settings):
                     raise EstError(
                         403,

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import object_session
 from trustpoint_core import est, keys, x509
 from trustpoint_core.errors import InvalidInput
 from trustpoint_core.profiles import PROFILES, get_profile
 
 from ..errors import ApiError
-from ..storage.db import begin_write, contains
+from ..storage.db import begin_write, contains, show_written
 from ..storage.models import CmpTransaction, Device, IssuedCertificate, utcnow
 from . import devices, names, pki
 
@@ -101,7 +101,7 @@ def get_certificate(db, device, serial_number):
 
 
 UNCONFIRMED_REASON = "cessationOfOperation"
-_LIVE = ("active", "awaiting_confirmation")
+_LIVE = pki.LIVE
 SWEEP_INTERVAL = datetime.timedelta(seconds=30)
 _last_sweep = []  # when this process last looked (sweep())
 
@@ -128,9 +128,15 @@ def revoke_certificate(record, reason):
         else:
             pki.revoke(current, reason)
         revoked.append(current)
-        device = current.device
-        if device is not None and device.credential_id == current.id:
-            device.status = "pending"
+        if current.device_id is not None:
+            # Decided on the row under the write lock (the session's device may predate a concurrent enrollment).
+            pending_again = db.connection().execute(
+                _DEVICES.update()
+                .where(_DEVICES.c.id == current.device_id, _DEVICES.c.credential_id == current.id)
+                .values(status="pending")
+            )
+            if pending_again.rowcount:
+                show_written(db, Device, current.device_id, {"status": "pending"})
         predecessor = current.replaces
         while predecessor is not None and predecessor.status == "active" and predecessor.superseded_at is not None:
             pki.revoke(predecessor, "superseded")
@@ -231,7 +237,7 @@ def record(db, prepared, settings, replaces=None):
     """Record a prepared certificate as active; it supersedes replaces (a renewal) and, for a domain
     credential, the device's earlier ones. The caller holds the write lock (begin_write) and commits."""
     if replaces is not None:
-        db.refresh(replaces)
+        reread(db, replaces)
         if replaces.status != "active":
             raise ApiError(
                 409,
@@ -334,6 +340,16 @@ class LimitReached(Exception):
 
 # --- limits ---------------------------------------------------------------------------------------------
 
+_CERTIFICATES = IssuedCertificate.__table__
+_TRANSACTIONS = CmpTransaction.__table__
+_DEVICES = Device.__table__
+_DAY = datetime.timedelta(days=1)
+# A Core statement built once: its compiled form is cached, and no ORM machinery runs (issue 16).
+_DAILY_COUNT = select(func.count(_CERTIFICATES.c.id), func.min(_CERTIFICATES.c.created_at)).where(
+    _CERTIFICATES.c.device_id == bindparam("device_id"),
+    _CERTIFICATES.c.created_at > bindparam("since", type_=_CERTIFICATES.c.created_at.type),
+)
+
 
 def check_daily_limit(db, device, settings, now=None):
     """Raise LimitReached when device obtained max_certificates_per_day certificates in the last 24 hours.
@@ -344,17 +360,12 @@ def check_daily_limit(db, device, settings, now=None):
     if not limit or device.id is None:
         return
     now = now or utcnow()
-    since = now - datetime.timedelta(days=1)
-    count, oldest = db.execute(
-        select(func.count(IssuedCertificate.id), func.min(IssuedCertificate.created_at)).where(
-            IssuedCertificate.device_id == device.id, IssuedCertificate.created_at > since
-        )
-    ).one()
+    count, oldest = db.connection().execute(_DAILY_COUNT, {"device_id": device.id, "since": now - _DAY}).one()
     if count >= limit:
         # The first of these falls out of the window at oldest + 24 h; created_at may be naive on SQLite reads.
         if oldest.tzinfo is None:
             oldest = oldest.replace(tzinfo=datetime.timezone.utc)
-        retry_after = max(1, int((oldest + datetime.timedelta(days=1) - now).total_seconds()) + 1)
+        retry_after = max(1, int((oldest + _DAY - now).total_seconds()) + 1)
         raise LimitReached(
             "device %s obtained %d certificates in the last 24 hours, its limit (--max-certificates-per-day); "
             "it may obtain the next in %d seconds" % (device.name, count, retry_after),
@@ -371,20 +382,71 @@ def supersede_unconfirmed(db, device, profile_name, requester_identity):
     and commits."""
     if device.id is None:
         return
-    waiting = db.execute(
-        select(IssuedCertificate, CmpTransaction)
-        .join(CmpTransaction, CmpTransaction.certificate_id == IssuedCertificate.id)
-        .where(
-            IssuedCertificate.device_id == device.id,
-            IssuedCertificate.status == "awaiting_confirmation",
-            IssuedCertificate.profile == profile_name,
-            CmpTransaction.requester == requester_identity,
-            CmpTransaction.state == "waiting",
+    ended = (
+        db.connection()
+        .execute(
+            _TRANSACTIONS.update()
+            .where(
+                _TRANSACTIONS.c.requester == requester_identity,
+                _TRANSACTIONS.c.state == "waiting",
+                _TRANSACTIONS.c.certificate_id.in_(
+                    select(_CERTIFICATES.c.id).where(
+                        _CERTIFICATES.c.device_id == device.id,
+                        _CERTIFICATES.c.status == "awaiting_confirmation",
+                        _CERTIFICATES.c.profile == profile_name,
+                    )
+                ),
+            )
+            .values(state="superseded")
+            .returning(_TRANSACTIONS.c.id, _TRANSACTIONS.c.certificate_id)
         )
-    ).all()
-    for record, transaction in waiting:
-        pki.revoke(record, "superseded")
-        transaction.state = "superseded"
+        .all()
+    )
+    for transaction_id, _certificate_id in ended:
+        show_written(db, CmpTransaction, transaction_id, {"state": "superseded"})
+    pki.revoke_ids(db, "superseded", {certificate_id for _transaction, certificate_id in ended})
+
+
+_RECORD_TRANSACTION = _TRANSACTIONS.insert()
+_TRANSACTION_USED = select(_TRANSACTIONS.c.id).where(_TRANSACTIONS.c.transaction_id == bindparam("transaction_id"))
+
+
+# What a concurrent request may have changed of a certificate that authenticates or is renewed.
+_STATE = ("status", "revocation_reason", "revoked_at", "superseded_at", "first_used_at")
+_REREAD = select(*(_CERTIFICATES.c[name] for name in _STATE)).where(_CERTIFICATES.c.id == bindparam("p_id"))
+
+
+def reread(db, record):
+    """Read record's state again (under the write lock, before relying on it): one SELECT of the columns a
+    concurrent request may change, instead of a refresh of the whole object (issue 16); record shows them."""
+    row = db.connection().execute(_REREAD, {"p_id": record.id}).one()
+    show_written(db, IssuedCertificate, record.id, dict(zip(_STATE, row)))
+
+
+def transaction_used(db, transaction_id):
+    """Whether a CMP transaction with this transactionID exists (its ID is never accepted twice)."""
+    return db.connection().execute(_TRANSACTION_USED, {"transaction_id": transaction_id}).first() is not None
+
+
+def record_transaction(
+    db, transaction_id, device, record, response_nonce, request_nonce, requester, cert_req_id, state
+):
+    """Record the CMP transaction that issued record (one INSERT): a raced transactionID fails here with the
+    UNIQUE constraint's IntegrityError (transactionIdInUse). The caller holds the write lock and commits."""
+    db.connection().execute(
+        _RECORD_TRANSACTION,
+        {
+            "transaction_id": transaction_id,
+            "device_id": device.id,
+            "certificate_id": record.id,
+            "response_nonce": response_nonce,
+            "request_nonce": request_nonce,
+            "requester": requester,
+            "cert_req_id": cert_req_id,
+            "state": state,
+            "created_at": utcnow(),
+        },
+    )
 
 
 def renewal_only(record, settings):
@@ -414,18 +476,34 @@ def mark_used(record, now=None):
     holds the write lock and commits."""
     if record.first_used_at is not None:
         return  # the first use did the rest
-    record.first_used_at = now or utcnow()
+    now = now or utcnow()
+    db = object_session(record)
+    db.flush()  # pending changes first, as the statements below would otherwise overtake them
+    connection = db.connection()
+    connection.execute(_CERTIFICATES.update().where(_CERTIFICATES.c.id == record.id).values(first_used_at=now))
+    show_written(db, IssuedCertificate, record.id, {"first_used_at": now})
     replaced = record.replaces
     if replaced is not None and replaced.status == "active" and replaced.superseded_at is not None:
         pki.revoke(replaced, "superseded")
-    device = record.device
-    if device is not None:
-        # Its secret and credential as a concurrent request may have left them (the caller holds the write lock).
-        session = object_session(record)
-        session.flush()
-        session.refresh(device)
-        if device.credential_id == record.id and device.secret_retry_until is not None:
-            end_secret(device)
+    if record.device_id is not None:
+        # The secret the credential was obtained with, as a concurrent request may have left it (the caller
+        # holds the write lock): spent now, unless the device has a newer credential.
+        ended = connection.execute(
+            _DEVICES.update()
+            .where(
+                _DEVICES.c.id == record.device_id,
+                _DEVICES.c.credential_id == record.id,
+                _DEVICES.c.secret_retry_until.is_not(None),
+            )
+            .values(secret_encrypted=None, password_hash=None, secret_retry_until=None)
+        )
+        if ended.rowcount:
+            show_written(
+                db,
+                Device,
+                record.device_id,
+                {"secret_encrypted": None, "password_hash": None, "secret_retry_until": None},
+            )
 
 
 def end_secret(device):
@@ -487,10 +565,17 @@ def sweep(db, settings, now=None, force=False):
         return False
     begin_write(db)
     unconfirmed, superseded, secrets = _overdue(db, settings, now)
-    for record in unconfirmed:
-        expire_unconfirmed(db, record)
-    for record in superseded:
-        pki.revoke(record, "superseded")
+    # A statement per 500 certificates, not one per certificate (issue 16: revocations are Core UPDATEs).
+    expired = pki.revoke_ids(db, UNCONFIRMED_REASON, [record.id for record in unconfirmed])
+    for start in range(0, len(expired), pki.IDS_PER_STATEMENT):
+        for waiting in db.scalars(
+            select(CmpTransaction).where(
+                CmpTransaction.certificate_id.in_(expired[start : start + pki.IDS_PER_STATEMENT]),
+                CmpTransaction.state == "waiting",
+            )
+        ):
+            waiting.state = "expired"
+    pki.revoke_ids(db, "superseded", [record.id for record in superseded])
     for device in secrets:
         end_secret(device)
     db.commit()

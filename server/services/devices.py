@@ -12,17 +12,17 @@ import os
 import re
 import secrets
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.orm import joinedload
 from trustpoint_core import x509
 from trustpoint_core.profiles import get_profile
 
 from ..errors import ApiError
-from ..storage.db import MAX_ID, contains, get_by_id
-from ..storage.models import CmpTransaction, Device, DevIdRegistration, Domain, IssuedCertificate, utcnow
+from ..storage.db import MAX_ID, contains, get_by_id, show_written
+from ..storage.models import CmpTransaction, Device, DevIdRegistration, IssuedCertificate, utcnow
 from . import auth_limits, trust
 from .names import check_allowed_names
-from .pki import revoke
+from .pki import ENROLLING_CAS, revocation, revoke_where
 
 # A device's name is the common name of its certificates: at most 64 characters (RFC 5280 ub-common-name).
 MAX_NAME = 64
@@ -183,10 +183,16 @@ def get_device(db, device_id):
 
 def enrolling_device(db, device_id):
     """The device that authenticates a request, with its domain and the domain's CAs, in one query: an
-    enrollment needs all three (issue 16)."""
+    enrollment needs all three (issue 16). The CAs' keys and CRLs load when used (pki.ENROLLING_CAS)."""
     if not 0 < device_id <= MAX_ID:
         return None
-    return db.get(Device, device_id, options=[joinedload(Device.domain).joinedload(Domain.cas)])
+    return db.execute(_ENROLLING_DEVICE, {"p_id": device_id}).unique().scalar_one_or_none()
+
+
+# Built once: a statement caches its compiled form; Session.get() with options builds and keys a new one per call.
+_ENROLLING_DEVICE = (
+    select(Device).where(Device.id == bindparam("p_id")).options(joinedload(Device.domain).options(ENROLLING_CAS))
+)
 
 
 def issue_secret(vault, device):
@@ -223,11 +229,41 @@ def secret_usable(device, now=None):
     return now < device.secret_retry_until and (credential is None or credential.first_used_at is None)
 
 
+_DEVICES = Device.__table__
+_CERTIFICATES = IssuedCertificate.__table__
+_SECRET_STATE = (
+    select(
+        _DEVICES.c.secret_encrypted,
+        _DEVICES.c.password_hash,
+        _DEVICES.c.secret_retry_until,
+        _DEVICES.c.credential_id,
+        _CERTIFICATES.c.first_used_at,
+    )
+    .select_from(_DEVICES.outerjoin(_CERTIFICATES, _CERTIFICATES.c.id == _DEVICES.c.credential_id))
+    .where(_DEVICES.c.id == bindparam("device_id"))
+)
+
+
 def refresh_secret(db, device):
-    """Read the device's secret and its credential's use again (under the write lock, before relying on them)."""
-    db.refresh(device)
-    if device.credential is not None:
-        db.refresh(device.credential)
+    """Read the device's secret and its credential's use again (under the write lock, before relying on them):
+    one SELECT of those columns; the session's objects show what it read."""
+    row = db.connection().execute(_SECRET_STATE, {"device_id": device.id}).one()
+    credential_id = row.credential_id
+    if credential_id != device.credential_id:
+        db.expire(device, ["credential"])
+    show_written(
+        db,
+        Device,
+        device.id,
+        {
+            "secret_encrypted": row.secret_encrypted,
+            "password_hash": row.password_hash,
+            "secret_retry_until": row.secret_retry_until,
+            "credential_id": credential_id,
+        },
+    )
+    if credential_id is not None:
+        show_written(db, IssuedCertificate, credential_id, {"first_used_at": row.first_used_at})
 
 
 def device_secret(vault, device):
@@ -237,19 +273,90 @@ def device_secret(vault, device):
     return vault.decrypt(device.secret_encrypted, SECRET_PURPOSE)
 
 
-def mark_onboarded(device, record, settings, now, by_secret=False):
+def _onboarding(secret_retry_until):
+    """The UPDATE of mark_onboarded, with what it sets secret_retry_until to."""
+    columns = _DEVICES.c
+    spent = {"secret_encrypted": None, "password_hash": None} if secret_retry_until is None else {}
+    return (
+        _DEVICES.update()
+        .where(columns.id == bindparam("p_id"))
+        .values(
+            status="onboarded",
+            onboarded_at=bindparam("p_now", type_=columns.onboarded_at.type),
+            credential_id=bindparam("p_credential"),
+            secret_retry_until=secret_retry_until,
+            **spent,
+        )
+        .returning(columns.secret_encrypted, columns.password_hash, columns.secret_retry_until)
+    )
+
+
+# The secret is spent at once; or it stays usable until p_until, a window that starts at its first use (a retry
+# keeps it), and a device without a secret gets none.
+_ONBOARDED_SECRET_SPENT = _onboarding(None)
+_ONBOARDED_SECRET_KEPT = _onboarding(
+    case(
+        (
+            and_(_DEVICES.c.secret_encrypted.is_(None), _DEVICES.c.password_hash.is_(None)),
+            _DEVICES.c.secret_retry_until,
+        ),
+        else_=func.coalesce(
+            _DEVICES.c.secret_retry_until, bindparam("p_until", type_=_DEVICES.c.secret_retry_until.type)
+        ),
+    )
+)
+
+
+def mark_onboarded(db, device, record, settings, now, by_secret=False):
     """The device holds a confirmed domain credential. A one-time secret it was obtained with (by_secret) stays
     usable for settings.secret_retry_minutes (from its first use), while that credential is not used: the answer
-    may have been lost. Obtained otherwise (a credential, an IDevID, an operator), the secret is spent now."""
-    device.status = "onboarded"
-    device.onboarded_at = now
-    device.credential = record
-    if device.secret_encrypted is None and device.password_hash is None:
-        return
+    may have been lost. Obtained otherwise (a credential, an IDevID, an operator), the secret is spent now.
+
+    One UPDATE (issue 16) that decides on the row as it is under the write lock, not as the session read it."""
+    params = {"p_id": device.id, "p_now": now, "p_credential": record.id}
     if not by_secret or not settings.secret_retry_minutes:
-        device.secret_encrypted = device.password_hash = device.secret_retry_until = None
-    elif device.secret_retry_until is None:
-        device.secret_retry_until = now + datetime.timedelta(minutes=settings.secret_retry_minutes)
+        statement = _ONBOARDED_SECRET_SPENT
+    else:
+        statement = _ONBOARDED_SECRET_KEPT
+        params["p_until"] = now + datetime.timedelta(minutes=settings.secret_retry_minutes)
+    row = db.connection().execute(statement, params).one()
+    show_written(
+        db,
+        Device,
+        device.id,
+        {
+            "status": "onboarded",
+            "onboarded_at": now,
+            "credential_id": record.id,
+            "credential": record,
+            "secret_encrypted": row.secret_encrypted,
+            "password_hash": row.password_hash,
+            "secret_retry_until": row.secret_retry_until,
+        },
+    )
+
+
+_ACTIVATE = _CERTIFICATES.update().where(_CERTIFICATES.c.id == bindparam("p_id")).values(status="active")
+# Renewals of the same certificate whose answer was lost (the device never had them), other than the one activated.
+_REVOKE_SIBLINGS = revocation(
+    _CERTIFICATES.c.replaces_id == bindparam("p_replaces"), _CERTIFICATES.c.id != bindparam("p_id")
+)
+_SUPERSEDE = (
+    _CERTIFICATES.update()
+    .where(
+        _CERTIFICATES.c.id == bindparam("p_id"),
+        _CERTIFICATES.c.status == "active",
+        _CERTIFICATES.c.superseded_at.is_(None),
+    )
+    .values(superseded_at=bindparam("p_now", type_=_CERTIFICATES.c.superseded_at.type))
+)
+# The device's other certificates of the profile, except the one activated and the one it renews (p_keep).
+_REVOKE_OTHERS = revocation(
+    _CERTIFICATES.c.device_id == bindparam("p_device"),
+    _CERTIFICATES.c.profile == bindparam("p_profile"),
+    _CERTIFICATES.c.id != bindparam("p_id"),
+    _CERTIFICATES.c.id != bindparam("p_keep"),
+)
 
 
 def activate(db, device, record, settings, now=None, by_secret=False):
@@ -259,44 +366,35 @@ def activate(db, device, record, settings, now=None, by_secret=False):
     one-time secret (or EST password) authenticated the request (see mark_onboarded). The caller commits.
 
     Only a record just issued or awaiting confirmation may become active: anything else (revoked in
-    the meantime) would be resurrected, so that is refused as a bug of the caller."""
+    the meantime) would be resurrected, so that is refused as a bug of the caller.
+
+    Core statements (issue 16), each revocation one UPDATE; the session's objects show what they wrote."""
     if record.status not in ("awaiting_confirmation", "active") or record.revoked_at is not None:
         raise RuntimeError("certificate %s is %s and cannot become active" % (record.serial_number, record.status))
     now = now or utcnow()
-    record.status = "active"
-    replaced = record.replaces
-    if replaced is not None:
-        # Renewals of the same certificate whose answer was lost: the device never had them.
-        for sibling in db.scalars(
-            select(IssuedCertificate).where(
-                IssuedCertificate.replaces_id == replaced.id,
-                IssuedCertificate.id != record.id,
-                IssuedCertificate.status.in_(("active", "awaiting_confirmation")),
-            )
-        ):
-            revoke(sibling, "superseded")
-        if replaced.status == "active" and replaced.superseded_at is None:
-            replaced.superseded_at = now
+    db.flush()  # pending changes of the session first: the statements see the rows as the code before left them
+    connection = db.connection()
+    if record.status != "active":
+        connection.execute(_ACTIVATE, {"p_id": record.id})
+        show_written(db, IssuedCertificate, record.id, {"status": "active"})
+    replaced_id = record.replaces_id
+    if replaced_id is not None:
+        revoke_where(db, "superseded", _REVOKE_SIBLINGS, p_replaces=replaced_id, p_id=record.id)
+        if connection.execute(_SUPERSEDE, {"p_id": replaced_id, "p_now": now}).rowcount:
+            show_written(db, IssuedCertificate, replaced_id, {"superseded_at": now})
     if get_profile(record.profile).domain_credential:
-        superseded = db.scalars(
-            select(IssuedCertificate).where(
-                IssuedCertificate.device_id == device.id,
-                IssuedCertificate.id != record.id,
-                IssuedCertificate.profile == record.profile,
-                IssuedCertificate.status.in_(("active", "awaiting_confirmation")),
-            )
+        keep = replaced_id if replaced_id is not None else record.id
+        revoke_where(
+            db, "superseded", _REVOKE_OTHERS, p_device=device.id, p_profile=record.profile, p_id=record.id, p_keep=keep
         )
-        for old in superseded:
-            if old is not replaced:
-                revoke(old, "superseded")
-        mark_onboarded(device, record, settings, now, by_secret)
+        mark_onboarded(db, device, record, settings, now, by_secret)
 
 
 def delete_device(db, device):
     """Delete a device; its certificates stay on record, revoked (cessationOfOperation)."""
-    for record in db.scalars(select(IssuedCertificate).where(IssuedCertificate.device_id == device.id)):
-        revoke(record, "cessationOfOperation")
-    db.flush()
+    revoke_where(
+        db, "cessationOfOperation", revocation(_CERTIFICATES.c.device_id == bindparam("p_device")), p_device=device.id
+    )
     db.execute(update(IssuedCertificate).where(IssuedCertificate.device_id == device.id).values(device_id=None))
     db.execute(delete(CmpTransaction).where(CmpTransaction.device_id == device.id))
     device.credential = None

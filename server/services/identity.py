@@ -12,10 +12,11 @@ import secrets
 from cryptography import x509 as cx509
 from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from trustpoint_core import x509
 from trustpoint_core.errors import excerpt
 
+from ..storage.db import show_written
 from ..storage.models import Device, DevIdRegistration, IssuedCertificate
 from . import certificates, trust
 
@@ -315,11 +316,18 @@ def registered_meanwhile(db, device):
     return db.scalar(select(Device.name).where(same))
 
 
+_BOUND = select(Device.__table__.c.devid_registration_id).where(Device.__table__.c.id == bindparam("p_id"))
+
+
 def bound_meanwhile(db, device, registration):
     """Under the write lock: the name of the registration a concurrent request (or the operator) bound device to
-    other than registration, or None. An unbound device stays free to bind."""
-    db.refresh(device)
-    if device.devid_registration_id in (None, registration.id):
+    other than registration, or None. An unbound device stays free to bind. One SELECT of the column (issue 16);
+    device shows what it read."""
+    bound = db.connection().execute(_BOUND, {"p_id": device.id}).scalar_one()
+    if bound != device.devid_registration_id:
+        db.expire(device, ["devid_registration"])
+    show_written(db, Device, device.id, {"devid_registration_id": bound})
+    if bound in (None, registration.id):
         return None
     return device.devid_registration.name
 

@@ -9,13 +9,14 @@ import re
 import threading
 from typing import ClassVar
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import joinedload, object_session
 from trustpoint_core import keys, x509
 from trustpoint_core.profiles import get_profile
 
 from ..errors import ApiError
 from ..runtime.vault import Vault
-from ..storage.db import begin_write, contains
+from ..storage.db import adopt, begin_write, contains, show_written
 from ..storage.models import CertificateAuthority, Device, DevIdRegistration, Domain, IssuedCertificate, utcnow
 from . import names
 
@@ -85,6 +86,19 @@ def get_domain(db, name):
     if domain is None:
         raise ApiError(404, "domain %r does not exist" % name)
     return domain
+
+
+# What an enrollment loads of a domain's CAs with the domain: their certificates. Keys and CRLs load when used: a
+# key is decrypted once per process (Signer), and a CRL may be megabytes (issue 16).
+ENROLLING_CAS = (
+    joinedload(Domain.cas).defer(CertificateAuthority.private_key_encrypted).defer(CertificateAuthority.crl_der)
+)
+_ENROLLING_DOMAIN = select(Domain).where(Domain.name == bindparam("p_name")).options(ENROLLING_CAS)
+
+
+def enrolling_domain(db, name):
+    """The domain called name with its CAs, in one query; None when there is none."""
+    return db.execute(_ENROLLING_DOMAIN, {"p_name": name}).unique().scalar_one_or_none()
 
 
 def delete_domain(db, domain):
@@ -174,35 +188,96 @@ def issue_for_device(
     return cert, signer, decided
 
 
-def record_certificate(db, signer, device, cert, profile, status, issued_with=None, replaces=None):
-    """Add the record of an issued certificate; issued_with: the credential that authenticated the request,
-    replaces: the certificate it renews. The caller commits."""
-    record = IssuedCertificate(
-        ca_id=signer.ca_row.id,
-        device_id=device.id,
-        device_name=device.name,
-        profile=profile,
-        serial_number=x509.serial_hex(cert),
-        subject=x509.name_to_string(cert.subject),
-        not_before=x509.not_before(cert),
-        not_after=x509.not_after(cert),
-        fingerprint_sha256=x509.fingerprint(cert),
-        certificate_der=x509.certificate_der(cert),
-        status=status,
-        issued_with_id=issued_with.id if issued_with is not None else None,
-        replaces=replaces,
+_CERTIFICATES = IssuedCertificate.__table__
+_CAS = CertificateAuthority.__table__
+# The statuses of a certificate that is not revoked.
+LIVE = ("active", "awaiting_confirmation")
+_INSERT = _CERTIFICATES.insert()
+
+
+def record_certificate(db, signer, device, cert, profile, status, issued_with=None, replaces=None, now=None):
+    """Record an issued certificate (one INSERT, issue 16); issued_with: the credential that authenticated the
+    request, replaces: the certificate it renews. Returns the record, the session's object of the new row. The
+    caller holds the write lock and commits."""
+    values = {
+        "ca_id": signer.ca_row.id,
+        "device_id": device.id,
+        "device_name": device.name,
+        "profile": profile,
+        "serial_number": x509.serial_hex(cert),
+        "subject": x509.name_to_string(cert.subject),
+        "not_before": x509.not_before(cert),
+        "not_after": x509.not_after(cert),
+        "fingerprint_sha256": x509.fingerprint(cert),
+        "certificate_der": x509.certificate_der(cert),
+        "status": status,
+        "revoked_at": None,
+        "revocation_reason": None,
+        "created_at": now or utcnow(),
+        "issued_with_id": issued_with.id if issued_with is not None else None,
+        "replaces_id": replaces.id if replaces is not None else None,
+        "superseded_at": None,
+        "first_used_at": None,
+    }
+    record_id = db.connection().execute(_INSERT, values).inserted_primary_key[0]
+    return adopt(db, IssuedCertificate(id=record_id, **values))
+
+
+def revocation(*criteria):
+    """The UPDATE that revokes the live certificates matching criteria (conditions on the issued_certificate table,
+    with bindparams for revoke_where's params). Build it once, at import: a statement object caches its compiled
+    form (issue 16)."""
+    return (
+        _CERTIFICATES.update()
+        .where(_CERTIFICATES.c.status.in_(LIVE), *criteria)
+        .values(
+            status="revoked",
+            revoked_at=bindparam("p_revoked_at", type_=_CERTIFICATES.c.revoked_at.type),
+            revocation_reason=bindparam("p_reason"),
+        )
+        .returning(_CERTIFICATES.c.id, _CERTIFICATES.c.ca_id)
     )
-    db.add(record)
-    return record
+
+
+REVOKE_ONE = revocation(_CERTIFICATES.c.id == bindparam("p_id"))
+REVOKE_IDS = revocation(_CERTIFICATES.c.id.in_(bindparam("p_ids", expanding=True)))
+# Ids per statement of revoke_ids(): far below the bound parameters SQLite and PostgreSQL take.
+IDS_PER_STATEMENT = 500
 
 
 def revoke(record, reason):
     """Revoke a certificate; the CA's next CRL lists it (services/crl.py issues CRLs)."""
     if record.status != "revoked":
-        record.status = "revoked"
-        record.revoked_at = utcnow()
-        record.revocation_reason = reason
-        record.ca.crl_der = None
+        revoke_where(object_session(record), reason, REVOKE_ONE, p_id=record.id)
+
+
+def revoke_where(db, reason, statement, **params):
+    """Revoke with reason what statement (a revocation()) matches with params, in one UPDATE; their CAs' cached
+    CRLs are dropped. The session's objects of these rows show it. Returns the ids revoked. The caller holds the
+    write lock and commits."""
+    now = utcnow()
+    db.flush()  # pending changes of the session first: the statement sees the rows as the code before it left them
+    connection = db.connection()
+    rows = connection.execute(statement, {"p_revoked_at": now, "p_reason": reason, **params}).all()
+    if not rows:
+        return []
+    ca_ids = sorted({ca_id for _id, ca_id in rows})
+    connection.execute(_CAS.update().where(_CAS.c.id.in_(ca_ids)).values(crl_der=None))
+    for ca_id in ca_ids:
+        show_written(db, CertificateAuthority, ca_id, {"crl_der": None})
+    revoked = {"status": "revoked", "revoked_at": now, "revocation_reason": reason}
+    for record_id, _ca_id in rows:
+        show_written(db, IssuedCertificate, record_id, revoked)
+    return [record_id for record_id, _ca_id in rows]
+
+
+def revoke_ids(db, reason, ids):
+    """Revoke the live certificates among ids (revoke_where, a statement per 500). Returns the ids revoked."""
+    ids = sorted(ids)
+    revoked = []
+    for start in range(0, len(ids), IDS_PER_STATEMENT):
+        revoked += revoke_where(db, reason, REVOKE_IDS, p_ids=ids[start : start + IDS_PER_STATEMENT])
+    return revoked
 
 
 # What an ir signed with a certificate this PKI issued gets (docs/server.md, "CMP policy").

@@ -11,7 +11,9 @@ import threading
 
 from flask import current_app, g
 from sqlalchemy import create_engine, event, func, select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import make_transient_to_detached, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 DEFAULT_DATABASE = "trustpoint.db"
 # How long a SQLite writer waits for the write lock before it fails ("database is locked").
@@ -167,6 +169,35 @@ MAX_ID = 2**63 - 1
 def get_by_id(db_session, model, ident):
     """The model row with id ident (an int from a URL), or None."""
     return db_session.get(model, ident) if 0 < ident <= MAX_ID else None
+
+
+# --- Core statements beside the ORM -------------------------------------------------------------------------
+# The enrollment paths write with SQLAlchemy Core on the session's connection (issue 16: the unit of work cost
+# more than the SQL). The session must then not show the rows as they were: these keep its objects true.
+
+
+def loaded(db_session, model, ident):
+    """The session's object of model's row ident when the session holds one; never a query."""
+    return db_session.identity_map.get(identity_key(model, ident))
+
+
+def show_written(db_session, model, ident, values):
+    """A Core statement wrote values (column or relationship name -> value) into model's row ident: the session's
+    object of that row, if loaded, shows them as its committed state (a pending change of one of them is
+    dropped, the statement decided it). Returns the object or None."""
+    obj = loaded(db_session, model, ident)
+    if obj is not None:
+        for name, value in values.items():
+            set_committed_value(obj, name, value)
+    return obj
+
+
+def adopt(db_session, obj):
+    """obj, new with its primary key, was just INSERTed with Core: it becomes the session's clean persistent
+    object of its row (attributes not given load on first use)."""
+    make_transient_to_detached(obj)
+    db_session.add(obj)
+    return obj
 
 
 def session():

@@ -7,47 +7,14 @@ from __future__ import annotations
 
 import datetime
 import io
-import os
 import tarfile
 import zipfile
 
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, pkcs12
 from trustpoint_server.errors import ApiError
-from trustpoint_server.runtime.vault import Vault
-from trustpoint_server.services import certificates, devices, downloads, operators, pki
-from trustpoint_server.settings import Settings
-from trustpoint_server.storage import migrate
-from trustpoint_server.storage.db import make_engine, session_factory
+from trustpoint_server.services import certificates, devices, downloads, operators
 from trustpoint_server.storage.models import CredentialDownload, IssuedCertificate, utcnow
-
-
-@pytest.fixture
-def db(tmp_path):
-    engine = make_engine("sqlite:///%s" % (tmp_path / "t.db"))
-    migrate.upgrade(engine)
-    with session_factory(engine)() as session:
-        yield session
-    engine.dispose()
-
-
-@pytest.fixture
-def vault():
-    return Vault(os.urandom(32))
-
-
-@pytest.fixture
-def settings(tmp_path):
-    return Settings(data_dir=str(tmp_path))
-
-
-@pytest.fixture
-def device(db, vault):
-    domain = pki.create_domain(db, vault, "d1")
-    db.commit()
-    item, _secret = devices.create_device(db, vault, "plc-1", domain, "cmp_shared_secret")
-    db.commit()
-    return item
 
 
 def test_an_otp_unlocks_once_and_the_download_works_once(db, vault, device, settings):
