@@ -24,6 +24,7 @@ try:
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import hashes, serialization
     from pyasn1.codec.der import decoder, encoder
+    from pyasn1.error import PyAsn1Error
     from pyasn1.type import univ, useful
     from pyasn1_alt_modules import rfc4211, rfc5280, rfc6402, rfc9480
 except ImportError:  # reported by deps.missing()
@@ -633,6 +634,13 @@ class CertRequest:
             signature["signature"].asOctets(),
         )
 
+    def _cert_req_reencoded(self):
+        """DER(CertRequest) as pyasn1 writes it; None when it cannot (a notAfter without "Z" is not DER)."""
+        try:
+            return encoder.encode(self.asn1["certReq"])
+        except PyAsn1Error:
+            return None
+
     def verify_pop(self):
         """Check the signature POP over DER(CertRequest) with the requested key (RFC 4211 4.1); a central key
         generation request has none (RFC 9483 4.1.6)."""
@@ -652,8 +660,8 @@ class CertRequest:
                 self.public_key, oid, params_der, signature_bytes, received
             )
             if not valid:
-                encoded = encoder.encode(self.asn1["certReq"])
-                valid = encoded != received and signatures.verify(
+                encoded = self._cert_req_reencoded()
+                valid = encoded not in (None, received) and signatures.verify(
                     self.public_key, oid, params_der, signature_bytes, encoded
                 )
         except InvalidInput as exc:

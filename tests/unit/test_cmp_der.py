@@ -278,7 +278,7 @@ def request_side(der, fast):
                 (
                     {name: getattr(request, name) for name in REQUEST_FIELDS},
                     request.public_key is not None,
-                    encoder.encode(request.asn1),
+                    encoded(request.asn1),
                     failed(request.verify_pop),
                 )
                 for request in requests
@@ -589,6 +589,34 @@ def test_body_forms_cmp_der_leaves_to_pyasn1(mangle):
     der = mangle(BUILT["ir ecdsa-p256"])
     assert read_by_cmp_der(der)  # the envelope is common, the body is not
     assert_same_request(der, fast_path=False)
+
+
+@pytest.mark.parametrize(
+    "time",
+    [
+        der_tlv(0x18, b"20510101000000"),  # no time zone: UTC, as pyasn1's reader takes it
+        der_tlv(0x18, b"20510101000000.5+0100"),
+        der_tlv(0x17, b"510101000000+0100"),
+        der_tlv(0x17, b"5101010000Z"),
+        der_tlv(0x18, b"20511301000000Z"),  # month 13
+        der_tlv(0x18, b"2051"),
+    ],
+)
+def test_validity_times_read_alike(time):
+    """Times beyond DER's (which pyasn1's decoder takes too): the same notAfter or the same failure."""
+    der = _template_with(BUILT["ir ecdsa-p256"], der_tlv(0xA4, der_tlv(0xA1, time)))
+    assert_same_request(der, fast_path=True)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_bad_pop_over_a_template_pyasn1_cannot_write_is_bad_pop(fast):
+    """A POP that does not verify over the received certReq is checked over pyasn1's DER of it as well; pyasn1
+    writes no GeneralizedTime without "Z": that is badPOP, not a library error (systemFailure)."""
+    der = _template_with(BUILT["ir ecdsa-p256"], der_tlv(0xA4, der_tlv(0xA1, der_tlv(0x18, b"20510101000000"))))
+    (request,) = cert_requests(CmpMessage.decode(der, fast=fast))
+    with pytest.raises(CmpFailure) as failure:
+        request.verify_pop()
+    assert failure.value.fail_info == ("badPOP",)
 
 
 @st.composite
