@@ -554,12 +554,16 @@ def old_cert_id(der):
 # --- PBM parameters (RFC 4210 5.1.3.1) ---------------------------------------------------------------
 
 
+PBM_SALT_MAX = 128
+
+
 def pbm_parameters(der):
     """(salt, owf OID, iterationCount, mac OID) of a PBMParameter's DER; NotCommon outside the common form (the
     AlgorithmIdentifiers' parameters, which PBM does not use, may be anything)."""
     tag, start, end = read_tlv(der, 0, len(der))
     items = children(der, start, end) if tag == 0x30 and end == len(der) else ()
-    if [item[0] for item in items] != [0x04, 0x30, 0x02, 0x30]:
+    # The salt's SIZE (0..128) is a constraint pyasn1 checks: a longer one is refused there.
+    if [item[0] for item in items] != [0x04, 0x30, 0x02, 0x30] or items[0][2] - items[0][1] > PBM_SALT_MAX:
         raise NotCommon("PBMParameter")
     return (
         der[items[0][1] : items[0][2]],

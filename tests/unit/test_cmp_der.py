@@ -783,6 +783,19 @@ def test_random_bodies_read_alike(content):
             der_sequence(der_oid("1.3.6.1.5.5.8.1.2")),
         ),  # (not DER: pyasn1 reads it)
         der_sequence(der_tlv(0x04, b"s")),
+        # salt is OCTET STRING (SIZE (0..128)) in pyasn1's module: a longer one is badDataFormat
+        der_sequence(
+            der_tlv(0x04, b"s" * 128),
+            der_sequence(der_oid("1.3.14.3.2.26")),
+            b"\x02\x01\x0a",
+            der_sequence(der_oid("1.3.6.1.5.5.8.1.2")),
+        ),
+        der_sequence(
+            der_tlv(0x04, b"s" * 129),
+            der_sequence(der_oid("1.3.14.3.2.26")),
+            b"\x02\x01\x0a",
+            der_sequence(der_oid("1.3.6.1.5.5.8.1.2")),
+        ),
         b"\x05\x00",
         b"\x30\x00\x00",
     ],
