@@ -1,15 +1,18 @@
 # Copyright: Trustpoint contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""A strict DER reader for the envelope of a PKIMessage (RFC 4210 5.1): the header fields, the body's
-bytes, the protection and the extraCerts, as slices of the received message.
+"""A strict DER reader for what the server reads of a PKIMessage (RFC 4210 5.1): the envelope (header fields,
+the body's bytes, the protection and the extraCerts, as slices of the received message), the body of an ir, cr
+or kur (RFC 4211 CertReqMessages), Names, subjectAltName, oldCertID and the PBM parameters.
 
-pyasn1 decodes a 500-byte ir in 1-2 ms, most of it the header, and it decodes every extraCert only for
-cmp_message to encode it again (issue 16). This reader takes the common form only: strict DER (definite,
-minimal lengths), the header's fields in order, sender and recipient as directoryNames, primitive OCTET
-STRINGs, a protection without unused bits, extraCerts that are X.509 certificates in DER. Anything else
-raises NotCommon, and cmp_message decodes the message with pyasn1 as before: a message this reader takes
-gives the same CmpMessage fields, and one it does not gets the same answer (failInfo) as before.
+pyasn1 decodes a 500-byte ir in 1-2 ms, and it decodes every extraCert only for cmp_message to encode it again
+(issue 16). This reader takes the common form only: strict DER (definite, minimal lengths, one-byte tags,
+INTEGERs in their shortest form, BIT STRINGs without unused bits, primitive strings), fields in order,
+sender and recipient as directoryNames, extraCerts that are X.509 certificates in DER, the template fields,
+POP forms and name forms clients send. Anything else raises NotCommon, and cmp_message reads that part with
+pyasn1 as before: what this reader takes gives the same fields, and what it does not gets the same answer
+(failInfo and text) as before. It takes nothing pyasn1's decoder refuses (constraints included: the PBM salt's
+SIZE); tests/unit/test_cmp_der.py compares both on captured, built, fuzzed and random input.
 """
 
 from __future__ import annotations
@@ -189,10 +192,7 @@ def _directory_name(der, tag, start, end):
     """The Name DER of a GeneralName that is a directoryName ([4] explicit, an RDNSequence)."""
     if tag != 0xA4:
         raise NotCommon("GeneralName other than directoryName")
-    items = children(der, start, end)
-    if len(items) != 1 or items[0][0] != 0x30:
-        raise NotCommon("directoryName is not an RDNSequence")
-    return der[items[0][3] : items[0][2]]
+    return _check_name(der, start, end)
 
 
 def _read_header(der, start, end, envelope):
@@ -331,7 +331,8 @@ def name_values(der):
 
 
 def _check_name(der, start, end):
-    """NotCommon unless der[start:end] is a Name's RDNSequence (its tag included)."""
+    """The DER of the Name in der[start:end] (the content of an explicit tag); NotCommon unless it is an
+    RDNSequence."""
     items = children(der, start, end)
     if len(items) != 1 or items[0][0] != 0x30:
         raise NotCommon("Name is not an RDNSequence")

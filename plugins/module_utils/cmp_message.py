@@ -166,8 +166,10 @@ def _name_from_der(der):
 class CmpMessage:
     """A decoded PKIMessage and the header fields the protocol logic needs.
 
-    decode() reads the common form with cmp_der (the envelope; the body with pyasn1), everything else with
-    pyasn1 alone: the fields are the same either way (tests/unit/test_cmp_der.py)."""
+    decode() reads the common form with cmp_der (the envelope, and the body of an ir, cr or kur; other bodies
+    with pyasn1), everything else with pyasn1 alone: the fields are the same either way
+    (tests/unit/test_cmp_der.py). asn1_body and body are pyasn1's, decoded on first use when cmp_der read
+    the body."""
 
     def __init__(self, der, asn1):
         self.der = der
