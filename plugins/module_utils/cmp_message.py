@@ -705,6 +705,10 @@ def _template_extensions(extensions):
     return names, oids
 
 
+# The subjectAltName forms whose value is text.
+_SAN_TEXT = ("dNSName", "uniformResourceIdentifier", "rfc822Name")
+
+
 def _general_names(der):
     """[(form, value)] of a subjectAltName's GeneralNames: text, the bytes of an iPAddress, None for other forms."""
     try:
@@ -717,9 +721,6 @@ def _general_names(der):
         value = name[kind]
         names.append((kind, value.asOctets() if kind == "iPAddress" else str(value) if kind in _SAN_TEXT else None))
     return names
-
-
-_SAN_TEXT = ("dNSName", "uniformResourceIdentifier", "rfc822Name")
 
 
 def _old_cert_id(controls):

@@ -23,7 +23,7 @@ from pyasn1.codec.der import encoder
 from pyasn1.error import PyAsn1Error
 from pyasn1.type import univ
 from pyasn1_alt_modules import rfc4211, rfc5280
-from test_cmp_fuzz import VECTORS, mutated_vectors
+from test_cmp_fuzz import VECTORS, edited, mutated_vectors
 from trustpoint_core import cmp_der, cmp_message, keys, profiles, signatures
 from trustpoint_core import x509 as tp_x509
 from trustpoint_core.asn1 import der_children, der_oid, der_sequence, der_tlv
@@ -619,27 +619,16 @@ def test_a_bad_pop_over_a_template_pyasn1_cannot_write_is_bad_pop(fast):
     assert failure.value.fail_info == ("badPOP",)
 
 
+# The requests the fuzzers start from: built ones and OpenSSL's.
+REQUEST_SOURCES = {**BUILT, **{name: der for name, der in VECTORS.items() if name.startswith(("ir", "cr"))}}
+
+
 @st.composite
 def mutated_bodies(draw):
     """A built or captured request whose body (CertReqMessages) has one to three random edits, the lengths around
     it rewritten so that the envelope stays readable."""
-    sources = {**BUILT, **{n: v for n, v in VECTORS.items() if n.startswith(("ir", "cr"))}}
-    der = sources[draw(st.sampled_from(sorted(sources)))]
-    data = bytearray(_inner(der_children(der)[1]))
-    for _index in range(draw(st.integers(1, 3))):
-        operation = draw(st.sampled_from(["flip", "truncate", "insert", "delete", "replace"]))
-        position = draw(st.integers(0, max(len(data) - 1, 0)))
-        if operation == "flip" and data:
-            data[position] ^= 1 << draw(st.integers(0, 7))
-        elif operation == "truncate":
-            del data[position:]
-        elif operation == "insert":
-            data[position:position] = draw(st.binary(min_size=1, max_size=8))
-        elif operation == "delete":
-            del data[position : position + draw(st.integers(1, 8))]
-        elif operation == "replace" and data:
-            data[position] = draw(st.integers(0, 255))
-    return _with_body(der, bytes(data))
+    der = REQUEST_SOURCES[draw(st.sampled_from(sorted(REQUEST_SOURCES)))]
+    return _with_body(der, edited(draw, _inner(der_children(der)[1]), 3))
 
 
 @FUZZ
@@ -684,8 +673,7 @@ def mutated_values(draw):
     """A built or captured request with one to three values of its body replaced: a value's content by random bytes,
     its tag by another, or the value dropped or doubled; every length around it rewritten. The structure stays
     mostly readable, so the values' readers (names, keys, names of the SAN, times, POP) see the odd input."""
-    sources = {**BUILT, **{n: v for n, v in VECTORS.items() if n.startswith(("ir", "cr"))}}
-    der = sources[draw(st.sampled_from(sorted(sources)))]
+    der = REQUEST_SOURCES[draw(st.sampled_from(sorted(REQUEST_SOURCES)))]
     tree = _tree(der_children(der)[1])
     for _index in range(draw(st.integers(1, 3))):
         paths = list(_nodes(tree))[1:]
