@@ -552,7 +552,7 @@ class CertRequest:
                 lambda: encoder.encode(spki),
                 str(public_key["algorithm"]["algorithm"]),
                 bytes(params) if params is not None else None,
-                len(public_key["subjectPublicKey"]),
+                not len(public_key["subjectPublicKey"]),
             )
         self.subject_alt_names, self.extension_oids = _template_extensions(
             (str(extension["extnID"]), bool(extension["critical"]), extension["extnValue"].asOctets())
@@ -580,7 +580,7 @@ class CertRequest:
             self._set_key(None)
         else:
             spki_der, oid, params, key = fields.public_key
-            self._set_key(lambda: spki_der, oid, params, len(key))
+            self._set_key(lambda: spki_der, oid, params, not key)
         self.subject_alt_names, self.extension_oids = _template_extensions(fields.extensions)
         self.old_cert_id = _old_cert_id(fields.controls)
         self.not_after = None
@@ -589,10 +589,11 @@ class CertRequest:
             self.not_after = _utc((useful.UTCTime if tag == 0x17 else useful.GeneralizedTime)(text).asDateTime)
         return self
 
-    def _set_key(self, spki_der, oid=None, params=None, key_length=0):
-        """The template's key: spki_der() its SubjectPublicKeyInfo, None when absent. Central key generation (RFC
-        9483 4.1.6): no publicKey, or only its algorithm (an empty key)."""
-        self.central_keygen = spki_der is None or not key_length
+    def _set_key(self, spki_der, oid=None, params=None, empty=True):
+        """The template's key: spki_der() its SubjectPublicKeyInfo (None when absent), oid and params its algorithm,
+        empty whether its subjectPublicKey is. Central key generation (RFC 9483 4.1.6): no publicKey, or only its
+        algorithm (an empty key)."""
+        self.central_keygen = spki_der is None or empty
         self.key_algorithm = None  # (OID, parameters DER or None) a central key generation request names
         self.spki_der = self.public_key = None
         if self.central_keygen:

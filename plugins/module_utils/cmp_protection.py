@@ -93,9 +93,10 @@ class PasswordBasedMac:
             raise CmpFailure("PBM protection without parameters", "badDataFormat")
         try:
             salt, owf, iterations, mac = cmp_der.pbm_parameters(params_der)
-            return cls(secret, salt=salt, owf=owf, iterations=iterations, mac=mac, kid=kid)
         except cmp_der.NotCommon:  # pyasn1 reads (or refuses) every other form
             pass
+        else:
+            return cls(secret, salt=salt, owf=owf, iterations=iterations, mac=mac, kid=kid)
         try:
             params, rest = decoder.decode(params_der, asn1Spec=rfc4210.PBMParameter())
         except PyAsn1Error as exc:
