@@ -307,15 +307,11 @@ def assert_same_request(der, fast_path=None):
     return fast
 
 
-def _ed25519():
-    return ed25519.Ed25519PrivateKey.generate()
-
-
 KEYS = {
     "ecdsa-p256": lambda: keys.generate_private_key("ecdsa-p256"),
     "ecdsa-p384": lambda: keys.generate_private_key("ecdsa-p384"),
     "rsa-2048": lambda: keys.generate_private_key("rsa-2048"),
-    "ed25519": _ed25519,
+    "ed25519": ed25519.Ed25519PrivateKey.generate,
 }
 
 
