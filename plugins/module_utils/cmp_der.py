@@ -1,15 +1,18 @@
 # Copyright: Trustpoint contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""A strict DER reader for the envelope of a PKIMessage (RFC 4210 5.1): the header fields, the body's
-bytes, the protection and the extraCerts, as slices of the received message.
+"""A strict DER reader for what the server reads of a PKIMessage (RFC 4210 5.1): the envelope (header fields,
+the body's bytes, the protection and the extraCerts, as slices of the received message), the body of an ir, cr
+or kur (RFC 4211 CertReqMessages), Names, subjectAltName, oldCertID and the PBM parameters.
 
-pyasn1 decodes a 500-byte ir in 1-2 ms, most of it the header, and it decodes every extraCert only for
-cmp_message to encode it again (issue 16). This reader takes the common form only: strict DER (definite,
-minimal lengths), the header's fields in order, sender and recipient as directoryNames, primitive OCTET
-STRINGs, a protection without unused bits, extraCerts that are X.509 certificates in DER. Anything else
-raises NotCommon, and cmp_message decodes the message with pyasn1 as before: a message this reader takes
-gives the same CmpMessage fields, and one it does not gets the same answer (failInfo) as before.
+pyasn1 decodes a 500-byte ir in 1-2 ms, and it decodes every extraCert only for cmp_message to encode it again
+(issue 16). This reader takes the common form only: strict DER (definite, minimal lengths, one-byte tags,
+INTEGERs in their shortest form, BIT STRINGs without unused bits, primitive strings), fields in order,
+sender and recipient as directoryNames, extraCerts that are X.509 certificates in DER, the template fields,
+POP forms and name forms clients send. Anything else raises NotCommon, and cmp_message reads that part with
+pyasn1 as before: what this reader takes gives the same fields, and what it does not gets the same answer
+(failInfo and text) as before. It takes nothing pyasn1's decoder refuses (constraints included: the PBM salt's
+SIZE); tests/unit/test_cmp_der.py compares both on captured, built, fuzzed and random input.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def cached_if_small(function):
     def call(der):
         return cached(der) if len(der) <= CACHED_SIZE else function(der)
 
-    call.cache_info = cached.cache_info
+    call.cache_info, call.cache_clear = cached.cache_info, cached.cache_clear
     return call
 
 
@@ -189,10 +192,7 @@ def _directory_name(der, tag, start, end):
     """The Name DER of a GeneralName that is a directoryName ([4] explicit, an RDNSequence)."""
     if tag != 0xA4:
         raise NotCommon("GeneralName other than directoryName")
-    items = children(der, start, end)
-    if len(items) != 1 or items[0][0] != 0x30:
-        raise NotCommon("directoryName is not an RDNSequence")
-    return der[items[0][3] : items[0][2]]
+    return _check_name(der, start, end)
 
 
 def _read_header(der, start, end, envelope):
@@ -281,3 +281,294 @@ def _read_certificates(der, start, end):
     if not items or any(tag != 0x30 for tag, _s, _e, _p in items):
         raise NotCommon("extraCerts")
     return [der[pos:stop] for _tag, _start, stop, pos in items]
+
+
+# --- Names --------------------------------------------------------------------------------------------
+
+# The string types a Name's attribute value has in practice, and the codec pyasn1 decodes each with.
+_NAME_STRINGS = {0x0C: "utf-8", 0x13: "ascii", 0x16: "ascii"}  # UTF8String, PrintableString, IA5String
+
+
+def _name_attributes(der, start, end):
+    """[[(OID, value tag, value content)]] of an RDNSequence's content: the structure pyasn1 decodes a Name with
+    (SEQUENCE OF SET OF { OID, ANY }), an empty SET refused."""
+    rdns = []
+    for tag, rdn_start, rdn_end, _pos in children(der, start, end):
+        if tag != 0x31:
+            raise NotCommon("RDN")
+        attributes = []
+        for atv_tag, atv_start, atv_end, _atv_pos in children(der, rdn_start, rdn_end):
+            pair = children(der, atv_start, atv_end) if atv_tag == 0x30 else ()
+            if len(pair) != 2 or pair[0][0] != 0x06:
+                raise NotCommon("AttributeTypeAndValue")
+            oid = read_oid(der[pair[0][1] : pair[0][2]])
+            attributes.append((oid, pair[1][0], der[pair[1][1] : pair[1][2]]))
+        if not attributes:
+            raise NotCommon("empty RDN")
+        rdns.append(attributes)
+    return rdns
+
+
+def name_values(der):
+    """[[(OID, text)]] of a Name's DER (an RDNSequence) whose values are UTF8, Printable or IA5 strings: the text
+    pyasn1 gives for each; NotCommon for other forms (cmp_message reads those with pyasn1)."""
+    tag, start, end = read_tlv(der, 0, len(der))
+    if tag != 0x30 or end != len(der):
+        raise NotCommon("Name")
+    rdns = []
+    for attributes in _name_attributes(der, start, end):
+        values = []
+        for oid, tag, content in attributes:
+            codec = _NAME_STRINGS.get(tag)
+            if codec is None:
+                raise NotCommon("attribute value type")
+            try:
+                values.append((oid, content.decode(codec)))
+            except UnicodeDecodeError as exc:
+                raise NotCommon("attribute value encoding") from exc
+        rdns.append(values)
+    return rdns
+
+
+def _check_name(der, start, end):
+    """The DER of the Name in der[start:end] (the content of an explicit tag); NotCommon unless it is an
+    RDNSequence."""
+    items = children(der, start, end)
+    if len(items) != 1 or items[0][0] != 0x30:
+        raise NotCommon("Name is not an RDNSequence")
+    _name_attributes(der, items[0][1], items[0][2])
+    return der[items[0][3] : items[0][2]]
+
+
+# --- primitive values ---------------------------------------------------------------------------------
+
+
+def _integer(der, start, end):
+    """An INTEGER's content (X.690 8.3), in its shortest form."""
+    content = der[start:end]
+    if not content or (len(content) > 1 and (content[0], content[1] >> 7) in ((0, 0), (0xFF, 1))):
+        raise NotCommon("INTEGER not in its shortest form")
+    return int.from_bytes(content, "big", signed=True)
+
+
+def _bits(der, start, end):
+    """A BIT STRING's bytes; only whole bytes (no unused bits)."""
+    if end == start or der[start] != 0:
+        raise NotCommon("BIT STRING with unused bits")
+    return der[start + 1 : end]
+
+
+def _time_text(der, tag, start, end):
+    """(tag, text) of a Time (UTCTime or GeneralizedTime) in the characters its form allows."""
+    text = der[start:end]
+    if tag not in (0x17, 0x18) or not text or not all(0x2B <= b <= 0x3A or b == 0x5A for b in text):
+        raise NotCommon("Time")
+    return tag, text.decode("ascii")
+
+
+def _sequence_of(der, start, end, tag=0x30):
+    """The items of a SEQUENCE SIZE (1..MAX) OF values of tag."""
+    items = children(der, start, end)
+    if not items or any(item[0] != tag for item in items):
+        raise NotCommon("SEQUENCE OF")
+    return items
+
+
+def _attributes(der, start, end):
+    """[(OID, value DER)] of a SEQUENCE SIZE (1..MAX) OF AttributeTypeAndValue (controls, regInfo)."""
+    pairs = []
+    for _tag, item_start, item_end, _pos in _sequence_of(der, start, end):
+        pair = children(der, item_start, item_end)
+        if len(pair) != 2 or pair[0][0] != 0x06:
+            raise NotCommon("AttributeTypeAndValue")
+        pairs.append((read_oid(der[pair[0][1] : pair[0][2]]), der[pair[1][3] : pair[1][2]]))
+    return pairs
+
+
+# --- ir, cr, kur: CertReqMessages (RFC 4211) ------------------------------------------------------------
+
+
+class CertReqFields:
+    """What the server reads of one CertReqMsg (bytes are slices of the message as received)."""
+
+    cert_req_msg_der = cert_req_der = None
+    cert_req_id = None
+    subject_der = None  # the Name DER (an RDNSequence), None when absent
+    public_key = None  # (SPKI DER re-tagged as a SEQUENCE, algorithm OID, its parameters DER or None, key bytes)
+    extensions = ()  # [(OID, critical, extnValue content)]
+    controls = ()  # [(OID, value DER)]
+    not_after = None  # (Time tag, text)
+    popo = None  # None, ("raVerified",) or ("signature", algorithm OID, parameters DER or None, signature bytes)
+
+
+def read_cert_requests(body_der):
+    """The CertReqFields of each CertReqMsg in an ir/cr/kur PKIBody's DER (its explicit tag included);
+    NotCommon for anything outside the common form: pyasn1 decodes the body then. The reader takes only
+    values pyasn1's decoder takes too (tests/unit/test_cmp_der.py compares them)."""
+    _tag, start, end = read_tlv(body_der, 0, len(body_der))
+    if end != len(body_der):
+        raise NotCommon("trailing data after the body")
+    items = children(body_der, start, end)
+    if len(items) != 1 or items[0][0] != 0x30:
+        raise NotCommon("CertReqMessages")
+    return [_cert_req_msg(body_der, *item[1:]) for item in _sequence_of(body_der, items[0][1], items[0][2])]
+
+
+def _cert_req_msg(der, start, end, pos):
+    fields = CertReqFields()
+    fields.cert_req_msg_der = der[pos:end]
+    parts = children(der, start, end)
+    if not parts or parts[0][0] != 0x30:
+        raise NotCommon("certReq")
+    fields.cert_req_der = der[parts[0][3] : parts[0][2]]
+    _cert_request(der, parts[0][1], parts[0][2], fields)
+    rest = parts[1:]
+    if rest and rest[0][0] == 0x80:  # raVerified [0] NULL
+        if rest[0][2] != rest[0][1]:
+            raise NotCommon("raVerified")
+        fields.popo = ("raVerified",)
+        rest = rest[1:]
+    elif rest and rest[0][0] == 0xA1:  # signature [1] POPOSigningKey (without poposkInput)
+        fields.popo = _popo_signature(der, rest[0][1], rest[0][2])
+        rest = rest[1:]
+    if rest and rest[0][0] == 0x30:  # regInfo: checked, not used
+        _attributes(der, rest[0][1], rest[0][2])
+        rest = rest[1:]
+    if rest:
+        raise NotCommon("CertReqMsg component")
+    return fields
+
+
+def _popo_signature(der, start, end):
+    items = children(der, start, end)
+    if len(items) != 2 or items[0][0] != 0x30 or items[1][0] != 0x03:
+        raise NotCommon("POPOSigningKey")
+    oid, params = _algorithm(der, items[0][1], items[0][2])
+    return ("signature", oid, params, _bits(der, items[1][1], items[1][2]))
+
+
+def _cert_request(der, start, end, fields):
+    items = children(der, start, end)
+    if not 2 <= len(items) <= 3 or items[0][0] != 0x02 or items[1][0] != 0x30:
+        raise NotCommon("CertRequest")
+    fields.cert_req_id = _integer(der, items[0][1], items[0][2])
+    _cert_template(der, items[1][1], items[1][2], fields)
+    if len(items) == 3:
+        if items[2][0] != 0x30:
+            raise NotCommon("controls")
+        fields.controls = _attributes(der, items[2][1], items[2][2])
+
+
+def _cert_template(der, start, end, fields):
+    """The template's issuer ([3], checked), validity [4], subject [5], publicKey [6] and extensions [9];
+    version, serialNumber, signingAlg and the unique identifiers are left to pyasn1."""
+    last = 0
+    for tag, content, stop, pos in children(der, start, end):
+        if tag not in (0xA3, 0xA4, 0xA5, 0xA6, 0xA9) or tag <= last:
+            raise NotCommon("certTemplate field")
+        last = tag
+        if tag == 0xA3:
+            _check_name(der, content, stop)
+        elif tag == 0xA4:
+            fields.not_after = _validity(der, content, stop)
+        elif tag == 0xA5:
+            fields.subject_der = _check_name(der, content, stop)
+        elif tag == 0xA6:
+            spki = children(der, content, stop)
+            if len(spki) != 2 or spki[0][0] != 0x30 or spki[1][0] != 0x03:
+                raise NotCommon("publicKey")
+            oid, params = _algorithm(der, spki[0][1], spki[0][2])
+            key = _bits(der, spki[1][1], spki[1][2])
+            fields.public_key = (b"\x30" + der[pos + 1 : stop], oid, params, key)
+        else:
+            fields.extensions = _extensions(der, content, stop)
+
+
+def _validity(der, start, end):
+    """notAfter of an OptionalValidity ([0] notBefore, [1] notAfter, each an explicit Time) or None."""
+    not_after, last = None, 0x9F
+    for tag, content, stop, _pos in children(der, start, end):
+        if tag not in (0xA0, 0xA1) or tag <= last:
+            raise NotCommon("OptionalValidity")
+        last = tag
+        items = children(der, content, stop)
+        if len(items) != 1:
+            raise NotCommon("Time")
+        time = _time_text(der, *items[0][:3])
+        if tag == 0xA1:
+            not_after = time
+    return not_after
+
+
+def _extensions(der, start, end):
+    """[(OID, critical, extnValue)] of Extensions; critical is DEFAULT FALSE, so only TRUE is written in DER."""
+    extensions = []
+    for _tag, item_start, item_end, _pos in _sequence_of(der, start, end):
+        parts = children(der, item_start, item_end)
+        if not 2 <= len(parts) <= 3 or parts[0][0] != 0x06 or parts[-1][0] != 0x04:
+            raise NotCommon("Extension")
+        critical = len(parts) == 3
+        if critical and (parts[1][0] != 0x01 or der[parts[1][1] : parts[1][2]] != b"\xff"):
+            raise NotCommon("Extension critical")
+        extensions.append((read_oid(der[parts[0][1] : parts[0][2]]), critical, der[parts[-1][1] : parts[-1][2]]))
+    return extensions
+
+
+# --- values inside a CertReqMsg ---------------------------------------------------------------------------
+
+# GeneralName forms a subjectAltName carries in practice ([n] IMPLICIT IA5String or OCTET STRING).
+_SAN_FORMS = {0x81: "rfc822Name", 0x82: "dNSName", 0x86: "uniformResourceIdentifier", 0x87: "iPAddress"}
+
+
+def general_names(der):
+    """[(form, str or, for iPAddress, bytes)] of a GeneralNames DER (subjectAltName's extnValue) in the forms of
+    _SAN_FORMS; NotCommon for others."""
+    tag, start, end = read_tlv(der, 0, len(der))
+    if tag != 0x30 or end != len(der):
+        raise NotCommon("GeneralNames")
+    names = []
+    for tag, item_start, item_end, _pos in children(der, start, end):
+        form = _SAN_FORMS.get(tag)
+        value = der[item_start:item_end]
+        if form is None or not value:
+            raise NotCommon("GeneralName form")
+        if form != "iPAddress":
+            try:
+                value = value.decode("ascii")
+            except UnicodeDecodeError as exc:
+                raise NotCommon("IA5String") from exc
+        names.append((form, value))
+    if not names:
+        raise NotCommon("empty GeneralNames")
+    return names
+
+
+def old_cert_id(der):
+    """(issuer Name DER, serialNumber) of a CertId whose issuer is a directoryName; NotCommon otherwise."""
+    tag, start, end = read_tlv(der, 0, len(der))
+    items = children(der, start, end) if tag == 0x30 and end == len(der) else ()
+    if len(items) != 2 or items[0][0] != 0xA4 or items[1][0] != 0x02:
+        raise NotCommon("CertId")
+    return _check_name(der, items[0][1], items[0][2]), _integer(der, items[1][1], items[1][2])
+
+
+# --- PBM parameters (RFC 4210 5.1.3.1) ---------------------------------------------------------------
+
+
+PBM_SALT_MAX = 128
+
+
+def pbm_parameters(der):
+    """(salt, owf OID, iterationCount, mac OID) of a PBMParameter's DER; NotCommon outside the common form (the
+    AlgorithmIdentifiers' parameters, which PBM does not use, may be anything)."""
+    tag, start, end = read_tlv(der, 0, len(der))
+    items = children(der, start, end) if tag == 0x30 and end == len(der) else ()
+    # The salt's SIZE (0..128) is a constraint pyasn1 checks: a longer one is refused there.
+    if [item[0] for item in items] != [0x04, 0x30, 0x02, 0x30] or items[0][2] - items[0][1] > PBM_SALT_MAX:
+        raise NotCommon("PBMParameter")
+    return (
+        der[items[0][1] : items[0][2]],
+        _algorithm(der, items[1][1], items[1][2])[0],
+        _integer(der, items[2][1], items[2][2]),
+        _algorithm(der, items[3][1], items[3][2])[0],
+    )

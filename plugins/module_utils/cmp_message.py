@@ -24,7 +24,8 @@ try:
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import hashes, serialization
     from pyasn1.codec.der import decoder, encoder
-    from pyasn1.type import univ
+    from pyasn1.error import PyAsn1Error
+    from pyasn1.type import univ, useful
     from pyasn1_alt_modules import rfc4211, rfc5280, rfc6402, rfc9480
 except ImportError:  # reported by deps.missing()
     pass
@@ -37,6 +38,17 @@ NONCE_SIZE = 16
 
 # The highest PKIBody CHOICE number (RFC 9480: pollRep [26]).
 _MAX_BODY_TAG = 26
+# The PKIBody CHOICE numbers of ir, cr and kur, whose CertReqMessages cmp_der reads.
+_CERT_REQUEST_TAGS = (0, 2, 7)
+_BODY_NAMES = {}  # PKIBody CHOICE number: its name, filled on first use
+
+
+def _body_name(number):
+    if not _BODY_NAMES:
+        for named_type in rfc9480.PKIBody.componentType.namedTypes:
+            _BODY_NAMES[named_type.asn1Object.tagSet[-1].tagId] = named_type.name
+    return _BODY_NAMES[number]
+
 
 # PKIFailureInfo bit names, by bit number (RFC 4210 section 5.2.3).
 FAIL_INFO_BITS = (
@@ -128,19 +140,36 @@ def _load_name(asn1_name):
     return x509.Name(attributes)
 
 
+def _load_name_der(der):
+    """A Name's DER as a cryptography Name: _load_name's result. The common form (string values) is read by
+    cmp_der; any other by pyasn1, which then decides what is wrong with it."""
+    try:
+        rdns = cmp_der.name_values(der)
+    except cmp_der.NotCommon:
+        return _load_name(decode(der, rfc5280.Name()))
+    return x509.Name(
+        [
+            x509.RelativeDistinguishedName([x509.NameAttribute(x509.ObjectIdentifier(oid), text) for oid, text in rdn])
+            for rdn in rdns
+        ]
+    )
+
+
 @cmp_der.cached_if_small
 def _name_from_der(der):
     """A directoryName's Name DER as a cryptography Name, None for NULL-DN: _name_from_general_name's result.
     Cached: a CA's name is every answer's sender and every request's recipient."""
-    name = _load_name(decode(der, rfc5280.Name()))
+    name = _load_name_der(der)
     return name if len(name) else None
 
 
 class CmpMessage:
     """A decoded PKIMessage and the header fields the protocol logic needs.
 
-    decode() reads the common form with cmp_der (the envelope; the body with pyasn1), everything else with
-    pyasn1 alone: the fields are the same either way (tests/unit/test_cmp_der.py)."""
+    decode() reads the common form with cmp_der (the envelope, and the body of an ir, cr or kur; other bodies
+    with pyasn1), everything else with pyasn1 alone: the fields are the same either way
+    (tests/unit/test_cmp_der.py). asn1_body and body are pyasn1's, decoded on first use when cmp_der read
+    the body."""
 
     def __init__(self, der, asn1):
         self.der = der
@@ -148,9 +177,8 @@ class CmpMessage:
         header = asn1["header"]
         self.header = header
         self.pvno = int(header["pvno"])
-        self.asn1_body = asn1["body"]
+        self._asn1_body = asn1["body"]
         self.body_type = asn1["body"].getName()
-        self.body = asn1["body"][self.body_type]
         self.sender = _name_from_general_name(header["sender"])
         # The GeneralName form of sender: RFC 9483 3.1 requires a directoryName.
         self.sender_form = header["sender"].getName() if header["sender"].isValue else None
@@ -184,20 +212,31 @@ class CmpMessage:
         value = optional(self.header, name)
         return value.asOctets() if value is not None else None
 
+    # ir, cr, kur as cmp_der read them (CertReqFields), when it did: the body is then decoded on first use.
+    _cert_req_fields = None
+
     @classmethod
     def _from_envelope(cls, der, envelope):
-        """The message from cmp_der's envelope; its body decoded with pyasn1."""
-        asn1_body, rest = decoder.decode(envelope.body_der, asn1Spec=rfc9480.PKIBody())
-        if rest:
-            raise cmp_der.NotCommon("trailing data after the body")
+        """The message from cmp_der's envelope; the body of an ir, cr or kur read by cmp_der too, any other (and
+        one outside cmp_der's common form) decoded with pyasn1."""
         self = cls.__new__(cls)
+        self._asn1_body = None
+        if envelope.body_tag in _CERT_REQUEST_TAGS:
+            try:
+                self._cert_req_fields = cmp_der.read_cert_requests(envelope.body_der)
+            except cmp_der.NotCommon:
+                pass
+        if self._cert_req_fields is None:
+            asn1_body, rest = decoder.decode(envelope.body_der, asn1Spec=rfc9480.PKIBody())
+            if rest:
+                raise cmp_der.NotCommon("trailing data after the body")
+            self._asn1_body = asn1_body
+        self._body_der = envelope.body_der
         self.der = der
         self._asn1 = None
         self.header = None
         self.pvno = envelope.pvno
-        self.asn1_body = asn1_body
-        self.body_type = asn1_body.getName()
-        self.body = asn1_body[self.body_type]
+        self.body_type = _body_name(envelope.body_tag)
         self.sender = _name_from_der(envelope.sender_der)
         self.sender_form = "directoryName"
         self.recipient = _name_from_der(envelope.recipient_der)
@@ -214,6 +253,18 @@ class CmpMessage:
         self.extra_certs = list(envelope.extra_certs)
         self.protected_part = envelope.protected_part
         return self
+
+    @property
+    def asn1_body(self):
+        """The PKIBody as pyasn1 decodes it (decoded on first use when cmp_der read it)."""
+        if self._asn1_body is None:
+            self._asn1_body = decode(self._body_der, rfc9480.PKIBody())
+        return self._asn1_body
+
+    @property
+    def body(self):
+        """The PKIBody's content (the CHOICE's value) as pyasn1 decodes it."""
+        return self.asn1_body[self.body_type]
 
     @property
     def asn1(self):
@@ -472,79 +523,138 @@ def cert_conf_body(cert_hash, cert_req_id=0, accepted=True, text=None, fail_info
 
 
 class CertRequest:
-    """One CertReqMsg of an ir/cr/kur: the template's subject and key, and its POP."""
+    """One CertReqMsg of an ir/cr/kur: the template's subject and key, and its POP.
+
+    Built from pyasn1's CertReqMsg, or (from_fields) from what cmp_der read of it: the attributes are the same
+    either way (tests/unit/test_cmp_der.py), and so is every failure."""
+
+    _fields = None  # cmp_der.CertReqFields when built from them
 
     def __init__(self, cert_req_msg, cert_req_der=None):
         """cert_req_der: the certReq's DER as received, if the caller has it (the POP signs it)."""
         request = cert_req_msg["certReq"]
-        self.asn1 = cert_req_msg
+        self._asn1 = cert_req_msg
         self.cert_req_der = cert_req_der
         self.cert_req_id = int(request["certReqId"])
         template = request["certTemplate"]
         subject = optional(template, "subject")
         self.subject = _load_name(subject) if subject is not None else None
         public_key = optional(template, "publicKey")
-        # Central key generation (RFC 9483 4.1.6): no publicKey, or only its algorithm (an empty key).
-        self.central_keygen = public_key is None or not len(public_key["subjectPublicKey"])
-        self.key_algorithm = None  # (OID, parameters DER or None) a central key generation request names
-        self.spki_der = self.public_key = None
-        if self.central_keygen:
-            if public_key is not None:
-                params = optional(public_key["algorithm"], "parameters")
-                self.key_algorithm = (
-                    str(public_key["algorithm"]["algorithm"]),
-                    bytes(params) if params is not None else None,
-                )
+        if public_key is None:
+            self._set_key(None)
         else:
+            params = optional(public_key["algorithm"], "parameters")
             # publicKey is [6] IMPLICIT SubjectPublicKeyInfo: re-tag it as a plain SEQUENCE to load it.
             spki = rfc5280.SubjectPublicKeyInfo()
             spki["algorithm"] = public_key["algorithm"]
             spki["subjectPublicKey"] = public_key["subjectPublicKey"]
-            self.spki_der = encoder.encode(spki)
-            try:
-                self.public_key = load_public_key_der(self.spki_der)
-            except UnsupportedAlgorithm as exc:  # an unknown key algorithm or curve
-                raise CmpFailure("the template's public key: %s" % exc, "badAlg") from exc
-            except Exception as exc:  # InvalidInput, or a library error on a malformed key
-                raise CmpFailure(
-                    "the template's public key cannot be read: %s" % brief(exc), "badCertTemplate"
-                ) from exc
-        self.subject_alt_names, self.extension_oids = _template_extensions(template)
-        self.old_cert_id = None
-        for control in optional(request, "controls") or []:
-            if str(control["type"]) == ID_REGCTRL_OLD_CERT_ID:
-                old = decode(bytes(control["value"]), rfc4211.OldCertId())
-                issuer = old["issuer"]
-                self.old_cert_id = (
-                    _load_name(issuer["directoryName"]) if issuer.getName() == "directoryName" else None,
-                    int(old["serialNumber"]),
-                )
+            self._set_key(
+                lambda: encoder.encode(spki),
+                str(public_key["algorithm"]["algorithm"]),
+                bytes(params) if params is not None else None,
+                not len(public_key["subjectPublicKey"]),
+            )
+        self.subject_alt_names, self.extension_oids = _template_extensions(
+            (str(extension["extnID"]), bool(extension["critical"]), extension["extnValue"].asOctets())
+            for extension in optional(template, "extensions") or []
+        )
+        self.old_cert_id = _old_cert_id(
+            (str(control["type"]), bytes(control["value"])) for control in optional(request, "controls") or []
+        )
         validity = optional(template, "validity")
         self.not_after = None
         if validity is not None and optional(validity, "notAfter") is not None:
             time = validity["notAfter"]
-            self.not_after = time[time.getName()].asDateTime
-            if self.not_after.tzinfo is None:
-                self.not_after = self.not_after.replace(tzinfo=datetime.timezone.utc)
+            self.not_after = _utc(time[time.getName()].asDateTime)
 
-    def verify_pop(self):
-        """Check the signature POP over DER(CertRequest) with the requested key (RFC 4211 4.1); a central key
-        generation request has none (RFC 9483 4.1.6)."""
-        popo = optional(self.asn1, "popo")
+    @classmethod
+    def from_fields(cls, fields):
+        """The request from cmp_der.CertReqFields; its pyasn1 form is decoded on first use."""
+        self = cls.__new__(cls)
+        self._fields = fields
+        self._asn1 = None
+        self.cert_req_der = fields.cert_req_der
+        self.cert_req_id = fields.cert_req_id
+        self.subject = _load_name_der(fields.subject_der) if fields.subject_der is not None else None
+        if fields.public_key is None:
+            self._set_key(None)
+        else:
+            spki_der, oid, params, key = fields.public_key
+            self._set_key(lambda: spki_der, oid, params, not key)
+        self.subject_alt_names, self.extension_oids = _template_extensions(fields.extensions)
+        self.old_cert_id = _old_cert_id(fields.controls)
+        self.not_after = None
+        if fields.not_after is not None:
+            tag, text = fields.not_after
+            self.not_after = _utc((useful.UTCTime if tag == 0x17 else useful.GeneralizedTime)(text).asDateTime)
+        return self
+
+    def _set_key(self, spki_der, oid=None, params=None, empty=True):
+        """The template's key: spki_der() its SubjectPublicKeyInfo (None when absent), oid and params its algorithm,
+        empty whether its subjectPublicKey is. Central key generation (RFC 9483 4.1.6): no publicKey, or only its
+        algorithm (an empty key)."""
+        self.central_keygen = spki_der is None or empty
+        self.key_algorithm = None  # (OID, parameters DER or None) a central key generation request names
+        self.spki_der = self.public_key = None
         if self.central_keygen:
-            if popo is not None:
-                raise CmpFailure("a request for a centrally generated key carries no proof of possession", "badPOP")
+            if spki_der is not None:
+                self.key_algorithm = (oid, params)
             return
-        if popo is None or popo.getName() != "signature":
-            raise CmpFailure("proof of possession by signature is required", "badPOP")
-        signature = popo["signature"]
+        self.spki_der = spki_der()
+        try:
+            self.public_key = load_public_key_der(self.spki_der)
+        except UnsupportedAlgorithm as exc:  # an unknown key algorithm or curve
+            raise CmpFailure("the template's public key: %s" % exc, "badAlg") from exc
+        except Exception as exc:  # InvalidInput, or a library error on a malformed key
+            raise CmpFailure("the template's public key cannot be read: %s" % brief(exc), "badCertTemplate") from exc
+
+    @property
+    def asn1(self):
+        """The CertReqMsg as pyasn1 decodes it."""
+        if self._asn1 is None:
+            self._asn1 = decode(self._fields.cert_req_msg_der, rfc4211.CertReqMsg())
+        return self._asn1
+
+    def _proof(self):
+        """The name of the POP's CHOICE, None when there is none."""
+        if self._fields is not None:
+            return self._fields.popo[0] if self._fields.popo is not None else None
+        popo = optional(self.asn1, "popo")
+        return popo.getName() if popo is not None else None
+
+    def _signature_proof(self):
+        """(algorithm OID, parameters DER or None, signature) of a POP by signature."""
+        if self._fields is not None:
+            return self._fields.popo[1:]  # cmp_der leaves one with poposkInput to pyasn1
+        signature = self.asn1["popo"]["signature"]
         if optional(signature, "poposkInput") is not None:
             raise CmpFailure("POP with poposkInput is not supported; sign the CertRequest", "badPOP")
         algorithm = signature["algorithmIdentifier"]
         params = optional(algorithm, "parameters")
-        oid = str(algorithm["algorithm"])
-        params_der = bytes(params) if params is not None else None
-        signature_bytes = signature["signature"].asOctets()
+        return (
+            str(algorithm["algorithm"]),
+            bytes(params) if params is not None else None,
+            signature["signature"].asOctets(),
+        )
+
+    def _cert_req_reencoded(self):
+        """DER(CertRequest) as pyasn1 writes it; None when it cannot (a notAfter without "Z" is not DER)."""
+        try:
+            return encoder.encode(self.asn1["certReq"])
+        except PyAsn1Error:
+            return None
+
+    def verify_pop(self):
+        """Check the signature POP over DER(CertRequest) with the requested key (RFC 4211 4.1); a central key
+        generation request has none (RFC 9483 4.1.6)."""
+        proof = self._proof()
+        if self.central_keygen:
+            if proof is not None:
+                raise CmpFailure("a request for a centrally generated key carries no proof of possession", "badPOP")
+            return
+        if proof != "signature":
+            raise CmpFailure("proof of possession by signature is required", "badPOP")
+        oid, params_der, signature_bytes = self._signature_proof()
         received = self.cert_req_der
         try:
             # The received bytes are DER(CertRequest) unless the client sent another encoding of it: then
@@ -553,8 +663,8 @@ class CertRequest:
                 self.public_key, oid, params_der, signature_bytes, received
             )
             if not valid:
-                encoded = encoder.encode(self.asn1["certReq"])
-                valid = encoded != received and signatures.verify(
+                encoded = self._cert_req_reencoded()
+                valid = encoded not in (None, received) and signatures.verify(
                     self.public_key, oid, params_der, signature_bytes, encoded
                 )
         except InvalidInput as exc:
@@ -563,36 +673,73 @@ class CertRequest:
             raise CmpFailure("the proof-of-possession signature does not verify", "badPOP")
 
 
-def _template_extensions(template):
-    """(subject alternative names as cryptography GeneralNames, OIDs of all extensions) of a template."""
+def _utc(when):
+    return when.replace(tzinfo=datetime.timezone.utc) if when.tzinfo is None else when
+
+
+def _template_extensions(extensions):
+    """(subject alternative names as cryptography GeneralNames, [(OID, critical)] of all extensions) of a
+    template's extensions, given as (OID, critical, extnValue)."""
     names, oids = [], []
-    for extension in optional(template, "extensions") or []:
-        oid = str(extension["extnID"])
+    for oid, critical, value in extensions:
         if any(oid == seen for seen, _critical in oids):
             # RFC 5280 4.2: an extension appears at most once; which one would count?
             raise CmpFailure("the certificate template carries extension %s twice" % oid, "badCertTemplate")
-        oids.append((oid, bool(extension["critical"])))
+        oids.append((oid, critical))
         if oid == ID_CE_SUBJECT_ALT_NAME:
             # The four name forms a certificate template carries in practice.
-            for name in decode(extension["extnValue"].asOctets(), rfc5280.SubjectAltName()):
-                kind = name.getName()
-                value = name[kind]
+            for kind, name in _general_names(value):
                 if kind == "dNSName":
-                    names.append(x509.DNSName(str(value)))
+                    names.append(x509.DNSName(name))
                 elif kind == "uniformResourceIdentifier":
-                    names.append(x509.UniformResourceIdentifier(str(value)))
+                    names.append(x509.UniformResourceIdentifier(name))
                 elif kind == "rfc822Name":
-                    names.append(x509.RFC822Name(str(value)))
+                    names.append(x509.RFC822Name(name))
                 elif kind == "iPAddress":
-                    octets = value.asOctets()
-                    if len(octets) not in (4, 16):
+                    if len(name) not in (4, 16):
                         raise CmpFailure(
-                            "subjectAltName iPAddress must be 4 or 16 bytes, not %d" % len(octets), "badCertTemplate"
+                            "subjectAltName iPAddress must be 4 or 16 bytes, not %d" % len(name), "badCertTemplate"
                         )
-                    names.append(x509.IPAddress(ipaddress.ip_address(octets)))
+                    names.append(x509.IPAddress(ipaddress.ip_address(name)))
                 else:
                     raise CmpFailure("subjectAltName of type %s is not supported" % kind, "badCertTemplate")
     return names, oids
+
+
+# The subjectAltName forms whose value is text.
+_SAN_TEXT = ("dNSName", "uniformResourceIdentifier", "rfc822Name")
+
+
+def _general_names(der):
+    """[(form, value)] of a subjectAltName's GeneralNames: text, the bytes of an iPAddress, None for other forms."""
+    try:
+        return cmp_der.general_names(der)
+    except cmp_der.NotCommon:
+        pass
+    names = []
+    for name in decode(der, rfc5280.SubjectAltName()):
+        kind = name.getName()
+        value = name[kind]
+        names.append((kind, value.asOctets() if kind == "iPAddress" else str(value) if kind in _SAN_TEXT else None))
+    return names
+
+
+def _old_cert_id(controls):
+    """(issuer Name or None, serialNumber) of the oldCertID among controls ((OID, value DER)), or None."""
+    found = None
+    for oid, value in controls:
+        if oid == ID_REGCTRL_OLD_CERT_ID:
+            try:
+                issuer_der, serial = cmp_der.old_cert_id(value)
+                found = (_load_name_der(issuer_der), serial)
+            except cmp_der.NotCommon:
+                old = decode(value, rfc4211.OldCertId())
+                issuer = old["issuer"]
+                found = (
+                    _load_name(issuer["directoryName"]) if issuer.getName() == "directoryName" else None,
+                    int(old["serialNumber"]),
+                )
+    return found
 
 
 def _cert_req_ders(message, count):
@@ -609,6 +756,8 @@ def _cert_req_ders(message, count):
 def cert_requests(message):
     """The CertReqMsgs of an ir/cr/kur as CertRequest objects."""
     try:
+        if message._cert_req_fields is not None:
+            return [CertRequest.from_fields(fields) for fields in message._cert_req_fields]
         return [CertRequest(item, der) for item, der in zip(message.body, _cert_req_ders(message, len(message.body)))]
     except CmpFailure:
         raise

@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import os
 
-from . import signatures
+from . import cmp_der, signatures
 from .asn1 import der_integer, der_oid, der_sequence, der_tlv, optional
 from .errors import CmpFailure, InvalidInput, excerpt
 from .x509 import extension_value
@@ -91,6 +91,12 @@ class PasswordBasedMac:
         """The PBM a PBMParameter (DER) describes; bad parameters are badAlg or badDataFormat."""
         if params_der is None:
             raise CmpFailure("PBM protection without parameters", "badDataFormat")
+        try:
+            salt, owf, iterations, mac = cmp_der.pbm_parameters(params_der)
+        except cmp_der.NotCommon:  # pyasn1 reads (or refuses) every other form
+            pass
+        else:
+            return cls(secret, salt=salt, owf=owf, iterations=iterations, mac=mac, kid=kid)
         try:
             params, rest = decoder.decode(params_der, asn1Spec=rfc4210.PBMParameter())
         except PyAsn1Error as exc:

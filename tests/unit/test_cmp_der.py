@@ -7,20 +7,28 @@ gets the same failInfo and text as before."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import ipaddress
 import os
+from unittest import mock
 
 import pytest
 from conftest import FIXTURES
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyasn1.codec.der import encoder
-from test_cmp_fuzz import VECTORS, mutated_vectors
-from trustpoint_core import cmp_der, keys, profiles
+from pyasn1.error import PyAsn1Error
+from pyasn1.type import univ
+from pyasn1_alt_modules import rfc4211, rfc5280
+from test_cmp_fuzz import VECTORS, edited, mutated_vectors
+from trustpoint_core import cmp_der, cmp_message, keys, profiles, signatures
 from trustpoint_core import x509 as tp_x509
 from trustpoint_core.asn1 import der_children, der_oid, der_sequence, der_tlv
-from trustpoint_core.cmp_message import CmpMessage, Header, cert_req_body, encode_message, genm_body
-from trustpoint_core.cmp_protection import PasswordBasedMac, SignatureProtection
+from trustpoint_core.cmp_message import CmpMessage, Header, cert_req_body, cert_requests, encode_message, genm_body
+from trustpoint_core.cmp_protection import PBM_OID, PasswordBasedMac, SignatureProtection
 from trustpoint_core.errors import CmpFailure
 
 FIELDS = (
@@ -53,9 +61,17 @@ def outcome(der, fast):
     except CmpFailure as failure:
         return ("failed", failure.fail_info, failure.text)
     fields = {name: getattr(message, name) for name in FIELDS}
-    fields["body"] = encoder.encode(message.asn1_body)
-    fields["asn1"] = encoder.encode(message.asn1)
+    fields["body"] = encoded(message.asn1_body)
+    fields["asn1"] = encoded(message.asn1)
     return fields
+
+
+def encoded(asn1):
+    """pyasn1's DER of a decoded value, or the error class (it refuses to encode what violates a SIZE constraint)."""
+    try:
+        return encoder.encode(asn1)
+    except PyAsn1Error as exc:
+        return type(exc)
 
 
 def read_by_cmp_der(der):
@@ -210,3 +226,616 @@ def test_only_small_values_are_cached():
     info = check.cache_info()
     assert info.currsize == info.maxsize == cmp_der.CACHE_ENTRIES
     assert cmp_der.CACHE_ENTRIES * cmp_der.CACHED_SIZE <= 4 << 20
+
+
+# --- the body of ir, cr and kur, names, PBM parameters ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def pyasn1_only():
+    """The reference: CmpMessage.decode(fast=False) and every value inside a request read by pyasn1."""
+    with contextlib.ExitStack() as stack:
+        for reader in ("name_values", "general_names", "old_cert_id", "pbm_parameters", "read_cert_requests"):
+            stack.enter_context(mock.patch.object(cmp_der, reader, side_effect=cmp_der.NotCommon("reference")))
+        cmp_message._name_from_der.cache_clear()
+        yield
+    cmp_message._name_from_der.cache_clear()
+
+
+REQUEST_FIELDS = (
+    "cert_req_der",
+    "cert_req_id",
+    "subject",
+    "central_keygen",
+    "key_algorithm",
+    "spki_der",
+    "subject_alt_names",
+    "extension_oids",
+    "old_cert_id",
+    "not_after",
+)
+
+
+def failed(function, *args):
+    """function's result, or ("failed", failInfo, text) of its CmpFailure."""
+    try:
+        return function(*args)
+    except CmpFailure as failure:
+        return ("failed", failure.fail_info, failure.text)
+
+
+def request_side(der, fast):
+    """What the server reads of a request: the message's fields, each CertReqMsg's fields and POP check (or the
+    failure), the PBM parameters."""
+    fields = outcome(der, fast)
+    if isinstance(fields, tuple):
+        return fields
+    message = CmpMessage.decode(der, fast=fast)
+    if message.body_type in ("ir", "cr", "kur"):
+        requests = failed(cert_requests, message)
+        if isinstance(requests, list):
+            requests = [
+                (
+                    {name: getattr(request, name) for name in REQUEST_FIELDS},
+                    request.public_key is not None,
+                    encoded(request.asn1),
+                    failed(request.verify_pop),
+                )
+                for request in requests
+            ]
+        fields["requests"] = requests
+    if message.protection_alg == PBM_OID:
+        fields["pbm"] = pbm_fields(message.protection_params)
+    return fields
+
+
+def pbm_fields(params):
+    """(salt, owf, iterationCount, mac) of PBM parameters, or the failure."""
+    mac = failed(PasswordBasedMac.from_parameters, params, b"secret")
+    return mac if isinstance(mac, tuple) else (mac.salt, mac.owf, mac.iterations, mac.mac)
+
+
+def assert_same_request(der, fast_path=None):
+    """The fast reader's result equals pyasn1's; fast_path True/False: cmp_der must (not) read the body."""
+    fast = request_side(der, True)
+    with pyasn1_only():
+        reference = request_side(der, False)
+    assert fast == reference
+    if fast_path is not None and not isinstance(fast, tuple):
+        message = CmpMessage.decode(der)
+        assert (message._cert_req_fields is not None) == fast_path
+    return fast
+
+
+KEYS = {
+    "ecdsa-p256": lambda: keys.generate_private_key("ecdsa-p256"),
+    "ecdsa-p384": lambda: keys.generate_private_key("ecdsa-p384"),
+    "rsa-2048": lambda: keys.generate_private_key("rsa-2048"),
+    "ed25519": ed25519.Ed25519PrivateKey.generate,
+}
+
+
+def _extension(oid, value_der, critical=False):
+    extension = rfc5280.Extension()
+    extension["extnID"] = univ.ObjectIdentifier(oid)
+    if critical:
+        extension["critical"] = True
+    extension["extnValue"] = value_der
+    return extension
+
+
+def _san(*names):
+    return x509.SubjectAlternativeName(list(names)).public_bytes()
+
+
+def _time(template_time, when, generalized):
+    if generalized:
+        template_time["generalTime"] = when.strftime("%Y%m%d%H%M%SZ")
+    else:
+        template_time["utcTime"] = when.strftime("%y%m%d%H%M%SZ")
+
+
+def build_request(
+    body_type="ir",
+    key=None,
+    subject=None,
+    extensions=(),
+    not_before=None,
+    not_after=None,
+    generalized=False,
+    old_certificate=None,
+    controls=(),
+    reg_info=(),
+    popo="signature",
+    central=None,
+    sender=None,
+):
+    """A PBM-protected ir/cr/kur whose one CertReqMsg carries these template fields, controls ((OID, value DER)),
+    regInfo and POP ("signature", "raVerified" or None); central: (OID, parameters DER) of a central key generation
+    request that names its algorithm (then key is None)."""
+    _body_type, content = cert_req_body(body_type, key, subject, old_certificate=old_certificate)
+    message = content[0]
+    request = message["certReq"]
+    template = request["certTemplate"]
+    if central is not None:
+        public_key = template["publicKey"]
+        public_key["algorithm"]["algorithm"] = univ.ObjectIdentifier(central[0])
+        if central[1] is not None:
+            public_key["algorithm"]["parameters"] = univ.Any(central[1])
+        public_key["subjectPublicKey"] = univ.BitString(binValue="")
+    for extension in extensions:
+        template["extensions"].append(extension)
+    if not_before is not None or not_after is not None:
+        if not_before is not None:
+            _time(template["validity"]["notBefore"], not_before, generalized)
+        if not_after is not None:
+            _time(template["validity"]["notAfter"], not_after, generalized)
+    for oid, value in controls:
+        control = rfc4211.AttributeTypeAndValue()
+        control["type"] = univ.ObjectIdentifier(oid)
+        control["value"] = univ.Any(value)
+        request["controls"].append(control)
+    signed = message
+    message = rfc4211.CertReqMsg()
+    message["certReq"] = request
+    if popo == "signature" and key is not None:
+        message["popo"] = signed["popo"]
+        _oid, _params, signature = signatures.sign(key, encoder.encode(request))
+        message["popo"]["signature"]["signature"] = univ.BitString.fromOctetString(signature)
+    elif popo == "raVerified":
+        message["popo"]["raVerified"] = message["popo"]["raVerified"].clone("")
+    for oid, value in reg_info:
+        info = rfc4211.AttributeTypeAndValue()
+        info["type"] = univ.ObjectIdentifier(oid)
+        info["value"] = univ.Any(value)
+        message["regInfo"].append(info)
+    content = content.clone()
+    content.append(message)
+    header = Header(sender=sender or _subject(), transaction_id=os.urandom(16), implicit_confirm=True)
+    return encode_message(header, (body_type, content), PasswordBasedMac(b"secret", kid=b"7"))
+
+
+NOW = datetime.datetime(2026, 12, 6, 12, 0, 0, tzinfo=datetime.timezone.utc)
+SANS = _san(
+    x509.DNSName("plc-1.plant.example"),
+    x509.IPAddress(ipaddress.ip_address("192.0.2.7")),
+    x509.IPAddress(ipaddress.ip_address("2001:db8::7")),
+    x509.UniformResourceIdentifier("urn:plant:plc-1"),
+    x509.RFC822Name("ops@plant.example"),
+)
+
+
+def _old_certificate():
+    chain = tp_x509.CaChain.create("der-test", "ecdsa-p256")
+    key = keys.generate_private_key("ecdsa-p256")
+    return tp_x509.issue_certificate(
+        chain.issuing_cert, chain.issuing_key, key.public_key(), _subject(), profiles.get_profile("domain_credential")
+    )
+
+
+REQUESTS = {
+    "ir ecdsa-p256": dict(),
+    "ir ecdsa-p384": dict(key="ecdsa-p384"),
+    "ir rsa-2048": dict(key="rsa-2048"),
+    "ir ed25519": dict(key="ed25519"),
+    "ir no subject": dict(subject=None),
+    "ir NULL-DN sender": dict(sender=tp_x509.parse_name("/CN=x"), subject=x509.Name([])),
+    "ir SANs": dict(extensions=[_extension("2.5.29.17", SANS)]),
+    "ir SANs critical, key usage": dict(
+        extensions=[_extension("2.5.29.17", SANS, critical=True), _extension("2.5.29.15", b"\x03\x02\x07\x80")]
+    ),
+    "ir validity utc": dict(not_before=NOW, not_after=NOW + datetime.timedelta(days=30)),
+    "ir validity generalized": dict(
+        not_after=datetime.datetime(2051, 1, 1, tzinfo=datetime.timezone.utc), generalized=True
+    ),
+    "ir notBefore only": dict(not_before=NOW),
+    "cr with regInfo": dict(body_type="cr", reg_info=[("1.3.6.1.5.5.7.5.2.1", b"\x0c\x05a=b%c")]),
+    "cr raVerified": dict(body_type="cr", popo="raVerified"),
+    "ir without POP": dict(popo=None),
+    "ir central keygen, no key": dict(key=None, popo=None),
+    "ir central keygen, EC algorithm": dict(
+        key=None, popo=None, central=("1.2.840.10045.2.1", der_oid("1.2.840.10045.3.1.7"))
+    ),
+    "ir central keygen, RSA algorithm": dict(key=None, popo=None, central=("1.2.840.113549.1.1.1", b"\x05\x00")),
+    "ir central keygen with a POP": dict(key=None, popo="raVerified"),
+    "kur oldCertID": dict(body_type="kur", old_certificate="yes"),
+    "kur oldCertID and regToken": dict(
+        body_type="kur", old_certificate="yes", controls=[("1.3.6.1.5.5.7.5.1.1", b"\x0c\x03abc")]
+    ),
+    "subject printable and IA5 strings": dict(
+        subject=x509.Name(
+            [
+                x509.NameAttribute(x509.NameOID.COUNTRY_NAME, "DE", _type=x509.name._ASN1Type.PrintableString),
+                x509.NameAttribute(x509.NameOID.EMAIL_ADDRESS, "a@b.example"),
+                x509.NameAttribute(x509.NameOID.COMMON_NAME, "grüße"),
+            ]
+        )
+    ),
+    "subject BMPString": dict(
+        subject=x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "bmp", _type=x509.name._ASN1Type.BMPString)])
+    ),
+    "SAN with a directoryName": dict(
+        extensions=[_extension("2.5.29.17", _san(x509.DirectoryName(tp_x509.parse_name("/CN=dir"))))]
+    ),
+    "SAN iPAddress of 5 bytes": dict(extensions=[_extension("2.5.29.17", der_sequence(der_tlv(0x87, b"\x01" * 5)))]),
+    "SAN twice": dict(extensions=[_extension("2.5.29.17", SANS), _extension("2.5.29.17", SANS)]),
+    "SAN unreadable": dict(extensions=[_extension("2.5.29.17", b"\x30\x03\x82\x05a")]),
+    "oldCertID by rfc822Name": dict(
+        body_type="kur", controls=[("1.3.6.1.5.5.7.5.1.5", der_sequence(der_tlv(0x81, b"a@b"), b"\x02\x01\x05"))]
+    ),
+    "oldCertID unreadable": dict(body_type="kur", controls=[("1.3.6.1.5.5.7.5.1.5", b"\x30\x00")]),
+}
+# The requests above that a server refuses when it reads them (cert_requests), by failInfo.
+REFUSED = {
+    "SAN with a directoryName": "badCertTemplate",
+    "SAN iPAddress of 5 bytes": "badCertTemplate",
+    "SAN twice": "badCertTemplate",
+    "SAN unreadable": "badDataFormat",
+    "oldCertID unreadable": "badDataFormat",
+}
+
+
+def _built_request(name):
+    options = dict(REQUESTS[name])
+    if "key" not in options:
+        options["key"] = "ecdsa-p256"
+    if options["key"] is not None:
+        options["key"] = KEYS[options["key"]]()
+    options.setdefault("subject", _subject())
+    if options.get("old_certificate"):
+        options["old_certificate"] = _old_certificate()
+    return build_request(**options)
+
+
+BUILT = {name: _built_request(name) for name in REQUESTS}
+
+
+@pytest.mark.parametrize("name", sorted(REQUESTS))
+def test_requests_the_core_and_clients_build(name):
+    """Every option of ir/cr/kur: cmp_der reads the body, and every field equals pyasn1's."""
+    requests = assert_same_request(BUILT[name], fast_path=True)["requests"]
+    if name in REFUSED:
+        assert requests[:2] == ("failed", (REFUSED[name],))
+    else:
+        assert isinstance(requests, list)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in VECTORS if n.startswith(("ir", "cr", "kur"))))
+def test_captured_requests_take_the_fast_path(name):
+    fields = assert_same_request(VECTORS[name], fast_path=True)
+    assert fields["requests"][0][3] in (
+        None,
+        ("failed", ("badPOP",), "the proof-of-possession signature does not verify"),
+    )
+
+
+def test_fast_fields_are_the_expected_values():
+    """Not only equal to pyasn1's: the values a server acts on."""
+    (request,) = cert_requests(CmpMessage.decode(BUILT["ir SANs"]))
+    assert request._fields is not None
+    assert [str(name.value) for name in request.subject_alt_names] == [
+        "plc-1.plant.example",
+        "192.0.2.7",
+        "2001:db8::7",
+        "urn:plant:plc-1",
+        "ops@plant.example",
+    ]
+    assert request.subject == _subject()
+    request.verify_pop()
+    (kur,) = cert_requests(CmpMessage.decode(BUILT["kur oldCertID"]))
+    assert kur.old_cert_id[0] is not None and kur.old_cert_id[1] > 0
+    (valid,) = cert_requests(CmpMessage.decode(BUILT["ir validity generalized"]))
+    assert valid.not_after == datetime.datetime(2051, 1, 1, tzinfo=datetime.timezone.utc)
+    (central,) = cert_requests(CmpMessage.decode(BUILT["ir central keygen, EC algorithm"]))
+    assert central.central_keygen and central.key_algorithm == ("1.2.840.10045.2.1", der_oid("1.2.840.10045.3.1.7"))
+
+
+def _with_body(der, content):
+    """der with its body's content replaced (the body's tag and every length rewritten)."""
+    parts = der_children(der)
+    return der_sequence(parts[0], der_tlv(parts[1][0], content), *parts[2:])
+
+
+def _inner(tlv):
+    length = tlv[1]
+    return tlv[2 + (length & 0x7F if length & 0x80 else 0) :]
+
+
+def _cert_req_msg_parts(der):
+    """The parts (certReq's parts, then popo and regInfo) of the first CertReqMsg of a built request."""
+    (message,) = der_children(_inner(der_children(der)[1]))
+    parts = der_children(message)
+    return der_children(parts[0]), parts[1:]
+
+
+def _rebuilt(der, cert_request, rest):
+    return _with_body(der, der_sequence(der_sequence(der_sequence(*cert_request), *rest)))
+
+
+def _template_with(der, field):
+    """der whose template holds field (a TLV) too, in the order of the fields' tags."""
+    cert_request, rest = _cert_req_msg_parts(der)
+    template = der_sequence(*sorted([field, *der_children(cert_request[1])], key=lambda part: part[0]))
+    return _rebuilt(der, [cert_request[0], template, *cert_request[2:]], rest)
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        # certReqId not in its shortest form
+        lambda der: _rebuilt(der, [b"\x02\x02\x00\x00", *_cert_req_msg_parts(der)[0][1:]], _cert_req_msg_parts(der)[1]),
+        # the template's version [0] and serialNumber [1]
+        lambda der: _template_with(der, b"\x80\x01\x02"),
+        lambda der: _template_with(der, b"\x81\x01\x05"),
+        # POP by keyEncipherment (thisMessage)
+        lambda der: _rebuilt(der, _cert_req_msg_parts(der)[0], [b"\xa2\x04\x80\x02\x00\x00"]),
+        # a critical flag FALSE written out, which DER leaves out
+        lambda der: _template_with(
+            der, der_tlv(0xA9, der_sequence(der_oid("2.5.29.17"), b"\x01\x01\x00", der_tlv(0x04, SANS)))
+        ),
+        # no CertReqMsg
+        lambda der: _with_body(der, der_sequence()),
+        # empty controls
+        lambda der: _rebuilt(der, [*_cert_req_msg_parts(der)[0], der_sequence()], _cert_req_msg_parts(der)[1]),
+        # trailing bytes inside the body
+        lambda der: _with_body(der, _inner(der_children(der)[1]) + b"\x00\x00"),
+    ],
+)
+def test_body_forms_cmp_der_leaves_to_pyasn1(mangle):
+    der = mangle(BUILT["ir ecdsa-p256"])
+    assert read_by_cmp_der(der)  # the envelope is common, the body is not
+    assert_same_request(der, fast_path=False)
+
+
+@pytest.mark.parametrize(
+    "time",
+    [
+        der_tlv(0x18, b"20510101000000"),  # no time zone: UTC, as pyasn1's reader takes it
+        der_tlv(0x18, b"20510101000000.5+0100"),
+        der_tlv(0x17, b"510101000000+0100"),
+        der_tlv(0x17, b"5101010000Z"),
+        der_tlv(0x18, b"20511301000000Z"),  # month 13
+        der_tlv(0x18, b"2051"),
+    ],
+)
+def test_validity_times_read_alike(time):
+    """Times beyond DER's (which pyasn1's decoder takes too): the same notAfter or the same failure."""
+    der = _template_with(BUILT["ir ecdsa-p256"], der_tlv(0xA4, der_tlv(0xA1, time)))
+    assert_same_request(der, fast_path=True)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_bad_pop_over_a_template_pyasn1_cannot_write_is_bad_pop(fast):
+    """A POP that does not verify over the received certReq is checked over pyasn1's DER of it as well; pyasn1
+    writes no GeneralizedTime without "Z": that is badPOP, not a library error (systemFailure)."""
+    der = _template_with(BUILT["ir ecdsa-p256"], der_tlv(0xA4, der_tlv(0xA1, der_tlv(0x18, b"20510101000000"))))
+    (request,) = cert_requests(CmpMessage.decode(der, fast=fast))
+    with pytest.raises(CmpFailure) as failure:
+        request.verify_pop()
+    assert failure.value.fail_info == ("badPOP",)
+
+
+# The requests the fuzzers start from: built ones and OpenSSL's.
+REQUEST_SOURCES = {**BUILT, **{name: der for name, der in VECTORS.items() if name.startswith(("ir", "cr"))}}
+
+
+@st.composite
+def mutated_bodies(draw):
+    """A built or captured request whose body (CertReqMessages) has one to three random edits, the lengths around
+    it rewritten so that the envelope stays readable."""
+    der = REQUEST_SOURCES[draw(st.sampled_from(sorted(REQUEST_SOURCES)))]
+    return _with_body(der, edited(draw, _inner(der_children(der)[1]), 3))
+
+
+@FUZZ
+@given(mutated_bodies())
+def test_fuzzed_bodies_read_alike(der):
+    assert_same_request(der)
+
+
+def _tree(tlv):
+    """(tag, content bytes or [subtrees]) of a DER value; constructed values are split while they parse."""
+    tag, content = tlv[0], _inner(tlv)
+    if tag & 0x20:
+        try:
+            return tag, [_tree(child) for child in der_children(der_sequence(content))]
+        except (ValueError, IndexError):
+            pass
+    return tag, content
+
+
+def _der(tree):
+    tag, content = tree
+    return der_tlv(tag, content if isinstance(content, bytes) else b"".join(_der(child) for child in content))
+
+
+def _nodes(tree, path=()):
+    yield path
+    if not isinstance(tree[1], bytes):
+        for index, child in enumerate(tree[1]):
+            yield from _nodes(child, (*path, index))
+
+
+def _replace(tree, path, node):
+    if not path:
+        return node
+    children = list(tree[1])
+    children[path[0]] = _replace(children[path[0]], path[1:], node)
+    return tree[0], children
+
+
+@st.composite
+def mutated_values(draw):
+    """A built or captured request with one to three values of its body replaced: a value's content by random bytes,
+    its tag by another, or the value dropped or doubled; every length around it rewritten. The structure stays
+    mostly readable, so the values' readers (names, keys, names of the SAN, times, POP) see the odd input."""
+    der = REQUEST_SOURCES[draw(st.sampled_from(sorted(REQUEST_SOURCES)))]
+    tree = _tree(der_children(der)[1])
+    for _index in range(draw(st.integers(1, 3))):
+        paths = list(_nodes(tree))[1:]
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        node = tree
+        for index in path:
+            node = node[1][index]
+        operation = draw(st.sampled_from(["content", "tag", "drop", "double"]))
+        if operation == "content" or (operation == "tag" and isinstance(node[1], bytes)):
+            if operation == "content":
+                node = (node[0], draw(st.binary(max_size=12)))
+            else:
+                node = (
+                    draw(
+                        st.sampled_from(
+                            [
+                                0x01,
+                                0x02,
+                                0x03,
+                                0x04,
+                                0x05,
+                                0x06,
+                                0x0C,
+                                0x13,
+                                0x16,
+                                0x17,
+                                0x18,
+                                0x1E,
+                                0x80,
+                                0x81,
+                                0x82,
+                                0x87,
+                            ]
+                        )
+                    ),
+                    node[1],
+                )
+            tree = _replace(tree, path, node)
+        elif operation in ("drop", "double"):
+            parent = tree
+            for index in path[:-1]:
+                parent = parent[1][index]
+            children = list(parent[1])
+            if operation == "drop":
+                del children[path[-1]]
+            else:
+                children.insert(path[-1], children[path[-1]])
+            tree = _replace(tree, path[:-1], (parent[0], children))
+    parts = der_children(der)
+    return der_sequence(parts[0], _der(tree), *parts[2:])
+
+
+@FUZZ
+@given(mutated_values())
+def test_fuzzed_values_read_alike(der):
+    assert_same_request(der)
+
+
+@settings(FUZZ, max_examples=100)
+@given(st.binary(max_size=300))
+def test_random_bodies_read_alike(content):
+    assert_same_request(_with_body(BUILT["ir ecdsa-p256"], content))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        PasswordBasedMac(b"s").algorithm()[1],
+        PasswordBasedMac(b"s", iterations=100000, owf="1.3.14.3.2.26", mac="1.3.6.1.5.5.8.1.2").algorithm()[1],
+        der_sequence(
+            der_tlv(0x04, b"salt"),
+            der_sequence(der_oid("1.3.14.3.2.26"), b"\x05\x00"),
+            b"\x02\x02\x01\xf4",
+            der_sequence(der_oid("1.3.6.1.5.5.8.1.2"), b"\x05\x00"),
+        ),
+        der_sequence(der_tlv(0x04, b""), der_sequence(der_oid("1.2.3")), b"\x02\x01\x00", der_sequence(der_oid("1.2"))),
+        der_sequence(
+            der_tlv(0x04, b"s"),
+            der_sequence(der_oid("1.3.14.3.2.26")),
+            b"\x02\x03\x01\x86\xa1",
+            der_sequence(der_oid("1.3.6.1.5.5.8.1.2")),
+        ),  # (100001 iterations)
+        der_sequence(
+            der_tlv(0x04, b"s"),
+            der_sequence(der_oid("1.3.14.3.2.26")),
+            b"\x02\x01\xff",
+            der_sequence(der_oid("1.3.6.1.5.5.8.1.2")),
+        ),  # (-1 iterations)
+        der_sequence(
+            der_tlv(0x04, b"s"),
+            der_sequence(der_oid("1.3.14.3.2.26")),
+            b"\x02\x02\x00\x10",
+            der_sequence(der_oid("1.3.6.1.5.5.8.1.2")),
+        ),  # (not DER: pyasn1 reads it)
+        der_sequence(der_tlv(0x04, b"s")),
+        # salt is OCTET STRING (SIZE (0..128)) in pyasn1's module: a longer one is badDataFormat
+        der_sequence(
+            der_tlv(0x04, b"s" * 128),
+            der_sequence(der_oid("1.3.14.3.2.26")),
+            b"\x02\x01\x0a",
+            der_sequence(der_oid("1.3.6.1.5.5.8.1.2")),
+        ),
+        der_sequence(
+            der_tlv(0x04, b"s" * 129),
+            der_sequence(der_oid("1.3.14.3.2.26")),
+            b"\x02\x01\x0a",
+            der_sequence(der_oid("1.3.6.1.5.5.8.1.2")),
+        ),
+        b"\x05\x00",
+        b"\x30\x00\x00",
+    ],
+)
+def test_pbm_parameters_read_alike(params):
+    fast = pbm_fields(params)
+    with pyasn1_only():
+        assert fast == pbm_fields(params)
+
+
+@settings(FUZZ, max_examples=100)
+@given(st.binary(max_size=80))
+def test_random_pbm_parameters_read_alike(params):
+    fast = pbm_fields(params)
+    with pyasn1_only():
+        assert fast == pbm_fields(params)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        tp_x509.parse_name("/CN=plc-1/O=Plant/C=DE"),
+        x509.Name([]),
+        x509.Name(
+            [
+                x509.RelativeDistinguishedName(
+                    [
+                        x509.NameAttribute(x509.NameOID.COMMON_NAME, "a"),
+                        x509.NameAttribute(x509.NameOID.SERIAL_NUMBER, "7"),
+                    ]
+                )
+            ]
+        ),
+        x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "\u00e9", _type=x509.name._ASN1Type.BMPString)]),
+        x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "u", _type=x509.name._ASN1Type.UniversalString)]),
+    ],
+)
+def test_names_read_alike(name):
+    der = name.public_bytes()
+    fast = cmp_message._load_name_der(der)
+    with pyasn1_only():
+        assert cmp_message._load_name_der(der) == fast
+    assert fast == name
+
+
+@settings(FUZZ, max_examples=150)
+@given(st.binary(max_size=120))
+def test_random_names_read_alike(content):
+    der = der_sequence(content) if content[:1] != b"\x30" else content
+    fast = _name_or_error(der)
+    with pyasn1_only():
+        assert _name_or_error(der) == fast
+
+
+def _name_or_error(der):
+    try:
+        return cmp_message._load_name_der(der)
+    except Exception as exc:  # the same exception either way
+        return (type(exc), str(exc))

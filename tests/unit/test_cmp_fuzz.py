@@ -46,8 +46,13 @@ UNSUPPORTED_CURVE = VECTORS["ir_signed.der"].replace(
 @st.composite
 def mutated_vectors(draw):
     """A captured message with one to four random edits."""
-    data = bytearray(VECTORS[draw(st.sampled_from(sorted(VECTORS)))])
-    for _index in range(draw(st.integers(1, 4))):
+    return edited(draw, VECTORS[draw(st.sampled_from(sorted(VECTORS)))], 4)
+
+
+def edited(draw, der, most):
+    """der with one to most random edits (bit flips, truncation, insertions, deletions, replaced bytes)."""
+    data = bytearray(der)
+    for _index in range(draw(st.integers(1, most))):
         operation = draw(st.sampled_from(["flip", "truncate", "insert", "delete", "replace"]))
         position = draw(st.integers(0, max(len(data) - 1, 0)))
         if operation == "flip" and data:
