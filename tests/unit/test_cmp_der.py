@@ -783,6 +783,8 @@ def test_random_bodies_read_alike(content):
         b"\x05\x00",
         b"\x30\x00\x00",
     ],
+    # Ids by size: the first two carry random salts, and every pytest-xdist worker must collect the same ids.
+    ids=lambda params: "%d-bytes" % len(params),
 )
 def test_pbm_parameters_read_alike(params):
     fast = pbm_fields(params)
