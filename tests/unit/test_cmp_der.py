@@ -93,6 +93,19 @@ def test_every_captured_message_is_read_by_cmp_der_with_pyasn1s_fields(name):
     assert_same(der)
 
 
+@FUZZ
+@given(st.data())
+def test_fuzzed_extra_certs_read_alike(data):
+    """A byte of a certificate in extraCerts changed: cryptography's strict DER reading of it (cmp_der) and
+    pyasn1's decoding of the whole message give the same outcome."""
+    der = VECTORS["ir_signed.der"]
+    certificate = data.draw(st.sampled_from(CmpMessage.decode(der).extra_certs))
+    position = der.index(certificate) + data.draw(st.integers(0, len(certificate) - 1))
+    value = data.draw(st.sampled_from([0x00, 0x01, 0x7F, 0x80, 0x81, 0xFF]) | st.integers(0, 255))
+    mutated = der[:position] + bytes([value]) + der[position + 1 :]
+    assert_same(mutated)
+
+
 def test_extra_certs_are_the_received_bytes():
     message = CmpMessage.decode(VECTORS["ir_signed.der"])
     assert message.header is None  # read by cmp_der
