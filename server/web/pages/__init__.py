@@ -46,6 +46,12 @@ csrf = CSRFProtect()
 limiter = Limiter(get_remote_address, storage_uri="memory://", headers_enabled=True)
 
 
+@limiter.request_filter
+def _not_a_page():
+    # Only the pages' forms carry limits: CMP, EST and the API skip the limiter's work (2-3 % of an enrollment).
+    return request.blueprint not in HTML_BLUEPRINTS
+
+
 class SignedIn:
     """The operator of a request, as Flask-Login sees them."""
 
