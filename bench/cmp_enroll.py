@@ -15,8 +15,8 @@ one-time secret protects its ir, senderKID = device id), and the same requests (
 transactionIDs and nonces) protected with the mock's reference and secret. C client threads (or
 processes) then POST them over plain HTTP as fast as the servers answer (a closed loop: each client sends
 its next request when it has the previous answer). Reported per target: enrollments/s, latency
-p50/p90/p99/max, errors; then ours/mock and the issue's targets (at least the mock's throughput, p99 under
-20 ms) as MET / NOT MET. The exit code is 0 whatever the numbers: this is a measurement, not a test.
+p50/p90/p99/max, errors; then ours/mock and the issue's targets (at least 0.3 times the mock's throughput,
+p99 under 20 ms) as MET / NOT MET. The exit code is 0 whatever the numbers: this is a measurement, not a test.
 
 --flow adds an ir signed with an IDevID (the mock gets the same signed requests) and an EST simpleenroll over
 HTTPS with a password (compared with the mock's PBM ir): each row of ours is then set against issue 16's CPU
@@ -87,6 +87,8 @@ except ImportError as exc:  # pragma: no cover - a message instead of a tracebac
 CONTENT_TYPE = b"application/pkixcmp"
 TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
 P99_TARGET_MS = 20.0
+# Issue 16: at least 0.3 times the mock's enrollments/s (issue 3 had asked for the mock's own, out of reach in Python).
+THROUGHPUT_TARGET_RATIO = 0.3
 OTHER_LOAD_WARNING = 0.2  # cores
 TIMEOUT = 60.0
 MOCK_REF = "11"
@@ -2067,7 +2069,8 @@ def print_report(report, rows, levels, configs, args):
             "rerun on a quiet machine" % (OTHER_LOAD_WARNING, len(noisy))
         )
     print()
-    print("verdicts (targets: throughput >= mock's, p99 < %.0f ms):" % P99_TARGET_MS)
+    targets = (THROUGHPUT_TARGET_RATIO, P99_TARGET_MS)
+    print("verdicts (targets: throughput >= %.1fx the mock's, p99 < %.0f ms):" % targets)
     best = {}
     for row in rows:
         if "config" not in row or row["target"].endswith("/healthz"):
@@ -2077,7 +2080,7 @@ def print_report(report, rows, levels, configs, args):
         ratio = row["throughput"] / mock_row["throughput"] if mock_row else float("nan")
         row["ratio_to_mock"] = ratio
         clean = row["errors"] == 0 and row["verify_failures"] == 0
-        throughput_met = mock_row is not None and ratio >= 1.0 and clean
+        throughput_met = mock_row is not None and ratio >= THROUGHPUT_TARGET_RATIO and clean
         p99_met = row["p99_ms"] < P99_TARGET_MS and clean
         row["throughput_target"] = "MET" if throughput_met else "NOT MET" if mock_row else "n/a (no mock run)"
         row["p99_target"] = "MET" if p99_met else "NOT MET"
