@@ -185,6 +185,36 @@ def test_server_md_init_and_run_with_a_configuration_file(tmp_path):
     assert "every user can read it" not in log, log
 
 
+def test_server_md_vault_key_rotation_then_migrate(tmp_path):
+    """docs/server.md, "Secrets at rest" and "Upgrading": rotate-vault-key with the key file outside the data
+    directory, then migrate, as written. The TLS CA key decrypts under the new key only after the rotation."""
+    (rotate,) = section_blocks(DOCS / "server.md", "Secrets at rest", "sh")
+    (migrate,) = section_blocks(DOCS / "server.md", "Upgrading", "sh")
+    (tmp_path / "etc").mkdir(mode=0o700)
+    key_file = tmp_path / "etc" / "vault.key"
+    init = "trustpoint-server init --data-dir data --vault-key-file etc/vault.key"
+    subprocess.run(["bash", "-c", init], cwd=tmp_path, env=ENV, check=True, capture_output=True)
+    old_key = key_file.read_bytes()
+
+    def paths(line):
+        return line.replace("/var/lib/trustpoint", "data").replace("/etc/trustpoint/", "etc/")
+
+    result = run_strict(paths(rotate), tmp_path, env=ENV)
+    assert result.returncode == 0, result
+    assert key_file.read_bytes() != old_key
+    (retired,) = (tmp_path / "etc").glob("vault.key.retired-*")
+    assert retired.read_bytes() == old_key
+    # A new TLS name makes init issue a server certificate with the TLS CA's key: it must decrypt under the new key.
+    reissue = subprocess.run(
+        ["bash", "-c", init + " --tls-san rotated.example.com"], cwd=tmp_path, env=ENV, capture_output=True, text=True
+    )
+    assert reissue.returncode == 0, reissue
+    served = openssl("x509", "-in", str(tmp_path / "data" / "tls-cert.pem"), "-noout", "-text").stdout
+    assert "rotated.example.com" in served
+    result = run_strict(paths(migrate), tmp_path, env=ENV)
+    assert result.returncode == 0 and "Traceback" not in result.stdout + result.stderr, result
+
+
 # --- docs/onboarding.md: openssl cmp, curl and openssl against the session server ----------------
 
 
