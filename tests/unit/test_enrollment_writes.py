@@ -75,6 +75,11 @@ def test_a_failure_before_the_commit_leaves_nothing(engine, db, vault, device, s
     begin_write(db)
     record = certificates.record(db, prepared, settings)
     record_id = record.id
+    # Written inside the transaction, so that the rollback has something to undo.
+    inside = db.connection()
+    status = inside.execute(select(IssuedCertificate.status).where(IssuedCertificate.id == first.id)).scalar()
+    assert status == "revoked"
+    assert inside.execute(select(Device.credential_id).where(Device.id == device.id)).scalar() == record_id
     db.rollback()
     assert stored(engine, IssuedCertificate.__table__, first.id)["status"] == "active"
     with engine.connect() as connection:
