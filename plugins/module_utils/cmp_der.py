@@ -103,15 +103,40 @@ CACHE_ENTRIES, CACHED_SIZE = 256, 8192
 
 @cached_if_small
 def _check_certificate(der):
-    """NotCommon unless der is a certificate that cryptography reads. Its parser takes strict DER only (shortest
-    lengths, BOOLEAN TRUE as FF, no DEFAULT value written out), so the bytes are those pyasn1's decoder of the whole
-    message would have encoded again; the server loads them with cryptography afterwards anyway. This replaced a
-    pyasn1 decode and re-encode that cost a signed ir about a millisecond: every device sends its own IDevID, so
-    the cache does not spare it. Once per distinct certificate (a chain a fleet shares is read once per process)."""
+    """NotCommon unless der is a certificate that cryptography reads and pyasn1 would encode to the same bytes.
+    cryptography's parser takes strict DER only (shortest lengths, BOOLEAN TRUE as FF, no DEFAULT value written
+    out, SET OF sorted); the SIZE (1..MAX) rules pyasn1 applies on top (no empty RDN in issuer or subject, no empty
+    extensions) are checked here. This replaced a pyasn1 decode and re-encode that cost a signed ir about a
+    millisecond: every device sends its own IDevID, so the cache does not spare it. Once per distinct
+    certificate (a chain a fleet shares is read once per process)."""
     try:
         x509.load_der_x509_certificate(der)
     except Exception as exc:  # any library error: pyasn1 decides what it is, on the whole message
         raise NotCommon("extraCerts: %s" % type(exc).__name__) from exc
+    _tag, start, end = read_tlv(der, 0, len(der))
+    _no_end_of_contents(der, start, end)
+    _tag, tbs_start, tbs_end, _pos = children(der, start, end)[0]
+    fields = children(der, tbs_start, tbs_end)
+    fields = fields[1:] if fields[0][0] == 0xA0 else fields  # the version
+    for tag, field_start, field_end, _pos in (fields[2], fields[4]):  # issuer, subject
+        if tag != 0x30:
+            raise NotCommon("extraCerts: Name")
+        _name_attributes(der, field_start, field_end)
+    for tag, field_start, field_end, _pos in fields[6:]:
+        if tag == 0xA3:
+            extensions = children(der, field_start, field_end)
+            if len(extensions) != 1 or extensions[0][0] != 0x30 or extensions[0][1] == extensions[0][2]:
+                raise NotCommon("extraCerts: extensions")
+
+
+def _no_end_of_contents(der, start, end):
+    """NotCommon for a value tagged 0 (BER's end-of-contents) anywhere in a constructed value: cryptography takes
+    one where the ASN.1 says ANY (a name's attribute value, algorithm parameters), pyasn1 refuses it."""
+    for tag, content_start, content_end, _pos in children(der, start, end):
+        if tag == 0:
+            raise NotCommon("extraCerts: end-of-contents tag")
+        if tag & 0x20:
+            _no_end_of_contents(der, content_start, content_end)
 
 
 class Envelope:

@@ -480,7 +480,13 @@ def mark_used(record, now=None):
     db = object_session(record)
     db.flush()  # pending changes first, as the statements below would otherwise overtake them
     connection = db.connection()
-    connection.execute(_CERTIFICATES.update().where(_CERTIFICATES.c.id == record.id).values(first_used_at=now))
+    first = connection.execute(
+        _CERTIFICATES.update()
+        .where(_CERTIFICATES.c.id == record.id, _CERTIFICATES.c.first_used_at.is_(None))
+        .values(first_used_at=now)
+    )
+    if first.rowcount == 0:
+        return  # a concurrent request used it first (this session read it before) and did the rest
     show_written(db, IssuedCertificate, record.id, {"first_used_at": now})
     replaced = record.replaces
     if replaced is not None and replaced.status == "active" and replaced.superseded_at is not None:

@@ -35,9 +35,18 @@ def engine_for(settings):
     )
 
 
+# UPDATE ... RETURNING (the enrollment's writes) came with SQLite 3.35; SQLAlchemy leaves it out before.
+MIN_SQLITE = (3, 35)
+
+
 def make_engine(url, sqlite_mmap_mib=0):
     engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     if engine.dialect.name == "sqlite":
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise ValueError(
+                "SQLite %s is too old: the server needs SQLite %d.%d or newer (Debian 12 and Ubuntu 22.04 have it), "
+                "or PostgreSQL (--database-url)" % (sqlite3.sqlite_version, *MIN_SQLITE)
+            )
         # A connection reads B-tree pages again after another connection wrote (every enrollment of another
         # thread or worker does), with a read call per 4 KiB page, or, mapped, with none: at a million
         # certificates 68 read calls per enrollment instead of 30. Off by default: no CPU difference could
@@ -194,7 +203,9 @@ def show_written(db_session, model, ident, values):
 
 def adopt(db_session, obj):
     """obj, new with its primary key, was just INSERTed with Core: it becomes the session's clean persistent
-    object of its row (attributes not given load on first use)."""
+    object of its row (attributes not given load on first use). Unlike an object the ORM inserted, it stays in the
+    session after a rollback (expired, its row gone): a request that writes again after a rollback uses a new
+    session."""
     make_transient_to_detached(obj)
     db_session.add(obj)
     return obj

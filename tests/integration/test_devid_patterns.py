@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import time
 
+import cmp_helpers
 import pytest
 from cmp_helpers import (
-    PkiDomain,
     admit_manufacturer,
     assert_cmp_ok,
     assert_rejected,
@@ -28,10 +28,7 @@ from cmp_helpers import (
     unique,
 )
 
-
-@pytest.fixture
-def domain(server, workdir):
-    return PkiDomain(server, workdir)
+domain = cmp_helpers.domain
 
 
 def idevid_ir(domain, idevid, workdir):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 
+import cmp_helpers
 import pytest
 from cmp_helpers import (
     PkiDomain,
@@ -72,9 +73,7 @@ def domain(server, workdir):
     return PkiDomain(server, workdir, allowed_names=[])
 
 
-@pytest.fixture
-def onboarded(server, domain):
-    return enroll_with_secret(server, domain)
+onboarded = cmp_helpers.onboarded  # with this file's domain
 
 
 def _name(enrolled):

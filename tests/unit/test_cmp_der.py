@@ -106,6 +106,46 @@ def test_fuzzed_extra_certs_read_alike(data):
     assert_same(mutated)
 
 
+def _certificate_with(tbs_edit):
+    """The signed ir's first extraCert with its TBSCertificate's fields edited (the signature no longer matters:
+    the outcome of reading it is compared), and the message that carries it."""
+    der = VECTORS["ir_signed.der"]
+    certificate = CmpMessage.decode(der).extra_certs[0]
+    tbs, *rest = der_children(certificate)
+    fields = der_children(tbs)
+    edited = der_sequence(der_sequence(*tbs_edit(fields)), *rest)
+    return der.replace(certificate, edited) if len(edited) == len(certificate) else _resized(der, certificate, edited)
+
+
+def _resized(der, old, new):
+    """der (a PKIMessage) with one extraCert replaced by one of another length: the lengths around it rebuilt."""
+    message = der_children(der)
+    extra = der_children(_inner(message[-1]))
+    certificates = der_sequence(*(new if c == old else c for c in extra))
+    return der_sequence(*message[:-1], der_tlv(0xA1, certificates))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        # issuer (after version, serial, signature) with an empty RDN: pyasn1 refuses SET SIZE (1..MAX)
+        lambda f: [*f[:3], der_sequence(*der_children(f[3]), der_tlv(0x31, b"")), *f[4:]],
+        # subject likewise
+        lambda f: [*f[:5], der_sequence(der_tlv(0x31, b""), *der_children(f[5])), *f[6:]],
+        # extensions [3] holding an empty SEQUENCE: pyasn1 refuses SIZE (1..MAX)
+        lambda f: [*(x for x in f if x[0] != 0xA3), der_tlv(0xA3, der_sequence())],
+        # version v1 written out (DEFAULT): not DER
+        lambda f: [der_tlv(0xA0, b"\x02\x01\x00"), *f[1:]],
+    ],
+    ids=["empty-issuer-rdn", "empty-subject-rdn", "empty-extensions", "explicit-v1"],
+)
+def test_rebuilt_extra_certs_read_alike(edit):
+    """What byte edits cannot make: a certificate whose structure changed, read as pyasn1 reads the whole message."""
+    mutated = _certificate_with(edit)
+    assert not read_by_cmp_der(mutated)
+    assert_same(mutated)
+
+
 def test_extra_certs_are_the_received_bytes():
     message = CmpMessage.decode(VECTORS["ir_signed.der"])
     assert message.header is None  # read by cmp_der

@@ -195,3 +195,11 @@ def test_sqlite_mmap_size_is_what_the_setting_says(tmp_path, mib, expected):
             assert connection.exec_driver_sql("PRAGMA mmap_size").scalar() == expected
     finally:
         engine.dispose()
+
+
+def test_an_sqlite_without_update_returning_is_refused(monkeypatch):
+    """The enrollment's writes need UPDATE ... RETURNING (SQLite 3.35): an older library is named at start."""
+    monkeypatch.setattr(server_db.sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(server_db.sqlite3, "sqlite_version", "3.34.1")
+    with pytest.raises(ValueError, match=r"SQLite 3\.34\.1 is too old: the server needs SQLite 3\.35 or newer"):
+        server_db.make_engine("sqlite://")

@@ -181,3 +181,20 @@ def test_a_binding_made_meanwhile_is_seen_under_the_write_lock(engine, db, vault
     assert identity.bound_meanwhile(db, unbound, mine) == "theirs"
     assert unbound.devid_registration is theirs
     db.rollback()
+
+
+def test_the_first_use_is_recorded_once(engine, db, vault, device, settings):
+    """mark_used keeps the first use a concurrent request recorded, though this session read the credential before."""
+    record = issue_credential(db, vault, settings, device)
+    earlier = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    with engine.begin() as connection:  # another request, committed after this session read the record
+        connection.execute(
+            IssuedCertificate.__table__.update().where(IssuedCertificate.id == record.id).values(first_used_at=earlier)
+        )
+    assert record.first_used_at is None
+    begin_write(db)
+    certificates.mark_used(record)
+    db.commit()
+    assert stored(engine, IssuedCertificate.__table__, record.id)["first_used_at"].replace(
+        tzinfo=None
+    ) == earlier.replace(tzinfo=None)
