@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""CPU per enrollment inside one process: the Flask app called through its test client (WSGI, no HTTP server,
+no TLS), so that a profiler sees the request's own work only. bench/cmp_enroll.py measures the real server.
+
+    .venv/bin/python bench/inprocess.py --requests 300 --rounds 3                # PBM ir, CPU ms per request
+    .venv/bin/python bench/inprocess.py --flow est-enroll                        # EST simpleenroll (password)
+    .venv/bin/python bench/inprocess.py --profile out.prof                       # cProfile of the last round
+    py-spy record -r 500 -f raw -o out.raw -- .venv/bin/python bench/inprocess.py --requests 600
+
+A fresh data directory (`trustpoint-server init`) in a temporary directory, removed at the end; one device per
+request, created through the REST API before anything is timed. Each round's requests are built before the round
+(fresh messageTime). Run two checkouts alternately on a shared machine: the figures move with its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import cProfile
+import os
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import cmp_enroll
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+FLOWS = ("pbm-ir", "est-enroll")
+IP = 1  # the PKIBody choice of an ip
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=300, help="requests per round (default 300)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds; each is reported (default 1)")
+    parser.add_argument("--flow", choices=FLOWS, default="pbm-ir")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the last round into FILE and print its top")
+    return parser.parse_args(argv)
+
+
+class App:
+    """The server's app on a new data directory, and its REST API through the test client."""
+
+    def __init__(self, data_dir):
+        from trustpoint_server.app import create_app
+        from trustpoint_server.settings import Settings
+
+        command = os.path.join(os.path.dirname(sys.executable), "trustpoint-server")
+        subprocess.run([command, "init", "--data-dir", data_dir], check=True, capture_output=True)
+        self.client = create_app(Settings.load({"data_dir": data_dir}, environ={})).test_client()
+        with open(os.path.join(data_dir, "admin-token")) as handle:
+            self.headers = {"Authorization": "Bearer " + handle.read().strip()}
+        self.api("/api/v1/domains", {"name": "bench"})
+
+    def api(self, path, payload):
+        answer = self.client.post(path, json=payload, headers=self.headers)
+        if answer.status_code not in (200, 201):
+            raise SystemExit("%s: %d %s" % (path, answer.status_code, answer.get_data(as_text=True)))
+        return answer.get_json()
+
+    def device(self, number, method):
+        body = self.api("/api/v1/devices", {"name": "d%06d" % number, "domain": "bench", "onboarding_method": method})
+        if method == "est_password":
+            return body["device"]["name"], body["password"]
+        return body["device"]["id"], body["shared_secret"]
+
+
+def cmp_request(app, template, device, pbm):
+    """A PBM ir of the template for the device, and the function that sends it."""
+    der = cmp_enroll.protect(template, device[1], str(device[0]), pbm)
+
+    def send():
+        answer = app.client.post("/.well-known/cmp/p/bench/initialization", data=der,
+                                 headers={"Content-Type": "application/pkixcmp"})  # fmt: skip
+        if answer.status_code != 200 or cmp_enroll.body_tag(answer.data) != IP:
+            raise SystemExit("CMP answer %d is not an ip: %r" % (answer.status_code, answer.data[:200]))
+
+    return send
+
+
+def est_request(app, template, device):
+    """An EST simpleenroll with the device's password for the template's key, and the function that sends it."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device[0])])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(template.key, hashes.SHA256())
+    body = base64.b64encode(csr.public_bytes(Encoding.DER))
+    basic = base64.b64encode(("%s:%s" % device).encode()).decode()
+    headers = {"Authorization": "Basic " + basic, "Content-Type": "application/pkcs10"}
+
+    def send():
+        # Over "https": EST refuses credentials on plain HTTP; the test client does no TLS.
+        answer = app.client.post("/.well-known/est/bench/simpleenroll", data=body, headers=headers,
+                                 base_url="https://localhost")  # fmt: skip
+        if answer.status_code != 200:
+            raise SystemExit("EST answer %d: %s" % (answer.status_code, answer.get_data(as_text=True)[:300]))
+
+    return send
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    workdir = tempfile.mkdtemp(prefix="tp-inprocess-")
+    try:
+        app = App(os.path.join(workdir, "data"))
+        method = "est_password" if args.flow == "est-enroll" else "cmp_shared_secret"
+        total = args.requests * args.rounds
+        templates = cmp_enroll.make_templates(cmp_enroll.make_keys(argparse.Namespace(key_type="ecdsa-p256"), 50),
+                                              total, 0)  # fmt: skip
+        devices = [app.device(number, method) for number in range(total)]
+        pbm = argparse.Namespace(pbm_iterations=500, pbm_mac="hmac-sha1")  # OpenSSL's client defaults
+        for number in range(args.rounds):
+            first = number * args.requests
+            pairs = zip(templates[first : first + args.requests], devices[first : first + args.requests])
+            if args.flow == "est-enroll":
+                sends = [est_request(app, template, device) for template, device in pairs]
+            else:
+                sends = [cmp_request(app, template, device, pbm) for template, device in pairs]
+            profiler = cProfile.Profile() if args.profile and number == args.rounds - 1 else None
+            cpu, wall = time.process_time(), time.perf_counter()
+            if profiler:
+                profiler.enable()
+            for send in sends:
+                send()
+            if profiler:
+                profiler.disable()
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            per_request = (cpu * 1000 / len(sends), wall * 1000 / len(sends))
+            print("round %d: %s, %d requests, %.2f ms CPU and %.2f ms wall per request"
+                  % (number + 1, args.flow, len(sends), *per_request), flush=True)  # fmt: skip
+        if args.profile:
+            profiler.dump_stats(args.profile)
+            pstats.Stats(args.profile).sort_stats("cumulative").print_stats(40)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""bench/inprocess.py with a few requests of each flow: it runs, every answer is good, and each round prints real
+numbers; its data directory is gone afterwards."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from bench_runs import assert_number, bench_process, scratch_environment
+
+
+@pytest.mark.parametrize("flow", ["pbm-ir", "est-enroll"])
+def test_inprocess_bench_prints_real_numbers(tmp_path, flow):
+    env, scratch = scratch_environment(tmp_path)
+    profile = tmp_path / "out.prof"
+    options = ("--flow", flow, "--requests", "4", "--rounds", "2", "--profile", str(profile))
+    result = bench_process("inprocess.py", *options, env=env)
+    assert not list(scratch.iterdir()), "the bench left its data directory behind"
+    rounds = re.findall(r"^round (\d): (\S+), 4 requests, (\S+) ms CPU and (\S+) ms wall per request$", result.stdout,
+                        re.M)  # fmt: skip
+    assert [(number, name) for number, name, _cpu, _wall in rounds] == [("1", flow), ("2", flow)], result.stdout
+    for _number, _name, cpu, wall in rounds:
+        assert_number(float(cpu), least=0.01, what="CPU")
+        assert_number(float(wall), least=0.01, what="wall")
+    assert profile.stat().st_size > 0 and "function calls" in result.stdout
