@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
 """CPU per enrollment inside one process: the Flask app called through its test client (WSGI, no HTTP server,
@@ -40,7 +40,7 @@ IP = 1  # the PKIBody choice of an ip
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--requests", type=int, default=300, help="requests per round (default 300)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds; each is reported (default 1)")
     parser.add_argument("--flow", choices=FLOWS, default="pbm-ir")
