@@ -322,8 +322,7 @@ class EstEnrollment:
         record = pki.record_certificate(
             self.db, signer, device, certificate, profile.name, "active", issued_with=credential, replaces=replaces
         )
-        self.db.flush()
-        if credential is not None:
+        if credential is not None:  # mark_used and activate flush what is pending first
             certificates.mark_used(credential)
         devices.activate(self.db, device, record, self.settings, by_secret=requester.kind == "password")
         self.db.commit()

@@ -247,8 +247,7 @@ def record(db, prepared, settings, replaces=None):
     row = pki.record_certificate(
         db, prepared.signer, prepared.device, prepared.certificate, prepared.profile.name, "active", replaces=replaces
     )
-    db.flush()
-    devices.activate(db, prepared.device, row, settings)
+    devices.activate(db, prepared.device, row, settings)  # it flushes what is pending first
     return row
 
 
