@@ -175,15 +175,19 @@ class Browser:
         self._navigate(link.click)
 
     def _navigate(self, action, navigates=True):
-        from selenium.webdriver.support import expected_conditions
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        page = self.find("html")
+        # A mark on this document's window tells when another document replaced it. Waiting for an
+        # element to go stale races with Chrome's navigation: ChromeDriver may answer "Node with
+        # given id does not belong to the document" (an unknown error, not a stale element).
+        self.driver.execute_script("window.__tpLeaving = true")
         action()
         if navigates:
-            WebDriverWait(self.driver, 60).until(expected_conditions.staleness_of(page))
-            WebDriverWait(self.driver, 60).until(
-                lambda driver: driver.execute_script("return document.readyState") == "complete"
+            WebDriverWait(self.driver, 60, ignored_exceptions=(WebDriverException,)).until(
+                lambda driver: driver.execute_script(
+                    "return !window.__tpLeaving && document.readyState === 'complete'"
+                )
             )
 
     def text(self, css="main"):
