@@ -500,21 +500,10 @@ def mark_used(record, now=None):
                 _DEVICES.c.credential_id == record.id,
                 _DEVICES.c.secret_retry_until.is_not(None),
             )
-            .values(secret_encrypted=None, password_hash=None, secret_retry_until=None)
+            .values(**devices.SECRET_SPENT)
         )
         if ended.rowcount:
-            show_written(
-                db,
-                Device,
-                record.device_id,
-                {"secret_encrypted": None, "password_hash": None, "secret_retry_until": None},
-            )
-
-
-def end_secret(device):
-    device.secret_encrypted = None
-    device.password_hash = None
-    device.secret_retry_until = None
+            show_written(db, Device, record.device_id, devices.SECRET_SPENT)
 
 
 def confirm_by(record, settings):
@@ -582,7 +571,7 @@ def sweep(db, settings, now=None, force=False):
             waiting.state = "expired"
     pki.revoke_ids(db, "superseded", [record.id for record in superseded])
     for device in secrets:
-        end_secret(device)
+        devices.end_secret(device)
     db.commit()
     return True
 

@@ -266,6 +266,17 @@ def refresh_secret(db, device):
         show_written(db, IssuedCertificate, credential_id, {"first_used_at": row.first_used_at})
 
 
+# A one-time secret used up: what mark_onboarded, the first use of its credential and the sweep of ended retry
+# windows write.
+SECRET_SPENT = {"secret_encrypted": None, "password_hash": None, "secret_retry_until": None}
+
+
+def end_secret(device):
+    """The device's one-time secret is spent (on the session's object; the caller holds the write lock)."""
+    for name, value in SECRET_SPENT.items():
+        setattr(device, name, value)
+
+
 def device_secret(vault, device):
     """The device's CMP shared secret as bytes, or None when it is used up."""
     if device.secret_encrypted is None or not secret_usable(device):
@@ -276,7 +287,7 @@ def device_secret(vault, device):
 def _onboarding(secret_retry_until):
     """The UPDATE of mark_onboarded, with what it sets secret_retry_until to."""
     columns = _DEVICES.c
-    spent = {"secret_encrypted": None, "password_hash": None} if secret_retry_until is None else {}
+    values = dict(SECRET_SPENT) if secret_retry_until is None else {"secret_retry_until": secret_retry_until}
     return (
         _DEVICES.update()
         .where(columns.id == bindparam("p_id"))
@@ -284,8 +295,7 @@ def _onboarding(secret_retry_until):
             status="onboarded",
             onboarded_at=bindparam("p_now", type_=columns.onboarded_at.type),
             credential_id=bindparam("p_credential"),
-            secret_retry_until=secret_retry_until,
-            **spent,
+            **values,
         )
         .returning(columns.secret_encrypted, columns.password_hash, columns.secret_retry_until)
     )
