@@ -185,9 +185,7 @@ class Browser:
         action()
         if navigates:
             WebDriverWait(self.driver, 60, ignored_exceptions=(WebDriverException,)).until(
-                lambda driver: driver.execute_script(
-                    "return !window.__tpLeaving && document.readyState === 'complete'"
-                )
+                lambda driver: driver.execute_script("return !window.__tpLeaving && document.readyState === 'complete'")
             )
 
     def text(self, css="main"):
