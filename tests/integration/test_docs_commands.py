@@ -288,3 +288,67 @@ def test_onboarding_md_est_with_curl_and_openssl(server, tmp_path):
     serial = openssl("x509", "-in", str(tmp_path / "new-cert.pem"), "-noout", "-serial").stdout
     assert state["status"] == "onboarded"
     assert state["credential"]["serial_number"] == serial.split("=")[1].strip().lower().lstrip("0"), state
+
+
+def test_web_md_certificates_without_onboarding(server, tmp_path):
+    """docs/web.md, "Devices without onboarding": a tls_server certificate for the device's CSR, then an opc_ua one
+    with a key the server generates, as a PKCS#12 opened with the password from the environment."""
+    require_binary("curl")
+    require_binary("jq")
+    domain = server.create_domain()["name"]
+    device, secret = server.create_device(domain, method="none")
+    assert secret is None
+    names = ["DNS:plc-7.plant1.example", "URI:urn:plant1:plc-7"]
+    status, body = server.api("PATCH", "/devices/%d" % device["id"], {"allowed_names": names})
+    assert status == 200, body
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-noenc", "-keyout", "plc.key",
+            "-subj", "/CN=" + device["name"], "-addext", "subjectAltName=DNS:plc-7.plant1.example", "-out", "plc.csr",
+            cwd=tmp_path)  # fmt: skip
+    shutil.copy(server.ca_file, tmp_path / "tls-ca.pem")
+    # A password that a JSON string typed by hand or an unquoted shell word would break.
+    password = 'plant 1\'s "PLC" $7 \\ key'
+    block = placeholders(server, id=device["id"], name=device["name"])(one_block(DOCS / "web.md", "Devices without"))
+    # Without the exported password the block stops at the PKCS#12 with the server's reason.
+    (tmp_path / "unset").mkdir()
+    for name in ("plc.csr", "tls-ca.pem"):
+        shutil.copy(tmp_path / name, tmp_path / "unset")
+    result = run_strict(block, tmp_path / "unset", env=dict(ENV, TOKEN=server.token))
+    assert result.returncode != 0 and "pkcs12_password must be" in result.stderr, result
+    assert not (tmp_path / "unset" / "plc-7.pem").exists()
+    result = run_strict(block, tmp_path, env=dict(ENV, TOKEN=server.token, P12_PASSWORD=password))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    # plc.pem: a tls_server certificate for the CSR's key
+    def public_key(command, *args):
+        options = ["-pubout"] if command == "pkey" else ["-pubkey", "-noout"]
+        return openssl(command, *args, *options, cwd=tmp_path).stdout
+
+    assert public_key("x509", "-in", "plc.pem") == public_key("pkey", "-in", "plc.key")
+    plc = openssl("x509", "-in", "plc.pem", "-noout", "-serial", "-ext", "extendedKeyUsage,subjectAltName",
+                  cwd=tmp_path).stdout  # fmt: skip
+    assert "TLS Web Server Authentication" in plc and "DNS:plc-7.plant1.example" in plc, plc
+    by_serial = {c["serial_number"]: c for c in server.api("GET", "/devices/%d/certificates" % device["id"])[1]}
+    assert by_serial[plc.split("serial=")[1].split()[0].lower().lstrip("0")]["profile"] == "tls_server", by_serial
+
+    # plc-7.p12: opens with the password only, and holds the key and an opc_ua certificate with the plant's URI
+    wrong = openssl("pkcs12", "-in", "plc-7.p12", "-passin", "pass:not the password", "-noout", check=False,
+                    cwd=tmp_path)  # fmt: skip
+    assert wrong.returncode != 0
+    env = dict(ENV, P12_PASSWORD=password)
+    opened = openssl("pkcs12", "-in", "plc-7.p12", "-passin", "env:P12_PASSWORD", "-noenc", env=env,
+                     cwd=tmp_path).stdout  # fmt: skip
+    assert opened.count("-----BEGIN PRIVATE KEY-----") == 1 and "-----BEGIN CERTIFICATE-----" in opened
+    (tmp_path / "p12.pem").write_text(opened)
+    assert public_key("pkey", "-in", "p12.pem") == public_key("x509", "-in", "p12.pem")
+    # the files the block took out of it: the same certificate, and the key under the same password, 0600
+    assert public_key("x509", "-in", "plc-7.pem") == public_key("x509", "-in", "p12.pem")
+    key = openssl("pkey", "-in", "plc-7-key.pem", "-passin", "env:P12_PASSWORD", "-pubout", env=env, cwd=tmp_path)
+    assert key.stdout == public_key("x509", "-in", "plc-7.pem")
+    assert "ENCRYPTED PRIVATE KEY" in (tmp_path / "plc-7-key.pem").read_text()
+    for name in ("plc-7.p12", "plc-7-key.pem"):
+        assert (tmp_path / name).stat().st_mode & 0o077 == 0, name
+    opc_ua = openssl("x509", "-in", "plc-7.pem", "-noout", "-ext", "extendedKeyUsage,subjectAltName",
+                     cwd=tmp_path).stdout  # fmt: skip
+    assert "URI:urn:plant1:plc-7" in opc_ua, opc_ua
+    assert "TLS Web Server Authentication" in opc_ua and "TLS Web Client Authentication" in opc_ua, opc_ua
+    assert server.device(device["id"])["status"] == "no_onboarding"
