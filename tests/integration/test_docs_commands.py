@@ -16,6 +16,7 @@ import subprocess
 import time
 import uuid
 
+import yaml
 from conftest import BIN, REPO, Server, free_port, http, openssl, require_binary
 from doc_blocks import run_strict, section_blocks
 from page_client import PageClient
@@ -209,6 +210,77 @@ def test_server_md_vault_key_rotation_then_migrate(tmp_path):
     assert "rotated.example.com" in served
     result = run_strict(paths(migrate), tmp_path, env=ENV)
     assert result.returncode == 0 and "Traceback" not in result.stdout + result.stderr, result
+
+
+def options(role, entry_point="main"):
+    """The variables an entry point of one of the collection's roles declares."""
+    specs = yaml.safe_load((REPO / "roles" / role / "meta" / "argument_specs.yml").read_text())
+    return set(specs["argument_specs"][entry_point]["options"])
+
+
+def test_server_md_ansible_deployment(tmp_path):
+    """docs/server.md, "Deploying with Ansible": the inventory as the block names it, read by ansible-inventory; the
+    documented command under --syntax-check; every variable the blocks set declared by the role it is meant for,
+    of the type that role's argument spec wants and passing the role's own checks; the device playbooks' lines
+    finding what the role fetches.
+
+    The deployment itself is too slow for this file: test_server_role.py and the Molecule scenario run the role."""
+    (inventory,) = section_blocks(DOCS / "server.md", "Deploying with Ansible", "yaml")
+    (commands,) = section_blocks(DOCS / "server.md", "Deploying with Ansible", "sh")
+    name = re.match(r"# (\S+)\n", inventory).group(1)
+    (tmp_path / name).write_text(inventory)
+    env = dict(ENV, ANSIBLE_COLLECTIONS_PATH=str(REPO / "build" / "collections"), ANSIBLE_NOCOLOR="1")
+
+    listed = subprocess.run(["ansible-inventory", "-i", name, "--list"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120, check=False)  # fmt: skip
+    assert listed.returncode == 0 and "[WARNING]" not in listed.stderr, listed
+    hostvars = json.loads(listed.stdout)["_meta"]["hostvars"]
+    assert list(hostvars) == ["tp1"], hostvars
+    role_vars = {key for key in hostvars["tp1"] if not key.startswith("ansible_")}
+    assert role_vars and not role_vars - options("trustpoint_server"), role_vars - options("trustpoint_server")
+
+    deploy, *device_lines = commands.splitlines()
+    assert deploy.startswith("ansible-playbook -i %s " % name), deploy
+    result = run_strict(deploy + " --syntax-check", tmp_path, env=env)
+    assert result.returncode == 0 and "[WARNING]" not in result.stderr, result
+    # The commented lines, variables of the device playbooks (onboard_devices.yml: device_onboarding's main).
+    device_vars = yaml.safe_load("".join(line[1:] + "\n" for line in device_lines if re.match(r"#\s+\w+:", line)))
+    assert set(device_vars) <= options("device_onboarding"), set(device_vars) - options("device_onboarding")
+
+    # The role's own argument spec on the inventory's values (templated), and the device variables on the files
+    # fetch.yml writes: <fetch dir>/<inventory host>/admin-token and tls-ca.pem.
+    fetched = tmp_path / "trustpoint" / "tp1"
+    fetched.mkdir(parents=True)
+    (fetched / "admin-token").write_text("tp_token_of_tp1\n")
+    (fetched / "tls-ca.pem").write_text("the trust anchor\n")
+    (tmp_path / "device-vars.yml").write_text(yaml.safe_dump(device_vars))
+    spec = REPO / "roles" / "trustpoint_server" / "meta" / "argument_specs.yml"
+    check = [{
+        "name": "Check the documented variables",
+        "hosts": "trustpoint_servers",
+        "gather_facts": False,
+        # what the role's validation reads besides the variables (a host with systemd; nothing connects to it)
+        "vars": {"ansible_facts": {"service_mgr": "systemd", "os_family": "Debian"},
+                 "__trustpoint_server_manager": "systemd"},
+        "tasks": [
+            {"name": "Check the inventory's variables against the role's argument spec",
+             "ansible.builtin.validate_argument_spec": {
+                 "argument_spec": "{{ (lookup('file', '%s') | from_yaml).argument_specs.main.options }}" % spec}},
+            {"name": "Check them as the role does before it changes anything",
+             "ansible.builtin.include_role": {"name": "trustpoint.pki.trustpoint_server", "tasks_from": "validate"}},
+            {"name": "Check that the device playbooks' lines find the fetched files",
+             "ansible.builtin.assert": {"that": [
+                 "trustpoint_api_token == 'tp_token_of_tp1'",
+                 "trustpoint_ca_path == trustpoint_server_fetch_dir ~ '/' ~ inventory_hostname ~ '/tls-ca.pem'",
+                 "trustpoint_ca_path is file",
+             ]}},
+        ],
+    }]  # fmt: skip
+    (tmp_path / "check.yml").write_text(yaml.safe_dump(check, sort_keys=False))
+    result = subprocess.run(["ansible-playbook", "-i", name, "check.yml", "-e", "@device-vars.yml"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert re.search(r"tp1 +: ok=\d+ .* failed=0 ", result.stdout) and "skipping" not in result.stdout, result.stdout
 
 
 # --- docs/onboarding.md: openssl cmp, curl and openssl against the session server ----------------
