@@ -1,7 +1,8 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The command blocks of docs/server.md, docs/web.md and docs/onboarding.md, run as written against real servers:
-only placeholders (DATA, <server>, <device id>, ...), paths under /var and /etc, and fixed ports are replaced."""
+only placeholders (DATA, <server>, <device id>, ...), paths under /var and /etc, and fixed ports are replaced.
+The Ansible deployment of docs/server.md is checked without hosts (syntax, variables); the role's tests deploy it."""
 
 from __future__ import annotations
 
