@@ -1,7 +1,8 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The command blocks of docs/server.md, docs/web.md and docs/onboarding.md, run as written against real servers:
-only placeholders (DATA, <server>, <device id>, ...), paths under /var and /etc, and fixed ports are replaced."""
+only placeholders (DATA, <server>, <device id>, ...), paths under /var and /etc, and fixed ports are replaced.
+The Ansible deployment of docs/server.md is checked without hosts (syntax, variables); the role's tests deploy it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import subprocess
 import time
 import uuid
 
+import yaml
 from conftest import BIN, REPO, Server, free_port, http, openssl, require_binary
 from doc_blocks import run_strict, section_blocks
 from page_client import PageClient
@@ -211,6 +213,77 @@ def test_server_md_vault_key_rotation_then_migrate(tmp_path):
     assert result.returncode == 0 and "Traceback" not in result.stdout + result.stderr, result
 
 
+def options(role, entry_point="main"):
+    """The variables an entry point of one of the collection's roles declares."""
+    specs = yaml.safe_load((REPO / "roles" / role / "meta" / "argument_specs.yml").read_text())
+    return set(specs["argument_specs"][entry_point]["options"])
+
+
+def test_server_md_ansible_deployment(tmp_path):
+    """docs/server.md, "Deploying with Ansible": the inventory as the block names it, read by ansible-inventory; the
+    documented command under --syntax-check; every variable the blocks set declared by the role it is meant for,
+    of the type that role's argument spec wants and passing the role's own checks; the device playbooks' lines
+    finding what the role fetches.
+
+    The deployment itself is too slow for this file: test_server_role.py and the Molecule scenario run the role."""
+    (inventory,) = section_blocks(DOCS / "server.md", "Deploying with Ansible", "yaml")
+    (commands,) = section_blocks(DOCS / "server.md", "Deploying with Ansible", "sh")
+    name = re.match(r"# (\S+)\n", inventory).group(1)
+    (tmp_path / name).write_text(inventory)
+    env = dict(ENV, ANSIBLE_COLLECTIONS_PATH=str(REPO / "build" / "collections"), ANSIBLE_NOCOLOR="1")
+
+    listed = subprocess.run(["ansible-inventory", "-i", name, "--list"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120, check=False)  # fmt: skip
+    assert listed.returncode == 0 and "[WARNING]" not in listed.stderr, listed
+    hostvars = json.loads(listed.stdout)["_meta"]["hostvars"]
+    assert list(hostvars) == ["tp1"], hostvars
+    role_vars = {key for key in hostvars["tp1"] if not key.startswith("ansible_")}
+    assert role_vars and not role_vars - options("trustpoint_server"), role_vars - options("trustpoint_server")
+
+    deploy, *device_lines = commands.splitlines()
+    assert deploy.startswith("ansible-playbook -i %s " % name), deploy
+    result = run_strict(deploy + " --syntax-check", tmp_path, env=env)
+    assert result.returncode == 0 and "[WARNING]" not in result.stderr, result
+    # The commented lines, variables of the device playbooks (onboard_devices.yml: device_onboarding's main).
+    device_vars = yaml.safe_load("".join(line[1:] + "\n" for line in device_lines if re.match(r"#\s+\w+:", line)))
+    assert set(device_vars) <= options("device_onboarding"), set(device_vars) - options("device_onboarding")
+
+    # The role's own argument spec on the inventory's values (templated), and the device variables on the files
+    # fetch.yml writes: <fetch dir>/<inventory host>/admin-token and tls-ca.pem.
+    fetched = tmp_path / "trustpoint" / "tp1"
+    fetched.mkdir(parents=True)
+    (fetched / "admin-token").write_text("tp_token_of_tp1\n")
+    (fetched / "tls-ca.pem").write_text("the trust anchor\n")
+    (tmp_path / "device-vars.yml").write_text(yaml.safe_dump(device_vars))
+    spec = REPO / "roles" / "trustpoint_server" / "meta" / "argument_specs.yml"
+    check = [{
+        "name": "Check the documented variables",
+        "hosts": "trustpoint_servers",
+        "gather_facts": False,
+        # what the role's validation reads besides the variables (a host with systemd; nothing connects to it)
+        "vars": {"ansible_facts": {"service_mgr": "systemd", "os_family": "Debian"},
+                 "__trustpoint_server_manager": "systemd"},
+        "tasks": [
+            {"name": "Check the inventory's variables against the role's argument spec",
+             "ansible.builtin.validate_argument_spec": {
+                 "argument_spec": "{{ (lookup('file', '%s') | from_yaml).argument_specs.main.options }}" % spec}},
+            {"name": "Check them as the role does before it changes anything",
+             "ansible.builtin.include_role": {"name": "trustpoint.pki.trustpoint_server", "tasks_from": "validate"}},
+            {"name": "Check that the device playbooks' lines find the fetched files",
+             "ansible.builtin.assert": {"that": [
+                 "trustpoint_api_token == 'tp_token_of_tp1'",
+                 "trustpoint_ca_path == trustpoint_server_fetch_dir ~ '/' ~ inventory_hostname ~ '/tls-ca.pem'",
+                 "trustpoint_ca_path is file",
+             ]}},
+        ],
+    }]  # fmt: skip
+    (tmp_path / "check.yml").write_text(yaml.safe_dump(check, sort_keys=False))
+    result = subprocess.run(["ansible-playbook", "-i", name, "check.yml", "-e", "@device-vars.yml"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert re.search(r"tp1 +: ok=\d+ .* failed=0 ", result.stdout) and "skipping" not in result.stdout, result.stdout
+
+
 # --- docs/onboarding.md: openssl cmp, curl and openssl against the session server ----------------
 
 
@@ -288,3 +361,67 @@ def test_onboarding_md_est_with_curl_and_openssl(server, tmp_path):
     serial = openssl("x509", "-in", str(tmp_path / "new-cert.pem"), "-noout", "-serial").stdout
     assert state["status"] == "onboarded"
     assert state["credential"]["serial_number"] == serial.split("=")[1].strip().lower().lstrip("0"), state
+
+
+def test_web_md_certificates_without_onboarding(server, tmp_path):
+    """docs/web.md, "Devices without onboarding": a tls_server certificate for the device's CSR, then an opc_ua one
+    with a key the server generates, as a PKCS#12 opened with the password from the environment."""
+    require_binary("curl")
+    require_binary("jq")
+    domain = server.create_domain()["name"]
+    device, secret = server.create_device(domain, method="none")
+    assert secret is None
+    names = ["DNS:plc-7.plant1.example", "URI:urn:plant1:plc-7"]
+    status, body = server.api("PATCH", "/devices/%d" % device["id"], {"allowed_names": names})
+    assert status == 200, body
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-noenc", "-keyout", "plc.key",
+            "-subj", "/CN=" + device["name"], "-addext", "subjectAltName=DNS:plc-7.plant1.example", "-out", "plc.csr",
+            cwd=tmp_path)  # fmt: skip
+    shutil.copy(server.ca_file, tmp_path / "tls-ca.pem")
+    # A password that a JSON string typed by hand or an unquoted shell word would break.
+    password = 'plant 1\'s "PLC" $7 \\ key'
+    block = placeholders(server, id=device["id"], name=device["name"])(one_block(DOCS / "web.md", "Devices without"))
+    # Without the exported password the block stops at the PKCS#12 with the server's reason.
+    (tmp_path / "unset").mkdir()
+    for name in ("plc.csr", "tls-ca.pem"):
+        shutil.copy(tmp_path / name, tmp_path / "unset")
+    result = run_strict(block, tmp_path / "unset", env=dict(ENV, TOKEN=server.token))
+    assert result.returncode != 0 and "pkcs12_password must be" in result.stderr, result
+    assert not (tmp_path / "unset" / "plc-7.pem").exists()
+    result = run_strict(block, tmp_path, env=dict(ENV, TOKEN=server.token, P12_PASSWORD=password))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    # plc.pem: a tls_server certificate for the CSR's key
+    def public_key(command, *args):
+        options = ["-pubout"] if command == "pkey" else ["-pubkey", "-noout"]
+        return openssl(command, *args, *options, cwd=tmp_path).stdout
+
+    assert public_key("x509", "-in", "plc.pem") == public_key("pkey", "-in", "plc.key")
+    plc = openssl("x509", "-in", "plc.pem", "-noout", "-serial", "-ext", "extendedKeyUsage,subjectAltName",
+                  cwd=tmp_path).stdout  # fmt: skip
+    assert "TLS Web Server Authentication" in plc and "DNS:plc-7.plant1.example" in plc, plc
+    by_serial = {c["serial_number"]: c for c in server.api("GET", "/devices/%d/certificates" % device["id"])[1]}
+    assert by_serial[plc.split("serial=")[1].split()[0].lower().lstrip("0")]["profile"] == "tls_server", by_serial
+
+    # plc-7.p12: opens with the password only, and holds the key and an opc_ua certificate with the plant's URI
+    wrong = openssl("pkcs12", "-in", "plc-7.p12", "-passin", "pass:not the password", "-noout", check=False,
+                    cwd=tmp_path)  # fmt: skip
+    assert wrong.returncode != 0
+    env = dict(ENV, P12_PASSWORD=password)
+    opened = openssl("pkcs12", "-in", "plc-7.p12", "-passin", "env:P12_PASSWORD", "-noenc", env=env,
+                     cwd=tmp_path).stdout  # fmt: skip
+    assert opened.count("-----BEGIN PRIVATE KEY-----") == 1 and "-----BEGIN CERTIFICATE-----" in opened
+    (tmp_path / "p12.pem").write_text(opened)
+    assert public_key("pkey", "-in", "p12.pem") == public_key("x509", "-in", "p12.pem")
+    # the files the block took out of it: the same certificate, and the key under the same password, 0600
+    assert public_key("x509", "-in", "plc-7.pem") == public_key("x509", "-in", "p12.pem")
+    key = openssl("pkey", "-in", "plc-7-key.pem", "-passin", "env:P12_PASSWORD", "-pubout", env=env, cwd=tmp_path)
+    assert key.stdout == public_key("x509", "-in", "plc-7.pem")
+    assert "ENCRYPTED PRIVATE KEY" in (tmp_path / "plc-7-key.pem").read_text()
+    for name in ("plc-7.p12", "plc-7-key.pem"):
+        assert (tmp_path / name).stat().st_mode & 0o077 == 0, name
+    opc_ua = openssl("x509", "-in", "plc-7.pem", "-noout", "-ext", "extendedKeyUsage,subjectAltName",
+                     cwd=tmp_path).stdout  # fmt: skip
+    assert "URI:urn:plant1:plc-7" in opc_ua, opc_ua
+    assert "TLS Web Server Authentication" in opc_ua and "TLS Web Client Authentication" in opc_ua, opc_ua
+    assert server.device(device["id"])["status"] == "no_onboarding"
