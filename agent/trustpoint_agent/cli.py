@@ -7,10 +7,12 @@
     trustpoint-agent renew                         renew the credential when it is due
     trustpoint-agent status                        what the device holds
     trustpoint-agent install-timer                 renew daily (systemd timer or cron)
-    trustpoint-agent revoke                        decommission: revoke the credential, delete its key
+    trustpoint-agent uninstall-timer               renew no more: remove that timer
+    trustpoint-agent revoke                        decommission: revoke the credential, delete its key, remove the timer
 
 Exit codes: 0 done, 1 failed (the message says why), 2 wrong usage, 3 `aoki` does not onboard a device whose
-credential was revoked (without --force).
+credential was revoked (without --force). `renew` on a revoked device exits 0 without contacting the server: a
+timer left behind is harmless.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from trustpoint_core import deps
 from trustpoint_core.cmp_message import DEVICE_REVOCATION_REASONS
 from trustpoint_core.errors import TrustpointError
 
-from . import files
+from . import files, timer
 
 log = logging.getLogger("trustpoint_agent")
 
@@ -124,6 +126,10 @@ def cmd_renew(args):
 
 def cmd_revoke(args):
     print(_agent(args).revoke(args.reason))
+    # Here, not in the role: a device decommissioned by hand must not renew either. Only once the revocation is
+    # recorded (now, or by an earlier run that stopped before this): until then the credential needs its renewal.
+    for line in timer.uninstall("auto", args.unit_dir, args.cron_file):
+        print(line)
     return 0
 
 
@@ -145,14 +151,18 @@ def cmd_status(args):
 
 
 def cmd_install_timer(args):
-    from . import timer
-
     # The options of the program come before the command (argparse: `renew --state-dir` is refused).
     program = [args.program] if args.program else _program()
     command = [*program, "--state-dir", os.path.abspath(args.state_dir), "--key-type", args.key_type, "renew"]
     if args.renew_before_days is not None:
         command += ["--renew-before-days", str(args.renew_before_days)]
     for line in timer.install(command, args.mode, args.unit_dir, args.cron_file, not args.no_enable):
+        print(line)
+    return 0
+
+
+def cmd_uninstall_timer(args):
+    for line in timer.uninstall(args.mode, args.unit_dir, args.cron_file):
         print(line)
     return 0
 
@@ -213,6 +223,7 @@ def parser():
         help="the CRL reason (default %(default)s; keyCompromise when the key may be known to others)",
     )
     revoke.set_defaults(func=cmd_revoke)
+    _timer_paths(revoke, "the renewal timer's units, removed after the revocation")
 
     status = sub.add_parser("status", help="what the device holds; exit code 0 when it has a valid credential")
     status.add_argument("--json", action="store_true", help="as JSON")
@@ -224,14 +235,29 @@ def parser():
         )
 
     install = sub.add_parser("install-timer", help="renew daily without Ansible: a systemd timer or a cron entry")
-    install.add_argument("--mode", choices=("auto", "systemd", "cron"), default="auto")
-    install.add_argument("--unit-dir", default="/etc/systemd/system", help="where the systemd units go")
-    install.add_argument("--cron-file", default="/etc/cron.d/trustpoint-agent", help="the cron entry's file")
+    install.add_argument(
+        "--mode", choices=("auto", "systemd", "cron"), default="auto", help="auto: systemd where it runs, else cron"
+    )
+    _timer_paths(install, "where the systemd units go")
     install.add_argument("--program", help="the trustpoint-agent command the timer runs (default: this one)")
     install.add_argument("--renew-before-days", type=float, help="passed on to renew")
     install.add_argument("--no-enable", action="store_true", help="write the units, do not enable them")
     install.set_defaults(func=cmd_install_timer)
+
+    uninstall = sub.add_parser("uninstall-timer", help="remove what install-timer wrote (units or cron entry)")
+    uninstall.add_argument(
+        "--mode", choices=("auto", "systemd", "cron"), default="auto", help="auto: both kinds, whichever is there"
+    )
+    _timer_paths(uninstall, "where the systemd units are")
+    uninstall.set_defaults(func=cmd_uninstall_timer)
     return top
+
+
+def _timer_paths(command, unit_dir_help):
+    command.add_argument("--unit-dir", default=timer.DEFAULT_UNIT_DIR, help="%s (default %%(default)s)" % unit_dir_help)
+    command.add_argument(
+        "--cron-file", default=timer.DEFAULT_CRON_FILE, help="the cron entry's file (default %(default)s)"
+    )
 
 
 def main(argv=None):

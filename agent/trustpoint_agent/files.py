@@ -141,19 +141,23 @@ class StateDir:
         self.recover()
 
     def remove(self, names):
-        """Delete the files named (those present), the first one first: the key goes before what names it."""
+        """Delete the files named (those present), the first one first: the key goes before what names it.
+        Returns the names it deleted."""
+        removed = []
         dir_fd = self._dir_fd()
         try:
             for name in names:
                 try:
                     os.unlink(name, dir_fd=dir_fd)  # unlink never follows a link
                 except FileNotFoundError:
-                    pass
+                    continue
+                removed.append(name)
             os.fsync(dir_fd)
         except OSError as exc:
             raise FilesError("cannot delete the credential in %s: %s" % (self.path, exc.strerror or exc)) from exc
         finally:
             os.close(dir_fd)
+        return removed
 
     def recover(self):
         """Finish an installation that a crash interrupted (the .pending marker names its staging dir)."""

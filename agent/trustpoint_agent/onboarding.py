@@ -308,8 +308,11 @@ class Agent:
         return left < window, left
 
     def renew(self, force=False, renew_before_days=None):
-        if self.revoked():  # decommissioned: the daily timer has nothing to do, and that is no failure
-            return "not renewed: the credential was revoked at %s" % self.revoked()
+        if self.revoked():  # decommissioned: a timer left behind has nothing to do, and that is no failure
+            return (
+                "not renewed: the credential was revoked at %s (`trustpoint-agent uninstall-timer` ends the daily "
+                "renewal)" % self.revoked()
+            )
         current = self.credential()
         if current is None:
             raise AgentError("nothing to renew: the device is not onboarded (run `trustpoint-agent aoki` or `onboard`)")
@@ -357,8 +360,9 @@ class Agent:
         the rr is answered certRevoked, which counts as done; with no credential left there is nothing to do."""
         state = self.state.state()
         if state.get("revoked_at"):
-            self.state.remove((files.KEY, files.CERT, files.CHAIN))  # what an interrupted revoke left
-            return "already revoked: %s at %s" % (state.get("revoked_serial_number"), state["revoked_at"])
+            left = self.state.remove((files.KEY, files.CERT, files.CHAIN))  # what an interrupted revoke left
+            done = "already revoked: %s at %s" % (state.get("revoked_serial_number"), state["revoked_at"])
+            return done + ("\ndeleted %s" % ", ".join(map(self.state.file, left)) if left else "")
         current = self.credential()
         if current is None:
             raise AgentError("nothing to revoke: the device holds no credential in %s" % self.state.path)

@@ -6,6 +6,9 @@ A systemd timer where systemd runs the machine (trustpoint-agent-renew.service +
 delay so that a fleet does not renew in the same second, Persistent= so a device that was off catches up),
 else a cron entry (/etc/cron.d/trustpoint-agent, at a random time of day). Writing the same content again
 changes nothing; it says what it did.
+
+`uninstall-timer` (and `revoke`, once the revocation is recorded) removes both kinds: a decommissioned device
+keeps nothing of Trustpoint scheduled. Removing what is already gone changes nothing.
 """
 
 from __future__ import annotations
@@ -54,8 +57,21 @@ CRON = """\
 """
 
 
+class TimerError(OSError):
+    """systemctl refused; the message holds its words."""
+
+
 def systemd_running():
     return os.path.isdir("/run/systemd/system")
+
+
+def _systemctl(*args, check=True):
+    systemctl = shutil.which("systemctl") or "systemctl"
+    result = subprocess.run([systemctl, *args], capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        words = (result.stderr or result.stdout).strip() or "exit code %d" % result.returncode
+        raise TimerError("systemctl %s failed: %s" % (" ".join(args), words))
+    return result
 
 
 def _write(path, content):
@@ -90,10 +106,9 @@ def install(renew_argv, mode="auto", unit_dir=DEFAULT_UNIT_DIR, cron_file=DEFAUL
         changed = _write(timer, TIMER) or changed
         done.append(("wrote %s and %s" % (service, timer)) if changed else "%s is up to date" % timer)
         if enable and systemd_running():
-            systemctl = shutil.which("systemctl") or "systemctl"
             if changed:
-                subprocess.run([systemctl, "daemon-reload"], check=True)
-            subprocess.run([systemctl, "enable", "--now", UNIT + ".timer"], check=True, capture_output=True)
+                _systemctl("daemon-reload")
+            _systemctl("enable", "--now", UNIT + ".timer")
             done.append("enabled and started %s.timer" % UNIT)
         elif enable:
             done.append("systemd is not running: enable it later with `systemctl enable --now %s.timer`" % UNIT)
@@ -114,4 +129,43 @@ def install(renew_argv, mode="auto", unit_dir=DEFAULT_UNIT_DIR, cron_file=DEFAUL
         done.append(("wrote %s" % cron_file) if _write(cron_file, content) else "%s is up to date" % cron_file)
     else:
         raise ValueError("unknown timer mode %r (auto, systemd or cron)" % mode)
+    return done
+
+
+def _unlink(path):
+    """Delete path (a link itself, never its target); True when it was there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def uninstall(mode="auto", unit_dir=DEFAULT_UNIT_DIR, cron_file=DEFAULT_CRON_FILE):
+    """Remove the timer install() wrote; returns sentences of what it did. mode auto removes both kinds, whichever
+    systemd runs now: units written while it did not (an image being built) would start at the next boot."""
+    if mode not in ("auto", "systemd", "cron"):
+        raise ValueError("unknown timer mode %r (auto, systemd or cron)" % mode)
+    done = []
+    timer = os.path.join(unit_dir, UNIT + ".timer")
+    if mode in ("auto", "systemd"):
+        service = os.path.join(unit_dir, UNIT + ".service")
+        # What `systemctl enable` links; removed by hand where systemd does not run.
+        wanted = os.path.join(unit_dir, "timers.target.wants", UNIT + ".timer")
+        running = systemd_running()
+        if running and os.path.exists(timer):
+            _systemctl("disable", "--now", UNIT + ".timer")
+            done.append("stopped and disabled %s.timer" % UNIT)
+        # The timer first: a crash after it leaves a service that nothing starts, which the next run removes.
+        removed = [path for path in (timer, wanted, service) if _unlink(path)]
+        if removed:
+            done.append("removed %s" % ", ".join(removed))
+            if running:
+                _systemctl("daemon-reload")
+                _systemctl("reset-failed", UNIT + ".service", check=False)  # not listed as failed forever
+    if mode in ("auto", "cron") and _unlink(cron_file):
+        done.append("removed %s" % cron_file)
+    if not done:
+        names = {"auto": "%s, %s" % (timer, cron_file), "systemd": timer, "cron": cron_file}
+        done.append("no renewal timer to remove (%s)" % names[mode])
     return done

@@ -10,8 +10,10 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -73,6 +75,33 @@ def domain_root(server, domain):
     return x509.load_pem_x509_certificates(server.api("GET", "/domains/" + domain)[1]["ca_chain"].encode())[-1]
 
 
+def timer_paths(workdir):
+    """--unit-dir and --cron-file in workdir: the agent's commands never touch this machine's timers."""
+    return ["--unit-dir", workdir / "units", "--cron-file", workdir / "cron.d" / "trustpoint-agent"]
+
+
+class Tripwire:
+    """A TCP port that counts the connections made to it (and answers none)."""
+
+    def __init__(self):
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.url = "https://127.0.0.1:%d" % self.socket.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                connection, _address = self.socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            connection.close()
+
+    def close(self):
+        self.socket.close()
+
+
 @pytest.mark.parametrize("protocol", ["est", "cmp"])
 def test_aoki_onboards_renews_and_reports(server, workdir, protocol):
     aoki = Aoki(server, workdir / "pki", devices=1)
@@ -118,21 +147,67 @@ def test_aoki_onboards_renews_and_reports(server, workdir, protocol):
     assert device["credential"]["serial_number"] == format(renewed.serial_number, "x")
     assert state_of(state)["renewed_at"]
 
-    # Decommissioning: a CMP rr signed with the credential (also for a device that onboarded over EST).
+    # Decommissioning: a CMP rr signed with the credential (also for a device that onboarded over EST), and the
+    # daily renewal goes with it: the systemd units (enabled by the real systemctl, offline) and the cron entry.
+    timers = timer_paths(workdir)
+    root = workdir / "root"
+    units = root / "etc" / "systemd" / "system"
+    timers[1] = units
+    agent(*base, "install-timer", "--mode", "systemd", "--no-enable", *timers)
+    agent(*base, "install-timer", "--mode", "cron", *timers)
+    # The timer first, then what `systemctl enable` linked, then the service.
+    written = [units / "trustpoint-agent-renew.timer", units / "trustpoint-agent-renew.service"]
+    systemctl = shutil.which("systemctl")
+    if systemctl:
+        enable = [systemctl, "--root", str(root), "enable", "trustpoint-agent-renew.timer"]
+        subprocess.run(enable, check=True, capture_output=True)
+        written.insert(1, units / "timers.target.wants" / "trustpoint-agent-renew.timer")
+    cron = timers[3]
+    assert all(os.path.lexists(path) for path in [*written, cron])
     serial = format(renewed.serial_number, "x")
-    assert agent(*base, "revoke").stdout.strip() == "revoked: %s (cessationOfOperation)" % serial
+    held_files = {name: (state / name).read_bytes() for name in ("key.pem", "cert.pem", "chain.pem")}
+    revoked = agent(*base, "revoke", *timers).stdout.splitlines()
+    assert revoked == [
+        "revoked: %s (cessationOfOperation)" % serial,
+        "removed %s" % ", ".join(map(str, written)),
+        "removed %s" % cron,
+    ]
+    assert not any(os.path.lexists(path) for path in [*written, cron])
     record = server.api("GET", "/devices/%d/certificates/%s" % (device["id"], serial))[1]
     assert (record["status"], record["revocation_reason"]) == ("revoked", "cessationOfOperation"), record
     assert not any((state / name).exists() for name in ("key.pem", "cert.pem", "chain.pem"))
     assert state_of(state)["revoked_serial_number"] == serial
-    assert "already revoked" in agent(*base, "revoke").stdout
+    again = agent(*base, "revoke", *timers).stdout.splitlines()
+    assert again[0].startswith("already revoked") and again[1].startswith("no renewal timer to remove"), again
     assert agent(*base, "status", check=False).returncode == 1
+
+    # A timer left behind (a device revoked by hand without it, or by an older agent) renews nothing and contacts
+    # no server, even when an interrupted revoke left the credential's files: one line, exit code 0.
+    tripwire = Tripwire()
+    try:
+        for name, content in held_files.items():
+            (state / name).write_bytes(content)
+        moved = {key: tripwire.url for key in ("server", "cmp_url", "est_url") if key in state_of(state)}
+        (state / "state.json").write_text(json.dumps(dict(state_of(state), **moved)))
+        for force in ([], ["--force"]):
+            renew = agent(*base, "renew", *force, "--renew-before-days", "100000", check=False)
+            assert (renew.returncode, renew.stderr) == (0, ""), renew
+            assert (
+                renew.stdout.startswith("not renewed: the credential was revoked at ") and renew.stdout.count("\n") == 1
+            ), renew.stdout
+        assert tripwire.connections == 0
+    finally:
+        tripwire.close()
+    again = agent(*base, "revoke", *timers).stdout.splitlines()
+    assert again[1] == "deleted %s" % ", ".join(str(state / name) for name in held_files), again
+    assert not any((state / name).exists() for name in held_files)
     # It does not come back by itself at its next boot; --force onboards it again.
     boot = agent(*base, "aoki", "--factory-dir", workdir / "factory", "--url", server.url, check=False)
     assert boot.returncode == 3 and "revoked" in boot.stderr, boot.stderr
     forced = agent(*base, "aoki", "--factory-dir", workdir / "factory", "--url", server.url, "--force")
     assert "onboarded" in forced.stdout and (state / "key.pem").exists()
-    assert agent(*base, "revoke", "--reason", "keyCompromise").stdout.endswith("(keyCompromise)\n")
+    last = agent(*base, "revoke", "--reason", "keyCompromise", *timers).stdout.splitlines()
+    assert last[0].endswith("(keyCompromise)") and last[1].startswith("no renewal timer to remove"), last
 
 
 def test_aoki_refuses_an_owner_the_factory_did_not_trust(server, workdir):
@@ -319,6 +394,31 @@ def test_install_timer_writes_a_systemd_timer_or_a_cron_entry_once(workdir):
         in agent("--state-dir", workdir / "state", "install-timer", "--mode", "cron", "--cron-file", cron).stdout
     )
     assert cron.stat().st_mode & 0o777 == 0o644
+
+
+def test_uninstall_timer_removes_what_install_timer_wrote_once(workdir):
+    """Both kinds by default, one with --mode; a second run changes nothing; a link is removed, not its target."""
+    state = ["--state-dir", workdir / "state"]
+    paths = timer_paths(workdir)
+    units, cron = workdir / "units", workdir / "cron.d" / "trustpoint-agent"
+    timer, service = units / "trustpoint-agent-renew.timer", units / "trustpoint-agent-renew.service"
+    agent(*state, "install-timer", "--mode", "systemd", "--no-enable", *paths)
+    agent(*state, "install-timer", "--mode", "cron", *paths)
+
+    only_cron = agent(*state, "uninstall-timer", "--mode", "cron", *paths).stdout
+    assert only_cron == "removed %s\n" % cron and not cron.exists() and timer.exists() and service.exists()
+    nothing = agent(*state, "uninstall-timer", "--mode", "cron", *paths).stdout
+    assert nothing == "no renewal timer to remove (%s)\n" % cron
+
+    # An operator's file where the cron entry was: the link goes, the file it points to stays.
+    kept = workdir / "operator-crontab"
+    kept.write_text("# not the agent's\n")
+    cron.symlink_to(kept)
+    removed = agent(*state, "uninstall-timer", *paths).stdout.splitlines()
+    assert removed == ["removed %s, %s" % (timer, service), "removed %s" % cron], removed
+    assert not any(os.path.lexists(path) for path in (timer, service, cron)) and kept.exists()
+    again = agent(*state, "uninstall-timer", *paths)
+    assert again.stdout == "no renewal timer to remove (%s, %s)\n" % (timer, cron) and again.returncode == 0
 
 
 PYTHON38 = shutil.which("python3.8") and os.path.expanduser("~/.pyenv/versions/3.8.18/bin/python3.8")

@@ -35,9 +35,11 @@ PREFIX, BRIDGE, SUBNET, PORT = "tpr", "tpbr84", "169.254.84", 8584
 GATEWAY = SUBNET + ".1"
 HOSTS = {"agent1": 11, "aoki1": 12, "none1": 13}
 STATE, FACTORY, VENV = "/var/lib/trustpoint-agent", "/etc/trustpoint-agent", "/opt/trustpoint-agent"
+CRON = "/etc/cron.d/trustpoint-agent"
+# /etc/systemd/system: revoke removes the agent's units wherever they are; never this machine's.
 PRIVATE_DIRS = [
     "/etc/trustpoint", "/var/lib/trustpoint", FACTORY, STATE, VENV, "/etc/cron.d", "/etc/init.d",
-    *("/etc/rc%s.d" % level for level in "0123456S"),
+    *("/etc/rc%s.d" % level for level in "0123456S"), "/etc/systemd/system",
 ]  # fmt: skip
 
 
@@ -250,7 +252,7 @@ def test_agent_aoki_and_none_devices(site, workdir):
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert stat.S_IMODE((state / "key.pem").stat().st_mode) == 0o600
     openssl("verify", "-CAfile", str(state / "chain.pem"), str(state / "cert.pem"))
-    cron = site.path("agent1", "/etc/cron.d/trustpoint-agent").read_text()
+    cron = site.path("agent1", CRON).read_text()
     assert "--state-dir %s --key-type ecdsa-p256 renew --renew-before-days 30" % STATE in cron
 
     # aoki1: factory provisioning, an init script, the device created by the DevID registration and onboarded.
@@ -268,7 +270,7 @@ def test_agent_aoki_and_none_devices(site, workdir):
     (created,) = [d for d in site.aoki.devices_on_server() if d["serial_number"] == serial]
     assert created["onboarding_method"] == "aoki" and created["status"] == "onboarded"
     assert created["credential"]["fingerprint_sha256"] == report["certificate"]["fingerprint_sha256"]
-    assert "--state-dir %s" % STATE in site.path("aoki1", "/etc/cron.d/trustpoint-agent").read_text()
+    assert "--state-dir %s" % STATE in site.path("aoki1", CRON).read_text()
     assert site.device("aoki1") is None, "an aoki device is not registered by name"
 
     # none1: registered, no credential anywhere.
@@ -320,14 +322,21 @@ def test_renew_devices_renews_with_the_agent(site, workdir):
 
 def test_revoke_devices_revokes_with_the_agent(site, workdir):
     """revoke_devices: trustpoint-agent revoke for agent and aoki devices (a CMP rr signed with the credential, also
-    for the aoki device that onboarded over EST): the server lists them revoked, the keys are gone, a second run
-    changes nothing, and the aoki device's boot script does not onboard it again."""
+    for the aoki device that onboarded over EST): the server lists them revoked, the keys and the renewal timers are
+    gone, check mode and a second run change nothing, a timer left behind is removed by the next run, and the aoki
+    device's boot script does not onboard it again."""
     inventory = site.inventory()
     held = {host: agent_status(site, host)[1]["certificate"]["serial_number"] for host in ("agent1", "aoki1")}
+    checked = play(site, workdir, "revoke_devices", inventory, "--check")
+    assert all(c["changed"] == 0 for c in recaps(checked).values()), checked[-3000:]
+    for host in held:
+        assert site.path(host, CRON).exists() and agent_status(site, host)[0] == 0, host
     output = play(site, workdir, "revoke_devices", inventory, "-e", "trustpoint_revocation_reason=keyCompromise")
     counts = recaps(output)
     assert counts["agent1"]["changed"] == 1 and counts["aoki1"]["changed"] == 1, output[-3000:]
     assert counts["none1"]["changed"] == 0
+    for host in held:  # nothing of Trustpoint scheduled any more
+        assert not site.path(host, CRON).exists() and not list(site.path(host, "/etc/systemd/system").iterdir())
     devices = {"agent1": site.device("agent1")["id"]}
     (devices["aoki1"],) = [d["id"] for d in site.aoki.devices_on_server() if d["onboarding_method"] == "aoki"]
     for host, serial in held.items():
@@ -345,6 +354,12 @@ def test_revoke_devices_revokes_with_the_agent(site, workdir):
     )
     assert rerun.returncode == 3 and "revoked" in rerun.stderr, rerun.stderr
     assert all(c["changed"] == 0 for c in recaps(play(site, workdir, "revoke_devices", inventory)).values())
+
+    # A timer left behind (a device revoked by an older agent): the next run removes it, and says so.
+    site.path("agent1", CRON).write_text("0 3 * * * root /bin/true\n")
+    counts = recaps(play(site, workdir, "revoke_devices", inventory))
+    assert (counts["agent1"]["changed"], counts["aoki1"]["changed"]) == (1, 0), counts
+    assert not site.path("agent1", CRON).exists()
 
 
 def test_the_aoki_unit_verifies_and_the_init_script_is_valid_shell(tmp_path):

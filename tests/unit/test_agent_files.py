@@ -99,5 +99,7 @@ def test_a_revoke_interrupted_after_its_record_is_finished_by_the_next(tmp_path)
     state.install({files.KEY: b"key", files.CERT: b"cert", files.CHAIN: b"chain", files.STATE: revoked})
     agent = Agent(state)
     assert agent.credential() is None and agent.valid_credential() is None
-    assert agent.revoke() == "already revoked: 1f at 2026-12-06T10:00:00Z"
+    deleted = ", ".join(str(tmp_path / "state" / name) for name in (files.KEY, files.CERT, files.CHAIN))
+    assert agent.revoke() == "already revoked: 1f at 2026-12-06T10:00:00Z\ndeleted " + deleted
     assert sorted(os.listdir(tmp_path / "state")) == [files.STATE]
+    assert agent.revoke() == "already revoked: 1f at 2026-12-06T10:00:00Z"  # nothing left: nothing said
