@@ -37,7 +37,7 @@ FACTORY_DIR = "/etc/trustpoint-agent"
 STATE_DIR = "/var/lib/trustpoint-agent"
 # Back-off between AOKI rounds: from FIRST_WAIT doubling to MAX_WAIT seconds, with jitter (a plant full of
 # devices powered on together must not ask the server in lockstep).
-# cmd_aoki's exit code for a decommissioned device: the service unit does not restart it (RestartPreventExitStatus).
+# cmd_aoki's exit code for a decommissioned device: the service unit counts it as done and does not restart it.
 REVOKED = 3
 FIRST_WAIT = 5
 MAX_WAIT = 300

@@ -362,15 +362,14 @@ def test_revoke_devices_revokes_with_the_agent(site, workdir):
     assert not site.path("agent1", CRON).exists()
 
 
-def test_the_aoki_unit_verifies_and_the_init_script_is_valid_shell(tmp_path):
-    """What the role writes where systemd is PID 1 (this machine's tests run none): systemd-analyze verify accepts
-    the unit; the init script is valid shell. Both run the agent with the role's variables, quoted."""
+def render_agent_units(directory, variables):
+    """The role's aoki unit and init script, rendered into directory with the role's variables and these."""
     role = REPO / "roles" / "device_onboarding"
     tasks = [
-        {"ansible.builtin.template": {"src": str(role / "templates" / name), "dest": str(tmp_path / name[:-3])}}
+        {"ansible.builtin.template": {"src": str(role / "templates" / name), "dest": str(directory / name[:-3])}}
         for name in ("trustpoint-agent.service.j2", "trustpoint-agent.init.j2")
     ]
-    play = tmp_path / "play.yml"
+    play = directory / "play.yml"
     play.write_text(
         yaml.safe_dump(
             [{"hosts": "localhost", "connection": "local", "gather_facts": False,
@@ -378,12 +377,6 @@ def test_the_aoki_unit_verifies_and_the_init_script_is_valid_shell(tmp_path):
               "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}}]
         )
     )  # fmt: skip
-    variables = {
-        "trustpoint_agent_executable": str(BIN / "trustpoint-agent"),
-        "trustpoint_aoki_url": "https://tp.example.com:8443",
-        "trustpoint_aoki_interfaces": ["10.0.0.5"],
-        "trustpoint_agent_state_dir": str(tmp_path / "state dir"),
-    }
     result = subprocess.run(
         [str(BIN / "ansible-playbook"), "-i", "localhost,", str(play), "-e", json.dumps(variables)],
         capture_output=True,
@@ -392,6 +385,18 @@ def test_the_aoki_unit_verifies_and_the_init_script_is_valid_shell(tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_aoki_unit_verifies_and_the_init_script_is_valid_shell(tmp_path):
+    """What the role writes where systemd is PID 1 (this machine's tests run none): systemd-analyze verify accepts
+    the unit; the init script is valid shell. Both run the agent with the role's variables, quoted."""
+    variables = {
+        "trustpoint_agent_executable": str(BIN / "trustpoint-agent"),
+        "trustpoint_aoki_url": "https://tp.example.com:8443",
+        "trustpoint_aoki_interfaces": ["10.0.0.5"],
+        "trustpoint_agent_state_dir": str(tmp_path / "state dir"),
+    }
+    render_agent_units(tmp_path, variables)
     unit = (tmp_path / "trustpoint-agent.service").read_text()
     assert "--url https://tp.example.com:8443" in unit and "--interface=10.0.0.5" in unit
     assert 'ReadWritePaths="%s"' % (tmp_path / "state dir") in unit and "ProtectSystem=strict" in unit
