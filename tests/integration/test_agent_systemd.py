@@ -1,9 +1,9 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The agent's units under a real systemd (PID 1 of a Podman container, tools/podman_hosts.py: names tpv-*,
-bridge tpbr86, 169.254.86.0/24). The renewal timer: install-timer enables and starts it, uninstall-timer (what `revoke` runs) stops,
-disables and removes it, and systemd lists nothing of it afterwards, not even a failed run. The role's aoki unit
-ends as done for a revoked device (exit 3) and restarts after other failures.
+bridge tpbr86, 169.254.86.0/24). The renewal timer: install-timer enables and starts it, uninstall-timer (what
+`revoke` runs) stops, disables and removes it, and systemd lists nothing of it afterwards, not even a failed run.
+The role's aoki unit ends as done for a revoked device (exit 3) and restarts after other failures.
 
 The image has no cryptography, so the container runs the agent's timer module itself (standard library only); the
 commands around it are tested in test_agent.py."""
