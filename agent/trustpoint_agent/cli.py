@@ -11,7 +11,7 @@
     trustpoint-agent revoke                        decommission: revoke the credential, delete its key, remove the timer
 
 Exit codes: 0 done, 1 failed (the message says why), 2 wrong usage, 3 `aoki` does not onboard a device whose
-credential was revoked (without --force). `renew` on a revoked device exits 0 without contacting the server: a
+device that was decommissioned (without --force). `renew` on a revoked device exits 0 without contacting the server: a
 timer left behind is harmless.
 """
 
@@ -66,16 +66,10 @@ def cmd_aoki(args):
     if not args.force and agent.valid_credential() is not None:
         print("already onboarded (%s); --force onboards again" % agent.state.path)
         return 0
-    if not args.force and agent.revoked():
-        # A decommissioned device does not come back by itself (at its next boot, say).
-        print(
-            "trustpoint-agent: the credential was revoked at %s (trustpoint-agent revoke); --force onboards the "
-            "device again" % agent.revoked(),
-            file=sys.stderr,
-        )
-        return REVOKED
     wait, attempt = FIRST_WAIT, 0
     while True:
+        if _decommissioned(agent, args):
+            return REVOKED
         attempt += 1
         if args.url:
             candidates = [Candidate(args.url, *_host_port(args.url), {})]
@@ -83,7 +77,10 @@ def cmd_aoki(args):
             candidates = discover(args.discovery_timeout, args.interface)
             log.info("mDNS: %d owner service(s): %s", len(candidates), ", ".join(map(repr, candidates)) or "none")
         try:
-            print(agent.aoki(candidates, args.protocol))
+            with agent.state.locked():
+                if _decommissioned(agent, args):  # revoked while this round looked for the server
+                    return REVOKED
+                print(agent.aoki(candidates, args.protocol))
             return 0
         except TrustpointError as exc:
             log.error("%s", exc)
@@ -94,6 +91,19 @@ def cmd_aoki(args):
         log.info("trying again in %.0f s", pause)
         time.sleep(pause)
         wait *= 2
+
+
+def _decommissioned(agent, args):
+    """A decommissioned device does not come back by itself: at its next boot, or while aoki waited for the server
+    (`trustpoint-agent revoke` ran meanwhile). --force onboards it again."""
+    if args.force or not agent.revoked():
+        return False
+    print(
+        "trustpoint-agent: the device was decommissioned at %s (trustpoint-agent revoke); --force onboards it again"
+        % agent.revoked(),
+        file=sys.stderr,
+    )
+    return True
 
 
 def _host_port(url):
@@ -115,17 +125,24 @@ def cmd_onboard(args):
     token = sys.stdin.readline().strip() if args.token == "-" else args.token  # noqa: S105 ("-" is not a password)
     if not token:
         raise ValueError("--token -: standard input holds no token")
-    print(agent.onboard(args.url, token, args.cacert))
+    with agent.state.locked():
+        print(agent.onboard(args.url, token, args.cacert))
     return 0
 
 
 def cmd_renew(args):
-    print(_agent(args).renew(args.force, args.renew_before_days))
+    agent = _agent(args)
+    with agent.state.locked():
+        print(agent.renew(args.force, args.renew_before_days))
     return 0
 
 
 def cmd_revoke(args):
-    print(_agent(args).revoke(args.reason))
+    if not os.path.isdir(args.state_dir):  # a mistyped --state-dir must not be recorded as a decommissioned device
+        raise files.FilesError("nothing to revoke: %s does not exist (the agent never ran here)" % args.state_dir)
+    agent = _agent(args)
+    with agent.state.locked():
+        print(agent.revoke(args.reason))
     # Here, not in the role: a device decommissioned by hand must not renew either. Only once the revocation is
     # recorded (now, or by an earlier run that stopped before this): until then the credential needs its renewal.
     for line in timer.uninstall("auto", args.unit_dir, args.cron_file):

@@ -9,7 +9,8 @@
         key.pem (0600)  cert.pem  chain.pem             the domain credential (LDevID) and its chain
         tls-truststore.pem                             the server's TLS trust, pinned when onboarding
         owner.pem                                      the DevOwnerID accepted (AOKI: anti-rollback)
-        state.json                                     server, protocol, URLs, method
+        state.json                                     server, protocol, URLs, method; a revocation
+        .lock                                          the commands that change the credential take turns
 
 A new credential replaces the old one as a unit, crash-safe: the new files are written and synced in a
 staging directory, a `.pending` marker naming it is renamed into place, and only then are the files
@@ -19,6 +20,8 @@ written through a symbolic link, and a state directory that another user may wri
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -31,6 +34,7 @@ TLS_TRUSTSTORE = "tls-truststore.pem"
 OWNER = "owner.pem"
 STATE = "state.json"
 PENDING = ".pending"
+LOCK = ".lock"
 PRIVATE = (KEY,)
 # The order of the final moves: the key first, so that a certificate never names a key that is not there.
 ORDER = (KEY, CERT, CHAIN, TLS_TRUSTSTORE, OWNER, STATE)
@@ -90,6 +94,22 @@ class StateDir:
             os.chmod(self.path, 0o700)  # ours, and it holds the key: nobody else needs to list it
         self.recover()
         return self
+
+    @contextlib.contextmanager
+    def locked(self):
+        """The state directory's lock (an flock on its .lock file), held by each command while it changes the
+        credential: aoki, onboard, renew and revoke take turns (a revoke during an aoki round waits for its end,
+        and the next round sees the device decommissioned)."""
+        dir_fd = self._dir_fd()
+        try:
+            fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | _nofollow() | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
 
     def _dir_fd(self):
         return os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _nofollow())

@@ -357,27 +357,43 @@ class Agent:
         """Revoke the installed credential (a CMP rr signed with it, over the pinned TLS; also for a device that
         onboarded over EST) and delete its key, certificate and chain. state.json keeps when and what was revoked,
         so that `aoki` does not onboard the device again unless told (--force). Sent again after a lost answer,
-        the rr is answered certRevoked, which counts as done; with no credential left there is nothing to do."""
+        the rr is answered certRevoked, which counts as done. A device that holds no credential (never onboarded,
+        or its files wiped) has nothing to revoke, and is recorded as decommissioned all the same."""
         state = self.state.state()
         if state.get("revoked_at"):
             left = self.state.remove((files.KEY, files.CERT, files.CHAIN))  # what an interrupted revoke left
-            done = "already revoked: %s at %s" % (state.get("revoked_serial_number"), state["revoked_at"])
+            serial = state.get("revoked_serial_number")
+            if serial:
+                done = "already revoked: %s at %s" % (serial, state["revoked_at"])
+            else:
+                done = "already decommissioned at %s (it held no credential)" % state["revoked_at"]
             return done + ("\ndeleted %s" % ", ".join(map(self.state.file, left)) if left else "")
         current = self.credential()
         if current is None:
-            raise AgentError("nothing to revoke: the device holds no credential in %s" % self.state.path)
+            # Its zero-touch service may still be trying (the server was away), or start at the next boot: it must
+            # not onboard a device the operator decommissioned.
+            self._record_revocation(state, None, reason)
+            log.info("decommissioned without a credential to revoke")
+            return (
+                "decommissioned: the device holds no credential in %s, nothing was revoked; aoki will not onboard it "
+                "(--force does)" % self.state.path
+            )
         key, certificate, chain, state = current
         anchors, leaves = self.tls_trust()
         client = Https(anchors, leaves, timeout=self.timeout)
         cmp = CmpClient(state.get("cmp_url") or state["server"] + CMP_URL, client.transport, self.retries)
         cmp.revoke(certificate, SignatureCredential(key, certificate, chain[:-1]), chain[-1:], reason)
         serial = x509.serial_hex(certificate)
-        revoked = dict(state, revoked_at=_stamp(_now()), revoked_serial_number=serial, revocation_reason=reason)
         # state.json first: after a crash in between, `credential` ignores the files and `revoke` deletes them.
-        self.state.install({files.STATE: (json.dumps(revoked, indent=2, sort_keys=True) + "\n").encode()})
+        self._record_revocation(state, serial, reason)
         self.state.remove((files.KEY, files.CERT, files.CHAIN))
         log.info("revoked %s (%s) and deleted its key", serial, reason)
         return "revoked: %s (%s)" % (serial, reason)
+
+    def _record_revocation(self, state, serial, reason):
+        """state.json says the device is decommissioned: when, which credential (None: it held none) and why."""
+        revoked = dict(state, revoked_at=_stamp(_now()), revoked_serial_number=serial, revocation_reason=reason)
+        self.state.install({files.STATE: (json.dumps(revoked, indent=2, sort_keys=True) + "\n").encode()})
 
     def revoked(self):
         """When the last credential was revoked (state.json), or None."""

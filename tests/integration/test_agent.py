@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -203,7 +204,7 @@ def test_aoki_onboards_renews_and_reports(server, workdir, protocol):
     assert not any((state / name).exists() for name in held_files)
     # It does not come back by itself at its next boot; --force onboards it again.
     boot = agent(*base, "aoki", "--factory-dir", workdir / "factory", "--url", server.url, check=False)
-    assert boot.returncode == 3 and "revoked" in boot.stderr, boot.stderr
+    assert boot.returncode == 3 and "decommissioned" in boot.stderr, boot.stderr
     forced = agent(*base, "aoki", "--factory-dir", workdir / "factory", "--url", server.url, "--force")
     assert "onboarded" in forced.stdout and (state / "key.pem").exists()
     last = agent(*base, "revoke", "--reason", "keyCompromise", *timers).stdout.splitlines()
@@ -548,11 +549,65 @@ def test_guided_onboarding_and_renewal_finish_when_an_answer_is_lost(server, wor
         assert (credential["fingerprint_sha256"], credential["status"]) == (held(state), "active"), credential
 
 
-def test_revoke_without_a_credential_says_so(workdir):
-    run = agent("--state-dir", workdir / "empty", "revoke", check=False)
-    assert run.returncode == 1 and "nothing to revoke" in run.stderr, run.stderr
-    bad = agent("--state-dir", workdir / "empty", "revoke", "--reason", "removeFromCRL", check=False)
+def test_revoke_without_a_credential_decommissions_the_device(workdir):
+    """A device that never onboarded (or whose files were wiped) has nothing to revoke; it is recorded as
+    decommissioned all the same, so that its zero-touch service does not onboard it later. A state directory that
+    does not exist (a mistyped --state-dir) is an error and stays absent."""
+    timers = timer_paths(workdir)
+    missing = agent("--state-dir", workdir / "typo", "revoke", *timers, check=False)
+    assert missing.returncode == 1 and "nothing to revoke" in missing.stderr, missing.stderr
+    assert not (workdir / "typo").exists()
+    state = workdir / "state"
+    state.mkdir(mode=0o700)
+    agent("--state-dir", state, "install-timer", "--mode", "cron", *timers)
+    run = agent("--state-dir", state, "revoke", *timers).stdout.splitlines()
+    assert run[0].startswith("decommissioned: the device holds no credential") and run[1].startswith("removed "), run
+    recorded = state_of(state)
+    assert recorded["revoked_at"] and recorded["revoked_serial_number"] is None, recorded
+    again = agent("--state-dir", state, "revoke", *timers).stdout.splitlines()
+    assert again[0] == "already decommissioned at %s (it held no credential)" % recorded["revoked_at"], again
+    bad = agent("--state-dir", state, "revoke", "--reason", "removeFromCRL", check=False)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr, bad.stderr
+
+
+def test_aoki_stops_when_the_device_is_decommissioned_while_it_waits_for_the_server(server, workdir):
+    """aoki retries with back-off while no server answers; a revoke meanwhile ends it (exit 3) before its next round,
+    instead of letting it onboard the decommissioned device once the server is back."""
+    aoki = Aoki(server, workdir / "pki", devices=1)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+    state = workdir / "state"
+    command = [
+        sys.executable,
+        "-m",
+        "trustpoint_agent.cli",
+        "--state-dir",
+        str(state),
+        "aoki",
+        "--factory-dir",
+        str(factory(aoki, 1, workdir / "factory")),
+        "--url",
+        "https://127.0.0.1:%d" % closed.getsockname()[1],
+    ]
+    looping = subprocess.Popen(command, env=dict(os.environ, PYTHONPATH=AGENT_PATH), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        for _ in range(100):  # its first round failed: it waits 2.5-5 s before the next
+            if (state / ".lock").exists():
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert looping.poll() is None, looping.communicate()
+        run = agent("--state-dir", state, "revoke", *timer_paths(workdir)).stdout
+        assert run.startswith("decommissioned: "), run
+        _out, err = looping.communicate(timeout=30)
+    finally:
+        closed.close()
+        if looping.poll() is None:
+            looping.kill()
+            looping.communicate()
+    assert looping.returncode == 3 and "decommissioned" in err, err
+    assert "Traceback" not in err and not (state / "key.pem").exists()
 
 
 def test_without_retries_a_lost_answer_fails_with_a_message(server, workdir):

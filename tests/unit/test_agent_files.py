@@ -103,3 +103,28 @@ def test_a_revoke_interrupted_after_its_record_is_finished_by_the_next(tmp_path)
     assert agent.revoke() == "already revoked: 1f at 2026-12-06T10:00:00Z\ndeleted " + deleted
     assert sorted(os.listdir(tmp_path / "state")) == [files.STATE]
     assert agent.revoke() == "already revoked: 1f at 2026-12-06T10:00:00Z"  # nothing left: nothing said
+
+
+def test_a_revoke_waits_for_the_command_that_holds_the_state_directory(tmp_path):
+    """The commands that change the credential take turns (StateDir.locked): a revoke during an aoki round waits
+    for the round's end, so the round cannot install a credential after the device was decommissioned."""
+    import subprocess
+    import time
+
+    state = files.StateDir(tmp_path / "state").ensure()
+    command = [sys.executable, "-m", "trustpoint_agent.cli", "--state-dir", str(tmp_path / "state"), "revoke",
+               "--unit-dir", str(tmp_path / "units"), "--cron-file", str(tmp_path / "cron")]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(REPO / "agent"))
+    with state.locked():
+        revoke = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while revoke.poll() is None and time.monotonic() < deadline:
+            with open("/proc/%d/wchan" % revoke.pid) as wchan:  # what the process sleeps in (Linux)
+                if "lock" in wchan.read():
+                    break
+            time.sleep(0.05)
+        waited = revoke.poll() is None and state.read(files.STATE) is None
+    out, err = revoke.communicate(timeout=60)
+    assert waited, ("revoke did not wait for the lock", out, err)
+    assert revoke.returncode == 0 and out.startswith("decommissioned: "), (out, err)
+    assert (tmp_path / "state" / files.LOCK).stat().st_mode & 0o777 == 0o600
