@@ -10,9 +10,9 @@
     trustpoint-agent uninstall-timer               renew no more: remove that timer
     trustpoint-agent revoke                        decommission: revoke the credential, delete its key, remove the timer
 
-Exit codes: 0 done, 1 failed (the message says why), 2 wrong usage, 3 `aoki` does not onboard a device whose
-device that was decommissioned (without --force). `renew` on a revoked device exits 0 without contacting the server: a
-timer left behind is harmless.
+Exit codes: 0 done, 1 failed (the message says why), 2 wrong usage, 3 `aoki` does not onboard a device that was
+decommissioned (without --force). `renew` on a revoked device exits 0 without contacting the server: a timer left
+behind is harmless.
 """
 
 from __future__ import annotations
