@@ -592,7 +592,7 @@ def test_aoki_stops_when_the_device_is_decommissioned_while_it_waits_for_the_ser
     looping = subprocess.Popen(command, env=dict(os.environ, PYTHONPATH=AGENT_PATH), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        for _ in range(100):  # its first round failed: it waits 2.5-5 s before the next
+        for _poll in range(100):  # its first round failed: it waits 2.5-5 s before the next
             if (state / ".lock").exists():
                 break
             time.sleep(0.1)

@@ -105,7 +105,7 @@ def test_uninstall_stops_disables_and_removes_the_timer_under_systemd(container)
 
 def _settled(name, unit):
     """The unit's state once its process ended (the start of Type=simple returns at once)."""
-    for _ in range(100):
+    for _poll in range(100):
         shown = podman_exec(name, "systemctl", "show", "-p", "ActiveState,SubState,Result,NRestarts", unit).stdout
         state = dict(line.split("=", 1) for line in shown.split())
         if state["ActiveState"] not in ("active", "activating") or state["SubState"] == "auto-restart":
