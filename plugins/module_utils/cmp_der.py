@@ -30,7 +30,7 @@ except ImportError:  # reported by deps.missing()
     pass
 else:
     # _check_certificate relies on cryptography's parser being as strict as the versions it was compared with
-    # (CRYPTOGRAPHY_FLOOR and later); an older one (a distribution's 3.x or 36) leaves extraCerts to pyasn1.
+    # (CRYPTOGRAPHY_FLOOR and later); an older one (a distribution's 3.x, 36 or 37) leaves extraCerts to pyasn1.
     _VERIFIED_PARSER = major_version(cryptography.__version__) >= CRYPTOGRAPHY_FLOOR
 
 

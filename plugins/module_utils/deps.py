@@ -14,7 +14,7 @@ import traceback
 
 # The oldest cryptography (major version) the core is tested with; agent/pyproject.toml declares the same, the
 # server more (tests/unit/test_dependency_floors.py). cmp_der reads extraCerts with pyasn1 below it (issue 16).
-CRYPTOGRAPHY_FLOOR = 37
+CRYPTOGRAPHY_FLOOR = 38
 
 REQUIREMENTS = {
     "cryptography": "cryptography >= %d" % CRYPTOGRAPHY_FLOOR,

@@ -190,7 +190,7 @@ def test_extra_certs_are_the_received_bytes():
 
 
 def test_extra_certs_go_to_pyasn1_with_a_cryptography_older_than_the_floor():
-    """A cryptography older than deps.CRYPTOGRAPHY_FLOOR (a distribution's 3.x or 36) was never compared with
+    """A cryptography older than deps.CRYPTOGRAPHY_FLOOR (a distribution's 3.x, 36 or 37) was not compared with
     pyasn1: the fast path leaves extraCerts to pyasn1 there, and the message reads the same."""
     der = VECTORS["ir_signed.der"]
     cmp_der._check_certificate.cache_clear()

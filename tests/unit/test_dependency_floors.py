@@ -3,8 +3,9 @@
 """The oldest cryptography each part allows, declared in several files, kept in step (issue 16).
 
 The core's floor (deps.CRYPTOGRAPHY_FLOOR) is the oldest cryptography whose X.509 parser was compared with pyasn1 for
-what cmp_der's extraCerts check takes (tests/unit/test_cmp_der.py, run on each version from the floor on):
-cryptography 37 read OBJECT IDENTIFIERs with arcs not in their shortest form, which cmp_der now refuses itself. The
+what cmp_der's extraCerts check takes (tests/unit/test_cmp_der.py, run on each version from the floor on) and that
+passes the core's unit tests: cryptography 37 read OBJECT IDENTIFIERs with arcs not in their shortest form (cmp_der
+now refuses them itself) and parsed RFC 4514 names in reverse order (a device's subject reversed). The
 device agent ships the core and declares the same floor; the server and the execution environment may ask for more
 (the server needs x509.verification's extension policies, 45), never for less. Lowering a floor means running those
 tests on the older version first.
