@@ -20,11 +20,18 @@ from __future__ import annotations
 import datetime
 import functools
 
+from .deps import CRYPTOGRAPHY_FLOOR, major_version
+
 try:
+    import cryptography
     from cryptography import x509
     from pyasn1.type import useful
 except ImportError:  # reported by deps.missing()
     pass
+else:
+    # _check_certificate relies on cryptography's parser being as strict as the versions it was compared with
+    # (CRYPTOGRAPHY_FLOOR and later); an older one (a distribution's 3.x, 36 or 37) leaves extraCerts to pyasn1.
+    _VERIFIED_PARSER = major_version(cryptography.__version__) >= CRYPTOGRAPHY_FLOOR
 
 
 class NotCommon(ValueError):
@@ -106,15 +113,19 @@ def _check_certificate(der):
     """NotCommon unless der is a certificate that cryptography reads and pyasn1 would encode to the same bytes.
     cryptography's parser takes strict DER only (shortest lengths, BOOLEAN TRUE as FF, no DEFAULT value written
     out, SET OF sorted); the SIZE (1..MAX) rules pyasn1 applies on top (no empty RDN in issuer or subject, no empty
-    extensions) are checked here. This replaced a pyasn1 decode and re-encode that cost a signed ir about a
-    millisecond: every device sends its own IDevID, so the cache does not spare it. Once per distinct
-    certificate (a chain a fleet shares is read once per process)."""
+    extensions) are checked here, and so are OBJECT IDENTIFIERs: cryptography 37 takes arcs not in their shortest
+    form (tests/unit/test_cmp_der.py, compared with pyasn1 on each cryptography from CRYPTOGRAPHY_FLOOR on). This
+    replaced a pyasn1 decode and re-encode that cost a signed ir about a millisecond: every device sends its own
+    IDevID, so the cache does not spare it. Once per distinct certificate (a chain a fleet shares is read once per
+    process)."""
+    if not _VERIFIED_PARSER:
+        raise NotCommon("extraCerts: cryptography older than %d" % CRYPTOGRAPHY_FLOOR)
     try:
         x509.load_der_x509_certificate(der)
     except Exception as exc:  # any library error: pyasn1 decides what it is, on the whole message
         raise NotCommon("extraCerts: %s" % type(exc).__name__) from exc
     _tag, start, end = read_tlv(der, 0, len(der))
-    _no_end_of_contents(der, start, end)
+    _values_pyasn1_takes(der, start, end)
     _tag, tbs_start, tbs_end, _pos = children(der, start, end)[0]
     fields = children(der, tbs_start, tbs_end)
     fields = fields[1:] if fields[0][0] == 0xA0 else fields  # the version
@@ -129,14 +140,17 @@ def _check_certificate(der):
                 raise NotCommon("extraCerts: extensions")
 
 
-def _no_end_of_contents(der, start, end):
-    """NotCommon for a value tagged 0 (BER's end-of-contents) anywhere in a constructed value: cryptography takes
-    one where the ASN.1 says ANY (a name's attribute value, algorithm parameters), pyasn1 refuses it."""
+def _values_pyasn1_takes(der, start, end):
+    """NotCommon for what pyasn1 refuses and cryptography may take, anywhere in a constructed value: a value tagged 0
+    (BER's end-of-contents), which cryptography takes where the ASN.1 says ANY (a name's attribute value,
+    algorithm parameters); an OBJECT IDENTIFIER that read_oid refuses (an arc not in its shortest form)."""
     for tag, content_start, content_end, _pos in children(der, start, end):
         if tag == 0:
             raise NotCommon("extraCerts: end-of-contents tag")
-        if tag & 0x20:
-            _no_end_of_contents(der, content_start, content_end)
+        if tag == 0x06:
+            read_oid(der[content_start:content_end])
+        elif tag & 0x20:
+            _values_pyasn1_takes(der, content_start, content_end)
 
 
 class Envelope:

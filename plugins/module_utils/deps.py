@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import traceback
 
+# The oldest cryptography (major version) the core is tested with; agent/pyproject.toml declares the same, the
+# server more (tests/unit/test_dependency_floors.py). cmp_der reads extraCerts with pyasn1 below it (issue 16).
+CRYPTOGRAPHY_FLOOR = 38
+
 REQUIREMENTS = {
-    "cryptography": "cryptography >= 37",
+    "cryptography": "cryptography >= %d" % CRYPTOGRAPHY_FLOOR,
     "pyasn1": "pyasn1 >= 0.6.1",
     "pyasn1_alt_modules": "pyasn1-alt-modules >= 0.4.10",
 }
@@ -44,3 +48,8 @@ def missing(*names):
     names = names or tuple(REQUIREMENTS)
     absent = [name for name in names if name in _ERRORS]
     return [REQUIREMENTS[name] for name in absent], "\n".join(_ERRORS[name] for name in absent)
+
+
+def major_version(version):
+    """The major version of a version string ("45.0.7" -> 45, "3.4.8" -> 3)."""
+    return int(version.split(".")[0])

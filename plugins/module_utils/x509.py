@@ -51,7 +51,7 @@ def parse_name(text):
     text = (text or "").strip()
     if not text.startswith("/"):
         try:
-            return x509.Name.from_rfc4514_string(text)
+            return _common_name_bounded(x509.Name.from_rfc4514_string(text), text)
         except ValueError as exc:
             raise InvalidInput("cannot parse subject %r: %s" % (text, exc)) from exc
     attributes = []
@@ -69,7 +69,16 @@ def parse_name(text):
             attributes.append(x509.NameAttribute(getattr(NameOID, oid_name), value.replace("\\/", "/")))
         except ValueError as exc:  # e.g. a country that is not two letters, a common name over 64
             raise InvalidInput("cannot parse subject %r: %s" % (text, exc)) from exc
-    return x509.Name(attributes)
+    return _common_name_bounded(x509.Name(attributes), text)
+
+
+def _common_name_bounded(name, text):
+    """name, unless a common name is over 64 characters (RFC 5280 ub-common-name): cryptography refuses one from 43
+    on, and the core allows older versions (deps.CRYPTOGRAPHY_FLOOR)."""
+    for attribute in name.get_attributes_for_oid(NameOID.COMMON_NAME):
+        if len(attribute.value) > 64:
+            raise InvalidInput("cannot parse subject %r: a common name is at most 64 characters" % text)
+    return name
 
 
 _SAN_TYPES = {"DNS": "DNSName", "IP": "IPAddress", "URI": "UniformResourceIdentifier", "EMAIL": "RFC822Name"}

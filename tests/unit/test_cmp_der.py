@@ -125,24 +125,59 @@ def _resized(der, old, new):
     return der_sequence(*message[:-1], der_tlv(0xA1, certificates))
 
 
-@pytest.mark.parametrize(
-    "edit",
-    [
-        # issuer (after version, serial, signature) with an empty RDN: pyasn1 refuses SET SIZE (1..MAX)
-        lambda f: [*f[:3], der_sequence(*der_children(f[3]), der_tlv(0x31, b"")), *f[4:]],
-        # subject likewise
-        lambda f: [*f[:5], der_sequence(der_tlv(0x31, b""), *der_children(f[5])), *f[6:]],
-        # extensions [3] holding an empty SEQUENCE: pyasn1 refuses SIZE (1..MAX)
-        lambda f: [*(x for x in f if x[0] != 0xA3), der_tlv(0xA3, der_sequence())],
-        # version v1 written out (DEFAULT): not DER
-        lambda f: [der_tlv(0xA0, b"\x02\x01\x00"), *f[1:]],
-    ],
-    ids=["empty-issuer-rdn", "empty-subject-rdn", "empty-extensions", "explicit-v1"],
-)
+def _certificate_byte(find, offset, value):
+    """The signed ir with one byte of its first extraCert set to value: offset bytes after where find starts."""
+    der = VECTORS["ir_signed.der"]
+    position = der.index(CmpMessage.decode(der).extra_certs[0]) + offset
+    position += der[position:].index(find)
+    return der[:position] + bytes([value]) + der[position + 1 :]
+
+
+# Certificates pyasn1 refuses that cmp_der refuses by its own checks, whatever cryptography takes.
+CMP_DER_REFUSES = {
+    # issuer (after version, serial, signature) with an empty RDN: pyasn1 refuses SET SIZE (1..MAX)
+    "empty-issuer-rdn": lambda: _certificate_with(
+        lambda f: [*f[:3], der_sequence(*der_children(f[3]), der_tlv(0x31, b"")), *f[4:]]
+    ),
+    # subject likewise
+    "empty-subject-rdn": lambda: _certificate_with(
+        lambda f: [*f[:5], der_sequence(der_tlv(0x31, b""), *der_children(f[5])), *f[6:]]
+    ),
+    # extensions [3] holding an empty SEQUENCE: pyasn1 refuses SIZE (1..MAX)
+    "empty-extensions": lambda: _certificate_with(
+        lambda f: [*(x for x in f if x[0] != 0xA3), der_tlv(0xA3, der_sequence())]
+    ),
+    # the issuer's CN value tagged 0 (end-of-contents), which cryptography takes as an ANY
+    "end-of-contents": lambda: _certificate_byte(b"\x0c\x16CMP Capture Issuing CA", 0, 0x00),
+    # ecdsa-with-SHA256 (2a 86 48 ce 3d 04 03 02) with the arc 3 written 80 03: cryptography 37 reads it
+    "oid-arc-not-shortest": lambda: _certificate_byte(b"\x2a\x86\x48\xce\x3d\x04\x03\x02", 5, 0x80),
+    # the same OID starting with 0x80: cryptography 37 reads it too
+    "oid-first-byte-80": lambda: _certificate_byte(b"\x2a\x86\x48\xce\x3d\x04\x03\x02", 0, 0x80),
+}
+REBUILT = {
+    **CMP_DER_REFUSES,
+    # version v1 written out (DEFAULT): not DER, which cryptography refuses
+    "explicit-v1": lambda: _certificate_with(lambda f: [der_tlv(0xA0, b"\x02\x01\x00"), *f[1:]]),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(REBUILT))
 def test_rebuilt_extra_certs_read_alike(edit):
-    """What byte edits cannot make: a certificate whose structure changed, read as pyasn1 reads the whole message."""
-    mutated = _certificate_with(edit)
+    """What random byte edits rarely make: a certificate pyasn1 refuses, read as pyasn1 reads the whole message."""
+    mutated = REBUILT[edit]()
     assert not read_by_cmp_der(mutated)
+    assert_same(mutated)
+
+
+@pytest.mark.parametrize("edit", sorted(CMP_DER_REFUSES))
+def test_extra_certs_cmp_der_refuses_whatever_cryptography_reads(edit):
+    """cmp_der's own share of the check does not rest on the installed cryptography: with a loader that takes any
+    certificate (as cryptography 37 took OIDs with arcs not in their shortest form), these still go to pyasn1."""
+    mutated = CMP_DER_REFUSES[edit]()
+    with mock.patch.object(cmp_der.x509, "load_der_x509_certificate", lambda der: None):
+        cmp_der._check_certificate.cache_clear()
+        assert not read_by_cmp_der(mutated)
+    cmp_der._check_certificate.cache_clear()
     assert_same(mutated)
 
 
@@ -152,6 +187,17 @@ def test_extra_certs_are_the_received_bytes():
     device = tp_x509.load_certificate((FIXTURES / "cmp" / "device.pem").read_bytes())
     assert message.extra_certs[0] == tp_x509.certificate_der(device)
     assert message.extra_certificates()[0].subject == device.subject
+
+
+def test_extra_certs_go_to_pyasn1_with_a_cryptography_older_than_the_floor():
+    """A cryptography older than deps.CRYPTOGRAPHY_FLOOR (a distribution's 3.x, 36 or 37) was not compared with
+    pyasn1: the fast path leaves extraCerts to pyasn1 there, and the message reads the same."""
+    der = VECTORS["ir_signed.der"]
+    cmp_der._check_certificate.cache_clear()
+    with mock.patch.object(cmp_der, "_VERIFIED_PARSER", False):
+        assert not read_by_cmp_der(der)
+        assert_same(der)
+    assert read_by_cmp_der(der)
 
 
 def _subject():
