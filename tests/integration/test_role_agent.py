@@ -352,7 +352,7 @@ def test_revoke_devices_revokes_with_the_agent(site, workdir):
         text=True,
         check=False,
     )
-    assert rerun.returncode == 3 and "revoked" in rerun.stderr, rerun.stderr
+    assert rerun.returncode == 3 and "decommissioned" in rerun.stderr, rerun.stderr
     assert all(c["changed"] == 0 for c in recaps(play(site, workdir, "revoke_devices", inventory)).values())
 
     # A timer left behind (a device revoked by an older agent): the next run removes it, and says so.
