@@ -6,6 +6,7 @@ no TLS), so that a profiler sees the request's own work only. bench/cmp_enroll.p
 
     .venv/bin/python bench/inprocess.py --requests 300 --rounds 3                # PBM ir, CPU ms per request
     .venv/bin/python bench/inprocess.py --flow est-enroll                        # EST simpleenroll (password)
+    .venv/bin/python bench/inprocess.py --flow malformed-ir                      # an ir whose body has a wrong tag
     .venv/bin/python bench/inprocess.py --profile out.prof                       # cProfile of the last round
     py-spy record -r 500 -f raw -o out.raw -- .venv/bin/python bench/inprocess.py --requests 600
 
@@ -34,9 +35,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
+from trustpoint_core.asn1 import der_children, der_sequence, der_tlv
 
-FLOWS = ("pbm-ir", "est-enroll")
-IP = 1  # the PKIBody choice of an ip
+FLOWS = ("pbm-ir", "est-enroll", "malformed-ir")
+IP, ERROR = 1, 23  # PKIBody choices
+# malformed-ir: the ir's body holds an OCTET STRING where CertReqMessages belong. The fast reader leaves it to
+# pyasn1, which answers badDataFormat before anything is authenticated (once 0.2-0.3 s of CPU: bench/README.md).
+WRONG_TAG = b"\x04\x00"
 
 
 def parse_args(argv):
@@ -75,15 +80,20 @@ class App:
         return body["device"]["id"], body["shared_secret"]
 
 
-def cmp_request(app, template, device, pbm):
-    """A PBM ir of the template for the device, and the function that sends it."""
+def cmp_request(app, template, device, pbm, malformed=False):
+    """A PBM ir of the template for the device (malformed: its body replaced by WRONG_TAG), and the function that
+    sends it."""
     der = cmp_enroll.protect(template, device[1], str(device[0]), pbm)
+    expected = IP
+    if malformed:
+        header, body, *rest = der_children(der)
+        der, expected = der_sequence(header, der_tlv(body[0], WRONG_TAG), *rest), ERROR
 
     def send():
         answer = app.client.post("/.well-known/cmp/p/bench/initialization", data=der,
                                  headers={"Content-Type": "application/pkixcmp"})  # fmt: skip
-        if answer.status_code != 200 or cmp_enroll.body_tag(answer.data) != IP:
-            raise SystemExit("CMP answer %d is not an ip: %r" % (answer.status_code, answer.data[:200]))
+        if answer.status_code != 200 or cmp_enroll.body_tag(answer.data) != expected:
+            raise SystemExit("CMP answer %d is not body %d: %r" % (answer.status_code, expected, answer.data[:200]))
 
     return send
 
@@ -123,7 +133,8 @@ def main(argv=None):
             if args.flow == "est-enroll":
                 sends = [est_request(app, template, device) for template, device in pairs]
             else:
-                sends = [cmp_request(app, template, device, pbm) for template, device in pairs]
+                malformed = args.flow == "malformed-ir"
+                sends = [cmp_request(app, template, device, pbm, malformed) for template, device in pairs]
             profiler = cProfile.Profile() if args.profile and number == args.rounds - 1 else None
             cpu, wall = time.process_time(), time.perf_counter()
             if profiler:

@@ -1,7 +1,7 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""bench/inprocess.py with a few requests of each flow: it runs, every answer is good, and each round prints real
-numbers; its data directory is gone afterwards."""
+"""bench/inprocess.py with a few requests of each flow: it runs, every answer is what the flow expects (an ip, a
+certificate, an error), and each round prints real numbers; its data directory is gone afterwards."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from bench_runs import assert_number, bench_process, scratch_environment
 
 
-@pytest.mark.parametrize("flow", ["pbm-ir", "est-enroll"])
+@pytest.mark.parametrize("flow", ["pbm-ir", "est-enroll", "malformed-ir"])
 def test_inprocess_bench_prints_real_numbers(tmp_path, flow):
     env, scratch = scratch_environment(tmp_path)
     profile = tmp_path / "out.prof"
