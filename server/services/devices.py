@@ -11,6 +11,7 @@ import hmac
 import os
 import re
 import secrets
+import types
 
 from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.orm import joinedload
@@ -268,7 +269,7 @@ def refresh_secret(db, device):
 
 # A one-time secret used up: what mark_onboarded, the first use of its credential and the sweep of ended retry
 # windows write.
-SECRET_SPENT = {"secret_encrypted": None, "password_hash": None, "secret_retry_until": None}
+SECRET_SPENT = types.MappingProxyType({"secret_encrypted": None, "password_hash": None, "secret_retry_until": None})
 
 
 def end_secret(device):
