@@ -829,6 +829,15 @@ def test_fuzzed_values_read_alike(der):
     assert_same_request(der)
 
 
+def test_an_end_of_contents_tag_in_a_templates_key_parameters_goes_to_pyasn1():
+    """The curve OID of the template's key tagged 0 (end-of-contents): an ANY the reader took, pyasn1 refuses (found
+    by test_fuzzed_bodies_read_alike); now both answer badDataFormat."""
+    der = BUILT["ir ecdsa-p256"]
+    curve = der.index(b"\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07")
+    mutated = der[:curve] + b"\x00" + der[curve + 1 :]
+    assert assert_same_request(mutated)[:2] == ("failed", ("badDataFormat",))
+
+
 def test_a_wrong_tag_does_not_write_the_schema_into_pyasn1s_error():
     """pyasn1 puts repr(schema) into the message of a tag the schema does not expect, and that repr walked every
     nested type: 3.5 MB for PKIBody, 0.24 s of CPU for a 600-byte request, before anything is authenticated
