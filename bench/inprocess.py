@@ -8,6 +8,7 @@ no TLS), so that a profiler sees the request's own work only. bench/cmp_enroll.p
     .venv/bin/python bench/inprocess.py --flow est-enroll                        # EST simpleenroll (password)
     .venv/bin/python bench/inprocess.py --flow malformed-ir                      # an ir whose body has a wrong tag
     .venv/bin/python bench/inprocess.py --profile out.prof                       # cProfile of the last round
+    .venv/bin/python bench/inprocess.py --phases                                 # CPU per phase of the request
     py-spy record -r 500 -f raw -o out.raw -- .venv/bin/python bench/inprocess.py --requests 600
 
 A fresh data directory (`trustpoint-server init`) in a temporary directory, removed at the end; one device per
@@ -19,7 +20,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import cProfile
+import functools
+import importlib
 import os
 import pstats
 import shutil
@@ -50,7 +54,87 @@ def parse_args(argv):
     parser.add_argument("--rounds", type=int, default=1, help="rounds; each is reported (default 1)")
     parser.add_argument("--flow", choices=FLOWS, default="pbm-ir")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the last round into FILE and print its top")
+    parser.add_argument("--phases", action="store_true", help="CPU per phase of a request (PHASES), last round")
     return parser.parse_args(argv)
+
+
+# --phases: what one request's CPU is spent on, without a profiler's per-call cost (cProfile triples a request's
+# CPU and weighs many small calls most). Each function is timed with process_time; a phase's figure leaves out the
+# phases it calls (the PBM key derivation inside verify_mac is "PBM key derivation", not "verify_mac"); the rest
+# is Flask, the test client and the code between phases. (module, attribute path, phase); a function a flow does
+# not call shows no line.
+PHASES = (
+    ("trustpoint_core.cmp_message", "CmpMessage.decode", "CMP: decode the request"),
+    ("trustpoint_core.cmp_protection", "verify_mac", "CMP: verify the request's MAC"),
+    ("trustpoint_core.cmp_protection", "PasswordBasedMac.derive_key", "PBM key derivation"),
+    ("trustpoint_server.protocols.cmp_responder", "CmpResponder._single_request", "CMP: read the request, POP"),
+    ("trustpoint_server.protocols.cmp_responder", "CmpResponder._encode", "CMP: encode and protect the answer"),
+    ("trustpoint_server.protocols.est", "EstEnrollment._authenticate", "EST: authenticate"),
+    ("trustpoint_server.services.devices", "check_password", "EST: password check"),
+    ("trustpoint_core.est", "load_csr", "EST: read the CSR"),
+    ("trustpoint_server.protocols.est", "_pkcs7", "EST: PKCS#7 answer"),
+    ("trustpoint_server.services.pki", "issue_for_device", "issue: names, build and sign"),
+    ("trustpoint_server.services.devices", "enrolling_device", "DB: device, domain, CAs (ORM)"),
+    ("trustpoint_server.services.certificates", "transaction_used", "DB: transactionID used?"),
+    ("trustpoint_server.storage.db", "begin_write", "DB: end the read, begin the write"),
+    ("trustpoint_server.services.devices", "refresh_secret", "DB: re-read the secret"),
+    ("trustpoint_server.services.certificates", "check_daily_limit", "DB: daily limit"),
+    ("trustpoint_server.services.pki", "record_certificate", "DB: record the certificate"),
+    ("trustpoint_server.services.certificates", "record_transaction", "DB: record the transaction"),
+    ("trustpoint_server.services.devices", "activate", "DB: activate, revoke the others"),
+    ("sqlalchemy.orm", "Session.commit", "DB: commit"),
+    ("sqlalchemy.orm", "Session.close", "DB: close the session"),
+)
+
+
+class Phases:
+    """CPU per phase (PHASES), each without the phases it calls."""
+
+    def __init__(self):
+        self.cpu = collections.Counter()
+        self._stack = []  # [CPU time of the phases called so far] per open phase
+        self._enabled = False
+        for module_name, path, label in PHASES:
+            owner = importlib.import_module(module_name)
+            *parents, name = path.split(".")
+            for parent in parents:
+                owner = getattr(owner, parent)
+            function = getattr(owner, name)
+            timed = self._timed(function, label)
+            setattr(owner, name, timed)
+            # `from module import function` bound it elsewhere too.
+            for module in list(sys.modules.values()):
+                if getattr(module, "__name__", "").startswith(("trustpoint_", "ansible_collections")):
+                    for key, value in list(vars(module).items()):
+                        if value is function:
+                            setattr(module, key, timed)
+
+    def _timed(self, function, label):
+        @functools.wraps(function)
+        def timed(*args, **kwargs):
+            if not self._enabled:
+                return function(*args, **kwargs)
+            self._stack.append(0.0)
+            start = time.process_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent = time.process_time() - start
+                inner = self._stack.pop()
+                self.cpu[label] += spent - inner
+                if self._stack:
+                    self._stack[-1] += spent
+
+        return timed
+
+    def report(self, requests, cpu):
+        total_ms = cpu * 1000 / requests
+        print("CPU per phase, %d requests, %.2f ms each:" % (requests, total_ms))
+        for label, seconds in sorted(self.cpu.items(), key=lambda item: -item[1]):
+            ms = seconds * 1000 / requests
+            print("  %-40s %6.3f ms  %5.1f %%" % (label, ms, 100 * ms / total_ms))
+        rest = total_ms - sum(self.cpu.values()) * 1000 / requests
+        print("  %-40s %6.3f ms  %5.1f %%" % ("rest (Flask, test client, between phases)", rest, 100 * rest / total_ms))
 
 
 class App:
@@ -120,6 +204,7 @@ def main(argv=None):
     args = parse_args(argv)
     workdir = tempfile.mkdtemp(prefix="tp-inprocess-")
     try:
+        phases = Phases() if args.phases else None
         app = App(os.path.join(workdir, "data"))
         method = "est_password" if args.flow == "est-enroll" else "cmp_shared_secret"
         total = args.requests * args.rounds
@@ -135,7 +220,10 @@ def main(argv=None):
             else:
                 malformed = args.flow == "malformed-ir"
                 sends = [cmp_request(app, template, device, pbm, malformed) for template, device in pairs]
-            profiler = cProfile.Profile() if args.profile and number == args.rounds - 1 else None
+            last = number == args.rounds - 1
+            profiler = cProfile.Profile() if args.profile and last else None
+            if phases is not None:
+                phases._enabled = last
             cpu, wall = time.process_time(), time.perf_counter()
             if profiler:
                 profiler.enable()
@@ -147,6 +235,8 @@ def main(argv=None):
             per_request = (cpu * 1000 / len(sends), wall * 1000 / len(sends))
             print("round %d: %s, %d requests, %.2f ms CPU and %.2f ms wall per request"
                   % (number + 1, args.flow, len(sends), *per_request), flush=True)  # fmt: skip
+            if phases is not None and last:
+                phases.report(len(sends), cpu)
         if args.profile:
             profiler.dump_stats(args.profile)
             pstats.Stats(args.profile).sort_stats("cumulative").print_stats(40)

@@ -9,7 +9,7 @@ import re
 import threading
 from typing import ClassVar
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import joinedload, object_session
 from trustpoint_core import keys, x509
 from trustpoint_core.profiles import get_profile
@@ -229,7 +229,8 @@ def revocation(*criteria):
     form (issue 16)."""
     return (
         _CERTIFICATES.update()
-        .where(_CERTIFICATES.c.status.in_(LIVE), *criteria)
+        # Equalities, not IN: an IN list is expanded into the SQL text at every execution (30 us of 64, issue 16).
+        .where(or_(*(_CERTIFICATES.c.status == status for status in LIVE)), *criteria)
         .values(
             status="revoked",
             revoked_at=bindparam("p_revoked_at", type_=_CERTIFICATES.c.revoked_at.type),

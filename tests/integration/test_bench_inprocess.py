@@ -25,3 +25,28 @@ def test_inprocess_bench_prints_real_numbers(tmp_path, flow):
         assert_number(float(cpu), least=0.01, what="CPU")
         assert_number(float(wall), least=0.01, what="wall")
     assert profile.stat().st_size > 0 and "function calls" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("flow", "phases"),
+    [
+        (
+            "pbm-ir",
+            ("PBM key derivation", "CMP: verify the request's MAC", "DB: end the read, begin the write", "DB: commit"),
+        ),
+        (
+            "est-enroll",
+            ("EST: authenticate", "EST: password check", "EST: PKCS#7 answer", "DB: record the certificate"),
+        ),
+    ],
+)
+def test_phases_split_a_requests_cpu(tmp_path, flow, phases):
+    env, _scratch = scratch_environment(tmp_path)
+    result = bench_process("inprocess.py", "--flow", flow, "--requests", "6", "--phases", env=env)
+    total = float(re.search(r"^CPU per phase, 6 requests, (\S+) ms each:$", result.stdout, re.M).group(1))
+    lines = dict(re.findall(r"^  (.+?) +(-?\d+\.\d+) ms +\S+ %$", result.stdout, re.M))
+    for phase in phases:  # each timed function was reached, through whatever name its callers imported it by
+        assert_number(float(lines[phase]), least=0.001, what=phase)
+    # The phases leave out what they call: with the rest they add up to the request, none counted twice.
+    assert abs(sum(float(value) for value in lines.values()) - total) < 0.01, result.stdout
+    assert_number(float(lines["rest (Flask, test client, between phases)"]), least=0.0, what="rest")
