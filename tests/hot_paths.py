@@ -11,6 +11,7 @@ IDevID) and simplereenroll, the CRL, a device's deletion and a TLS handshake's c
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import subprocess
 
@@ -85,6 +86,17 @@ def make_app(data_dir, database_url=None):
     app = create_app(Settings(data_dir=str(data_dir), database_url=database_url))
     app.statements = Statements(app.extensions["trustpoint"].engine)
     return app
+
+
+@contextlib.contextmanager
+def sqlite_app(data_dir):
+    """make_app() on SQLite, its database file's path in app.database; the engine disposed of afterwards."""
+    app = make_app(data_dir)
+    app.database = str(data_dir / "trustpoint.db")
+    try:
+        yield app
+    finally:
+        app.extensions["trustpoint"].engine.dispose()
 
 
 class Fleet:

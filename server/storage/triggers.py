@@ -27,8 +27,6 @@ WATCHED = {
 }
 _BUMP = "UPDATE tls_bundle_generation SET generation = generation + 1"
 _FUNCTION = "tls_bundle_generation_bump"
-
-
 _EVENTS = ("INSERT", "UPDATE", "DELETE")
 
 

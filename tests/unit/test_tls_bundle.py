@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from hot_paths import make_app
+from hot_paths import sqlite_app
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.orm import Session
 from tls_bundle_changes import ca_pem, names, run_bundle_changes, server_contexts
@@ -22,10 +22,8 @@ from trustpoint_server.storage.models import Base, Truststore
 
 @pytest.fixture
 def app(tmp_path):
-    app = make_app(tmp_path)
-    app.database = str(tmp_path / "trustpoint.db")
-    yield app
-    app.extensions["trustpoint"].engine.dispose()
+    with sqlite_app(tmp_path) as app:
+        yield app
 
 
 def add_truststore(app, name, pem, usage="tls"):
