@@ -29,23 +29,21 @@ def ca_pem(name):
     return tp_x509.certificates_to_pem(tp_x509.self_signed_ca(tp_x509.common_name(name), key, 30))
 
 
-def names(context):
-    """The common names of the CA certificates a context verifies clients with."""
+def common_names(ders):
     return {
         attribute.value
-        for der in context.get_ca_certs(binary_form=True)
+        for der in ders
         for attribute in cx509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     }
 
 
+def names(context):
+    """The common names of the CA certificates a context verifies clients with."""
+    return common_names(context.get_ca_certs(binary_form=True))
+
+
 def ca_names(domain):
-    return {
-        attribute.value
-        for ca in domain.cas
-        for attribute in cx509.load_der_x509_certificate(ca.certificate_der).subject.get_attributes_for_oid(
-            NameOID.COMMON_NAME
-        )
-    }
+    return common_names(ca.certificate_der for ca in domain.cas)
 
 
 def server_contexts(app):
