@@ -5,12 +5,13 @@
 tests/unit/test_query_plans.py checks the statements' plans on SQLite, tests/integration/test_postgresql.py
 on PostgreSQL: none may scan a table that grows with the fleet. Paths: CMP ir (shared secret) + certConf,
 cr, rr and kur (signed with the domain credential), ir signed with an IDevID, EST simpleenroll (password,
-IDevID) and simplereenroll, the CRL, and a device's deletion.
+IDevID) and simplereenroll, the CRL, a device's deletion and a TLS handshake's check of the client CA bundle.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import subprocess
 
@@ -35,6 +36,7 @@ from trustpoint_core.cmp_message import (
 from trustpoint_core.cmp_protection import PasswordBasedMac, SignatureProtection
 from trustpoint_server.app import create_app
 from trustpoint_server.protocols import est
+from trustpoint_server.runtime import tls
 from trustpoint_server.services import devices, pki, trust
 from trustpoint_server.settings import Settings
 from trustpoint_server.storage.db import begin_write
@@ -57,6 +59,7 @@ PATHS = (
     "EST simplereenroll",
     "CRL",
     "device deletion",
+    "TLS handshake",
 )
 
 
@@ -83,6 +86,17 @@ def make_app(data_dir, database_url=None):
     app = create_app(Settings(data_dir=str(data_dir), database_url=database_url))
     app.statements = Statements(app.extensions["trustpoint"].engine)
     return app
+
+
+@contextlib.contextmanager
+def sqlite_app(data_dir):
+    """make_app() on SQLite, its database file's path in app.database; the engine disposed of afterwards."""
+    app = make_app(data_dir)
+    app.database = str(data_dir / "trustpoint.db")
+    try:
+        yield app
+    finally:
+        app.extensions["trustpoint"].engine.dispose()
 
 
 class Fleet:
@@ -252,6 +266,18 @@ def run_hot_paths(app, monkeypatch):
         begin_write(db)
         devices.delete_device(db, db.get(Device, fleet.cmp_device.id))
         db.commit()
+    statements.recording = None
+    # Every new connection: ServerContexts.current() (runtime/tls.py) once it has a context. It reads the bundle's
+    # generation through the driver, past the recorder, so that query is added as it runs; nothing else may be sent
+    # (the bundle is read only when the generation moved).
+    contexts = tls.ServerContexts(*tls.server_files(services.settings.data_dir))
+    contexts.use_database(services.engine)
+    contexts.current()
+    statements.recording = "TLS handshake"
+    assert contexts.current() is contexts.current()
+    sent = [statement for name, statement, _parameters in statements.seen if name == "TLS handshake"]
+    assert sent == [], "a handshake sent more than the generation's query: %r" % sent
+    statements.seen.append(("TLS handshake", tls.GENERATION_SQL, ()))
     statements.recording = None
     # Each path ran and sent statements: a path that silently did nothing would prove nothing.
     assert sorted({name for name, _statement, _parameters in statements.seen}) == sorted(PATHS)

@@ -233,6 +233,9 @@ def server_files(data_dir):
 # --- the context of every connection (run) -------------------------------------------------------
 
 
+# The one query of every handshake (storage/triggers.py keeps the row); plain SQL for the driver, the same on
+# SQLite and PostgreSQL.
+GENERATION_SQL = "SELECT generation FROM tls_bundle_generation WHERE id = 1"
 _DOMAIN_CAS = select(CertificateAuthority.__table__.c.certificate_der).order_by(CertificateAuthority.__table__.c.id)
 _TRUSTSTORES = (
     select(Truststore.__table__.c.certificates_pem)
@@ -241,11 +244,28 @@ _TRUSTSTORES = (
 )
 
 
-def client_ca_bundle(connection):
-    """The CA certificates a client certificate may chain to: (domain CA DERs, truststore PEMs).
+def bundle_generation(engine):
+    """The number the database's triggers change with every change of the client CA bundle (storage/triggers.py);
+    None when its row is gone (then only the bundle itself tells).
 
-    SQLAlchemy Core on a connection, not the ORM: it runs for every handshake.
+    It runs for every handshake, so it goes to the driver on a pooled connection: through SQLAlchemy's Connection
+    (which adds a BEGIN on SQLite) it cost 85 us of CPU instead of 11 (bench/README.md, issue 16).
     """
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        try:
+            cursor.execute(GENERATION_SQL)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+    finally:
+        connection.close()  # back to the pool, which ends a transaction the driver began (PostgreSQL)
+    return row[0] if row is not None else None
+
+
+def client_ca_bundle(connection):
+    """The CA certificates a client certificate may chain to: (domain CA DERs, truststore PEMs)."""
     domain_cas = tuple(row[0] for row in connection.execute(_DOMAIN_CAS))
     truststores = tuple(row[0] for row in connection.execute(_TRUSTSTORES))
     return domain_cas, truststores
@@ -286,10 +306,12 @@ def _file_stamp(path):
 class ServerContexts:
     """The SSLContext for each new connection, rebuilt when the client CA bundle or the certificate changes.
 
-    current() reads the bundle from the database (two small queries) and the certificate files' stat()
-    on every call and returns the cached context while nothing changed. Every process (gunicorn worker)
-    keeps its own; a change any of them, or another server instance, commits is seen by the next
-    handshake everywhere, without a restart. When the database cannot be read, the last context stays.
+    current() runs for every handshake: it reads the bundle's generation (one row, storage/triggers.py) and the
+    certificate files' stat(), and returns the cached context while neither changed. The bundle itself is read
+    only when the generation moved (or its row is gone). Every process (gunicorn worker) keeps its own; a change
+    any of them, another server instance or any other writer commits is seen by the next handshake everywhere,
+    without a restart. When the database cannot be read, the last context stays, and the next handshake reads
+    again.
     """
 
     def __init__(self, cert_file, key_file):
@@ -297,6 +319,7 @@ class ServerContexts:
         self.key_file = key_file
         self._engine = None
         self._lock = threading.Lock()
+        # (file stamps, generation, bundle) of the context
         self._state = None
         self._context = None
         self.current()  # an unusable certificate or key fails here, at startup
@@ -306,34 +329,56 @@ class ServerContexts:
         self._engine = engine
 
     def _bundle(self):
+        """(generation, bundle) as the database has them now; the last ones when it cannot be read."""
+        last = self._state[1:] if self._state else (None, ((), ()))
         if self._engine is None:
-            return ((), ())
+            return None, ((), ())
         try:
+            # The generation first: a bundle read after it is never older than the number it is kept with.
+            generation = bundle_generation(self._engine)
+            if generation is not None and generation == last[0]:
+                return last
             with self._engine.connect() as connection:
-                return client_ca_bundle(connection)
+                return generation, client_ca_bundle(connection)
         except Exception:  # any database failure: keep serving with the last bundle
             log.exception("cannot read the client CA bundle; TLS keeps the previous one")
-            return self._state[1] if self._state else ((), ())
+            return last
+
+    def _built_with(self, files, bundle):
+        """Whether the context was built from these files and this bundle (the same object while the generation
+        stands; an equal one after a change that did not touch it, e.g. a devownerid truststore)."""
+        return self._state is not None and files == self._state[0] and bundle == self._state[2]
 
     def current(self):
-        state = ((_file_stamp(self.cert_file), _file_stamp(self.key_file)), self._bundle())
-        if state == self._state:
-            return self._context
-        with self._lock:
-            if state != self._state:
-                try:
-                    context = server_context(self.cert_file, self.key_file, state[1])
-                except (OSError, ssl.SSLError) as exc:
-                    if self._context is None:
-                        raise
-                    # e.g. `init` replaced the key and not yet the certificate: retry on the next connection
-                    log.warning(
-                        "cannot load %s with %s (%s); TLS keeps the previous one", self.cert_file, self.key_file, exc
+        files = (_file_stamp(self.cert_file), _file_stamp(self.key_file))
+        generation, bundle = self._bundle()
+        if not self._built_with(files, bundle):
+            with self._lock:
+                if not self._built_with(files, bundle):
+                    try:
+                        context = server_context(self.cert_file, self.key_file, bundle)
+                    except (OSError, ssl.SSLError) as exc:
+                        if self._context is None:
+                            raise
+                        # e.g. `init` replaced the key and not yet the certificate: retry on the next connection
+                        log.warning(
+                            "cannot load %s with %s (%s); TLS keeps the previous one",
+                            self.cert_file,
+                            self.key_file,
+                            exc,
+                        )
+                        return self._context
+                    self._context, self._state = context, (files, generation, bundle)
+                    log.debug(
+                        "TLS context with %d domain CA(s) and %d truststore(s), bundle generation %s",
+                        len(bundle[0]),
+                        len(bundle[1]),
+                        generation,
                     )
-                    return self._context
-                self._context, self._state = context, state
-                log.debug("TLS context with %d domain CA(s) and %d truststore(s)", len(state[1][0]), len(state[1][1]))
-            return self._context
+                    return context
+        if generation != self._state[1]:
+            self._state = (files, generation, self._state[2])
+        return self._context
 
     def gunicorn_hook(self):
         """gunicorn's `ssl_context` setting: gunicorn asks for the context of every new connection."""

@@ -8,9 +8,23 @@ from __future__ import annotations
 import datetime
 from typing import Optional
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, LargeBinary, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    event,
+)
 from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from . import triggers
 
 
 def utcnow():
@@ -236,6 +250,16 @@ class Truststore(Base):
     created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
 
 
+class TlsBundleGeneration(Base):
+    """One row: a number the database's triggers change with every change of the TLS client CA bundle (the
+    domain CAs' certificates, the idevid and tls truststores). See storage/triggers.py."""
+
+    __tablename__ = triggers.TABLE
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class DevIdRegistration(Base):
     """Admits devices by their IDevID: issued under truststore, serialNumber or a SAN URI fully matching pattern."""
 
@@ -355,3 +379,6 @@ class ReadinessProbe(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     checked_at: Mapped[datetime.datetime]
+
+
+event.listen(Base.metadata, "after_create", triggers.after_create)

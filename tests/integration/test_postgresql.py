@@ -68,6 +68,7 @@ TABLES = {
     "owner_credential",
     "owner_reference",
     "readiness_probe",
+    "tls_bundle_generation",
     "truststore",
 }
 # What the second instance takes from the first's data directory: the same vault key (it decrypts the
@@ -573,6 +574,37 @@ def test_the_hot_paths_use_indexes_in_postgresql(tmp_path, monkeypatch):
             assert scans == [], "sequential scans on a hot path (add an index, migration + models):\n" + "\n".join(
                 scans
             )
+        finally:
+            engine.dispose()
+    finally:
+        stop_cluster(cluster)
+
+
+# --- the TLS client CA bundle's generation (issue 16) ------------------------------------------------------
+
+
+def test_every_change_of_the_tls_bundle_moves_the_generation_in_postgresql(tmp_path):
+    """The triggers (a plpgsql function, statement-level) move the generation on every change of the bundle, by
+    the services or by SQL on another connection (another instance), cascades included; ServerContexts sees each
+    at the next handshake (tests/tls_bundle_changes.py; tests/unit/test_tls_bundle.py: on SQLite)."""
+    from hot_paths import make_app
+    from tls_bundle_changes import run_bundle_changes
+    from trustpoint_server.storage import triggers
+
+    cluster = PostgresCluster()
+    try:
+        app = make_app(tmp_path / "data", cluster.url)
+        engine = app.extensions["trustpoint"].engine
+        try:
+            rows = cluster.query("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY tgname")
+            assert [row[0] for row in rows] == triggers.trigger_names("postgresql")
+
+            def other_connection_sql(statement, parameters=()):
+                with cluster.connect() as connection:  # autocommit: committed when it returns
+                    connection.execute(statement.replace("?", "%s"), parameters)
+
+            seen = run_bundle_changes(app, other_connection_sql)
+            assert len(seen) == 14, seen
         finally:
             engine.dispose()
     finally:

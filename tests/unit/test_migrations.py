@@ -13,7 +13,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
-from trustpoint_server.storage import migrate
+from trustpoint_server.storage import migrate, triggers
 from trustpoint_server.storage.db import make_engine
 from trustpoint_server.storage.models import Base
 
@@ -32,6 +32,27 @@ def test_migrations_build_exactly_the_models_schema(tmp_path):
     assert differences == [], "models.py and the migrations disagree; add a migration: %r" % differences
     # A second run changes nothing.
     assert migrate.upgrade(engine) == (after, after)
+
+
+def test_a_migrated_database_has_the_tls_bundle_triggers(tmp_path):
+    """Alembic does not compare triggers, and SQLite's batch mode drops a table's triggers with the table it copies:
+    a migrated database has every trigger of storage/triggers.py (a later migration that batch-alters
+    certificate_authority or truststore must create them again), and 16b's downgrade takes them away."""
+    engine = make_engine("sqlite:///%s" % (tmp_path / "t.db"))
+
+    def present():
+        with engine.connect() as connection:
+            return sorted(connection.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'").scalars())
+
+    migrate.upgrade(engine)
+    assert present() == triggers.trigger_names("sqlite")
+    with engine.begin() as connection:
+        assert connection.exec_driver_sql("SELECT id, generation FROM tls_bundle_generation").all() == [(1, 0)]
+        command.downgrade(migrate._config(connection), "16b_tls_bundle_generation-1")
+        assert not inspect(connection).has_table("tls_bundle_generation")
+    assert present() == []
+    migrate.upgrade(engine)
+    assert present() == triggers.trigger_names("sqlite")
 
 
 def test_a_database_from_before_migrations_is_stamped_and_upgraded(tmp_path):

@@ -16,17 +16,15 @@ import re
 import sqlite3
 
 import pytest
-from hot_paths import GROWING, make_app, run_hot_paths
+from hot_paths import GROWING, run_hot_paths, sqlite_app
 
 FULL_SCAN = re.compile(r"^SCAN (%s)\b" % "|".join(GROWING))
 
 
 @pytest.fixture
 def app(tmp_path):
-    app = make_app(tmp_path)
-    app.database = str(tmp_path / "trustpoint.db")
-    yield app
-    app.extensions["trustpoint"].engine.dispose()
+    with sqlite_app(tmp_path) as app:
+        yield app
 
 
 def plans(database, seen):
