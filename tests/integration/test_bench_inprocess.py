@@ -5,6 +5,7 @@ certificate, an error), and each round prints real numbers; its data directory i
 
 from __future__ import annotations
 
+import pstats
 import re
 
 import pytest
@@ -25,3 +26,15 @@ def test_inprocess_bench_prints_real_numbers(tmp_path, flow):
         assert_number(float(cpu), least=0.01, what="CPU")
         assert_number(float(wall), least=0.01, what="wall")
     assert profile.stat().st_size > 0 and "function calls" in result.stdout
+
+
+@pytest.mark.parametrize("through_flask", [False, True], ids=["ahead-of-flask", "through-flask"])
+def test_inprocess_bench_measures_the_path_it_names(tmp_path, through_flask):
+    """The CMP requests of the profiled round enter Flask's request dispatch only with --through-flask."""
+    env, _scratch = scratch_environment(tmp_path)
+    profile = tmp_path / "out.prof"
+    options = ("--requests", "3", "--profile", str(profile)) + (("--through-flask",) if through_flask else ())
+    bench_process("inprocess.py", *options, env=env)
+    functions = {name for _file, _line, name in pstats.Stats(str(profile)).stats}
+    assert ("full_dispatch_request" in functions) == through_flask
+    assert "respond" in functions
