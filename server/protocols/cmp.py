@@ -84,9 +84,10 @@ def answer(responder_class, req, domain_name, profile_name, operation):
 
 class AheadOfFlask:
     """WSGI middleware: the POSTs that this blueprint's routes match are answered without Flask's request
-    machinery (request context, session cookie, the pages' and extensions' before/after_request hooks: 0.25-0.35 ms
-    of a 3 ms enrollment, issue 16). Flask's URL map decides, so a path means what it means to Flask; everything
-    else (other methods and paths, AOKI's CMP path, unknown operations, redirects) goes to Flask unchanged.
+    machinery (request context, session cookie, the pages' and extensions' before/after_request hooks: about 0.1 ms
+    of CPU per request, bench/README.md, issue 16). Flask's URL map decides, so a path means what it means to
+    Flask; everything else (other methods and paths, AOKI's CMP path, unknown operations, redirects) goes to Flask
+    unchanged.
 
     What a Flask request would do around the view is kept: an app context (flask.g holds the database session, and
     its end rolls back and closes it), add_headers(response, blueprint, endpoint) as the pages' after_request adds
