@@ -9,6 +9,7 @@ no TLS), so that a profiler sees the request's own work only. bench/cmp_enroll.p
     .venv/bin/python bench/inprocess.py --flow malformed-ir                      # an ir whose body has a wrong tag
     .venv/bin/python bench/inprocess.py --profile out.prof                       # cProfile of the last round
     .venv/bin/python bench/inprocess.py --phases                                 # CPU per phase of the request
+    .venv/bin/python bench/inprocess.py --through-flask                          # CMP through Flask's request context
     py-spy record -r 500 -f raw -o out.raw -- .venv/bin/python bench/inprocess.py --requests 600
 
 A fresh data directory (`trustpoint-server init`) in a temporary directory, removed at the end; one device per
@@ -55,6 +56,11 @@ def parse_args(argv):
     parser.add_argument("--flow", choices=FLOWS, default="pbm-ir")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the last round into FILE and print its top")
     parser.add_argument("--phases", action="store_true", help="CPU per phase of a request (PHASES), last round")
+    parser.add_argument(
+        "--through-flask",
+        action="store_true",
+        help="CMP through Flask's request machinery, without protocols/cmp.py's AheadOfFlask (issue 16's before)",
+    )
     return parser.parse_args(argv)
 
 
@@ -134,19 +140,22 @@ class Phases:
             ms = seconds * 1000 / requests
             print("  %-40s %6.3f ms  %5.1f %%" % (label, ms, 100 * ms / total_ms))
         rest = total_ms - sum(self.cpu.values()) * 1000 / requests
-        print("  %-40s %6.3f ms  %5.1f %%" % ("rest (Flask, test client, between phases)", rest, 100 * rest / total_ms))
+        print("  %-40s %6.3f ms  %5.1f %%" % ("rest (WSGI, test client, between phases)", rest, 100 * rest / total_ms))
 
 
 class App:
     """The server's app on a new data directory, and its REST API through the test client."""
 
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, through_flask=False):
         from trustpoint_server.app import create_app
         from trustpoint_server.settings import Settings
 
         command = os.path.join(os.path.dirname(sys.executable), "trustpoint-server")
         subprocess.run([command, "init", "--data-dir", data_dir], check=True, capture_output=True)
-        self.client = create_app(Settings.load({"data_dir": data_dir}, environ={})).test_client()
+        flask_app = create_app(Settings.load({"data_dir": data_dir}, environ={}))
+        if through_flask:
+            flask_app.wsgi_app = flask_app.wsgi_app.flask
+        self.client = flask_app.test_client()
         with open(os.path.join(data_dir, "admin-token")) as handle:
             self.headers = {"Authorization": "Bearer " + handle.read().strip()}
         self.api("/api/v1/domains", {"name": "bench"})
@@ -205,7 +214,7 @@ def main(argv=None):
     workdir = tempfile.mkdtemp(prefix="tp-inprocess-")
     try:
         phases = Phases() if args.phases else None
-        app = App(os.path.join(workdir, "data"))
+        app = App(os.path.join(workdir, "data"), args.through_flask)
         method = "est_password" if args.flow == "est-enroll" else "cmp_shared_secret"
         total = args.requests * args.rounds
         templates = cmp_enroll.make_templates(cmp_enroll.make_keys(argparse.Namespace(key_type="ecdsa-p256"), 50),

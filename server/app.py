@@ -68,7 +68,8 @@ def create_app(settings, plain_http=False):
     app.register_blueprint(aoki.bp)
     app.register_blueprint(agent.bp)
     if plain_http:
-        app.before_request(_https_only)
+        app.before_request(_https_only)  # CMP's paths pass: the dispatcher below may skip it
+    app.wsgi_app = cmp.AheadOfFlask(app, pages.add_security_headers)
 
     @app.get("/healthz")
     def healthz():

@@ -71,6 +71,10 @@ def register(app):
 
     @app.errorhandler(Exception)
     def _unexpected(exc):
-        # Never a traceback to the client; the log has it.
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal server error; the server log has the details")
+        return error_response(500, unexpected(request.method, request.path))
+
+
+def unexpected(method, path):
+    """Log the exception being handled, traceback included; the message the client gets instead of it."""
+    log.exception("unhandled error on %s %s", method, path)
+    return "internal server error; the server log has the details"

@@ -141,7 +141,7 @@ class EstEnrollment:
                 415, "the body must be a PKCS#10 request with Content-Type %s, not %r" % (est.PKCS10, request.mimetype)
             )
         limit = current_app.config["MAX_CONTENT_LENGTH"]
-        body = read_body(limit)
+        body = read_body(request, limit)
         if body is None:
             raise EstError(413, "the request exceeds %d bytes" % limit)
         requester = self._authenticate()

@@ -25,15 +25,16 @@ def https_base_url():
     return "https://%s" % request.host
 
 
-def read_body(limit):
-    """The request body, or None when it is larger than limit bytes.
+def read_body(req, limit):
+    """The body of req (Flask's request, or a Werkzeug Request of CMP's dispatcher), or None when it is larger
+    than limit bytes.
 
     Read from the WSGI input itself: with a chunked body (no Content-Length) Werkzeug's limited
     stream stops silently at the limit instead of refusing the rest.
     """
-    if request.content_length is not None and request.content_length > limit:
+    if req.content_length is not None and req.content_length > limit:
         return None
-    stream = request.environ["wsgi.input"]
+    stream = req.environ["wsgi.input"]
     chunks, size = [], 0
     while size <= limit:
         chunk = stream.read(limit + 1 - size)

@@ -5,6 +5,7 @@ certificate, an error), and each round prints real numbers; its data directory i
 
 from __future__ import annotations
 
+import pstats
 import re
 
 import pytest
@@ -49,4 +50,16 @@ def test_phases_split_a_requests_cpu(tmp_path, flow, phases):
         assert_number(float(lines[phase]), least=0.001, what=phase)
     # The phases leave out what they call: with the rest they add up to the request, none counted twice.
     assert abs(sum(float(value) for value in lines.values()) - total) < 0.01, result.stdout
-    assert_number(float(lines["rest (Flask, test client, between phases)"]), least=0.0, what="rest")
+    assert_number(float(lines["rest (WSGI, test client, between phases)"]), least=0.0, what="rest")
+
+
+@pytest.mark.parametrize("through_flask", [False, True], ids=["ahead-of-flask", "through-flask"])
+def test_inprocess_bench_measures_the_path_it_names(tmp_path, through_flask):
+    """The CMP requests of the profiled round enter Flask's request dispatch only with --through-flask."""
+    env, _scratch = scratch_environment(tmp_path)
+    profile = tmp_path / "out.prof"
+    options = ("--requests", "3", "--profile", str(profile)) + (("--through-flask",) if through_flask else ())
+    bench_process("inprocess.py", *options, env=env)
+    functions = {name for _file, _line, name in pstats.Stats(str(profile)).stats}
+    assert ("full_dispatch_request" in functions) == through_flask
+    assert "respond" in functions

@@ -74,7 +74,13 @@ def _load(value):
 
 
 def _security_headers(response):
-    if request.blueprint in HTML_BLUEPRINTS or request.endpoint == "static":
+    return add_security_headers(response, request.blueprint, request.endpoint)
+
+
+def add_security_headers(response, blueprint, endpoint):
+    """The headers a response of blueprint and endpoint carries besides its own: after every Flask request, and
+    on the CMP answers given ahead of Flask (protocols/cmp.py)."""
+    if blueprint in HTML_BLUEPRINTS or endpoint == "static":
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
     return response
