@@ -66,9 +66,9 @@ def parse_args(argv):
 
 # --phases: what one request's CPU is spent on, without a profiler's per-call cost (cProfile triples a request's
 # CPU and weighs many small calls most). Each function is timed with process_time; a phase's figure leaves out the
-# phases it calls (the PBM key derivation inside verify_mac is "PBM key derivation", not "verify_mac"); the rest
-# is Flask, the test client and the code between phases. (module, attribute path, phase); a function a flow does
-# not call shows no line.
+# phases it calls (the PBM key derivation inside verify_mac is "PBM key derivation", not "verify_mac"). The rest is
+# the WSGI layer (CMP's dispatcher, or Flask), the test client and the code between phases.
+# (module, attribute path, phase); a function a flow does not call shows no line.
 PHASES = (
     ("trustpoint_core.cmp_message", "CmpMessage.decode", "CMP: decode the request"),
     ("trustpoint_core.cmp_protection", "verify_mac", "CMP: verify the request's MAC"),
