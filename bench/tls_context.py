@@ -37,7 +37,7 @@ def parse_args(argv):
 def cpu_us(function, calls):
     function()
     start = time.process_time()
-    for _ in range(calls):
+    for _call in range(calls):
         function()
     return (time.process_time() - start) / calls * 1e6
 

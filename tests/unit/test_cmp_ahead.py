@@ -143,7 +143,7 @@ def test_cmp_paths_are_answered_ahead_of_flask_as_flask_answers_them(app, record
 def test_other_paths_go_to_flask_unchanged(app, recorded, path):
     ahead, flask_ran = post(app, app.wsgi_app, path)
     assert flask_ran or ahead.status_code == 308  # a redirect is answered while matching, before any hook
-    flask, _ = post(app, app.wsgi_app.flask, path)
+    flask, _seen = post(app, app.wsgi_app.flask, path)
     assert_alike(ahead, flask)
     assert headers(ahead) == headers(flask) and ahead.headers.get("Vary") == flask.headers.get("Vary")
 
@@ -155,7 +155,7 @@ def test_aoki_cmp_path_keeps_its_responder(app, recorded):
 
 
 def test_unknown_operation_is_still_404(app, recorded):
-    ahead, _ = post(app, app.wsgi_app, "/.well-known/cmp/p/d1/nosuch")
+    ahead, _seen = post(app, app.wsgi_app, "/.well-known/cmp/p/d1/nosuch")
     assert ahead.status_code == 404
     assert "unknown CMP operation 'nosuch'" in ahead.get_json()["error"]
     assert recorded == []
@@ -166,7 +166,7 @@ def test_unknown_operation_is_still_404(app, recorded):
 def test_other_methods_answer_as_before(app, recorded, method, path):
     ahead, flask_ran = post(app, app.wsgi_app, path, method=method)
     assert flask_ran
-    flask, _ = post(app, app.wsgi_app.flask, path, method=method)
+    flask, _seen = post(app, app.wsgi_app.flask, path, method=method)
     assert_alike(ahead, flask)
     assert ahead.status_code in (200, 404, 405)  # OPTIONS: Flask's automatic answer
     if method == "GET" and path == "/.well-known/cmp":
@@ -190,10 +190,10 @@ def test_the_real_answer_carries_the_same_headers(app):
     der = ir(b"wrong secret", b"1")
     ahead, flask_ran = post(app, app.wsgi_app, "/.well-known/cmp/p/nosuchdomain/initialization", data=der)
     assert not flask_ran
-    flask, _ = post(app, app.wsgi_app.flask, "/.well-known/cmp/p/nosuchdomain/initialization", data=der)
+    flask, _seen = post(app, app.wsgi_app.flask, "/.well-known/cmp/p/nosuchdomain/initialization", data=der)
     assert flask.headers.get("Vary") == "Cookie"  # the one header only Flask adds (see AheadOfFlask)
     assert headers(ahead) == headers(flask)
-    assert [name for name, _ in ahead.headers] == ["Content-Type", "Content-Length"]
+    assert [name for name, _value in ahead.headers] == ["Content-Type", "Content-Length"]
     for answer in (ahead, flask):
         assert CmpMessage.decode(answer.data).body_type == "error"
 
@@ -261,7 +261,7 @@ def test_an_unexpected_error_is_a_500_without_traceback_and_the_session_closes(a
     monkeypatch.setattr(CmpResponder, "respond", broken)
     ahead, flask_ran = post(app, app.wsgi_app, "/.well-known/cmp/p/d1/initialization")
     assert not flask_ran
-    flask, _ = post(app, app.wsgi_app.flask, "/.well-known/cmp/p/d1/initialization")
+    flask, _seen = post(app, app.wsgi_app.flask, "/.well-known/cmp/p/d1/initialization")
     assert_alike(ahead, flask)
     assert ahead.status_code == 500
     assert ahead.get_json() == {"error": "internal server error; the server log has the details", "status": 500}

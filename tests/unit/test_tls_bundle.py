@@ -58,7 +58,7 @@ def test_a_handshake_reads_the_bundle_only_when_the_generation_moved(app, monkey
     contexts = server_contexts(app)
     first = contexts.current()
     assert len(reads) == 1
-    for _ in range(50):
+    for _round in range(50):
         assert contexts.current() is first
     assert len(reads) == 1, "the bundle was read again without a change"
     add_truststore(app, "anchors", ca_pem("Anchor"))
