@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import re
 
 from .deps import CRYPTOGRAPHY_FLOOR, major_version
 
@@ -141,16 +142,31 @@ def _check_certificate(der):
 
 
 def _values_pyasn1_takes(der, start, end):
-    """NotCommon for what pyasn1 refuses and cryptography may take, anywhere in a constructed value: a value tagged 0
-    (BER's end-of-contents), which cryptography takes where the ASN.1 says ANY (a name's attribute value,
-    algorithm parameters); an OBJECT IDENTIFIER that read_oid refuses (an arc not in its shortest form)."""
-    for tag, content_start, content_end, _pos in children(der, start, end):
-        if tag == 0:
-            raise NotCommon("extraCerts: end-of-contents tag")
+    """NotCommon for what pyasn1 refuses and this reader or cryptography may take, anywhere in a constructed value:
+    a value tagged [UNIVERSAL 0], primitive (BER's end-of-contents) or constructed (pyasn1 compares tags without
+    their form), which pyasn1 refuses where the ASN.1 says ANY (algorithm parameters, attribute and control values,
+    generalInfo values) and cryptography takes there; an OBJECT IDENTIFIER with an arc not in its shortest form.
+    Deeper than pyasn1 looks (it does not read inside an ANY), but what it refuses only costs the fast path."""
+    pos = start
+    while pos < end:
+        tag, content, stop = read_tlv(der, pos, end)
+        if not tag & 0xDF:
+            raise NotCommon("end-of-contents tag")
         if tag == 0x06:
-            read_oid(der[content_start:content_end])
+            if (
+                content == stop
+                or der[stop - 1] & 0x80
+                or der[content] == 0x80
+                or _OID_ARC_NOT_SHORTEST.search(der, content, stop)
+            ):
+                raise NotCommon("bad OID")
         elif tag & 0x20:
-            _values_pyasn1_takes(der, content_start, content_end)
+            _values_pyasn1_takes(der, content, stop)
+        pos = stop
+
+
+# An arc after the first that starts with 0x80 (X.690 8.19.2): 0x80 after an arc's last byte.
+_OID_ARC_NOT_SHORTEST = re.compile(b"[\\x00-\\x7f]\\x80")
 
 
 class Envelope:
@@ -194,6 +210,9 @@ def read(der, max_body_tag):
     envelope.body_tag = body_tag - 0xA0
     envelope.body_der = der[parts[1][3] : parts[1][2]]
     envelope.protected_part = b"\x30" + _length(parts[1][2] - parts[0][3]) + der[parts[0][3] : parts[1][2]]
+    # The header's ANYs (protectionAlg's parameters, generalInfo's values) as pyasn1 takes them; the body is walked
+    # by read_cert_requests or decoded by pyasn1, extraCerts by _check_certificate.
+    _values_pyasn1_takes(der, parts[0][1], parts[0][2])
     _read_header(der, parts[0][1], parts[0][2], envelope)
     rest = parts[2:]
     if rest and rest[0][0] == 0xA0:
@@ -444,8 +463,8 @@ def read_cert_requests(body_der):
     _tag, start, end = read_tlv(body_der, 0, len(body_der))
     if end != len(body_der):
         raise NotCommon("trailing data after the body")
-    # An ANY (a key's algorithm parameters) may hold what pyasn1 refuses anywhere: an end-of-contents tag, an OID
-    # not in its shortest form (found by test_fuzzed_bodies_read_alike).
+    # An ANY (a key's algorithm parameters, a control's value) may hold what pyasn1 refuses: an end-of-contents tag,
+    # primitive or constructed (found by test_fuzzed_bodies_read_alike and tests/fuzz), an OID not in its shortest form.
     _values_pyasn1_takes(body_der, start, end)
     items = children(body_der, start, end)
     if len(items) != 1 or items[0][0] != 0x30:
@@ -599,9 +618,13 @@ PBM_SALT_MAX = 128
 
 def pbm_parameters(der):
     """(salt, owf OID, iterationCount, mac OID) of a PBMParameter's DER; NotCommon outside the common form (the
-    AlgorithmIdentifiers' parameters, which PBM does not use, may be anything)."""
+    AlgorithmIdentifiers' parameters, which PBM does not use, may be anything pyasn1 takes)."""
     tag, start, end = read_tlv(der, 0, len(der))
-    items = children(der, start, end) if tag == 0x30 and end == len(der) else ()
+    if tag != 0x30 or end != len(der):
+        raise NotCommon("PBMParameter")
+    # owf's and mac's parameters are ANYs; the message's header walk does not cover parameters pyasn1 decoded.
+    _values_pyasn1_takes(der, start, end)
+    items = children(der, start, end)
     # The salt's SIZE (0..128) is a constraint pyasn1 checks: a longer one is refused there.
     if [item[0] for item in items] != [0x04, 0x30, 0x02, 0x30] or items[0][2] - items[0][1] > PBM_SALT_MAX:
         raise NotCommon("PBMParameter")
