@@ -464,7 +464,7 @@ def read_cert_requests(body_der):
     if end != len(body_der):
         raise NotCommon("trailing data after the body")
     # An ANY (a key's algorithm parameters, a control's value) may hold what pyasn1 refuses: an end-of-contents tag,
-    # primitive or constructed (found by test_fuzzed_bodies_read_alike and tests/fuzz), an OID not in its shortest form.
+    # primitive or constructed (tests/unit/test_cmp_der.py: END_OF_CONTENTS_IN_AN_ANY), an OID not in its shortest form.
     _values_pyasn1_takes(body_der, start, end)
     items = children(body_der, start, end)
     if len(items) != 1 or items[0][0] != 0x30:
