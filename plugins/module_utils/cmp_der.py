@@ -130,6 +130,11 @@ def _check_certificate(der):
     _tag, tbs_start, tbs_end, _pos = children(der, start, end)[0]
     fields = children(der, tbs_start, tbs_end)
     fields = fields[1:] if fields[0][0] == 0xA0 else fields  # the version
+    # pyasn1 writes -2**(8n-1) (80 00..) with a leading FF: the extraCert it re-encodes would not be the one received
+    # (a negative serial, which RFC 5280 forbids and cryptography still reads; found by a differential campaign).
+    serial = der[fields[0][1] : fields[0][2]]
+    if serial[:1] == b"\x80" and not any(serial[1:]):
+        raise NotCommon("extraCerts: a serial number pyasn1 writes otherwise")
     for tag, field_start, field_end, _pos in (fields[2], fields[4]):  # issuer, subject
         if tag != 0x30:
             raise NotCommon("extraCerts: Name")

@@ -155,6 +155,11 @@ CMP_DER_REFUSES = {
     "oid-first-byte-80": lambda: _certificate_byte(b"\x2a\x86\x48\xce\x3d\x04\x03\x02", 0, 0x80),
     # the issuer's first attribute value a constructed [UNIVERSAL 0] (20 00): pyasn1 refuses it as an ANY, as it
     # refuses end-of-contents (found by a differential campaign)
+    # the serial -2**71 (80 00 .. 00, 9 bytes): pyasn1 re-encodes it as FF 80 00 .., so the extraCert it gives is not
+    # the one received; cryptography reads it (found by a differential campaign)
+    "negative-serial-80-00": lambda: _certificate_with(lambda f: [f[0], der_tlv(0x02, b"\x80" + bytes(8)), *f[2:]]),
+    # -128 likewise
+    "negative-serial-80": lambda: _certificate_with(lambda f: [f[0], der_tlv(0x02, b"\x80"), *f[2:]]),
     "constructed-end-of-contents": lambda: _certificate_with(
         lambda f: [*f[:3], _first_value(f[3], b"\x20\x00"), *f[4:]]
     ),
