@@ -154,15 +154,15 @@ CMP_DER_REFUSES = {
     # the same OID starting with 0x80: cryptography 37 reads it too
     "oid-first-byte-80": lambda: _certificate_byte(b"\x2a\x86\x48\xce\x3d\x04\x03\x02", 0, 0x80),
     # the issuer's first attribute value a constructed [UNIVERSAL 0] (20 00): pyasn1 refuses it as an ANY, as it
-    # refuses end-of-contents (found by a differential campaign)
-    # the serial -2**71 (80 00 .. 00, 9 bytes): pyasn1 re-encodes it as FF 80 00 .., so the extraCert it gives is not
-    # the one received; cryptography reads it (found by a differential campaign)
-    "negative-serial-80-00": lambda: _certificate_with(lambda f: [f[0], der_tlv(0x02, b"\x80" + bytes(8)), *f[2:]]),
-    # -128 likewise
-    "negative-serial-80": lambda: _certificate_with(lambda f: [f[0], der_tlv(0x02, b"\x80"), *f[2:]]),
+    # refuses end-of-contents (pyasn1 compares tags without their form)
     "constructed-end-of-contents": lambda: _certificate_with(
         lambda f: [*f[:3], _first_value(f[3], b"\x20\x00"), *f[4:]]
     ),
+    # the serial -2**71 (80 00 .. 00, 9 bytes): pyasn1 re-encodes it as FF 80 00 .., so the extraCert it gives is not
+    # the one received; cryptography reads it (found by a long differential campaign)
+    "negative-serial-80-00": lambda: _certificate_with(lambda f: [f[0], der_tlv(0x02, b"\x80" + bytes(8)), *f[2:]]),
+    # -128 likewise
+    "negative-serial-80": lambda: _certificate_with(lambda f: [f[0], der_tlv(0x02, b"\x80"), *f[2:]]),
 }
 
 
@@ -860,16 +860,16 @@ def test_an_end_of_contents_tag_in_a_templates_key_parameters_goes_to_pyasn1():
 
 
 def _header_field(der, tag, field):
-    """der with its header field of tag (a TLV) replaced by field, or field appended; the PBM protection of the
-    captured message no longer matters: the outcome of reading it is compared."""
+    """der with its header field of tag (a TLV) replaced by field, or field added in the order of the tags; the PBM
+    protection of the captured message no longer matters: the outcome of reading it is compared."""
     pvno, sender, recipient, *fields = der_children(der_children(der)[0])
     fields = sorted([*(f for f in fields if f[0] != tag), field], key=lambda f: f[0])
     return _replace_header(der, der_sequence(pvno, sender, recipient, *fields))
 
 
 # Values pyasn1 refuses where the ASN.1 says ANY, in every place the fast reader passes one by: [UNIVERSAL 0],
-# primitive (end-of-contents) or constructed (pyasn1 compares tags without their form). Found by a differential
-# campaign (mutated ANYs in header, body, PBM parameters); the reader took each, pyasn1 refuses each.
+# primitive (end-of-contents) or constructed (pyasn1 compares tags without their form). Found while building a
+# differential campaign (pyasn1's Any refuses only that tag): the reader took each, pyasn1 refuses each.
 END_OF_CONTENTS_IN_AN_ANY = {
     "protectionAlg parameters": lambda: _header_field(
         VECTORS["ir_pbm.der"], 0xA1, der_tlv(0xA1, der_sequence(der_oid(PBM_OID), b"\x00\x00"))
@@ -902,7 +902,7 @@ PBM_OWF_EOC = der_sequence(
 
 
 @pytest.mark.parametrize("where", sorted(END_OF_CONTENTS_IN_AN_ANY))
-def test_an_end_of_contents_tag_in_any_any_goes_to_pyasn1(where):
+def test_an_end_of_contents_tag_in_an_any_goes_to_pyasn1(where):
     """The message reads as pyasn1 reads it: badDataFormat, as the server answered before the fast reader (for the
     PBM parameters, which pyasn1 decodes as an ANY in the message, when the server reads them)."""
     read = assert_same_request(END_OF_CONTENTS_IN_AN_ANY[where]())
