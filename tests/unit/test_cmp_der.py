@@ -808,6 +808,8 @@ def mutated_values(draw):
                     draw(
                         st.sampled_from(
                             [
+                                0x00,  # end-of-contents, which pyasn1 refuses as an ANY
+                                0x20,  # its constructed form, refused alike
                                 0x01,
                                 0x02,
                                 0x03,
