@@ -215,9 +215,6 @@ def read(der, max_body_tag):
     envelope.body_tag = body_tag - 0xA0
     envelope.body_der = der[parts[1][3] : parts[1][2]]
     envelope.protected_part = b"\x30" + _length(parts[1][2] - parts[0][3]) + der[parts[0][3] : parts[1][2]]
-    # The header's ANYs (protectionAlg's parameters, generalInfo's values) as pyasn1 takes them; the body is walked
-    # by read_cert_requests or decoded by pyasn1, extraCerts by _check_certificate.
-    _values_pyasn1_takes(der, parts[0][1], parts[0][2])
     _read_header(der, parts[0][1], parts[0][2], envelope)
     rest = parts[2:]
     if rest and rest[0][0] == 0xA0:
@@ -299,7 +296,11 @@ def _algorithm(der, start, end):
     items = children(der, start, end)
     if not 1 <= len(items) <= 2 or items[0][0] != 0x06:
         raise NotCommon("AlgorithmIdentifier")
-    params = der[items[1][3] : items[1][2]] if len(items) == 2 else None
+    params = None
+    if len(items) == 2:
+        # An ANY: protectionAlg's, the PBM's owf and mac (the body's are walked with the body too).
+        _values_pyasn1_takes(der, items[1][3], items[1][2])
+        params = der[items[1][3] : items[1][2]]
     return read_oid(der[items[0][1] : items[0][2]]), params
 
 
@@ -324,6 +325,8 @@ def _general_info(der, start, end):
         pair = children(der, item_start, item_end) if tag == 0x30 else ()
         if not 1 <= len(pair) <= 2 or pair[0][0] != 0x06:
             raise NotCommon("InfoTypeAndValue")
+        if len(pair) == 2:  # infoValue, an ANY
+            _values_pyasn1_takes(der, pair[1][3], pair[1][2])
         implicit = implicit or read_oid(der[pair[0][1] : pair[0][2]]) == ID_IT_IMPLICIT_CONFIRM
     return implicit
 
@@ -623,13 +626,9 @@ PBM_SALT_MAX = 128
 
 def pbm_parameters(der):
     """(salt, owf OID, iterationCount, mac OID) of a PBMParameter's DER; NotCommon outside the common form (the
-    AlgorithmIdentifiers' parameters, which PBM does not use, may be anything pyasn1 takes)."""
+    AlgorithmIdentifiers' parameters, which PBM does not use, may be anything pyasn1 takes: _algorithm checks)."""
     tag, start, end = read_tlv(der, 0, len(der))
-    if tag != 0x30 or end != len(der):
-        raise NotCommon("PBMParameter")
-    # owf's and mac's parameters are ANYs; the message's header walk does not cover parameters pyasn1 decoded.
-    _values_pyasn1_takes(der, start, end)
-    items = children(der, start, end)
+    items = children(der, start, end) if tag == 0x30 and end == len(der) else ()
     # The salt's SIZE (0..128) is a constraint pyasn1 checks: a longer one is refused there.
     if [item[0] for item in items] != [0x04, 0x30, 0x02, 0x30] or items[0][2] - items[0][1] > PBM_SALT_MAX:
         raise NotCommon("PBMParameter")
