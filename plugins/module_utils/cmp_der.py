@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import re
 
 from .deps import CRYPTOGRAPHY_FLOOR, major_version
 
@@ -129,6 +130,11 @@ def _check_certificate(der):
     _tag, tbs_start, tbs_end, _pos = children(der, start, end)[0]
     fields = children(der, tbs_start, tbs_end)
     fields = fields[1:] if fields[0][0] == 0xA0 else fields  # the version
+    # pyasn1 writes -2**(8n-1) (80 00..) with a leading FF: the extraCert it re-encodes would not be the one received
+    # (a negative serial, which RFC 5280 forbids and cryptography still reads; found by a differential campaign).
+    serial = der[fields[0][1] : fields[0][2]]
+    if serial[:1] == b"\x80" and not any(serial[1:]):
+        raise NotCommon("extraCerts: a serial number pyasn1 writes otherwise")
     for tag, field_start, field_end, _pos in (fields[2], fields[4]):  # issuer, subject
         if tag != 0x30:
             raise NotCommon("extraCerts: Name")
@@ -141,16 +147,31 @@ def _check_certificate(der):
 
 
 def _values_pyasn1_takes(der, start, end):
-    """NotCommon for what pyasn1 refuses and cryptography may take, anywhere in a constructed value: a value tagged 0
-    (BER's end-of-contents), which cryptography takes where the ASN.1 says ANY (a name's attribute value,
-    algorithm parameters); an OBJECT IDENTIFIER that read_oid refuses (an arc not in its shortest form)."""
-    for tag, content_start, content_end, _pos in children(der, start, end):
-        if tag == 0:
-            raise NotCommon("extraCerts: end-of-contents tag")
+    """NotCommon for what pyasn1 refuses and this reader or cryptography may take, anywhere in a constructed value:
+    a value tagged [UNIVERSAL 0], primitive (BER's end-of-contents) or constructed (pyasn1 compares tags without
+    their form), which pyasn1 refuses where the ASN.1 says ANY (algorithm parameters, attribute and control values,
+    generalInfo values) and cryptography takes there; an OBJECT IDENTIFIER with an arc not in its shortest form.
+    Deeper than pyasn1 looks (it does not read inside an ANY), but what it refuses only costs the fast path."""
+    pos = start
+    while pos < end:
+        tag, content, stop = read_tlv(der, pos, end)
+        if not tag & 0xDF:
+            raise NotCommon("end-of-contents tag")
         if tag == 0x06:
-            read_oid(der[content_start:content_end])
+            if (
+                content == stop
+                or der[stop - 1] & 0x80
+                or der[content] == 0x80
+                or _OID_ARC_NOT_SHORTEST.search(der, content, stop)
+            ):
+                raise NotCommon("bad OID")
         elif tag & 0x20:
-            _values_pyasn1_takes(der, content_start, content_end)
+            _values_pyasn1_takes(der, content, stop)
+        pos = stop
+
+
+# An arc after the first that starts with 0x80 (X.690 8.19.2): 0x80 after an arc's last byte.
+_OID_ARC_NOT_SHORTEST = re.compile(b"[\\x00-\\x7f]\\x80")
 
 
 class Envelope:
@@ -275,7 +296,11 @@ def _algorithm(der, start, end):
     items = children(der, start, end)
     if not 1 <= len(items) <= 2 or items[0][0] != 0x06:
         raise NotCommon("AlgorithmIdentifier")
-    params = der[items[1][3] : items[1][2]] if len(items) == 2 else None
+    params = None
+    if len(items) == 2:
+        # An ANY: protectionAlg's, the PBM's owf and mac (the body's are walked with the body too).
+        _values_pyasn1_takes(der, items[1][3], items[1][2])
+        params = der[items[1][3] : items[1][2]]
     return read_oid(der[items[0][1] : items[0][2]]), params
 
 
@@ -300,6 +325,8 @@ def _general_info(der, start, end):
         pair = children(der, item_start, item_end) if tag == 0x30 else ()
         if not 1 <= len(pair) <= 2 or pair[0][0] != 0x06:
             raise NotCommon("InfoTypeAndValue")
+        if len(pair) == 2:  # infoValue, an ANY
+            _values_pyasn1_takes(der, pair[1][3], pair[1][2])
         implicit = implicit or read_oid(der[pair[0][1] : pair[0][2]]) == ID_IT_IMPLICIT_CONFIRM
     return implicit
 
@@ -444,8 +471,8 @@ def read_cert_requests(body_der):
     _tag, start, end = read_tlv(body_der, 0, len(body_der))
     if end != len(body_der):
         raise NotCommon("trailing data after the body")
-    # An ANY (a key's algorithm parameters) may hold what pyasn1 refuses anywhere: an end-of-contents tag, an OID
-    # not in its shortest form (found by test_fuzzed_bodies_read_alike).
+    # An ANY (a key's algorithm parameters, a control's value) may hold what pyasn1 refuses: an end-of-contents tag,
+    # primitive or constructed (tests/unit/test_cmp_der.py: END_OF_CONTENTS_IN_AN_ANY), an OID not in its shortest form.
     _values_pyasn1_takes(body_der, start, end)
     items = children(body_der, start, end)
     if len(items) != 1 or items[0][0] != 0x30:
@@ -599,7 +626,7 @@ PBM_SALT_MAX = 128
 
 def pbm_parameters(der):
     """(salt, owf OID, iterationCount, mac OID) of a PBMParameter's DER; NotCommon outside the common form (the
-    AlgorithmIdentifiers' parameters, which PBM does not use, may be anything)."""
+    AlgorithmIdentifiers' parameters, which PBM does not use, may be anything pyasn1 takes: _algorithm checks)."""
     tag, start, end = read_tlv(der, 0, len(der))
     items = children(der, start, end) if tag == 0x30 and end == len(der) else ()
     # The salt's SIZE (0..128) is a constraint pyasn1 checks: a longer one is refused there.

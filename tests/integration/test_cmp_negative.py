@@ -67,7 +67,11 @@ from cmp_helpers import (
 from conftest import openssl
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from pyasn1.codec.der import encoder
 from pyasn1.type import univ
+from pyasn1_alt_modules import rfc4211
+from trustpoint_core import signatures
+from trustpoint_core.asn1 import der_children, der_sequence
 from trustpoint_core.cmp_message import (
     ID_IT_CA_CERTS,
     CmpMessage,
@@ -876,6 +880,50 @@ def test_malformed_der(server, domain, onboarded, operation):
         message = rejected(domain.url(operation), body, "badDataFormat")
         assert message.protection is None
     assert snapshot(server, onboarded.id) == before
+
+
+class EndOfContentsInOwfParameters(PasswordBasedMac):
+    """PBM whose owf AlgorithmIdentifier carries an end-of-contents tag as its parameters (an ANY pyasn1 refuses)."""
+
+    def algorithm(self):
+        oid, params = super().algorithm()
+        salt, owf, *rest = der_children(params)
+        return oid, der_sequence(salt, der_sequence(*der_children(owf), b"\x00\x00"), *rest)
+
+
+def _ir_with_control(value):
+    """An ir whose certReq carries a control (an unregistered type) with value (DER), its POP signed over it."""
+    key = new_private_key()
+    body_type, content = cert_req_body("ir", key, subject_name())
+    message = content[0]
+    control = rfc4211.AttributeTypeAndValue()
+    control["type"] = univ.ObjectIdentifier("1.3.6.1.4.1.99999.1")
+    control["value"] = univ.Any(value)
+    message["certReq"]["controls"].append(control)
+    _oid, _params, signature = signatures.sign(key, encoder.encode(message["certReq"]))
+    message["popo"]["signature"]["signature"] = univ.BitString.fromOctetString(signature)
+    return body_type, content
+
+
+@pytest.mark.parametrize("where", ["pbm-owf-parameters", "control-value"])
+def test_end_of_contents_tag_in_an_any(server, domain, where):
+    """A correctly MAC-protected ir holding a value tagged [UNIVERSAL 0] where the ASN.1 says ANY (end-of-contents,
+    or its constructed form), which pyasn1 refuses: badDataFormat, as before the fast DER reader (issue 16), which took
+    both and enrolled the device; nothing changes."""
+    device, secret = server.create_device(domain.name)
+    if where == "pbm-owf-parameters":
+        body = cert_req_body("ir", new_private_key(), subject_name())
+        protector = EndOfContentsInOwfParameters(secret, kid=str(device["id"]).encode())
+    else:
+        body, protector = _ir_with_control(b"\x20\x00"), None
+    before = snapshot(server, device["id"])
+    _header, der = mac_protected(body, device["id"], secret, header_for(implicit_confirm=True), protector)
+    message = rejected(domain.url("initialization"), der, "badDataFormat")
+    assert message.protection is None
+    assert snapshot(server, device["id"]) == before
+    # the same ir without the odd value enrolls (the secret was not spent)
+    _header, der = mac_protected(cert_req_body("ir", new_private_key(), subject_name()), device["id"], secret)
+    assert post_cmp(domain.url("initialization"), der).body_type == "ip"
 
 
 @pytest.mark.parametrize("problem", ["duplicate-san", "san-ip-3-bytes"])
