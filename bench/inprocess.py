@@ -99,7 +99,7 @@ class Phases:
     def __init__(self):
         self.cpu = collections.Counter()
         self._stack = []  # [CPU time of the phases called so far] per open phase
-        self._enabled = False
+        self.enabled = False  # set for the requests to time
         for module_name, path, label in PHASES:
             owner = importlib.import_module(module_name)
             *parents, name = path.split(".")
@@ -118,7 +118,7 @@ class Phases:
     def _timed(self, function, label):
         @functools.wraps(function)
         def timed(*args, **kwargs):
-            if not self._enabled:
+            if not self.enabled:
                 return function(*args, **kwargs)
             self._stack.append(0.0)
             start = time.process_time()
@@ -232,7 +232,7 @@ def main(argv=None):
             last = number == args.rounds - 1
             profiler = cProfile.Profile() if args.profile and last else None
             if phases is not None:
-                phases._enabled = last
+                phases.enabled = last
             cpu, wall = time.process_time(), time.perf_counter()
             if profiler:
                 profiler.enable()

@@ -377,7 +377,11 @@ class ServerContexts:
                     )
                     return context
         if generation != self._state[1]:
-            self._state = (files, generation, self._state[2])
+            # The bundle is unchanged (say a devownerid truststore changed): remember the generation, so that the
+            # next handshakes read no bundle. Under the lock and only if no other thread rebuilt meanwhile.
+            with self._lock:
+                if self._built_with(files, bundle):
+                    self._state = (files, generation, bundle)
         return self._context
 
     def gunicorn_hook(self):

@@ -93,6 +93,7 @@ def test_every_captured_message_is_read_by_cmp_der_with_pyasn1s_fields(name):
     assert_same(der)
 
 
+@pytest.mark.filterwarnings("ignore:Parsed a serial number which wasn't positive")  # mutated serials, on purpose
 @FUZZ
 @given(st.data())
 def test_fuzzed_extra_certs_read_alike(data):

@@ -66,6 +66,20 @@ def test_a_handshake_reads_the_bundle_only_when_the_generation_moved(app, monkey
     assert len(reads) == 2 and second is not first and "Anchor" in names(second)
 
 
+def test_a_change_outside_the_bundle_keeps_the_context_and_is_read_once(app, monkeypatch):
+    """A devownerid truststore moves the generation but is not in the bundle: one read finds the bundle equal, the
+    context stays, and the handshakes after it read nothing (the generation is remembered)."""
+    reads = []
+    read = tls.client_ca_bundle
+    monkeypatch.setattr(tls, "client_ca_bundle", lambda connection: reads.append(1) or read(connection))
+    contexts = server_contexts(app)
+    first = contexts.current()
+    add_truststore(app, "owners", ca_pem("Owner"), usage="devownerid")
+    for _round in range(20):
+        assert contexts.current() is first
+    assert len(reads) == 2, "the equal bundle was read %d times, not once" % (len(reads) - 1)
+
+
 def test_a_failed_bundle_read_is_retried_by_the_next_handshake(app, monkeypatch):
     """The generation moved, the bundle could not be read: the last context stays, and the new generation is
     not taken for the old bundle (that would keep the old bundle until the next change)."""
