@@ -82,6 +82,15 @@ def pytest_xdist_make_scheduler(config, log):
 
 FIXTURES = REPO / "tests" / "fixtures"
 
+# The fuzz tests' examples per run, times $TRUSTPOINT_FUZZ_SCALE (default 1): a long differential campaign with the same
+# oracles is `TRUSTPOINT_FUZZ_SCALE=1000 .venv/bin/pytest tests/unit/test_cmp_der.py tests/unit/test_cmp_fuzz.py`
+# (Hypothesis keeps what fails in .hypothesis/ and tries it first the next time).
+FUZZ_SCALE = max(1, int(os.environ.get("TRUSTPOINT_FUZZ_SCALE") or 1))
+
+
+def fuzz_examples(count):
+    return count * FUZZ_SCALE
+
 
 def free_port():
     with socket.socket() as sock:

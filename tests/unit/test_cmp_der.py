@@ -14,7 +14,7 @@ import os
 from unittest import mock
 
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, fuzz_examples
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import HealthCheck, given, settings
@@ -51,7 +51,7 @@ FIELDS = (
     "extra_certs",
     "protected_part",
 )
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=fuzz_examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def outcome(der, fast):
@@ -323,7 +323,7 @@ def test_fuzzed_messages_decode_alike(der):
     assert_same(der)
 
 
-@settings(FUZZ, max_examples=50)
+@settings(FUZZ, max_examples=fuzz_examples(50))
 @given(st.binary(max_size=600))
 def test_random_bytes_decode_alike(der):
     assert_same(der)
@@ -944,7 +944,7 @@ def test_a_wrong_tag_does_not_write_the_schema_into_pyasn1s_error():
     assert failure.value.fail_info == ("badDataFormat",) and "not in asn1Spec: <PKIBody schema" in failure.value.text
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=fuzz_examples(100))
 @given(st.binary(max_size=300))
 def test_random_bodies_read_alike(content):
     assert_same_request(_with_body(BUILT["ir ecdsa-p256"], content))
@@ -1006,7 +1006,7 @@ def test_pbm_parameters_read_alike(params):
         assert fast == pbm_fields(params)
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=fuzz_examples(100))
 @given(st.binary(max_size=80))
 def test_random_pbm_parameters_read_alike(params):
     fast = pbm_fields(params)
@@ -1041,7 +1041,7 @@ def test_names_read_alike(name):
     assert fast == name
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=fuzz_examples(150))
 @given(st.binary(max_size=120))
 def test_random_names_read_alike(content):
     der = der_sequence(content) if content[:1] != b"\x30" else content

@@ -11,7 +11,7 @@ test_cmp_message.py as plain tests.
 from __future__ import annotations
 
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, fuzz_examples
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from trustpoint_core.cmp_message import (
@@ -28,8 +28,8 @@ from trustpoint_core.errors import CmpFailure, InvalidInput
 SECRET = b"trustpoint-test-secret"
 VECTORS = {path.name: path.read_bytes() for path in sorted((FIXTURES / "cmp").glob("*.der"))}
 # A decode error currently costs up to ~80 ms (see test_decode_error_text_is_short): keep the counts modest.
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FUZZ_RANDOM = settings(FUZZ, max_examples=100)
+FUZZ = settings(max_examples=fuzz_examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ_RANDOM = settings(FUZZ, max_examples=fuzz_examples(100))
 # Inputs found by fuzzing that raised something other than CmpFailure (regression tests in test_cmp_message.py).
 HUGE_LENGTH = bytes.fromhex("300c300a0288ffffffffffffffff")
 # ip_pbm.der with X.509 version 5 in its first certificate (the issued one) or its last (root in extraCerts).
