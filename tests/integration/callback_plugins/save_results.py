@@ -29,5 +29,6 @@ class CallbackModule(CallbackBase):
             return
         values = getattr(result, "result", None)
         message = (values if values is not None else result._result)["msg"]
-        with open(path, "w", encoding="utf-8") as out:
+        # 0600 as the copy task wrote it: the results hold the secrets the modules return.
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as out:
             out.write(message if isinstance(message, str) else json.dumps(message))
