@@ -90,6 +90,10 @@ PHASES = (
     ("trustpoint_server.services.devices", "activate", "DB: activate, revoke the others"),
     ("sqlalchemy.orm", "Session.commit", "DB: commit"),
     ("sqlalchemy.orm", "Session.close", "DB: close the session"),
+    # The driver's own calls (sqlite3), so that the DB phases above show SQLAlchemy's share without them.
+    ("sqlalchemy.engine.default", "DefaultDialect.do_execute", "driver: execute"),
+    ("sqlalchemy.engine.default", "DefaultDialect.do_commit", "driver: commit"),
+    ("sqlalchemy.engine.default", "DefaultDialect.do_rollback", "driver: rollback"),
 )
 
 

@@ -57,7 +57,8 @@ def measure(domains, calls):
         contexts = tls.ServerContexts(cert_file, key_file)
         contexts.use_database(engine)
         context = contexts.current()
-        bundle = contexts._state[2]
+        with engine.connect() as connection:
+            bundle = tls.client_ca_bundle(connection)
         assert len(bundle[0]) == 2 * domains, "expected %d domain CAs, read %d" % (2 * domains, len(bundle[0]))
 
         def whole_bundle():

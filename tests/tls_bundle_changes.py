@@ -46,6 +46,13 @@ def ca_names(domain):
     return common_names(ca.certificate_der for ca in domain.cas)
 
 
+def add_truststore(app, name, pem, usage="tls"):
+    """A truststore created through the service, committed."""
+    with app.extensions["trustpoint"].sessions() as db:
+        trust.create_truststore(db, name, usage, pem)
+        db.commit()
+
+
 def server_contexts(app):
     """ServerContexts of the app's data directory and database, as a worker makes them."""
     services = app.extensions["trustpoint"]
@@ -101,12 +108,7 @@ def run_bundle_changes(app, other_connection_sql):
     check.change("domain created", lambda: domain_cas.update(create_domain("plant-" + tag)))
     assert len(domain_cas) == 2 and domain_cas <= names(check.context)
 
-    def create_truststore(name, usage, pem):
-        with session() as db:
-            trust.create_truststore(db, name, usage, pem)
-            db.commit()
-
-    check.change("truststore created", lambda: create_truststore("tls-" + tag, "tls", ca_pem(first)), [first])
+    check.change("truststore created", lambda: add_truststore(app, "tls-" + tag, ca_pem(first)), [first])
 
     def patch(fields):
         with session() as db:
@@ -132,7 +134,7 @@ def run_bundle_changes(app, other_connection_sql):
     # builds no new context; a CRL (columns of certificate_authority outside the bundle) does not even move it.
     check.change(
         "devownerid truststore created",
-        lambda: create_truststore("owner-" + tag, "devownerid", ca_pem(third)),
+        lambda: add_truststore(app, "owner-" + tag, ca_pem(third), "devownerid"),
         absent=[third],
         rebuilt=False,
     )

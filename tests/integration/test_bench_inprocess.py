@@ -33,7 +33,14 @@ def test_inprocess_bench_prints_real_numbers(tmp_path, flow):
     [
         (
             "pbm-ir",
-            ("PBM key derivation", "CMP: verify the request's MAC", "DB: end the read, begin the write", "DB: commit"),
+            (
+                "PBM key derivation",
+                "CMP: verify the request's MAC",
+                "DB: end the read, begin the write",
+                "DB: commit",
+                "driver: execute",
+                "driver: commit",
+            ),
         ),
         (
             "est-enroll",

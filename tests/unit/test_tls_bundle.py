@@ -13,9 +13,8 @@ import pytest
 from hot_paths import sqlite_app
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.orm import Session
-from tls_bundle_changes import ca_pem, names, run_bundle_changes, server_contexts
+from tls_bundle_changes import add_truststore, ca_pem, names, run_bundle_changes, server_contexts
 from trustpoint_server.runtime import tls
-from trustpoint_server.services import trust
 from trustpoint_server.storage import triggers
 from trustpoint_server.storage.models import Base, Truststore
 
@@ -26,10 +25,13 @@ def app(tmp_path):
         yield app
 
 
-def add_truststore(app, name, pem, usage="tls"):
-    with app.extensions["trustpoint"].sessions() as db:
-        trust.create_truststore(db, name, usage, pem)
-        db.commit()
+@pytest.fixture
+def bundle_reads(monkeypatch):
+    """One entry per read of the whole bundle from the database."""
+    reads = []
+    read = tls.client_ca_bundle
+    monkeypatch.setattr(tls, "client_ca_bundle", lambda connection: reads.append(1) or read(connection))
+    return reads
 
 
 def sqlite_triggers(connection):
@@ -51,10 +53,8 @@ def test_every_change_of_the_bundle_moves_the_generation(app):
     assert len(seen) == 14, seen
 
 
-def test_a_handshake_reads_the_bundle_only_when_the_generation_moved(app, monkeypatch):
-    reads = []
-    read = tls.client_ca_bundle
-    monkeypatch.setattr(tls, "client_ca_bundle", lambda connection: reads.append(1) or read(connection))
+def test_a_handshake_reads_the_bundle_only_when_the_generation_moved(app, bundle_reads):
+    reads = bundle_reads
     contexts = server_contexts(app)
     first = contexts.current()
     assert len(reads) == 1
@@ -66,12 +66,10 @@ def test_a_handshake_reads_the_bundle_only_when_the_generation_moved(app, monkey
     assert len(reads) == 2 and second is not first and "Anchor" in names(second)
 
 
-def test_a_change_outside_the_bundle_keeps_the_context_and_is_read_once(app, monkeypatch):
+def test_a_change_outside_the_bundle_keeps_the_context_and_is_read_once(app, bundle_reads):
     """A devownerid truststore moves the generation but is not in the bundle: one read finds the bundle equal, the
     context stays, and the handshakes after it read nothing (the generation is remembered)."""
-    reads = []
-    read = tls.client_ca_bundle
-    monkeypatch.setattr(tls, "client_ca_bundle", lambda connection: reads.append(1) or read(connection))
+    reads = bundle_reads
     contexts = server_contexts(app)
     first = contexts.current()
     add_truststore(app, "owners", ca_pem("Owner"), usage="devownerid")
