@@ -36,6 +36,7 @@ from trustpoint_core.errors import InvalidInput
 from trustpoint_core.profiles import PROFILES, get_profile
 
 from ..errors import ApiError
+from ..storage import sql
 from ..storage.db import begin_write, contains, show_written
 from ..storage.models import CmpTransaction, Device, IssuedCertificate, utcnow
 from . import devices, names, pki
@@ -128,15 +129,11 @@ def revoke_certificate(record, reason):
         else:
             pki.revoke(current, reason)
         revoked.append(current)
-        if current.device_id is not None:
-            # Decided on the row under the write lock (the session's device may predate a concurrent enrollment).
-            pending_again = db.connection().execute(
-                _DEVICES.update()
-                .where(_DEVICES.c.id == current.device_id, _DEVICES.c.credential_id == current.id)
-                .values(status="pending")
-            )
-            if pending_again.rowcount:
-                show_written(db, Device, current.device_id, {"status": "pending"})
+        # Decided on the row under the write lock (the session's device may predate a concurrent enrollment).
+        if current.device_id is not None and sql.write(
+            db, _PENDING_AGAIN, p_device=current.device_id, p_credential=current.id
+        ):
+            show_written(db, Device, current.device_id, {"status": "pending"})
         predecessor = current.replaces
         while predecessor is not None and predecessor.status == "active" and predecessor.superseded_at is not None:
             pki.revoke(predecessor, "superseded")
@@ -342,11 +339,19 @@ class LimitReached(Exception):
 _CERTIFICATES = IssuedCertificate.__table__
 _TRANSACTIONS = CmpTransaction.__table__
 _DEVICES = Device.__table__
+# A device whose domain credential is revoked onboards again (unless it holds a newer one).
+_PENDING_AGAIN = sql.Statement(
+    _DEVICES.update()
+    .where(_DEVICES.c.id == bindparam("p_device"), _DEVICES.c.credential_id == bindparam("p_credential"))
+    .values(status="pending")
+)
 _DAY = datetime.timedelta(days=1)
 # A Core statement built once: its compiled form is cached, and no ORM machinery runs (issue 16).
-_DAILY_COUNT = select(func.count(_CERTIFICATES.c.id), func.min(_CERTIFICATES.c.created_at)).where(
-    _CERTIFICATES.c.device_id == bindparam("device_id"),
-    _CERTIFICATES.c.created_at > bindparam("since", type_=_CERTIFICATES.c.created_at.type),
+_DAILY_COUNT = sql.Statement(
+    select(func.count(_CERTIFICATES.c.id), func.min(_CERTIFICATES.c.created_at)).where(
+        _CERTIFICATES.c.device_id == bindparam("device_id"),
+        _CERTIFICATES.c.created_at > bindparam("since", type_=_CERTIFICATES.c.created_at.type),
+    )
 )
 
 
@@ -359,7 +364,7 @@ def check_daily_limit(db, device, settings, now=None):
     if not limit or device.id is None:
         return
     now = now or utcnow()
-    count, oldest = db.connection().execute(_DAILY_COUNT, {"device_id": device.id, "since": now - _DAY}).one()
+    count, oldest = sql.one(db, _DAILY_COUNT, device_id=device.id, since=now - _DAY)
     if count >= limit:
         # The first of these falls out of the window at oldest + 24 h; created_at may be naive on SQLite reads.
         if oldest.tzinfo is None:
@@ -406,25 +411,33 @@ def supersede_unconfirmed(db, device, profile_name, requester_identity):
     pki.revoke_ids(db, "superseded", {certificate_id for _transaction, certificate_id in ended})
 
 
-_RECORD_TRANSACTION = _TRANSACTIONS.insert()
-_TRANSACTION_USED = select(_TRANSACTIONS.c.id).where(_TRANSACTIONS.c.transaction_id == bindparam("transaction_id"))
+_RECORD_TRANSACTION = sql.insert(
+    _TRANSACTIONS,
+    ("transaction_id", "device_id", "certificate_id", "response_nonce", "request_nonce", "requester",
+     "cert_req_id", "state", "created_at"),
+)  # fmt: skip
+_TRANSACTION_USED = sql.Statement(
+    select(_TRANSACTIONS.c.id).where(_TRANSACTIONS.c.transaction_id == bindparam("transaction_id"))
+)
 
 
 # What a concurrent request may have changed of a certificate that authenticates or is renewed.
 _STATE = ("status", "revocation_reason", "revoked_at", "superseded_at", "first_used_at")
-_REREAD = select(*(_CERTIFICATES.c[name] for name in _STATE)).where(_CERTIFICATES.c.id == bindparam("p_id"))
+_REREAD = sql.Statement(
+    select(*(_CERTIFICATES.c[name] for name in _STATE)).where(_CERTIFICATES.c.id == bindparam("p_id"))
+)
 
 
 def reread(db, record):
     """Read record's state again (under the write lock, before relying on it): one SELECT of the columns a
     concurrent request may change, instead of a refresh of the whole object (issue 16); record shows them."""
-    row = db.connection().execute(_REREAD, {"p_id": record.id}).one()
+    row = sql.one(db, _REREAD, p_id=record.id)
     show_written(db, IssuedCertificate, record.id, dict(zip(_STATE, row)))
 
 
 def transaction_used(db, transaction_id):
     """Whether a CMP transaction with this transactionID exists (its ID is never accepted twice)."""
-    return db.connection().execute(_TRANSACTION_USED, {"transaction_id": transaction_id}).first() is not None
+    return sql.first(db, _TRANSACTION_USED, transaction_id=transaction_id) is not None
 
 
 def record_transaction(
@@ -432,19 +445,18 @@ def record_transaction(
 ):
     """Record the CMP transaction that issued record (one INSERT): a raced transactionID fails here with the
     UNIQUE constraint's IntegrityError (transactionIdInUse). The caller holds the write lock and commits."""
-    db.connection().execute(
+    sql.write(
+        db,
         _RECORD_TRANSACTION,
-        {
-            "transaction_id": transaction_id,
-            "device_id": device.id,
-            "certificate_id": record.id,
-            "response_nonce": response_nonce,
-            "request_nonce": request_nonce,
-            "requester": requester,
-            "cert_req_id": cert_req_id,
-            "state": state,
-            "created_at": utcnow(),
-        },
+        transaction_id=transaction_id,
+        device_id=device.id,
+        certificate_id=record.id,
+        response_nonce=response_nonce,
+        request_nonce=request_nonce,
+        requester=requester,
+        cert_req_id=cert_req_id,
+        state=state,
+        created_at=utcnow(),
     )
 
 
@@ -469,6 +481,23 @@ def is_usable(record, settings, now=None):
     return record.superseded_at is None or now < grace_end(record, settings)
 
 
+_FIRST_USE = sql.Statement(
+    _CERTIFICATES.update()
+    .where(_CERTIFICATES.c.id == bindparam("p_id"), _CERTIFICATES.c.first_used_at.is_(None))
+    .values(first_used_at=bindparam("p_now", type_=_CERTIFICATES.c.first_used_at.type))
+)
+# The device's one-time secret, kept for a retry of the credential's enrollment, as the credential's first use ends it.
+_SECRET_ENDED_BY_USE = sql.Statement(
+    _DEVICES.update()
+    .where(
+        _DEVICES.c.id == bindparam("p_device"),
+        _DEVICES.c.credential_id == bindparam("p_credential"),
+        _DEVICES.c.secret_retry_until.is_not(None),
+    )
+    .values(**devices.SECRET_SPENT)
+)
+
+
 def mark_used(record, now=None):
     """record (a credential) authenticated a request that is being committed: the device holds it. What it
     superseded, and the one-time secret it was obtained with, are no longer needed for a retry. The caller
@@ -478,32 +507,18 @@ def mark_used(record, now=None):
     now = now or utcnow()
     db = object_session(record)
     db.flush()  # pending changes first, as the statements below would otherwise overtake them
-    connection = db.connection()
-    first = connection.execute(
-        _CERTIFICATES.update()
-        .where(_CERTIFICATES.c.id == record.id, _CERTIFICATES.c.first_used_at.is_(None))
-        .values(first_used_at=now)
-    )
-    if first.rowcount == 0:
+    if not sql.write(db, _FIRST_USE, p_id=record.id, p_now=now):
         return  # a concurrent request used it first (this session read it before) and did the rest
     show_written(db, IssuedCertificate, record.id, {"first_used_at": now})
     replaced = record.replaces
     if replaced is not None and replaced.status == "active" and replaced.superseded_at is not None:
         pki.revoke(replaced, "superseded")
-    if record.device_id is not None:
-        # The secret the credential was obtained with, as a concurrent request may have left it (the caller
-        # holds the write lock): spent now, unless the device has a newer credential.
-        ended = connection.execute(
-            _DEVICES.update()
-            .where(
-                _DEVICES.c.id == record.device_id,
-                _DEVICES.c.credential_id == record.id,
-                _DEVICES.c.secret_retry_until.is_not(None),
-            )
-            .values(**devices.SECRET_SPENT)
-        )
-        if ended.rowcount:
-            show_written(db, Device, record.device_id, devices.SECRET_SPENT)
+    # The secret the credential was obtained with, as a concurrent request may have left it (the caller holds the
+    # write lock): spent now, unless the device has a newer credential.
+    if record.device_id is not None and sql.write(
+        db, _SECRET_ENDED_BY_USE, p_device=record.device_id, p_credential=record.id
+    ):
+        show_written(db, Device, record.device_id, devices.SECRET_SPENT)
 
 
 def confirm_by(record, settings):

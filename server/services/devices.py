@@ -19,6 +19,7 @@ from trustpoint_core import x509
 from trustpoint_core.profiles import get_profile
 
 from ..errors import ApiError
+from ..storage import sql
 from ..storage.db import MAX_ID, contains, get_by_id, show_written
 from ..storage.models import CmpTransaction, Device, DevIdRegistration, IssuedCertificate, utcnow
 from . import auth_limits, trust
@@ -232,7 +233,7 @@ def secret_usable(device, now=None):
 
 _DEVICES = Device.__table__
 _CERTIFICATES = IssuedCertificate.__table__
-_SECRET_STATE = (
+_SECRET_STATE = sql.Statement(
     select(
         _DEVICES.c.secret_encrypted,
         _DEVICES.c.password_hash,
@@ -248,7 +249,7 @@ _SECRET_STATE = (
 def refresh_secret(db, device):
     """Read the device's secret and its credential's use again (under the write lock, before relying on them):
     one SELECT of those columns; the session's objects show what it read."""
-    row = db.connection().execute(_SECRET_STATE, {"device_id": device.id}).one()
+    row = sql.one(db, _SECRET_STATE, device_id=device.id)
     credential_id = row.credential_id
     if credential_id != device.credential_id:
         db.expire(device, ["credential"])
@@ -289,7 +290,7 @@ def _onboarding(secret_retry_until):
     """The UPDATE of mark_onboarded, with what it sets secret_retry_until to."""
     columns = _DEVICES.c
     values = dict(SECRET_SPENT) if secret_retry_until is None else {"secret_retry_until": secret_retry_until}
-    return (
+    return sql.Statement(
         _DEVICES.update()
         .where(columns.id == bindparam("p_id"))
         .values(
@@ -330,7 +331,7 @@ def mark_onboarded(db, device, record, settings, now, by_secret=False):
     else:
         statement = _ONBOARDED_SECRET_KEPT
         params["p_until"] = now + datetime.timedelta(minutes=settings.secret_retry_minutes)
-    row = db.connection().execute(statement, params).one()
+    row = sql.one(db, statement, **params)
     show_written(
         db,
         Device,
@@ -347,12 +348,12 @@ def mark_onboarded(db, device, record, settings, now, by_secret=False):
     )
 
 
-_ACTIVATE = _CERTIFICATES.update().where(_CERTIFICATES.c.id == bindparam("p_id")).values(status="active")
+_ACTIVATE = sql.Statement(_CERTIFICATES.update().where(_CERTIFICATES.c.id == bindparam("p_id")).values(status="active"))
 # Renewals of the same certificate whose answer was lost (the device never had them), other than the one activated.
-_REVOKE_SIBLINGS = revocation(
-    _CERTIFICATES.c.replaces_id == bindparam("p_replaces"), _CERTIFICATES.c.id != bindparam("p_id")
+_REVOKE_SIBLINGS = sql.Statement(
+    revocation(_CERTIFICATES.c.replaces_id == bindparam("p_replaces"), _CERTIFICATES.c.id != bindparam("p_id"))
 )
-_SUPERSEDE = (
+_SUPERSEDE = sql.Statement(
     _CERTIFICATES.update()
     .where(
         _CERTIFICATES.c.id == bindparam("p_id"),
@@ -362,11 +363,13 @@ _SUPERSEDE = (
     .values(superseded_at=bindparam("p_now", type_=_CERTIFICATES.c.superseded_at.type))
 )
 # The device's other certificates of the profile, except the one activated and the one it renews (p_keep).
-_REVOKE_OTHERS = revocation(
-    _CERTIFICATES.c.device_id == bindparam("p_device"),
-    _CERTIFICATES.c.profile == bindparam("p_profile"),
-    _CERTIFICATES.c.id != bindparam("p_id"),
-    _CERTIFICATES.c.id != bindparam("p_keep"),
+_REVOKE_OTHERS = sql.Statement(
+    revocation(
+        _CERTIFICATES.c.device_id == bindparam("p_device"),
+        _CERTIFICATES.c.profile == bindparam("p_profile"),
+        _CERTIFICATES.c.id != bindparam("p_id"),
+        _CERTIFICATES.c.id != bindparam("p_keep"),
+    )
 )
 
 
@@ -384,14 +387,13 @@ def activate(db, device, record, settings, now=None, by_secret=False):
         raise RuntimeError("certificate %s is %s and cannot become active" % (record.serial_number, record.status))
     now = now or utcnow()
     db.flush()  # pending changes of the session first: the statements see the rows as the code before left them
-    connection = db.connection()
     if record.status != "active":
-        connection.execute(_ACTIVATE, {"p_id": record.id})
+        sql.write(db, _ACTIVATE, p_id=record.id)
         show_written(db, IssuedCertificate, record.id, {"status": "active"})
     replaced_id = record.replaces_id
     if replaced_id is not None:
         revoke_where(db, "superseded", _REVOKE_SIBLINGS, p_replaces=replaced_id, p_id=record.id)
-        if connection.execute(_SUPERSEDE, {"p_id": replaced_id, "p_now": now}).rowcount:
+        if sql.write(db, _SUPERSEDE, p_id=replaced_id, p_now=now):
             show_written(db, IssuedCertificate, replaced_id, {"superseded_at": now})
     if get_profile(record.profile).domain_credential:
         keep = replaced_id if replaced_id is not None else record.id
@@ -401,11 +403,12 @@ def activate(db, device, record, settings, now=None, by_secret=False):
         mark_onboarded(db, device, record, settings, now, by_secret)
 
 
+_REVOKE_ALL = sql.Statement(revocation(_CERTIFICATES.c.device_id == bindparam("p_device")))
+
+
 def delete_device(db, device):
     """Delete a device; its certificates stay on record, revoked (cessationOfOperation)."""
-    revoke_where(
-        db, "cessationOfOperation", revocation(_CERTIFICATES.c.device_id == bindparam("p_device")), p_device=device.id
-    )
+    revoke_where(db, "cessationOfOperation", _REVOKE_ALL, p_device=device.id)
     db.execute(update(IssuedCertificate).where(IssuedCertificate.device_id == device.id).values(device_id=None))
     db.execute(delete(CmpTransaction).where(CmpTransaction.device_id == device.id))
     device.credential = None

@@ -16,6 +16,7 @@ from sqlalchemy import and_, bindparam, or_, select
 from trustpoint_core import x509
 from trustpoint_core.errors import excerpt
 
+from ..storage import sql
 from ..storage.db import show_written
 from ..storage.models import Device, DevIdRegistration, IssuedCertificate
 from . import certificates, trust
@@ -316,14 +317,16 @@ def registered_meanwhile(db, device):
     return db.scalar(select(Device.name).where(same))
 
 
-_BOUND = select(Device.__table__.c.devid_registration_id).where(Device.__table__.c.id == bindparam("p_id"))
+_BOUND = sql.Statement(
+    select(Device.__table__.c.devid_registration_id).where(Device.__table__.c.id == bindparam("p_id"))
+)
 
 
 def bound_meanwhile(db, device, registration):
     """Under the write lock: the name of the registration a concurrent request (or the operator) bound device to
     other than registration, or None. An unbound device stays free to bind. One SELECT of the column (issue 16);
     device shows what it read."""
-    bound = db.connection().execute(_BOUND, {"p_id": device.id}).scalar_one()
+    (bound,) = sql.one(db, _BOUND, p_id=device.id)
     if bound != device.devid_registration_id:
         db.expire(device, ["devid_registration"])
     show_written(db, Device, device.id, {"devid_registration_id": bound})

@@ -16,6 +16,7 @@ from trustpoint_core.profiles import get_profile
 
 from ..errors import ApiError
 from ..runtime.vault import Vault
+from ..storage import sql
 from ..storage.db import adopt, begin_write, contains, show_written
 from ..storage.models import CertificateAuthority, Device, DevIdRegistration, Domain, IssuedCertificate, utcnow
 from . import names
@@ -192,7 +193,10 @@ _CERTIFICATES = IssuedCertificate.__table__
 _CAS = CertificateAuthority.__table__
 # The statuses of a certificate that is not revoked.
 LIVE = ("active", "awaiting_confirmation")
-_INSERT = _CERTIFICATES.insert()
+# Every column but the id, which the INSERT returns.
+_INSERT = sql.insert(
+    _CERTIFICATES, [column.key for column in _CERTIFICATES.c if column.key != "id"], returning=[_CERTIFICATES.c.id]
+)
 
 
 def record_certificate(db, signer, device, cert, profile, status, issued_with=None, replaces=None, now=None):
@@ -219,14 +223,14 @@ def record_certificate(db, signer, device, cert, profile, status, issued_with=No
         "superseded_at": None,
         "first_used_at": None,
     }
-    record_id = db.connection().execute(_INSERT, values).inserted_primary_key[0]
+    record_id = sql.one(db, _INSERT, **values).id
     return adopt(db, IssuedCertificate(id=record_id, **values))
 
 
 def revocation(*criteria):
     """The UPDATE that revokes the live certificates matching criteria (conditions on the issued_certificate table,
-    with bindparams for revoke_where's params). Build it once, at import: a statement object caches its compiled
-    form (issue 16)."""
+    with bindparams for revoke_where's params), for revoke_where as a sql.Statement (or as is with an IN list).
+    Build it once, at import: a statement object caches its compiled form (issue 16)."""
     return (
         _CERTIFICATES.update()
         # Equalities, not IN: an IN list is expanded into the SQL text at every execution (30 us of 64, issue 16).
@@ -240,7 +244,7 @@ def revocation(*criteria):
     )
 
 
-REVOKE_ONE = revocation(_CERTIFICATES.c.id == bindparam("p_id"))
+REVOKE_ONE = sql.Statement(revocation(_CERTIFICATES.c.id == bindparam("p_id")))
 REVOKE_IDS = revocation(_CERTIFICATES.c.id.in_(bindparam("p_ids", expanding=True)))
 # Ids per statement of revoke_ids(): far below the bound parameters SQLite and PostgreSQL take.
 IDS_PER_STATEMENT = 500
@@ -259,7 +263,10 @@ def revoke_where(db, reason, statement, **params):
     now = utcnow()
     db.flush()  # pending changes of the session first: the statement sees the rows as the code before it left them
     connection = db.connection()
-    rows = connection.execute(statement, {"p_revoked_at": now, "p_reason": reason, **params}).all()
+    if isinstance(statement, sql.Statement):
+        rows = sql.rows(db, statement, p_revoked_at=now, p_reason=reason, **params)
+    else:  # an IN list (REVOKE_IDS), which Core expands per execution
+        rows = connection.execute(statement, {"p_revoked_at": now, "p_reason": reason, **params}).all()
     if not rows:
         return []
     ca_ids = sorted({ca_id for _id, ca_id in rows})

@@ -141,11 +141,14 @@ def begin_write(db_session):
     instances, so a check made after begin_write (a one-time secret unused, the next CRL number) still
     holds at the commit.
     """
+    lock = db_session.info.get(_WRITE_LOCK)
     if db_session.in_transaction():
         if db_session.new or db_session.dirty or db_session.deleted:
             raise RuntimeError("begin_write() after changes: they would commit in the read transaction")
+        if lock is not None:
+            _switch_to_write(db_session, lock)
+            return
         db_session.commit()
-    lock = db_session.info.get(_WRITE_LOCK)
     if lock is not None:
         db_session.info[_WRITE_LOCK_HELD] = lock.acquire()
     try:
@@ -153,6 +156,23 @@ def begin_write(db_session):
         if connection.dialect.name == "postgresql":
             # Row locks alone would let two instances both see a one-time secret unused.
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%d)" % POSTGRESQL_WRITE_LOCK_KEY)
+    except BaseException:
+        db_session.rollback()
+        _release_write_lock(db_session)
+        raise
+
+
+def _switch_to_write(db_session, lock):
+    """SQLite: end the session's read transaction and begin the write transaction on the same connection, within
+    the session's transaction (its commit, rollback or close ends the write transaction and releases the lock).
+    A commit and a new transaction of the session would cost 0.1 ms more of SQLAlchemy's bookkeeping per
+    enrollment (issue 16); sqlite3's commit() and rollback(), which SQLAlchemy calls, act on whatever transaction
+    the connection has."""
+    driver = db_session.connection().connection.driver_connection
+    driver.commit()  # the read transaction: nothing to write (checked by the caller)
+    db_session.info[_WRITE_LOCK_HELD] = lock.acquire()
+    try:
+        driver.execute("BEGIN IMMEDIATE")
     except BaseException:
         db_session.rollback()
         _release_write_lock(db_session)
