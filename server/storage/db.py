@@ -145,10 +145,10 @@ def begin_write(db_session):
     if db_session.in_transaction():
         if db_session.new or db_session.dirty or db_session.deleted:
             raise RuntimeError("begin_write() after changes: they would commit in the read transaction")
-        if lock is not None:
+        if lock is not None and _WRITE_LOCK_HELD not in db_session.info:
             _switch_to_write(db_session, lock)
             return
-        db_session.commit()
+        db_session.commit()  # a read transaction, or a write transaction (its end releases the lock)
     if lock is not None:
         db_session.info[_WRITE_LOCK_HELD] = lock.acquire()
     try:

@@ -5,6 +5,7 @@ write transaction ends, however it ends."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -203,3 +204,49 @@ def test_an_sqlite_without_update_returning_is_refused(monkeypatch):
     monkeypatch.setattr(server_db.sqlite3, "sqlite_version", "3.34.1")
     with pytest.raises(ValueError, match=r"SQLite 3\.34\.1 is too old: the server needs SQLite 3\.35 or newer"):
         server_db.make_engine("sqlite://")
+
+
+def test_the_write_after_a_read_sees_what_others_committed_meanwhile(factory):
+    """begin_write after a read ends the read's snapshot on the same connection: the write transaction reads what
+    another writer committed in between (a one-time secret it spent, say)."""
+    with factory() as reader:
+        assert reader.scalar(select(Domain.name)) is None  # the read transaction's snapshot: no domain
+        with factory() as other:
+            server_db.begin_write(other)
+            add_domain(other, "meanwhile")
+            other.commit()
+        assert reader.scalar(select(Domain.name)) is None  # still the read's snapshot
+        server_db.begin_write(reader)
+        assert reader.scalar(select(Domain.name)) == "meanwhile"
+        reader.rollback()
+
+
+def test_the_write_after_a_read_holds_sqlites_write_lock(factory, tmp_path):
+    """After the switch, the connection holds SQLite's own write lock too (BEGIN IMMEDIATE): a writer that does not
+    take the lock file (an operator's sqlite3 shell) fails at once, and can write once the transaction ends."""
+    with factory() as db_session:
+        db_session.scalar(select(Domain))
+        server_db.begin_write(db_session)
+        outsider = sqlite3.connect(str(tmp_path / "trustpoint.db"), timeout=0, isolation_level=None)
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                outsider.execute("BEGIN IMMEDIATE")
+            db_session.commit()
+            outsider.execute("BEGIN IMMEDIATE")
+            outsider.execute("ROLLBACK")
+        finally:
+            outsider.close()
+
+
+def test_begin_write_in_a_write_transaction_commits_it_and_begins_anew(factory):
+    """As a read transaction does: what the first wrote is committed, and the lock taken again (not waited for
+    by its own holder)."""
+    with factory() as db_session:
+        server_db.begin_write(db_session)
+        add_domain(db_session, "first")
+        db_session.flush()
+        server_db.begin_write(db_session)
+        assert held(factory)
+        db_session.rollback()
+        assert not held(factory)
+        assert db_session.scalar(select(Domain.name)) == "first"
