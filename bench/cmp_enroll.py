@@ -1458,7 +1458,9 @@ def parse_args(argv):
     parser.add_argument(
         "--server-command",
         metavar="COMMAND",
-        help="run this trustpoint-server instead of the checkout's (another version: a before/after pair)",
+        action="append",
+        help="run this trustpoint-server instead of the checkout's (another version); repeat to measure each, with "
+        "--rounds side by side: a before/after pair in one run",
     )
     parser.add_argument("--healthz", action="store_true", help="also time GET /healthz (gunicorn+Flask floor)")
     parser.add_argument("--log-level", default="info", help="our server's --log-level (info)")
@@ -1473,6 +1475,7 @@ def parse_args(argv):
     if args.requests < 1:
         parser.error("--requests must be at least 1")
     args.server_args = args.server_args or [""]
+    args.server_command = args.server_command or [None]
     if not 1 <= args.rounds <= args.requests:
         parser.error("--rounds must be between 1 and --requests")
     args.database = args.database or ["sqlite"]
@@ -1771,7 +1774,7 @@ def measure_level(targets, concurrency, key_pool, mock_templates, args):
     return rows
 
 
-def config_name(args, database, workers, threads, prefill, indexes, server_args, instances):
+def config_name(args, database, workers, threads, prefill, indexes, server_args, instances, command):
     name = "trustpoint %dw x %dt" % (workers, threads)
     if instances > 1 or len(args.instances) > 1:
         name = "trustpoint %d x (%dw x %dt)" % (instances, workers, threads)
@@ -1783,8 +1786,9 @@ def config_name(args, database, workers, threads, prefill, indexes, server_args,
         name += ", no idx"
     if server_args:
         name += ", " + server_args
-    if args.server_command:
-        name += " (%s)" % os.path.basename(args.server_command.split()[0])
+    if command:
+        # Two versions' commands differ in their directories, not in their names.
+        name += " (%s)" % (command if len(args.server_command) > 1 else os.path.basename(command.split()[0]))
     return name
 
 
@@ -1792,10 +1796,10 @@ def measure_configs(group, levels, key_pool, mock_templates, idevids, args, data
     """The rows of a group of (number, configuration): their servers run together and take turns."""
     targets, started = [], []
     try:
-        for number, (workers, threads, certificates, indexes, server_args, instances, spec) in group:
+        for number, (workers, threads, certificates, indexes, server_args, instances, spec, command) in group:
             database = databases[spec]
             prefill = prefill_of(args, certificates)
-            name = config_name(args, database, workers, threads, prefill, indexes, server_args, instances)
+            name = config_name(args, database, workers, threads, prefill, indexes, server_args, instances, command)
             template = None
             if certificates or prefill.devices:
                 if certificates not in prefilled:
@@ -1812,7 +1816,7 @@ def measure_configs(group, levels, key_pool, mock_templates, idevids, args, data
                     prepare=drop_hot_path_indexes if indexes == "without" else None,
                     name="config-%d-%d" % (number, instance),
                     extra_args=shlex.split(server_args),
-                    command=shlex.split(args.server_command) if args.server_command else None,
+                    command=shlex.split(command) if command else None,
                     database_url=database.new(number) if not servers else None,
                     share=servers[0] if servers else None,
                 )
@@ -1825,6 +1829,7 @@ def measure_configs(group, levels, key_pool, mock_templates, idevids, args, data
                 "prefill": prefill.as_dict(),
                 "hot_path_indexes": indexes,
                 "server_args": server_args,
+                "server_command": command,
                 "instances": instances,
                 "rounds": args.rounds,
                 "database": database.label,
@@ -1864,6 +1869,7 @@ def main(argv=None):
             args.server_args,
             args.instances,
             args.database,
+            args.server_command,
         )
     )
     workdir = tempfile.mkdtemp(prefix="cmp-bench-")
@@ -1883,6 +1889,7 @@ def main(argv=None):
             "prefill": [prefill_of(args, n).as_dict() for n in args.prefill],
             "hot_path_indexes": args.hot_path_indexes,
             "server_args": args.server_args,
+            "server_commands": args.server_command,
             "database": [spec if spec in ("sqlite", "postgresql") else "PostgreSQL (a URL)" for spec in args.database],
             "instances": args.instances,
             "client": args.client,

@@ -80,7 +80,9 @@ PHASES = (
     ("trustpoint_core.est", "load_csr", "EST: read the CSR"),
     ("trustpoint_server.protocols.est", "_pkcs7", "EST: PKCS#7 answer"),
     ("trustpoint_server.services.pki", "issue_for_device", "issue: names, build and sign"),
-    ("trustpoint_server.services.devices", "enrolling_device", "DB: device, domain, CAs (ORM)"),
+    ("trustpoint_server.services.enrolling", "device", "DB: device, domain, CAs"),
+    ("trustpoint_server.services.enrolling", "device_named", "DB: device, domain, CAs"),
+    ("trustpoint_server.services.enrolling", "domain_named", "DB: the URL's domain, CAs"),
     ("trustpoint_server.services.certificates", "transaction_used", "DB: transactionID used?"),
     ("trustpoint_server.storage.db", "begin_write", "DB: end the read, begin the write"),
     ("trustpoint_server.services.devices", "refresh_secret", "DB: re-read the secret"),
@@ -90,7 +92,9 @@ PHASES = (
     ("trustpoint_server.services.devices", "activate", "DB: activate, revoke the others"),
     ("sqlalchemy.orm", "Session.commit", "DB: commit"),
     ("sqlalchemy.orm", "Session.close", "DB: close the session"),
-    # The driver's own calls (sqlite3), so that the DB phases above show SQLAlchemy's share without them.
+    # The driver's own calls (sqlite3), so that the DB phases above show SQLAlchemy's share without them: through
+    # SQLAlchemy, and storage/sql.py's statements (with their parameters and rows converted).
+    ("trustpoint_server.storage.sql", "_execute", "driver: execute (storage/sql.py)"),
     ("sqlalchemy.engine.default", "DefaultDialect.do_execute", "driver: execute"),
     ("sqlalchemy.engine.default", "DefaultDialect.do_commit", "driver: commit"),
     ("sqlalchemy.engine.default", "DefaultDialect.do_rollback", "driver: rollback"),

@@ -66,9 +66,9 @@ from trustpoint_core.cmp_protection import (
 from trustpoint_core.errors import CmpFailure, InvalidInput, excerpt
 from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 
-from ..services import certificates, crl, devices, identity, keygen, names, pki
+from ..services import certificates, crl, devices, enrolling, identity, keygen, names, pki
 from ..storage.db import begin_write
-from ..storage.models import CmpTransaction, IssuedCertificate, utcnow
+from ..storage.models import CertificateAuthority, CmpTransaction, IssuedCertificate, utcnow
 from . import cmp_checks
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ class CmpResponder:
         if device is not None and device.id is not None and device.domain.name == name:
             self.url_domain = device.domain
         else:
-            self.url_domain = pki.enrolling_domain(self.db, name)
+            self.url_domain = enrolling.domain_named(self.db, name)
 
     def _auth_failed(self, device=None):
         if self.gate is not None:
@@ -230,7 +230,7 @@ class CmpResponder:
     def _authenticate_secret(self):
         """The device whose shared secret MACs the request (senderKID = device id)."""
         kid = self.message.sender_kid or b""
-        device = devices.enrolling_device(self.db, int(kid)) if kid.isdigit() and len(kid) <= 18 else None
+        device = enrolling.device(self.db, int(kid)) if kid.isdigit() and len(kid) <= 18 else None
         if device is not None and self.gate is not None and self.gate.device_refused(device):
             device = None  # locked or throttled: refused before the MAC is computed
         secret = devices.device_secret(self.vault, device) if device is not None else None
@@ -818,6 +818,8 @@ class CmpResponder:
                     "no CA of domain %r issues a CRL with that distribution point or issuer" % self.domain.name,
                     "badRequest",
                 )
+            # The session's row of the CA: the CRL is issued anew on it when due (a secret's domain is a plain row).
+            ca_row = self.db.get(CertificateAuthority, ca_row.id)
             der = crl.current_crl(self.db, self.vault, ca_row, self.settings)
             if crl.newer_than(der, status.this_update) and der not in lists:
                 lists.append(der)

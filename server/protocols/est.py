@@ -20,15 +20,13 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, current_app, request
-from sqlalchemy import select
 from trustpoint_core import est, keys, x509
 from trustpoint_core.errors import InvalidInput
 from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 
 from ..errors import ApiError
-from ..services import certificates, devices, identity, names, pki
+from ..services import certificates, devices, enrolling, identity, names, pki
 from ..storage.db import begin_write, session
-from ..storage.models import Device
 from .wire import client_certificate, client_chain, read_body
 
 log = logging.getLogger(__name__)
@@ -98,7 +96,7 @@ def _domain(name):
     name = name or current_app.extensions["trustpoint"].settings.est_default_domain
     if not name:
         raise EstError(404, "name a domain (/.well-known/est/<domain>/...): the server has no default EST domain")
-    domain = pki.enrolling_domain(db, name)
+    domain = enrolling.domain_named(db, name)
     if domain is None:
         raise EstError(404, "domain %r does not exist" % name)
     return domain
@@ -188,7 +186,7 @@ class EstEnrollment:
                 raise EstError(400, "the TLS client certificate cannot be read: %s" % exc) from exc
         credentials = request.authorization
         if credentials is not None and credentials.type == "basic":
-            device = self.db.scalar(select(Device).where(Device.name == credentials.username))
+            device = enrolling.device_named(self.db, credentials.username, self.domain)
             if device is not None and device.onboarding_method != "est_password":
                 device = None
             # Unknown names, spent, wrong, locked and throttled passwords look alike and cost alike.

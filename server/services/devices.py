@@ -14,17 +14,17 @@ import secrets
 import types
 
 from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
-from sqlalchemy.orm import joinedload
 from trustpoint_core import x509
 from trustpoint_core.profiles import get_profile
 
 from ..errors import ApiError
 from ..storage import sql
-from ..storage.db import MAX_ID, contains, get_by_id, show_written
+from ..storage.db import contains, get_by_id, loaded, show_written
 from ..storage.models import CmpTransaction, Device, DevIdRegistration, IssuedCertificate, utcnow
 from . import auth_limits, trust
+from .enrolling import Row
 from .names import check_allowed_names
-from .pki import ENROLLING_CAS, revocation, revoke_where
+from .pki import revocation, revoke_where
 
 # A device's name is the common name of its certificates: at most 64 characters (RFC 5280 ub-common-name).
 MAX_NAME = 64
@@ -183,20 +183,6 @@ def get_device(db, device_id):
     return device
 
 
-def enrolling_device(db, device_id):
-    """The device that authenticates a request, with its domain and the domain's CAs, in one query: an
-    enrollment needs all three (issue 16). The CAs' keys and CRLs load when used (pki.ENROLLING_CAS)."""
-    if not 0 < device_id <= MAX_ID:
-        return None
-    return db.execute(_ENROLLING_DEVICE, {"p_id": device_id}).unique().scalar_one_or_none()
-
-
-# Built once: a statement caches its compiled form; Session.get() with options builds and keys a new one per call.
-_ENROLLING_DEVICE = (
-    select(Device).where(Device.id == bindparam("p_id")).options(joinedload(Device.domain).options(ENROLLING_CAS))
-)
-
-
 def issue_secret(vault, device):
     """Give the device a fresh one-time secret of its method; {} for methods without one.
 
@@ -247,23 +233,22 @@ _SECRET_STATE = sql.Statement(
 
 
 def refresh_secret(db, device):
-    """Read the device's secret and its credential's use again (under the write lock, before relying on them):
-    one SELECT of those columns; the session's objects show what it read."""
+    """Read the secret of device (services/enrolling.py) and its credential's use again (under the write lock,
+    before relying on them): one SELECT of those columns, which device then shows."""
     row = sql.one(db, _SECRET_STATE, device_id=device.id)
     credential_id = row.credential_id
-    if credential_id != device.credential_id:
-        db.expire(device, ["credential"])
-    show_written(
-        db,
-        Device,
-        device.id,
-        {
-            "secret_encrypted": row.secret_encrypted,
-            "password_hash": row.password_hash,
-            "secret_retry_until": row.secret_retry_until,
-            "credential_id": credential_id,
-        },
-    )
+    credential = None if credential_id is None else Row({"id": credential_id, "first_used_at": row.first_used_at})
+    values = {
+        "secret_encrypted": row.secret_encrypted,
+        "password_hash": row.password_hash,
+        "secret_retry_until": row.secret_retry_until,
+        "credential_id": credential_id,
+    }
+    loaded_device = loaded(db, Device, device.id)
+    if loaded_device is not None and loaded_device.credential_id != credential_id:
+        db.expire(loaded_device, ["credential"])
+    show_written(db, Device, device.id, values, row=device)
+    device.credential = credential
     if credential_id is not None:
         show_written(db, IssuedCertificate, credential_id, {"first_used_at": row.first_used_at})
 
@@ -345,6 +330,7 @@ def mark_onboarded(db, device, record, settings, now, by_secret=False):
             "password_hash": row.password_hash,
             "secret_retry_until": row.secret_retry_until,
         },
+        row=device,
     )
 
 

@@ -10,7 +10,7 @@ import threading
 from typing import ClassVar
 
 from sqlalchemy import bindparam, or_, select
-from sqlalchemy.orm import joinedload, object_session
+from sqlalchemy.orm import object_session
 from trustpoint_core import keys, x509
 from trustpoint_core.profiles import get_profile
 
@@ -87,19 +87,6 @@ def get_domain(db, name):
     if domain is None:
         raise ApiError(404, "domain %r does not exist" % name)
     return domain
-
-
-# What an enrollment loads of a domain's CAs with the domain: their certificates. Keys and CRLs load when used: a
-# key is decrypted once per process (Signer), and a CRL may be megabytes (issue 16).
-ENROLLING_CAS = (
-    joinedload(Domain.cas).defer(CertificateAuthority.private_key_encrypted).defer(CertificateAuthority.crl_der)
-)
-_ENROLLING_DOMAIN = select(Domain).where(Domain.name == bindparam("p_name")).options(ENROLLING_CAS)
-
-
-def enrolling_domain(db, name):
-    """The domain called name with its CAs, in one query; None when there is none."""
-    return db.execute(_ENROLLING_DOMAIN, {"p_name": name}).unique().scalar_one_or_none()
 
 
 def delete_domain(db, domain):

@@ -210,14 +210,17 @@ def loaded(db_session, model, ident):
     return db_session.identity_map.get(identity_key(model, ident))
 
 
-def show_written(db_session, model, ident, values):
+def show_written(db_session, model, ident, values, row=None):
     """A Core statement wrote values (column or relationship name -> value) into model's row ident: the session's
     object of that row, if loaded, shows them as its committed state (a pending change of one of them is
-    dropped, the statement decided it). Returns the object or None."""
+    dropped, the statement decided it); so does row, the caller's plain object of it (services/enrolling.py),
+    if given. Returns the session's object or None."""
     obj = loaded(db_session, model, ident)
     if obj is not None:
         for name, value in values.items():
             set_committed_value(obj, name, value)
+    if row is not None and row is not obj:
+        row.__dict__.update(values)
     return obj
 
 

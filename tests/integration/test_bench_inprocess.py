@@ -38,13 +38,22 @@ def test_inprocess_bench_prints_real_numbers(tmp_path, flow):
                 "CMP: verify the request's MAC",
                 "DB: end the read, begin the write",
                 "DB: commit",
+                "DB: device, domain, CAs",
                 "driver: execute",
+                "driver: execute (storage/sql.py)",
                 "driver: commit",
             ),
         ),
         (
             "est-enroll",
-            ("EST: authenticate", "EST: password check", "EST: PKCS#7 answer", "DB: record the certificate"),
+            (
+                "EST: authenticate",
+                "EST: password check",
+                "EST: PKCS#7 answer",
+                "DB: the URL's domain, CAs",
+                "DB: device, domain, CAs",
+                "DB: record the certificate",
+            ),
         ),
     ],
 )

@@ -17,7 +17,7 @@ import pytest
 from conftest import FIXTURES, fuzz_examples
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pyasn1.codec.der import encoder
 from pyasn1.error import PyAsn1Error
@@ -67,10 +67,11 @@ def outcome(der, fast):
 
 
 def encoded(asn1):
-    """pyasn1's DER of a decoded value, or the error class (it refuses to encode what violates a SIZE constraint)."""
+    """pyasn1's DER of a decoded value, or the error class: it refuses to encode what violates a SIZE constraint, and
+    a BIT STRING with more unused bits than content bits (03 01 01) fails with ValueError (its length is < 0)."""
     try:
         return encoder.encode(asn1)
-    except PyAsn1Error as exc:
+    except (PyAsn1Error, ValueError) as exc:
         return type(exc)
 
 
@@ -748,8 +749,24 @@ def mutated_bodies(draw):
     return _with_body(der, edited(draw, _inner(der_children(der)[1]), 3))
 
 
+# Found by the fuzzer: the template's publicKey is a BIT STRING with one unused bit and no content (03 01 01), which
+# pyasn1 decodes but cannot encode (ValueError); both readers answer badDataFormat.
+PUBLIC_KEY_WITHOUT_BITS = (
+    b'0\x82\x0100\x81\xbd\x02\x01\x02\xa4"0 1\x0e0\x0c\x06\x03U\x04\x03\x0c\x05plc-11\x0e0\x0c\x06\x03'
+    b"U\x04\n\x0c\x05Plant\xa4\x020\x00\xa0\x11\x18\x0f20261206235417Z\xa1>0"
+    b"<\x06\t*\x86H\x86\xf6}\x07B\r0/\x04\x10o\x91NQ\xa8\x83 \xc8\xaf\xad\xd1\t\xa8\x8d\xc6,0\x0b\x06\t"
+    b"`\x86H\x01e\x03\x04\x02\x01\x02\x02\x03\xe80\n\x06\x08*\x86H\x86\xf7\r\x02\t\xa2\x03\x04\x017\xa4\x12\x04\x10\xadz"
+    b"\x1b\x81\x16\xea\xb3l\xeb\x00\x00\x04\xd0J3\x94\xa5\x12\x04\x10\x9a\xe5\xd8\x9c\x0e\xa8\xc8&\x94LO\x94'\xba\xfd\x17\xa8\x10"
+    b'0\x0e0\x0c\x06\x08+\x06\x01\x05\x05\x07\x04\r\x05\x00\xa0I0G0E0C\x02\x01\x000>\xa5"0 1\x0e0'
+    b"\x0c\x06\x03U\x04\x03\x0c\x05plc-11\x0e0\x0c\x06\x03U\x04\n\x0c\x05Plant\xa6\x180\x13\x06\x07*"
+    b"\x86H\xce=\x02\x01\x06\x08*\x86H\xce=\x03\x01\x07\x03\x01\x01\xa0#\x03!\x00\x03kn\xf4\x81m\x10\x0c\x11\xa0\xa3\xdb"
+    b"\x9fY.\x8f\x0b(\x9a\xd8*\xd7 k\xa8\x91\xb7(\x16?q\xee"
+)
+
+
 @FUZZ
 @given(mutated_bodies())
+@example(PUBLIC_KEY_WITHOUT_BITS)
 def test_fuzzed_bodies_read_alike(der):
     assert_same_request(der)
 
