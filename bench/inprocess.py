@@ -9,7 +9,7 @@ no TLS), so that a profiler sees the request's own work only. bench/cmp_enroll.p
     .venv/bin/python bench/inprocess.py --flow malformed-ir                      # an ir whose body has a wrong tag
     .venv/bin/python bench/inprocess.py --profile out.prof                       # cProfile of the last round
     .venv/bin/python bench/inprocess.py --phases                                 # CPU per phase of the request
-    .venv/bin/python bench/inprocess.py --through-flask                          # CMP through Flask's request context
+    .venv/bin/python bench/inprocess.py --through-flask                          # CMP and EST through Flask's request context
     py-spy record -r 500 -f raw -o out.raw -- .venv/bin/python bench/inprocess.py --requests 600
 
 A fresh data directory (`trustpoint-server init`) in a temporary directory, removed at the end; one device per
@@ -59,7 +59,7 @@ def parse_args(argv):
     parser.add_argument(
         "--through-flask",
         action="store_true",
-        help="CMP through Flask's request machinery, without protocols/cmp.py's AheadOfFlask (issue 16's before)",
+        help="CMP and EST through Flask's request machinery, without protocols/ahead.py (issue 16's before)",
     )
     return parser.parse_args(argv)
 

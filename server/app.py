@@ -9,7 +9,7 @@ from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
 from . import errors
-from .protocols import agent, aoki, cmp, crl, est
+from .protocols import agent, ahead, aoki, cmp, crl, est
 from .runtime.vault import Vault
 from .services.auth_limits import AuthLimits
 from .services.health import Readiness
@@ -69,7 +69,9 @@ def create_app(settings, plain_http=False):
     app.register_blueprint(agent.bp)
     if plain_http:
         app.before_request(_https_only)  # CMP's paths pass: the dispatcher below may skip it
-    app.wsgi_app = cmp.AheadOfFlask(app, pages.add_security_headers)
+    # EST is served over HTTPS only: on the plain-HTTP app its paths go to Flask, whose _https_only refuses them.
+    handlers = {cmp.bp.name: cmp.ahead} if plain_http else {cmp.bp.name: cmp.ahead, est.bp.name: est.answer}
+    app.wsgi_app = ahead.AheadOfFlask(app, pages.add_security_headers, handlers)
 
     @app.get("/healthz")
     def healthz():

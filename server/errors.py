@@ -39,17 +39,24 @@ def json_error(status, message, headers=None):
 HTML_BLUEPRINTS = ("pages", "browser")
 
 
-def error_response(status, message, headers=None):
-    """JSON for the API; text/plain for EST, whose clients expect no JSON (RFC 7030); a page for the pages."""
-    if request.blueprint in HTML_BLUEPRINTS:
+def error_response(status, message, headers=None, blueprint=None):
+    """JSON for the API; text/plain for EST, whose clients expect no JSON (RFC 7030); a page for the pages.
+    blueprint: the request's (default: Flask's request's)."""
+    blueprint = blueprint or request.blueprint
+    if blueprint in HTML_BLUEPRINTS:
         response = Response(render_template("error.html", status=status, message=message), status)
         response.headers.update(headers or {})
         return response
-    if request.blueprint == "est":
-        response = Response(message + "\n", status, content_type="text/plain; charset=utf-8")
-        response.headers.update(headers or {})
-        return response
+    if blueprint == "est":
+        return text_error(status, message, headers)
     return json_error(status, message, headers)
+
+
+def text_error(status, message, headers=None):
+    """An error answer in text/plain (EST's)."""
+    response = Response(message + "\n", status, content_type="text/plain; charset=utf-8")
+    response.headers.update(headers or {})
+    return response
 
 
 def register(app):
@@ -65,13 +72,18 @@ def register(app):
 
     @app.errorhandler(IntegrityError)
     def _conflict(exc):
-        # A concurrent request created the same name between our check and our commit.
-        log.info("conflicting write on %s %s: %s", request.method, request.path, str(exc).splitlines()[0])
-        return error_response(409, "the request conflicts with data written at the same time; read it again and retry")
+        return error_response(409, conflict(request.method, request.path, exc))
 
     @app.errorhandler(Exception)
     def _unexpected(exc):
         return error_response(500, unexpected(request.method, request.path))
+
+
+def conflict(method, path, exc):
+    """Log an IntegrityError, a concurrent request that created the same name between our check and our commit; the
+    message the client gets (409)."""
+    log.info("conflicting write on %s %s: %s", method, path, str(exc).splitlines()[0])
+    return "the request conflicts with data written at the same time; read it again and retry"
 
 
 def unexpected(method, path):

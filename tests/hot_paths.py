@@ -241,15 +241,15 @@ def run_hot_paths(app, monkeypatch):
     # The TLS client certificate is what the handshake verified; here the handler is handed it directly.
     statements.recording = "EST simpleenroll (IDevID)"
     idevid_key2, idevid2 = fleet.idevid("SN-0002")
-    monkeypatch.setattr(est, "client_certificate", lambda: idevid2)
-    monkeypatch.setattr(est, "client_chain", lambda: [fleet.manufacturer.issuing_cert])
+    monkeypatch.setattr(est, "client_certificate", lambda _request: idevid2)
+    monkeypatch.setattr(est, "client_chain", lambda _request: [fleet.manufacturer.issuing_cert])
     response = client.post(
         est_path % "simpleenroll", data=_csr(idevid_key2, "SN-0002"), headers=est_headers, base_url="https://localhost"
     )
     _est_certificate(response)
 
     statements.recording = "EST simplereenroll"
-    monkeypatch.setattr(est, "client_certificate", lambda: est_credential)
+    monkeypatch.setattr(est, "client_certificate", lambda _request: est_credential)
     response = client.post(
         est_path % "simplereenroll", data=_csr(est_key, "plc-2"), headers=est_headers, base_url="https://localhost"
     )

@@ -42,10 +42,10 @@ def init():
     over_budget = gate.refusal()
     if over_budget is not None:
         raise ApiError.too_many_requests(*over_budget)
-    idevid = client_certificate()
+    idevid = client_certificate(request)
     try:
         body, signature, algorithm = aoki.init_answer(
-            session(), services.vault, services.settings, idevid, client_chain(), https_base_url()
+            session(), services.vault, services.settings, idevid, client_chain(request), https_base_url()
         )
     except aoki.AokiRefusal as exc:
         if exc.status in (400, 403):  # an IDevID that cannot be read or that no registration admits

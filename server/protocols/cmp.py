@@ -12,16 +12,14 @@ An operation path accepts its bodies only; the paths without one, and the legacy
 Every answer is a PKIMessage with HTTP 200 and Content-Type application/pkixcmp, rejections included;
 unknown paths are 404. cmp_responder.py decides what the answer says.
 
-These POSTs are answered ahead of Flask (AheadOfFlask, wrapped around the app's wsgi_app): Flask's routes below
-decide which paths they are, and serve what the dispatcher hands on.
+These POSTs are answered ahead of Flask (protocols/ahead.py, wrapped around the app's wsgi_app, calls ahead()):
+Flask's routes below decide which paths they are, and serve what the dispatcher hands on.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, current_app, request
-from werkzeug.exceptions import HTTPException
 
-from ..errors import json_error, unexpected
 from ..storage.db import session
 from .cmp_responder import OPERATIONS, CmpResponder
 from .wire import read_body
@@ -37,7 +35,6 @@ RULES = {
     "operation_without_label": "/.well-known/cmp/<operation>/",
     "operation_with_label": "/.well-known/cmp/p/<label>/<operation>/",
 }
-PATH_PREFIX = "/.well-known/cmp"  # of every rule: other paths go to Flask without a look at the URL map
 
 
 def target(domain=None, label=None, operation=None):
@@ -68,7 +65,7 @@ def _known(operation):
 
 
 def answer(responder_class, req, domain_name, profile_name, operation):
-    """The answer (HTTP 200, a PKIMessage) to the request req: Flask's, or AheadOfFlask's. In an app context, whose
+    """The answer (HTTP 200, a PKIMessage) to the request req: Flask's, or ahead()'s. In an app context, whose
     end closes the request's database session (storage/db.py close_session)."""
     services = current_app.extensions["trustpoint"]
     gate = services.auth_limits.gate(req.remote_addr)
@@ -82,43 +79,10 @@ def answer(responder_class, req, domain_name, profile_name, operation):
     return Response(der, 200, content_type=CONTENT_TYPE)
 
 
-class AheadOfFlask:
-    """WSGI middleware: the POSTs that this blueprint's routes match are answered without Flask's request
-    machinery (request context, session cookie, the pages' and extensions' before/after_request hooks: about 0.1 ms
-    of CPU per request, bench/README.md, issue 16). Flask's URL map decides, so a path means what it means to
-    Flask; everything else (other methods and paths, AOKI's CMP path, unknown operations, redirects) goes to Flask
-    unchanged.
-
-    What a Flask request would do around the view is kept: an app context (flask.g holds the database session, and
-    its end rolls back and closes it), add_headers(response, blueprint, endpoint) as the pages' after_request adds
-    them, and an unexpected error answers 500 like server/errors.py. Not kept: the "Vary: Cookie" that Flask adds
-    because Flask-Login's after_request looks into the (empty) cookie session; a CMP answer does not depend on
-    cookies.
-    """
-
-    def __init__(self, app, add_headers):
-        self.app = app
-        self.flask = app.wsgi_app
-        self.add_headers = add_headers
-
-    def __call__(self, environ, start_response):
-        if environ.get("REQUEST_METHOD") != "POST" or not environ.get("PATH_INFO", "").startswith(PATH_PREFIX):
-            return self.flask(environ, start_response)
-        req = self.app.request_class(environ)
-        try:
-            endpoint, values = self.app.create_url_adapter(req).match()
-        except HTTPException:  # no route, another method, a redirect, an untrusted Host: Flask's answer
-            return self.flask(environ, start_response)
-        blueprint = endpoint.rpartition(".")[0]
-        if blueprint != bp.name:  # AOKI's CMP path
-            return self.flask(environ, start_response)
-        domain_name, profile_name, operation = target(**values)
-        if not _known(operation):  # Flask's 404 names the known ones
-            return self.flask(environ, start_response)
-        with self.app.app_context():
-            try:
-                response = answer(CmpResponder, req, domain_name, profile_name, operation)
-            except Exception:  # the log gets the traceback, the client a 500 (server/errors.py)
-                response = json_error(500, unexpected(req.method, req.path))
-            self.add_headers(response, blueprint, endpoint)
-        return response(environ, start_response)
+def ahead(req, _endpoint, values):
+    """protocols/ahead.py's handler: a POST that a route of this blueprint matches (unknown operations decline: Flask's
+    404 names the known ones)."""
+    domain_name, profile_name, operation = target(**values)
+    if not _known(operation):
+        return None
+    return answer(CmpResponder, req, domain_name, profile_name, operation)

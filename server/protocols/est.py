@@ -20,11 +20,12 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, current_app, request
+from sqlalchemy.exc import IntegrityError
 from trustpoint_core import est, keys, x509
 from trustpoint_core.errors import InvalidInput
 from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 
-from ..errors import ApiError
+from ..errors import ApiError, conflict, text_error
 from ..services import certificates, devices, enrolling, identity, names, pki
 from ..storage.db import begin_write, session
 from .wire import client_certificate, client_chain, read_body
@@ -44,51 +45,61 @@ CHALLENGE = {"WWW-Authenticate": 'Basic realm="est"'}
 
 class EstError(ApiError):
     """An EST request refused: HTTP status, a message that says why, extra headers; answered in text/plain and
-    logged (the handler below)."""
+    logged (answer())."""
 
 
-@bp.errorhandler(EstError)
-def _refused(exc):
-    log.info("EST %s %s refused (%d): %s", request.method, request.path, exc.status, exc.message)
-    return Response(exc.message + "\n", exc.status, headers=exc.headers, content_type="text/plain; charset=utf-8")
+# endpoint -> rule, and what its values name: (domain, profile, operation).
+ROUTES = {
+    "operation_without_label": ("/.well-known/est/<operation>/", lambda values: (None, None)),
+    "operation_with_label": ("/.well-known/est/<label>/<operation>/", lambda values: _label(values["label"])),
+    "operation_with_profile": (
+        "/.well-known/est/<domain>/<profile>/<operation>/",
+        lambda values: (values["domain"], values["profile"]),
+    ),
+    "operation_with_prefix": ("/<label>/.well-known/est/<operation>/", lambda values: _label(values["label"])),
+}
 
 
-@bp.route("/.well-known/est/<operation>/", methods=["GET", "POST"], strict_slashes=False)
-def operation_without_label(operation):
-    return _serve(None, None, operation)
-
-
-@bp.route("/.well-known/est/<label>/<operation>/", methods=["GET", "POST"], strict_slashes=False)
-def operation_with_label(label, operation):
+def _label(label):
     domain, _sep, profile = label.partition("~")
-    return _serve(domain or None, profile or None, operation)
+    return domain or None, profile or None
 
 
-@bp.route("/.well-known/est/<domain>/<profile>/<operation>/", methods=["GET", "POST"], strict_slashes=False)
-def operation_with_profile(domain, profile, operation):
-    return _serve(domain, profile, operation)
+def _view(**values):
+    return answer(request, request.endpoint, values)
 
 
-@bp.route("/<label>/.well-known/est/<operation>/", methods=["GET", "POST"], strict_slashes=False)
-def operation_with_prefix(label, operation):
-    domain, _sep, profile = label.partition("~")
-    return _serve(domain or None, profile or None, operation)
+for _endpoint, (_rule, _names) in ROUTES.items():
+    bp.add_url_rule(_rule, _endpoint, _view, methods=["GET", "POST"], strict_slashes=False)
 
 
-def _serve(domain_name, profile_name, operation):
+def answer(req, endpoint, values):
+    """The answer to the EST request req (Flask's, or protocols/ahead.py's) at endpoint (of this blueprint) with the
+    URL's values. Refusals (EstError, ApiError of the services, a write that conflicts) are text/plain, logged."""
+    domain_name, profile_name = ROUTES[endpoint.rpartition(".")[2]][1](values)
+    try:
+        return _serve(req, domain_name, profile_name, values["operation"])
+    except ApiError as exc:
+        log.info("EST %s %s refused (%d): %s", req.method, req.path, exc.status, exc.message)
+        return text_error(exc.status, exc.message, exc.headers)
+    except IntegrityError as exc:
+        return text_error(409, conflict(req.method, req.path, exc))
+
+
+def _serve(req, domain_name, profile_name, operation):
     if operation not in OPERATIONS:
         raise EstError(404, "unknown EST operation %r; known: %s" % (operation, ", ".join(OPERATIONS)))
-    if request.method != OPERATIONS[operation]:
+    if req.method != OPERATIONS[operation]:
         raise EstError(405, "%s takes %s" % (operation, OPERATIONS[operation]), {"Allow": OPERATIONS[operation]})
     domain = _domain(domain_name)
     if profile_name is not None and profile_name not in (*APPLICATION_PROFILES, "domain_credential"):
         raise EstError(404, "unknown certificate profile %r" % profile_name)
     if operation == "cacerts":
-        return _pkcs7(pki.ca_chain(domain))
+        return _pkcs7(req, pki.ca_chain(domain))
     if operation == "csrattrs":
         # The label's profile: what a CSR for /<domain>/<profile>/simpleenroll needs.
-        return _base64(est.csr_attributes(get_profile(profile_name or "domain_credential")), est.CSRATTRS)
-    return EstEnrollment(domain, profile_name, operation).respond()
+        return _base64(req, est.csr_attributes(get_profile(profile_name or "domain_credential")), est.CSRATTRS)
+    return EstEnrollment(req, domain, profile_name, operation).respond()
 
 
 def _domain(name):
@@ -102,28 +113,29 @@ def _domain(name):
     return domain
 
 
-def _http_version():
-    return request.environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+def _http_version(req):
+    return req.environ.get("SERVER_PROTOCOL", "HTTP/1.1")
 
 
-def _base64(der, content_type):
+def _base64(req, der, content_type):
     """A base64 body framed for the client's HTTP version (est.encode_base64), with Content-Length."""
     return Response(
-        est.encode_base64(der, _http_version()),
+        est.encode_base64(der, _http_version(req)),
         200,
         content_type=content_type,
         headers={"Content-Transfer-Encoding": "base64"},
     )
 
 
-def _pkcs7(certificates):
-    return _base64(est.certs_only(certificates), est.PKCS7_CERTS_ONLY)
+def _pkcs7(req, certificates):
+    return _base64(req, est.certs_only(certificates), est.PKCS7_CERTS_ONLY)
 
 
 class EstEnrollment:
     """One simpleenroll, simplereenroll or serverkeygen request."""
 
-    def __init__(self, domain, profile_name, operation):
+    def __init__(self, req, domain, profile_name, operation):
+        self.request = req
         self.db = session()
         self.vault = current_app.extensions["trustpoint"].vault
         self.settings = current_app.extensions["trustpoint"].settings
@@ -132,14 +144,15 @@ class EstEnrollment:
         self.operation = operation
 
     def respond(self):
-        if not request.is_secure:
+        req = self.request
+        if not req.is_secure:
             raise EstError(403, "EST needs HTTPS")
-        if request.mimetype != est.PKCS10:
+        if req.mimetype != est.PKCS10:
             raise EstError(
-                415, "the body must be a PKCS#10 request with Content-Type %s, not %r" % (est.PKCS10, request.mimetype)
+                415, "the body must be a PKCS#10 request with Content-Type %s, not %r" % (est.PKCS10, req.mimetype)
             )
         limit = current_app.config["MAX_CONTENT_LENGTH"]
-        body = read_body(request, limit)
+        body = read_body(req, limit)
         if body is None:
             raise EstError(413, "the request exceeds %d bytes" % limit)
         requester = self._authenticate()
@@ -153,7 +166,7 @@ class EstEnrollment:
             self._check_limit(requester.device)
             return self._serverkeygen(requester, profile, csr)
         certificate = self._issue(requester, profile, csr.public_key(), csr, replaces)
-        return _pkcs7([certificate])
+        return _pkcs7(req, [certificate])
 
     # --- who ---------------------------------------------------------------------------------------
 
@@ -161,11 +174,12 @@ class EstEnrollment:
         """TLS client certificate first (issued credential, then IDevID), then HTTP Basic.
 
         A source over its budget of failed authentications is refused before any of it (auth_limits)."""
-        gate = current_app.extensions["trustpoint"].auth_limits.gate(request.remote_addr)
+        req = self.request
+        gate = current_app.extensions["trustpoint"].auth_limits.gate(req.remote_addr)
         over_budget = gate.refusal()
         if over_budget is not None:
             raise EstError.too_many_requests(*over_budget)
-        presented = client_certificate()
+        presented = client_certificate(req)
         refusal = None
         if presented is not None:
             try:
@@ -173,7 +187,7 @@ class EstEnrollment:
                 if record is not None:
                     return identity.Requester("credential", device=record.device, record=record, certificate=presented)
                 requester = identity.Requester("idevid", certificate=presented)
-                requester.admissions = identity.admit_idevid(self.db, presented, client_chain(), self.domain)
+                requester.admissions = identity.admit_idevid(self.db, presented, client_chain(req), self.domain)
                 requester.device, requester.new_device, requester.registration, requester.bind = identity.idevid_device(
                     self.db, requester.admissions, presented, ("est_idevid", "aoki")
                 )
@@ -184,7 +198,7 @@ class EstEnrollment:
             except InvalidInput as exc:
                 gate.failed()
                 raise EstError(400, "the TLS client certificate cannot be read: %s" % exc) from exc
-        credentials = request.authorization
+        credentials = req.authorization
         if credentials is not None and credentials.type == "basic":
             device = enrolling.device_named(self.db, credentials.username, self.domain)
             if device is not None and device.onboarding_method != "est_password":
@@ -350,5 +364,5 @@ class EstEnrollment:
             )
         key = keys.generate_private_key(key_type)
         certificate = self._issue(requester, profile, key.public_key(), csr, None)
-        content_type, body = est.server_keygen_response(key, certificate, _http_version())
+        content_type, body = est.server_keygen_response(key, certificate, _http_version(self.request))
         return Response(body, 200, content_type=content_type)

@@ -48,25 +48,26 @@ def read_body(req, limit):
 # --- the client's certificate (handlers) ---------------------------------------------------------
 
 
-def client_certificate():
-    """The current request's TLS client certificate (cryptography Certificate), or None.
+def client_certificate(req):
+    """The TLS client certificate (cryptography Certificate) of req (Flask's request, or a Werkzeug Request of
+    protocols/ahead.py), or None.
 
     Only a certificate that verified in the handshake against the domains' CAs and the idevid/tls
     truststores reaches here: a connection with any other certificate never gets a request through.
     None over plain HTTP and when the client sent no certificate. Its revocation is not checked.
     """
     if "tls_client_certificate" not in g:
-        tls = request.environ.get(TLS_ENVIRON_KEY)
+        tls = req.environ.get(TLS_ENVIRON_KEY)
         der = tls.peer_certificate if tls is not None else None
         g.tls_client_certificate = cx509.load_der_x509_certificate(der) if der else None
     return g.tls_client_certificate
 
 
-def client_chain():
+def client_chain(req):
     """The CA certificates the handshake verified the client certificate with (leaf excluded), as
     cryptography Certificates: the intermediates an IDevID's manufacturer chain needs, which TLS delivers
     but the peer certificate alone lacks. Empty when there is no client certificate."""
-    tls = request.environ.get(TLS_ENVIRON_KEY)
-    if tls is None or client_certificate() is None:
+    tls = req.environ.get(TLS_ENVIRON_KEY)
+    if tls is None or client_certificate(req) is None:
         return []
     return [cx509.load_der_x509_certificate(der) for der in tls.verified_chain[1:]]

@@ -560,7 +560,7 @@ def test_intermediate_only_truststore_anchors_its_certificates(server, tmp_path)
 
 
 GUNICORN_APP = """
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from trustpoint_server.protocols.wire import client_certificate
 
 app = Flask(__name__)
@@ -568,7 +568,7 @@ app = Flask(__name__)
 
 @app.get("/client")
 def client():
-    certificate = client_certificate()
+    certificate = client_certificate(request)
     return jsonify(None if certificate is None else certificate.subject.rfc4514_string())
 """
 
@@ -592,7 +592,7 @@ def post_worker_init(worker):
 
 
 def test_client_certificate_reaches_the_handler_under_gunicorn(server, domain_credential, tmp_path):
-    """Under gunicorn with the server's worker and ServerContexts, wire.client_certificate() returns the
+    """Under gunicorn with the server's worker and ServerContexts, wire.client_certificate(request) returns the
     verified certificate to a handler, and None without one (a throwaway app: the product has no route
     that shows it)."""
     _domain, cert_path, key_path = domain_credential
@@ -632,14 +632,15 @@ def test_client_certificate_reaches_the_handler_under_gunicorn(server, domain_cr
 
 def test_client_certificate_without_tls_is_none(server):
     """Outside a TLS connection (plain HTTP, the test client) there is no client certificate."""
+    import flask
     from trustpoint_server.app import create_app
     from trustpoint_server.protocols import wire
     from trustpoint_server.settings import Settings
 
     app = create_app(Settings(data_dir=str(server.data_dir)))
     with app.test_request_context("/healthz"):
-        assert wire.client_certificate() is None
-        assert wire.client_chain() == []
+        assert wire.client_certificate(flask.request) is None
+        assert wire.client_chain(flask.request) == []
 
 
 # --- ServerContexts on their own -------------------------------------------------------------------------

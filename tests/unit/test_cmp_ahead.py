@@ -1,6 +1,6 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""CMP answered ahead of Flask (issue 16): protocols/cmp.py AheadOfFlask.
+"""CMP answered ahead of Flask (issue 16): protocols/ahead.py AheadOfFlask with protocols/cmp.py's handler.
 
 POSTs that the cmp blueprint's routes match are answered without Flask's request machinery; every request is
 also sent to the Flask app alone (the dispatcher's .flask), and both must answer alike: same status, headers
@@ -24,7 +24,7 @@ from sqlalchemy import text
 from trustpoint_core.cmp_message import CmpMessage, Header, cert_req_body, encode_message, error_content
 from trustpoint_core.cmp_protection import PasswordBasedMac
 from trustpoint_server.app import MAX_REQUEST_BYTES, create_app
-from trustpoint_server.protocols import cmp
+from trustpoint_server.protocols import ahead
 from trustpoint_server.protocols.cmp_responder import CmpResponder
 from trustpoint_server.settings import Settings
 from werkzeug.test import Client, EnvironBuilder
@@ -61,7 +61,7 @@ FLASK_ALONE = [
     "/.well-known/cmp/p//initialization",  # 308 to the path without the double slash
     "/.well-known/cmp/p/d1/initialization/extra",  # 404
     "/.well-known/cmpx",
-    "/.well-known/est/d1/simpleenroll",
+    "/.well-known/crl/1",
     "/api/v1/domains",
 ]
 
@@ -123,7 +123,7 @@ def assert_alike(ahead, flask):
 
 
 def test_the_app_is_wrapped(app):
-    assert isinstance(app.wsgi_app, cmp.AheadOfFlask)
+    assert isinstance(app.wsgi_app, ahead.AheadOfFlask)
     assert app.wsgi_app.flask.__func__ is type(app).wsgi_app
 
 
