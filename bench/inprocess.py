@@ -9,7 +9,7 @@ no TLS), so that a profiler sees the request's own work only. bench/cmp_enroll.p
     .venv/bin/python bench/inprocess.py --flow malformed-ir                      # an ir whose body has a wrong tag
     .venv/bin/python bench/inprocess.py --profile out.prof                       # cProfile of the last round
     .venv/bin/python bench/inprocess.py --phases                                 # CPU per phase of the request
-    .venv/bin/python bench/inprocess.py --through-flask                          # CMP and EST through Flask's request context
+    .venv/bin/python bench/inprocess.py --through-flask                          # CMP and EST through Flask
     py-spy record -r 500 -f raw -o out.raw -- .venv/bin/python bench/inprocess.py --requests 600
 
 A fresh data directory (`trustpoint-server init`) in a temporary directory, removed at the end; one device per

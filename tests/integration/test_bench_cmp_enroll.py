@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from bench_runs import CommandLines, bench_process
+from conftest import BIN
 
 SMALL = ("--skip-mock", "--requests", "6", "--concurrency", "2", "--warmup", "2", "--calibration-requests", "20")
 ENROLL_PATH = "POST /.well-known/cmp/p/bench/initialization"
@@ -74,6 +75,22 @@ def test_two_instances_on_a_prefilled_sqlite_database(tmp_path):
     report, stderr, _work = run_bench(tmp_path, *options)
     assert "reusing the prefilled data directory" in stderr and "prefilling" not in stderr
     assert enrollment_rows(report)[0]["instances"] == 1
+
+
+def test_two_server_commands_side_by_side(tmp_path):
+    """--server-command, repeated: a before/after pair of versions in one run, each row naming its command. Here the
+    same trustpoint-server twice, once through a symlink, as two versions would differ in their directories."""
+    command = str(BIN / "trustpoint-server")
+    other = tmp_path / "other" / "trustpoint-server"
+    other.parent.mkdir()
+    other.symlink_to(command)
+    report, _stderr, _work = run_bench(
+        tmp_path, "--server-command", command, "--server-command", str(other), "--rounds", "2"
+    )
+    rows = enrollment_rows(report)
+    assert [row["server_command"] for row in rows] == [command, str(other)]
+    assert [row["target"] for row in rows] == ["trustpoint 2w x 2t (%s)" % path for path in (command, other)]
+    assert report["settings"]["server_commands"] == [command, str(other)]
 
 
 def test_two_instances_on_postgresql(tmp_path):

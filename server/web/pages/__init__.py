@@ -79,7 +79,7 @@ def _security_headers(response):
 
 def add_security_headers(response, blueprint, endpoint):
     """The headers a response of blueprint and endpoint carries besides its own: after every Flask request, and
-    on the CMP answers given ahead of Flask (protocols/cmp.py)."""
+    on the CMP and EST answers given ahead of Flask (protocols/ahead.py)."""
     if blueprint in HTML_BLUEPRINTS or endpoint == "static":
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
