@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import os
 
 from . import cmp_der, signatures
@@ -36,6 +37,40 @@ OWF_HASHES = {
     "2.16.840.1.101.3.4.2.2": "sha384",
     "2.16.840.1.101.3.4.2.3": "sha512",
 }
+# CPython's own implementations of these hashes, by module (3.12 merged _sha256 and _sha512 into _sha2).
+_BUILTIN_HASH_MODULES = {
+    "sha1": ("_sha1",),
+    "sha224": ("_sha2", "_sha256"),
+    "sha256": ("_sha2", "_sha256"),
+    "sha384": ("_sha2", "_sha512"),
+    "sha512": ("_sha2", "_sha512"),
+}
+
+
+def _fips_mode():
+    try:
+        return bool(importlib.import_module("_hashlib").get_fips_mode())
+    except (ImportError, AttributeError):
+        return False
+
+
+def owf_constructor(name):
+    """The hash constructor PBM's key derivation calls once per iteration, on a 20-64 byte value: CPython's own
+    implementation when it has one (a quarter less CPU per call than OpenSSL's through hashlib, which sets up an
+    EVP context each time: 0.26 -> 0.19 ms for OpenSSL's 500 iterations, issue 16), else hashlib's. hashlib's
+    (OpenSSL) always when OpenSSL runs in FIPS mode: the validated implementation then."""
+    if not _fips_mode():
+        for module_name in _BUILTIN_HASH_MODULES[name]:
+            try:
+                constructor = getattr(importlib.import_module(module_name), name)
+            except (ImportError, AttributeError):
+                continue
+            if constructor(b"abc").digest() == hashlib.new(name, b"abc").digest():
+                return constructor
+    return getattr(hashlib, name)
+
+
+_OWF_CONSTRUCTORS = {oid: owf_constructor(name) for oid, name in OWF_HASHES.items()}
 # MAC algorithms: hmac-sha1 of RFC 2104/IPsec (OpenSSL's default) and PKCS#5 hmacWithSHA* (RFC 8018).
 MAC_HASHES = {
     "1.3.6.1.5.5.8.1.2": "sha1",
@@ -129,8 +164,7 @@ class PasswordBasedMac:
 
     def derive_key(self):
         key = self.secret + self.salt
-        # The constructor itself (hashlib.sha256, ...): hashlib.new looks the name up on every call.
-        owf = getattr(hashlib, OWF_HASHES[self.owf])
+        owf = _OWF_CONSTRUCTORS[self.owf]
         for _round in range(self.iterations):
             key = owf(key).digest()
         return key

@@ -133,6 +133,30 @@ def test_mac_matches_independent_computation(name):
     assert len(message.protection) == (20 if pbm.mac == HMAC_SHA1 else 32)
 
 
+@pytest.mark.parametrize("oid", sorted(cmp_protection.OWF_HASHES))
+def test_every_owf_derives_what_hashlib_derives(oid):
+    """The constructor the derivation runs (CPython's own implementation where there is one) hashes as hashlib's."""
+    name = cmp_protection.OWF_HASHES[oid]
+    key = PasswordBasedMac(b"secret", salt=b"s" * 16, owf=oid, iterations=37).derive_key()
+    expected = b"secret" + b"s" * 16
+    for _round in range(37):
+        expected = hashlib.new(name, expected).digest()
+    assert key == expected
+
+
+def test_the_owf_falls_back_to_hashlib(monkeypatch):
+    """Without CPython's own modules (another Python), or with OpenSSL in FIPS mode, hashlib's constructor."""
+
+    def no_module(name, *args):
+        raise ImportError(name)
+
+    monkeypatch.setattr(cmp_protection.importlib, "import_module", no_module)
+    assert cmp_protection.owf_constructor("sha256") is hashlib.sha256
+    monkeypatch.undo()
+    monkeypatch.setattr(cmp_protection, "_fips_mode", lambda: True)
+    assert cmp_protection.owf_constructor("sha1") is hashlib.sha1
+
+
 def test_request_and_response_use_different_salts():
     """The mock answers with a fresh salt, not the request's."""
     request, response = load("ir_pbm.der"), load("ip_pbm.der")
