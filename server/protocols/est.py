@@ -48,7 +48,7 @@ class EstError(ApiError):
     logged (answer())."""
 
 
-# endpoint -> rule, and what its values name: (domain, profile, operation).
+# endpoint -> (rule, the domain and profile its values name); every rule ends in the operation.
 ROUTES = {
     "operation_without_label": ("/.well-known/est/<operation>/", lambda values: (None, None)),
     "operation_with_label": ("/.well-known/est/<label>/<operation>/", lambda values: _label(values["label"])),
@@ -69,7 +69,7 @@ def _view(**values):
     return answer(request, request.endpoint, values)
 
 
-for _endpoint, (_rule, _names) in ROUTES.items():
+for _endpoint, (_rule, _target) in ROUTES.items():
     bp.add_url_rule(_rule, _endpoint, _view, methods=["GET", "POST"], strict_slashes=False)
 
 
