@@ -286,16 +286,22 @@ def openssl(*args, check=True, env=None, cwd=None):
 
 
 @pytest.fixture
-def db(tmp_path):
-    """A session on a migrated SQLite database (its engine: db.get_bind())."""
+def sessions(tmp_path):
+    """The session factory of a migrated SQLite database, tmp_path/trustpoint.db (the server's)."""
     from trustpoint_server.storage import migrate
     from trustpoint_server.storage.db import make_engine, session_factory
 
-    engine = make_engine("sqlite:///%s" % (tmp_path / "t.db"))
+    engine = make_engine("sqlite:///%s" % (tmp_path / "trustpoint.db"))
     migrate.upgrade(engine)
-    with session_factory(engine)() as session:
-        yield session
+    yield session_factory(engine)
     engine.dispose()
+
+
+@pytest.fixture
+def db(sessions):
+    """A session on a migrated SQLite database (its engine: db.get_bind())."""
+    with sessions() as session:
+        yield session
 
 
 @pytest.fixture

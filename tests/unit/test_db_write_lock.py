@@ -15,72 +15,63 @@ import time
 import pytest
 from sqlalchemy import select
 from trustpoint_server.storage import db as server_db
-from trustpoint_server.storage import migrate
 from trustpoint_server.storage.models import Domain
 
 WAIT = 0.3  # how long a blocked writer is watched to stay blocked
 
 
-@pytest.fixture
-def factory(tmp_path):
-    engine = server_db.make_engine("sqlite:///%s" % (tmp_path / "trustpoint.db"))
-    migrate.upgrade(engine)
-    yield server_db.session_factory(engine)
-    engine.dispose()
+def lock_of(sessions):
+    return sessions.kw["info"][server_db._WRITE_LOCK]
 
 
-def lock_of(factory):
-    return factory.kw["info"][server_db._WRITE_LOCK]
-
-
-def held(factory):
-    return lock_of(factory).thread_lock.locked()
+def held(sessions):
+    return lock_of(sessions).thread_lock.locked()
 
 
 def add_domain(db_session, name):
     db_session.add(Domain(name=name, key_type="ecdsa-p256", validity_days=1))
 
 
-def test_lock_file_is_next_to_the_database(factory, tmp_path):
-    assert lock_of(factory).path == str(tmp_path / "trustpoint.db") + server_db.WRITE_LOCK_SUFFIX
+def test_lock_file_is_next_to_the_database(sessions, tmp_path):
+    assert lock_of(sessions).path == str(tmp_path / "trustpoint.db") + server_db.WRITE_LOCK_SUFFIX
 
 
 @pytest.mark.parametrize("end", ["commit", "rollback", "close"])
-def test_held_from_begin_write_until_the_transaction_ends(factory, tmp_path, end):
-    db_session = factory()
+def test_held_from_begin_write_until_the_transaction_ends(sessions, tmp_path, end):
+    db_session = sessions()
     db_session.scalar(select(Domain))  # a read transaction first: begin_write ends it
-    assert not held(factory)
+    assert not held(sessions)
     server_db.begin_write(db_session)
-    assert held(factory)
+    assert held(sessions)
     assert (tmp_path / ("trustpoint.db" + server_db.WRITE_LOCK_SUFFIX)).exists()
     add_domain(db_session, "d")
     getattr(db_session, end)()
-    assert not held(factory)
+    assert not held(sessions)
     assert server_db._WRITE_LOCK_HELD not in db_session.info
-    with factory() as check:
+    with sessions() as check:
         assert check.scalar(select(Domain.name)) == ("d" if end == "commit" else None)
 
 
-def test_savepoint_does_not_release(factory):
-    with factory() as db_session:
+def test_savepoint_does_not_release(sessions):
+    with sessions() as db_session:
         server_db.begin_write(db_session)
         with db_session.begin_nested():
             add_domain(db_session, "inner")
-        assert held(factory)
+        assert held(sessions)
         db_session.commit()
-        assert not held(factory)
+        assert not held(sessions)
 
 
-def test_reads_after_the_write_do_not_take_it(factory):
-    with factory() as db_session:
+def test_reads_after_the_write_do_not_take_it(sessions):
+    with sessions() as db_session:
         server_db.begin_write(db_session)
         db_session.commit()
         db_session.scalar(select(Domain))
-        assert not held(factory)
+        assert not held(sessions)
 
 
-def test_failed_begin_releases(factory, monkeypatch):
-    db_session = factory()
+def test_failed_begin_releases(sessions, monkeypatch):
+    db_session = sessions()
 
     def broken(*args, **kwargs):
         raise RuntimeError("no connection")
@@ -88,12 +79,12 @@ def test_failed_begin_releases(factory, monkeypatch):
     monkeypatch.setattr(db_session, "connection", broken)
     with pytest.raises(RuntimeError):
         server_db.begin_write(db_session)
-    assert not held(factory)
+    assert not held(sessions)
 
 
-def _write_in_thread(factory, name, started, done):
+def _write_in_thread(sessions, name, started, done):
     def run():
-        with factory() as db_session:
+        with sessions() as db_session:
             started.set()
             server_db.begin_write(db_session)
             add_domain(db_session, name)
@@ -105,22 +96,22 @@ def _write_in_thread(factory, name, started, done):
     return thread
 
 
-def test_threads_write_one_at_a_time(factory):
-    first = factory()
+def test_threads_write_one_at_a_time(sessions):
+    first = sessions()
     server_db.begin_write(first)
     add_domain(first, "first")
     started, done = threading.Event(), threading.Event()
-    thread = _write_in_thread(factory, "second", started, done)
+    thread = _write_in_thread(sessions, "second", started, done)
     started.wait(5)
     assert not done.wait(WAIT), "the second writer did not wait for the first"
     first.commit()
     assert done.wait(10)
     thread.join()
-    with factory() as check:
+    with sessions() as check:
         assert sorted(check.scalars(select(Domain.name))) == ["first", "second"]
 
 
-def test_processes_write_one_at_a_time(factory):
+def test_processes_write_one_at_a_time(sessions):
     """Another process holding the lock file's flock (another gunicorn worker) makes begin_write wait."""
     holder = subprocess.Popen(
         [
@@ -135,7 +126,7 @@ def test_processes_write_one_at_a_time(factory):
                 sys.stdin.readline()
                 """
             ),
-            lock_of(factory).path,
+            lock_of(sessions).path,
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -144,7 +135,7 @@ def test_processes_write_one_at_a_time(factory):
     try:
         assert holder.stdout.readline().strip() == "locked"
         started, done = threading.Event(), threading.Event()
-        thread = _write_in_thread(factory, "waiting", started, done)
+        thread = _write_in_thread(sessions, "waiting", started, done)
         started.wait(5)
         assert not done.wait(WAIT), "begin_write did not wait for the other process"
         holder.stdin.write("\n")
@@ -156,27 +147,27 @@ def test_processes_write_one_at_a_time(factory):
         holder.wait()
 
 
-def test_thread_lock_gives_up_like_sqlite(factory, monkeypatch):
+def test_thread_lock_gives_up_like_sqlite(sessions, monkeypatch):
     monkeypatch.setattr(server_db, "BUSY_TIMEOUT_SECONDS", 0.05)
-    first = factory()
+    first = sessions()
     server_db.begin_write(first)
-    second = factory()
+    second = sessions()
     started = time.monotonic()
     with pytest.raises(Exception, match="database is locked"):
         server_db.begin_write(second)
     assert time.monotonic() - started < 5
     first.rollback()
-    assert not held(factory)
+    assert not held(sessions)
 
 
 def test_in_memory_database_has_only_the_thread_lock():
     engine = server_db.make_engine("sqlite://")
-    factory = server_db.session_factory(engine)
-    assert lock_of(factory).path is None
-    with factory() as db_session:
+    sessions = server_db.session_factory(engine)
+    assert lock_of(sessions).path is None
+    with sessions() as db_session:
         server_db.begin_write(db_session)
-        assert held(factory)
-    assert not held(factory)
+        assert held(sessions)
+    assert not held(sessions)
 
 
 def test_other_databases_get_no_lock():
@@ -206,12 +197,12 @@ def test_an_sqlite_without_update_returning_is_refused(monkeypatch):
         server_db.make_engine("sqlite://")
 
 
-def test_the_write_after_a_read_sees_what_others_committed_meanwhile(factory):
+def test_the_write_after_a_read_sees_what_others_committed_meanwhile(sessions):
     """begin_write after a read ends the read's snapshot on the same connection: the write transaction reads what
     another writer committed in between (a one-time secret it spent, say)."""
-    with factory() as reader:
+    with sessions() as reader:
         assert reader.scalar(select(Domain.name)) is None  # the read transaction's snapshot: no domain
-        with factory() as other:
+        with sessions() as other:
             server_db.begin_write(other)
             add_domain(other, "meanwhile")
             other.commit()
@@ -221,10 +212,10 @@ def test_the_write_after_a_read_sees_what_others_committed_meanwhile(factory):
         reader.rollback()
 
 
-def test_the_write_after_a_read_holds_sqlites_write_lock(factory, tmp_path):
+def test_the_write_after_a_read_holds_sqlites_write_lock(sessions, tmp_path):
     """After the switch, the connection holds SQLite's own write lock too (BEGIN IMMEDIATE): a writer that does not
     take the lock file (an operator's sqlite3 shell) fails at once, and can write once the transaction ends."""
-    with factory() as db_session:
+    with sessions() as db_session:
         db_session.scalar(select(Domain))
         server_db.begin_write(db_session)
         outsider = sqlite3.connect(str(tmp_path / "trustpoint.db"), timeout=0, isolation_level=None)
@@ -238,15 +229,15 @@ def test_the_write_after_a_read_holds_sqlites_write_lock(factory, tmp_path):
             outsider.close()
 
 
-def test_begin_write_in_a_write_transaction_commits_it_and_begins_anew(factory):
+def test_begin_write_in_a_write_transaction_commits_it_and_begins_anew(sessions):
     """As a read transaction does: what the first wrote is committed, and the lock taken again (not waited for
     by its own holder)."""
-    with factory() as db_session:
+    with sessions() as db_session:
         server_db.begin_write(db_session)
         add_domain(db_session, "first")
         db_session.flush()
         server_db.begin_write(db_session)
-        assert held(factory)
+        assert held(sessions)
         db_session.rollback()
-        assert not held(factory)
+        assert not held(sessions)
         assert db_session.scalar(select(Domain.name)) == "first"

@@ -11,20 +11,12 @@ import datetime
 import pytest
 from sqlalchemy import bindparam, event, exc, select
 from trustpoint_server.storage import db as server_db
-from trustpoint_server.storage import migrate, sql
+from trustpoint_server.storage import sql
 from trustpoint_server.storage.models import Device, Domain
 
 DOMAINS = Domain.__table__
 DEVICES = Device.__table__
 WHEN = datetime.datetime(2026, 12, 6, 23, 59, 58, 123456, tzinfo=datetime.timezone.utc)
-
-
-@pytest.fixture
-def factory(tmp_path):
-    engine = server_db.make_engine("sqlite:///%s" % (tmp_path / "trustpoint.db"))
-    migrate.upgrade(engine)
-    yield server_db.session_factory(engine)
-    engine.dispose()
 
 
 INSERT_DOMAIN = sql.insert(
@@ -58,8 +50,8 @@ def add(db_session, name, **values):
     return sql.one(db_session, INSERT_DOMAIN, **row).id
 
 
-def test_rows_are_what_core_reads(factory):
-    with factory() as db_session:
+def test_rows_are_what_core_reads(sessions):
+    with sessions() as db_session:
         server_db.begin_write(db_session)
         domain_id = add(db_session, "plant")
         db_session.commit()
@@ -73,9 +65,9 @@ def test_rows_are_what_core_reads(factory):
     assert ours.cmp_central_keygen is True  # Boolean
 
 
-def test_parameters_go_through_the_column_types(factory):
+def test_parameters_go_through_the_column_types(sessions):
     """An aware datetime in another zone compares as UTC, as through Core."""
-    with factory() as db_session:
+    with sessions() as db_session:
         server_db.begin_write(db_session)
         add(db_session, "plant")
         db_session.commit()
@@ -85,8 +77,8 @@ def test_parameters_go_through_the_column_types(factory):
         assert sql.rows(db_session, DOMAINS_SINCE, p_since=WHEN + datetime.timedelta(microseconds=1)) == []
 
 
-def test_writes_give_their_rowcount_and_literals_their_values(factory):
-    with factory() as db_session:
+def test_writes_give_their_rowcount_and_literals_their_values(sessions):
+    with sessions() as db_session:
         server_db.begin_write(db_session)
         add(db_session, "plant")
         assert sql.write(db_session, RENAME, p_old="plant", p_new="plant-2") == 1
@@ -96,16 +88,16 @@ def test_writes_give_their_rowcount_and_literals_their_values(factory):
         assert sql.one(db_session, DOMAIN_BY_NAME, p_name="plant-2").cmp_central_keygen is False
 
 
-def test_the_statements_are_in_the_sessions_transaction(factory):
-    with factory() as db_session:
+def test_the_statements_are_in_the_sessions_transaction(sessions):
+    with sessions() as db_session:
         server_db.begin_write(db_session)
         add(db_session, "gone")
         db_session.rollback()
         assert sql.first(db_session, DOMAIN_BY_NAME, p_name="gone") is None
 
 
-def test_a_constraint_fails_as_sqlalchemys_integrity_error(factory):
-    with factory() as db_session:
+def test_a_constraint_fails_as_sqlalchemys_integrity_error(sessions):
+    with sessions() as db_session:
         server_db.begin_write(db_session)
         add(db_session, "plant")
         with pytest.raises(exc.IntegrityError, match="UNIQUE"):
@@ -113,9 +105,9 @@ def test_a_constraint_fails_as_sqlalchemys_integrity_error(factory):
         db_session.rollback()
 
 
-def test_engine_events_see_the_statements(factory):
+def test_engine_events_see_the_statements(sessions):
     seen = []
-    with factory() as db_session:
+    with sessions() as db_session:
         engine = db_session.get_bind()
         event.listen(engine, "before_cursor_execute", lambda *args: seen.append((args[2], args[3])))
         sql.first(db_session, DOMAIN_BY_NAME, p_name="plant")
@@ -123,8 +115,8 @@ def test_engine_events_see_the_statements(factory):
     assert seen[:-1] == [("BEGIN", ())]  # the session's transaction, which the statement runs in
 
 
-def test_one_wants_exactly_one_row(factory):
-    with factory() as db_session:
+def test_one_wants_exactly_one_row(sessions):
+    with sessions() as db_session:
         with pytest.raises(exc.NoResultFound):
             sql.one(db_session, DOMAIN_BY_NAME, p_name="none")
         server_db.begin_write(db_session)
@@ -135,22 +127,22 @@ def test_one_wants_exactly_one_row(factory):
         db_session.rollback()
 
 
-def test_a_missing_parameter_is_refused_before_the_driver(factory):
-    with factory() as db_session, pytest.raises(KeyError, match="p_name"):
+def test_a_missing_parameter_is_refused_before_the_driver(sessions):
+    with sessions() as db_session, pytest.raises(KeyError, match="p_name"):
         sql.rows(db_session, DOMAIN_BY_NAME)
 
 
-def test_a_column_default_is_not_computed(factory):
+def test_a_column_default_is_not_computed(sessions):
     """Core would fill created_at (default=utcnow); a Statement wants it given."""
     partial = sql.insert(DOMAINS, ("name", "key_type", "validity_days"))
-    with factory() as db_session:
+    with sessions() as db_session:
         server_db.begin_write(db_session)
         with pytest.raises(KeyError, match="created_at"):
             sql.write(db_session, partial, name="x", key_type="ecdsa-p256", validity_days=1)
         db_session.rollback()
 
 
-def test_an_in_list_is_refused(factory):
+def test_an_in_list_is_refused(sessions):
     expanding = sql.Statement(select(DEVICES.c.id).where(DEVICES.c.id.in_(bindparam("p_ids", expanding=True))))
-    with factory() as db_session, pytest.raises(ValueError, match="expanded"):
+    with sessions() as db_session, pytest.raises(ValueError, match="expanded"):
         sql.rows(db_session, expanding, p_ids=[1])
