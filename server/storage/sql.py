@@ -4,13 +4,13 @@
 
 SQLAlchemy Core costs 15-50 us of CPU per statement around the driver's own 3-10 us (building the execution
 context, processing parameters and result rows through its generic machinery); an enrollment sends about ten.
-A Statement is a Core statement compiled once per dialect: run() puts the parameters through the column types'
-bind processors, executes the SQL on the DB-API cursor of the session's connection (in the session's transaction)
-and puts the rows through the result processors. The SQL, and so its query plan (tests/unit/test_query_plans.py),
-is the one SQLAlchemy would send; engine events see it (before_cursor_execute), driver errors become
-SQLAlchemy's (IntegrityError and the like), as with Core.
+A Statement is a Core statement compiled once per database driver; running it (rows(), one(), first(), write())
+puts the parameters through the column types' bind processors, executes the SQL on the DB-API cursor of the
+session's connection (in the session's transaction) and puts the rows through the result processors. The SQL,
+and so its query plan (tests/unit/test_query_plans.py), is the one SQLAlchemy would send; engine events see it
+(before_cursor_execute), driver errors become SQLAlchemy's (IntegrityError and the like), as with Core.
 
-Not supported, refused when compiled: IN lists ("expanding" parameters, rendered anew per execution) and
+Not supported, refused when first run: IN lists ("expanding" parameters, rendered anew per execution) and
 parameters whose value is computed at execution time. Column defaults are not applied: an INSERT or UPDATE
 (insert() here) must give a value for every column that has a Python-side default.
 """
@@ -51,7 +51,7 @@ class _Compiled:
 
 class Statement:
     """A Core statement (select, insert, update, delete; RETURNING for rows from a write), compiled on first use
-    per dialect. Build it once, at import."""
+    per database driver. Build it once, at import."""
 
     def __init__(self, statement):
         self.statement = statement
@@ -59,10 +59,12 @@ class Statement:
         self._lock = threading.Lock()
 
     def compiled(self, dialect):
-        compiled = self._compiled.get(dialect.name)
+        # Per driver and parameter style as well: psycopg and pg8000 are both "postgresql" and format differently.
+        key = (dialect.name, dialect.driver, dialect.paramstyle)
+        compiled = self._compiled.get(key)
         if compiled is None:
             with self._lock:
-                compiled = self._compiled.setdefault(dialect.name, _Compiled(self.statement, dialect))
+                compiled = self._compiled.setdefault(key, _Compiled(self.statement, dialect))
         return compiled
 
 
