@@ -4,8 +4,8 @@
 
 A Flask request costs its request context, the session cookie's interface, the pages' and extensions'
 before/after_request hooks (Flask-Login, Flask-Limiter, CSRF) and the error handlers' dispatch: about 0.2 ms of CPU
-per CMP request and 0.4 ms per EST request on the benchmark machine (bench/README.md), for requests that need none
-of it (they carry no cookie and authenticate themselves).
+per CMP or EST request on the benchmark machine (bench/README.md), for requests that need none of it (they carry
+no cookie and authenticate themselves).
 """
 
 from __future__ import annotations
