@@ -89,7 +89,8 @@ def answer(req, endpoint, values):
 def _serve(req, domain_name, profile_name, operation):
     if operation not in OPERATIONS:
         raise EstError(404, "unknown EST operation %r; known: %s" % (operation, ", ".join(OPERATIONS)))
-    if req.method != OPERATIONS[operation]:
+    # HEAD is a GET without the body (RFC 9110 9.3.2): the server leaves the body out.
+    if (req.method if req.method != "HEAD" else "GET") != OPERATIONS[operation]:
         raise EstError(405, "%s takes %s" % (operation, OPERATIONS[operation]), {"Allow": OPERATIONS[operation]})
     domain = _domain(domain_name)
     if profile_name is not None and profile_name not in (*APPLICATION_PROFILES, "domain_credential"):

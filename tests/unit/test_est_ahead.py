@@ -42,7 +42,8 @@ REQUESTS = [
     ("POST", "/.well-known/est/ahead/simpleenroll", b"x", PKCS10, 401),  # no credentials: a Basic challenge
     ("POST", "/.well-known/est/ahead/simpleenroll", b"x", "text/plain", 415),
     ("OPTIONS", "/.well-known/est/ahead/cacerts", None, None, 200),  # Flask's automatic answer, through Flask
-    ("HEAD", "/.well-known/est/ahead/cacerts", None, None, 405),  # through Flask; cacerts takes GET
+    ("HEAD", "/.well-known/est/ahead/cacerts", None, None, 200),  # through Flask, a GET without the body
+    ("HEAD", "/.well-known/est/ahead/simpleenroll", None, None, 405),
 ]
 
 
@@ -100,6 +101,9 @@ def test_est_is_answered_ahead_of_flask_as_flask_answers_it(app, method, path, d
         assert ahead.headers["WWW-Authenticate"] == 'Basic realm="est"'
     if status == 405:
         assert ahead.headers["Allow"] in ("GET", "POST")
+    if method == "HEAD" and status == 200:
+        get, _ran = send(app, app.wsgi_app, "GET", path)
+        assert ahead.data == b"" and ahead.headers["Content-Length"] == get.headers["Content-Length"] != "0"
 
 
 def enroll(app, wsgi, name):
