@@ -69,13 +69,14 @@ def test_phases_split_a_requests_cpu(tmp_path, flow, phases):
     assert_number(float(lines["rest (WSGI, test client, between phases)"]), least=0.0, what="rest")
 
 
+@pytest.mark.parametrize("flow", ["pbm-ir", "est-enroll"])
 @pytest.mark.parametrize("through_flask", [False, True], ids=["ahead-of-flask", "through-flask"])
-def test_inprocess_bench_measures_the_path_it_names(tmp_path, through_flask):
-    """The CMP requests of the profiled round enter Flask's request dispatch only with --through-flask."""
+def test_inprocess_bench_measures_the_path_it_names(tmp_path, flow, through_flask):
+    """The CMP and EST requests of the profiled round enter Flask's request dispatch only with --through-flask."""
     env, _scratch = scratch_environment(tmp_path)
     profile = tmp_path / "out.prof"
-    options = ("--requests", "3", "--profile", str(profile)) + (("--through-flask",) if through_flask else ())
-    bench_process("inprocess.py", *options, env=env)
+    options = ("--flow", flow, "--requests", "3", "--profile", str(profile))
+    bench_process("inprocess.py", *options + (("--through-flask",) if through_flask else ()), env=env)
     functions = {name for _file, _line, name in pstats.Stats(str(profile)).stats}
     assert ("full_dispatch_request" in functions) == through_flask
     assert "respond" in functions

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 
 import pytest
 from conftest import FIXTURES
@@ -142,6 +143,23 @@ def test_every_owf_derives_what_hashlib_derives(oid):
     for _round in range(37):
         expected = hashlib.new(name, expected).digest()
     assert key == expected
+
+
+def test_the_owf_is_cpythons_own_where_it_has_one():
+    """What makes the derivation cheaper: hashlib's (OpenSSL's) constructor only without the builtin modules."""
+    if cmp_protection._fips_mode():
+        pytest.skip("OpenSSL runs in FIPS mode: hashlib's constructors are the ones to use")
+    for name in ("sha1", "sha256", "sha512"):
+        constructor = cmp_protection.owf_constructor(name)
+        expected = None
+        for module_name in cmp_protection._BUILTIN_HASH_MODULES[name]:
+            try:
+                expected = getattr(importlib.import_module(module_name), name)
+                break
+            except (ImportError, AttributeError):
+                continue
+        assert constructor is (expected or getattr(hashlib, name))
+        assert expected is None or constructor is not getattr(hashlib, name)
 
 
 def test_the_owf_falls_back_to_hashlib(monkeypatch):

@@ -198,3 +198,21 @@ def test_the_first_use_is_recorded_once(engine, db, vault, device, settings):
     assert stored(engine, IssuedCertificate.__table__, record.id)["first_used_at"].replace(
         tzinfo=None
     ) == earlier.replace(tzinfo=None)
+
+
+def test_revoke_ids_revokes_the_live_ones_among_ids(engine, db, vault, device, settings):
+    """One statement of IDS_PER_STATEMENT parameters whatever the number of ids (a short list repeats its last):
+    the live certificates among them are revoked once each, and the session's objects show it."""
+    records = [
+        certificates.issue(db, vault, settings, device, "tls_client", key_type="ecdsa-p256")[0] for _n in range(3)
+    ]
+    db.commit()
+    begin_write(db)
+    ids = [record.id for record in records[:2]] + [10**9]
+    assert sorted(pki.revoke_ids(db, "superseded", ids)) == sorted(ids[:2])
+    assert pki.revoke_ids(db, "superseded", ids) == []  # revoked already: no longer live
+    assert pki.revoke_ids(db, "superseded", []) == []
+    db.commit()
+    assert [record.status for record in records] == ["revoked", "revoked", "active"]
+    for record in records:
+        assert_shows_the_row(engine, record)
