@@ -15,8 +15,12 @@ bytes, not a thread.
 - Connections per worker are bounded (max_connections, within RLIMIT_NOFILE): at the bound, the
   connection that has been reading its request for the longest is dropped for the new one, so a flood
   of stalled connections cannot lock out a client that sends its request at once.
-- A worker whose threads are all busy stops accepting, so that a new connection waits in the listen
-  queue for the first free worker (the role gunicorn's worker_connections = threads had before).
+- One request at a time per worker, with spares: a worker starts a request in one of its threads when
+  it runs none, and a further one, up to `threads` at once, only when every request it runs has run for
+  SPARE_AFTER (a key generation, a wait for the write lock), so that a long request does not hold up
+  the others. Two requests at once in one interpreter cost more CPU each than one after the other
+  (bench/README.md, "One request at a time per worker"). A worker accepts connections while it could
+  start a request, so that a new connection waits in the listen queue for the first free worker.
 - TLS: each connection gets the SSLContext gunicorn's `ssl_context` setting returns at that moment
   (ServerContexts: the client CA bundle as the database has it now), fetched in a helper thread so
   that a slow database never stalls the loop; after the handshake the peer's certificate and the chain
@@ -39,8 +43,7 @@ import signal
 import ssl
 import sys
 import threading
-import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -50,7 +53,6 @@ from gunicorn.workers.base import Worker
 from . import http1
 from .tls import TLS_ENVIRON_KEY, TlsInfo
 
-ACCEPT_BATCH = 64
 # How long a new connection waits for the current TLS context (a database read, and a new SSLContext when
 # the client CA bundle changed) before it takes the last one: only a database that does not answer is slower.
 CONTEXT_WAIT = 5.0
@@ -59,6 +61,9 @@ STOP_LINGER = 2.0
 # How long a closed connection's unread input is drained, so that the answer is not lost to a reset.
 CLOSE_LINGER = 2.0
 _RESERVED_FDS = 64  # listeners, the database, logs, pipes
+# When a worker takes another request beside those it runs (see the module doc): an enrollment takes a few
+# milliseconds of CPU, a key generation or a password hash of a person's password tens to thousands.
+SPARE_AFTER = 0.05
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +379,9 @@ class DeadlineWorker(Worker):
         self.loop = None
         self.threads = max(1, self.cfg.threads)
         self.jobs = queue.SimpleQueue()
-        self.in_flight = 0
+        self.waiting = deque()  # (connection, environ, loop time) of requests read, not started
+        self.running = {}  # connection: loop time its request (a connection has one) started in a thread
+        self.spare_check = None  # the timer that reconsiders the spares after SPARE_AFTER
         self.reading = OrderedDict()  # connections still reading their request, oldest first
         self.connections = set()
         self.accepting = False
@@ -479,7 +486,7 @@ class DeadlineWorker(Worker):
     def _busy(self):
         """Whether a request is still being read, run or sent (a connection that only waits for the
         client's TLS close_notify or the end of a linger is not)."""
-        return self.in_flight > 0 or any(
+        return bool(self.running or self.waiting) or any(
             connection.phase in ("handshake", "head", "body", "app")
             or (connection.transport is not None and connection.transport.get_write_buffer_size() > 0)
             for connection in self.connections
@@ -496,30 +503,46 @@ class DeadlineWorker(Worker):
         self.accepting = enabled
 
     def _update_accepting(self):
-        self._set_accepting(self.alive and self.in_flight < self.threads)
+        self._set_accepting(self.alive and not self.waiting and self._thread_free())
+
+    def _thread_free(self):
+        """Whether a request may start now: when none runs, or when fewer than `threads` do and the latest
+        has run for SPARE_AFTER (then all have); otherwise a timer asks again when that could change."""
+        if not self.running:
+            return True
+        if len(self.running) >= self.threads:
+            return False
+        ran = self.loop.time() - max(self.running.values())
+        if ran >= SPARE_AFTER:
+            return True
+        if self.spare_check is not None:
+            self.spare_check.cancel()
+        self.spare_check = self.loop.call_later(SPARE_AFTER - ran, self._start_requests)
+        return False
 
     def _accept(self, listener):
-        for _attempt in range(ACCEPT_BATCH):
-            if not self.accepting:
+        # One connection per readiness of the listener (it stays readable while more wait): queued connections
+        # then spread over the workers free to take them instead of all going to the first one that wakes.
+        if not self.accepting:
+            return
+        try:
+            client_sock, client = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # Out of descriptors: drop the oldest reader; the connection stays queued meanwhile.
+                self.log.warning("cannot accept a connection: %s", exc)
+                self._evict()
                 return
-            try:
-                client_sock, client = listener.accept()
-            except (BlockingIOError, InterruptedError):
+            if exc.errno == errno.ECONNABORTED:
                 return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of descriptors: drop the oldest reader; the connection stays queued meanwhile.
-                    self.log.warning("cannot accept a connection: %s", exc)
-                    self._evict()
-                    return
-                if exc.errno == errno.ECONNABORTED:
-                    continue
-                raise
-            client_sock.setblocking(False)
-            if len(self.connections) >= self.deadlines.max_connections and not self._evict():
-                client_sock.close()
-                continue
-            self._open(client_sock, client, listener.getsockname())
+            raise
+        client_sock.setblocking(False)
+        if len(self.connections) >= self.deadlines.max_connections and not self._evict():
+            client_sock.close()
+            return
+        self._open(client_sock, client, listener.getsockname())
 
     def _evict(self):
         """Drop the connection that has been reading its request the longest; False when there is none."""
@@ -561,22 +584,28 @@ class DeadlineWorker(Worker):
 
     def dispatch(self, connection, environ):
         self.reading.pop(connection, None)
-        self.in_flight += 1
+        self.waiting.append((connection, environ, self.loop.time()))
+        self._start_requests()
+
+    def _start_requests(self):
+        while self.waiting and self._thread_free():
+            connection, environ, received = self.waiting.popleft()
+            self.running[connection] = self.loop.time()
+            self.jobs.put((connection, environ, received))
         self._update_accepting()
-        self.jobs.put((connection, environ, time.monotonic()))
 
     def _thread(self):
         while True:
             job = self.jobs.get()
             if job is None:
                 return
-            connection, environ, started = job
+            connection, environ, received = job
             try:
                 status, data = self._call_app(environ)
             except BaseException:  # even then the connection gets its answer and the count its decrement
                 status, data = "500", http1.error_response(environ["SERVER_PROTOCOL"], 500, "internal server error")
             with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is gone
-                self.loop.call_soon_threadsafe(self._answered, connection, status, data, started)
+                self.loop.call_soon_threadsafe(self._answered, connection, status, data, received)
 
     def _call_app(self, environ):
         """(status, answer bytes) of the application for one request; 500 when it fails."""
@@ -609,11 +638,11 @@ class DeadlineWorker(Worker):
             self.log.exception("Error handling request %s", environ.get("RAW_URI", "")[:200])
             return "500", http1.error_response(environ["SERVER_PROTOCOL"], 500, "internal server error")
 
-    def _answered(self, connection, status, data, started):
-        self.in_flight -= 1
-        self._update_accepting()
+    def _answered(self, connection, status, data, received):
+        self.running.pop(connection, None)
+        self._start_requests()
         self.nr += 1
-        self.access(connection, status, len(data), time.monotonic() - started)
+        self.access(connection, status, len(data), self.loop.time() - received)
         connection.send(data)
 
     def access(self, connection, status, length, seconds=0.0):

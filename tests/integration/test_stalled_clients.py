@@ -8,11 +8,15 @@ bench/stalled_clients.py measures the delay 1,000 of them cause; these tests che
 
 from __future__ import annotations
 
+import fcntl
+import os
 import signal
 import socket
 import ssl
 import subprocess
 import time
+import urllib.error
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing
 
 import pytest
@@ -151,3 +155,33 @@ def test_sigterm_does_not_wait_for_stalled_clients(lone_server):
         # Clients that sent part of a request get STOP_LINGER (2 s); the graceful timeout is 10 s.
         assert time.monotonic() - started < 8
     assert server.process.returncode == 0, server.log()[-3000:]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_spare_thread_answers_beside_a_long_request(tmp_path, threads):
+    """One worker: a write that waits for the database's write lock (held here, as a long transaction
+    would) runs for longer than SPARE_AFTER, so the worker's second thread answers a read meanwhile; with
+    --threads 1 the read waits for the write."""
+    server = Server(tmp_path / "data", free_port(), ["--workers", "1", "--threads", str(threads)])
+    try:
+        domain = server.create_domain()["name"]
+        cacerts = server.url + "/.well-known/est/%s/cacerts" % domain
+        lock_fd = os.open(str(server.data_dir / "trustpoint.db.writelock"), os.O_RDWR | os.O_CREAT, 0o600)
+        with ThreadPoolExecutor(1) as pool:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+                write = pool.submit(server.create_device, domain)
+                time.sleep(0.5)  # the write runs, waiting for the lock
+                assert not write.done()
+                if threads == 2:
+                    assert http("GET", cacerts, timeout=5, context=server.tls)[0] == 200
+                else:
+                    with pytest.raises((socket.timeout, TimeoutError, urllib.error.URLError)):
+                        http("GET", cacerts, timeout=2, context=server.tls)
+                assert not write.done()
+            finally:
+                os.close(lock_fd)  # releases the flock
+            assert write.result(timeout=20)[0]["name"]
+        assert http("GET", cacerts, timeout=5, context=server.tls)[0] == 200
+    finally:
+        server.stop()
