@@ -328,6 +328,11 @@ class ServerContexts:
         """Take the client CA bundle from this database (an SQLAlchemy engine) from now on."""
         self._engine = engine
 
+    @property
+    def reads_locally(self):
+        """Whether current() reads local files only (SQLite, or no database): quick, and never waiting for a peer."""
+        return self._engine is None or self._engine.dialect.name == "sqlite"
+
     def _bundle(self):
         """(generation, bundle) as the database has them now; the last ones when it cannot be read."""
         last = self._state[1:] if self._state else (None, ((), ()))

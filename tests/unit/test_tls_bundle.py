@@ -138,3 +138,11 @@ def test_a_database_made_by_create_all_has_the_generation_and_its_triggers(tmp_p
         db.commit()
     assert tls.bundle_generation(engine) == 1
     engine.dispose()
+
+
+def test_a_sqlite_database_is_read_on_the_loop_and_a_network_one_from_a_helper_thread(app):
+    """What the worker's _ContextFeed asks (test_worker.py): where current() may run."""
+    contexts = server_contexts(app)
+    assert contexts.reads_locally
+    contexts.use_database(create_engine("postgresql+psycopg://trustpoint@db.example/trustpoint"))
+    assert not contexts.reads_locally

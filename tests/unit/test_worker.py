@@ -1,16 +1,19 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
 """DeadlineWorker starts one request at a time and a spare thread's only beside requests that have run for
-SPARE_AFTER (server/runtime/worker.py; tests/integration/test_stalled_clients.py runs it for real)."""
+SPARE_AFTER; _ContextFeed hands each connection a TLS context computed after it asked (server/runtime/worker.py;
+tests/integration/test_stalled_clients.py and test_tls.py run them in a real server)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import queue
+import threading
 
 import pytest
 from trustpoint_server.runtime import worker
-from trustpoint_server.runtime.worker import SPARE_AFTER, DeadlineWorker
+from trustpoint_server.runtime.worker import SPARE_AFTER, DeadlineWorker, _ContextFeed
 
 
 class Clock:
@@ -96,3 +99,53 @@ def test_one_thread_never_takes_a_second_request(bare_worker):
     bare_worker._start_requests()
     assert started(bare_worker) == ["a"]
     assert bare_worker.spare_check is None
+
+
+class Computations:
+    """A context computation: each call returns the next number; slow: each waits for release."""
+
+    def __init__(self, slow=False):
+        self.numbers = itertools.count()
+        self.release = threading.Event()
+        if not slow:
+            self.release.set()
+        self.fail = False
+
+    def __call__(self):
+        self.release.wait(10)
+        if self.fail:
+            raise RuntimeError("no database")
+        return next(self.numbers)
+
+
+def test_on_the_loop_each_connection_gets_a_context_computed_for_it():
+    loop = asyncio.new_event_loop()
+    compute = Computations()
+    feed = _ContextFeed(loop, compute, on_loop=True)
+    assert feed.executor is None
+    assert [loop.run_until_complete(feed.get()) for _ in range(3)] == [1, 2, 3]
+    compute.fail = True
+    assert loop.run_until_complete(feed.get()) == 3  # the last one stays
+    feed.close()
+    loop.close()
+
+
+def test_from_the_helper_thread_a_connection_gets_a_computation_started_after_it_asked(monkeypatch):
+    loop = asyncio.new_event_loop()
+    compute = Computations()
+    feed = _ContextFeed(loop, compute)
+    assert feed.last == 0
+    assert loop.run_until_complete(feed.get()) == 1
+
+    async def three_at_once():
+        return await asyncio.gather(feed.get(), feed.get(), feed.get())
+
+    # The first starts a computation; the two that ask while it runs share the next one.
+    assert loop.run_until_complete(three_at_once()) == [2, 3, 3]
+    # A computation slower than CONTEXT_WAIT: the connection gets the last context.
+    monkeypatch.setattr(worker, "CONTEXT_WAIT", 0.05)
+    compute.release.clear()
+    assert loop.run_until_complete(feed.get()) == 3
+    compute.release.set()
+    feed.close()
+    loop.close()
