@@ -99,7 +99,10 @@ class Settings:
         kind=int, metavar="N", help="worker processes per listener kind (default: one per CPU, at most 8)"
     )
     threads: Optional[int] = setting(
-        kind=int, metavar="N", help="threads per worker, the requests one worker serves at once (default 2)"
+        kind=int,
+        metavar="N",
+        help="threads per worker, the requests one worker runs at once at most: "
+        "beyond the first only beside requests running for 50 ms (default 2)",
     )
     # Largest accepted difference between a CMP messageTime and the server's clock (0: not checked).
     cmp_max_clock_skew: int = setting(
