@@ -13,7 +13,7 @@ import pytest
 from cryptography.x509 import load_der_x509_crl
 from sqlalchemy import select
 from trustpoint_core import x509
-from trustpoint_server.services import certificates, crl, devices, identity, pki
+from trustpoint_server.services import certificates, crl, devices, enrolling, identity, pki
 from trustpoint_server.storage.db import begin_write, session_factory
 from trustpoint_server.storage.models import (
     CertificateAuthority,
@@ -216,3 +216,21 @@ def test_revoke_ids_revokes_the_live_ones_among_ids(engine, db, vault, device, s
     assert [record.status for record in records] == ["revoked", "revoked", "active"]
     for record in records:
         assert_shows_the_row(engine, record)
+
+
+def test_a_credential_changed_meanwhile_is_seen_under_the_write_lock(engine, db, vault, device, settings):
+    """refresh_secret reads the device's secret and credential again: the enrollment's plain row shows the row's
+    credential, and the session's Device object, loaded before with its old credential, loads the new one."""
+    first = issue_credential(db, vault, settings, device)
+    assert device.credential is first
+    row = enrolling.device(db, device.id)
+    with session_factory(engine)() as other:  # another request, committed after this session read the device
+        second = issue_credential(other, vault, settings, other.get(Device, device.id))
+        second_id = second.id
+    assert device.credential is first
+    begin_write(db)
+    devices.refresh_secret(db, row)
+    assert row.credential_id == row.credential.id == second_id
+    assert device.credential_id == second_id
+    assert device.credential.id == second_id
+    db.rollback()
