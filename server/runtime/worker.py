@@ -86,7 +86,7 @@ class _ContextFeed:
     just before must count).
 
     on_loop (the database is SQLite): computed on the loop, at once. The check reads a local file (one row, about
-    11 us) and the context is rebuilt only after a change, while a helper thread's round trip costs 0.24 ms of CPU
+    11 us) and the context is rebuilt only after a change, while a helper thread's round trip cost 0.16-0.24 ms of CPU
     per connection (bench/README.md, "One request at a time per worker").
     Otherwise (a database over the network, which may not answer) in a helper thread: a connection waits for the
     next computation that starts after it asked; every connection that asks meanwhile shares that one. A
