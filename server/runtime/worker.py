@@ -22,10 +22,10 @@ bytes, not a thread.
   (bench/README.md, "One request at a time per worker"). A worker accepts connections while it could
   start a request, so that a new connection waits in the listen queue for the first free worker.
 - TLS: each connection gets the SSLContext gunicorn's `ssl_context` setting returns at that moment
-  (ServerContexts: the client CA bundle as the database has it now), fetched in a helper thread so
-  that a slow database never stalls the loop, or on the loop when the database is SQLite (_ContextFeed);
-  after the handshake the peer's certificate and the chain
-  the handshake verified go into the environ (TLS_ENVIRON_KEY, read by protocols/wire.py).
+  (ServerContexts: the client CA bundle as the database has it now), fetched on the loop when the
+  database is SQLite, else in a helper thread so that a slow database never stalls the loop
+  (_ContextFeed); after the handshake the peer's certificate and the chain the handshake verified go
+  into the environ (TLS_ENVIRON_KEY, read by protocols/wire.py).
 - Signals as gunicorn's workers: SIGTERM stops gracefully (requests in the threads finish within the
   graceful timeout; connections still reading get a moment), SIGINT/SIGQUIT at once.
 """
@@ -619,7 +619,7 @@ class DeadlineWorker(Worker):
             connection, environ, received = job
             try:
                 status, data = self._call_app(environ)
-            except BaseException:  # even then the connection gets its answer and the count its decrement
+            except BaseException:  # even then the connection gets its answer and the worker its thread back
                 status, data = "500", http1.error_response(environ["SERVER_PROTOCOL"], 500, "internal server error")
             with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is gone
                 self.loop.call_soon_threadsafe(self._answered, connection, status, data, received)
