@@ -123,7 +123,7 @@ def test_on_the_loop_each_connection_gets_a_context_computed_for_it():
     compute = Computations()
     feed = _ContextFeed(loop, compute, on_loop=True)
     assert feed.executor is None
-    assert [loop.run_until_complete(feed.get()) for _ in range(3)] == [1, 2, 3]
+    assert [loop.run_until_complete(feed.get()) for _number in range(3)] == [1, 2, 3]
     compute.fail = True
     assert loop.run_until_complete(feed.get()) == 3  # the last one stays
     feed.close()
