@@ -7,6 +7,7 @@ tests/integration/test_stalled_clients.py and test_tls.py run them in a real ser
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import queue
 import threading
@@ -34,7 +35,7 @@ def bare_worker(monkeypatch):
     instance.loop = loop
     instance.threads = 2
     instance.jobs = queue.SimpleQueue()
-    instance.waiting = worker.deque()
+    instance.waiting = collections.deque()
     instance.running = {}
     instance.spare_check = None
     instance.reading = {}
