@@ -152,7 +152,11 @@ class Browser:
                 (lab for lab in self.find_all("label") if lab.text.strip() == label_text),
                 None,
             )
-            assert label is not None, "no field labelled %r on %s" % (label_text, self.path)
+            assert label is not None, "no field labelled %r on %s, a page that says: %s" % (
+                label_text,
+                self.path,
+                self.page_text()[:600],
+            )
             field = self.find("#" + label.get_attribute("for"))
             if field.tag_name == "select":
                 Select(field).select_by_value(value)
@@ -190,6 +194,10 @@ class Browser:
 
     def text(self, css="main"):
         return self.find(css).text
+
+    def page_text(self):
+        """The document's title and text, whatever it is (a server's error page, the browser's own)."""
+        return "%s | %s" % (self.driver.title, self.driver.execute_script("return document.body.innerText"))
 
     def alert(self):
         found = self.find_all("[role=alert]")
