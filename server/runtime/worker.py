@@ -87,7 +87,8 @@ class _ContextFeed:
 
     on_loop (the database is SQLite): computed on the loop, at once. The check reads a local file (one row, about
     11 us) and the context is rebuilt only after a change, while a helper thread's round trip cost 0.16-0.24 ms of CPU
-    per connection (bench/README.md, "One request at a time per worker").
+    per connection (bench/README.md, "One request at a time per worker"). A read SQLite makes wait (its busy
+    handler, rare for a reader in WAL mode) holds up the loop as it would the request threads.
     Otherwise (a database over the network, which may not answer) in a helper thread: a connection waits for the
     next computation that starts after it asked; every connection that asks meanwhile shares that one. A
     computation that takes longer than CONTEXT_WAIT leaves the connection with the last context.

@@ -22,6 +22,7 @@ from contextlib import ExitStack, closing
 import pytest
 from cmp_helpers import assert_cmp_ok, new_key_file, run_cmp
 from conftest import Server, free_port, http
+from trustpoint_server.storage.db import WRITE_LOCK_SUFFIX
 
 PARTIAL_HEAD = b"POST /.well-known/cmp/p/x/initialization HTTP/1.1\r\nHost: x\r\nX-Slow: a"
 BODY_HEAD = b"POST /.well-known/cmp/p/x/initialization HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
@@ -166,7 +167,8 @@ def test_a_spare_thread_answers_beside_a_long_request(tmp_path, threads):
     try:
         domain = server.create_domain()["name"]
         cacerts = server.url + "/.well-known/est/%s/cacerts" % domain
-        lock_fd = os.open(str(server.data_dir / "trustpoint.db.writelock"), os.O_RDWR | os.O_CREAT, 0o600)
+        lock_path = str(server.data_dir / "trustpoint.db") + WRITE_LOCK_SUFFIX
+        lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         with ThreadPoolExecutor(1) as pool:
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX)
