@@ -66,26 +66,30 @@ def cmd_aoki(args):
     if not args.force and agent.valid_credential() is not None:
         print("already onboarded (%s); --force onboards again" % agent.state.path)
         return 0
+    named = [Candidate(args.url, *_host_port(args.url), {})] if args.url else None  # a wrong --url is no retry
     wait, attempt = FIRST_WAIT, 0
     while True:
         if _decommissioned(agent, args):
             return REVOKED
         attempt += 1
-        if args.url:
-            candidates = [Candidate(args.url, *_host_port(args.url), {})]
-        else:
-            candidates = discover(args.discovery_timeout, args.interface)
-            log.info("mDNS: %d owner service(s): %s", len(candidates), ", ".join(map(repr, candidates)) or "none")
         try:
+            if named:
+                candidates = named
+            else:
+                candidates = discover(args.discovery_timeout, args.interface)
+                log.info("mDNS: %d owner service(s): %s", len(candidates), ", ".join(map(repr, candidates)) or "none")
             with agent.state.locked():
                 if _decommissioned(agent, args):  # revoked while this round looked for the server
                     return REVOKED
                 print(agent.aoki(candidates, args.protocol))
             return 0
-        except TrustpointError as exc:
-            log.error("%s", exc)
+        except Exception as exc:  # the device keeps trying: nobody is there to start it again
+            if isinstance(exc, (TrustpointError, files.FilesError, OSError)):
+                log.error("%s", exc)
+            else:
+                log.exception("unexpected error (please report it)")
             if args.attempts and attempt >= args.attempts:
-                print("trustpoint-agent: %s" % exc, file=sys.stderr)
+                print("trustpoint-agent: %s" % (exc if str(exc) else type(exc).__name__), file=sys.stderr)
                 return 1
         pause = min(wait, MAX_WAIT) * random.uniform(0.5, 1.0)  # noqa: S311 (jitter, not security)
         log.info("trying again in %.0f s", pause)

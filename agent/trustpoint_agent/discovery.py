@@ -43,8 +43,21 @@ def _text(value):
 def discover(timeout=5.0, interfaces=None):
     """The owner services that answer within timeout seconds, in the order they were found.
 
-    interfaces: IPv4 addresses of this device to browse on (default: all).
+    interfaces: IPv4 addresses of this device to browse on (default: all). Raises AgentError when mDNS cannot
+    run this round (a socket error, python-zeroconf's event loop blocked on a loaded device): the caller tries
+    again later.
     """
+    from zeroconf import Error as ZeroconfError
+
+    from .onboarding import AgentError
+
+    try:
+        return _browse(timeout, interfaces)
+    except (ZeroconfError, OSError) as exc:
+        raise AgentError("mDNS discovery failed: %s" % (str(exc) or type(exc).__name__)) from exc
+
+
+def _browse(timeout, interfaces):
     from zeroconf import IPVersion, ServiceBrowser, ServiceStateChange, Zeroconf
 
     options = {"ip_version": IPVersion.V4Only}
