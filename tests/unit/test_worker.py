@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import logging
 import queue
+import socket
 import threading
+from types import SimpleNamespace
 
 import pytest
 from trustpoint_server.runtime import worker
@@ -40,6 +43,7 @@ def bare_worker(monkeypatch):
     instance.spare_check = None
     instance.reading = {}
     instance.accepting = False
+    instance.listening = False
     instance.alive = True
     instance.sockets = []
     instance.clock = clock
@@ -100,6 +104,51 @@ def test_one_thread_never_takes_a_second_request(bare_worker):
     bare_worker._start_requests()
     assert started(bare_worker) == ["a"]
     assert bare_worker.spare_check is None
+
+
+def test_a_busy_worker_stops_watching_its_listener_only_when_a_connection_comes(bare_worker):
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    bare_worker.sockets = [listener]
+    bare_worker.threads = 1
+    try:
+        bare_worker._update_accepting()
+        assert bare_worker.accepting and bare_worker.listening
+        bare_worker.dispatch("a", {})
+        assert started(bare_worker) == ["a"]
+        assert not bare_worker.accepting and bare_worker.listening  # no epoll change for a request alone
+        client = socket.create_connection(listener.getsockname())
+        bare_worker._accept(listener)  # what the loop calls: the connection stays in the listen queue
+        assert not bare_worker.listening and listener.accept()  # (the test takes it)
+        bare_worker.running.pop("a")
+        bare_worker._start_requests()
+        assert bare_worker.accepting and bare_worker.listening
+        bare_worker._stop_accepting()
+        assert not bare_worker.listening
+        client.close()
+    finally:
+        listener.close()
+
+
+def test_the_access_log_line_escapes_what_a_client_sent(bare_worker):
+    records = []
+    logger = logging.getLogger("test-access-log")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(logging.Handler())
+    logger.handle = records.append
+    bare_worker.log = SimpleNamespace(access_log=logger)
+    bare_worker.cfg = SimpleNamespace(accesslog="-")
+    head = SimpleNamespace(
+        method="GET", target="/a\\x0a\x1b[31m", version="HTTP/1.1", headers=[("user-agent", "c" * 150)]
+    )
+    bare_worker.access(SimpleNamespace(head=head, client=("192.0.2.1", 4321)), "404 NOT FOUND", 12, 0.0021)
+    (record,) = records
+    assert record.getMessage() == (
+        '192.0.2.1 "GET /a\\\\x0a\\x1b[31m HTTP/1.1" 404 12 2.1ms "%s...(150 characters)"' % ("c" * 100)
+    )
+    head.target, head.headers = "/.well-known/cmp", []
+    bare_worker.access(SimpleNamespace(head=head, client=("192.0.2.1", 4321)), "200 OK", 7, 0.0)
+    assert records[1].getMessage() == '192.0.2.1 "GET /.well-known/cmp HTTP/1.1" 200 7 0.0ms "-"'
 
 
 class Computations:
