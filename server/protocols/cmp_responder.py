@@ -244,7 +244,7 @@ class CmpResponder:
             if "badMessageCheck" in failure.fail_info:
                 raise CmpFailure(_MAC_FAILURE_TEXT, "badMessageCheck") from failure
             raise
-        self.protector = mac.with_fresh_salt(kid=kid)
+        self.protector = mac.for_answer(kid=kid)
         cmp_checks.check_mac_sender(self.message)
         requester = identity.Requester("secret", device=device)
         # What _check_requester compares under the write lock: a new secret encrypts anew.

@@ -674,13 +674,13 @@ def _openssl_ir(responder, tmp_path, key, *extra):
 
 
 def test_openssl_client_accepts_our_ip_and_pkiconf(responder, ca, tmp_path):
-    """`openssl cmp` accepts an ip and pkiconf built by the core (response_to, PBM with fresh salt, caPubs)."""
+    """`openssl cmp` accepts an ip and pkiconf built by the core (response_to, PBM with the request's parameters, caPubs)."""
     key = ec.generate_private_key(ec.SECP256R1())
     seen = []
 
     def answer(request):
         seen.append(request)
-        pbm = verify_mac(request, SECRET).with_fresh_salt(kid=REF)
+        pbm = verify_mac(request, SECRET).for_answer(kid=REF)
         if request.body_type == "ir":
             (cert_request,) = cert_requests(request)
             cert_request.verify_pop()
@@ -707,7 +707,7 @@ def test_openssl_client_reads_our_error(responder, tmp_path):
     """`openssl cmp` reads status, failInfo and text of an error body built by the core."""
 
     def answer(request):
-        pbm = verify_mac(request, SECRET).with_fresh_salt(kid=REF)
+        pbm = verify_mac(request, SECRET).for_answer(kid=REF)
         return encode_message(Header.response_to(request), error_body(("badPOP",), "no proof of possession"), pbm)
 
     responder.answer = answer
@@ -726,7 +726,7 @@ def test_openssl_client_grants_implicit_confirm(responder, ca, tmp_path):
     def answer(request):
         seen.append(request.body_type)
         assert request.implicit_confirm
-        pbm = verify_mac(request, SECRET).with_fresh_salt(kid=REF)
+        pbm = verify_mac(request, SECRET).for_answer(kid=REF)
         (cert_request,) = cert_requests(request)
         certificate = issue(ca, cert_request.public_key)
         body = cert_rep_body("ip", 0, certificate)

@@ -370,15 +370,23 @@ def test_protect_and_verify_round_trip(owf, mac):
     assert not params["owf"]["parameters"].isValue and not params["mac"]["parameters"].isValue
 
 
-def test_with_fresh_salt_keeps_parameters():
-    """with_fresh_salt: same secret, owf, mac and iterations, a new 16-byte salt, the given kid."""
+def test_the_answer_keeps_the_parameters_and_the_key(monkeypatch):
+    """for_answer: the request's secret, salt, owf, mac and iterations, the given kid, and the key derived for the
+    request (RFC 4210 5.1.3.1): protecting the answer derives nothing."""
     request = verify_mac(CmpMessage.decode(raw("ir_sha512.der")), SECRET)
-    answer = request.with_fresh_salt(kid=b"srv")
-    assert (answer.secret, answer.owf, answer.mac, answer.iterations) == (
+    answer = request.for_answer(kid=b"srv")
+    assert (answer.secret, answer.salt, answer.owf, answer.mac, answer.iterations) == (
         SECRET,
+        request.salt,
         request.owf,
         request.mac,
         request.iterations,
     )
-    assert answer.salt != request.salt and len(answer.salt) == cmp_protection.SALT_SIZE
     assert answer.kid == b"srv"
+    fresh = cmp_protection.PasswordBasedMac(SECRET, answer.salt, answer.owf, answer.iterations, answer.mac)
+    monkeypatch.setitem(cmp_protection._OWF_CONSTRUCTORS, answer.owf, None)  # a derivation fails now
+    with pytest.raises(TypeError):
+        fresh.protect(b"ip")
+    protection = answer.protect(b"ip")
+    monkeypatch.undo()
+    assert protection == fresh.protect(b"ip")
