@@ -674,7 +674,7 @@ def _openssl_ir(responder, tmp_path, key, *extra):
 
 
 def test_openssl_client_accepts_our_ip_and_pkiconf(responder, ca, tmp_path):
-    """`openssl cmp` accepts an ip and pkiconf built by the core (response_to, PBM with the request's parameters, caPubs)."""
+    """`openssl cmp` accepts an ip and pkiconf built by the core (response_to, PBM as the request's, caPubs)."""
     key = ec.generate_private_key(ec.SECP256R1())
     seen = []
 
