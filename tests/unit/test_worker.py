@@ -132,9 +132,7 @@ def test_a_busy_worker_stops_watching_its_listener_only_when_a_connection_comes(
 
 def test_the_access_log_line_escapes_what_a_client_sent(bare_worker):
     records = []
-    logger = logging.getLogger("test-access-log")
-    logger.setLevel(logging.INFO)
-    logger.addHandler(logging.Handler())
+    logger = logging.Logger("test-access-log", logging.INFO)  # gunicorn's access_log, without its handlers
     logger.handle = records.append
     bare_worker.log = SimpleNamespace(access_log=logger)
     bare_worker.cfg = SimpleNamespace(accesslog="-")
