@@ -15,6 +15,8 @@ import time
 
 from trustpoint_core import aoki
 
+from .onboarding import AgentError
+
 log = logging.getLogger("trustpoint_agent")
 
 
@@ -48,8 +50,6 @@ def discover(timeout=5.0, interfaces=None):
     again later.
     """
     from zeroconf import Error as ZeroconfError
-
-    from .onboarding import AgentError
 
     try:
         return _browse(timeout, interfaces)
