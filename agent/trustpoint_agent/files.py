@@ -14,7 +14,8 @@
 
 A new credential replaces the old one as a unit, crash-safe: the new files are written and synced in a
 staging directory, a `.pending` marker naming it is renamed into place, and only then are the files
-moved; an interrupted move is finished by the next run of any command (roll forward). Nothing is
+moved; an interrupted move is finished by the next run of any command (roll forward) that finds the state
+directory's lock free: a process that holds it may be installing right now (and finishes its own). Nothing is
 written through a symbolic link, and a state directory that another user may write to is refused.
 """
 
@@ -92,22 +93,31 @@ class StateDir:
             )
         if info.st_mode & 0o077:
             os.chmod(self.path, 0o700)  # ours, and it holds the key: nobody else needs to list it
-        self.recover()
+        # Only while nobody holds the lock: a `status` beside an installing aoki swept its staging directory
+        # before the marker was there, or raced it moving the files (a credential installed without owner.pem).
+        with self.locked(wait=False) as held:
+            if held:
+                self.recover()
         return self
 
     @contextlib.contextmanager
-    def locked(self):
+    def locked(self, wait=True):
         """The state directory's lock (an flock on its .lock file), held by each command while it changes the
         credential: aoki, onboard, renew and revoke take turns (a revoke during an aoki round waits for its end,
-        and the next round sees the device decommissioned)."""
+        and the next round sees the device decommissioned). Yields whether it holds the lock: without wait, False
+        when another process (or another open of the lock in this one) holds it."""
         dir_fd = self._dir_fd()
         try:
             fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | _nofollow() | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=dir_fd)
         finally:
             os.close(dir_fd)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
         finally:
             os.close(fd)  # releases the flock
 

@@ -15,6 +15,10 @@ sys.path.insert(0, str(REPO / "agent"))
 from trustpoint_agent import files
 
 
+def credential_files(path):
+    return sorted(name for name in os.listdir(path) if name != files.LOCK)
+
+
 def test_install_replaces_the_files_together_with_modes(tmp_path):
     state = files.StateDir(tmp_path / "state").ensure()
     state.install({files.KEY: b"key-1", files.CERT: b"cert-1", files.STATE: b"{}"})
@@ -22,7 +26,7 @@ def test_install_replaces_the_files_together_with_modes(tmp_path):
     assert state.read(files.KEY) == b"key-2" and state.read(files.CERT) == b"cert-2"
     assert (tmp_path / "state" / files.KEY).stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "state" / files.CERT).stat().st_mode & 0o777 == 0o644
-    assert sorted(os.listdir(tmp_path / "state")) == [files.CERT, files.KEY, files.STATE]
+    assert credential_files(tmp_path / "state") == [files.CERT, files.KEY, files.STATE]
 
 
 def test_a_crash_after_the_marker_is_finished_by_the_next_run(tmp_path, monkeypatch):
@@ -44,7 +48,7 @@ def test_a_crash_after_the_marker_is_finished_by_the_next_run(tmp_path, monkeypa
     assert state.read(files.PENDING) is not None
     files.StateDir(tmp_path / "state").ensure()  # the next command of the agent
     assert state.read(files.KEY) == b"new-key" and state.read(files.CERT) == b"new-cert"
-    assert sorted(os.listdir(tmp_path / "state")) == [files.CERT, files.KEY]
+    assert credential_files(tmp_path / "state") == [files.CERT, files.KEY]
 
 
 def test_a_crash_before_the_marker_leaves_the_old_credential(tmp_path, monkeypatch):
@@ -64,6 +68,33 @@ def test_a_crash_before_the_marker_leaves_the_old_credential(tmp_path, monkeypat
     files.StateDir(tmp_path / "state").ensure()
     assert state.read(files.KEY) == b"old-key" and state.read(files.CERT) == b"old-cert"
     assert not any(name.startswith(".staging-") for name in os.listdir(tmp_path / "state"))
+
+
+def test_a_reader_beside_an_installing_command_leaves_its_installation_alone(tmp_path, monkeypatch):
+    """`trustpoint-agent status` (any command's start, StateDir.ensure) finishes or sweeps an installation only
+    when no other command holds the state directory: beside an installing aoki it swept the staging directory
+    before the marker was there (a zero-touch device came out without its owner.pem)."""
+    state = files.StateDir(tmp_path / "state").ensure()
+    state.install({files.KEY: b"old-key", files.CERT: b"old-cert", files.OWNER: b"old-owner"})
+    real_rename = os.rename
+    looked = []
+
+    def status_before_the_marker(src, dst, **kwargs):
+        if dst == files.PENDING and not looked:
+            looked.append(files.StateDir(tmp_path / "state").ensure())  # another process's status, right now
+        return real_rename(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "rename", status_before_the_marker)
+    with state.locked() as held:
+        assert held
+        state.install({files.KEY: b"new-key", files.CERT: b"new-cert", files.OWNER: b"new-owner"})
+    assert looked
+    assert [state.read(name) for name in (files.KEY, files.CERT, files.OWNER)] == [
+        b"new-key",
+        b"new-cert",
+        b"new-owner",
+    ]
+    assert credential_files(tmp_path / "state") == [files.CERT, files.KEY, files.OWNER]
 
 
 def test_links_and_open_directories_are_refused(tmp_path):
@@ -101,7 +132,7 @@ def test_a_revoke_interrupted_after_its_record_is_finished_by_the_next(tmp_path)
     assert agent.credential() is None and agent.valid_credential() is None
     deleted = ", ".join(str(tmp_path / "state" / name) for name in (files.KEY, files.CERT, files.CHAIN))
     assert agent.revoke() == "already revoked: 1f at 2026-12-06T10:00:00Z\ndeleted " + deleted
-    assert sorted(os.listdir(tmp_path / "state")) == [files.STATE]
+    assert credential_files(tmp_path / "state") == [files.STATE]
     assert agent.revoke() == "already revoked: 1f at 2026-12-06T10:00:00Z"  # nothing left: nothing said
 
 
