@@ -19,6 +19,12 @@ from ..errors import error_response, unexpected
 WELL_KNOWN = "/.well-known/"
 
 
+def for_protocols(environ):
+    """Whether a request may be one of the protocols' (a look at its method and path, not at Flask's URL map). OPTIONS
+    (and HEAD) are Flask's to answer: it does so without the view."""
+    return environ.get("REQUEST_METHOD") in ("GET", "POST") and WELL_KNOWN in environ.get("PATH_INFO", "")
+
+
 class AheadOfFlask:
     """WSGI middleware: the requests that the routes of a blueprint in handlers match are answered by its handler
     without Flask's request machinery. Flask's URL map decides, so a path means what it means to Flask; everything
@@ -39,8 +45,7 @@ class AheadOfFlask:
         self.handlers = handlers
 
     def __call__(self, environ, start_response):
-        # OPTIONS (and HEAD) are Flask's to answer: it does so without the view.
-        if environ.get("REQUEST_METHOD") not in ("GET", "POST") or WELL_KNOWN not in environ.get("PATH_INFO", ""):
+        if not for_protocols(environ):
             return self.flask(environ, start_response)
         req = self.app.request_class(environ)
         try:

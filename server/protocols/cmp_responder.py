@@ -555,7 +555,7 @@ class CmpResponder:
                 keygen.check_recipient(requester.certificate)
         except keygen.KeygenRefused as exc:
             raise CmpFailure(exc.message, exc.fail_info) from exc
-        private_key = keys.generate_private_key(key_type)
+        private_key = keygen.generate_key(key_type)
         request.public_key = private_key.public_key()
         return private_key
 

@@ -26,7 +26,7 @@ from trustpoint_core.errors import InvalidInput
 from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 
 from ..errors import ApiError, conflict, text_error
-from ..services import certificates, devices, enrolling, identity, names, pki
+from ..services import certificates, devices, enrolling, identity, keygen, names, pki
 from ..storage.db import begin_write, session
 from .wire import client_certificate, client_chain, read_body
 
@@ -363,7 +363,7 @@ class EstEnrollment:
                 "serverkeygen makes keys of the CSR's key type, %s, which this server does not generate "
                 "(--serverkeygen-key-types); send a CSR with a key of type %s" % (key_type, ", ".join(allowed)),
             )
-        key = keys.generate_private_key(key_type)
+        key = keygen.generate_key(key_type)
         certificate = self._issue(requester, profile, key.public_key(), csr, None)
         content_type, body = est.server_keygen_response(key, certificate, _http_version(self.request))
         return Response(body, 200, content_type=content_type)

@@ -1,6 +1,7 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The gunicorn worker the server runs: an event loop reads whole requests under deadlines, threads run the app.
+"""The gunicorn worker the server runs: an event loop reads whole requests under deadlines, threads run the app
+(or the loop itself, for the app's short requests).
 
 A thread-per-connection worker (gunicorn's gthread) gives a connection a thread from the TLS handshake
 on: a few clients that send one byte and stop hold every thread of every worker. Here one asyncio loop
@@ -23,6 +24,12 @@ bytes, not a thread.
   start a request, so that a new connection waits in the listen queue for the first free worker. Its
   listeners stay registered with the loop while it is busy until a connection comes meanwhile: one after
   the other, requests then cost no epoll changes.
+- Requests the app says are short (its `on_loop(environ)`: the enrollment protocols on a local database, see
+  runtime/wsgi.py) run on the loop instead: handing a request to a thread and its answer back woke two threads
+  and moved the GIL twice, 0.2-0.3 ms of CPU per enrollment (bench/README.md, "Enrollments on the loop"). Such a
+  request holds up the loop, so it has no spare: the worker's other connections wait until it ends (their
+  deadlines run on), and new ones go to the other workers meanwhile. One that is about to generate an RSA key
+  leaves the loop for a thread before it has changed anything (runtime/on_loop.py).
 - TLS: each connection gets the SSLContext gunicorn's `ssl_context` setting returns at that moment
   (ServerContexts: the client CA bundle as the database has it now), fetched on the loop when the
   database is SQLite, else in a helper thread so that a slow database never stalls the loop
@@ -53,7 +60,7 @@ from dataclasses import dataclass
 from gunicorn import sock as gunicorn_sock
 from gunicorn.workers.base import Worker
 
-from . import http1
+from . import http1, on_loop
 from .tls import TLS_ENVIRON_KEY, TlsInfo
 
 # How long a new connection waits for the current TLS context (a database read, and a new SSLContext when
@@ -392,11 +399,12 @@ class DeadlineWorker(Worker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.deadlines = getattr(self.app, "deadlines", None) or Deadlines()
+        self.on_loop = getattr(self.app, "on_loop", None) or _never
         self.loop = None
         self.threads = max(1, self.cfg.threads)
         self.jobs = queue.SimpleQueue()
         self.waiting = deque()  # (connection, environ, loop time) of requests read, not started
-        self.running = {}  # connection: loop time its request (a connection has one) started in a thread
+        self.running = {}  # connection: loop time its request (a connection has one) started (thread or loop)
         self.spare_check = None  # the timer that reconsiders the spares after SPARE_AFTER
         self.reading = OrderedDict()  # connections still reading their request, oldest first
         self.connections = set()
@@ -622,8 +630,21 @@ class DeadlineWorker(Worker):
         while self.waiting and self._thread_free():
             connection, environ, received = self.waiting.popleft()
             self.running[connection] = self.loop.time()
-            self.jobs.put((connection, environ, received))
+            if self.on_loop(environ):
+                self.loop.call_soon(self._run_on_loop, connection, environ, received)
+            else:
+                self.jobs.put((connection, environ, received))
         self._update_accepting()
+
+    def _run_on_loop(self, connection, environ, received):
+        try:
+            with on_loop.running():
+                status, data = self._call_app(environ)
+        except on_loop.LeaveLoop:  # long work ahead, nothing changed yet: a thread runs it from the start
+            environ["wsgi.input"].seek(0)
+            self.jobs.put((connection, environ, received))
+            return
+        self._answered(connection, status, data, received)
 
     def _thread(self):
         while True:
@@ -697,6 +718,10 @@ class DeadlineWorker(Worker):
         # As logger.info() without its search of the stack for the caller (no access log format shows it): a
         # fifth of the access log's cost.
         logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, ACCESS_FORMAT, args, None))
+
+
+def _never(_environ):
+    return False
 
 
 def _bounded(text, limit):

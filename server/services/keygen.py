@@ -1,16 +1,18 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Central key generation (RFC 9483 4.1.6): which key the server generates for a request without one, and
-how it goes back (trustpoint_core.cmp_keygen builds the EnvelopedData). docs/server.md, "CMP policy"."""
+"""Keys the server generates for a device's request: CMP central key generation (RFC 9483 4.1.6), which key and how
+it goes back (trustpoint_core.cmp_keygen builds the EnvelopedData; docs/server.md, "CMP policy"), and EST
+serverkeygen's."""
 
 from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from trustpoint_core import cmp_keygen
+from trustpoint_core import cmp_keygen, keys
 from trustpoint_core.asn1 import der_oid
 from trustpoint_core.cmp_message import CURVE_OIDS, ID_EC_PUBLIC_KEY, ID_RSA_ENCRYPTION
 from trustpoint_core.errors import InvalidInput
 
+from ..runtime import on_loop
 from .pki import Signer, ca_certificate
 
 # The DER of a namedCurve parameter -> the key type.
@@ -53,6 +55,15 @@ def key_type_for(domain, profile, key_algorithm=None):
             "badAlg",
         )
     return wanted
+
+
+def generate_key(key_type):
+    """A new private key of key_type for a request (CMP central key generation, EST serverkeygen). An RSA key
+    takes tens of milliseconds to seconds: a request on a worker's loop moves to a thread first (runtime/on_loop.py),
+    so call this before the request changes anything."""
+    if key_type.startswith("rsa-"):
+        on_loop.long_work_ahead()
+    return keys.generate_private_key(key_type)
 
 
 def check_recipient(certificate):

@@ -616,6 +616,25 @@ def test_central_keygen_key_type_from_the_template(server, domain):
     assert _same_key(key, response.certificate)
 
 
+def test_central_keygen_of_an_rsa_key(server, domain):
+    """A template naming rsaEncryption: an RSA-2048 key (the domain's key type is EC). Its generation takes long: the
+    request leaves the worker's loop for a thread before it (runtime/on_loop.py) and is answered from there."""
+    device, secret = server.create_device(domain.name)
+    body_type, content = cert_req_body("ir", None, subject_name())
+    public_key = content[0]["certReq"]["certTemplate"]["publicKey"]
+    public_key["algorithm"]["algorithm"] = univ.ObjectIdentifier("1.2.840.113549.1.1.1")
+    public_key["algorithm"]["parameters"] = univ.Any(b"\x05\x00")
+    public_key["subjectPublicKey"] = univ.BitString(binValue="")
+    _header, der = mac_protected((body_type, content), device["id"], secret, header_for(implicit_confirm=True))
+    answer = post_cmp(domain.url("initialization"), der)
+    assert answer.body_type == "ip", answer.body_type == "error" and error_of(answer)
+    [response], _ca_pubs = cert_responses(answer)
+    key = open_private_key(response.enveloped_key, [domain.root], secret=secret)
+    assert key.key_size == 2048
+    assert _same_key(key, response.certificate)
+    assert certificate_status(server, response.certificate) == ("active", None)
+
+
 @pytest.mark.parametrize("case", ["switched-off", "kur", "with-pop"])
 def test_central_keygen_refused(server, domain, onboarded, case):
     """Central key generation switched off for the domain (notAuthorized), asked by a kur (badCertTemplate), or a

@@ -244,7 +244,8 @@ def _sans(certificate):
 @pytest.mark.parametrize("key_kind", ["ec", "rsa"])
 def test_serverkeygen(server, domain, workdir, key_kind):
     """serverkeygen with a password: multipart/mixed with an unencrypted PKCS#8 key (openssl pkcs8
-    -nocrypt reads it) of the CSR's key type and a certs-only certificate for exactly that key."""
+    -nocrypt reads it) of the CSR's key type and a certs-only certificate for exactly that key. (An RSA key's
+    generation moves the request from the worker's loop to a thread first: runtime/on_loop.py.)"""
     device, password = password_device(server, domain.name)
     csr = Csr(workdir, "keygen", "/CN=%s" % device["name"], key_kind=key_kind)
     answer = curl(

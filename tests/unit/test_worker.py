@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import io
 import itertools
 import logging
 import queue
@@ -16,7 +17,7 @@ import threading
 from types import SimpleNamespace
 
 import pytest
-from trustpoint_server.runtime import worker
+from trustpoint_server.runtime import on_loop, worker
 from trustpoint_server.runtime.worker import SPARE_AFTER, DeadlineWorker, _ContextFeed
 
 
@@ -46,6 +47,7 @@ def bare_worker(monkeypatch):
     instance.listening = False
     instance.alive = True
     instance.sockets = []
+    instance.on_loop = worker._never
     instance.clock = clock
     yield instance
     loop.close()
@@ -104,6 +106,61 @@ def test_one_thread_never_takes_a_second_request(bare_worker):
     bare_worker._start_requests()
     assert started(bare_worker) == ["a"]
     assert bare_worker.spare_check is None
+
+
+def test_a_request_the_app_calls_short_runs_on_the_loop_and_the_next_waits_for_it(bare_worker):
+    ran_in = []
+
+    def app(environ, start_response):
+        ran_in.append((environ["PATH_INFO"], threading.current_thread()))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"answer"]
+
+    bare_worker.wsgi = app
+    bare_worker.on_loop = lambda environ: environ["PATH_INFO"].startswith("/.well-known/")
+    bare_worker.cfg = SimpleNamespace(accesslog=None)
+    bare_worker.nr = 0
+    sent = []
+
+    class Connection:  # what _answered uses of worker._Connection
+        send = sent.append
+
+    short = Connection()
+    bare_worker.dispatch(short, {"REQUEST_METHOD": "POST", "PATH_INFO": "/.well-known/cmp", "SERVER_PROTOCOL": "HTTP/1.1"})
+    bare_worker.dispatch("page", {"PATH_INFO": "/devices"})
+    assert started(bare_worker) == []  # no thread for the first; the second waits for it, as for a thread's
+    assert bare_worker.running.keys() == {short}
+    bare_worker.loop.call_soon(bare_worker.loop.stop)
+    bare_worker.loop.run_forever()
+    assert ran_in == [("/.well-known/cmp", threading.current_thread())]  # the loop's thread
+    assert len(sent) == 1 and sent[0].startswith(b"HTTP/1.1 200 OK\r\n") and sent[0].endswith(b"\r\n\r\nanswer")
+    assert bare_worker.nr == 1 and short not in bare_worker.running
+    assert started(bare_worker) == ["page"]  # the app did not call it short: a thread's
+
+
+def test_a_request_with_long_work_ahead_leaves_the_loop_for_a_thread(bare_worker):
+    """The app asks to leave the loop (an RSA key generation ahead): the request goes to a thread, its body from
+    the first byte, and the loop answers nothing for it."""
+    bodies = []
+
+    def app(environ, start_response):
+        bodies.append(environ["wsgi.input"].read())
+        on_loop.long_work_ahead()  # raises on the loop only
+        start_response("200 OK", [])
+        return [b""]
+
+    bare_worker.wsgi = app
+    bare_worker.on_loop = lambda environ: True
+    bare_worker.cfg = SimpleNamespace(accesslog=None)
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/.well-known/est/serverkeygen", "SERVER_PROTOCOL": "HTTP/1.1",
+               "wsgi.input": io.BytesIO(b"the request")}  # fmt: skip
+    bare_worker.dispatch("keygen", environ)
+    bare_worker.loop.call_soon(bare_worker.loop.stop)
+    bare_worker.loop.run_forever()
+    [(connection, handed_over, _received)] = [bare_worker.jobs.get()]
+    assert (connection, handed_over) == ("keygen", environ) and "keygen" in bare_worker.running  # a thread's now
+    assert bare_worker._call_app(handed_over)[0] == "200 OK"  # what the thread does: the request runs to its end
+    assert bodies == [b"the request", b"the request"]
 
 
 def test_a_busy_worker_stops_watching_its_listener_only_when_a_connection_comes(bare_worker):
