@@ -32,7 +32,9 @@ class Services:
         self.engine = engine_for(settings)
         self.sessions = session_factory(self.engine)
         self.vault = Vault.load(settings.data_dir, settings.vault_key_file)
-        self.auth_limits = AuthLimits(self.sessions, settings.auth_failure_budget, settings.auth_lockout)
+        self.auth_limits = AuthLimits(
+            self.sessions, settings.auth_failure_budget, settings.auth_lockout, settings.cmp_mac_budget
+        )
         self.readiness = Readiness(self.sessions, settings.data_dir, settings.min_free_space)
 
 

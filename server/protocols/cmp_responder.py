@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import hmac
 import logging
+import math
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -66,6 +67,7 @@ from trustpoint_core.cmp_protection import (
 from trustpoint_core.errors import CmpFailure, InvalidInput, excerpt
 from trustpoint_core.profiles import APPLICATION_PROFILES, get_profile
 
+from ..runtime import on_loop
 from ..services import certificates, crl, devices, enrolling, identity, keygen, names, pki
 from ..storage.db import begin_write
 from ..storage.models import CertificateAuthority, CmpTransaction, IssuedCertificate, utcnow
@@ -94,6 +96,15 @@ _GENM_WITHOUT_VALUE = (ID_IT_CA_CERTS, ID_IT_CERT_REQ_TEMPLATE, ID_IT_SIGN_KEY_P
 _REQUEST_BODIES = tuple(sorted({body for bodies in OPERATIONS.values() for body in bodies}))
 TRANSACTION_ID_SIZES = (16, 64)
 NONCE_MIN_SIZE = 16
+# MAC iterations a request's key derivation may take on a worker's loop (about 5 ms of CPU; OpenSSL's client asks
+# for 500, this collection's for 1000): more, and the request moves to a thread first (runtime/on_loop.py).
+LOOP_MAC_ITERATIONS = 20000
+
+
+class _OverMacBudget(Exception):
+    """The worker's budget of MAC iterations (cmp_mac_budget) is spent for now: not a failed authentication."""
+
+
 _MAC_FAILURE_TEXT = (
     "message protection could not be verified: check the reference (-ref) and the shared secret; "
     "a secret is used up once its device is onboarded and has used its credential"
@@ -238,7 +249,9 @@ class CmpResponder:
             # Unknown reference and spent, wrong, locked or throttled secret look alike to the client.
             raise CmpFailure(_MAC_FAILURE_TEXT, "badMessageCheck")
         try:
-            mac = verify_mac(self.message, secret, self.settings.cmp_max_mac_iterations)
+            mac = verify_mac(self.message, secret, self.settings.cmp_max_mac_iterations, charge=self._charge_mac)
+        except _OverMacBudget as exc:
+            raise CmpFailure(str(exc), "systemUnavail") from None
         except CmpFailure as failure:
             self._auth_failed(device)
             if "badMessageCheck" in failure.fail_info:
@@ -250,6 +263,18 @@ class CmpResponder:
         # What _check_requester compares under the write lock: a new secret encrypts anew.
         requester.secret_encrypted = device.secret_encrypted
         return requester
+
+    def _charge_mac(self, iterations):
+        """verify_mac's hook, before the key derivation: a long one leaves the worker's loop; each is paid from the
+        worker's budget of MAC iterations (services/auth_limits.py)."""
+        if iterations > LOOP_MAC_ITERATIONS:
+            on_loop.long_work_ahead()
+        wait = self.gate.mac_wait(iterations) if self.gate is not None else 0
+        if wait:
+            raise _OverMacBudget(
+                "the server is checking as many MACs as it takes per second (--cmp-mac-budget); retry in %d s"
+                % math.ceil(wait)
+            )
 
     def _authenticate_signature(self):
         """The signer: a certificate from extraCerts (the one whose SKI is senderKID, else the first)."""

@@ -3,10 +3,12 @@
 """Requests that run on a worker's event loop (runtime/worker.py), and how one that turns out long leaves it.
 
 The enrollment protocols' requests run on the loop when the database is local (runtime/wsgi.py on_loop()): a few
-milliseconds of CPU, without a thread's hand-over. Some of them have the server generate an RSA key (CMP central key
-generation, EST serverkeygen): tens of milliseconds to seconds, during which the loop would serve none of the worker's
-other connections. Such a request calls long_work_ahead() before the key generation and before it has changed
-anything; on the loop that raises LeaveLoop, and the worker runs the request again from its start in a thread.
+milliseconds of CPU, without a thread's hand-over. A few take much longer, and the loop would serve none of the
+worker's other connections meanwhile: an RSA key the server generates (CMP central key generation, EST serverkeygen:
+tens of milliseconds to seconds), a MAC of many iterations (a CMP client chooses the count, before it is
+authenticated), a legacy scrypt EST password (76 ms). Such a request calls long_work_ahead() before that work and
+before it has changed anything; on the loop that raises LeaveLoop, and the worker runs the request again from its
+start in a thread.
 """
 
 from __future__ import annotations

@@ -25,10 +25,10 @@ bytes, not a thread.
   listeners stay registered with the loop while it is busy until a connection comes meanwhile: one after
   the other, requests then cost no epoll changes.
 - Requests the app says are short (its `on_loop(environ)`: the enrollment protocols on a local database, see
-  runtime/wsgi.py) run on the loop instead: handing a request to a thread and its answer back woke two threads
-  and moved the GIL twice, 0.2-0.3 ms of CPU per enrollment (bench/README.md, "Enrollments on the loop"). Such a
-  request holds up the loop, so it has no spare: the worker's other connections wait until it ends (their
-  deadlines run on), and new ones go to the other workers meanwhile. One that is about to generate an RSA key
+  runtime/wsgi.py) run on the loop instead: 0.2-0.35 ms less CPU per enrollment than in a thread
+  (bench/README.md, "Enrollments on the loop"). Such a request holds up the loop, so it has no spare: the worker's
+  other connections wait until it ends (their deadlines run on), and new ones go to the other workers meanwhile.
+  One that is about to do long work (an RSA key generation, a MAC of many iterations, a legacy scrypt password)
   leaves the loop for a thread before it has changed anything (runtime/on_loop.py).
 - TLS: each connection gets the SSLContext gunicorn's `ssl_context` setting returns at that moment
   (ServerContexts: the client CA bundle as the database has it now), fetched on the loop when the
@@ -36,7 +36,8 @@ bytes, not a thread.
   (_ContextFeed); after the handshake the peer's certificate and the chain the handshake verified go
   into the environ (TLS_ENVIRON_KEY, read by protocols/wire.py).
 - Signals as gunicorn's workers: SIGTERM stops gracefully (requests in the threads finish within the
-  graceful timeout; connections still reading get a moment), SIGINT/SIGQUIT at once.
+  graceful timeout; connections still reading get a moment), SIGINT/SIGQUIT at once (after the request on the
+  loop, if one runs).
 """
 
 from __future__ import annotations
@@ -644,6 +645,9 @@ class DeadlineWorker(Worker):
             environ["wsgi.input"].seek(0)
             self.jobs.put((connection, environ, received))
             return
+        except BaseException:  # as in a thread: the connection gets its answer, the worker its slot; then it ends
+            self._answered(connection, "500", _internal_error(environ), received)
+            raise
         self._answered(connection, status, data, received)
 
     def _thread(self):
@@ -655,7 +659,7 @@ class DeadlineWorker(Worker):
             try:
                 status, data = self._call_app(environ)
             except BaseException:  # even then the connection gets its answer and the worker its thread back
-                status, data = "500", http1.error_response(environ["SERVER_PROTOCOL"], 500, "internal server error")
+                status, data = "500", _internal_error(environ)
             with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is gone
                 self.loop.call_soon_threadsafe(self._answered, connection, status, data, received)
 
@@ -688,7 +692,7 @@ class DeadlineWorker(Worker):
             return status, http1.response_head(environ["SERVER_PROTOCOL"], status, headers, len(body)) + body
         except Exception:
             self.log.exception("Error handling request %s", environ.get("RAW_URI", "")[:200])
-            return "500", http1.error_response(environ["SERVER_PROTOCOL"], 500, "internal server error")
+            return "500", _internal_error(environ)
 
     def _answered(self, connection, status, data, received):
         self.running.pop(connection, None)
@@ -722,6 +726,10 @@ class DeadlineWorker(Worker):
 
 def _never(_environ):
     return False
+
+
+def _internal_error(environ):
+    return http1.error_response(environ["SERVER_PROTOCOL"], 500, "internal server error")
 
 
 def _bounded(text, limit):

@@ -1,13 +1,17 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Budgets for failed authentications: what a client without credentials can make the server spend.
+"""Budgets for failed authentications and for MAC work: what a client without credentials can make the server spend.
 
-Checking a guessed secret costs CPU (a PBM MAC at the iteration cap ~75 ms); these rules bound it.
+Checking a guessed secret costs CPU (a PBM MAC at the iteration cap ~25 ms, a PBMAC1 one at the default cap
+~250 ms); these rules bound it.
 
 - **Per source address and per device**, `budget` failed authentications per minute each (token buckets
   in each worker process's memory; IPv6 sources by /64). A source over its budget is refused before any
   authentication work: CMP systemUnavail, EST and API 429 with Retry-After. A device over its budget is
   refused like a wrong secret, so the answer does not tell whether the device exists.
+- **MAC iterations per worker**: a CMP client chooses its MAC's iteration count, and the server derives the key
+  before it knows whether the secret is right. Each worker process spends at most `cmp_mac_budget` iterations
+  a second on it (IterationBudget); a request beyond that is refused with systemUnavail before any derivation.
 - **Per device, durably**: after `lockout` failed attempts in a row against its one-time secret (CMP
   shared secret, EST password) the secret is locked (Device.secret_locked_at): it is refused, however
   right, until an operator unlocks it (`POST /api/v1/devices/<id>/unlock`, trustpoint.pki.device
@@ -85,6 +89,33 @@ class Budget:
             self._buckets.move_to_end(key)
             while len(self._buckets) > MAX_TRACKED:
                 self._buckets.popitem(last=False)
+
+
+class IterationBudget:
+    """MAC iterations per second (0: no bound): a token bucket holding a second's worth. A count above a second's
+    worth goes through when the bucket is full and leaves it in debt, so that it is slowed down, never refused for
+    good."""
+
+    def __init__(self, per_second, clock=time.monotonic):
+        self.per_second = per_second
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.tokens = float(per_second)
+        self.updated = clock()
+
+    def spend(self, iterations):
+        """0 when the iterations may be spent now (they are spent), else the seconds until they may."""
+        if not self.per_second:
+            return 0.0
+        with self.lock:
+            now = self.clock()
+            self.tokens = min(self.per_second, self.tokens + (now - self.updated) * self.per_second)
+            self.updated = now
+            needed = min(iterations, self.per_second)
+            if self.tokens < needed:
+                return (needed - self.tokens) / self.per_second
+            self.tokens -= iterations
+            return 0.0
 
 
 class FailureLog:
@@ -176,9 +207,10 @@ class FailureLog:
 class AuthLimits:
     """The budgets and the lockout of one worker process (Services.auth_limits)."""
 
-    def __init__(self, sessions, budget, lockout):
+    def __init__(self, sessions, budget, lockout, mac_budget=0):
         self.sources = Budget(budget)
         self.devices = Budget(budget)
+        self.mac_iterations = IterationBudget(mac_budget)
         self.failures = FailureLog(sessions, lockout)
         self.lockout = lockout
 
@@ -211,6 +243,11 @@ class Gate:
             log.info("device %d: refused, over its budget of failed authentications (%s)", device.id, self.source)
             return True
         return False
+
+    def mac_wait(self, iterations):
+        """0 when a MAC of this many iterations may be computed now (its cost is spent from the worker's budget),
+        else the seconds to wait."""
+        return self.limits.mac_iterations.spend(iterations)
 
     def failed(self, device=None):
         """Count a failed authentication of this request (once), and against device's secret if given."""

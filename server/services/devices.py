@@ -18,6 +18,7 @@ from trustpoint_core import x509
 from trustpoint_core.profiles import get_profile
 
 from ..errors import ApiError
+from ..runtime import on_loop
 from ..storage import sql
 from ..storage.db import contains, get_by_id, loaded, show_written
 from ..storage.models import CmpTransaction, Device, DevIdRegistration, IssuedCertificate, utcnow
@@ -75,6 +76,7 @@ def check_password(device, password, now=None):
         password = ""
     scheme, salt, digest = stored.split("$")
     if scheme == "scrypt":
+        on_loop.long_work_ahead()  # 76 ms of CPU
         computed = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), dklen=32, **LEGACY_SCRYPT)
     else:
         computed = hmac.new(base64.b64decode(salt), password.encode(), hashlib.sha256).digest()

@@ -20,12 +20,22 @@ from conftest import BIN
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from pyasn1.type import univ
 from sqlalchemy import text
-from trustpoint_core.cmp_message import CmpMessage, Header, cert_req_body, encode_message, error_content
+from trustpoint_core.cmp_message import (
+    CmpMessage,
+    Header,
+    cert_req_body,
+    cert_responses,
+    encode_message,
+    error_content,
+)
 from trustpoint_core.cmp_protection import PasswordBasedMac
 from trustpoint_server.app import MAX_REQUEST_BYTES, create_app
 from trustpoint_server.protocols import ahead
-from trustpoint_server.protocols.cmp_responder import CmpResponder
+from trustpoint_server.protocols.cmp_responder import LOOP_MAC_ITERATIONS, CmpResponder
+from trustpoint_server.runtime import on_loop
+from trustpoint_server.services.auth_limits import IterationBudget
 from trustpoint_server.settings import Settings
 from werkzeug.test import Client, EnvironBuilder
 
@@ -265,6 +275,8 @@ def test_an_unexpected_error_is_a_500_without_traceback_and_the_session_closes(a
     assert_alike(ahead, flask)
     assert ahead.status_code == 500
     assert ahead.get_json() == {"error": "internal server error; the server log has the details", "status": 500}
+    # (The failure log's thread may still be writing an earlier test's failed authentication with a connection.)
+    assert app.extensions["trustpoint"].auth_limits.failures.wait_idle()
     assert app.extensions["trustpoint"].engine.pool.checkedout() == 0
     logged = [r for r in caplog.records if r.getMessage().startswith("unhandled error on POST")]
     assert len(logged) == 2 and all(r.exc_info for r in logged)
@@ -284,3 +296,58 @@ def ir(secret, kid):
     body = cert_req_body("ir", ec.generate_private_key(ec.SECP256R1()), SUBJECT)
     header = Header(sender=SUBJECT, transaction_id=os.urandom(16), implicit_confirm=True)
     return encode_message(header, body, PasswordBasedMac(secret, kid=kid))
+
+
+# --- long work on a worker's loop, the MAC budget ---------------------------------------------------------------
+
+
+def enroll(app, der):
+    answer, _flask_ran = post(app, app.wsgi_app, "/.well-known/cmp/p/ahead/initialization", data=der)
+    assert answer.status_code == 200
+    return CmpMessage.decode(answer.data)
+
+
+def test_a_mac_of_many_iterations_leaves_the_loop_before_anything_changed(app):
+    """The client chooses its MAC's iteration count: above LOOP_MAC_ITERATIONS the derivation (and the request)
+    moves to a thread. Sent again as a thread runs it, the very same message (its transactionID) enrolls: the first
+    run left nothing behind."""
+    secret, kid = app.device
+    body = cert_req_body("ir", ec.generate_private_key(ec.SECP256R1()), SUBJECT)
+    header = Header(sender=SUBJECT, transaction_id=os.urandom(16), implicit_confirm=True)
+    der = encode_message(header, body, PasswordBasedMac(secret, kid=kid, iterations=LOOP_MAC_ITERATIONS + 1))
+    with on_loop.running(), pytest.raises(on_loop.LeaveLoop):
+        enroll(app, der)
+    assert enroll(app, der).body_type == "ip"
+    with on_loop.running():  # OpenSSL's 500 iterations stay on the loop
+        assert enroll(app, ir(secret, kid)).body_type == "ip"
+
+
+def test_an_rsa_key_generated_by_the_server_leaves_the_loop(app):
+    secret, kid = app.device
+    body_type, content = cert_req_body("ir", None, SUBJECT)
+    public_key = content[0]["certReq"]["certTemplate"]["publicKey"]
+    public_key["algorithm"]["algorithm"] = univ.ObjectIdentifier("1.2.840.113549.1.1.1")  # rsaEncryption
+    public_key["algorithm"]["parameters"] = univ.Any(b"\x05\x00")
+    public_key["subjectPublicKey"] = univ.BitString(binValue="")
+    header = Header(sender=SUBJECT, transaction_id=os.urandom(16), implicit_confirm=True)
+    der = encode_message(header, (body_type, content), PasswordBasedMac(secret, kid=kid))
+    with on_loop.running(), pytest.raises(on_loop.LeaveLoop):
+        enroll(app, der)
+    answer = enroll(app, der)
+    assert answer.body_type == "ip", error_content(answer) if answer.body_type == "error" else answer.body_type
+    [response], _ca_pubs = cert_responses(answer)
+    assert response.certificate.public_key().key_size == 2048 and response.enveloped_key is not None
+
+
+def test_macs_beyond_the_workers_budget_are_refused_without_counting_as_failures(app, monkeypatch):
+    secret, kid = app.device
+    limits = app.extensions["trustpoint"].auth_limits
+    # A second's worth of one request of PasswordBasedMac's default 1000 iterations, and time standing still.
+    monkeypatch.setattr(limits, "mac_iterations", IterationBudget(1000, clock=lambda: 0.0))
+    assert enroll(app, ir(secret, kid)).body_type == "ip"
+    refused = enroll(app, ir(secret, kid))
+    assert refused.body_type == "error"
+    _status, fail_info, text_ = error_content(refused)
+    assert tuple(fail_info) == ("systemUnavail",) and "--cmp-mac-budget" in text_ and "retry in 1 s" in text_
+    assert limits.failures.wait_idle()
+    assert limits.devices.wait(int(kid)) == 0 and limits.sources.wait("127.0.0.1") == 0  # not the client's failure

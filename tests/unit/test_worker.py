@@ -157,7 +157,7 @@ def test_a_request_with_long_work_ahead_leaves_the_loop_for_a_thread(bare_worker
     bare_worker.dispatch("keygen", environ)
     bare_worker.loop.call_soon(bare_worker.loop.stop)
     bare_worker.loop.run_forever()
-    [(connection, handed_over, _received)] = [bare_worker.jobs.get()]
+    [(connection, handed_over, _received)] = [bare_worker.jobs.get_nowait()]
     assert (connection, handed_over) == ("keygen", environ) and "keygen" in bare_worker.running  # a thread's now
     assert bare_worker._call_app(handed_over)[0] == "200 OK"  # what the thread does: the request runs to its end
     assert bodies == [b"the request", b"the request"]

@@ -1,0 +1,74 @@
+# Copyright: Trustpoint contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Long work leaves a worker's loop before it starts (server/runtime/on_loop.py), and a worker spends a bounded
+number of MAC iterations a second on requests not yet authenticated (services/auth_limits.py IterationBudget).
+tests/unit/test_cmp_ahead.py sends the CMP requests that do so through the app; test_worker.py has the worker's
+side."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from types import SimpleNamespace
+
+import pytest
+from trustpoint_server.runtime import on_loop
+from trustpoint_server.services import devices, keygen
+from trustpoint_server.services.auth_limits import IterationBudget
+
+
+def test_long_work_leaves_the_loop_and_nowhere_else():
+    on_loop.long_work_ahead()  # a thread, a test, the CLI: nothing happens
+    with on_loop.running(), pytest.raises(on_loop.LeaveLoop):
+        on_loop.long_work_ahead()
+    on_loop.long_work_ahead()  # the flag ends with the request
+    assert not issubclass(on_loop.LeaveLoop, Exception)  # the app's `except Exception` handlers let it through
+
+
+def test_an_rsa_key_leaves_the_loop_an_ec_key_does_not():
+    with on_loop.running():
+        assert keygen.generate_key("ecdsa-p256").curve.name == "secp256r1"
+        with pytest.raises(on_loop.LeaveLoop):
+            keygen.generate_key("rsa-2048")
+    assert keygen.generate_key("rsa-2048").key_size == 2048
+
+
+def test_a_legacy_scrypt_password_leaves_the_loop():
+    salt = b"s" * 16
+    digest = hashlib.scrypt(b"password", salt=salt, dklen=32, **devices.LEGACY_SCRYPT)
+    device = SimpleNamespace(
+        password_hash="scrypt$%s$%s" % (base64.b64encode(salt).decode(), base64.b64encode(digest).decode()),
+        secret_retry_until=None,
+    )
+    with on_loop.running(), pytest.raises(on_loop.LeaveLoop):
+        devices.check_password(device, "password")
+    assert devices.check_password(device, "password")
+    with on_loop.running():  # a server-generated password's keyed hash stays on the loop, and so does a wrong user
+        assert not devices.check_password(None, "password")
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_iteration_budget_refills_by_the_second_and_lets_a_large_count_through_into_debt():
+    clock = Clock()
+    budget = IterationBudget(1000, clock=clock)
+    assert budget.spend(600) == 0 and budget.spend(400) == 0
+    assert budget.spend(500) == pytest.approx(0.5)  # empty: half a second until 500 are there
+    clock.now += 0.5
+    assert budget.spend(500) == 0
+    clock.now += 10  # a second's worth at most
+    assert budget.spend(5000) == 0  # more than a second's worth: through when full, into debt
+    assert budget.spend(1) == pytest.approx(4.001)
+    clock.now += 4.001
+    assert budget.spend(1) == 0
+
+
+def test_no_budget_means_no_bound():
+    budget = IterationBudget(0)
+    assert all(budget.spend(10**6) == 0 for _ in range(100))
