@@ -280,6 +280,12 @@ def server_context(cert_file, key_file, bundle=((), ())):
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
     context.set_ciphers(CIPHERS)
+    # No session resumption (TLS 1.3 tickets, TLS 1.2 tickets): a resumed handshake verifies nothing, so a request
+    # would carry the client's certificate without the chain it was verified with (an IDevID's intermediates,
+    # protocols/wire.py client_chain()). Enrollment clients connect once or twice; the tickets cost every
+    # handshake about 30 us of CPU besides.
+    context.num_tickets = 0
+    context.options |= ssl.OP_NO_TICKET
     context.load_cert_chain(cert_file, key_file)
     # Ask for a client certificate, do not require one; one that is sent must verify.
     context.verify_mode = ssl.CERT_OPTIONAL

@@ -126,7 +126,9 @@ def test_a_request_the_app_calls_short_runs_on_the_loop_and_the_next_waits_for_i
         send = sent.append
 
     short = Connection()
-    bare_worker.dispatch(short, {"REQUEST_METHOD": "POST", "PATH_INFO": "/.well-known/cmp", "SERVER_PROTOCOL": "HTTP/1.1"})
+    bare_worker.dispatch(
+        short, {"REQUEST_METHOD": "POST", "PATH_INFO": "/.well-known/cmp", "SERVER_PROTOCOL": "HTTP/1.1"}
+    )
     bare_worker.dispatch("page", {"PATH_INFO": "/devices"})
     assert started(bare_worker) == []  # no thread for the first; the second waits for it, as for a thread's
     assert bare_worker.running.keys() == {short}

@@ -21,7 +21,9 @@ def test_the_installed_gunicorn_knows_every_setting():
 def test_the_protocols_requests_run_on_the_loop_with_a_local_database(tmp_path, monkeypatch):
     """DeadlineWorker asks its app (_Server.on_loop) which requests run on its loop: the protocols' with SQLite, and
     no other; with PostgreSQL none (they wait on the network: a thread lets the loop go on)."""
-    subprocess.run([str(BIN / "trustpoint-server"), "init", "--data-dir", str(tmp_path)], check=True, capture_output=True)
+    subprocess.run(
+        [str(BIN / "trustpoint-server"), "init", "--data-dir", str(tmp_path)], check=True, capture_output=True
+    )
     server = wsgi._Server(Settings(data_dir=str(tmp_path)), wsgi._options(["127.0.0.1:0"], 1, 2, "info", "test"))
     assert not server.local_database  # known once a worker has loaded the app
     monkeypatch.setattr(wsgi.gc, "freeze", lambda: None)  # a worker's, not the test process's
