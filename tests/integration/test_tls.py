@@ -789,3 +789,52 @@ def test_an_arbiter_that_dies_stops_the_other(tmp_path):
         assert not [pid for pid in pids if alive(pid)]
     finally:
         instance.stop()
+
+
+# --- no session resumption ----------------------------------------------------------------------------------
+
+
+def _connect_in_memory(server_context, client_ctx, session=None):
+    """A handshake and a byte each way through memory BIOs, as the worker does them: (client SSLObject, the server's
+    TlsInfo)."""
+    server_in, server_out, client_in, client_out = (ssl.MemoryBIO() for _index in range(4))
+    server = server_context.wrap_bio(server_in, server_out, server_side=True)
+    client = client_ctx.wrap_bio(client_in, client_out, server_hostname="127.0.0.1", session=session)
+    for _round in range(10):
+        for end in (client, server):
+            try:
+                end.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+        server_in.write(client_out.read())
+        client_in.write(server_out.read())
+    client.write(b"q")
+    server_in.write(client_out.read())
+    assert server.read(1) == b"q"
+    server.write(b"a")  # TLS 1.3: tickets, if any, go with the server's first data
+    client_in.write(server_out.read())
+    assert client.read(1) == b"a"
+    return client, tls.TlsInfo(server)
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2], ids=["tls1.3", "tls1.2"])
+def test_no_session_is_resumed_so_the_request_gets_the_verified_chain(tmp_path, version):
+    """A client offering the session of its last connection gets a full handshake: its certificate is verified
+    again and the request gets the chain (a resumed handshake verified nothing and gave an empty chain)."""
+    root = make_ca("Root")
+    sub = make_ca("Client Sub CA", issuer=root)
+    cert_path, key_path = write_credential(tmp_path, "client", make_leaf(sub, "device"))
+    cert_path.write_text(cert_path.read_text() + pem(sub[0]))  # the chain the client sends
+    server_cert, server_key = write_credential(tmp_path, "server", make_leaf(root, "server", ["127.0.0.1"]))
+    (tmp_path / "root.pem").write_text(pem(root[0]))
+    server_context = tls.server_context(
+        server_cert, server_key, ((root[0].public_bytes(serialization.Encoding.DER),), ())
+    )
+    client_ctx = client_context(tmp_path / "root.pem", cert_path, key_path)
+    client_ctx.maximum_version = version
+    first, first_info = _connect_in_memory(server_context, client_ctx)
+    again, info = _connect_in_memory(server_context, client_ctx, session=first.session)
+    assert not again.session_reused
+    assert info.peer_certificate is not None
+    assert info.peer_certificate == first_info.peer_certificate
+    assert len(info.verified_chain) == 3  # the device, its sub CA, the root

@@ -71,4 +71,4 @@ def test_the_iteration_budget_refills_by_the_second_and_lets_a_large_count_throu
 
 def test_no_budget_means_no_bound():
     budget = IterationBudget(0)
-    assert all(budget.spend(10**6) == 0 for _ in range(100))
+    assert all(budget.spend(10**6) == 0 for _attempt in range(100))
