@@ -6,9 +6,9 @@ The enrollment protocols' requests run on the loop when the database is local (r
 milliseconds of CPU, without a thread's hand-over. A few take much longer, and the loop would serve none of the
 worker's other connections meanwhile: an RSA key the server generates (CMP central key generation, EST serverkeygen:
 tens of milliseconds to seconds), a MAC of many iterations (a CMP client chooses the count, before it is
-authenticated), a legacy scrypt EST password (76 ms). Such a request calls long_work_ahead() before that work and
-before it has changed anything; on the loop that raises LeaveLoop, and the worker runs the request again from its
-start in a thread.
+authenticated), a legacy scrypt EST password (76 ms), a CRL that a CMP genm has issued anew. Such a request calls
+long_work_ahead() before that work and before it has changed anything; on the loop that raises LeaveLoop, and the
+worker runs the request again from its start in a thread.
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ bytes, not a thread.
   runtime/wsgi.py) run on the loop instead: 0.2-0.35 ms less CPU per enrollment than in a thread
   (bench/README.md, "Enrollments on the loop"). Such a request holds up the loop, so it has no spare: the worker's
   other connections wait until it ends (their deadlines run on), and new ones go to the other workers meanwhile.
-  One that is about to do long work (an RSA key generation, a MAC of many iterations, a legacy scrypt password)
-  leaves the loop for a thread before it has changed anything (runtime/on_loop.py).
+  One that is about to do long work (an RSA key generation, a MAC of many iterations, a legacy scrypt password, a
+  new CRL) leaves the loop for a thread before it has changed anything (runtime/on_loop.py).
 - TLS: each connection gets the SSLContext gunicorn's `ssl_context` setting returns at that moment
   (ServerContexts: the client CA bundle as the database has it now), fetched on the loop when the
   database is SQLite, else in a helper thread so that a slow database never stalls the loop

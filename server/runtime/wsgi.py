@@ -91,9 +91,9 @@ class _Server(BaseApplication):
         """What DeadlineWorker asks: whether a complete request runs on the worker's loop rather than in one of its
         threads. The enrollment protocols' requests do when the database is local (SQLite): a few milliseconds of CPU
         that a thread's hand-over would add a tenth to. With PostgreSQL they wait on the network, and a thread lets the
-        loop go on meanwhile. One that turns out long (an RSA key the server generates, a MAC of many iterations, a
-        legacy scrypt password) moves to a thread before that work (runtime/on_loop.py); a write that waits for
-        another process's holds the loop (writes take turns anyway), new connections go to the other workers."""
+        loop go on meanwhile. One that turns out long moves to a thread before that work (runtime/on_loop.py says
+        which); a write that waits for another process's holds the loop (writes take turns anyway), new connections
+        go to the other workers."""
         return self.local_database and for_protocols(environ)
 
     def __str__(self):

@@ -11,7 +11,8 @@ Checking a guessed secret costs CPU (a PBM MAC at the iteration cap ~25 ms, a PB
   refused like a wrong secret, so the answer does not tell whether the device exists.
 - **MAC iterations per worker**: a CMP client chooses its MAC's iteration count, and the server derives the key
   before it knows whether the secret is right. Each worker process spends at most `cmp_mac_budget` iterations
-  a second on it (IterationBudget); a request beyond that is refused with systemUnavail before any derivation.
+  a second on it (a Budget of one bucket); a request beyond that is refused with systemUnavail before any
+  derivation.
 - **Per device, durably**: after `lockout` failed attempts in a row against its one-time secret (CMP
   shared secret, EST password) the secret is locked (Device.secret_locked_at): it is refused, however
   right, until an operator unlocks it (`POST /api/v1/devices/<id>/unlock`, trustpoint.pki.device
@@ -59,11 +60,12 @@ def source_key(address):
 
 
 class Budget:
-    """Token buckets of `per_minute` failures each, keyed by source or device; 0 turns them off."""
+    """Token buckets of `capacity` each, refilled over `period` seconds, keyed (by source, device, ...): failures per
+    minute, MAC iterations per second. 0 turns them off."""
 
-    def __init__(self, per_minute, clock=time.monotonic):
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
+    def __init__(self, capacity, clock=time.monotonic, period=60.0):
+        self.capacity = float(capacity)
+        self.rate = capacity / period
         self.clock = clock
         self._buckets = collections.OrderedDict()  # key -> (tokens, when)
         self._lock = threading.Lock()
@@ -72,50 +74,25 @@ class Budget:
         tokens, when = self._buckets.get(key, (self.capacity, now))
         return min(self.capacity, tokens + (now - when) * self.rate)
 
-    def wait(self, key):
-        """Seconds until key may fail once more; 0 when it may now."""
+    def wait(self, key, amount=1):
+        """Seconds until key may spend amount; 0 when it may now. An amount above the capacity may be spent from a
+        full bucket (it empties it), so that it is slowed down, never refused for good."""
         if not self.capacity:
             return 0.0
+        needed = min(amount, self.capacity)
         with self._lock:
             tokens = self._tokens(key, self.clock())
-        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+        return 0.0 if tokens >= needed else (needed - tokens) / self.rate
 
-    def spend(self, key):
+    def spend(self, key, amount=1):
         if not self.capacity:
             return
         with self._lock:
             now = self.clock()
-            self._buckets[key] = (max(0.0, self._tokens(key, now) - 1), now)
+            self._buckets[key] = (max(0.0, self._tokens(key, now) - amount), now)
             self._buckets.move_to_end(key)
             while len(self._buckets) > MAX_TRACKED:
                 self._buckets.popitem(last=False)
-
-
-class IterationBudget:
-    """MAC iterations per second (0: no bound): a token bucket holding a second's worth. A count above a second's
-    worth goes through when the bucket is full and leaves it in debt, so that it is slowed down, never refused for
-    good."""
-
-    def __init__(self, per_second, clock=time.monotonic):
-        self.per_second = per_second
-        self.clock = clock
-        self.lock = threading.Lock()
-        self.tokens = float(per_second)
-        self.updated = clock()
-
-    def spend(self, iterations):
-        """0 when the iterations may be spent now (they are spent), else the seconds until they may."""
-        if not self.per_second:
-            return 0.0
-        with self.lock:
-            now = self.clock()
-            self.tokens = min(self.per_second, self.tokens + (now - self.updated) * self.per_second)
-            self.updated = now
-            needed = min(iterations, self.per_second)
-            if self.tokens < needed:
-                return (needed - self.tokens) / self.per_second
-            self.tokens -= iterations
-            return 0.0
 
 
 class FailureLog:
@@ -210,7 +187,7 @@ class AuthLimits:
     def __init__(self, sessions, budget, lockout, mac_budget=0):
         self.sources = Budget(budget)
         self.devices = Budget(budget)
-        self.mac_iterations = IterationBudget(mac_budget)
+        self.mac_iterations = Budget(mac_budget, period=1.0)  # one bucket, the worker's
         self.failures = FailureLog(sessions, lockout)
         self.lockout = lockout
 
@@ -247,7 +224,11 @@ class Gate:
     def mac_wait(self, iterations):
         """0 when a MAC of this many iterations may be computed now (its cost is spent from the worker's budget),
         else the seconds to wait."""
-        return self.limits.mac_iterations.spend(iterations)
+        budget = self.limits.mac_iterations
+        wait = budget.wait(None, iterations)
+        if not wait:
+            budget.spend(None, iterations)
+        return wait
 
     def failed(self, device=None):
         """Count a failed authentication of this request (once), and against device's secret if given."""

@@ -12,6 +12,7 @@ from cryptography.x509 import load_der_x509_crl
 from sqlalchemy import select
 from trustpoint_core import x509
 
+from ..runtime import on_loop
 from ..storage.db import begin_write
 from ..storage.models import IssuedCertificate, utcnow
 from . import certificates
@@ -41,6 +42,9 @@ def current_crl(db, vault, ca_row, settings):
         and now < ca_row.crl_next_update - datetime.timedelta(hours=1)
     ):
         return ca_row.crl_der
+    # Signing a CRL of many revocations takes long: a CMP request (genm) on a worker's loop moves to a thread first
+    # (runtime/on_loop.py). The sweep before has committed what it changed, and does nothing when run again.
+    on_loop.long_work_ahead()
     begin_write(db)
     db.refresh(ca_row)
     signer = Signer(ca_row, vault)

@@ -35,7 +35,7 @@ from trustpoint_server.app import MAX_REQUEST_BYTES, create_app
 from trustpoint_server.protocols import ahead
 from trustpoint_server.protocols.cmp_responder import LOOP_MAC_ITERATIONS, CmpResponder
 from trustpoint_server.runtime import on_loop
-from trustpoint_server.services.auth_limits import IterationBudget
+from trustpoint_server.services.auth_limits import Budget
 from trustpoint_server.settings import Settings
 from werkzeug.test import Client, EnvironBuilder
 
@@ -343,7 +343,7 @@ def test_macs_beyond_the_workers_budget_are_refused_without_counting_as_failures
     secret, kid = app.device
     limits = app.extensions["trustpoint"].auth_limits
     # A second's worth of one request of PasswordBasedMac's default 1000 iterations, and time standing still.
-    monkeypatch.setattr(limits, "mac_iterations", IterationBudget(1000, clock=lambda: 0.0))
+    monkeypatch.setattr(limits, "mac_iterations", Budget(1000, clock=lambda: 0.0, period=1.0))
     assert enroll(app, ir(secret, kid)).body_type == "ip"
     refused = enroll(app, ir(secret, kid))
     assert refused.body_type == "error"

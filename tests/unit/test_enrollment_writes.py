@@ -13,6 +13,7 @@ import pytest
 from cryptography.x509 import load_der_x509_crl
 from sqlalchemy import select
 from trustpoint_core import x509
+from trustpoint_server.runtime import on_loop
 from trustpoint_server.services import certificates, crl, devices, enrolling, identity, pki
 from trustpoint_server.storage.db import begin_write, session_factory
 from trustpoint_server.storage.models import (
@@ -234,3 +235,17 @@ def test_a_credential_changed_meanwhile_is_seen_under_the_write_lock(engine, db,
     assert device.credential_id == second_id
     assert device.credential.id == second_id
     db.rollback()
+
+
+def test_a_crl_to_issue_anew_leaves_the_workers_loop_before_it_writes(db, vault, device, settings):
+    """On a worker's loop (a CMP genm crlStatusList) a CRL due anew moves the request to a thread before the write
+    lock and the new number (runtime/on_loop.py); the CRL that is still current is served on the loop."""
+    issuing = device.domain.ca("issuing")
+    number = issuing.crl_number
+    with on_loop.running(), pytest.raises(on_loop.LeaveLoop):
+        crl.current_crl(db, vault, issuing, settings)
+    assert issuing.crl_number == number and issuing.crl_der is None and not db.dirty
+    current = crl.current_crl(db, vault, issuing, settings)  # as the thread runs it
+    assert issuing.crl_number == number + 1
+    with on_loop.running():
+        assert crl.current_crl(db, vault, issuing, settings) == current

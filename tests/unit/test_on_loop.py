@@ -1,7 +1,7 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Long work leaves a worker's loop before it starts (server/runtime/on_loop.py), and a worker spends a bounded
-number of MAC iterations a second on requests not yet authenticated (services/auth_limits.py IterationBudget).
+number of MAC iterations a second on requests not yet authenticated (services/auth_limits.py Budget, Gate.mac_wait).
 tests/unit/test_cmp_ahead.py sends the CMP requests that do so through the app; test_worker.py has the worker's
 side."""
 
@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 from trustpoint_server.runtime import on_loop
 from trustpoint_server.services import devices, keygen
-from trustpoint_server.services.auth_limits import IterationBudget
+from trustpoint_server.services.auth_limits import AuthLimits, Budget
 
 
 def test_long_work_leaves_the_loop_and_nowhere_else():
@@ -55,20 +55,27 @@ class Clock:
         return self.now
 
 
-def test_the_iteration_budget_refills_by_the_second_and_lets_a_large_count_through_into_debt():
+def test_the_mac_budget_refills_by_the_second_and_lets_a_large_count_through_when_full():
     clock = Clock()
-    budget = IterationBudget(1000, clock=clock)
-    assert budget.spend(600) == 0 and budget.spend(400) == 0
-    assert budget.spend(500) == pytest.approx(0.5)  # empty: half a second until 500 are there
+    gate = AuthLimits(None, 0, 0, mac_budget=1000).gate("192.0.2.1")
+    gate.limits.mac_iterations = Budget(1000, clock=clock, period=1.0)
+    assert gate.mac_wait(600) == 0 and gate.mac_wait(400) == 0
+    assert gate.mac_wait(500) == pytest.approx(0.5)  # empty: half a second until 500 are there, nothing spent
     clock.now += 0.5
-    assert budget.spend(500) == 0
+    assert gate.mac_wait(500) == 0
     clock.now += 10  # a second's worth at most
-    assert budget.spend(5000) == 0  # more than a second's worth: through when full, into debt
-    assert budget.spend(1) == pytest.approx(4.001)
-    clock.now += 4.001
-    assert budget.spend(1) == 0
+    assert gate.mac_wait(5000) == 0  # more than a second's worth: through when full, and it empties the bucket
+    assert gate.mac_wait(1) == pytest.approx(0.001)
+
+
+def test_failures_are_still_counted_one_by_one_per_minute():
+    clock = Clock()
+    budget = Budget(2, clock=clock)
+    budget.spend("a")
+    budget.spend("a")
+    assert budget.wait("a") == pytest.approx(30.0) and budget.wait("b") == 0
 
 
 def test_no_budget_means_no_bound():
-    budget = IterationBudget(0)
-    assert all(budget.spend(10**6) == 0 for _attempt in range(100))
+    gate = AuthLimits(None, 0, 0, mac_budget=0).gate("192.0.2.1")
+    assert all(gate.mac_wait(10**6) == 0 for _attempt in range(100))
