@@ -127,6 +127,19 @@ class StateDir:
     def read(self, name, required=False):
         return read(self.file(name), required)
 
+    def version(self):
+        """What changes whenever a command installs or removes credential files: each file's inode and mtime
+        (a rename puts another inode in place), and whether a .pending move is under way."""
+        seen = []
+        for name in (*ORDER, PENDING):
+            try:
+                info = os.lstat(self.file(name))
+            except OSError:
+                seen.append(None)
+                continue
+            seen.append((info.st_ino, info.st_mtime_ns))
+        return tuple(seen)
+
     def state(self):
         data = self.read(STATE)
         if data is None:

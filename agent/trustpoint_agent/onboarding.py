@@ -14,6 +14,7 @@ import datetime
 import json
 import logging
 import re
+import time
 
 from cryptography import x509 as cx509
 from trustpoint_core import aoki, keys, x509
@@ -29,6 +30,8 @@ from .https import Https
 log = logging.getLogger("trustpoint_agent")
 
 DEFAULT_KEY_TYPE = "ecdsa-p256"
+# How long `status` waits for another command to finish moving a credential in (the moves take milliseconds).
+STATUS_SETTLE_SECONDS = 5.0
 TOKEN = re.compile(r"(\d{1,18})\.([A-Za-z0-9_-]{16,128})(?:\.([A-Za-z0-9_-]{43}))?")
 CMP_URL = "/.well-known/cmp/{operation}"  # the device's domain follows from its credential or secret
 TLS_TRUSTSTORE_URL = "/agent/tls-truststore.pem"
@@ -467,8 +470,27 @@ class Agent:
 
     # --- status ------------------------------------------------------------------------------------
 
-    def status(self, renew_before_days=None):
-        """A dict that says what the device holds (for `status`)."""
+    def status(self, renew_before_days=None, settle_seconds=STATUS_SETTLE_SECONDS):
+        """A dict that says what the device holds (for `status`).
+
+        status takes no lock (an aoki round holds it for minutes), so it reads again while another command is
+        moving files in (a new key beside the old certificate read as "not for its key"), until a read began and
+        ended on the same files with no move under way."""
+        deadline = time.monotonic() + settle_seconds
+        while True:
+            before = self.state.version()
+            report = self._status(renew_before_days)
+            if before[-1] is None and self.state.version() == before:
+                return report
+            if time.monotonic() >= deadline:
+                report["problem"] = (
+                    "another trustpoint-agent command kept changing the credential in %s; run status again"
+                    % self.state.path
+                )
+                return report
+            time.sleep(0.05)
+
+    def _status(self, renew_before_days):
         report = {"state_dir": self.state.path, "onboarded": False}
         try:
             current = self.credential()

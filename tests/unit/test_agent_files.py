@@ -159,3 +159,75 @@ def test_a_revoke_waits_for_the_command_that_holds_the_state_directory(tmp_path)
     assert waited, ("revoke did not wait for the lock", out, err)
     assert revoke.returncode == 0 and out.startswith("decommissioned: "), (out, err)
     assert (tmp_path / "state" / files.LOCK).stat().st_mode & 0o777 == 0o600
+
+
+def _credential(name):
+    """A key and its certificate under a root of its own, as PEM: (key, certificate, chain)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def certificate(subject, issuer, public_key, signing_key, ca):
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .sign(signing_key, hashes.SHA256())
+        )
+
+    root_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    root = certificate(name + " root", name + " root", root_key.public_key(), root_key, True)
+    leaf = certificate(name, name + " root", key.public_key(), root_key, False)
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return {files.KEY: key_pem, files.CERT: leaf.public_bytes(pem), files.CHAIN: root.public_bytes(pem)}
+
+
+def test_status_beside_a_command_moving_a_credential_in_reports_the_new_one(tmp_path, monkeypatch):
+    """`status` takes no lock: read between the moves of the new key and of its certificate, it said "the
+    certificate is not for its key" (not onboarded). It reads again until no move is under way."""
+    import threading
+
+    from trustpoint_agent.onboarding import Agent
+
+    state = files.StateDir(tmp_path / "state").ensure()
+    state.install({**_credential("old"), files.STATE: b'{"method": "aoki"}'})
+    new = _credential("new")
+    real_rename = os.rename
+    key_moved, looked = threading.Event(), threading.Event()
+
+    def pause_after_the_key(src, dst, **kwargs):
+        real_rename(src, dst, **kwargs)
+        if dst == files.KEY and threading.current_thread() is not threading.main_thread():
+            key_moved.set()
+            looked.wait(0.3)  # `status` reads now, the old certificate still in place
+
+    monkeypatch.setattr(os, "rename", pause_after_the_key)
+    installer = threading.Thread(target=state.install, args=(new,))
+    installer.start()
+    assert key_moved.wait(10)
+    report = Agent(files.StateDir(tmp_path / "state")).status(settle_seconds=10)
+    looked.set()
+    installer.join()
+    assert "problem" not in report, report
+    assert report["onboarded"] and report["certificate"]["subject"] == "CN=new"
+
+
+def test_status_says_when_the_files_keep_changing(tmp_path, monkeypatch):
+    from trustpoint_agent.onboarding import Agent
+
+    state = files.StateDir(tmp_path / "state").ensure()
+    state.install(_credential("device"))
+    (tmp_path / "state" / files.PENDING).write_text(".staging-000000000000")  # a move under way, never ending
+    report = Agent(state).status(settle_seconds=0.2)
+    assert "kept changing the credential" in report["problem"]
