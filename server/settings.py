@@ -279,6 +279,11 @@ class Settings:
                 "no data directory: pass --data-dir, set TRUSTPOINT_DATA_DIR or data_dir in the configuration file"
             )
         values = {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
+        # A relative path is relative to where the command started, once: Flask's send_file resolves one against
+        # the code's directory (a quickstart's `--data-dir ./tp-data` served no agent wheel).
+        for field in fields():
+            if field.metadata["metavar"] in ("FILE", "DIR") and values.get(field.name):
+                values[field.name] = os.path.abspath(values[field.name])
         return cls(**values)
 
 

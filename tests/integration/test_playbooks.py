@@ -91,6 +91,9 @@ def test_onboard_renew_revoke(server, workdir):
     assert recap(renewed)["changed"] == 1, "the check-mode probe does not count as a change"
     found = server.api("GET", "/devices?name=" + device)[1]
     assert found[0]["credential"]["serial_number"] != first
+    renewed_serial = found[0]["credential"]["serial_number"]
+    # The report names the new certificate (it read an agent's step, skipped here, and said "none, -").
+    assert re.search(r"%s: renew, certificate %s valid until 20" % (device, renewed_serial), renewed), renewed[-3000:]
     assert (credentials / "domain_credential.key").read_bytes() != key
     assert recap(run_playbook(workdir, "renew_devices", inventory))["changed"] == 0
 

@@ -312,6 +312,9 @@ def test_renew_devices_renews_with_the_agent(site, workdir):
     for host in before:
         code, report = agent_status(site, host)
         assert code == 0 and report["certificate"]["serial_number"] != before[host]
+        # The report names the new certificate, not "-".
+        serial = report["certificate"]["serial_number"]
+        assert re.search(r"%s: renew, certificate %s valid until 20" % (host, serial), output), output[-3000:]
         assert (site.path(host, STATE) / "key.pem").read_bytes() != keys[host]
     assert (
         site.device("agent1")["credential"]["serial_number"]

@@ -153,3 +153,21 @@ def test_availability_settings_and_their_least_values(tmp_path):
     path = write(tmp_path / "c.toml", 'data_dir = "/d"\nhandshake_timeout = 0\n')
     with pytest.raises(SettingsError, match=r"handshake_timeout must be a whole number >= 1, not 0"):
         Settings.load({}, environ={}, config_file=path)
+
+
+def test_relative_paths_are_taken_from_where_the_command_started(tmp_path, monkeypatch):
+    """`--data-dir ./tp-data` (the README's quickstart): Flask's send_file resolved the relative path of an agent
+    wheel against the code's directory, so GET /agent/<wheel> answered 500."""
+    from trustpoint_server.app import create_app
+
+    monkeypatch.chdir(tmp_path)
+    subprocess.run([str(BIN / "trustpoint-server"), "init", "--data-dir", "tp-data"], check=True, capture_output=True)
+    loaded = Settings.load({"data_dir": "./tp-data", "vault_key_file": "tp-data/vault.key"}, environ={})
+    assert loaded.data_dir == str(tmp_path / "tp-data")
+    assert loaded.vault_key_file == str(tmp_path / "tp-data" / "vault.key")
+    assert loaded.database_url is None and loaded.public_url is None  # not paths: left alone
+    wheel = tmp_path / "tp-data" / "agent-wheels" / "trustpoint_agent-0.1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"PK wheel")
+    answer = create_app(loaded).test_client().get("/agent/" + wheel.name, base_url="https://localhost")
+    assert answer.status_code == 200 and answer.data == b"PK wheel"
