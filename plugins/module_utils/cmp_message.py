@@ -38,6 +38,9 @@ NONCE_SIZE = 16
 
 # The highest PKIBody CHOICE number (RFC 9480: pollRep [26]).
 _MAX_BODY_TAG = 26
+# The most ASN.1 values pyasn1 decodes of one message (about 20 us each): OpenSSL's messages hold 30-260 (a signed
+# ir with its chain 185), a chain of ten large certificates about 2,000; 128 KiB of tiny values would be 40,000.
+MAX_ASN1_VALUES = 2000
 # The PKIBody CHOICE numbers of ir, cr and kur, whose CertReqMessages cmp_der reads.
 _CERT_REQUEST_TAGS = (0, 2, 7)
 _BODY_NAMES = {}  # PKIBody CHOICE number: its name, filled on first use
@@ -227,6 +230,8 @@ class CmpMessage:
             except cmp_der.NotCommon:
                 pass
         if self._cert_req_fields is None:
+            if cmp_der.count_values(envelope.body_der, MAX_ASN1_VALUES) > MAX_ASN1_VALUES:
+                raise cmp_der.NotCommon("too many values for pyasn1")  # decode() refuses it
             asn1_body, rest = decoder.decode(envelope.body_der, asn1Spec=rfc9480.PKIBody())
             if rest:
                 raise cmp_der.NotCommon("trailing data after the body")
@@ -284,6 +289,11 @@ class CmpMessage:
                 return cls._from_envelope(der, cmp_der.read(der, _MAX_BODY_TAG))
             except Exception:  # noqa: S110 (not the common form, or malformed: pyasn1 decides below)
                 pass
+        if cmp_der.count_values(der, MAX_ASN1_VALUES) > MAX_ASN1_VALUES:
+            raise CmpFailure(
+                "the request holds more than %d ASN.1 values; a PKIMessage needs a few hundred" % MAX_ASN1_VALUES,
+                "badDataFormat",
+            )
         try:
             asn1, rest = decoder.decode(der, asn1Spec=rfc9480.PKIMessage())
             if rest:

@@ -91,6 +91,8 @@ OPERATIONS = {
     "getcrls": ("genm",),
 }
 # genm info types whose request carries no infoValue (RFC 9483 4.3.1, 4.3.3; signKeyPairTypes as RFC 4210 5.3.19.2).
+# CRLs one crlStatusList may ask for: each is looked up (and issued anew when due) before the answer.
+MAX_CRL_STATUSES = 8
 _GENM_WITHOUT_VALUE = (ID_IT_CA_CERTS, ID_IT_CERT_REQ_TEMPLATE, ID_IT_SIGN_KEY_PAIR_TYPES)
 # Every body some operation accepts: what a URL without an operation dispatches.
 _REQUEST_BODIES = tuple(sorted({body for bodies in OPERATIONS.values() for body in bodies}))
@@ -800,7 +802,11 @@ class CmpResponder:
         domain = self.domain
         issuing, root = pki.ca_chain(domain)
         answers = []
+        asked = set()
         for oid, value in info_values(self.message):
+            if oid in asked:  # each answered once: a genm repeating caCerts 1,000 times asked for a 9 MB answer
+                raise CmpFailure("genm asks for %s more than once" % oid, "badRequest")
+            asked.add(oid)
             if value is not None and oid in _GENM_WITHOUT_VALUE:
                 # RFC 9483 4.3: these requests carry no infoValue; one that does is not understood.
                 raise CmpFailure("genm %s must carry no infoValue" % oid, "badRequest")
@@ -836,7 +842,13 @@ class CmpResponder:
                 "genm crlStatusList must name the CRL's source (distribution point URI or issuer)", "badRequest"
             )
         lists = []
-        for status in crl_status_list(value):
+        statuses = crl_status_list(value)
+        if len(statuses) > MAX_CRL_STATUSES:
+            raise CmpFailure(
+                "genm crlStatusList names %d CRLs; at most %d" % (len(statuses), MAX_CRL_STATUSES),
+                "badRequest",
+            )
+        for status in statuses:
             ca_row = crl.ca_of_source(self.domain, status.uris, status.issuers)
             if ca_row is None:
                 raise CmpFailure(

@@ -147,6 +147,24 @@ def test_getcrls_refused(server, domain, onboarded, problem):
     rejected(domain.url("getcrls"), der, "badRequest")
 
 
+def test_genm_asking_more_than_once_or_for_too_many_crls_is_refused(server, domain, onboarded):
+    """An anonymous genm repeating caCerts 10,000 times (120 KB) asked for a 9 MB answer and held a worker for
+    0.6 s: each info type is answered once, a crlStatusList names at most 8 CRLs, and pyasn1 decodes at most 2,000
+    values of a message (badDataFormat before any work)."""
+    _header, der = unprotected(genm_body(ID_IT_CA_CERTS, ID_IT_CA_CERTS))
+    message = rejected(domain.url("getcacerts"), der, "badRequest")
+    assert "more than once" in error_of(message)[1]
+    statuses = [(crl_url_of(onboarded.certificate), None, None)] * 9
+    _header, der = signed(crl_request(*statuses), onboarded.credential())
+    assert "at most 8" in error_of(rejected(domain.url("getcrls"), der, "badRequest"))[1]
+    _header, der = unprotected(genm_body(*[ID_IT_CA_CERTS] * 10000))
+    assert len(der) > 100000
+    message = rejected(domain.url("getcacerts"), der, "badDataFormat")
+    assert "more than 2000 ASN.1 values" in error_of(message)[1]  # refused before pyasn1 decoded anything
+    _header, der = unprotected(genm_body(ID_IT_CA_CERTS))
+    assert genp_values(post_cmp(domain.url("getcacerts"), der))[ID_IT_CA_CERTS]  # one asked: answered
+
+
 @pytest.mark.parametrize("info_type", [ID_IT_CA_CERTS, ID_IT_CERT_REQ_TEMPLATE])
 def test_genm_with_info_value_where_none_belongs(server, domain, onboarded, info_type):
     """genm caCerts / certReqTemplate carry no infoValue (RFC 9483 4.3.1, 4.3.3): one that does is badRequest."""

@@ -1072,3 +1072,21 @@ def _name_or_error(der):
         return cmp_message._load_name_der(der)
     except Exception as exc:  # the same exception either way
         return (type(exc), str(exc))
+
+
+def test_count_values_counts_what_pyasn1_decodes_at_every_depth():
+    """count_values bounds pyasn1's work (CmpMessage.decode refuses more than MAX_ASN1_VALUES): it counts every
+    value, in DER and in the BER forms pyasn1 takes, and stops past its limit."""
+    from trustpoint_core.cmp_der import count_values
+
+    nested = der_sequence(der_sequence(der_oid("1.2.3"), b"\x05\x00"), der_tlv(0x04, b"abc"))
+    assert count_values(nested, 100) == 5
+    long_length = b"\x30\x82\x00\x05" + der_oid("1.2.3")  # a length in more bytes than needed (BER)
+    assert count_values(long_length, 100) == 2
+    indefinite = b"\x30\x80" + der_oid("1.2.3") + b"\x05\x00\x00\x00"  # end-of-contents counts too
+    assert count_values(indefinite, 100) == 4
+    assert count_values(b"\x3f\x81\x01\x00", 100) == 1  # a tag number in two bytes
+    many = der_sequence(*[b"\x05\x00"] * 5000)
+    assert count_values(many, 10) == 11
+    for name, der in VECTORS.items():  # OpenSSL's messages hold far fewer
+        assert count_values(der, 2000) < 300, name
