@@ -38,9 +38,10 @@ NONCE_SIZE = 16
 
 # The highest PKIBody CHOICE number (RFC 9480: pollRep [26]).
 _MAX_BODY_TAG = 26
-# The most ASN.1 values pyasn1 decodes of one message (about 20 us each): OpenSSL's messages hold 30-260 (a signed
-# ir with its chain 185), a chain of ten large certificates about 2,000; 128 KiB of tiny values would be 40,000.
-MAX_ASN1_VALUES = 2000
+# The most ASN.1 values of a request the server lets pyasn1 decode (about 20 us each): OpenSSL's requests hold
+# 30-190 (a signed ir with its chain 185), a chain of ten large certificates about 2,000; 128 KiB of tiny values
+# would be 40,000. Not for answers: a genp's CRLs hold five values per revoked certificate.
+MAX_REQUEST_ASN1_VALUES = 2000
 # The PKIBody CHOICE numbers of ir, cr and kur, whose CertReqMessages cmp_der reads.
 _CERT_REQUEST_TAGS = (0, 2, 7)
 _BODY_NAMES = {}  # PKIBody CHOICE number: its name, filled on first use
@@ -219,7 +220,7 @@ class CmpMessage:
     _cert_req_fields = None
 
     @classmethod
-    def _from_envelope(cls, der, envelope):
+    def _from_envelope(cls, der, envelope, max_values=None):
         """The message from cmp_der's envelope; the body of an ir, cr or kur read by cmp_der too, any other (and
         one outside cmp_der's common form) decoded with pyasn1."""
         self = cls.__new__(cls)
@@ -230,7 +231,7 @@ class CmpMessage:
             except cmp_der.NotCommon:
                 pass
         if self._cert_req_fields is None:
-            if cmp_der.count_values(envelope.body_der, MAX_ASN1_VALUES) > MAX_ASN1_VALUES:
+            if max_values is not None and cmp_der.count_values(envelope.body_der, max_values) > max_values:
                 raise cmp_der.NotCommon("too many values for pyasn1")  # decode() refuses it
             asn1_body, rest = decoder.decode(envelope.body_der, asn1Spec=rfc9480.PKIBody())
             if rest:
@@ -279,19 +280,20 @@ class CmpMessage:
         return self._asn1
 
     @classmethod
-    def decode(cls, der, fast=True):
+    def decode(cls, der, fast=True, max_values=None):
         """Decode DER; anything that is not one well-formed PKIMessage is badDataFormat. fast=False: pyasn1
-        alone (the reference the tests compare cmp_der with)."""
+        alone (the reference the tests compare cmp_der with). max_values: refuse a message with more ASN.1
+        values for pyasn1 to decode (a server's bound on a request's CPU; a client takes a long CRL)."""
         if not der:
             raise CmpFailure("the request body is empty; expected a DER PKIMessage", "badDataFormat")
         if fast:
             try:
-                return cls._from_envelope(der, cmp_der.read(der, _MAX_BODY_TAG))
+                return cls._from_envelope(der, cmp_der.read(der, _MAX_BODY_TAG), max_values)
             except Exception:  # noqa: S110 (not the common form, or malformed: pyasn1 decides below)
                 pass
-        if cmp_der.count_values(der, MAX_ASN1_VALUES) > MAX_ASN1_VALUES:
+        if max_values is not None and cmp_der.count_values(der, max_values) > max_values:
             raise CmpFailure(
-                "the request holds more than %d ASN.1 values; a PKIMessage needs a few hundred" % MAX_ASN1_VALUES,
+                "the request holds more than %d ASN.1 values; a PKIMessage needs a few hundred" % max_values,
                 "badDataFormat",
             )
         try:

@@ -34,6 +34,7 @@ from trustpoint_core.cmp_message import (
     ID_IT_ROOT_CA_KEY_UPDATE,
     ID_IT_SIGN_KEY_PAIR_TYPES,
     ID_RSA_ENCRYPTION,
+    MAX_REQUEST_ASN1_VALUES,
     STATUS_ACCEPTED,
     STATUS_GRANTED_WITH_MODS,
     CmpMessage,
@@ -150,7 +151,7 @@ class CmpResponder:
         try:
             if media_type != CONTENT_TYPE:
                 raise CmpFailure("Content-Type must be %s, not %r" % (CONTENT_TYPE, media_type), "badRequest")
-            self.message = message = CmpMessage.decode(der)
+            self.message = message = CmpMessage.decode(der, max_values=MAX_REQUEST_ASN1_VALUES)
             self.url_domain_name = domain_name
             requester = self._authenticate()
             self._find_url_domain(requester)

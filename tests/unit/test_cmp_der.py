@@ -1075,7 +1075,7 @@ def _name_or_error(der):
 
 
 def test_count_values_counts_what_pyasn1_decodes_at_every_depth():
-    """count_values bounds pyasn1's work (CmpMessage.decode refuses more than MAX_ASN1_VALUES): it counts every
+    """count_values bounds pyasn1's work on a request (CmpMessage.decode's max_values): it counts every
     value, in DER and in the BER forms pyasn1 takes, and stops past its limit."""
     from trustpoint_core.cmp_der import count_values
 
@@ -1090,3 +1090,16 @@ def test_count_values_counts_what_pyasn1_decodes_at_every_depth():
     assert count_values(many, 10) == 11
     for name, der in VECTORS.items():  # OpenSSL's messages hold far fewer
         assert count_values(der, 2000) < 300, name
+
+
+def test_only_a_server_bounds_the_values_it_decodes():
+    """A server refuses a request of more than max_values values before pyasn1 decodes it; a client (no bound)
+    decodes an answer of any length, as a genp of long CRLs."""
+    from trustpoint_core.cmp_message import ID_IT_CA_CERTS, Header, encode_message, genm_body
+
+    der = encode_message(Header(transaction_id=os.urandom(16)), genm_body(*[ID_IT_CA_CERTS] * 1500))
+    assert len(CmpMessage.decode(der).body) == 1500
+    with pytest.raises(CmpFailure, match=r"more than 2000 ASN\.1 values") as info:
+        CmpMessage.decode(der, max_values=2000)
+    assert info.value.fail_info == ("badDataFormat",)
+    assert CmpMessage.decode(VECTORS["ir_signed.der"], max_values=2000).body_type == "ir"
