@@ -271,6 +271,34 @@ def client_ca_bundle(connection):
     return domain_cas, truststores
 
 
+# OpenSSL's SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF), a macro of SSL_CTX_ctrl.
+_SSL_CTRL_SET_SESS_CACHE_MODE, _SSL_CTRL_GET_SESS_CACHE_MODE, _SSL_SESS_CACHE_OFF = 44, 45, 0
+
+
+def _no_session_cache(context):
+    """Turn off the server's session cache of context, so that no TLS 1.2 session ID (nor a TLS 1.3 stateful
+    ticket) is resumed; True when it is off. Python's ssl module has no call for it (up to 3.13): this calls the
+    OpenSSL that its _ssl module is linked with, on the SSL_CTX pointer a CPython SSLContext holds first, and only
+    after that pointer gave back the context's own options."""
+    import ctypes
+    import platform
+
+    if platform.python_implementation() != "CPython":
+        return False
+    try:
+        library = ctypes.CDLL(getattr(ssl._ssl, "__file__", None))  # None: an _ssl built into the interpreter
+        ctrl, get_options = library.SSL_CTX_ctrl, library.SSL_CTX_get_options
+    except (OSError, AttributeError):
+        return False
+    ctrl.restype, ctrl.argtypes = ctypes.c_long, [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    get_options.restype, get_options.argtypes = ctypes.c_uint64, [ctypes.c_void_p]
+    pointer = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
+    if not pointer or get_options(pointer) != context.options:
+        return False
+    ctrl(pointer, _SSL_CTRL_SET_SESS_CACHE_MODE, _SSL_SESS_CACHE_OFF, None)
+    return ctrl(pointer, _SSL_CTRL_GET_SESS_CACHE_MODE, 0, None) == _SSL_SESS_CACHE_OFF
+
+
 def server_context(cert_file, key_file, bundle=((), ())):
     """An SSLContext for the server side: TLS 1.2+, forward-secret AEAD suites, optional client certificates.
 
@@ -280,12 +308,17 @@ def server_context(cert_file, key_file, bundle=((), ())):
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
     context.set_ciphers(CIPHERS)
-    # No session resumption (TLS 1.3 tickets, TLS 1.2 tickets): a resumed handshake verifies nothing, so a request
-    # would carry the client's certificate without the chain it was verified with (an IDevID's intermediates,
-    # protocols/wire.py client_chain()). Enrollment clients connect once or twice; the tickets cost every
-    # handshake about 30 us of CPU besides.
+    # No session resumption (TLS 1.3 tickets, TLS 1.2 tickets and session IDs): a resumed handshake verifies
+    # nothing, so a request would carry the client's certificate without the chain it was verified with (an
+    # IDevID's intermediates, protocols/wire.py client_chain()). Enrollment clients connect once or twice; the
+    # tickets cost every handshake about 30 us of CPU besides.
     context.num_tickets = 0
     context.options |= ssl.OP_NO_TICKET
+    if not _no_session_cache(context):
+        log.warning(
+            "TLS 1.2 session IDs may be resumed (Python's ssl module has no call for the cache and its library could "
+            "not be reached): a client that resumes one sends no chain for its certificate"
+        )
     context.load_cert_chain(cert_file, key_file)
     # Ask for a client certificate, do not require one; one that is sent must verify.
     context.verify_mode = ssl.CERT_OPTIONAL

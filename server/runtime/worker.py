@@ -51,6 +51,7 @@ import os
 import queue
 import resource
 import signal
+import socket
 import ssl
 import sys
 import threading
@@ -72,6 +73,7 @@ STOP_LINGER = 2.0
 # How long a closed connection's unread input is drained, so that the answer is not lost to a reset.
 CLOSE_LINGER = 2.0
 _RESERVED_FDS = 64  # listeners, the database, logs, pipes
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
 # When a worker takes another request beside those it runs (see the module doc): an enrollment takes a few
 # milliseconds of CPU, a key generation or a password hash of a person's password tens to thousands.
 SPARE_AFTER = 0.05
@@ -246,15 +248,28 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
             self.worker.log.debug("TLS handshake with %s failed: %s", self.client[0], exc)
             return False
-        self._flush_tls()
+        if not self._flush_tls():
+            self._quick_ack()
         self.tls = TlsInfo(self.sslobj)
         self._begin_head()
         return True
 
+    def _quick_ack(self):
+        """Acknowledge what arrived now, not when the delayed-ACK timer fires (40 ms). A TLS 1.3 handshake ends
+        with the client's Finished, and without tickets (runtime/tls.py) the server has nothing to send after it
+        that the ACK could ride on: a client with Nagle's algorithm holds its request until the ACK comes
+        (openssl cmp over HTTPS took 116 ms instead of 26)."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None and _TCP_QUICKACK is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+
     def _flush_tls(self):
+        """Send what OpenSSL wrote; True when there was something."""
         data = self.outgoing.read()
         if data and not self.transport.is_closing():
             self.transport.write(data)
+        return bool(data)
 
     def _write(self, data):
         if self.sslobj is None:

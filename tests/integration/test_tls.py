@@ -6,6 +6,7 @@ Python, optional client certificates against a bundle that follows the database,
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -14,6 +15,7 @@ import signal
 import socket
 import ssl
 import stat
+import statistics
 import subprocess
 import sys
 import time
@@ -814,7 +816,15 @@ def _connect_in_memory(server_context, client_ctx, session=None):
     server.write(b"a")  # TLS 1.3: tickets, if any, go with the server's first data
     client_in.write(server_out.read())
     assert client.read(1) == b"a"
-    return client, tls.TlsInfo(server)
+    info = tls.TlsInfo(server)
+    # Closed as the worker closes (its close_notify): OpenSSL drops a session ended without one from its cache,
+    # which hid that TLS 1.2 session IDs were resumed.
+    with contextlib.suppress(ssl.SSLWantReadError):
+        server.unwrap()
+    client_in.write(server_out.read())
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.unwrap()
+    return client, info
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2], ids=["tls1.3", "tls1.2"])
@@ -838,3 +848,28 @@ def test_no_session_is_resumed_so_the_request_gets_the_verified_chain(tmp_path, 
     assert info.peer_certificate is not None
     assert info.peer_certificate == first_info.peer_certificate
     assert len(info.verified_chain) == 3  # the device, its sub CA, the root
+
+
+def _first_byte_ms(server, nodelay):
+    """Milliseconds from the end of a TLS 1.3 handshake to the first byte of the answer to GET /healthz, for a
+    client with Nagle's algorithm on (as openssl cmp and plain Python sockets) or off (as curl)."""
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    if nodelay:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    context = ssl.create_default_context(cafile=str(server.ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    with context.wrap_socket(raw, server_hostname="localhost") as connection:
+        started = time.perf_counter()
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert connection.recv(1)
+        return (time.perf_counter() - started) * 1000
+
+
+def test_a_client_with_nagles_algorithm_gets_its_answer_without_the_delayed_ack(server):
+    """Without session tickets the server sends nothing after the client's TLS 1.3 Finished, so its ACK waited
+    for the delayed-ACK timer (40 ms on Linux) while the client's Nagle algorithm held the request: every HTTPS
+    request of openssl cmp took 40 ms more. The worker acknowledges at once. (Compared with a client without
+    Nagle in the same run, medians of 7: the timer's 40 ms stand far above the noise.)"""
+    nagle = statistics.median(_first_byte_ms(server, nodelay=False) for _index in range(7))
+    nodelay = statistics.median(_first_byte_ms(server, nodelay=True) for _index in range(7))
+    assert nagle < nodelay + 25, (nagle, nodelay)
