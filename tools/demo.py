@@ -6,7 +6,7 @@
     .venv/bin/python tools/demo.py [--keep] [--dir DIR] [--port PORT]
 
   1. tools/testbed.py starts trustpoint-server (HTTPS, trusted through its TLS CA tls-ca.pem) and
-     three device hosts, each a network namespace with its own sshd on a private bridge (prefix tpd,
+     four device hosts, each a network namespace with its own sshd on a private bridge (prefix tpd,
      bridge tpbr78, 169.254.78.0/24, port 8478: apart from the Molecule scenario's
      tpm/tpbr77/169.254.77/8470).
   2. ansible-playbook runs trustpoint.pki.onboard_devices: the domain `demo` is created
