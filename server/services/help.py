@@ -337,7 +337,7 @@ def _ansible_certificate(device, urls, profile, sans):
         "- name: Issue a %s certificate for %s from its request" % (profile, device.name),
         "  trustpoint.pki.certificate:",
         "    server_url: %s" % json.dumps(urls.https),
-        "    ca_path: %s" % json.dumps("tp-data/" + TLS_CA),
+        "    ca_path: %s" % json.dumps(TLS_CA),
         "    device: %s" % json.dumps(device.name),
         "    profile: %s" % profile,
         "    csr_path: %s" % json.dumps("%s-%s.csr" % (device.name, profile)),

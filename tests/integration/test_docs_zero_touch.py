@@ -20,8 +20,11 @@ def test_the_zero_touch_walkthrough_onboards_two_devices(tmp_path):
     for port in ("8443", "8080"):
         script = script.replace("127.0.0.1:" + port, "127.0.0.1:%d" % free_port())
     script = script.replace("T=$(mktemp -d) && cd $T", "cd %s" % tmp_path)
-    env = dict(os.environ, PATH="%s:%s" % (BIN, os.environ["PATH"]))
-    result = run_strict(script, tmp_path, env=env, timeout=300)
+    # From the checkout, with the virtualenv off PATH: the block's own first line must find the commands.
+    venv = os.path.realpath(BIN)
+    path = [entry for entry in os.environ["PATH"].split(os.pathsep) if entry and os.path.realpath(entry) != venv]
+    env = dict(os.environ, PATH=os.pathsep.join(path))
+    result = run_strict(script, REPO, env=env, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr + (tmp_path / "server.log").read_text()
     assert result.stdout.count("onboarded with aoki") == 1, result.stdout
     assert result.stdout.count("onboarded with agent") == 1, result.stdout

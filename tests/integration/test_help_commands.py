@@ -132,11 +132,13 @@ def test_the_shown_ansible_tasks_run(server, operator, domain, tmp_path):
     enroll = yaml.safe_load(blocks["ansible"])[0]
     arguments = enroll["trustpoint.pki.enroll"]
     assert arguments["device_id"] == device["id"] and enroll["no_log"] is True
+    assert arguments["ca_path"] == "/etc/trustpoint/tls-ca.pem"  # as web.md says
     arguments["ca_path"] = str(server.ca_file)
     for option in ("key_path", "certificate_path", "chain_path"):
         arguments[option] = str(tmp_path / arguments[option].rsplit("/", 1)[1])
     certificate = yaml.safe_load(blocks["app-ansible"])[0]
     issue = certificate["trustpoint.pki.certificate"]
+    assert issue["ca_path"] == "tls-ca.pem"  # as web.md says
     issue.update(ca_path=str(server.ca_file), api_token=server.token)
     for option in ("csr_path", "certificate_path"):
         issue[option] = str(tmp_path / issue[option])
