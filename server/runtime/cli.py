@@ -29,7 +29,7 @@ from ..storage.db import engine_for, session_factory
 from ..storage.models import ApiToken, Operator
 from ..web.api import token_hash
 from . import rotation, tls
-from .vault import Vault, VaultError, create_key_file, key_source
+from .vault import Vault, VaultError, create_key_file, encrypted_files, key_source, missing_key_advice
 
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 (a file name)
 OPERATOR_PASSWORD_FILE = "operator-password"  # noqa: S105 (a file name)
@@ -60,6 +60,9 @@ def init(settings):
     os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)  # also when it existed: it may hold the vault key
     source = key_source(settings.data_dir, settings.vault_key_file)
+    moved_out = source.kind == "file" and not settings.vault_key_file and not os.path.exists(source.path)
+    if moved_out and encrypted_files(settings.data_dir):  # a new key here could decrypt nothing
+        raise VaultError("the vault key %s is missing; %s" % (source, missing_key_advice(settings.data_dir, source)))
     if source.kind == "file" and create_key_file(source.path):
         print("created the vault key %s" % source.path)
     vault = Vault.load(settings.data_dir, settings.vault_key_file)

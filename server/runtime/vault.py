@@ -107,6 +107,27 @@ def key_source(data_dir, key_file=None):
     return KeySource("file", os.path.join(os.path.abspath(data_dir), KEY_FILE))
 
 
+def encrypted_files(data_dir):
+    """The files of data_dir encrypted with the vault key (they end in .vault): a data directory that has one
+    needs its key, not a new one."""
+    try:
+        return sorted(name for name in os.listdir(data_dir) if name.endswith(".vault"))
+    except OSError:
+        return []
+
+
+def missing_key_advice(data_dir, key_path):
+    """What to do when the default vault key file is missing: init for a new data directory; for one that
+    holds encrypted files, give the key that encrypted them (a new one would decrypt nothing)."""
+    held = encrypted_files(data_dir)
+    if held:
+        return (
+            "%s holds %s, encrypted with a vault key that is not at %s: give that key with --vault-key-file or $%s "
+            "(a new key would decrypt nothing)" % (data_dir, ", ".join(held), key_path, KEY_ENVIRONMENT)
+        )
+    return "run `trustpoint-server init --data-dir %s`" % data_dir
+
+
 def create_key_file(path):
     """Write a new random key to path (0600) unless it exists. Returns True if it wrote one."""
     try:
@@ -134,10 +155,11 @@ class Vault:
             vault = cls(source.read())
         except VaultError as exc:
             if source.kind == "file" and not os.path.exists(source.path):
-                raise VaultError(
-                    "%s; run `trustpoint-server init --data-dir %s%s`"
-                    % (exc, data_dir, " --vault-key-file " + source.path if key_file else "")
-                ) from None
+                if key_file:
+                    advice = "run `trustpoint-server init --data-dir %s --vault-key-file %s`" % (data_dir, source.path)
+                else:
+                    advice = missing_key_advice(data_dir, source.path)
+                raise VaultError("%s; %s" % (exc, advice)) from None
             raise
         in_data_dir = os.path.join(os.path.abspath(data_dir), KEY_FILE)
         if source.path != in_data_dir and os.path.exists(in_data_dir):

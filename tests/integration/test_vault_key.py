@@ -181,3 +181,19 @@ def test_an_interrupted_rotation_is_finished_by_running_it_again(tmp_path, workd
         assert_cmp_ok(returncode, output)
     finally:
         server.stop()
+
+
+def test_init_again_after_the_key_was_moved_out_asks_for_it(tmp_path):
+    """docs/server.md moves DATA/vault.key out; `init` run again without --vault-key-file wrote a new key beside
+    the data it encrypts none of, then failed, and other commands advised exactly that `init`. Both now say to
+    give the key that was moved, and nothing is written."""
+    data = tmp_path / "data"
+    subprocess.run([str(BIN / "trustpoint-server"), "init", "--data-dir", str(data)], check=True, capture_output=True)
+    (data / vault.KEY_FILE).rename(tmp_path / "vault.key")
+    for command in (["init"], ["operator", "list"]):
+        result = subprocess.run([str(BIN / "trustpoint-server"), *command, "--data-dir", str(data)],
+                                capture_output=True, text=True, check=False)  # fmt: skip
+        assert result.returncode != 0 and "give that key with --vault-key-file" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and not (data / vault.KEY_FILE).exists()
+    subprocess.run([str(BIN / "trustpoint-server"), "init", "--data-dir", str(data), "--vault-key-file",
+                    str(tmp_path / "vault.key")], check=True, capture_output=True)  # fmt: skip
