@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 try:
     from pyasn1.codec.der import decoder, encoder
@@ -40,10 +41,32 @@ def decode(der, spec=None):
     return value
 
 
+_TAG_CLASSES = {"0": "UNIVERSAL", "64": "APPLICATION", "128": "", "192": "PRIVATE"}
+_UNEXPECTED_TAG = re.compile(r"<TagSet object, tags [\d:-]*?(\d+):\d+:(\d+)> not in asn1Spec: <(\w+)")
+_PARSE_ERROR = re.compile(r"ParseError \{ kind: (\w+)(?:.*location: \[\"([\w:]+))?")
+_REPR = re.compile(r"<[^<>]*>")
+
+
 def brief(exc):
-    """A short description of a library error: pyasn1's messages can embed whole schemas (megabytes)."""
+    """A short description of a library error on untrusted input, in terms of the input, not of the library:
+    pyasn1's messages embed whole schemas (megabytes), cryptography's its parser's debug output."""
     text = str(exc).splitlines()[0] if str(exc) else ""
-    return "%s: %s" % (type(exc).__name__, text[:160] + ("..." if len(text) > 160 else ""))
+    unexpected = _UNEXPECTED_TAG.search(text)
+    if unexpected:
+        tag_class, number, schema = unexpected.groups()
+        tag = ("%s %s" % (_TAG_CLASSES.get(tag_class, tag_class), number)).strip()
+        return "a value tagged [%s] where %s has no place for one" % (tag, schema)
+    parse_error = _PARSE_ERROR.search(text)
+    if parse_error:
+        kind, location = parse_error.groups()
+        return "malformed DER (%s%s)" % (kind, " in " + location if location else "")
+    if "EndOfStream" in type(exc).__name__ or "SubstrateUnderrun" in type(exc).__name__:
+        return "the DER ends before its values do"
+    previous = None
+    while previous != text:  # innermost first: the reprs nest
+        previous, text = text, _REPR.sub("", text)
+    text = " ".join(text.split()).strip(" :,") or type(exc).__name__
+    return text[:160] + ("..." if len(text) > 160 else "")
 
 
 def der_children(der):

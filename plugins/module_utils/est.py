@@ -14,7 +14,7 @@ import binascii
 import os
 import time
 
-from .asn1 import der_oid, der_sequence, der_tlv
+from .asn1 import brief, der_oid, der_sequence, der_tlv
 from .errors import InvalidInput, TransportError, TrustpointError
 from .keys import hash_for, same_public_key
 from .retry import call_with_retries
@@ -59,7 +59,7 @@ def load_csr(body):
     try:
         csr = x509.load_der_x509_csr(der)
     except ValueError as exc:
-        raise InvalidInput("the request body is not a PKCS#10 certificate request: %s" % exc) from exc
+        raise InvalidInput("the request body is not a PKCS#10 certificate request: %s" % brief(exc)) from exc
     if not csr_signature_valid(csr):
         raise InvalidInput("the certificate request's signature does not verify")
     return csr

@@ -385,6 +385,23 @@ def test_decode_error_text_is_short(data):
     assert len(str(info.value)) < 2000
 
 
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"\x04\x02ab", "a value tagged [UNIVERSAL 4] where PKIMessage has no place for one"),
+        (b"\x30\x06\xa0\x04\x30\x02\x05\x00", "a value tagged [0] where PKIHeader has no place for one"),
+        (b"\x30\x05\x30\x03\x02\x01", "the DER ends before its values do"),
+    ],
+)
+def test_decode_errors_speak_of_the_input_not_of_the_library(data, says):
+    """The statusString a client reads names what is wrong with its bytes, without pyasn1's class names and
+    schema reprs (`PyAsn1Error: <TagSet object, tags 0:0:4> not in asn1Spec: <PKIMessage schema object...`)."""
+    with pytest.raises(CmpFailure) as info:
+        CmpMessage.decode(data)
+    assert str(info.value) == "the request is not a DER PKIMessage: %s (badDataFormat)" % says
+    assert "object" not in str(info.value) and "Error" not in str(info.value)
+
+
 def test_decode_trailing_data_is_bad_data_format():
     """Bytes after a complete PKIMessage are badDataFormat, not silently ignored."""
     with pytest.raises(CmpFailure) as info:
