@@ -182,6 +182,7 @@ class EstEnrollment:
             raise EstError.too_many_requests(*over_budget)
         presented = client_certificate(req)
         refusal = None
+        certificate_failed = False
         if presented is not None:
             try:
                 record = identity.issued_credential(self.db, presented, self.settings)
@@ -194,7 +195,9 @@ class EstEnrollment:
                 )
                 return requester
             except identity.NotAuthenticated as exc:
-                gate.failed()
+                # Counted once the password below is checked: a legacy one leaves the event loop first, and the
+                # request runs again from its start in a thread (runtime/on_loop.py), which would count it twice.
+                certificate_failed = True
                 refusal = exc.reason
             except InvalidInput as exc:
                 gate.failed()
@@ -212,6 +215,8 @@ class EstEnrollment:
             elif not devices.check_password(device, credentials.password):
                 gate.failed(device if device is not None and device.password_hash else None)
                 device = None
+            if certificate_failed:
+                gate.failed()
             if device is None:
                 raise EstError(
                     401,
@@ -222,7 +227,8 @@ class EstEnrollment:
             requester = identity.Requester("password", device=device)
             requester.password_hash = device.password_hash
             return requester
-        if refusal is not None:
+        if certificate_failed:
+            gate.failed()
             raise EstError(403, "the TLS client certificate is not accepted: %s" % refusal)
         raise EstError(
             401, "authenticate with HTTP Basic (device name and password) or a TLS client certificate", CHALLENGE

@@ -11,6 +11,7 @@ a `trustpoint-server init` data directory; HTTPS is the test client's https:// b
 from __future__ import annotations
 
 import base64
+import datetime
 import subprocess
 
 import pytest
@@ -149,3 +150,66 @@ def test_an_unexpected_error_is_a_text_500(app, monkeypatch):
     assert comparable(ahead) == comparable(flask)
     if not app.plain_http:
         assert ahead.status_code == 500 and ahead.headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+def test_a_refused_certificate_beside_a_legacy_password_counts_once_though_the_request_leaves_the_loop(
+    tmp_path, monkeypatch
+):
+    """An EST request with a TLS client certificate the server does not accept and the Basic password of a device
+    whose hash is a legacy scrypt one: checking that password leaves the event loop and the request runs again
+    from its start in a thread. The certificate's failure was counted before that, then again: it is now counted
+    once the password was checked."""
+    import hashlib
+    import sqlite3
+    import types
+
+    from trustpoint_server.runtime import on_loop
+    from trustpoint_server.runtime.tls import TLS_ENVIRON_KEY
+    from trustpoint_server.services import devices
+    from werkzeug.test import EnvironBuilder
+
+    data = tmp_path / "data"
+    subprocess.run([str(BIN / "trustpoint-server"), "init", "--data-dir", str(data)], check=True, capture_output=True)
+    settings = Settings(data_dir=str(data), auth_failure_budget=1, auth_lockout=0)
+    app = create_app(settings)
+    admin = {"Authorization": "Bearer " + (data / "admin-token").read_text().strip()}
+    client = app.test_client()
+    assert client.post("/api/v1/domains", json={"name": "legacy"}, headers=admin).status_code == 201
+    body = {"name": "dev-legacy", "domain": "legacy", "onboarding_method": "est_password"}
+    assert client.post("/api/v1/devices", json=body, headers=admin).status_code == 201
+    salt = b"0123456789abcdef"
+    digest = hashlib.scrypt(b"old password", salt=salt, dklen=32, **devices.LEGACY_SCRYPT)
+    with sqlite3.connect(data / "trustpoint.db") as database:  # as a release before the keyed hashes stored it
+        database.execute(
+            "UPDATE device SET password_hash = ? WHERE name = 'dev-legacy'",
+            ("scrypt$%s$%s" % (base64.b64encode(salt).decode(), base64.b64encode(digest).decode()),),
+        )
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dev-legacy")])
+    stranger = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(1)
+        .not_valid_before(datetime.datetime(2026, 1, 1)).not_valid_after(datetime.datetime(2036, 1, 1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+
+    def environ():
+        built = EnvironBuilder(
+            path="/.well-known/est/legacy/simpleenroll", method="POST", base_url=HTTPS, content_type=PKCS10,
+            data=base64.b64encode(csr.public_bytes(Encoding.DER)),
+            headers={"Authorization": "Basic " + base64.b64encode(b"dev-legacy:old password").decode()},
+            environ_base={"REMOTE_ADDR": "192.0.2.7"},
+        ).get_environ()  # fmt: skip
+        der = stranger.public_bytes(Encoding.DER)
+        built[TLS_ENVIRON_KEY] = types.SimpleNamespace(peer_certificate=der, verified_chain=(der,))
+        return built
+
+    statuses = []
+    with on_loop.running(), pytest.raises(on_loop.LeaveLoop):
+        app.wsgi_app(environ(), lambda status, headers: statuses.append(status))
+    limits = app.extensions["trustpoint"].auth_limits
+    assert limits.sources.wait("192.0.2.7") == 0, "counted before the request left the loop"
+    answer = b"".join(app.wsgi_app(environ(), lambda status, headers: statuses.append(status)))
+    assert statuses == ["200 OK"], answer  # the password onboards; the certificate beside it failed
+    assert limits.sources.wait("192.0.2.7") > 0  # that failure, counted once
+    app.extensions["trustpoint"].engine.dispose()
