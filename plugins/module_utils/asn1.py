@@ -42,29 +42,37 @@ def decode(der, spec=None):
 
 
 _TAG_CLASSES = {"0": "UNIVERSAL", "64": "APPLICATION", "128": "", "192": "PRIVATE"}
-_UNEXPECTED_TAG = re.compile(r"<TagSet object, tags [\d:-]*?(\d+):\d+:(\d+)> not in asn1Spec: <(\w+)")
+_UNEXPECTED_TAG = re.compile(r"<TagSet object, tags (?:\d+:\d+:\d+-)*(\d+):\d+:(\d+)> not in asn1Spec: <(\w+)")
 _PARSE_ERROR = re.compile(r"ParseError \{ kind: (\w+)(?:.*location: \[\"([\w:]+))?")
 _REPR = re.compile(r"<[^<>]*>")
+# pyasn1's containers, not types a reader knows: "where TagMap has no place" says nothing.
+_NOT_TYPES = ("TagMap", "NamedTypes")
+# Library messages may echo the input (a malformed time, an OID): only their start is looked at, so that no
+# pattern runs over an attacker's 128 KiB.
+_LOOKED_AT = 1000
 
 
 def brief(exc):
     """A short description of a library error on untrusted input, in terms of the input, not of the library:
     pyasn1's messages embed whole schemas (megabytes), cryptography's its parser's debug output."""
-    text = str(exc).splitlines()[0] if str(exc) else ""
+    text = str(exc)[:_LOOKED_AT].split("\n", 1)[0]
     unexpected = _UNEXPECTED_TAG.search(text)
     if unexpected:
         tag_class, number, schema = unexpected.groups()
         tag = ("%s %s" % (_TAG_CLASSES.get(tag_class, tag_class), number)).strip()
-        return "a value tagged [%s] where %s has no place for one" % (tag, schema)
+        where = "none belongs" if schema in _NOT_TYPES else "%s has no place for one" % schema
+        return "a value tagged [%s] where %s" % (tag, where)
     parse_error = _PARSE_ERROR.search(text)
     if parse_error:
         kind, location = parse_error.groups()
         return "malformed DER (%s%s)" % (kind, " in " + location if location else "")
     if "EndOfStream" in type(exc).__name__ or "SubstrateUnderrun" in type(exc).__name__:
         return "the DER ends before its values do"
-    previous = None
-    while previous != text:  # innermost first: the reprs nest
-        previous, text = text, _REPR.sub("", text)
+    for _depth in range(8):  # innermost first: the reprs nest
+        text, found = _REPR.subn("", text)
+        if not found:
+            break
+    text = text.split("<", 1)[0]  # what is left of a repr nested deeper, or cut at _LOOKED_AT
     text = " ".join(text.split()).strip(" :,") or type(exc).__name__
     return text[:160] + ("..." if len(text) > 160 else "")
 

@@ -39,8 +39,8 @@ NONCE_SIZE = 16
 # The highest PKIBody CHOICE number (RFC 9480: pollRep [26]).
 _MAX_BODY_TAG = 26
 # The most ASN.1 values of a request the server lets pyasn1 decode (about 20 us each): OpenSSL's requests hold
-# 30-190 (a signed ir with its chain 185), a chain of ten large certificates about 2,000; 128 KiB of tiny values
-# would be 40,000. Not for answers: a genp's CRLs hold five values per revoked certificate.
+# 30-190 (a signed ir with its chain 185), a certificate 40-90; 128 KiB of tiny values would be 40,000. Not for
+# answers: a genp's CRLs hold five values per revoked certificate.
 MAX_REQUEST_ASN1_VALUES = 2000
 # The PKIBody CHOICE numbers of ir, cr and kur, whose CertReqMessages cmp_der reads.
 _CERT_REQUEST_TAGS = (0, 2, 7)

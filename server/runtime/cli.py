@@ -60,8 +60,8 @@ def init(settings):
     os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)  # also when it existed: it may hold the vault key
     source = key_source(settings.data_dir, settings.vault_key_file)
-    moved_out = source.kind == "file" and not settings.vault_key_file and not os.path.exists(source.path)
-    if moved_out and encrypted_files(settings.data_dir):  # a new key here could decrypt nothing
+    missing = source.kind == "file" and not os.path.exists(source.path)
+    if missing and encrypted_files(settings.data_dir):  # moved, mistyped: a new key there could decrypt nothing
         raise VaultError("the vault key %s is missing; %s" % (source, missing_key_advice(settings.data_dir, source)))
     if source.kind == "file" and create_key_file(source.path):
         print("created the vault key %s" % source.path)

@@ -291,7 +291,9 @@ def _no_session_cache(context):
     except (OSError, AttributeError):
         return False
     ctrl.restype, ctrl.argtypes = ctypes.c_long, [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
-    get_options.restype, get_options.argtypes = ctypes.c_uint64, [ctypes.c_void_p]
+    # uint64_t since OpenSSL 3.0, unsigned long before (32 bits on 32-bit machines)
+    get_options.restype = ctypes.c_uint64 if ssl.OPENSSL_VERSION_INFO >= (3,) else ctypes.c_ulong
+    get_options.argtypes = [ctypes.c_void_p]
     pointer = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
     if not pointer or get_options(pointer) != context.options:
         return False

@@ -116,16 +116,17 @@ def encrypted_files(data_dir):
         return []
 
 
-def missing_key_advice(data_dir, key_path):
-    """What to do when the default vault key file is missing: init for a new data directory; for one that
-    holds encrypted files, give the key that encrypted them (a new one would decrypt nothing)."""
+def missing_key_advice(data_dir, key_path, key_file=None):
+    """What to do when the vault key file is missing: init for a new data directory; for one that holds
+    encrypted files, give the key that encrypted them (a new one would decrypt nothing)."""
     held = encrypted_files(data_dir)
     if held:
         return (
             "%s holds %s, encrypted with a vault key that is not at %s: give that key with --vault-key-file or $%s "
             "(a new key would decrypt nothing)" % (data_dir, ", ".join(held), key_path, KEY_ENVIRONMENT)
         )
-    return "run `trustpoint-server init --data-dir %s`" % data_dir
+    given = " --vault-key-file " + key_path if key_file else ""
+    return "run `trustpoint-server init --data-dir %s%s`" % (data_dir, given)
 
 
 def create_key_file(path):
@@ -155,11 +156,7 @@ class Vault:
             vault = cls(source.read())
         except VaultError as exc:
             if source.kind == "file" and not os.path.exists(source.path):
-                if key_file:
-                    advice = "run `trustpoint-server init --data-dir %s --vault-key-file %s`" % (data_dir, source.path)
-                else:
-                    advice = missing_key_advice(data_dir, source.path)
-                raise VaultError("%s; %s" % (exc, advice)) from None
+                raise VaultError("%s; %s" % (exc, missing_key_advice(data_dir, source.path, key_file))) from None
             raise
         in_data_dir = os.path.join(os.path.abspath(data_dir), KEY_FILE)
         if source.path != in_data_dir and os.path.exists(in_data_dir):

@@ -190,10 +190,12 @@ def test_init_again_after_the_key_was_moved_out_asks_for_it(tmp_path):
     data = tmp_path / "data"
     subprocess.run([str(BIN / "trustpoint-server"), "init", "--data-dir", str(data)], check=True, capture_output=True)
     (data / vault.KEY_FILE).rename(tmp_path / "vault.key")
-    for command in (["init"], ["operator", "list"]):
+    mistyped = ["--vault-key-file", str(tmp_path / "vault.kye")]
+    for command in (["init"], ["operator", "list"], ["init", *mistyped], ["operator", "list", *mistyped]):
         result = subprocess.run([str(BIN / "trustpoint-server"), *command, "--data-dir", str(data)],
                                 capture_output=True, text=True, check=False)  # fmt: skip
         assert result.returncode != 0 and "give that key with --vault-key-file" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr and not (data / vault.KEY_FILE).exists()
+        assert not (tmp_path / "vault.kye").exists()
     subprocess.run([str(BIN / "trustpoint-server"), "init", "--data-dir", str(data), "--vault-key-file",
                     str(tmp_path / "vault.key")], check=True, capture_output=True)  # fmt: skip

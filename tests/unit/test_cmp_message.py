@@ -402,6 +402,26 @@ def test_decode_errors_speak_of_the_input_not_of_the_library(data, says):
     assert "object" not in str(info.value) and "Error" not in str(info.value)
 
 
+def test_error_texts_look_at_the_start_of_a_message_that_echoes_the_input():
+    """pyasn1 echoes some input in its messages (a malformed messageTime): brief() ran its patterns over all of it,
+    and `<` * k + `>` * k cost quadratic time (16,000 of each: 4.2 s) before anything was authenticated."""
+    from trustpoint_core.asn1 import brief
+
+    echoed = "malformed datetime format " + "<" * 60000 + ">" * 60000
+    assert brief(ValueError(echoed)) == "malformed datetime format"
+    digits = "<TagSet object, tags " + "1" * 100000
+    assert brief(ValueError(digits)) == brief(ValueError(digits[:1000]))  # only the start is looked at
+    late = "x" * 1500 + "<TagSet object, tags 0:0:4> not in asn1Spec: <PKIMessage schema object>"
+    assert not brief(ValueError(late)).startswith("a value tagged")
+    from trustpoint_core.asn1 import der_children, der_sequence, der_tlv
+
+    header, *rest = der_children(raw("ir_pbm.der"))
+    unknown = der_sequence(*der_children(header), der_tlv(0xAB, b"\x05\x00"))  # a PKIHeader has no [11]
+    with pytest.raises(CmpFailure) as info:
+        CmpMessage.decode(der_sequence(unknown, *rest))
+    assert str(info.value).endswith("a value tagged [11] where none belongs (badDataFormat)"), str(info.value)
+
+
 def test_decode_trailing_data_is_bad_data_format():
     """Bytes after a complete PKIMessage are badDataFormat, not silently ignored."""
     with pytest.raises(CmpFailure) as info:
