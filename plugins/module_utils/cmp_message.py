@@ -653,7 +653,7 @@ class CertRequest:
         """DER(CertRequest) as pyasn1 writes it; None when it cannot (a notAfter without "Z" is not DER)."""
         try:
             return encoder.encode(self.asn1["certReq"])
-        except PyAsn1Error:
+        except (PyAsn1Error, ValueError, IndexError):  # an empty UTCTime (17 00): IndexError
             return None
 
     def verify_pop(self):
