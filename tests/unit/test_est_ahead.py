@@ -48,19 +48,25 @@ REQUESTS = [
 ]
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["https-app", "plain-http-app"])
-def app(request, tmp_path_factory):
-    data = tmp_path_factory.mktemp("est-ahead")
+def with_devices(data, domain, names, auth_failure_budget=0):
+    """A `trustpoint-server init` data directory with domain and an est_password device of each name: (settings,
+    the app that registered them, {name: password})."""
     subprocess.run([str(BIN / "trustpoint-server"), "init", "--data-dir", str(data)], check=True, capture_output=True)
-    settings = Settings(data_dir=str(data), auth_failure_budget=0, auth_lockout=0)
+    settings = Settings(data_dir=str(data), auth_failure_budget=auth_failure_budget, auth_lockout=0)
     api = create_app(settings)
     admin = {"Authorization": "Bearer " + (data / "admin-token").read_text().strip()}
     client = api.test_client()
-    assert client.post("/api/v1/domains", json={"name": "ahead"}, headers=admin).status_code == 201
+    assert client.post("/api/v1/domains", json={"name": domain}, headers=admin).status_code == 201
     passwords = {}
-    for name in ("dev-ahead", "dev-flask"):
-        body = {"name": name, "domain": "ahead", "onboarding_method": "est_password"}
+    for name in names:
+        body = {"name": name, "domain": domain, "onboarding_method": "est_password"}
         passwords[name] = client.post("/api/v1/devices", json=body, headers=admin).get_json()["password"]
+    return settings, api, passwords
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["https-app", "plain-http-app"])
+def app(request, tmp_path_factory):
+    settings, api, passwords = with_devices(tmp_path_factory.mktemp("est-ahead"), "ahead", ("dev-ahead", "dev-flask"))
     api.extensions["trustpoint"].engine.dispose()
     app = create_app(settings, plain_http=request.param)
     app.plain_http = request.param
@@ -169,14 +175,7 @@ def test_a_refused_certificate_beside_a_legacy_password_counts_once_though_the_r
     from werkzeug.test import EnvironBuilder
 
     data = tmp_path / "data"
-    subprocess.run([str(BIN / "trustpoint-server"), "init", "--data-dir", str(data)], check=True, capture_output=True)
-    settings = Settings(data_dir=str(data), auth_failure_budget=1, auth_lockout=0)
-    app = create_app(settings)
-    admin = {"Authorization": "Bearer " + (data / "admin-token").read_text().strip()}
-    client = app.test_client()
-    assert client.post("/api/v1/domains", json={"name": "legacy"}, headers=admin).status_code == 201
-    body = {"name": "dev-legacy", "domain": "legacy", "onboarding_method": "est_password"}
-    assert client.post("/api/v1/devices", json=body, headers=admin).status_code == 201
+    _settings, app, _passwords = with_devices(data, "legacy", ("dev-legacy",), auth_failure_budget=1)
     salt = b"0123456789abcdef"
     digest = hashlib.scrypt(b"old password", salt=salt, dklen=32, **devices.LEGACY_SCRYPT)
     with sqlite3.connect(data / "trustpoint.db") as database:  # as a release before the keyed hashes stored it
