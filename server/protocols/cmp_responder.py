@@ -91,9 +91,9 @@ OPERATIONS = {
     "getcertreqtemplate": ("genm",),
     "getcrls": ("genm",),
 }
-# genm info types whose request carries no infoValue (RFC 9483 4.3.1, 4.3.3; signKeyPairTypes as RFC 4210 5.3.19.2).
 # CRLs one crlStatusList may ask for: each is looked up (and issued anew when due) before the answer.
 MAX_CRL_STATUSES = 8
+# genm info types whose request carries no infoValue (RFC 9483 4.3.1, 4.3.3; signKeyPairTypes as RFC 4210 5.3.19.2).
 _GENM_WITHOUT_VALUE = (ID_IT_CA_CERTS, ID_IT_CERT_REQ_TEMPLATE, ID_IT_SIGN_KEY_PAIR_TYPES)
 # Every body some operation accepts: what a URL without an operation dispatches.
 _REQUEST_BODIES = tuple(sorted({body for bodies in OPERATIONS.values() for body in bodies}))

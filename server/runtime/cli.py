@@ -62,7 +62,8 @@ def init(settings):
     source = key_source(settings.data_dir, settings.vault_key_file)
     missing = source.kind == "file" and not os.path.exists(source.path)
     if missing and encrypted_files(settings.data_dir):  # moved, mistyped: a new key there could decrypt nothing
-        raise VaultError("the vault key %s is missing; %s" % (source, missing_key_advice(settings.data_dir, source)))
+        advice = missing_key_advice(settings.data_dir, source.path)
+        raise VaultError("the vault key %s is missing; %s" % (source, advice))
     if source.kind == "file" and create_key_file(source.path):
         print("created the vault key %s" % source.path)
     vault = Vault.load(settings.data_dir, settings.vault_key_file)
