@@ -583,6 +583,10 @@ REQUESTS = {
     "SAN iPAddress of 5 bytes": dict(extensions=[_extension("2.5.29.17", der_sequence(der_tlv(0x87, b"\x01" * 5)))]),
     "SAN twice": dict(extensions=[_extension("2.5.29.17", SANS), _extension("2.5.29.17", SANS)]),
     "SAN unreadable": dict(extensions=[_extension("2.5.29.17", b"\x30\x03\x82\x05a")]),
+    # directoryNames, a form cmp_der leaves to pyasn1: more values than a request may hold (2,000)
+    "SAN of 3,001 values": dict(
+        extensions=[_extension("2.5.29.17", der_sequence(*[der_tlv(0xA4, b"\x30\x00")] * 1500))]
+    ),
     "oldCertID by rfc822Name": dict(
         body_type="kur", controls=[("1.3.6.1.5.5.7.5.1.5", der_sequence(der_tlv(0x81, b"a@b"), b"\x02\x01\x05"))]
     ),
@@ -594,6 +598,7 @@ REFUSED = {
     "SAN iPAddress of 5 bytes": "badCertTemplate",
     "SAN twice": "badCertTemplate",
     "SAN unreadable": "badDataFormat",
+    "SAN of 3,001 values": "badDataFormat",
     "oldCertID unreadable": "badDataFormat",
 }
 
