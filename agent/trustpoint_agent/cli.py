@@ -200,7 +200,12 @@ def parser():
     top = argparse.ArgumentParser(prog="trustpoint-agent", description=__doc__.split("\n\n", maxsplit=1)[0])
     top.add_argument("--state-dir", default=STATE_DIR, help="the device's credential and state (default %(default)s)")
     top.add_argument("--key-type", default="ecdsa-p256", help="the key the device generates (default %(default)s)")
-    top.add_argument("--timeout", type=int, default=30, help="seconds per HTTPS request (default %(default)s)")
+    top.add_argument(
+        "--timeout",
+        type=int,
+        default=30,
+        help="seconds each step of an HTTPS request may take; a whole request at most twice that (default %(default)s)",
+    )
     top.add_argument(
         "--retries",
         type=int,

@@ -20,6 +20,7 @@ import os
 import socket
 import ssl
 import tempfile
+import threading
 import urllib.parse
 
 from cryptography import x509
@@ -71,6 +72,18 @@ def names_host(certificate, host):
     return False
 
 
+def _expire(connection, expired):
+    """The whole request's deadline: shut its socket down under the thread that waits on it (the plain socket's
+    shutdown, not the TLS one, which would change the TLS object while it is in use)."""
+    expired.append(True)
+    sock = connection.sock
+    if sock is not None:
+        try:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 class Https:
     """Requests to one kind of server trust (see the module documentation).
 
@@ -107,6 +120,12 @@ class Https:
         connection = http.client.HTTPSConnection(
             parts.hostname, parts.port or 443, timeout=self.timeout, context=self.context
         )
+        # timeout bounds each socket operation; the whole request gets as long once more: a server that sends a
+        # byte now and then would otherwise keep the agent (and the state directory's lock) for days.
+        expired = []
+        timer = threading.Timer(2 * self.timeout, _expire, (connection, expired))
+        timer.daemon = True
+        timer.start()
         try:
             connection.connect()
             der = connection.sock.getpeercert(binary_form=True)
@@ -116,6 +135,8 @@ class Https:
             connection.request(method, path, body=body, headers=headers or {})
             response = connection.getresponse()
             data = response.read(MAX_ANSWER + 1)
+            if expired:  # the answer was cut off at the deadline, not complete
+                raise OSError("no complete answer within %d s" % (2 * self.timeout))
             if len(data) > MAX_ANSWER:
                 raise TransportError("the answer of %s is larger than %d bytes" % (url, MAX_ANSWER), transient=False)
             return response.status, {k.lower(): v for k, v in response.getheaders()}, data
@@ -126,8 +147,12 @@ class Https:
                 transient=False,
             ) from exc
         except (OSError, http.client.HTTPException, ssl.SSLError, socket.timeout) as exc:
-            raise TransportError("cannot reach %s: %s" % (url, exc)) from exc
+            reason = "no complete answer within %d s" % (2 * self.timeout) if expired else exc
+            raise TransportError("cannot reach %s: %s" % (url, reason)) from exc
+        except UnicodeError as exc:  # a path or header http.client cannot send (non-ASCII, from an mDNS TXT record)
+            raise TransportError("cannot send a request to %s: %s" % (url, exc), transient=False) from exc
         finally:
+            timer.cancel()
             connection.close()
 
     def _check_name(self, host):

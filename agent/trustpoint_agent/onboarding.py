@@ -196,6 +196,9 @@ class Agent:
             except (TrustpointError, files.FilesError) as exc:
                 log.warning("onboarding with %s failed: %s", candidate.url, exc)
                 reasons.append("%s: %s" % (candidate.url, exc))
+            except Exception as exc:  # one server's answer, whatever it breaks, must not stop the next
+                log.warning("onboarding with %s failed unexpectedly: %s: %s", candidate.url, type(exc).__name__, exc)
+                reasons.append("%s: %s: %s" % (candidate.url, type(exc).__name__, exc))
         if not reasons:
             raise AgentError("no owner service found (mDNS _aoki._tcp); pass --url to name one")
         raise AgentError("not onboarded: " + "; ".join(reasons))

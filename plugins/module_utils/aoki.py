@@ -207,7 +207,7 @@ class InitAnswer:
             version = str(init.get("version", ""))
             owner_pem, trust_pem = init["owner-id-cert"], init["tls-truststore"]
             entries = init["enrollment-info"]["protocols"]
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:  # nested past the parser
             raise OwnerRefused("the answer is not an aoki-init document: %s" % exc) from exc
         if not version.startswith("1."):
             raise OwnerRefused("aoki-init version %r is not supported (this device speaks 1.x)" % version[:16])

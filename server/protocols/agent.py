@@ -34,8 +34,10 @@ def index():
         for name, digest, size in found
     )
     if not found:
-        links = "<p>No wheel at %s: build one with <code>make agent-wheel</code> and copy it there.</p>\n" % (
-            html.escape(agent.wheels_dir(settings))
+        # The directory is not named: this page is public, the server's paths are not.
+        links = (
+            "<p>No wheel is served yet: the operator builds one with <code>make agent-wheel</code> and copies it to "
+            "the server's agent wheels directory (<code>DATA/agent-wheels</code> or <code>--agent-wheels</code>).</p>\n"
         )
     page = (
         "<!DOCTYPE html>\n<html><head><title>trustpoint-agent</title></head><body>\n"

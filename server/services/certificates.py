@@ -271,6 +271,8 @@ def _requested(csr, subject, subject_alt_names):
     requested = parse_subject(subject)
     if csr is None:
         return None, requested, san_list
+    if not isinstance(csr, (str, bytes)):  # JSON: a number, list or object is no request (bytes: the pages)
+        raise InvalidInput("csr must be a PKCS#10 request as a string (PEM or base64 DER), not %s" % type(csr).__name__)
     try:
         request = est.load_csr(csr.encode() if isinstance(csr, str) else csr)
     except InvalidInput as exc:

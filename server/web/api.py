@@ -55,7 +55,10 @@ def _authenticate():
 
 
 def _body():
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser goes: no object of this API is
+        data = None
     if not isinstance(data, dict):
         raise ApiError(400, "expected a JSON object with Content-Type: application/json")
     return data

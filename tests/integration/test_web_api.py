@@ -144,6 +144,9 @@ def test_a_server_generated_key_comes_as_a_protected_pkcs12(server, domain):
         ({"profile": "tls_client", "key_type": "ecdsa-p256", "pkcs12_password": "long enough",
           "replaces": "abcdef"}, 404, "no certificate with serial number"),
         ({"profile": "tls_client", "csr": "x", "extra": 1}, 400, "unknown field"),
+        # a JSON value that is no string (was a 500 with a traceback in the log)
+        ({"profile": "tls_client", "csr": 1}, 400, "as a string"),
+        ({"profile": "tls_client", "csr": ["x"]}, 400, "as a string"),
     ],
 )  # fmt: skip
 def test_bad_requests_say_what_is_wrong_and_issue_nothing(server, domain, body, status, message):
@@ -333,3 +336,13 @@ def test_the_help_commands_through_the_api(server, domain):
     assert server.url in {s["key"]: s for s in sections}["app-est"]["text"]
     assert_error(call(server, "GET", "/devices/999999999/help"), 404, "does not exist")
     assert_error(call(server, "GET", "/devices/%d/help" % device["id"], token=""), 401, "missing API token")
+
+
+def test_json_nested_past_the_parser_is_400(server):
+    """A body nested 10,000 deep raised RecursionError in the JSON parser: a 500 with a traceback in the log."""
+    nested = '{"a":' * 10000 + "1" + "}" * 10000
+    answer = http("POST", server.url + "/api/v1/domains", nested.encode(),
+                  {"Authorization": "Bearer " + server.token, "Content-Type": "application/json"},
+                  context=server.tls)  # fmt: skip
+    assert answer[0] == 400, answer
+    assert b"JSON object" in answer[2]
