@@ -6,7 +6,9 @@ Passwords are Argon2id hashes (RFC 9106, argon2-cffi's defaults: 64 MiB, 3 passe
 and ~50 ms of CPU whoever asks, so checks run at most MAX_CONCURRENT_CHECKS at a time per process, an unknown
 name costs as much as a known one (no enumeration by timing), and after FAILURES_BEFORE_DELAY failed sign-ins
 in a row an account answers only after a delay that doubles with each further failure (up to MAX_DELAY), without
-running the hash. The web pages add a per-address rate limit in front (web/pages/__init__.py).
+running the hash. The web pages add a per-address rate limit in front (web/pages/__init__.py). Decided: a blocked
+account says so ("try again in N seconds"), which tells a visitor that the name exists once it was tried
+FAILURES_BEFORE_DELAY times; the operator who mistyped needs to know, and operator names are not secrets.
 """
 
 from __future__ import annotations
