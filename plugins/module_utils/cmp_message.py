@@ -291,11 +291,8 @@ class CmpMessage:
                 return cls._from_envelope(der, cmp_der.read(der, _MAX_BODY_TAG), max_values)
             except Exception:  # noqa: S110 (not the common form, or malformed: pyasn1 decides below)
                 pass
-        if max_values is not None and cmp_der.count_values(der, max_values) > max_values:
-            raise CmpFailure(
-                "the request holds more than %d ASN.1 values; a PKIMessage needs a few hundred" % max_values,
-                "badDataFormat",
-            )
+        if max_values is not None:
+            _check_values(der, max_values, "the request")
         try:
             asn1, rest = decoder.decode(der, asn1Spec=rfc9480.PKIMessage())
             if rest:
@@ -718,13 +715,18 @@ def _template_extensions(extensions):
     return names, oids
 
 
+def _check_values(der, max_values, what):
+    """badDataFormat before pyasn1 decodes der when it holds more than max_values ASN.1 values."""
+    if cmp_der.count_values(der, max_values) > max_values:
+        raise CmpFailure(
+            "%s holds more than %d ASN.1 values; a PKIMessage needs a few hundred" % (what, max_values), "badDataFormat"
+        )
+
+
 def _decode_part(der, spec):
     """A part of a request that cmp_der leaves to pyasn1 (an unusual form), decoded within the bound of values a
     request may hold: a subjectAltName of 30,000 directoryNames in 128 KiB would cost pyasn1 about 0.6 s."""
-    if cmp_der.count_values(der, MAX_REQUEST_ASN1_VALUES) > MAX_REQUEST_ASN1_VALUES:
-        raise CmpFailure(
-            "a part of the request holds more than %d ASN.1 values" % MAX_REQUEST_ASN1_VALUES, "badDataFormat"
-        )
+    _check_values(der, MAX_REQUEST_ASN1_VALUES, "a part of the request")
     return decode(der, spec)
 
 

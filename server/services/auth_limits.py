@@ -84,15 +84,33 @@ class Budget:
             tokens = self._tokens(key, self.clock())
         return 0.0 if tokens >= needed else (needed - tokens) / self.rate
 
+    def take(self, key, amount=1):
+        """Spend amount now if key may (0), else the seconds until it may: wait() and spend() under one lock, for a
+        cost paid before the work (MAC iterations), where two threads must not both see the same tokens."""
+        if not self.capacity:
+            return 0.0
+        needed = min(amount, self.capacity)
+        with self._lock:
+            now = self.clock()
+            tokens = self._tokens(key, now)
+            if tokens < needed:
+                return (needed - tokens) / self.rate
+            self._store(key, tokens - amount, now)
+        return 0.0
+
     def spend(self, key, amount=1):
         if not self.capacity:
             return
         with self._lock:
             now = self.clock()
-            self._buckets[key] = (max(0.0, self._tokens(key, now) - amount), now)
-            self._buckets.move_to_end(key)
-            while len(self._buckets) > MAX_TRACKED:
-                self._buckets.popitem(last=False)
+            self._store(key, self._tokens(key, now) - amount, now)
+
+    def _store(self, key, tokens, now):
+        """Under the lock: key's bucket as of now; the least recently used go beyond MAX_TRACKED."""
+        self._buckets[key] = (max(0.0, tokens), now)
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > MAX_TRACKED:
+            self._buckets.popitem(last=False)
 
 
 class FailureLog:
@@ -224,11 +242,7 @@ class Gate:
     def mac_wait(self, iterations):
         """0 when a MAC of this many iterations may be computed now (its cost is spent from the worker's budget),
         else the seconds to wait."""
-        budget = self.limits.mac_iterations
-        wait = budget.wait(None, iterations)
-        if not wait:
-            budget.spend(None, iterations)
-        return wait
+        return self.limits.mac_iterations.take(None, iterations)
 
     def failed(self, device=None):
         """Count a failed authentication of this request (once), and against device's secret if given."""

@@ -480,9 +480,7 @@ def get_certificate(device_id, serial):
 
 @bp.post("/devices/<int:device_id>/certificates/<serial>/revoke")
 def revoke_certificate(device_id, serial):
-    data = request.get_json(silent=True) if request.content_length else {}
-    if not isinstance(data, dict):
-        raise ApiError(400, "expected a JSON object with Content-Type: application/json")
+    data = _body() if request.content_length else {}
     _only(data, ("reason",))
     reason = data.get("reason", "unspecified")
     db = session()

@@ -338,10 +338,11 @@ def test_the_help_commands_through_the_api(server, domain):
     assert_error(call(server, "GET", "/devices/%d/help" % device["id"], token=""), 401, "missing API token")
 
 
-def test_json_nested_past_the_parser_is_400(server):
+@pytest.mark.parametrize("path", ["/domains", "/devices/1/certificates/ab/revoke"])
+def test_json_nested_past_the_parser_is_400(server, path):
     """A body nested 10,000 deep raised RecursionError in the JSON parser: a 500 with a traceback in the log."""
     nested = '{"a":' * 10000 + "1" + "}" * 10000
-    answer = http("POST", server.url + "/api/v1/domains", nested.encode(),
+    answer = http("POST", server.url + "/api/v1" + path, nested.encode(),
                   {"Authorization": "Bearer " + server.token, "Content-Type": "application/json"},
                   context=server.tls)  # fmt: skip
     assert answer[0] == 400, answer

@@ -79,3 +79,25 @@ def test_failures_are_still_counted_one_by_one_per_minute():
 def test_no_budget_means_no_bound():
     gate = AuthLimits(None, 0, 0, mac_budget=0).gate("192.0.2.1")
     assert all(gate.mac_wait(10**6) == 0 for _attempt in range(100))
+
+
+def test_threads_taking_mac_iterations_at_once_do_not_both_get_the_last_tokens():
+    """mac_wait checked the bucket and spent from it under two locks, so threads checking at once could all pass
+    and overdraw it (a window too short to hit reliably here); take() decides and spends under one, and grants
+    what the bucket holds, whatever the threads' order."""
+    import threading
+
+    budget = Budget(1000, clock=lambda: 0.0, period=1.0)  # time standing still: no refill
+    barrier = threading.Barrier(8)
+    granted = []
+
+    def ask():
+        barrier.wait()
+        granted.append(budget.take(None, 400) == 0)
+
+    threads = [threading.Thread(target=ask) for _index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert granted.count(True) == 2  # 2 x 400 of 1,000
