@@ -777,6 +777,12 @@ def _cert_req_ders(message, count):
     return [None] * count
 
 
+def cert_request_count(message):
+    """How many CertReqMsgs an ir/cr/kur holds, without reading them (each may cost a key load and pyasn1 decodings:
+    a server checks the count first)."""
+    return len(message._cert_req_fields if message._cert_req_fields is not None else message.body)
+
+
 def cert_requests(message):
     """The CertReqMsgs of an ir/cr/kur as CertRequest objects."""
     try:

@@ -23,11 +23,28 @@ REQUIREMENTS = {
 }
 
 _ERRORS = {}
+_FOUND = None  # the version of the cryptography imported
+
+
+def major_version(version):
+    """The major version of a version string ("45.0.7" -> 45, "3.4.8" -> 3)."""
+    return int(version.split(".")[0])
+
 
 try:
-    import cryptography  # noqa: F401  pylint: disable=unused-import
+    import cryptography
 except ImportError:
     _ERRORS["cryptography"] = traceback.format_exc()
+else:
+    # An older one imports but is wrong where it matters: cryptography 37 reads an RFC 4514 subject in reverse
+    # order (tests/unit/test_dependency_floors.py). Callers then take it as missing (the openssl backend, or a
+    # message naming the version found).
+    _FOUND = getattr(cryptography, "__version__", "0")
+    if major_version(_FOUND) < CRYPTOGRAPHY_FLOOR:
+        _ERRORS["cryptography"] = "cryptography %s is older than %d, the oldest the core is tested with" % (
+            _FOUND,
+            CRYPTOGRAPHY_FLOOR,
+        )
 
 try:
     import pyasn1  # noqa: F401  pylint: disable=unused-import
@@ -47,9 +64,7 @@ def missing(*names):
     """
     names = names or tuple(REQUIREMENTS)
     absent = [name for name in names if name in _ERRORS]
-    return [REQUIREMENTS[name] for name in absent], "\n".join(_ERRORS[name] for name in absent)
-
-
-def major_version(version):
-    """The major version of a version string ("45.0.7" -> 45, "3.4.8" -> 3)."""
-    return int(version.split(".")[0])
+    requirements = [REQUIREMENTS[name] for name in absent]
+    if "cryptography" in absent and _FOUND is not None:
+        requirements[absent.index("cryptography")] += " (found %s)" % _FOUND
+    return requirements, "\n".join(_ERRORS[name] for name in absent)

@@ -52,7 +52,7 @@ attributes:
   idempotent:
     support: full
 requirements:
-  - C(cryptography >= 37) where the module runs.
+  - C(cryptography >= 38) where the module runs.
 options:
   device:
     description:

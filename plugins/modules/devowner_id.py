@@ -37,7 +37,7 @@ attributes:
   idempotent:
     support: full
 requirements:
-  - The Python library C(cryptography >= 37) on the host that runs the module (usually the controller),
+  - The Python library C(cryptography >= 38) on the host that runs the module (usually the controller),
     when O(state=present).
 options:
   name:

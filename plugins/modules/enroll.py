@@ -51,7 +51,7 @@ attributes:
   idempotent:
     support: full
 requirements:
-  - On the device, either the Python libraries C(cryptography >= 37), C(pyasn1 >= 0.6.1) and
+  - On the device, either the Python libraries C(cryptography >= 38), C(pyasn1 >= 0.6.1) and
     C(pyasn1-alt-modules >= 0.4.10) (backend V(python)), or the OpenSSL 3 command line C(openssl)
     (backend V(openssl)).
 options:

@@ -42,6 +42,7 @@ from trustpoint_core.cmp_message import (
     cert_hash,
     cert_rep_body,
     cert_req_template_value,
+    cert_request_count,
     cert_requests,
     cert_statuses,
     certificates_value,
@@ -455,10 +456,10 @@ class CmpResponder:
         return get_profile(name)
 
     def _single_request(self):
-        requests = cert_requests(self.message)
-        if len(requests) != 1:
-            raise CmpFailure("the request must hold exactly one CertReqMsg, not %d" % len(requests), "badRequest")
-        request = requests[0]
+        count = cert_request_count(self.message)
+        if count != 1:
+            raise CmpFailure("the request must hold exactly one CertReqMsg, not %d" % count, "badRequest")
+        (request,) = cert_requests(self.message)
         if request.cert_req_id != 0:
             raise CmpFailure("certReqId must be 0", "badRequest")
         request.verify_pop()

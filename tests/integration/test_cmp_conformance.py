@@ -518,6 +518,19 @@ def test_operation_paths_stay_strict(server, domain, onboarded):
     rejected(domain.url("revocation"), der, "badRequest")
 
 
+def test_more_than_one_cert_req_msg_is_refused_before_any_is_read(server, domain, onboarded):
+    """RFC 9483 4.1: one CertReqMsg per request. A cr with more is badRequest before any is read (each may cost a key
+    load and pyasn1 decodings): the first one here, whose key cannot be read, would be badCertTemplate."""
+    body = request_of("cr", onboarded)[1]  # (body type, CertReqMessages)
+    body[1][0]["certReq"]["certTemplate"]["publicKey"]["subjectPublicKey"] = univ.BitString(hexValue="00ff")
+    body[1].append(request_of("cr", onboarded)[1][1][0])
+    before = snapshot(server, onboarded.id)
+    _header, der = signed(body, onboarded.credential())
+    message = rejected(domain.url("certification"), der, "badRequest")
+    assert "exactly one CertReqMsg, not 2" in error_of(message)[1]
+    assert snapshot(server, onboarded.id) == before
+
+
 # --- reachability: ir signed with an issued certificate ---------------------------------------------------
 
 

@@ -13,7 +13,10 @@ tests on the older version first.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 
 import pytest
 from conftest import REPO
@@ -54,3 +57,39 @@ def test_no_part_allows_less_than_the_core(part):
 @pytest.mark.parametrize(("version", "major"), [("45.0.7", 45), ("37.0.4", 37), ("3.4.8", 3), ("46.0.0.dev1", 46)])
 def test_major_version(version, major):
     assert deps.major_version(version) == major
+
+
+# A cryptography older than the floor, imported in a fresh interpreter in its place.
+_OLD_CRYPTOGRAPHY = """
+import json, sys, types
+sys.modules["cryptography"] = types.SimpleNamespace(__version__="37.0.4")
+from trustpoint_core import deps
+print(json.dumps([deps.missing()[0], deps.missing("cryptography")[0], deps.missing("pyasn1")[0]]))
+"""
+
+
+def test_an_older_cryptography_counts_as_missing():
+    """It imports, but the core was not tested with it (cryptography 37 reverses an RFC 4514 subject): the modules'
+    `auto` backend takes openssl, `python` fails and the agent refuses, each naming the version found."""
+    done = subprocess.run([sys.executable, "-c", _OLD_CRYPTOGRAPHY], capture_output=True, text=True, check=True)
+    everything, alone, pyasn1 = json.loads(done.stdout)
+    wanted = "cryptography >= %d (found 37.0.4)" % deps.CRYPTOGRAPHY_FLOOR
+    assert everything == [wanted] and alone == [wanted]
+    assert pyasn1 == []
+
+
+def test_this_cryptography_is_not_missing():
+    assert deps.missing() == ([], "")
+
+
+def test_the_modules_document_the_floor():
+    """What a module's `requirements` promise is what deps.missing() accepts."""
+    documented = {
+        path.name: re.findall(r"C\(cryptography >= (\d+)\)", path.read_text())
+        for path in sorted((REPO / "plugins" / "modules").glob("*.py"))
+    }
+    documented = {name: found for name, found in documented.items() if found}
+    assert documented, "no module documents its cryptography requirement"
+    assert {name: {int(major) for major in found} for name, found in documented.items()} == {
+        name: {deps.CRYPTOGRAPHY_FLOOR} for name in documented
+    }
