@@ -74,7 +74,8 @@ def make_engine(url, sqlite_mmap_mib=0):
             # writes after another worker committed, fails at once ("database is locked") instead
             # of waiting. Reads stay deferred and never block anyone.
             write = connection.get_execution_options().get(WRITE_OPTION)
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+            # On the driver's connection: exec_driver_sql's execution context cost 30-40 us per request (issue 16).
+            connection.connection.driver_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
 
