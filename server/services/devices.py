@@ -14,6 +14,7 @@ import secrets
 import types
 
 from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 from trustpoint_core import x509
 from trustpoint_core.profiles import get_profile
 
@@ -319,21 +320,25 @@ def mark_onboarded(db, device, record, settings, now, by_secret=False):
         statement = _ONBOARDED_SECRET_KEPT
         params["p_until"] = now + datetime.timedelta(minutes=settings.secret_retry_minutes)
     row = sql.one(db, statement, **params)
-    show_written(
-        db,
-        Device,
-        device.id,
-        {
-            "status": "onboarded",
-            "onboarded_at": now,
-            "credential_id": record.id,
-            "credential": record,
-            "secret_encrypted": row.secret_encrypted,
-            "password_hash": row.password_hash,
-            "secret_retry_until": row.secret_retry_until,
-        },
-        row=device,
-    )
+    written = {
+        "status": "onboarded",
+        "onboarded_at": now,
+        "credential_id": record.id,
+        "secret_encrypted": row.secret_encrypted,
+        "password_hash": row.password_hash,
+        "secret_retry_until": row.secret_retry_until,
+    }
+    obj = show_written(db, Device, device.id, written, row=device)
+    # The credential relationship takes the session's object of the record; a plain record (services/enrolling.py)
+    # has none, and the session's device then loads it when asked.
+    credential = record if isinstance(record, IssuedCertificate) else loaded(db, IssuedCertificate, record.id)
+    if obj is not None:
+        if credential is not None:
+            set_committed_value(obj, "credential", credential)
+        else:
+            db.expire(obj, ["credential"])
+    if device is not obj:
+        device.credential = record
 
 
 _ACTIVATE = sql.Statement(_CERTIFICATES.update().where(_CERTIFICATES.c.id == bindparam("p_id")).values(status="active"))
@@ -377,7 +382,7 @@ def activate(db, device, record, settings, now=None, by_secret=False):
     db.flush()  # pending changes of the session first: the statements see the rows as the code before left them
     if record.status != "active":
         sql.write(db, _ACTIVATE, p_id=record.id)
-        show_written(db, IssuedCertificate, record.id, {"status": "active"})
+        show_written(db, IssuedCertificate, record.id, {"status": "active"}, row=record)
     replaced_id = record.replaces_id
     if replaced_id is not None:
         revoke_where(db, "superseded", _REVOKE_SIBLINGS, p_replaces=replaced_id, p_id=record.id)

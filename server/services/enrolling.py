@@ -39,6 +39,12 @@ class EnrollingDevice(Row):
     """A device row, with domain (EnrollingDomain) and credential (None, or its id and first_used_at)."""
 
 
+class EnrollingCertificate(Row):
+    """An issued_certificate row the enrollment just inserted (services/pki.py record_certificate): an ORM object
+    of it, adopted by the session, cost 0.1-0.2 ms of CPU per enrollment (its instrumented attributes, the
+    session's flush and close going through it; issue 16)."""
+
+
 class EnrollingDomain(Row):
     """A domain row, with cas: its CAs (id, domain_id, role, certificate_der and private_key_encrypted) by id."""
 

@@ -20,6 +20,7 @@ from ..storage import sql
 from ..storage.db import adopt, begin_write, contains, show_written
 from ..storage.models import CertificateAuthority, Device, DevIdRegistration, Domain, IssuedCertificate, utcnow
 from . import names
+from .enrolling import EnrollingCertificate, Row
 
 DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 DEFAULT_VALIDITY_DAYS = get_profile("domain_credential").validity_days
@@ -188,8 +189,8 @@ _INSERT = sql.insert(
 
 def record_certificate(db, signer, device, cert, profile, status, issued_with=None, replaces=None, now=None):
     """Record an issued certificate (one INSERT, issue 16); issued_with: the credential that authenticated the
-    request, replaces: the certificate it renews. Returns the record, the session's object of the new row. The
-    caller holds the write lock and commits."""
+    request, replaces: the certificate it renews. Returns the record: the session's object of the new row, or for a
+    plain device (services/enrolling.py) a plain EnrollingCertificate. The caller holds the write lock and commits."""
     values = {
         "ca_id": signer.ca_row.id,
         "device_id": device.id,
@@ -211,6 +212,8 @@ def record_certificate(db, signer, device, cert, profile, status, issued_with=No
         "first_used_at": None,
     }
     record_id = sql.one(db, _INSERT, **values).id
+    if isinstance(device, Row):  # the enrollment protocols' plain device: a plain record (services/enrolling.py)
+        return EnrollingCertificate(dict(values, id=record_id))
     return adopt(db, IssuedCertificate(id=record_id, **values))
 
 

@@ -116,6 +116,32 @@ def test_the_secrets_retry_window_starts_at_its_first_use(engine, db, vault, dev
     assert devices.secret_usable(device)
 
 
+def test_a_plain_device_gets_a_plain_record_and_the_sessions_objects_still_show_it(engine, db, vault, device, settings):
+    """The enrollment protocols' plain device (services/enrolling.py) gets a plain record, not an ORM object adopted
+    by the session (issue 16); the session's own object of the device, loaded beside it, shows the onboarding and
+    loads the new credential when asked, and the old credential shows its revocation."""
+    first = issue_credential(db, vault, settings, device)
+    devices.issue_secret(vault, device)
+    db.commit()
+    plain = enrolling.device(db, device.id)
+    prepared = certificates.prepare(db, vault, settings, device, "domain_credential", first_key(first))
+    begin_write(db)
+    record = pki.record_certificate(db, prepared.signer, plain, prepared.certificate, "domain_credential", "active")
+    assert isinstance(record, enrolling.EnrollingCertificate)
+    assert db.identity_map.get((IssuedCertificate, (record.id,), None)) is None
+    devices.activate(db, plain, record, settings, by_secret=True)
+    db.commit()
+    assert plain.credential is record and plain.credential_id == record.id and plain.status == "onboarded"
+    assert device.credential_id == record.id and device.status == "onboarded"
+    assert device.credential.id == record.id and device.credential.serial_number == record.serial_number
+    assert first.status == "revoked" and first.revocation_reason == "superseded"
+    for obj in (first, device, device.credential):
+        assert_shows_the_row(engine, obj)
+    assert {key: getattr(record, key) for key in stored(engine, IssuedCertificate.__table__, record.id)} == stored(
+        engine, IssuedCertificate.__table__, record.id
+    )
+
+
 def test_a_credential_used_spends_the_secret_it_was_obtained_with(engine, db, vault, device, settings):
     devices.issue_secret(vault, device)
     db.commit()
