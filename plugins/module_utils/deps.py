@@ -58,7 +58,8 @@ except ImportError:
 
 
 def missing(*names):
-    """Return (requirement strings, traceback) of the named libraries that cannot be imported.
+    """Return (requirement strings, traceback) of the named libraries that cannot be imported (or, cryptography,
+    are older than the floor).
 
     Without names, all the core's libraries are checked.
     """
@@ -66,5 +67,5 @@ def missing(*names):
     absent = [name for name in names if name in _ERRORS]
     requirements = [REQUIREMENTS[name] for name in absent]
     if "cryptography" in absent and _FOUND is not None:
-        requirements[absent.index("cryptography")] += " (found %s)" % _FOUND
+        requirements[absent.index("cryptography")] += ", found %s" % _FOUND
     return requirements, "\n".join(_ERRORS[name] for name in absent)

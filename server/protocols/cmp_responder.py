@@ -754,10 +754,9 @@ class CmpResponder:
     def _rr(self, requester, profile_name):
         if requester.kind != "credential":
             raise CmpFailure("rr must be signed with a certificate of the device", "notAuthorized")
-        requests = revocation_requests(self.message)
-        if len(requests) != 1:
+        if len(self.message.body) != 1:  # counted before any RevDetails is read, as CertReqMsgs are
             raise CmpFailure("rr must name exactly one certificate", "badRequest")
-        wanted = requests[0]
+        (wanted,) = revocation_requests(self.message)
         try:
             certificates.check_revocation_reason(wanted.reason)
         except InvalidInput as exc:

@@ -434,7 +434,7 @@ def reread(db, record):
     """Read record's state again (under the write lock, before relying on it): one SELECT of the columns a
     concurrent request may change, instead of a refresh of the whole object (issue 16); record shows them."""
     row = sql.one(db, _REREAD, p_id=record.id)
-    show_written(db, IssuedCertificate, record.id, dict(zip(_STATE, row)), row=record)
+    show_written(db, IssuedCertificate, record.id, dict(zip(_STATE, row)))
 
 
 def transaction_used(db, transaction_id):

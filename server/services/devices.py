@@ -14,7 +14,6 @@ import secrets
 import types
 
 from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
-from sqlalchemy.orm.attributes import set_committed_value
 from trustpoint_core import x509
 from trustpoint_core.profiles import get_profile
 
@@ -328,16 +327,12 @@ def mark_onboarded(db, device, record, settings, now, by_secret=False):
         "password_hash": row.password_hash,
         "secret_retry_until": row.secret_retry_until,
     }
-    obj = show_written(db, Device, device.id, written, row=device)
-    # The credential relationship takes the session's object of the record; a plain record (services/enrolling.py)
-    # has none, and the session's device then loads it when asked.
-    credential = record if isinstance(record, IssuedCertificate) else loaded(db, IssuedCertificate, record.id)
-    if obj is not None:
-        if credential is not None:
-            set_committed_value(obj, "credential", credential)
-        else:
+    plain = not isinstance(record, IssuedCertificate)  # an enrollment's plain record (services/enrolling.py)
+    obj = show_written(db, Device, device.id, written if plain else dict(written, credential=record), row=device)
+    if plain:
+        # No object of the session: the session's device, if loaded, loads its credential when asked.
+        if obj is not None:
             db.expire(obj, ["credential"])
-    if device is not obj:
         device.credential = record
 
 

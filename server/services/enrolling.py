@@ -1,7 +1,8 @@
 # Copyright: Trustpoint contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
 """What an enrollment reads of the device that authenticates with its secret (CMP shared secret, EST password) and
-of the domain the URL names: plain objects from statements on the driver's cursor (storage/sql.py), not ORM objects.
+of the domain the URL names, and the certificate it records for that device: plain objects from statements on the
+driver's cursor (storage/sql.py), not ORM objects.
 
 Loading a device with its domain and the domain's CAs through the ORM cost 0.3 ms of CPU, a tenth of an enrollment
 (issue 16); two statements and these objects cost a tenth of that. They carry their table's columns under the ORM

@@ -10,7 +10,7 @@ import sqlite3
 import threading
 
 from flask import current_app, g
-from sqlalchemy import create_engine, event, func, select
+from sqlalchemy import create_engine, event, exc, func, select
 from sqlalchemy.orm import make_transient_to_detached, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -74,10 +74,18 @@ def make_engine(url, sqlite_mmap_mib=0):
             # writes after another worker committed, fails at once ("database is locked") instead
             # of waiting. Reads stay deferred and never block anyone.
             write = connection.get_execution_options().get(WRITE_OPTION)
-            # On the driver's connection: exec_driver_sql's execution context cost 30-40 us per request (issue 16).
-            connection.connection.driver_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            _sqlite_begin_on_driver(connection, "BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def _sqlite_begin_on_driver(connection, statement):
+    """statement (BEGIN ...) on the driver's connection of connection (SQLAlchemy's): exec_driver_sql's execution
+    context cost 15-35 us per request (issue 16). Its errors become SQLAlchemy's, as exec_driver_sql's would."""
+    try:
+        connection.connection.driver_connection.execute(statement)
+    except sqlite3.Error as error:
+        raise exc.DBAPIError.instance(statement, (), error, sqlite3.Error, dialect=connection.dialect) from error
 
 
 WRITE_OPTION = "trustpoint_write"
@@ -169,11 +177,11 @@ def _switch_to_write(db_session, lock):
     A commit and a new transaction of the session would cost 0.1 ms more of SQLAlchemy's bookkeeping per
     enrollment (issue 16); sqlite3's commit() and rollback(), which SQLAlchemy calls, act on whatever transaction
     the connection has."""
-    driver = db_session.connection().connection.driver_connection
-    driver.commit()  # the read transaction: nothing to write (checked by the caller)
+    connection = db_session.connection()
+    connection.connection.driver_connection.commit()  # the read transaction: nothing to write (checked by the caller)
     db_session.info[_WRITE_LOCK_HELD] = lock.acquire()
     try:
-        driver.execute("BEGIN IMMEDIATE")
+        _sqlite_begin_on_driver(connection, "BEGIN IMMEDIATE")
     except BaseException:
         db_session.rollback()
         _release_write_lock(db_session)

@@ -86,8 +86,7 @@ def _execute(db, statement, params):
         values.append(processor(value) if processor is not None else value)
     driver_params = values if compiled.positional else {bind[0]: value for bind, value in zip(compiled.binds, values)}
     cursor = connection.connection.driver_connection.cursor()
-    if connection._has_events or connection.engine._has_events:  # as SQLAlchemy's own execution checks
-        connection.dispatch.before_cursor_execute(connection, cursor, compiled.sql, driver_params, None, False)
+    connection.dispatch.before_cursor_execute(connection, cursor, compiled.sql, driver_params, None, False)
     try:
         cursor.execute(compiled.sql, driver_params)
     except connection.dialect.loaded_dbapi.Error as error:

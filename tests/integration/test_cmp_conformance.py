@@ -531,6 +531,22 @@ def test_more_than_one_cert_req_msg_is_refused_before_any_is_read(server, domain
     assert snapshot(server, onboarded.id) == before
 
 
+def test_more_than_one_rev_details_is_refused_before_any_is_read(server, domain, onboarded):
+    """RFC 9483 4.2: an rr names one certificate. One with two RevDetails is badRequest before either is read: the
+    first one here, without an issuer, would be badCertTemplate. Nothing is revoked."""
+    operation, (body_type, details) = request_of("rr", onboarded)
+    broken = rfc9480.RevDetails()
+    broken["certDetails"]["serialNumber"] = onboarded.certificate.serial_number
+    content = rfc9480.PKIBody()[body_type].clone()
+    content.append(broken)
+    content.append(details[0])
+    before = snapshot(server, onboarded.id)
+    _header, der = signed((body_type, content), onboarded.credential())
+    message = rejected(domain.url(operation), der, "badRequest")
+    assert "exactly one certificate" in error_of(message)[1]
+    assert snapshot(server, onboarded.id) == before
+
+
 # --- reachability: ir signed with an issued certificate ---------------------------------------------------
 
 

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import exc, select
 from trustpoint_server.storage import db as server_db
 from trustpoint_server.storage.models import Domain
 
@@ -227,6 +227,26 @@ def test_the_write_after_a_read_holds_sqlites_write_lock(sessions, tmp_path):
             outsider.execute("ROLLBACK")
         finally:
             outsider.close()
+
+
+@pytest.mark.parametrize("after_a_read", [False, True])
+def test_a_begin_that_fails_raises_sqlalchemys_error_and_releases(sessions, tmp_path, after_a_read):
+    """BEGIN IMMEDIATE goes to the driver (issue 16), at the session's first statement or after its read; when
+    SQLite refuses it (an outsider holds its write lock past the busy timeout), the error is SQLAlchemy's, as any
+    statement's, and the lock file is released."""
+    with sessions() as db_session:  # the pooled connection gives up after 50 ms instead of BUSY_TIMEOUT_SECONDS
+        db_session.connection().connection.driver_connection.execute("PRAGMA busy_timeout=50")
+    outsider = sqlite3.connect(str(tmp_path / "trustpoint.db"), timeout=0, isolation_level=None)
+    try:
+        outsider.execute("BEGIN IMMEDIATE")
+        with sessions() as db_session:
+            if after_a_read:
+                db_session.scalar(select(Domain))
+            with pytest.raises(exc.OperationalError, match="locked"):
+                server_db.begin_write(db_session)
+            assert not held(sessions)
+    finally:
+        outsider.close()
 
 
 def test_begin_write_in_a_write_transaction_commits_it_and_begins_anew(sessions):

@@ -73,7 +73,7 @@ def test_an_older_cryptography_counts_as_missing():
     `auto` backend takes openssl, `python` fails and the agent refuses, each naming the version found."""
     done = subprocess.run([sys.executable, "-c", _OLD_CRYPTOGRAPHY], capture_output=True, text=True, check=True)
     everything, alone, pyasn1 = json.loads(done.stdout)
-    wanted = "cryptography >= %d (found 37.0.4)" % deps.CRYPTOGRAPHY_FLOOR
+    wanted = "cryptography >= %d, found 37.0.4" % deps.CRYPTOGRAPHY_FLOOR
     assert everything == [wanted] and alone == [wanted]
     assert pyasn1 == []
 
