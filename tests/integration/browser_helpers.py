@@ -26,6 +26,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 SCREENSHOTS = REPO / "tests" / "output" / "web"
 WIDTHS = (1280, 390)
+# Chromium's error code for a load abandoned because the host's network changed, and how often a GET is retried.
+NETWORK_CHANGED = "ERR_NETWORK_CHANGED"
+NETWORK_CHANGE_RETRIES = 5
 FLAGS = (
     "--headless=new",
     "--no-sandbox",
@@ -126,7 +129,27 @@ class Browser:
     # --- navigation and forms ----------------------------------------------------------------------
 
     def get(self, path):
-        self.driver.get(self.base + path)
+        self.open(self.base + path)
+
+    def open(self, url):
+        """Load url (a GET). Chromium abandons a load when the host's network changes (ERR_NETWORK_CHANGED: tests
+        running beside this one add and remove interfaces for their network namespaces); a GET is loaded again."""
+        for _attempt in range(NETWORK_CHANGE_RETRIES):
+            self.driver.get(url)
+            if not self.network_changed():
+                return
+            time.sleep(0.5)
+        raise AssertionError(
+            "Chromium abandoned %s %d times: the host's network kept changing" % (url, NETWORK_CHANGE_RETRIES)
+        )
+
+    def network_changed(self):
+        """Whether the page is Chromium's own error page for a load the host's network change abandoned."""
+        return bool(
+            self.driver.execute_script(
+                "return (document.body && document.body.innerText || '').includes(arguments[0])", NETWORK_CHANGED
+            )
+        )
 
     @property
     def path(self):
@@ -168,15 +191,23 @@ class Browser:
                 field.send_keys(value)
 
     def submit(self, button_text, navigates=True):
-        """Click the button; with navigates, wait until the answer page replaced this one."""
+        """Click the button; with navigates, wait until the answer page replaced this one. A form the host's network
+        change abandoned is not sent again (the server may have acted on it): the test fails, saying so."""
         button = next((b for b in self.find_all("button") if b.text.strip() == button_text), None)
         assert button is not None, "no button %r on %s" % (button_text, self.path)
         self._navigate(button.click, navigates)
+        assert not (navigates and self.network_changed()), (
+            "Chromium abandoned the form of %r: the host's network changed meanwhile (%s)"
+            % (button_text, NETWORK_CHANGED)
+        )
 
     def click_link(self, text):
         link = next((a for a in self.find_all("a") if a.text.strip() == text), None)
         assert link is not None, "no link %r on %s" % (text, self.path)
+        href = link.get_attribute("href")
         self._navigate(link.click)
+        if self.network_changed():  # a GET: loaded again (see open())
+            self.open(href)
 
     def _navigate(self, action, navigates=True):
         from selenium.common.exceptions import WebDriverException

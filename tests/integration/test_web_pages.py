@@ -121,7 +121,7 @@ def test_otp_download_to_a_pkcs12_that_openssl_opens(server, signed_in, domain, 
     assert url == server.url + "/browser/"
     device_browser = Browser(server)  # the device's browser: no operator session
     try:
-        device_browser.driver.get(url)
+        device_browser.open(url)
         device_browser.fill({"One-time password": otp.lower().replace("-", " ")})  # as someone might type it
         device_browser.submit("Continue")
         assert device_browser.alert() is None, device_browser.alert()
@@ -153,7 +153,7 @@ def test_three_wrong_otps_void_the_download(server, signed_in, domain):
     wrong = otp[:6] + ("A" if otp[6] != "A" else "B") + otp[7:]
     device_browser = Browser(server)
     try:
-        device_browser.driver.get(url)
+        device_browser.open(url)
         for left in ("2 attempts left", "1 attempt left", "void"):
             device_browser.fill({"One-time password": wrong})
             device_browser.submit("Continue")
