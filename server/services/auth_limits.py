@@ -79,24 +79,21 @@ class Budget:
         full bucket (it empties it), so that it is slowed down, never refused for good."""
         if not self.capacity:
             return 0.0
-        needed = min(amount, self.capacity)
         with self._lock:
-            tokens = self._tokens(key, self.clock())
-        return 0.0 if tokens >= needed else (needed - tokens) / self.rate
+            return self._shortfall(self._tokens(key, self.clock()), amount)
 
     def take(self, key, amount=1):
         """Spend amount now if key may (0), else the seconds until it may: wait() and spend() under one lock, for a
         cost paid before the work (MAC iterations), where two threads must not both see the same tokens."""
         if not self.capacity:
             return 0.0
-        needed = min(amount, self.capacity)
         with self._lock:
             now = self.clock()
             tokens = self._tokens(key, now)
-            if tokens < needed:
-                return (needed - tokens) / self.rate
-            self._store(key, tokens - amount, now)
-        return 0.0
+            wait = self._shortfall(tokens, amount)
+            if not wait:
+                self._store(key, tokens - amount, now)
+            return wait
 
     def spend(self, key, amount=1):
         if not self.capacity:
@@ -104,6 +101,11 @@ class Budget:
         with self._lock:
             now = self.clock()
             self._store(key, self._tokens(key, now) - amount, now)
+
+    def _shortfall(self, tokens, amount):
+        """The seconds until tokens cover amount (at most the capacity: see wait()), 0 when they do."""
+        needed = min(amount, self.capacity)
+        return 0.0 if tokens >= needed else (needed - tokens) / self.rate
 
     def _store(self, key, tokens, now):
         """Under the lock: key's bucket as of now; the least recently used go beyond MAX_TRACKED."""
