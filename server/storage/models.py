@@ -20,11 +20,18 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from . import triggers
+
+
+def _partial(name, columns, column):
+    """An index of the rows whose column is not NULL (SQLite and PostgreSQL)."""
+    where = text("%s IS NOT NULL" % column)
+    return Index(name, *columns, sqlite_where=where, postgresql_where=where)
 
 
 def utcnow():
@@ -158,19 +165,22 @@ class IssuedCertificate(Base):
         Index("ix_issued_certificate_ca_id_status", "ca_id", "status"),
         # A device's certificates (listing, the daily limit), the sweeps of services/certificates.py, and the
         # certificates a credential obtained or replaced.
+        # (It serves every lookup by device_id alone too: no index of its own, one B-tree page less per write.)
         Index("ix_issued_certificate_device_created", "device_id", "created_at"),
         Index("ix_issued_certificate_status_created", "status", "created_at"),
-        Index("ix_issued_certificate_status_superseded", "status", "superseded_at"),
-        Index("ix_issued_certificate_issued_with", "issued_with_id"),
-        Index("ix_issued_certificate_replaces", "replaces_id"),
+        # Partial (rows where the column is set): a new certificate is not superseded, and an onboarding renews
+        # nothing and was obtained with no credential, so that its INSERT writes none of these three (issue 16: each
+        # index page an enrollment changes is a WAL frame, and a page every other worker reads again). A lookup by
+        # value (=, <) implies IS NOT NULL: SQLite and PostgreSQL still use them.
+        _partial("ix_issued_certificate_status_superseded", ("status", "superseded_at"), "superseded_at"),
+        _partial("ix_issued_certificate_issued_with", ("issued_with_id",), "issued_with_id"),
+        _partial("ix_issued_certificate_replaces", ("replaces_id",), "replaces_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     ca_id: Mapped[int] = mapped_column(ForeignKey("certificate_authority.id", ondelete="CASCADE"))
     # A device's certificates: every enrollment supersedes the earlier ones, rr and the API look them up.
-    device_id: Mapped[Optional[int]] = mapped_column(
-        ForeignKey("device.id", ondelete="SET NULL"), nullable=True, index=True
-    )
+    device_id: Mapped[Optional[int]] = mapped_column(ForeignKey("device.id", ondelete="SET NULL"), nullable=True)
     device_name: Mapped[str] = mapped_column(String(128))
     profile: Mapped[str] = mapped_column(String(64))
     serial_number: Mapped[str] = mapped_column(String(64))  # lowercase hex
