@@ -100,8 +100,12 @@ class SqliteWriteLock:
     up to 100 ms: that made the latency tail under load. Here a waiting writer sleeps in the kernel
     and wakes as soon as the lock is free. The thread lock orders the threads of this process; the
     flock on a lock file next to the database orders the processes (gunicorn workers, the CLI). Each
-    acquisition opens the lock file anew, so a forked worker never shares a lock with its parent,
-    and a process that dies releases its flock with its descriptors.
+    process opens the lock file once, on its first acquisition (a forked worker opens its own: an
+    inherited descriptor would share its parent's lock), and keeps it open: an open and a close per
+    write transaction cost two system calls with a path lookup (issue 16). A process that dies
+    releases its flock with its descriptors. (A lock file deleted while servers run leaves the processes that
+    opened it before on the deleted file: writers then wait in SQLite's busy handler again, as without this
+    lock, until they restart.)
 
     The holder is a write transaction of a few milliseconds whose own SQLite wait ends after
     BUSY_TIMEOUT_SECONDS, so the flock wait is bounded by that; the thread lock gives up after the
@@ -112,6 +116,8 @@ class SqliteWriteLock:
         in_memory = not database or database == ":memory:" or database.startswith("file:")
         self.path = None if in_memory else os.path.abspath(database) + WRITE_LOCK_SUFFIX
         self.thread_lock = threading.Lock()
+        self._fd = None
+        self._fd_pid = None  # the process that opened _fd
 
     def acquire(self):
         """Wait for the lock; returns the lock file descriptor (None without a file) for release()."""
@@ -120,21 +126,27 @@ class SqliteWriteLock:
         try:
             if self.path is None:
                 return None
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except BaseException:
-                os.close(fd)
-                raise
+            fd = self._descriptor()
+            fcntl.flock(fd, fcntl.LOCK_EX)
             return fd
         except BaseException:
             self.thread_lock.release()
             raise
 
+    def _descriptor(self):
+        # Called with the thread lock held.
+        pid = os.getpid()
+        if self._fd_pid != pid:
+            # Opened by the parent before a fork (never while locked: the parent's writes end before it forks), or
+            # never: the inherited descriptor is left to the parent, unlocked and unclosed by this process.
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._fd_pid = pid
+        return self._fd
+
     def release(self, fd):
         try:
             if fd is not None:
-                os.close(fd)  # closing the only descriptor of this open file releases the flock
+                fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             self.thread_lock.release()
 
