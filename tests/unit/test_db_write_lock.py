@@ -5,6 +5,8 @@ write transaction ends, however it ends."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import subprocess
 import sys
@@ -261,3 +263,29 @@ def test_begin_write_in_a_write_transaction_commits_it_and_begins_anew(sessions)
         db_session.rollback()
         assert not held(sessions)
         assert db_session.scalar(select(Domain.name)) == "first"
+
+
+def test_a_forked_process_opens_its_own_lock_file(sessions):
+    """The descriptor stays open between transactions; a forked worker must not use its parent's (a shared open
+    file would share the parent's flock): while the parent holds the lock, the child's own flock fails."""
+    lock = lock_of(sessions)
+    lock.release(lock.acquire())  # the parent's descriptor is open now
+    fd = lock.acquire()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: exit status 0 when its descriptor is its own and the flock is refused
+            code = 1
+            try:
+                child_fd = lock._descriptor()
+                try:
+                    fcntl.flock(child_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    code = 0 if child_fd != fd else 2
+            finally:
+                os._exit(code)
+        _pid, status = os.waitpid(pid, 0)
+    finally:
+        lock.release(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert lock.acquire() == fd  # and the parent keeps its descriptor
+    lock.release(fd)
