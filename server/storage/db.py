@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
 import threading
+import weakref
 
 from flask import current_app, g
 from sqlalchemy import create_engine, event, exc, func, select
@@ -99,13 +101,14 @@ class SqliteWriteLock:
     Without it, concurrent writers queue in SQLite's busy handler, which polls the lock with sleeps of
     up to 100 ms: that made the latency tail under load. Here a waiting writer sleeps in the kernel
     and wakes as soon as the lock is free. The thread lock orders the threads of this process; the
-    flock on a lock file next to the database orders the processes (gunicorn workers, the CLI). Each
-    process opens the lock file once, on its first acquisition (a forked worker opens its own: an
-    inherited descriptor would share its parent's lock), and keeps it open: an open and a close per
-    write transaction cost two system calls with a path lookup (issue 16). A process that dies
-    releases its flock with its descriptors. (A lock file deleted while servers run leaves the processes that
-    opened it before on the deleted file: writers then wait in SQLite's busy handler again, as without this
-    lock, until they restart.)
+    flock on a lock file next to the database orders the processes (gunicorn workers, the CLI). A
+    process opens the lock file on its first write and keeps it open: an open and a close per write
+    transaction cost a path lookup and a system call more (issue 16). A forked child forgets the
+    descriptor it inherited (it closes its copy, which leaves the parent's lock alone: an inherited
+    descriptor would share the parent's flock) and opens its own. A process that dies releases its flock
+    with its descriptors. (A lock file deleted while servers run leaves the processes that opened it
+    before on the deleted file, new ones on a new file: writers of the two then wait in SQLite's busy
+    handler again, as without this lock, until every process has restarted.)
 
     The holder is a write transaction of a few milliseconds whose own SQLite wait ends after
     BUSY_TIMEOUT_SECONDS, so the flock wait is bounded by that; the thread lock gives up after the
@@ -117,31 +120,26 @@ class SqliteWriteLock:
         self.path = None if in_memory else os.path.abspath(database) + WRITE_LOCK_SUFFIX
         self.thread_lock = threading.Lock()
         self._fd = None
-        self._fd_pid = None  # the process that opened _fd
+        _LOCKS.add(self)
 
     def acquire(self):
         """Wait for the lock; returns the lock file descriptor (None without a file) for release()."""
         if not self.thread_lock.acquire(timeout=BUSY_TIMEOUT_SECONDS):
             raise sqlite3.OperationalError("database is locked (no write lock after %d s)" % BUSY_TIMEOUT_SECONDS)
+        locked = None
         try:
             if self.path is None:
                 return None
-            fd = self._descriptor()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            return fd
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            locked = self._fd
+            return locked
         except BaseException:
+            if locked is not None:  # interrupted (a signal's exception) after the flock
+                fcntl.flock(locked, fcntl.LOCK_UN)
             self.thread_lock.release()
             raise
-
-    def _descriptor(self):
-        # Called with the thread lock held.
-        pid = os.getpid()
-        if self._fd_pid != pid:
-            # Opened by the parent before a fork (never while locked: the parent's writes end before it forks), or
-            # never: the inherited descriptor is left to the parent, unlocked and unclosed by this process.
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._fd_pid = pid
-        return self._fd
 
     def release(self, fd):
         try:
@@ -149,6 +147,25 @@ class SqliteWriteLock:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             self.thread_lock.release()
+
+    def _forget_after_fork(self):
+        # In the child, where only the forking thread runs: no thread holds the lock here.
+        self.thread_lock = threading.Lock()
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+
+_LOCKS = weakref.WeakSet()  # every SqliteWriteLock of this process
+
+
+def _forget_write_locks_after_fork():
+    for lock in list(_LOCKS):
+        lock._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_forget_write_locks_after_fork)
 
 
 def begin_write(db_session):

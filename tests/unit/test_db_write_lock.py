@@ -5,7 +5,6 @@ write transaction ends, however it ends."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sqlite3
 import subprocess
@@ -265,27 +264,35 @@ def test_begin_write_in_a_write_transaction_commits_it_and_begins_anew(sessions)
         assert db_session.scalar(select(Domain.name)) == "first"
 
 
-def test_a_forked_process_opens_its_own_lock_file(sessions):
-    """The descriptor stays open between transactions; a forked worker must not use its parent's (a shared open
-    file would share the parent's flock): while the parent holds the lock, the child's own flock fails."""
+def test_a_forked_process_waits_for_its_parents_write_lock(sessions):
+    """The lock file stays open between transactions; a forked process must not use its parent's descriptor (it
+    would share the parent's flock) nor its parent's thread lock (held by a thread that does not run in the child):
+    forked while the parent holds the lock, the child gets it only once the parent has released it."""
     lock = lock_of(sessions)
     lock.release(lock.acquire())  # the parent's descriptor is open now
     fd = lock.acquire()
+    read_end, write_end = os.pipe()
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the child: reports when it got the lock
+        code = 1
+        try:
+            os.close(read_end)
+            child_fd = lock.acquire()
+            os.write(write_end, b"%f" % (time.monotonic() - start))
+            lock.release(child_fd)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
     try:
-        pid = os.fork()
-        if pid == 0:  # the child: exit status 0 when its descriptor is its own and the flock is refused
-            code = 1
-            try:
-                child_fd = lock._descriptor()
-                try:
-                    fcntl.flock(child_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    code = 0 if child_fd != fd else 2
-            finally:
-                os._exit(code)
-        _pid, status = os.waitpid(pid, 0)
+        time.sleep(WAIT)
     finally:
         lock.release(fd)
+    with os.fdopen(read_end, "rb") as pipe:
+        got_after = float(pipe.read() or b"-1")
+    _pid, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert lock.acquire() == fd  # and the parent keeps its descriptor
+    assert got_after >= WAIT
+    assert lock.acquire() == fd  # the parent keeps its descriptor
     lock.release(fd)

@@ -34,6 +34,26 @@ def test_migrations_build_exactly_the_models_schema(tmp_path):
     assert migrate.upgrade(engine) == (after, after)
 
 
+def test_migrated_indexes_are_the_models_indexes_with_their_conditions(tmp_path):
+    """Alembic does not compare a partial index's condition (WHERE): the CREATE INDEX statements SQLite keeps for a
+    migrated database are those of the models' schema, condition and all."""
+    migrated = make_engine("sqlite:///%s" % (tmp_path / "migrated.db"))
+    migrate.upgrade(migrated)
+    created = make_engine("sqlite:///%s" % (tmp_path / "created.db"))
+    Base.metadata.create_all(created)
+
+    def indexes(engine):
+        with engine.connect() as connection:
+            rows = connection.exec_driver_sql(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            )
+            return {name: " ".join(sql.split()) for name, sql in rows}
+
+    expected = indexes(created)
+    assert "WHERE replaces_id IS NOT NULL" in expected["ix_issued_certificate_replaces"]
+    assert indexes(migrated) == expected
+
+
 def test_a_migrated_database_has_the_tls_bundle_triggers(tmp_path):
     """Alembic does not compare triggers, and SQLite's batch mode drops a table's triggers with the table it copies:
     a migrated database has every trigger of storage/triggers.py (a later migration that batch-alters
