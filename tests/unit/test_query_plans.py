@@ -66,3 +66,32 @@ def test_the_check_sees_a_scan(app):
     """The check itself: a statement on an unindexed column is reported."""
     seen = [("probe", "SELECT id FROM issued_certificate WHERE device_name = ?", ("x",))]
     assert [scan[1] for scan in full_scans(app.database, seen)] == ["SCAN issued_certificate"]
+
+
+# Tables whose rows other rows refer to (foreign keys): deleting one makes the database look up those rows.
+REFERRED = ("issued_certificate", "device", "domain", "certificate_authority", "devid_registration", "cmp_transaction")
+
+
+def test_deleting_a_row_finds_the_rows_that_refer_to_it_through_an_index(app):
+    """The foreign keys' own lookups (ON DELETE CASCADE / SET NULL, or the check that refuses) use an index: a
+    domain's deletion deletes its CAs' certificates, and each would otherwise read every device (migration 16d)."""
+    connection = sqlite3.connect(app.database)
+    try:
+        connection.execute("PRAGMA foreign_keys=ON")  # the server's connections have it; the plans show the lookups
+        scans = [
+            (table, detail)
+            for table in REFERRED
+            for _id, _parent, _unused, detail in connection.execute(
+                "EXPLAIN QUERY PLAN DELETE FROM %s WHERE id = ?" % table,  # noqa: S608 (the tables above)
+                (1,),
+            )
+            if FULL_SCAN.match(detail)
+        ]
+        # The check sees them: the device lookup of a deleted certificate is there.
+        lookups = [
+            row[3] for row in connection.execute("EXPLAIN QUERY PLAN DELETE FROM issued_certificate WHERE id = 1")
+        ]
+    finally:
+        connection.close()
+    assert any("ix_device_credential_id" in line for line in lookups), lookups
+    assert scans == [], "a foreign key's lookup scans a growing table (add an index, migration + models): %r" % scans
