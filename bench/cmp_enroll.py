@@ -1717,6 +1717,19 @@ class OurTarget:
     def target_addresses(self, flow):
         return self.https_addresses if flow == "est-enroll" else self.addresses
 
+    def takes(self, _flow):
+        return True
+
+    def row_of(self, flow):
+        """(row name, the row's flow, the certificate its answers must carry or None) of a run of flow."""
+        return flow_name(self.name, flow, self.args), flow, None
+
+    def secrets(self, flow, concurrency, _count):
+        return [secret for _device, secret in self.devices[flow, concurrency]]
+
+    def stop(self):
+        pass  # its servers are stopped by measure_configs
+
     def _port(self, index, flow="pbm-ir"):
         addresses = self.target_addresses(flow)
         return addresses[index % len(addresses)][1]
@@ -1741,6 +1754,66 @@ class OurTarget:
         ]
 
 
+class MockTarget:
+    """OpenSSL's mock server as one of the targets that take turns (--rounds R > 1, measure_level): its runs
+    interleave with ours slice by slice, so that load that comes and goes on the machine falls on the mock too and
+    the CPU and throughput ratios compare the same moments. Without --rounds the mock runs once, first (main()).
+    It answers a PBM ir (the reference of the pbm-ir and est-enroll flows: in an est-enroll flow it takes its turn
+    with a PBM ir unless pbm-ir is measured too) and, with a second mock server, a signed ir."""
+
+    def __init__(self, workdir, secret, levels, key_pool, args, idevids):
+        self.args, self.secret, self.idevids = args, secret, idevids
+        self.keep_alive = args.connection == "keep-alive"
+        self.name = "openssl mock"
+        self.labels = {}  # no "config": the report tells the mock's rows by that
+        self.db_pid = None
+        self.devices = {}
+        self.mocks = {}
+        try:
+            for mock_flow in sorted({MOCK_FLOW[flow] for flow in args.flow}):
+                signed = mock_flow == "signed-ir"
+                mock = MockServer(workdir, secret, args.manufacturer if signed else None)
+                self.mocks[mock_flow] = mock
+                log("mock server%s: %s (pid %d)" % (" (signed ir)" if signed else "", mock.url, mock.process.pid))
+                if args.warmup:
+                    warm = make_templates(key_pool, args.warmup, 0, idevids.get("warm") if signed else None)
+                    run_load(self.target_addresses(mock_flow), self.payloads(mock_flow, warm, None), max(levels),
+                             args.client, self.keep_alive)  # fmt: skip
+        except BaseException:
+            self.stop()
+            raise
+        # Every mock's process: the one not in use meanwhile waits for a connection and spends nothing.
+        self.pids = [mock.process.pid for mock in self.mocks.values()]
+
+    def takes(self, flow):
+        return MOCK_FLOW[flow] == flow or MOCK_FLOW[flow] not in self.args.flow
+
+    def row_of(self, flow):
+        mock_flow = MOCK_FLOW[flow]
+        name = "openssl mock, signed ir" if mock_flow == "signed-ir" else "openssl mock"
+        return name, mock_flow, self.mocks[mock_flow].rsp_cert
+
+    def target_addresses(self, flow):
+        return [("127.0.0.1", self.mocks[MOCK_FLOW[flow]].port)]
+
+    def secrets(self, _flow, _concurrency, count):
+        return [self.secret] * count
+
+    def payloads(self, flow, templates, _devices):
+        port = self.mocks[MOCK_FLOW[flow]].port
+        return [
+            http_request(
+                "POST", "127.0.0.1", port, MOCK_PATH, protect(t, self.secret, MOCK_REF, self.args), self.keep_alive
+            )
+            for t in templates
+        ]
+
+    def stop(self):
+        for mock in self.mocks.values():
+            mock.stop()
+        self.mocks = {}
+
+
 def flow_name(name, flow, args):
     """A row's target: with --flow other than the default, the flow is part of it."""
     return name if args.flow == ["pbm-ir"] else "%s, %s" % (name, FLOW_LABELS[flow])
@@ -1756,22 +1829,25 @@ def measure_level(targets, concurrency, key_pool, mock_templates, args):
         if templates is None:
             idevids = targets[0].idevids.get(concurrency) if flow == "signed-ir" else None
             templates = make_templates(key_pool, args.requests, 0, idevids)
-        payloads = {id(t): t.payloads(flow, templates, t.devices[flow, concurrency]) for t in targets}
+        taking = [t for t in targets if t.takes(flow)]
+        payloads = {id(t): t.payloads(flow, templates, t.devices.get((flow, concurrency))) for t in taking}
         bounds = [len(templates) * k // args.rounds for k in range(args.rounds + 1)]
-        samples = {id(t): [] for t in targets}
+        samples = {id(t): [] for t in taking}
         for lower, upper in zip(bounds, bounds[1:]):
-            for target in targets:
+            for target in taking:
                 # Request i keeps its instance: the slice is sent from its own first index on.
                 part = payloads[id(target)][lower:upper]
                 all_addresses = target.target_addresses(flow)
                 turn = lower % len(all_addresses)
                 addresses = all_addresses[turn:] + all_addresses[:turn]
                 samples[id(target)].append(sample(addresses, part, concurrency, args, target.pids, target.db_pid))
-        for target in targets:
+        for target in taking:
             raw = merge_samples(samples[id(target)], bounds)
-            secrets = [secret for _device, secret in target.devices[flow, concurrency]]
-            name = flow_name(target.name, flow, args)
-            rows.append((target, summary_row(name, concurrency, raw, templates, secrets, None, args, flow)))
+            name, row_flow, expected_cert = target.row_of(flow)
+            secrets = target.secrets(flow, concurrency, len(templates))
+            rows.append(
+                (target, summary_row(name, concurrency, raw, templates, secrets, expected_cert, args, row_flow))
+            )
     return rows
 
 
@@ -1793,8 +1869,11 @@ def config_name(args, database, workers, threads, prefill, indexes, server_args,
     return name
 
 
-def measure_configs(group, levels, key_pool, mock_templates, idevids, args, databases, prefilled, workdir, report):
-    """The rows of a group of (number, configuration): their servers run together and take turns."""
+def measure_configs(
+    group, levels, key_pool, mock_templates, idevids, args, databases, prefilled, workdir, report, mock_secret=None
+):
+    """The rows of a group of (number, configuration): their servers run together and take turns; with
+    mock_secret, OpenSSL's mock takes its turns with them (MockTarget)."""
     targets, started = [], []
     try:
         for number, (workers, threads, certificates, indexes, server_args, instances, spec, command) in group:
@@ -1837,6 +1916,10 @@ def measure_configs(group, levels, key_pool, mock_templates, idevids, args, data
             }
             targets.append(target)
         rows = [row for target in targets for row in target.rows]
+        if mock_secret is not None:  # last: the profile (py-spy) is of targets[0], ours
+            mock = MockTarget(workdir, mock_secret, levels, key_pool, args, idevids)
+            started.append(mock)
+            targets.append(mock)
         # Only the measured runs (and the client's message building between them) are recorded.
         spy = None
         if args.py_spy and "profile" not in report:
@@ -1938,9 +2021,10 @@ def main(argv=None):
                 idevids[concurrency] = args.manufacturer.idevids("c%d" % concurrency, args.requests)
 
         # 2. The mock, once per level and kind of request: a PBM ir (the figure of the pbm-ir and est-enroll
-        #    flows), a signed ir (signed-ir).
+        #    flows), a signed ir (signed-ir). With --rounds it takes turns with our servers instead (MockTarget).
         mock_templates = {}
-        mock_flows = [] if args.skip_mock else sorted({MOCK_FLOW[flow] for flow in args.flow})
+        mock_in_rounds = args.rounds > 1 and not args.skip_mock
+        mock_flows = [] if args.skip_mock or mock_in_rounds else sorted({MOCK_FLOW[flow] for flow in args.flow})
         for mock_flow in mock_flows:
             signed = mock_flow == "signed-ir"
             mock = MockServer(workdir, mock_secret, args.manufacturer if signed else None)
@@ -1992,8 +2076,9 @@ def main(argv=None):
             groups = [numbered] if args.rounds > 1 else [[item] for item in numbered]
             prefilled = {}
             for group in groups:
+                turns = mock_secret if mock_in_rounds else None  # the mock's turns beside ours
                 rows.extend(measure_configs(group, levels, key_pool, mock_templates, idevids, args, databases,
-                                            prefilled, workdir, report))  # fmt: skip
+                                            prefilled, workdir, report, turns))  # fmt: skip
         finally:
             for database in databases.values():
                 database.close()

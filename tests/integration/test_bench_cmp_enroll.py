@@ -156,3 +156,28 @@ def test_the_three_flows_against_the_mock(tmp_path):
         else:
             assert row["cpu_target"] == "n/a (no mock run)"
     assert rows["est-enroll"]["target"].endswith(", EST simpleenroll")
+
+
+def test_the_mock_takes_turns_with_rounds(tmp_path):
+    """--rounds R with the mock: the mock's runs interleave with ours slice by slice (MockTarget), so that the CPU
+    ratios compare the same moments; its answers are verified as before, and an EST flow beside a PBM ir gets no
+    mock run of its own (its reference is the PBM ir's)."""
+    out = tmp_path / "report.json"
+    small = ("--requests", "40", "--concurrency", "2", "--warmup", "2", "--calibration-requests", "20")
+    flows = ("--flow", "pbm-ir,signed-ir,est-enroll", "--rounds", "2")
+    result = bench_process("cmp_enroll.py", *small, *flows, "--verify-sample", "-1", "--json", str(out))
+    report = json.loads(out.read_text())
+    mocks = [row for row in report["results"] if "config" not in row]
+    assert sorted((row["target"], row["flow"]) for row in mocks) == [
+        ("openssl mock", "pbm-ir"),
+        ("openssl mock, signed ir", "signed-ir"),
+    ]
+    for row in mocks:
+        assert (row["requests"], row["errors"], row["verified"], row["verify_failures"]) == (40, 0, 40, 0)
+    # The mock ran between our slices, not before our server started: its rows come after ours in the report.
+    order = [row["target"] for row in report["results"]]
+    assert order.index("openssl mock") > order.index("trustpoint 2w x 2t, PBM ir")
+    ours = {row["flow"]: row for row in report["results"] if "config" in row}
+    assert sorted(ours) == ["est-enroll", "pbm-ir", "signed-ir"]
+    assert ours["pbm-ir"]["rounds"] == 2
+    assert "mock server (signed ir)" in result.stderr
