@@ -1602,14 +1602,6 @@ def merge_samples(samples, offsets):
     return merged
 
 
-def measure(
-    target, address, payloads, templates, secrets, concurrency, args, server_pids, expected_cert, flow="pbm-ir"
-):
-    """One run: the summary row (see sample())."""
-    raw = sample(address, payloads, concurrency, args, server_pids)
-    return summary_row(target, concurrency, raw, templates, secrets, expected_cert, args, flow)
-
-
 def summary_row(target, concurrency, raw, templates, secrets, expected_cert, args, flow="pbm-ir"):
     """The row of a (merged) sample: throughput, latency, CPU per request, and the answers checked."""
     row = summarize(raw, "est" if flow == "est-enroll" else "ip")
@@ -1727,9 +1719,6 @@ class OurTarget:
     def secrets(self, flow, concurrency, _count):
         return [secret for _device, secret in self.devices[flow, concurrency]]
 
-    def stop(self):
-        pass  # its servers are stopped by measure_configs
-
     def _port(self, index, flow="pbm-ir"):
         addresses = self.target_addresses(flow)
         return addresses[index % len(addresses)][1]
@@ -1762,7 +1751,7 @@ class MockTarget:
     with a PBM ir unless pbm-ir is measured too) and, with a second mock server, a signed ir."""
 
     def __init__(self, workdir, secret, levels, key_pool, args, idevids):
-        self.args, self.secret, self.idevids = args, secret, idevids
+        self.args, self.secret, self.idevids = args, secret, idevids  # idevids: measure_level's, as ours
         self.keep_alive = args.connection == "keep-alive"
         self.name = "openssl mock"
         self.labels = {}  # no "config": the report tells the mock's rows by that
@@ -1819,16 +1808,17 @@ def flow_name(name, flow, args):
     return name if args.flow == ["pbm-ir"] else "%s, %s" % (name, FLOW_LABELS[flow])
 
 
-def measure_level(targets, concurrency, key_pool, mock_templates, args):
+def measure_level(targets, concurrency, key_pool, templates_of, args):
     """(target, row) of targets at one concurrency level, flow after flow. With --rounds R each target's requests
     go in R slices, the targets taking turns slice by slice: load that comes and goes on the machine meanwhile
-    falls on all of them alike, and their ratios stay comparable."""
+    falls on all of them alike, and their ratios stay comparable. templates_of: {(flow, concurrency): templates},
+    the requests every target gets (same keys, subjects, transactionIDs, nonces), built on first use."""
     rows = []
     for flow in args.flow:
-        templates = mock_templates.get((flow, concurrency))
+        templates = templates_of.get((flow, concurrency))
         if templates is None:
             idevids = targets[0].idevids.get(concurrency) if flow == "signed-ir" else None
-            templates = make_templates(key_pool, args.requests, 0, idevids)
+            templates = templates_of[flow, concurrency] = make_templates(key_pool, args.requests, 0, idevids)
         taking = [t for t in targets if t.takes(flow)]
         payloads = {id(t): t.payloads(flow, templates, t.devices.get((flow, concurrency))) for t in taking}
         bounds = [len(templates) * k // args.rounds for k in range(args.rounds + 1)]
@@ -1870,7 +1860,7 @@ def config_name(args, database, workers, threads, prefill, indexes, server_args,
 
 
 def measure_configs(
-    group, levels, key_pool, mock_templates, idevids, args, databases, prefilled, workdir, report, mock_secret=None
+    group, levels, key_pool, templates_of, idevids, args, databases, prefilled, workdir, report, mock_secret=None
 ):
     """The rows of a group of (number, configuration): their servers run together and take turns; with
     mock_secret, OpenSSL's mock takes its turns with them (MockTarget)."""
@@ -1926,7 +1916,7 @@ def measure_configs(
             spy = PySpy(targets[0].pids[0], args.py_spy, args.py_spy_rate, args.py_spy_idle)
         try:
             for concurrency in levels:
-                for target, row in measure_level(targets, concurrency, key_pool, mock_templates, args):
+                for target, row in measure_level(targets, concurrency, key_pool, templates_of, args):
                     row.update(target.labels)
                     rows.append(row)
         finally:
@@ -2022,45 +2012,12 @@ def main(argv=None):
 
         # 2. The mock, once per level and kind of request: a PBM ir (the figure of the pbm-ir and est-enroll
         #    flows), a signed ir (signed-ir). With --rounds it takes turns with our servers instead (MockTarget).
-        mock_templates = {}
+        templates_of = {}  # (flow, concurrency): the requests' templates, the mock's and ours (measure_level)
         mock_in_rounds = args.rounds > 1 and not args.skip_mock
-        mock_flows = [] if args.skip_mock or mock_in_rounds else sorted({MOCK_FLOW[flow] for flow in args.flow})
-        for mock_flow in mock_flows:
-            signed = mock_flow == "signed-ir"
-            mock = MockServer(workdir, mock_secret, args.manufacturer if signed else None)
-            log("mock server%s: %s (pid %d)" % (" (signed ir)" if signed else "", mock.url, mock.process.pid))
-            address = ("127.0.0.1", mock.port)
-            if args.warmup:
-                warm = make_templates(key_pool, args.warmup, 0, idevids.get("warm") if signed else None)
-                payloads = [
-                    http_request(
-                        "POST", "127.0.0.1", mock.port, MOCK_PATH, protect(t, mock_secret, MOCK_REF, args), keep_alive
-                    )
-                    for t in warm
-                ]
-                run_load(address, payloads, max(levels), args.client, keep_alive)
+        if not args.skip_mock and not mock_in_rounds:
+            mock = MockTarget(workdir, mock_secret, levels, key_pool, args, idevids)
             for concurrency in levels:
-                templates = make_templates(key_pool, args.requests, 0, idevids.get(concurrency) if signed else None)
-                mock_templates[mock_flow, concurrency] = templates
-                payloads = [
-                    http_request(
-                        "POST", "127.0.0.1", mock.port, MOCK_PATH, protect(t, mock_secret, MOCK_REF, args), keep_alive
-                    )
-                    for t in templates
-                ]
-                row = measure(
-                    "openssl mock, signed ir" if signed else "openssl mock",
-                    address,
-                    payloads,
-                    templates,
-                    [mock_secret] * len(templates),
-                    concurrency,
-                    args,
-                    [mock.process.pid],
-                    mock.rsp_cert,
-                    mock_flow,
-                )
-                rows.append(row)
+                rows.extend(row for _target, row in measure_level([mock], concurrency, key_pool, templates_of, args))
             mock.stop()
             mock = None
 
@@ -2077,7 +2034,7 @@ def main(argv=None):
             prefilled = {}
             for group in groups:
                 turns = mock_secret if mock_in_rounds else None  # the mock's turns beside ours
-                rows.extend(measure_configs(group, levels, key_pool, mock_templates, idevids, args, databases,
+                rows.extend(measure_configs(group, levels, key_pool, templates_of, idevids, args, databases,
                                             prefilled, workdir, report, turns))  # fmt: skip
         finally:
             for database in databases.values():
