@@ -23,7 +23,7 @@ from ..storage import sql
 from ..storage.db import contains, get_by_id, loaded, show_written
 from ..storage.models import CmpTransaction, Device, DevIdRegistration, IssuedCertificate, utcnow
 from . import auth_limits, trust
-from .enrolling import Row
+from .enrolling import EnrollingCertificate, Row
 from .names import check_allowed_names
 from .pki import revocation, revoke_where
 
@@ -327,7 +327,7 @@ def mark_onboarded(db, device, record, settings, now, by_secret=False):
         "password_hash": row.password_hash,
         "secret_retry_until": row.secret_retry_until,
     }
-    plain = not isinstance(record, IssuedCertificate)  # an enrollment's plain record (services/enrolling.py)
+    plain = isinstance(record, EnrollingCertificate)  # an enrollment's plain record (services/enrolling.py)
     obj = show_written(db, Device, device.id, written if plain else dict(written, credential=record), row=device)
     if plain:
         # No object of the session: the session's device, if loaded, loads its credential when asked.
