@@ -9,7 +9,7 @@ import functools
 import re
 
 try:
-    from pyasn1.codec.der import decoder, encoder
+    from pyasn1.codec.der import decoder
     from pyasn1.error import PyAsn1Error
     from pyasn1.type import namedtype, univ
 except ImportError:  # reported by deps.missing()
@@ -126,8 +126,19 @@ def der_sequence(*parts):
 
 @functools.lru_cache(maxsize=256)
 def der_oid(dotted):
-    """DER OBJECT IDENTIFIER of a dotted string (the few OIDs in use are encoded once)."""
-    return encoder.encode(univ.ObjectIdentifier(dotted))
+    """DER OBJECT IDENTIFIER of a dotted string (the few OIDs in use are encoded once): X.690 8.19, each arc in
+    base 128, the first two as one."""
+    arcs = [int(arc) for arc in dotted.split(".")]
+    if len(arcs) < 2 or arcs[0] > 2 or (arcs[0] < 2 and arcs[1] > 39) or min(arcs) < 0:
+        raise ValueError("not an object identifier: %r" % dotted)
+    content = bytearray()
+    for arc in [40 * arcs[0] + arcs[1], *arcs[2:]]:
+        septets = [arc & 0x7F]
+        while arc > 0x7F:
+            arc >>= 7
+            septets.append(0x80 | (arc & 0x7F))
+        content += bytes(reversed(septets))
+    return der_tlv(0x06, bytes(content))
 
 
 def der_integer(value):
