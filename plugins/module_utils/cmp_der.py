@@ -17,6 +17,7 @@ SIZE); tests/unit/test_cmp_der.py compares both on captured, built, fuzzed and r
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import re
@@ -99,25 +100,6 @@ def children(data, start, end):
     return items
 
 
-def read_oid(content):
-    """The dotted string of an OBJECT IDENTIFIER's content (X.690 8.19)."""
-    if not content or content[-1] & 0x80:
-        raise NotCommon("bad OID")
-    arcs, value, first = [], 0, True
-    for byte in content:
-        if value == 0 and byte == 0x80:
-            raise NotCommon("OID arc not in its shortest form")
-        value = value << 7 | byte & 0x7F
-        if not byte & 0x80:
-            if first:
-                arcs += [0, value] if value < 40 else [1, value - 40] if value < 80 else [2, value - 80]
-                first = False
-            else:
-                arcs.append(value)
-            value = 0
-    return ".".join(str(arc) for arc in arcs)
-
-
 def cached_if_small(function):
     """functools.lru_cache for values of at most CACHED_SIZE bytes: the cache is for what every device sends
     (its CA's chain and names), and an unauthenticated sender's big values must not fill memory."""
@@ -133,6 +115,27 @@ def cached_if_small(function):
 
 # At most 256 entries of at most 8 KiB (2 MiB) per cache and process.
 CACHE_ENTRIES, CACHED_SIZE = 256, 8192
+
+
+@cached_if_small
+def read_oid(content):
+    """The dotted string of an OBJECT IDENTIFIER's content (X.690 8.19); a message names a dozen, the same in every
+    message (issue 16)."""
+    if not content or content[-1] & 0x80:
+        raise NotCommon("bad OID")
+    arcs, value, first = [], 0, True
+    for byte in content:
+        if value == 0 and byte == 0x80:
+            raise NotCommon("OID arc not in its shortest form")
+        value = value << 7 | byte & 0x7F
+        if not byte & 0x80:
+            if first:
+                arcs += [0, value] if value < 40 else [1, value - 40] if value < 80 else [2, value - 80]
+                first = False
+            else:
+                arcs.append(value)
+            value = 0
+    return ".".join(str(arc) for arc in arcs)
 
 
 @cached_if_small
@@ -308,6 +311,17 @@ def _read_header(der, start, end, envelope):
 
 def _generalized_time(der, start, end):
     text = der[start:end]
+    if len(text) == 15 and text[14] == 0x5A and text[:14].isdigit():  # YYYYMMDDHHMMSSZ, what clients send
+        with contextlib.suppress(ValueError):  # no such date: pyasn1's parser says so below
+            return datetime.datetime(
+                int(text[0:4]),
+                int(text[4:6]),
+                int(text[6:8]),
+                int(text[8:10]),
+                int(text[10:12]),
+                int(text[12:14]),
+                tzinfo=datetime.timezone.utc,
+            )
     if not text or not all(0x2B <= b <= 0x3A or b == 0x5A for b in text):  # digits . , + - : Z
         raise NotCommon("GeneralizedTime characters")
     try:
