@@ -149,6 +149,24 @@ def test_cmp_paths_are_answered_ahead_of_flask_as_flask_answers_them(app, record
     assert recorded == [("CmpResponder", *where, b"\x30\x00", CMP)] * 2
 
 
+def test_matched_routes_are_remembered_per_method_path_and_host_and_boundedly(app, recorded, monkeypatch):
+    """The dispatcher remembers what the URL map answered (issue 16): a second request of the same path reaches the
+    responder alike, another method or path is matched anew, and the memory is bounded."""
+    monkeypatch.setattr(ahead, "MAX_ROUTES", 3)
+    app.wsgi_app._routes.clear()
+    paths = [path for path, _where in ANSWERED_AHEAD[:5]]
+    for path in paths + paths:
+        answer, flask_ran = post(app, app.wsgi_app, path)
+        assert answer.status_code == 200 and not flask_ran
+        assert len(app.wsgi_app._routes) <= 3
+    assert recorded == [("CmpResponder", *where, b"\x30\x00", CMP) for _path, where in ANSWERED_AHEAD[:5]] * 2
+    answer, flask_ran = post(app, app.wsgi_app, paths[-1], method="GET")  # remembered for POST only
+    assert flask_ran and answer.status_code == 405
+    answer, flask_ran = post(app, app.wsgi_app, paths[-1], headers={"Host": "other.example"})
+    assert answer.status_code == 200 and not flask_ran
+    assert len(recorded) == 11
+
+
 @pytest.mark.parametrize("path", FLASK_ALONE)
 def test_other_paths_go_to_flask_unchanged(app, recorded, path):
     ahead, flask_ran = post(app, app.wsgi_app, path)
