@@ -1239,7 +1239,7 @@ def describe_error_bodies(raw, limit=3):
 class PySpy:
     """`py-spy record` of a process tree while it runs, as collapsed stacks."""
 
-    def __init__(self, pid, output, rate, idle=False):
+    def __init__(self, pid, output, rate, idle=False, gil=False):
         binary = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
         if not os.path.exists(binary):
             raise RuntimeError("py-spy is not installed (pip install py-spy)")
@@ -1248,7 +1248,10 @@ class PySpy:
             [binary, "record", "--pid", str(pid), "--subprocesses", "--format", "raw"]
             + ["--rate", str(rate), "--output", output, "--nonblocking"]
             # Without --idle only threads that run (hold the CPU) are sampled: a CPU profile.
-            + (["--idle"] if idle else []),
+            + (["--idle"] if idle else [])
+            # With --gil only the thread that holds the GIL: the Python code's CPU, without the threads that
+            # wait in a C call (an fsync, a lock) that py-spy counts as running.
+            + (["--gil"] if gil else []),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -1471,6 +1474,7 @@ def parse_args(argv):
     parser.add_argument("--py-spy", metavar="FILE", help="record our server with py-spy (collapsed stacks)")
     parser.add_argument("--py-spy-rate", type=int, default=250, help="py-spy samples per second (250)")
     parser.add_argument("--py-spy-idle", action="store_true", help="sample waiting threads too (wall clock, not CPU)")
+    parser.add_argument("--py-spy-gil", action="store_true", help="sample only the thread that holds the GIL")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
     args = parser.parse_args(argv)
     if args.requests < 1:
@@ -1913,7 +1917,7 @@ def measure_configs(
         # Only the measured runs (and the client's message building between them) are recorded.
         spy = None
         if args.py_spy and "profile" not in report:
-            spy = PySpy(targets[0].pids[0], args.py_spy, args.py_spy_rate, args.py_spy_idle)
+            spy = PySpy(targets[0].pids[0], args.py_spy, args.py_spy_rate, args.py_spy_idle, args.py_spy_gil)
         try:
             for concurrency in levels:
                 for target, row in measure_level(targets, concurrency, key_pool, templates_of, args):
