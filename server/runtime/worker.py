@@ -4,9 +4,10 @@
 (or the loop itself, for the app's short requests).
 
 A thread-per-connection worker (gunicorn's gthread) gives a connection a thread from the TLS handshake
-on: a few clients that send one byte and stop hold every thread of every worker. Here one event loop (asyncio's
-interface; uvloop's loop, whose sockets and timers are C) per worker process accepts the connections, does the TLS handshake and reads the request line, the
-headers and the body, each phase under its own deadline. Only a complete request reaches one of the
+on: a few clients that send one byte and stop hold every thread of every worker. Here one event loop per
+worker process (asyncio's interface on uvloop's loop, whose sockets and timers are C) accepts the
+connections, does the TLS handshake and reads the request line, the headers and the body, each phase
+under its own deadline. Only a complete request reaches one of the
 worker's `threads` threads, which run the WSGI application; the loop writes the answer (under a
 deadline too) and closes the connection. A stalled or slow client costs a socket and a few hundred
 bytes, not a thread.
