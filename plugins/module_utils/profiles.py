@@ -13,6 +13,7 @@ try:
 except ImportError:  # reported by deps.missing()
     pass
 
+# cryptography's KeyUsage arguments, in the order of their bits (RFC 5280 4.2.1.3: x509_der.py encodes them so).
 KEY_USAGE_FLAGS = (
     "digital_signature",
     "content_commitment",

@@ -21,6 +21,7 @@ import ipaddress
 from .asn1 import der_children, der_integer, der_oid, der_sequence, der_tlv, inner_der
 from .errors import InvalidInput
 from .keys import sign
+from .profiles import KEY_USAGE_FLAGS
 
 try:
     from cryptography import x509
@@ -41,18 +42,6 @@ _SIGNATURE_ALGORITHMS = {
     ("rsa", "sha384"): "1.2.840.113549.1.1.12",
     ("rsa", "sha512"): "1.2.840.113549.1.1.13",
 }
-# KeyUsage bits (RFC 5280 4.2.1.3) by cryptography's KeyUsage argument names.
-_KEY_USAGE_BITS = (
-    "digital_signature",
-    "content_commitment",
-    "key_encipherment",
-    "data_encipherment",
-    "key_agreement",
-    "key_cert_sign",
-    "crl_sign",
-    "encipher_only",
-    "decipher_only",
-)
 _BASIC_CONSTRAINTS = "2.5.29.19"
 _KEY_USAGE = "2.5.29.15"
 _SUBJECT_KEY_IDENTIFIER = "2.5.29.14"
@@ -105,7 +94,7 @@ def _issuer_parts(issuer_cert):
 @functools.lru_cache(maxsize=64)
 def _usage_extensions(key_usage, extended_key_usage_oids):
     """basicConstraints (not a CA), keyUsage (critical) and extendedKeyUsage of a profile, encoded."""
-    bits = [_KEY_USAGE_BITS.index(flag) for flag in key_usage]
+    bits = [KEY_USAGE_FLAGS.index(flag) for flag in key_usage]
     parts = _extension(_BASIC_CONSTRAINTS, True, der_sequence()) + _extension(_KEY_USAGE, True, _bit_string(bits))
     return parts, (
         _extension(_EXTENDED_KEY_USAGE, False, der_sequence(*(der_oid(oid) for oid in extended_key_usage_oids)))

@@ -45,7 +45,7 @@ SUBJECTS = {
 
 def reference(issuer_cert, issuer_key, public_key, subject, serial, not_before, not_after, profile, sans, crl_url):
     """What issue_certificate built with cryptography's builder before x509_der (the same extensions, in order)."""
-    flags = dict.fromkeys(x509_der._KEY_USAGE_BITS, False)
+    flags = dict.fromkeys((*profiles.KEY_USAGE_FLAGS, "encipher_only", "decipher_only"), False)
     flags.update(dict.fromkeys(profile.key_usage, True))
     builder = (
         x509.CertificateBuilder()
@@ -144,7 +144,7 @@ def test_every_profile_with_names_and_crl_gives_cryptographys_bytes(chains, subj
 
 @pytest.mark.parametrize(
     "key_usage",
-    [(), *((flag,) for flag in x509_der._KEY_USAGE_BITS[:7]), ("digital_signature", "key_agreement")],
+    [(), *((flag,) for flag in profiles.KEY_USAGE_FLAGS), ("digital_signature", "key_agreement")],
 )
 def test_every_key_usage_bit_string_is_cryptographys(chains, subject_keys, key_usage):
     """Named bits without their trailing zeros (X.690 11.2.2), one octet or two."""
