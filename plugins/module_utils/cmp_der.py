@@ -100,27 +100,32 @@ def children(data, start, end):
     return items
 
 
-def cached_if_small(function):
-    """functools.lru_cache for values of at most CACHED_SIZE bytes: the cache is for what every device sends
-    (its CA's chain and names), and an unauthenticated sender's big values must not fill memory."""
+def cached_if_small(function=None, size=None):
+    """functools.lru_cache for values of at most size (CACHED_SIZE) bytes: the cache is for what every device sends
+    (its CA's chain and names), and an unauthenticated sender's big values must not fill memory. As a decorator,
+    bare or with size=."""
+    if function is None:
+        return functools.partial(cached_if_small, size=size)
     cached = functools.lru_cache(maxsize=CACHE_ENTRIES)(function)
+    limit = CACHED_SIZE if size is None else size
 
     @functools.wraps(function)
     def call(der):
-        return cached(der) if len(der) <= CACHED_SIZE else function(der)
+        return cached(der) if len(der) <= limit else function(der)
 
     call.cache_info, call.cache_clear = cached.cache_info, cached.cache_clear
     return call
 
 
-# At most 256 entries of at most 8 KiB (2 MiB) per cache and process.
-CACHE_ENTRIES, CACHED_SIZE = 256, 8192
+# At most 256 entries of at most 8 KiB (2 MiB) per cache and process; OIDs of at most 64 bytes (a dotted string of
+# up to about 180 characters).
+CACHE_ENTRIES, CACHED_SIZE, OID_CACHED_SIZE = 256, 8192, 64
 
 
-@cached_if_small
+@cached_if_small(size=OID_CACHED_SIZE)
 def read_oid(content):
     """The dotted string of an OBJECT IDENTIFIER's content (X.690 8.19); a message names a dozen, the same in every
-    message (issue 16)."""
+    message (issue 16). Cached up to OID_CACHED_SIZE bytes (the OIDs in use have 3-12)."""
     if not content or content[-1] & 0x80:
         raise NotCommon("bad OID")
     arcs, value, first = [], 0, True

@@ -244,8 +244,13 @@ def issue_certificate(
     if requested_not_after is not None and now < requested_not_after < end:
         end = requested_not_after
     end = min(end, not_after(issuer_cert))
-    # The certificate's DER from parts (x509_der.py): the bytes cryptography's builder would write, at a third of
-    # its CPU.
+    if end <= now:
+        raise InvalidInput(
+            "the issuing CA %s expired on %s: it issues no more certificates"
+            % (name_to_string(issuer_cert.subject), not_after(issuer_cert).isoformat())
+        )
+    # The certificate's DER from parts (x509_der.py): the bytes cryptography's builder would write, at 60 % of its
+    # CPU.
     hash_algorithm = hash_for(issuer_key)
     tbs = x509_der.tbs_certificate(
         issuer_cert,

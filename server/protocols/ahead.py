@@ -17,7 +17,8 @@ from ..errors import error_response, unexpected
 # Every path of the protocols answered here contains it (EST's prefixed form too): other paths go to Flask without a
 # look at the URL map.
 WELL_KNOWN = "/.well-known/"
-# What the URL map's match depends on (werkzeug's bind_to_environ: host, scheme, mount point, path, method).
+# What the URL map's match depends on (werkzeug's bind_to_environ: host, scheme, mount point, path, method, and a
+# WebSocket upgrade, which no route takes).
 _ROUTE_KEY = (
     "REQUEST_METHOD",
     "PATH_INFO",
@@ -26,8 +27,12 @@ _ROUTE_KEY = (
     "SERVER_NAME",
     "SERVER_PORT",
     "wsgi.url_scheme",
+    "HTTP_UPGRADE",
+    "HTTP_CONNECTION",
 )
-MAX_ROUTES = 256
+# At most MAX_ROUTES remembered, each of a key of at most MAX_ROUTE_KEY characters (paths and headers are the
+# client's choice): about 150 KiB at most.
+MAX_ROUTES, MAX_ROUTE_KEY = 256, 512
 
 
 def for_protocols(environ):
@@ -55,7 +60,7 @@ class AheadOfFlask:
         self.add_headers = add_headers
         self.handlers = handlers
         # What Flask's URL map answered for a request's _ROUTE_KEY: matching costs 15-25 us (issue 16), and
-        # devices post to a handful of paths.
+        # devices post to a handful of paths (a long path or Host is matched anew each time).
         self._routes = {}
 
     def __call__(self, environ, start_response):
@@ -69,9 +74,10 @@ class AheadOfFlask:
                 route = self.app.create_url_adapter(req).match()
             except HTTPException:  # no route, another method, a redirect, an untrusted Host: Flask's answer
                 return self.flask(environ, start_response)
-            if len(self._routes) >= MAX_ROUTES:  # paths are the client's choice: a bounded memory of them
-                self._routes.clear()
-            self._routes[key] = route
+            if sum(len(value) for value in key if isinstance(value, str)) <= MAX_ROUTE_KEY:
+                if len(self._routes) >= MAX_ROUTES:
+                    self._routes.clear()
+                self._routes[key] = route
         endpoint, values = route
         blueprint = endpoint.rpartition(".")[0]
         handler = self.handlers.get(blueprint)

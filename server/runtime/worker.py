@@ -56,10 +56,10 @@ import socket
 import ssl
 import sys
 import threading
-import time
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from time import monotonic
 
 import uvloop
 from gunicorn import sock as gunicorn_sock
@@ -83,6 +83,8 @@ SPARE_AFTER = 0.05
 ACCESS_FORMAT = '%s "%s" %s %d %.1fms "%s"'
 
 log = logging.getLogger(__name__)
+# The signals the worker's loop handles (init_signals).
+_LOOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGABRT, signal.SIGWINCH)
 
 
 @dataclass
@@ -460,6 +462,11 @@ class DeadlineWorker(Worker):
     def init_signals(self):
         for signum in self.SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
+        # uvloop starts watching the signals it was given handlers for when it runs, not here: until then (loading
+        # the app, the first TLS context) they are blocked, so that one that comes meanwhile waits for _serve()
+        # instead of being lost or ending the worker by its default action. The app's threads, started before,
+        # inherit the mask and leave the signals to this thread.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _LOOP_SIGNALS)
         self.loop.add_signal_handler(signal.SIGTERM, self._stop, False)
         self.loop.add_signal_handler(signal.SIGINT, self._stop, True)
         self.loop.add_signal_handler(signal.SIGQUIT, self._stop, True)
@@ -510,6 +517,7 @@ class DeadlineWorker(Worker):
 
     async def _serve(self):
         self.wakeup = asyncio.Event()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _LOOP_SIGNALS)  # the loop runs: a pending one is handled now
         while self.alive:
             self.notify()
             if self.ppid != os.getppid():
@@ -571,7 +579,7 @@ class DeadlineWorker(Worker):
             return True
         if len(self.running) >= self.threads:
             return False
-        ran = self.loop.time() - max(self.running.values())
+        ran = monotonic() - max(self.running.values())
         if ran >= SPARE_AFTER:
             return True
         if self.spare_check is not None:
@@ -644,14 +652,14 @@ class DeadlineWorker(Worker):
 
     def dispatch(self, connection, environ):
         self.reading.pop(connection, None)
-        # The access log's duration: uvloop's loop.time() counts whole milliseconds.
-        self.waiting.append((connection, environ, time.monotonic()))
+        # The access log's duration (time.monotonic: uvloop's loop.time() counts whole milliseconds).
+        self.waiting.append((connection, environ, monotonic()))
         self._start_requests()
 
     def _start_requests(self):
         while self.waiting and self._thread_free():
             connection, environ, received = self.waiting.popleft()
-            self.running[connection] = self.loop.time()
+            self.running[connection] = monotonic()  # uvloop's loop.time() counts whole milliseconds
             if self.on_loop(environ):
                 self.loop.call_soon(self._run_on_loop, connection, environ, received)
             else:
@@ -719,7 +727,7 @@ class DeadlineWorker(Worker):
         self.running.pop(connection, None)
         self._start_requests()
         self.nr += 1
-        self.access(connection, status, len(data), time.monotonic() - received)
+        self.access(connection, status, len(data), monotonic() - received)
         connection.send(data)
 
     def access(self, connection, status, length, seconds=0.0):

@@ -165,6 +165,16 @@ def test_matched_routes_are_remembered_per_method_path_and_host_and_boundedly(ap
     answer, flask_ran = post(app, app.wsgi_app, paths[-1], headers={"Host": "other.example"})
     assert answer.status_code == 200 and not flask_ran
     assert len(recorded) == 11
+    # A WebSocket upgrade, which no route takes, answers as Flask does though the path is remembered.
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade"}
+    ahead_answer, _ran = post(app, app.wsgi_app, paths[-1], headers=upgrade)
+    flask_answer, _ran = post(app, app.wsgi_app.flask, paths[-1], headers=upgrade)
+    assert_alike(ahead_answer, flask_answer)
+    # A long path (the client's choice) is matched anew each time, not remembered.
+    app.wsgi_app._routes.clear()
+    long_path = "/.well-known/cmp/p/" + "d" * ahead.MAX_ROUTE_KEY + "/initialization"
+    answer, flask_ran = post(app, app.wsgi_app, long_path)
+    assert answer.status_code == 200 and not flask_ran and not app.wsgi_app._routes
 
 
 @pytest.mark.parametrize("path", FLASK_ALONE)

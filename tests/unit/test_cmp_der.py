@@ -351,6 +351,17 @@ def test_only_small_values_are_cached():
     assert cmp_der.CACHE_ENTRIES * cmp_der.CACHED_SIZE <= 4 << 20
 
 
+def test_only_short_object_identifiers_are_cached():
+    """read_oid keeps the dotted strings of OIDs of at most OID_CACHED_SIZE bytes: a long one's string is larger
+    than its bytes (up to 3 characters per byte), and the sender is not yet authenticated."""
+    cmp_der.read_oid.cache_clear()
+    short, long = b"\x55\x1d\x13", b"\x2a" + b"\x01" * cmp_der.OID_CACHED_SIZE
+    assert cmp_der.read_oid(short) == "2.5.29.19" and cmp_der.read_oid(short) == "2.5.29.19"
+    assert cmp_der.read_oid(long) == "1.2" + ".1" * cmp_der.OID_CACHED_SIZE
+    info = cmp_der.read_oid.cache_info()
+    assert (info.currsize, info.hits) == (1, 1)
+
+
 # --- the body of ir, cr and kur, names, PBM parameters ------------------------------------------------------
 
 

@@ -209,3 +209,12 @@ def test_object_identifiers_are_encoded_as_pyasn1_does(dotted):
 def test_what_is_no_object_identifier_is_refused(dotted):
     with pytest.raises(ValueError):
         asn1.der_oid(dotted)
+
+
+def test_an_expired_issuing_ca_issues_nothing(subject_keys):
+    """The builder refused a notAfter before notBefore; issue_certificate says why instead."""
+    old = tp_x509.CaChain.create("old", "ecdsa-p256", now=NOW - datetime.timedelta(days=tp_x509.ISSUING_CA_DAYS + 1))
+    with pytest.raises(InvalidInput, match=r"^the issuing CA O=Trustpoint,CN=old Issuing CA expired on 20\d\d-"):
+        tp_x509.issue_certificate(
+            old.issuing_cert, old.issuing_key, subject_keys["ecdsa-p256"], SUBJECTS["cn"], profiles.DOMAIN_CREDENTIAL
+        )
