@@ -464,8 +464,8 @@ class DeadlineWorker(Worker):
             signal.signal(signum, signal.SIG_DFL)
         # uvloop starts watching the signals it was given handlers for when it runs, not here: until then (loading
         # the app, the first TLS context) they are blocked, so that one that comes meanwhile waits for _serve()
-        # instead of being lost or ending the worker by its default action. The app's threads, started before,
-        # inherit the mask and leave the signals to this thread.
+        # instead of being lost or ending the worker by its default action. The threads started from here on (the
+        # app's, the TLS contexts' helper) inherit the mask and leave the signals to this one.
         signal.pthread_sigmask(signal.SIG_BLOCK, _LOOP_SIGNALS)
         self.loop.add_signal_handler(signal.SIGTERM, self._stop, False)
         self.loop.add_signal_handler(signal.SIGINT, self._stop, True)
