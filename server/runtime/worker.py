@@ -4,10 +4,9 @@
 (or the loop itself, for the app's short requests).
 
 A thread-per-connection worker (gunicorn's gthread) gives a connection a thread from the TLS handshake
-on: a few clients that send one byte and stop hold every thread of every worker. Here one event loop per
-worker process (asyncio's interface on uvloop's loop, whose sockets and timers are C) accepts the
-connections, does the TLS handshake and reads the request line, the headers and the body, each phase
-under its own deadline. Only a complete request reaches one of the
+on: a few clients that send one byte and stop hold every thread of every worker. Here one asyncio loop
+per worker process accepts the connections, does the TLS handshake and reads the request line, the
+headers and the body, each phase under its own deadline. Only a complete request reaches one of the
 worker's `threads` threads, which run the WSGI application; the loop writes the answer (under a
 deadline too) and closes the connection. A stalled or slow client costs a socket and a few hundred
 bytes, not a thread.
@@ -59,9 +58,7 @@ import threading
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from time import monotonic
 
-import uvloop
 from gunicorn import sock as gunicorn_sock
 from gunicorn.workers.base import Worker
 
@@ -83,8 +80,6 @@ SPARE_AFTER = 0.05
 ACCESS_FORMAT = '%s "%s" %s %d %.1fms "%s"'
 
 log = logging.getLogger(__name__)
-# The signals the worker's loop handles (init_signals).
-_LOOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGABRT, signal.SIGWINCH)
 
 
 @dataclass
@@ -438,9 +433,7 @@ class DeadlineWorker(Worker):
     # --- process set-up ---------------------------------------------------------------------------
 
     def init_process(self):
-        # uvloop: accepting, reading, writing and closing a connection, and the timers of its deadlines, in C (libuv):
-        # 5 % of a CMP enrollment's CPU less than asyncio's own loop (bench/README.md, issue 16).
-        self.loop = uvloop.new_event_loop()
+        self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self._file_limit()
         super().init_process()
@@ -462,11 +455,6 @@ class DeadlineWorker(Worker):
     def init_signals(self):
         for signum in self.SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
-        # uvloop starts watching the signals it was given handlers for when it runs, not here: until then (loading
-        # the app, the first TLS context) they are blocked, so that one that comes meanwhile waits for _serve()
-        # instead of being lost or ending the worker by its default action. The threads started from here on (the
-        # app's, the TLS contexts' helper) inherit the mask and leave the signals to this one.
-        signal.pthread_sigmask(signal.SIG_BLOCK, _LOOP_SIGNALS)
         self.loop.add_signal_handler(signal.SIGTERM, self._stop, False)
         self.loop.add_signal_handler(signal.SIGINT, self._stop, True)
         self.loop.add_signal_handler(signal.SIGQUIT, self._stop, True)
@@ -517,7 +505,6 @@ class DeadlineWorker(Worker):
 
     async def _serve(self):
         self.wakeup = asyncio.Event()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _LOOP_SIGNALS)  # the loop runs: a pending one is handled now
         while self.alive:
             self.notify()
             if self.ppid != os.getppid():
@@ -579,7 +566,7 @@ class DeadlineWorker(Worker):
             return True
         if len(self.running) >= self.threads:
             return False
-        ran = monotonic() - max(self.running.values())
+        ran = self.loop.time() - max(self.running.values())
         if ran >= SPARE_AFTER:
             return True
         if self.spare_check is not None:
@@ -652,14 +639,13 @@ class DeadlineWorker(Worker):
 
     def dispatch(self, connection, environ):
         self.reading.pop(connection, None)
-        # The access log's duration (time.monotonic: uvloop's loop.time() counts whole milliseconds).
-        self.waiting.append((connection, environ, monotonic()))
+        self.waiting.append((connection, environ, self.loop.time()))
         self._start_requests()
 
     def _start_requests(self):
         while self.waiting and self._thread_free():
             connection, environ, received = self.waiting.popleft()
-            self.running[connection] = monotonic()  # uvloop's loop.time() counts whole milliseconds
+            self.running[connection] = self.loop.time()
             if self.on_loop(environ):
                 self.loop.call_soon(self._run_on_loop, connection, environ, received)
             else:
@@ -727,7 +713,7 @@ class DeadlineWorker(Worker):
         self.running.pop(connection, None)
         self._start_requests()
         self.nr += 1
-        self.access(connection, status, len(data), monotonic() - received)
+        self.access(connection, status, len(data), self.loop.time() - received)
         connection.send(data)
 
     def access(self, connection, status, length, seconds=0.0):

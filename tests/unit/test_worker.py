@@ -13,8 +13,6 @@ import itertools
 import logging
 import queue
 import socket
-import subprocess
-import sys
 import threading
 from types import SimpleNamespace
 
@@ -37,7 +35,6 @@ def bare_worker(monkeypatch):
     loop = asyncio.new_event_loop()
     clock = Clock()
     monkeypatch.setattr(loop, "time", clock)
-    monkeypatch.setattr(worker, "monotonic", clock)  # how long requests have run (uvloop's time() counts ms)
     instance = object.__new__(DeadlineWorker)
     instance.loop = loop
     instance.threads = 2
@@ -259,37 +256,3 @@ def test_from_the_helper_thread_a_connection_gets_a_computation_started_after_it
     compute.release.set()
     feed.close()
     loop.close()
-
-
-SIGNAL_BEFORE_THE_LOOP = """
-import asyncio, os, signal
-from types import SimpleNamespace
-
-import uvloop
-from trustpoint_server.runtime.worker import DeadlineWorker
-
-instance = object.__new__(DeadlineWorker)
-instance.loop = uvloop.new_event_loop()
-asyncio.set_event_loop(instance.loop)
-reopened = []
-instance.log = SimpleNamespace(reopen_files=lambda: reopened.append(True))
-instance.SIGNALS, instance.alive, instance.quick_exit, instance.wakeup = [], True, False, None
-instance.notify, instance.ppid = lambda: None, os.getppid()
-instance.cfg = SimpleNamespace(graceful_timeout=1)
-instance.reading, instance.connections, instance.running, instance.waiting = {}, set(), {}, []
-instance.accepting = instance.listening = False
-instance.init_signals()
-os.kill(os.getpid(), signal.SIGUSR1)  # logrotate's, while the app loads
-os.kill(os.getpid(), signal.SIGTERM)  # a stop, while the app loads
-instance.loop.run_until_complete(instance._serve())
-print("reopened" if reopened else "SIGUSR1 lost", "stopped" if not instance.alive else "running")
-"""
-
-
-def test_signals_that_come_before_the_loop_runs_are_handled_when_it_runs():
-    """uvloop watches the signals it has handlers for only once it runs: init_signals blocks them until _serve runs,
-    so that a stop or a log reopening sent while the app loads is neither lost nor the signal's default action."""
-    done = subprocess.run(
-        [sys.executable, "-c", SIGNAL_BEFORE_THE_LOOP], capture_output=True, text=True, timeout=15, check=False
-    )
-    assert (done.returncode, done.stdout.strip()) == (0, "reopened stopped"), done.stderr
