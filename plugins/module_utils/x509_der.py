@@ -20,12 +20,11 @@ import ipaddress
 
 from .asn1 import der_children, der_integer, der_oid, der_sequence, der_tlv, inner_der
 from .errors import InvalidInput
-from .keys import sign
+from .keys import public_key_der, sign
 from .profiles import KEY_USAGE_FLAGS
 
 try:
     from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 except ImportError:  # reported by deps.missing()
     pass
@@ -80,14 +79,10 @@ def key_identifier(spki_der):
     return hashlib.sha1(bits).digest()  # noqa: S324 (an identifier, not a signature)
 
 
-def _spki(public_key):
-    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
 @functools.lru_cache(maxsize=64)
 def _issuer_parts(issuer_cert):
     """(the issuer's name, its authorityKeyIdentifier extension) for the certificates issuer_cert signs."""
-    aki = der_sequence(der_tlv(0x80, key_identifier(_spki(issuer_cert.public_key()))))
+    aki = der_sequence(der_tlv(0x80, key_identifier(public_key_der(issuer_cert.public_key()))))
     return issuer_cert.subject.public_bytes(), _extension(_AUTHORITY_KEY_IDENTIFIER, False, aki)
 
 
@@ -146,7 +141,7 @@ def tbs_certificate(
     (the last three when given). key_usage: cryptography's KeyUsage argument names that are set."""
     issuer_name, aki = _issuer_parts(issuer_cert)
     usage, extended = _usage_extensions(tuple(key_usage), tuple(oid.dotted_string for oid in extended_key_usage_oids))
-    spki = _spki(public_key)
+    spki = public_key_der(public_key)
     extensions = [usage, _extension(_SUBJECT_KEY_IDENTIFIER, False, der_tlv(0x04, key_identifier(spki))), aki, extended]
     if subject_alt_names:
         sans = der_sequence(*(_general_name(name) for name in subject_alt_names))
