@@ -67,7 +67,8 @@ def make_engine(url, sqlite_mmap_mib=0):
             if mmap_size:
                 cursor.execute("PRAGMA mmap_size=%d" % mmap_size)
             # synchronous stays FULL, SQLite's default: in WAL mode NORMAL would skip the fsync at each
-            # commit, and a power loss could then lose the last records of issued certificates.
+            # commit, and a power loss could then lose the last records of issued certificates. Only
+            # begin_write's transactions commit with NORMAL; the session syncs the log itself (_set_sync).
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -76,14 +77,16 @@ def make_engine(url, sqlite_mmap_mib=0):
             # writes after another worker committed, fails at once ("database is locked") instead
             # of waiting. Reads stay deferred and never block anyone.
             write = connection.get_execution_options().get(WRITE_OPTION)
+            _set_sync(connection, relaxed=write == RELAXED_SYNC)
             _sqlite_begin_on_driver(connection, "BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
 
 
 def _sqlite_begin_on_driver(connection, statement):
-    """statement (BEGIN ...) on the driver's connection of connection (SQLAlchemy's): exec_driver_sql's execution
-    context cost 15-35 us per request (issue 16). Its errors become SQLAlchemy's, as exec_driver_sql's would."""
+    """statement (BEGIN ..., a PRAGMA) on the driver's connection of connection (SQLAlchemy's): exec_driver_sql's
+    execution context cost 15-35 us per request (issue 16). Its errors become SQLAlchemy's, as exec_driver_sql's
+    would."""
     try:
         connection.connection.driver_connection.execute(statement)
     except sqlite3.Error as error:
@@ -91,6 +94,9 @@ def _sqlite_begin_on_driver(connection, statement):
 
 
 WRITE_OPTION = "trustpoint_write"
+RELAXED_SYNC = "relaxed sync"  # WRITE_OPTION's value for a transaction that commits with synchronous=NORMAL
+_SYNC_RELAXED = "trustpoint_sync_relaxed"  # connection info key: the connection is at synchronous=NORMAL
+_UNSYNCED = "trustpoint_unsynced"  # Session.info key: a transaction of the session used the database
 _WRITE_LOCK = "trustpoint_write_lock"  # Session.info key of the sessionmaker's SqliteWriteLock
 _WRITE_LOCK_HELD = "trustpoint_write_lock_held"  # Session.info key: the lock file descriptor while held
 
@@ -119,6 +125,7 @@ class SqliteWriteLock:
         in_memory = not database or database == ":memory:" or database.startswith("file:")
         self.path = None if in_memory else os.path.abspath(database) + WRITE_LOCK_SUFFIX
         self.thread_lock = threading.Lock()
+        self.wal = None if in_memory else os.path.abspath(database) + "-wal"  # SQLite's name for it
         self._fd = None
         _LOCKS.add(self)
 
@@ -190,7 +197,8 @@ def begin_write(db_session):
     if lock is not None:
         db_session.info[_WRITE_LOCK_HELD] = lock.acquire()
     try:
-        connection = db_session.connection(execution_options={WRITE_OPTION: True})
+        relaxed = lock is not None and lock.wal is not None
+        connection = db_session.connection(execution_options={WRITE_OPTION: RELAXED_SYNC if relaxed else True})
         if connection.dialect.name == "postgresql":
             # Row locks alone would let two instances both see a one-time secret unused.
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%d)" % POSTGRESQL_WRITE_LOCK_KEY)
@@ -210,6 +218,7 @@ def _switch_to_write(db_session, lock):
     connection.connection.driver_connection.commit()  # the read transaction: nothing to write (checked by the caller)
     db_session.info[_WRITE_LOCK_HELD] = lock.acquire()
     try:
+        _set_sync(connection, relaxed=lock.wal is not None)
         _sqlite_begin_on_driver(connection, "BEGIN IMMEDIATE")
     except BaseException:
         db_session.rollback()
@@ -217,15 +226,53 @@ def _switch_to_write(db_session, lock):
         raise
 
 
+def _set_sync(connection, relaxed):
+    """Before a transaction begins (SQLite allows no change within one): begin_write's, with the write lock of a
+    database file, commits with synchronous=NORMAL (relaxed), every other with FULL. A relaxed commit does not wait
+    for the disk; the session syncs the write-ahead log when the transaction has ended (_transaction_end), out of
+    the write lock, so that the next writer does not wait for this one's fsync (bench/README.md, "The log synced
+    after the write lock")."""
+    info = connection.connection.info
+    if info.get(_SYNC_RELAXED, False) != relaxed:
+        _sqlite_begin_on_driver(connection, "PRAGMA synchronous=NORMAL" if relaxed else "PRAGMA synchronous=FULL")
+        info[_SYNC_RELAXED] = relaxed
+
+
+def _transaction_begun(db_session, _transaction, _connection):
+    db_session.info[_UNSYNCED] = True
+
+
 def _release_write_lock(db_session):
     if _WRITE_LOCK_HELD in db_session.info:
         db_session.info[_WRITE_LOCK].release(db_session.info.pop(_WRITE_LOCK_HELD))
 
 
-def _write_transaction_end(db_session, transaction):
-    # Commit, rollback and close all end here; savepoints (nested transactions) do not hold the lock.
+def _transaction_end(db_session, transaction):
+    """Commit, rollback and close all end here; savepoints (nested transactions) do not hold the lock.
+
+    A session's transaction that used the database syncs the write-ahead log when it ends, whether it wrote or only
+    read: between a relaxed commit and its writer's sync, other connections already see the commit. So whatever a
+    transaction wrote or saw is on disk before its session goes on (to answer, to report what it read), as with
+    synchronous=FULL everywhere; a crash loses only commits that no one has acted on, and the ones after them
+    (SQLite recovers a log up to its first frame not fully written). A sync with nothing to write costs 15 us of
+    CPU. Reads through the engine outside a session (the TLS client CA bundle) are not covered."""
     if transaction.parent is None:
         _release_write_lock(db_session)
+        wal = db_session.info[_WRITE_LOCK].wal
+        if db_session.info.pop(_UNSYNCED, False) and wal is not None:
+            sync_log(wal)
+
+
+def sync_log(path):
+    """fsync a write-ahead log: what every connection wrote to it is on disk when this returns."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # checkpointed into the database file and removed (SQLite synced that file then)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # Ids are SQL BIGINTs at most (SQLite INTEGER): a larger number in a URL names no row (the database
@@ -291,7 +338,8 @@ def session_factory(engine):
         # PostgreSQL: begin_write's advisory lock ends with the transaction, nothing to release here.
         return sessionmaker(engine, expire_on_commit=False)
     factory = sessionmaker(engine, expire_on_commit=False, info={_WRITE_LOCK: SqliteWriteLock(engine.url.database)})
-    event.listen(factory, "after_transaction_end", _write_transaction_end)
+    event.listen(factory, "after_begin", _transaction_begun)
+    event.listen(factory, "after_transaction_end", _transaction_end)
     return factory
 
 

@@ -296,3 +296,111 @@ def test_a_forked_process_waits_for_its_parents_write_lock(sessions):
     assert got_after >= WAIT
     assert lock.acquire() == fd  # the parent keeps its descriptor
     lock.release(fd)
+
+
+# --- the write-ahead log synced after the write lock -----------------------------------------------------------
+NORMAL, FULL = 1, 2  # PRAGMA synchronous
+
+
+def synchronous(db_session):
+    return db_session.connection().exec_driver_sql("PRAGMA synchronous").scalar()
+
+
+@pytest.fixture
+def synced(sessions, monkeypatch):
+    """The logs sync_log syncs (for real), each with whether the write lock was held then."""
+    calls = []
+    real = server_db.sync_log
+
+    def sync_log(path):
+        calls.append((path, held(sessions)))
+        real(path)
+
+    monkeypatch.setattr(server_db, "sync_log", sync_log)
+    return calls
+
+
+def test_a_write_commits_without_waiting_for_the_disk_and_syncs_its_log_after_the_lock(sessions, tmp_path, synced):
+    db_session = sessions()
+    assert synchronous(db_session) == FULL  # a read transaction first, as an enrollment's
+    server_db.begin_write(db_session)
+    assert synchronous(db_session) == NORMAL
+    add_domain(db_session, "d")
+    db_session.flush()
+    assert synced == []
+    db_session.commit()
+    wal = str(tmp_path / "trustpoint.db-wal")
+    assert lock_of(sessions).wal == wal and os.path.exists(wal)
+    # Once for the read and the write (one transaction of the session), after the lock was released: the next
+    # writer did not wait for it.
+    assert synced == [(wal, False)]
+    db_session.close()  # nothing used the database since
+    assert synced == [(wal, False)]
+
+
+@pytest.mark.parametrize("end", ["commit", "rollback", "close"])
+def test_a_transaction_that_only_read_syncs_the_log_too(sessions, tmp_path, synced, end):
+    """Another connection sees a relaxed commit before its writer has synced it: a reader syncs the log before it
+    goes on to report what it saw."""
+    db_session = sessions()
+    db_session.scalar(select(Domain))
+    assert synced == []
+    getattr(db_session, end)()
+    assert synced == [(str(tmp_path / "trustpoint.db-wal"), False)]
+    db_session.close()
+    assert len(synced) == 1
+
+
+def test_a_session_that_did_not_use_the_database_syncs_nothing(sessions, synced):
+    with sessions() as db_session:
+        db_session.info["something"] = 1
+    assert synced == []
+
+
+def test_a_write_that_rolls_back_syncs_no_more_than_a_read(sessions, synced):
+    db_session = sessions()
+    server_db.begin_write(db_session)
+    add_domain(db_session, "d")
+    db_session.flush()
+    db_session.rollback()
+    assert len(synced) == 1 and not held(sessions)
+    with sessions() as check:
+        assert check.scalar(select(Domain.name)) is None
+
+
+def test_the_connections_next_transaction_commits_with_full_sync(sessions, synced):
+    with sessions() as first:
+        server_db.begin_write(first)
+        add_domain(first, "first")
+        first.commit()
+    with sessions() as second:  # the same pooled connection, relaxed by the write before; no begin_write
+        add_domain(second, "second")
+        second.flush()
+        assert synchronous(second) == FULL
+        second.commit()
+    with sessions() as third:
+        server_db.begin_write(third)
+        assert synchronous(third) == NORMAL
+    assert len(synced) == 3
+
+
+def test_sync_log_syncs_the_file_and_passes_over_a_log_already_removed(tmp_path, monkeypatch):
+    path = tmp_path / "trustpoint.db-wal"
+    path.write_bytes(b"frames")
+    fsynced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: fsynced.append(os.readlink("/proc/self/fd/%d" % fd)) or real(fd))
+    server_db.sync_log(str(path))
+    server_db.sync_log(str(tmp_path / "checkpointed-and-removed-wal"))
+    assert fsynced == [str(path)]
+
+
+def test_an_in_memory_database_has_no_log_to_sync(synced):
+    engine = server_db.make_engine("sqlite://")
+    sessions = server_db.session_factory(engine)
+    assert lock_of(sessions).wal is None
+    with sessions() as db_session:
+        server_db.begin_write(db_session)
+        assert synchronous(db_session) == FULL
+        db_session.commit()
+    assert synced == []
