@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -16,6 +17,8 @@ from sqlalchemy import create_engine, event, exc, func, select
 from sqlalchemy.orm import make_transient_to_detached, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE = "trustpoint.db"
 # How long a SQLite writer waits for the write lock before it fails ("database is locked").
@@ -57,18 +60,20 @@ def make_engine(url, sqlite_mmap_mib=0):
         mmap_size = sqlite_mmap_mib * 1024 * 1024  # SQLite takes at most its SQLITE_MAX_MMAP_SIZE (2 GiB)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_connect(dbapi_connection, _record):
+        def _sqlite_connect(dbapi_connection, record):
             # Let SQLAlchemy's "begin" below decide how transactions start.
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
+            # A file system without shared memory for the WAL index keeps the rollback journal.
+            record.info[_WAL] = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
             cursor.execute("PRAGMA busy_timeout=%d" % (BUSY_TIMEOUT_SECONDS * 1000))
             if mmap_size:
                 cursor.execute("PRAGMA mmap_size=%d" % mmap_size)
-            # synchronous stays FULL, SQLite's default: in WAL mode NORMAL would skip the fsync at each
-            # commit, and a power loss could then lose the last records of issued certificates. Only
-            # begin_write's transactions commit with NORMAL; the session syncs the log itself (_set_sync).
+            # FULL (whatever the library's default): NORMAL would skip the fsync at each commit, and a power
+            # loss could then lose the last records of issued certificates. Only begin_write's transactions
+            # commit with NORMAL, in WAL mode; the session syncs the log itself (_set_sync).
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -96,6 +101,7 @@ def _sqlite_begin_on_driver(connection, statement):
 WRITE_OPTION = "trustpoint_write"
 RELAXED_SYNC = "relaxed sync"  # WRITE_OPTION's value for a transaction that commits with synchronous=NORMAL
 _SYNC_RELAXED = "trustpoint_sync_relaxed"  # connection info key: the connection is at synchronous=NORMAL
+_WAL = "trustpoint_wal"  # connection info key: the connection's database is in WAL mode
 _UNSYNCED = "trustpoint_unsynced"  # Session.info key: a transaction of the session used the database
 _WRITE_LOCK = "trustpoint_write_lock"  # Session.info key of the sessionmaker's SqliteWriteLock
 _WRITE_LOCK_HELD = "trustpoint_write_lock_held"  # Session.info key: the lock file descriptor while held
@@ -125,7 +131,8 @@ class SqliteWriteLock:
         in_memory = not database or database == ":memory:" or database.startswith("file:")
         self.path = None if in_memory else os.path.abspath(database) + WRITE_LOCK_SUFFIX
         self.thread_lock = threading.Lock()
-        self.wal = None if in_memory else os.path.abspath(database) + "-wal"  # SQLite's name for it
+        # SQLite's name for it: next to the database file, a symbolic link resolved
+        self.wal = None if in_memory else os.path.realpath(database) + "-wal"
         self._fd = None
         _LOCKS.add(self)
 
@@ -233,6 +240,7 @@ def _set_sync(connection, relaxed):
     the write lock, so that the next writer does not wait for this one's fsync (bench/README.md, "The log synced
     after the write lock")."""
     info = connection.connection.info
+    relaxed = relaxed and info.get(_WAL, False)
     if info.get(_SYNC_RELAXED, False) != relaxed:
         _sqlite_begin_on_driver(connection, "PRAGMA synchronous=NORMAL" if relaxed else "PRAGMA synchronous=FULL")
         info[_SYNC_RELAXED] = relaxed
@@ -263,16 +271,33 @@ def _transaction_end(db_session, transaction):
             sync_log(wal)
 
 
+_sync_failed = None  # the OSError of this process's first failed sync_log()
+
+
 def sync_log(path):
-    """fsync a write-ahead log: what every connection wrote to it is on disk when this returns."""
+    """Sync a write-ahead log: what every connection wrote to it is on disk when this returns.
+
+    A failed sync leaves commits that others may have seen and that may not be on disk, and the kernel reports a
+    write-back error once: from then on every sync of this process fails, so that its requests answer nothing from
+    the database until it is restarted (its readiness check fails too)."""
+    global _sync_failed
+    if _sync_failed is not None:
+        raise OSError(_sync_failed.errno, "an earlier sync of %s failed: %s" % (path, _sync_failed.strerror))
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return  # checkpointed into the database file and removed (SQLite synced that file then)
     try:
-        os.fsync(fd)
+        _fdatasync(fd)
+    except OSError as exc:
+        _sync_failed = exc
+        log.critical("cannot sync the database log %s (%s): this process answers nothing from it any more", path, exc)
+        raise
     finally:
         os.close(fd)
+
+
+_fdatasync = getattr(os, "fdatasync", os.fsync)  # what SQLite syncs its log with (no mtime written)
 
 
 # Ids are SQL BIGINTs at most (SQLite INTEGER): a larger number in a URL names no row (the database

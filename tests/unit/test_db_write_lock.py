@@ -368,12 +368,18 @@ def test_a_write_that_rolls_back_syncs_no_more_than_a_read(sessions, synced):
         assert check.scalar(select(Domain.name)) is None
 
 
+def driver_connection(db_session):
+    return db_session.connection().connection.driver_connection
+
+
 def test_the_connections_next_transaction_commits_with_full_sync(sessions, synced):
     with sessions() as first:
         server_db.begin_write(first)
+        used = driver_connection(first)
         add_domain(first, "first")
         first.commit()
-    with sessions() as second:  # the same pooled connection, relaxed by the write before; no begin_write
+    with sessions() as second:  # no begin_write
+        assert driver_connection(second) is used  # the pooled connection the write before relaxed
         add_domain(second, "second")
         second.flush()
         assert synchronous(second) == FULL
@@ -384,12 +390,23 @@ def test_the_connections_next_transaction_commits_with_full_sync(sessions, synce
     assert len(synced) == 3
 
 
+def recording_syncs(monkeypatch):
+    """The files sync_log syncs from now on (for real), by the path their descriptor has."""
+    fsynced = []
+    real = server_db._fdatasync
+
+    def sync(fd):
+        fsynced.append(os.readlink("/proc/self/fd/%d" % fd))
+        real(fd)
+
+    monkeypatch.setattr(server_db, "_fdatasync", sync)
+    return fsynced
+
+
 def test_sync_log_syncs_the_file_and_passes_over_a_log_already_removed(tmp_path, monkeypatch):
     path = tmp_path / "trustpoint.db-wal"
     path.write_bytes(b"frames")
-    fsynced = []
-    real = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: fsynced.append(os.readlink("/proc/self/fd/%d" % fd)) or real(fd))
+    fsynced = recording_syncs(monkeypatch)
     server_db.sync_log(str(path))
     server_db.sync_log(str(tmp_path / "checkpointed-and-removed-wal"))
     assert fsynced == [str(path)]
@@ -404,3 +421,43 @@ def test_an_in_memory_database_has_no_log_to_sync(synced):
         assert synchronous(db_session) == FULL
         db_session.commit()
     assert synced == []
+
+
+def test_the_log_synced_is_the_one_sqlite_writes_next_to_a_linked_database(tmp_path, monkeypatch):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link.db").symlink_to(tmp_path / "real" / "data.db")
+    engine = server_db.make_engine("sqlite:///%s" % (tmp_path / "link.db"))
+    sessions = server_db.session_factory(engine)
+    fsynced = recording_syncs(monkeypatch)
+    try:
+        with sessions() as db_session:
+            server_db.begin_write(db_session)
+            db_session.connection().exec_driver_sql("CREATE TABLE t (x)")
+            [(_seq, _name, file)] = db_session.connection().exec_driver_sql("PRAGMA database_list").all()
+            db_session.commit()
+        assert lock_of(sessions).wal == file + "-wal" == str(tmp_path / "real" / "data.db-wal")
+        assert fsynced == [file + "-wal"]
+    finally:
+        engine.dispose()
+
+
+def test_after_a_failed_sync_the_process_answers_nothing_from_the_database(sessions, monkeypatch, caplog):
+    """The commit is already visible when its sync fails, and the kernel reports a write-back error once."""
+    monkeypatch.setattr(server_db, "_sync_failed", None)  # restored after the test
+
+    def fail(_fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(server_db, "_fdatasync", fail)
+    db_session = sessions()
+    server_db.begin_write(db_session)
+    add_domain(db_session, "d")
+    with pytest.raises(OSError, match="Input/output error"):
+        db_session.commit()
+    assert not held(sessions)
+    assert "cannot sync the database log" in caplog.text
+    monkeypatch.setattr(server_db, "_fdatasync", os.fsync)  # the disk answers again: the process still refuses
+    reader = sessions()
+    reader.scalar(select(Domain.name))
+    with pytest.raises(OSError, match=r"an earlier sync of .*trustpoint\.db-wal failed: Input/output error"):
+        reader.close()
