@@ -237,8 +237,8 @@ def _set_sync(connection, relaxed):
     """Before a transaction begins (SQLite allows no change within one): begin_write's, with the write lock of a
     database file, commits with synchronous=NORMAL (relaxed), every other with FULL. A relaxed commit does not wait
     for the disk; the session syncs the write-ahead log when the transaction has ended (_transaction_end), out of
-    the write lock, so that the next writer does not wait for this one's fsync (bench/README.md, "The log synced
-    after the write lock")."""
+    the write lock, so that the next writer does not wait for this one's fsync (bench/README.md, "A new machine; the
+    log synced after the write lock")."""
     info = connection.connection.info
     relaxed = relaxed and info.get(_WAL, False)
     if info.get(_SYNC_RELAXED, False) != relaxed:

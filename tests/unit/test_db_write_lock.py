@@ -461,3 +461,15 @@ def test_after_a_failed_sync_the_process_answers_nothing_from_the_database(sessi
     reader.scalar(select(Domain.name))
     with pytest.raises(OSError, match=r"an earlier sync of .*trustpoint\.db-wal failed: Input/output error"):
         reader.close()
+
+
+def test_a_connection_not_in_wal_mode_is_never_relaxed(sessions, synced):
+    """Where WAL mode cannot be had (a file system without shared memory), PRAGMA journal_mode=WAL leaves the
+    rollback journal: there NORMAL would not sync at all, and no log would be there to sync."""
+    with sessions() as db_session:
+        info = db_session.connection().connection.info
+        assert info[server_db._WAL] is True  # what the connect event read from SQLite for this database file
+        info[server_db._WAL] = False  # as it reads it on such a file system
+    with sessions() as db_session:
+        server_db.begin_write(db_session)
+        assert synchronous(db_session) == FULL
